@@ -1,0 +1,62 @@
+// CPU attention: a blockwise FlashAttention-style loop with an fp32 online softmax
+// (base 2), shared by every attention operator on the CPU dispatch key.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace flashinfer_ops {
+namespace cpu {
+
+// Where one request's keys (or values) live. Offsets are in elements.
+struct KvAddressing {
+  const void* base = nullptr;
+  int64_t stride_page = 0;   // paged caches: distance between pages
+  int64_t stride_token = 0;  // distance between consecutive tokens (within a page)
+  int64_t stride_head = 0;
+  int64_t page_size = 0;     // 0: tokens are contiguous (single request or ragged batch)
+};
+
+struct AttentionProblem {
+  // Query and output: [qo_tokens, heads, head_dim] with arbitrary token/head strides.
+  const void* q = nullptr;
+  int64_t q_stride_token = 0, q_stride_head = 0;
+  void* o = nullptr;
+  int64_t o_stride_token = 0, o_stride_head = 0;
+  float* lse = nullptr;          // [qo_tokens, num_qo_heads] contiguous, optional
+  float* partial_o = nullptr;    // [partial_rows, num_qo_heads, head_dim]
+  float* partial_lse = nullptr;  // [partial_rows, num_qo_heads]
+  at::ScalarType q_dtype = at::kHalf, kv_dtype = at::kHalf, o_dtype = at::kHalf;
+
+  KvAddressing k, v;
+  int num_qo_heads = 0, num_kv_heads = 0, head_dim = 0;
+
+  // Batch description (device-side arrays; on the CPU, host pointers).
+  const int32_t* qo_indptr = nullptr;         // [batch + 1]
+  const int32_t* kv_indptr = nullptr;         // ragged: token offsets; paged: page offsets
+  const int32_t* kv_indices = nullptr;        // paged only
+  const int32_t* kv_last_page_len = nullptr;  // paged only
+  const uint8_t* packed_custom_mask = nullptr;
+  const int32_t* mask_indptr = nullptr;       // byte offset of each request's mask
+
+  bool causal = false;
+  int window_left = -1;
+  float sm_scale = 1.f, logits_soft_cap = 0.f, k_scale = 1.f, v_scale = 1.f;
+};
+
+// Runs the schedule in plan_info (see plan_info.h) and merges split requests.
+void run_attention(const AttentionProblem& problem, const int32_t* plan_info);
+
+// Host planner shared by the plan_batch operator and the single-request operators.
+// Returns the number of work items written; throws when the capacity is too small.
+void plan_schedule(const int32_t* qo_indptr, const int32_t* kv_lens, int64_t batch,
+                   int64_t q_tile_rows, int64_t kv_chunk_size, int32_t* plan_info,
+                   int64_t plan_info_size);
+
+// Plan size (in int32) that plan_schedule needs for this batch.
+int64_t plan_size_for(const int32_t* qo_indptr, const int32_t* kv_lens, int64_t batch,
+                      int64_t q_tile_rows, int64_t kv_chunk_size);
+
+}  // namespace cpu
+}  // namespace flashinfer_ops

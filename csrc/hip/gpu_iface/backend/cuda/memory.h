@@ -1,0 +1,42 @@
+// NVIDIA sm_80+: cp.async global -> shared, and the shared-memory swizzle.
+#pragma once
+
+#include <cstdint>
+
+namespace tfo::gpu {
+
+TFO_INLINE uint32_t shared_address(const void* smem) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+}
+
+// cp.async.cg bypasses L1; a source size of 0 makes it write 16 zero bytes without reading.
+TFO_INLINE void copy_global_to_shared_16b(void* smem, const void* gmem, bool in_bounds = true) {
+  const int src_bytes = in_bounds ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(smem)),
+               "l"(gmem), "r"(src_bytes)
+               : "memory");
+}
+
+TFO_INLINE void copy_commit_group() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+
+template <int kPending>
+TFO_INLINE void copy_wait_groups() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+
+// 32 banks x 4 bytes: a 128-byte line holds 8 chunks. ldmatrix gathers 8 rows' chunks per phase
+// (and cp.async writes 8 chunks per phase); XOR-ing the chunk with the row index modulo 8 puts 8
+// consecutive rows at the same logical chunk in 8 different bank groups. Rows narrower than a
+// line share one, so the row index is first divided by the rows per line.
+template <int kChunksPerRow>
+TFO_HOST_DEVICE constexpr int swizzle_chunk(int row, int chunk) {
+  constexpr int kChunksPerLine = 8;
+  if constexpr (kChunksPerRow >= kChunksPerLine) {
+    return chunk ^ (row % kChunksPerLine);
+  } else {
+    constexpr int kRowsPerLine = kChunksPerLine / kChunksPerRow;
+    return chunk ^ ((row / kRowsPerLine) % kChunksPerRow);
+  }
+}
+
+}  // namespace tfo::gpu

@@ -1,0 +1,125 @@
+// NVIDIA mma.sync.aligned.m16n8k16 (sm_80+). A 16x16x16 step is two of them: columns 0..7 (h = 0)
+// and 8..15 (h = 1). Layouts from the PTX ISA, "Matrix Fragments for mma.m16n8k16";
+// g = lane / 4, t = lane % 4. Each 32-bit register holds 2 elements, lower k (or column) first.
+//
+//   A (16 x 16)  x[r]:      row g + 8 * (r % 2),  k = 2t + 8 * (r / 2) + {0, 1}
+//   B (16 x 16)  x[2h + r]: column 8h + g,        k = 2t + 8r + {0, 1}
+//   C (16 x 16)  v[4h + i]: row g + 8 * (i / 2),  column 8h + 2t + i % 2
+//
+//                 columns 8h+2t, 8h+2t+1
+//     row g       v[4h],   v[4h+1]
+//     row g + 8   v[4h+2], v[4h+3]
+//
+// A C row lies in the 4 lanes of a group; each lane holds 2 rows. Every register above is one
+// 8x8 matrix of ldmatrix (.trans for row-major B), which is how the fragments are loaded.
+// K = 32 fragments are two K = 16 fragments back to back.
+#pragma once
+
+#include <type_traits>
+
+namespace tfo::gpu {
+
+template <typename T, int K>
+struct FragA {
+  static_assert(K == 16 || K == 32, "fragments cover K = 16 or 32");
+  uint32_t x[K / 4];
+};
+
+template <typename T, int K>
+struct FragB {
+  static_assert(K == 16 || K == 32, "fragments cover K = 16 or 32");
+  uint32_t x[K / 4];
+};
+
+struct FragC {
+  float v[8];
+};
+
+inline constexpr int kAccElems = 8;
+inline constexpr int kAccRowsPerLane = 2;
+inline constexpr int kRowLanes = 4;
+
+TFO_HOST_DEVICE constexpr int acc_row_slot(int e) { return (e / 2) % 2; }
+TFO_INLINE int acc_row(int lane, int e) { return lane / 4 + 8 * ((e / 2) % 2); }
+TFO_INLINE int acc_col(int lane, int e) { return 8 * (e / 4) + 2 * (lane % 4) + e % 2; }
+TFO_INLINE int acc_slot_row(int lane, int slot) { return lane / 4 + 8 * slot; }
+
+namespace detail {
+
+template <typename T>
+TFO_INLINE void mma_m16n8k16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  if constexpr (std::is_same_v<T, half_t>) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    static_assert(std::is_same_v<T, bf16_t>, "mma: half_t or bf16_t");
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+// Lanes 8m..8m+7 give the row addresses of matrix m; register m receives matrix m.
+TFO_INLINE void ldmatrix_x4(uint32_t* r, const void* smem_row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(shared_address(smem_row)));
+}
+
+TFO_INLINE void ldmatrix_x4_trans(uint32_t* r, const void* smem_row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(shared_address(smem_row)));
+}
+
+}  // namespace detail
+
+template <typename T, int K>
+TFO_INLINE void mma(FragC& c, const FragA<T, K>& a, const FragB<T, K>& b) {
+#pragma unroll
+  for (int kb = 0; kb < K / 16; ++kb) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      detail::mma_m16n8k16<T>(&c.v[4 * h], &a.x[4 * kb], b.x[4 * kb + 2 * h],
+                              b.x[4 * kb + 2 * h + 1]);
+    }
+  }
+}
+
+// Matrix m = lane / 8 is rows 8 * (m % 2).., k 8 * (m / 2)..
+template <typename T, int K, typename Tile>
+TFO_INLINE void load_a(FragA<T, K>& a, const Tile& tile, int row0, int k0) {
+  const int lane = lane_id();
+#pragma unroll
+  for (int kb = 0; kb < K / 16; ++kb) {
+    detail::ldmatrix_x4(&a.x[4 * kb], tile.ptr(row0 + lane % 16, k0 + 16 * kb + 8 * (lane / 16)));
+  }
+}
+
+// Bᵀ stored row-major ([n][k]): matrix m = 2h + r is columns 8h.., k 8r..
+template <typename T, int K, typename Tile>
+TFO_INLINE void load_b_nk(FragB<T, K>& b, const Tile& tile, int n0, int k0) {
+  const int lane = lane_id();
+  const int n = n0 + 8 * (lane / 16) + lane % 8;
+#pragma unroll
+  for (int kb = 0; kb < K / 16; ++kb) {
+    detail::ldmatrix_x4(&b.x[4 * kb], tile.ptr(n, k0 + 16 * kb + 8 * ((lane / 8) % 2)));
+  }
+}
+
+// B stored row-major ([k][n]): the same matrices, transposed on the way in.
+template <typename T, int K, typename Tile>
+TFO_INLINE void load_b_kn(FragB<T, K>& b, const Tile& tile, int k0, int n0) {
+  const int lane = lane_id();
+  const int n = n0 + 8 * (lane / 16);
+#pragma unroll
+  for (int kb = 0; kb < K / 16; ++kb) {
+    detail::ldmatrix_x4_trans(&b.x[4 * kb],
+                              tile.ptr(k0 + 16 * kb + 8 * ((lane / 8) % 2) + lane % 8, n));
+  }
+}
+
+}  // namespace tfo::gpu

@@ -1,0 +1,60 @@
+// NVIDIA sm_80+: warp32. Thin wrappers over CUDA intrinsics and a little PTX.
+#pragma once
+
+#include <cstdint>
+
+#define TFO_DEVICE __device__
+#define TFO_HOST_DEVICE __host__ __device__
+#define TFO_INLINE __device__ __forceinline__
+#define TFO_GLOBAL __global__
+#define TFO_SHARED __shared__
+#define TFO_LAUNCH_BOUNDS(max_threads) __launch_bounds__(max_threads)
+
+namespace tfo::gpu {
+
+inline constexpr int kWaveSize = 32;
+inline constexpr unsigned kFullWaveMask = 0xffffffffu;
+
+TFO_INLINE int thread_index_x() { return static_cast<int>(threadIdx.x); }
+TFO_INLINE int block_index_x() { return static_cast<int>(blockIdx.x); }
+TFO_INLINE int block_index_y() { return static_cast<int>(blockIdx.y); }
+TFO_INLINE int block_index_z() { return static_cast<int>(blockIdx.z); }
+
+TFO_INLINE int lane_id() {
+  unsigned lane;
+  asm("mov.u32 %0, %%laneid;" : "=r"(lane));
+  return static_cast<int>(lane);
+}
+
+// Broadcast from lane 0 so the compiler treats the value as warp-uniform.
+TFO_INLINE int wave_index() { return __shfl_sync(kFullWaveMask, thread_index_x() / kWaveSize, 0); }
+
+TFO_INLINE float shfl_xor(float v, int lane_mask) {
+  return __shfl_xor_sync(kFullWaveMask, v, lane_mask);
+}
+
+template <int kGroup, typename Op>
+TFO_INLINE float group_allreduce(float v, Op op) {
+  static_assert(kGroup >= 1 && kGroup <= kWaveSize && (kGroup & (kGroup - 1)) == 0,
+                "group must be a power of two within the warp");
+#pragma unroll
+  for (int mask = 1; mask < kGroup; mask <<= 1) v = op(v, shfl_xor(v, mask));
+  return v;
+}
+
+TFO_INLINE void block_sync() { __syncthreads(); }
+TFO_INLINE void wave_sync() { __syncwarp(); }
+
+TFO_INLINE float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+TFO_INLINE float fast_rcp(float x) {
+  float y;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+TFO_INLINE float max_f32(float a, float b) { return fmaxf(a, b); }
+
+}  // namespace tfo::gpu

@@ -1,0 +1,83 @@
+// AMD CDNA (gfx942, gfx950): wave64. Clang builtins only (no inline asm), so a host emulation can
+// provide each of them.
+#pragma once
+
+#include <cstdint>
+
+// A host emulation defines all of these itself before including the headers.
+#ifndef TFO_DEVICE
+#define TFO_DEVICE __attribute__((device))
+#define TFO_HOST_DEVICE __attribute__((host, device))
+#define TFO_INLINE __attribute__((device, always_inline)) inline
+#define TFO_GLOBAL __attribute__((global))
+#define TFO_SHARED __attribute__((shared))
+#define TFO_LAUNCH_BOUNDS(max_threads) __attribute__((amdgpu_flat_work_group_size(1, max_threads)))
+#endif
+
+namespace tfo::gpu {
+
+inline constexpr int kWaveSize = 64;
+
+TFO_INLINE int thread_index_x() { return __builtin_amdgcn_workitem_id_x(); }
+TFO_INLINE int block_index_x() { return __builtin_amdgcn_workgroup_id_x(); }
+TFO_INLINE int block_index_y() { return __builtin_amdgcn_workgroup_id_y(); }
+TFO_INLINE int block_index_z() { return __builtin_amdgcn_workgroup_id_z(); }
+
+TFO_INLINE int lane_id() {
+  return static_cast<int>(__builtin_amdgcn_mbcnt_hi(~0u, __builtin_amdgcn_mbcnt_lo(~0u, 0u)));
+}
+
+// readfirstlane tells the compiler the value is wave-uniform, so it lives in an SGPR.
+TFO_INLINE int wave_index() { return __builtin_amdgcn_readfirstlane(thread_index_x() / kWaveSize); }
+
+// Any lane of the wave, through the LDS crossbar (ds_bpermute; no LDS memory is used).
+TFO_INLINE float shfl_xor(float v, int lane_mask) {
+  const int src_byte_addr = (lane_id() ^ lane_mask) << 2;
+  return __builtin_bit_cast(
+      float, __builtin_amdgcn_ds_bpermute(src_byte_addr, __builtin_bit_cast(int, v)));
+}
+
+namespace detail {
+
+// DPP controls (CDNA3 ISA, "DPP_CTRL"). They permute within a row of 16 lanes at VALU speed.
+inline constexpr int kDppQuadXor1 = 0xB1;      // quad_perm:[1,0,3,2]
+inline constexpr int kDppQuadXor2 = 0x4E;      // quad_perm:[2,3,0,1]
+inline constexpr int kDppRowHalfMirror = 0x141;  // lane i <- 7-i within each 8 lanes
+inline constexpr int kDppRowMirror = 0x140;      // lane i <- 15-i within each 16 lanes
+
+template <int kCtrl>
+TFO_INLINE float dpp(float v) {
+  const int bits = __builtin_bit_cast(int, v);
+  return __builtin_bit_cast(float, __builtin_amdgcn_update_dpp(bits, bits, kCtrl, 0xF, 0xF, false));
+}
+
+}  // namespace detail
+
+// Mirrors are not xor shuffles, but once each half of a block holds its half's total, a mirror
+// pairs every lane with a lane of the other half, which is all an all-reduce needs.
+template <int kGroup, typename Op>
+TFO_INLINE float group_allreduce(float v, Op op) {
+  static_assert(kGroup >= 1 && kGroup <= kWaveSize && (kGroup & (kGroup - 1)) == 0,
+                "group must be a power of two within the wave");
+  if constexpr (kGroup >= 2) v = op(v, detail::dpp<detail::kDppQuadXor1>(v));
+  if constexpr (kGroup >= 4) v = op(v, detail::dpp<detail::kDppQuadXor2>(v));
+  if constexpr (kGroup >= 8) v = op(v, detail::dpp<detail::kDppRowHalfMirror>(v));
+  if constexpr (kGroup >= 16) v = op(v, detail::dpp<detail::kDppRowMirror>(v));
+  if constexpr (kGroup >= 32) v = op(v, shfl_xor(v, 16));
+  if constexpr (kGroup >= 64) v = op(v, shfl_xor(v, 32));
+  return v;
+}
+
+TFO_INLINE void block_sync() {
+  __builtin_amdgcn_fence(__ATOMIC_RELEASE, "workgroup");
+  __builtin_amdgcn_s_barrier();
+  __builtin_amdgcn_fence(__ATOMIC_ACQUIRE, "workgroup");
+}
+
+TFO_INLINE void wave_sync() { __builtin_amdgcn_wave_barrier(); }
+
+TFO_INLINE float fast_exp2(float x) { return __builtin_amdgcn_exp2f(x); }
+TFO_INLINE float fast_rcp(float x) { return __builtin_amdgcn_rcpf(x); }
+TFO_INLINE float max_f32(float a, float b) { return __builtin_fmaxf(a, b); }
+
+}  // namespace tfo::gpu

@@ -1,0 +1,29 @@
+// AMD: clang's native _Float16 and __bf16 (HIP 5.2's hip_fp16.h does not build with recent clang).
+#pragma once
+
+#include <cstdint>
+
+namespace tfo::gpu {
+
+using half_t = _Float16;
+using bf16_t = __bf16;
+
+// Clang extended vector of N elements; the MFMA builtins take these as operands.
+template <typename T, int N>
+using vec_t = T __attribute__((ext_vector_type(N)));
+
+TFO_INLINE float to_float(half_t x) { return static_cast<float>(x); }
+TFO_INLINE float to_float(bf16_t x) { return static_cast<float>(x); }
+
+template <typename T>
+TFO_INLINE T from_float(float x) {
+  return static_cast<T>(x);
+}
+
+template <typename T>
+TFO_INLINE uint32_t pack2(float lo, float hi) {
+  const vec_t<T, 2> v = {static_cast<T>(lo), static_cast<T>(hi)};
+  return __builtin_bit_cast(uint32_t, v);
+}
+
+}  // namespace tfo::gpu

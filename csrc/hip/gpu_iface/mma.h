@@ -1,0 +1,91 @@
+// Matrix-core tiles: operand fragments A (16 x K, row-major) and B (K x 16), float accumulator C
+// (16 x 16), for K = 16 or 32 and element types half_t, bf16_t. One wave owns each fragment.
+//
+// Contract (namespace tfo::gpu), implemented by backend/<vendor>/mma.h (which holds the layout
+// diagram):
+//   FragA<T, K>, FragB<T, K>, FragC           FragC::v[e] for e < kAccElems
+//   mma(c, a, b)                              c += a * b
+//   load_a(a, tile, row0, k0)                 A(i, k) = tile(row0 + i, k0 + k)   row-major A (Q)
+//   load_b_nk(b, tile, n0, k0)                B(k, j) = tile(n0 + j, k0 + k)     B stored as Bᵀ (K in Q·Kᵀ)
+//   load_b_kn(b, tile, k0, n0)                B(k, j) = tile(k0 + k, n0 + j)     row-major B (V)
+//     tile: anything with T* ptr(row, col), e.g. SmemTile. Both operands of one mma must come
+//     from these loaders (with K = 32 the AMD backend permutes k, identically in A and B).
+//   Accumulator layout, for the softmax:
+//     kAccElems                 floats per lane
+//     kAccRowsPerLane           distinct tile rows a lane holds ("slots")
+//     kRowLanes                 aligned group of consecutive lanes that together hold a row
+//     acc_row(lane, e), acc_col(lane, e)   tile coordinates of element e
+//     acc_row_slot(e)           the slot element e belongs to
+//     acc_slot_row(lane, slot)  the tile row of a slot
+#pragma once
+
+#include "gpu_iface/memory.h"
+#include "gpu_iface/platform.h"
+#include "gpu_iface/vec_types.h"
+
+#if defined(TFO_GPU_BACKEND_HIP)
+#include "gpu_iface/backend/hip/mma.h"
+#else
+#include "gpu_iface/backend/cuda/mma.h"
+#endif
+
+namespace tfo::gpu {
+
+template <typename T>
+TFO_INLINE void mma_16x16x16(FragC& c, const FragA<T, 16>& a, const FragB<T, 16>& b) {
+  mma(c, a, b);
+}
+template <typename T>
+TFO_INLINE void mma_16x16x32(FragC& c, const FragA<T, 32>& a, const FragB<T, 32>& b) {
+  mma(c, a, b);
+}
+
+// One value per row slot of this lane: row maxima, row sums, softmax scales.
+struct RowVals {
+  float v[kAccRowsPerLane];
+};
+
+TFO_INLINE RowVals row_vals_filled(float x) {
+  RowVals r;
+#pragma unroll
+  for (int s = 0; s < kAccRowsPerLane; ++s) r.v[s] = x;
+  return r;
+}
+
+// Folds this lane's accumulator elements of a row strip (N tiles side by side) into its slots.
+template <int N, typename Op>
+TFO_INLINE void row_fold(const FragC (&acc)[N], RowVals& rows, Op op) {
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+#pragma unroll
+    for (int e = 0; e < kAccElems; ++e) {
+      const int s = acc_row_slot(e);
+      rows.v[s] = op(rows.v[s], acc[n].v[e]);
+    }
+  }
+}
+
+// Completes per-row partials across the lanes that share each row; every such lane gets the result.
+template <typename Op>
+TFO_INLINE void row_allreduce(RowVals& rows, Op op) {
+#pragma unroll
+  for (int s = 0; s < kAccRowsPerLane; ++s) rows.v[s] = group_allreduce<kRowLanes>(rows.v[s], op);
+}
+
+template <int N>
+TFO_INLINE RowVals row_max(const FragC (&acc)[N]) {
+  RowVals rows = row_vals_filled(-__builtin_huge_valf());
+  row_fold(acc, rows, MaxOp{});
+  row_allreduce(rows, MaxOp{});
+  return rows;
+}
+
+template <int N>
+TFO_INLINE RowVals row_sum(const FragC (&acc)[N]) {
+  RowVals rows = row_vals_filled(0.0f);
+  row_fold(acc, rows, SumOp{});
+  row_allreduce(rows, SumOp{});
+  return rows;
+}
+
+}  // namespace tfo::gpu

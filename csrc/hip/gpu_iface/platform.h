@@ -1,0 +1,42 @@
+// Execution unit: wave of kWaveSize lanes (64 on AMD CDNA, 32 on NVIDIA), its lane shuffles and the
+// group reductions an online softmax needs, thread/block indices, barriers, fast math.
+//
+// Contract (namespace tfo::gpu), implemented by backend/<vendor>/platform.h:
+//   TFO_DEVICE, TFO_HOST_DEVICE, TFO_INLINE, TFO_GLOBAL, TFO_SHARED, TFO_LAUNCH_BOUNDS(n)
+//   kWaveSize                         lanes per wave (constexpr int)
+//   lane_id(), wave_index()           lane within the wave; wave within a 1-D block (wave-uniform)
+//   thread_index_x(), block_index_x/y/z()
+//   shfl_xor(float v, int lane_mask)  value of lane (lane_id() ^ lane_mask)
+//   group_allreduce<kGroup>(v, op)    op-reduce over each aligned group of kGroup consecutive
+//                                     lanes (power of two <= kWaveSize); every lane gets the result
+//   block_sync(), wave_sync()         barrier with shared-memory visibility; wave-level barrier
+//   fast_exp2(x), fast_rcp(x), max_f32(a, b)
+#pragma once
+
+#include "gpu_iface/backend.h"
+
+#if defined(TFO_GPU_BACKEND_HIP)
+#include "gpu_iface/backend/hip/platform.h"
+#else
+#include "gpu_iface/backend/cuda/platform.h"
+#endif
+
+namespace tfo::gpu {
+
+struct MaxOp {
+  TFO_INLINE float operator()(float a, float b) const { return max_f32(a, b); }
+};
+struct SumOp {
+  TFO_INLINE float operator()(float a, float b) const { return a + b; }
+};
+
+template <int kGroup>
+TFO_INLINE float group_max(float v) {
+  return group_allreduce<kGroup>(v, MaxOp{});
+}
+template <int kGroup>
+TFO_INLINE float group_sum(float v) {
+  return group_allreduce<kGroup>(v, SumOp{});
+}
+
+}  // namespace tfo::gpu

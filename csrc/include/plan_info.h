@@ -1,0 +1,66 @@
+// Layout of the int32 schedule ("plan_info") that plan_batch writes and the batch
+// run operators read. Torch-free: the CPU kernels and the GPU kernels share it.
+//
+//   [0, kHeaderSize)                         header, see Header
+//   [kHeaderSize, + kRequestFields*batch)    per request: partial_base, num_splits
+//   [..., + kItemFields*num_items)           work items, one per (request, q tile, kv chunk)
+//
+// Everything a run reads lies in the prefix of size_for(num_items, batch), so a plan is
+// copied to the device by its prefix while the buffer itself keeps a fixed size.
+//
+// A work item covers query rows [q_begin, q_end) of one request (row indices local to
+// the request) against its kv positions [kv_begin, kv_end), for every kv head. When a
+// request is split over several kv chunks, each item writes a float32 partial result at
+// partial rows [partial_row, partial_row + q_end - q_begin) and a merge step combines the
+// num_splits partial results of each row; otherwise partial_row is -1 and the item
+// writes the output directly.
+#pragma once
+#include <cstdint>
+
+namespace flashinfer_ops {
+namespace plan_info {
+
+constexpr int kHeaderSize = 8;
+constexpr int kItemFields = 6;
+constexpr int kRequestFields = 2;
+
+enum Header : int {
+  kNumItems = 0,
+  kNumRequests = 1,
+  kItemCapacity = 2,  // items the buffer could hold for this batch
+  kReserved = 3,
+  kPartialRows = 4,
+  kQTileRows = 5,
+  kKvChunkSize = 6,
+};
+
+enum ItemField : int {
+  kRequest = 0,
+  kQBegin = 1,
+  kQEnd = 2,
+  kKvBegin = 3,
+  kKvEnd = 4,
+  kPartialRow = 5,
+};
+
+enum RequestField : int {
+  kPartialBase = 0,  // first partial row of the request, -1 when not split
+  kNumSplits = 1,
+};
+
+inline constexpr int64_t size_for(int64_t item_capacity, int64_t request_capacity) {
+  return kHeaderSize + kItemFields * item_capacity + kRequestFields * request_capacity;
+}
+
+struct View {
+  const int32_t* data;
+  int32_t num_items() const { return data[kNumItems]; }
+  int32_t num_requests() const { return data[kNumRequests]; }
+  const int32_t* request(int32_t r) const { return data + kHeaderSize + kRequestFields * r; }
+  const int32_t* item(int32_t i) const {
+    return data + kHeaderSize + kRequestFields * data[kNumRequests] + kItemFields * i;
+  }
+};
+
+}  // namespace plan_info
+}  // namespace flashinfer_ops

@@ -1,0 +1,77 @@
+// The operator registry: every torch.ops.flashinfer schema, in one place.
+//
+// Kernels register per dispatch key in the files that implement them
+// (csrc/cpu/*.cpp for CPU, csrc/hip/bindings/*.cpp for CUDA/HIP); fakes live in
+// meta_kernels/. Conventions shared by all schemas:
+//   kv_layout      0 = NHD ([tokens, heads, dim]), 1 = HND ([heads, tokens, dim])
+//   window_left    -1 = no sliding window
+//   logits_soft_cap 0.0 = off; otherwise logits = cap * tanh(q.k * sm_scale / cap)
+//   k_scale/v_scale dequantisation scales of an FP8 KV cache (1.0 otherwise)
+//   lse            float32, base 2, [qo_tokens, num_qo_heads]
+//   plan_info      int32 schedule written by plan_batch (layout: csrc/include/plan_info.h)
+#include <torch/library.h>
+#include <pybind11/pybind11.h>
+
+TORCH_LIBRARY(flashinfer, m) {
+  // Single request.
+  m.def(
+      "single_prefill(Tensor q, Tensor k, Tensor v, Tensor(a!) o, Tensor(b!)? maybe_lse, "
+      "Tensor? packed_custom_mask, int kv_layout, bool causal, int window_left, float sm_scale, "
+      "float logits_soft_cap, float k_scale, float v_scale) -> ()");
+  m.def(
+      "single_decode(Tensor q, Tensor k, Tensor v, Tensor(a!) o, Tensor(b!)? maybe_lse, "
+      "int kv_layout, int window_left, float sm_scale, float logits_soft_cap, float k_scale, "
+      "float v_scale, bool use_tensor_cores) -> ()");
+
+  // Batched: a host planner writes the schedule, the run operators consume it.
+  m.def(
+      "plan_batch(Tensor qo_indptr, Tensor kv_lens, Tensor(a!) plan_info, int q_tile_rows, "
+      "int kv_chunk_size) -> ()");
+  m.def(
+      "batch_prefill_paged_run(Tensor q, Tensor paged_k, Tensor paged_v, Tensor qo_indptr, "
+      "Tensor kv_indptr, Tensor kv_indices, Tensor kv_last_page_len, Tensor plan_info, "
+      "Tensor(a!) partial_o, Tensor(b!) partial_lse, Tensor(c!) o, Tensor(d!)? maybe_lse, "
+      "Tensor? packed_custom_mask, Tensor? mask_indptr, int kv_layout, bool causal, "
+      "int window_left, float sm_scale, float logits_soft_cap, float k_scale, float v_scale) -> ()");
+  m.def(
+      "batch_prefill_ragged_run(Tensor q, Tensor k, Tensor v, Tensor qo_indptr, Tensor kv_indptr, "
+      "Tensor plan_info, Tensor(a!) partial_o, Tensor(b!) partial_lse, Tensor(c!) o, "
+      "Tensor(d!)? maybe_lse, Tensor? packed_custom_mask, Tensor? mask_indptr, int kv_layout, "
+      "bool causal, int window_left, float sm_scale, float logits_soft_cap, float k_scale, "
+      "float v_scale) -> ()");
+  m.def(
+      "batch_decode_paged_run(Tensor q, Tensor paged_k, Tensor paged_v, Tensor kv_indptr, "
+      "Tensor kv_indices, Tensor kv_last_page_len, Tensor plan_info, Tensor(a!) partial_o, "
+      "Tensor(b!) partial_lse, Tensor(c!) o, Tensor(d!)? maybe_lse, int kv_layout, "
+      "int window_left, float sm_scale, float logits_soft_cap, float k_scale, float v_scale, "
+      "bool use_tensor_cores) -> ()");
+
+  // Cascade building blocks (base-2 lse).
+  m.def("merge_state(Tensor v_a, Tensor s_a, Tensor v_b, Tensor s_b) -> (Tensor, Tensor)");
+  m.def(
+      "merge_state_in_place(Tensor(a!) v, Tensor(b!) s, Tensor v_other, Tensor s_other, "
+      "Tensor? mask) -> ()");
+  m.def("merge_states(Tensor v, Tensor s) -> (Tensor, Tensor)");
+
+  // Paged KV cache.
+  m.def(
+      "append_paged_kv_cache(Tensor append_key, Tensor append_value, Tensor batch_indices, "
+      "Tensor positions, Tensor(a!) paged_k_cache, Tensor(b!) paged_v_cache, Tensor kv_indices, "
+      "Tensor kv_indptr, Tensor kv_last_page_len, int kv_layout, float k_scale, "
+      "float v_scale) -> ()");
+  m.def(
+      "get_batch_indices_positions(Tensor append_indptr, Tensor seq_lens, int nnz) -> "
+      "(Tensor, Tensor)");
+  m.def("get_seq_lens(Tensor kv_indptr, Tensor kv_last_page_len, int page_size) -> Tensor");
+}
+
+namespace flashinfer_ops {
+bool gpu_kernels_built();
+}
+
+// The Python extension module: importing it loads the registry above.
+PYBIND11_MODULE(_C, module) {
+  module.doc() = "torch.ops.flashinfer operators (schemas, CPU and GPU kernels)";
+  module.def("gpu_kernels_built", &flashinfer_ops::gpu_kernels_built,
+             "True when this build contains the CUDA/HIP kernels");
+}

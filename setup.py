@@ -1,0 +1,79 @@
+"""Build of torch_flashinfer_ops._C.
+
+CPU-only PyTorch: the operator registry and the C++ CPU kernels.
+CUDA PyTorch:     adds the kernels of csrc/hip (compiled by nvcc, sm_80 and sm_90a).
+ROCm PyTorch:     adds the same kernels compiled by hipcc for gfx942 and gfx950.
+
+Knobs for quick builds (environment variables):
+  TFO_CUDA_ARCHS   semicolon list of CUDA archs, default "80;90a"
+  TFO_HIP_ARCHS    semicolon list of AMD archs, default "gfx942;gfx950"
+  TFO_HEAD_DIMS    comma list of head dims to instantiate, default "64,128,256"
+  TFO_DTYPES       comma list of q/kv dtypes to instantiate, default "f16,bf16"
+  TFO_CPU_ONLY=1   build only the CPU kernels, whatever PyTorch supports
+  MAX_JOBS         parallel compile jobs (ninja)
+"""
+import glob
+import os
+
+import torch
+from setuptools import setup
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def rel(pattern):
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+
+
+def instantiation_defines():
+    head_dims = os.environ.get("TFO_HEAD_DIMS", "64,128,256")
+    dtypes = os.environ.get("TFO_DTYPES", "f16,bf16")
+    for d in head_dims.split(","):
+        assert d.strip() in {"64", "128", "256"}, f"TFO_HEAD_DIMS: unsupported head dim {d!r}"
+    for t in dtypes.split(","):
+        assert t.strip() in {"f16", "bf16"}, f"TFO_DTYPES: unsupported dtype {t!r}"
+    defines = [f"-DTFO_HEAD_DIM_{d.strip()}" for d in head_dims.split(",")]
+    defines += [f"-DTFO_DTYPE_{t.strip().upper()}" for t in dtypes.split(",")]
+    return defines
+
+
+def extension():
+    cpu_sources = ["csrc/registry.cpp"] + rel("csrc/cpu/*.cpp")
+    cxx_flags = ["-O3", "-std=c++17"]
+    gpu_sources = rel("csrc/hip/bindings/*.cu")
+    want_gpu = os.environ.get("TFO_CPU_ONLY", "0") != "1" and bool(gpu_sources)
+    is_rocm = torch.version.hip is not None
+    if want_gpu and (torch.version.cuda is not None or is_rocm):
+        defines = ["-DTFO_WITH_GPU_KERNELS"] + instantiation_defines()
+        if is_rocm:
+            archs = os.environ.get("TFO_HIP_ARCHS", "gfx942;gfx950").split(";")
+            gpu_flags = ["-O3", "-std=c++17"] + [f"--offload-arch={a}" for a in archs]
+        else:
+            archs = os.environ.get("TFO_CUDA_ARCHS", "80;90a").split(";")
+            gpu_flags = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+            gpu_flags += [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
+        return CUDAExtension(
+            "torch_flashinfer_ops._C",
+            cpu_sources + gpu_sources,
+            include_dirs=[os.path.join(ROOT, "csrc")],
+            extra_compile_args={"cxx": cxx_flags + defines, "nvcc": gpu_flags + defines},
+        )
+    return CppExtension(
+        "torch_flashinfer_ops._C",
+        cpu_sources,
+        include_dirs=[os.path.join(ROOT, "csrc")],
+        extra_compile_args={"cxx": cxx_flags},
+    )
+
+
+setup(
+    name="torch_flashinfer_ops",
+    version="0.1.0",
+    description="FlashInfer-compatible attention operators for AMD Instinct and NVIDIA GPUs",
+    packages=["torch_flashinfer_ops", "meta_kernels"],
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    python_requires=">=3.11",
+    install_requires=["torch>=2.11"],
+)

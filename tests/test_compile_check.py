@@ -1,0 +1,143 @@
+"""The kernels compile for gfx942/gfx950 (clang-22) and sm_80/sm_90a (nvcc), with no GPU needed.
+
+Runs tools/compile_check.py: on AMD the ISA holds v_mfma and no kernel uses scratch; on NVIDIA no
+kernel spills. A missing compiler skips its targets, unless TFO_REQUIRE_COMPILERS=1 (set in CI),
+which turns it into a failure.
+"""
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_compile_check():
+    spec = importlib.util.spec_from_file_location(
+        "tfo_compile_check", ROOT / "tools" / "compile_check.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+cc = _load_compile_check()
+REQUIRE_COMPILERS = os.environ.get("TFO_REQUIRE_COMPILERS") == "1"
+TARGETS = [("amd", arch) for arch in cc.AMD_ARCHS] + [("nvidia", arch) for arch in cc.NVIDIA_ARCHS]
+
+
+def _require_compiler(vendor):
+    if cc.find_compiler(vendor) is None:
+        reason = cc.INSTALL_HINTS[vendor]
+        if REQUIRE_COMPILERS:
+            pytest.fail(f"{reason}; TFO_REQUIRE_COMPILERS=1 requires it")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Every available target, compiled once and in parallel."""
+    out_dir = tmp_path_factory.mktemp("compile_check")
+    found = cc.run_checks(out_dir)
+    print("\n" + cc.format_report(found, []), end="")
+    return {(r.vendor, r.arch, r.source): r for r in found}
+
+
+@pytest.mark.parametrize("source", [s.path for s in cc.SOURCES])
+@pytest.mark.parametrize("vendor,arch", TARGETS)
+def test_kernels_compile_clean(vendor, arch, source, results):
+    _require_compiler(vendor)
+    result = results[(vendor, arch, source)]
+    assert result.ok, result.summary()
+    assert result.kernels, result.summary()
+    assert all(k.registers > 0 for k in result.kernels), result.summary()
+
+
+# The checks themselves must be able to fail: feed them output that breaks each rule.
+
+_AMD_KERNEL_META = """
+\t.amdgpu_metadata
+---
+amdhsa.kernels:
+  - .agpr_count:     0
+    .args:
+      - .offset:         0
+        .size:           8
+    .name:           {name}
+    .private_segment_fixed_size: {scratch}
+    .sgpr_count:     20
+    .sgpr_spill_count: 0
+    .uses_dynamic_stack: false
+    .vgpr_count:     64
+    .vgpr_spill_count: {spills}
+amdhsa.target:   amdgcn-amd-amdhsa--gfx942
+amdhsa.version:
+  - 1
+  - 2
+...
+\t.end_amdgpu_metadata
+"""
+
+
+def _amd_asm(body, scratch=0, spills=0):
+    name = "_Z6kernelv"
+    return (
+        f"{name}:\n{body}\n.Lfunc_end0:\n; Occupancy: 8\n"
+        + _AMD_KERNEL_META.format(name=name, scratch=scratch, spills=spills)
+    )
+
+
+_MFMA = "\tv_mfma_f32_16x16x16_f16 v[0:3], v[4:5], v[6:7], 0"
+
+
+def test_amd_check_accepts_clean_isa():
+    kernels, problems = cc.evaluate_amd(_amd_asm(_MFMA), uses_matrix_cores=True)
+    assert problems == []
+    assert [(k.registers, k.sgprs, k.occupancy) for k in kernels] == [(64, 20, 8)]
+    assert kernels[0].mfma == {"v_mfma_f32_16x16x16_f16": 1}
+
+
+@pytest.mark.parametrize(
+    "asm, needle",
+    [
+        (_amd_asm(_MFMA, scratch=16), "scratch"),
+        (_amd_asm(_MFMA, spills=2), "spills"),
+        (_amd_asm("\tv_fma_f32 v0, v1, v2, v3"), "v_mfma"),
+        ("\ts_endpgm\n", "no kernels"),
+    ],
+)
+def test_amd_check_rejects(asm, needle):
+    _, problems = cc.evaluate_amd(asm, uses_matrix_cores=True)
+    assert any(needle in p for p in problems), problems
+
+
+_PTXAS = """\
+ptxas info    : Compiling entry function '_Z6kernelv' for 'sm_80'
+ptxas info    : Function properties for _Z6kernelv
+    {stack} bytes stack frame, {stores} bytes spill stores, {loads} bytes spill loads
+ptxas info    : Used 72 registers, used 1 barriers, 16384 bytes smem, 392 bytes cmem[0]
+"""
+
+
+def test_nvidia_check_accepts_clean_ptxas():
+    kernels, problems = cc.evaluate_nvidia(_PTXAS.format(stack=0, stores=0, loads=0))
+    assert problems == []
+    assert [(k.name, k.registers) for k in kernels] == [("_Z6kernelv", 72)]
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        (_PTXAS.format(stack=8, stores=8, loads=0), "spill"),
+        (_PTXAS.format(stack=0, stores=0, loads=4), "spill"),
+        (_PTXAS.format(stack=32, stores=0, loads=0), "stack frame"),
+        ("ptxas info    : 0 bytes gmem\n", "no kernels"),
+    ],
+)
+def test_nvidia_check_rejects(text, needle):
+    _, problems = cc.evaluate_nvidia(text)
+    assert any(needle in p for p in problems), problems

@@ -1,0 +1,403 @@
+"""CPU tier: bad input raises a clear error that names the offending argument."""
+
+import pytest
+import torch
+
+import torch_flashinfer_ops as flashinfer
+
+try:
+    from . import reference as ref
+except ImportError:
+    import reference as ref
+
+F16 = torch.float16
+ERRS = (ValueError, RuntimeError, TypeError)
+HQ, HKV, D, PAGE = 8, 2, 64, 16
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(99)
+
+
+@pytest.fixture
+def workspace():
+    return torch.empty(32 * 1024 * 1024, dtype=torch.uint8)
+
+
+def _qkv(qo_len=9, kv_len=20, hq=HQ, hkv=HKV, d=D, dtype=F16):
+    return (
+        torch.randn(qo_len, hq, d, dtype=dtype),
+        torch.randn(kv_len, hkv, d, dtype=dtype),
+        torch.randn(kv_len, hkv, d, dtype=dtype),
+    )
+
+
+def _paged(kv_lens=(5, 20, 33), page_size=PAGE, kv_layout="NHD"):
+    ks = [torch.randn(n, HKV, D, dtype=F16) for n in kv_lens]
+    vs = [torch.randn(n, HKV, D, dtype=F16) for n in kv_lens]
+    return ref.build_paged_kv(ks, vs, page_size, kv_layout, True)
+
+
+def _paged_prefill(workspace, P, qo_lens=(3, 4, 5), **kw):
+    w = flashinfer.BatchPrefillWithPagedKVCacheWrapper(workspace, "NHD")
+    qo_indptr = ref.indptr_from_lens(qo_lens)
+    w.plan(qo_indptr, P.indptr, P.indices, P.last_page_len, HQ, HKV, D, P.page_size, **kw)
+    return w, qo_indptr
+
+
+# ---------------------------------------------------------------------------
+# dtype
+# ---------------------------------------------------------------------------
+
+
+def test_single_prefill_q_float32():
+    q, k, v = _qkv()
+    with pytest.raises(ERRS, match=r"\bq\b"):
+        flashinfer.single_prefill_with_kv_cache(q.float(), k, v)
+
+
+def test_single_prefill_kv_float32():
+    q, k, v = _qkv()
+    with pytest.raises(ERRS, match=r"\bk\b|\bv\b|kv"):
+        flashinfer.single_prefill_with_kv_cache(q, k.float(), v.float())
+
+
+def test_single_decode_q_float32():
+    _, k, v = _qkv()
+    with pytest.raises(ERRS, match=r"\bq\b"):
+        flashinfer.single_decode_with_kv_cache(torch.randn(HQ, D), k, v)
+
+
+def test_batch_prefill_q_dtype_differs_from_plan(workspace):
+    P = _paged()
+    w, qo_indptr = _paged_prefill(workspace, P, q_data_type=F16)
+    q = torch.randn(int(qo_indptr[-1]), HQ, D)
+    with pytest.raises(ERRS, match=r"\bq\b|q_data_type"):
+        w.run(q, P.cache)
+
+
+def test_batch_prefill_q_float32(workspace):
+    P = _paged()
+    q = torch.randn(12, HQ, D)
+    with pytest.raises(ERRS, match=r"\bq\b|q_data_type"):
+        w, _ = _paged_prefill(workspace, P, q_data_type=torch.float32)
+        w.run(q, P.cache)
+
+
+def test_batch_decode_q_float32(workspace):
+    P = _paged()
+    q = torch.randn(3, HQ, D)
+    with pytest.raises(ERRS, match=r"\bq\b|q_data_type"):
+        w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
+        w.plan(P.indptr, P.indices, P.last_page_len, HQ, HKV, D, PAGE, q_data_type=torch.float32)
+        w.run(q, P.cache)
+
+
+# ---------------------------------------------------------------------------
+# shapes
+# ---------------------------------------------------------------------------
+
+
+def test_single_prefill_heads_not_divisible():
+    q, k, v = _qkv(hq=6, hkv=4)
+    with pytest.raises(ERRS, match=r"(?i)head"):
+        flashinfer.single_prefill_with_kv_cache(q, k, v)
+
+
+def test_single_decode_heads_not_divisible():
+    _, k, v = _qkv(hkv=4)
+    with pytest.raises(ERRS, match=r"(?i)head"):
+        flashinfer.single_decode_with_kv_cache(torch.randn(6, D, dtype=F16), k, v)
+
+
+def test_plan_heads_not_divisible(workspace):
+    P = _paged()
+    with pytest.raises(ERRS, match=r"num_qo_heads|num_kv_heads"):
+        w = flashinfer.BatchPrefillWithPagedKVCacheWrapper(workspace, "NHD")
+        w.plan(ref.indptr_from_lens([3, 4, 5]), P.indptr, P.indices, P.last_page_len, 6, 4, D, PAGE)
+    with pytest.raises(ERRS, match=r"num_qo_heads|num_kv_heads"):
+        w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
+        w.plan(P.indptr, P.indices, P.last_page_len, 6, 4, D, PAGE)
+    with pytest.raises(ERRS, match=r"num_qo_heads|num_kv_heads"):
+        w = flashinfer.BatchPrefillWithRaggedKVCacheWrapper(workspace, "NHD")
+        w.plan(ref.indptr_from_lens([3, 4]), ref.indptr_from_lens([5, 6]), 6, 4, D)
+
+
+def test_single_prefill_k_v_heads_differ():
+    q, k, _ = _qkv(hkv=2)
+    v = torch.randn(k.shape[0], 4, D, dtype=F16)
+    with pytest.raises(ERRS, match=r"(?i)\bk\b|\bv\b|head"):
+        flashinfer.single_prefill_with_kv_cache(q, k, v)
+
+
+def test_single_prefill_head_dim_mismatch():
+    q, _, v = _qkv()
+    k = torch.randn(v.shape[0], HKV, 128, dtype=F16)
+    with pytest.raises(ERRS, match=r"(?i)head_dim|\bk\b|\bq\b"):
+        flashinfer.single_prefill_with_kv_cache(q, k, v)
+
+
+def test_single_decode_head_dim_mismatch():
+    _, k, v = _qkv()
+    with pytest.raises(ERRS, match=r"(?i)head_dim|\bk\b|\bq\b"):
+        flashinfer.single_decode_with_kv_cache(torch.randn(HQ, 128, dtype=F16), k, v)
+
+
+def test_batch_run_head_dim_differs_from_plan(workspace):
+    P = _paged()
+    w, qo_indptr = _paged_prefill(workspace, P)
+    q = torch.randn(int(qo_indptr[-1]), HQ, 128, dtype=F16)
+    with pytest.raises(ERRS, match=r"(?i)head_dim|\bq\b"):
+        w.run(q, P.cache)
+
+
+def test_single_prefill_q_last_dim_not_contiguous():
+    _, k, v = _qkv()
+    q = torch.randn(9, HQ, 2 * D, dtype=F16)[..., ::2]
+    assert q.stride(-1) != 1
+    with pytest.raises(ERRS, match=r"(?i)\bq\b|contiguous|stride"):
+        flashinfer.single_prefill_with_kv_cache(q, k, v)
+
+
+def test_single_decode_q_last_dim_not_contiguous():
+    _, k, v = _qkv()
+    q = torch.randn(HQ, 2 * D, dtype=F16)[:, ::2]
+    with pytest.raises(ERRS, match=r"(?i)\bq\b|contiguous|stride"):
+        flashinfer.single_decode_with_kv_cache(q, k, v)
+
+
+def test_batch_prefill_q_last_dim_not_contiguous(workspace):
+    P = _paged()
+    w, qo_indptr = _paged_prefill(workspace, P)
+    q = torch.randn(int(qo_indptr[-1]), HQ, 2 * D, dtype=F16)[..., ::2]
+    with pytest.raises(ERRS, match=r"(?i)\bq\b|contiguous|stride"):
+        w.run(q, P.cache)
+
+
+def test_single_prefill_custom_mask_wrong_shape():
+    q, k, v = _qkv()
+    mask = torch.ones(q.shape[0], k.shape[0] + 1, dtype=torch.bool)
+    with pytest.raises(ERRS, match=r"custom_mask"):
+        flashinfer.single_prefill_with_kv_cache(q, k, v, custom_mask=mask)
+
+
+def test_run_out_wrong_shape(workspace):
+    P = _paged()
+    w, qo_indptr = _paged_prefill(workspace, P)
+    q = torch.randn(int(qo_indptr[-1]), HQ, D, dtype=F16)
+    with pytest.raises(ERRS, match=r"\bout\b"):
+        w.run(q, P.cache, out=torch.empty(int(qo_indptr[-1]) + 1, HQ, D, dtype=F16))
+
+
+def test_run_lse_wrong_dtype(workspace):
+    P = _paged()
+    w, qo_indptr = _paged_prefill(workspace, P)
+    q = torch.randn(int(qo_indptr[-1]), HQ, D, dtype=F16)
+    with pytest.raises(ERRS, match=r"\blse\b"):
+        w.run(q, P.cache, lse=torch.empty(int(qo_indptr[-1]), HQ, dtype=F16), return_lse=True)
+
+
+def test_run_page_size_differs_from_plan(workspace):
+    P = _paged(page_size=16)
+    w, qo_indptr = _paged_prefill(workspace, P)
+    q = torch.randn(int(qo_indptr[-1]), HQ, D, dtype=F16)
+    cache32 = torch.randn(P.num_pages, 2, 32, HKV, D, dtype=F16)
+    with pytest.raises(ERRS, match=r"page_size|page size"):
+        w.run(q, cache32)
+
+
+# ---------------------------------------------------------------------------
+# index arrays
+# ---------------------------------------------------------------------------
+
+
+def test_paged_prefill_indptr_wrong_length(workspace):
+    P = _paged()
+    bad_indptr = torch.cat([P.indptr, P.indptr[-1:]])
+    w = flashinfer.BatchPrefillWithPagedKVCacheWrapper(workspace, "NHD")
+    with pytest.raises(ERRS, match=r"indptr"):
+        w.plan(ref.indptr_from_lens([3, 4, 5]), bad_indptr, P.indices, P.last_page_len, HQ, HKV, D, PAGE)
+
+
+def test_decode_indptr_wrong_length(workspace):
+    P = _paged()
+    w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
+    with pytest.raises(ERRS, match=r"indptr|last_page_len"):
+        w.plan(P.indptr[:-1], P.indices, P.last_page_len, HQ, HKV, D, PAGE)
+
+
+def test_ragged_indptr_wrong_length(workspace):
+    w = flashinfer.BatchPrefillWithRaggedKVCacheWrapper(workspace, "NHD")
+    with pytest.raises(ERRS, match=r"indptr"):
+        w.plan(ref.indptr_from_lens([3, 4]), ref.indptr_from_lens([5, 6, 7]), HQ, HKV, D)
+
+
+def test_paged_prefill_qo_indptr_not_monotonic(workspace):
+    P = _paged()
+    w = flashinfer.BatchPrefillWithPagedKVCacheWrapper(workspace, "NHD")
+    qo_indptr = torch.tensor([0, 5, 3, 8], dtype=torch.int32)
+    with pytest.raises(ERRS, match=r"qo_indptr|indptr"):
+        w.plan(qo_indptr, P.indptr, P.indices, P.last_page_len, HQ, HKV, D, PAGE)
+
+
+def test_paged_prefill_kv_indptr_not_monotonic(workspace):
+    P = _paged()
+    bad = P.indptr.clone()
+    bad[1], bad[2] = P.indptr[2], P.indptr[1]
+    w = flashinfer.BatchPrefillWithPagedKVCacheWrapper(workspace, "NHD")
+    with pytest.raises(ERRS, match=r"indptr"):
+        w.plan(ref.indptr_from_lens([3, 4, 5]), bad, P.indices, P.last_page_len, HQ, HKV, D, PAGE)
+
+
+def test_decode_indptr_not_monotonic(workspace):
+    P = _paged()
+    bad = P.indptr.clone()
+    bad[1], bad[2] = P.indptr[2], P.indptr[1]
+    w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
+    with pytest.raises(ERRS, match=r"indptr"):
+        w.plan(bad, P.indices, P.last_page_len, HQ, HKV, D, PAGE)
+
+
+def test_ragged_kv_indptr_not_monotonic(workspace):
+    w = flashinfer.BatchPrefillWithRaggedKVCacheWrapper(workspace, "NHD")
+    with pytest.raises(ERRS, match=r"indptr"):
+        w.plan(ref.indptr_from_lens([3, 4, 2]), torch.tensor([0, 9, 4, 12], dtype=torch.int32), HQ, HKV, D)
+
+
+def test_paged_prefill_page_id_out_of_range(workspace):
+    P = _paged()
+    indices = P.indices.clone()
+    indices[-1] = P.num_pages + 5
+    q = torch.randn(12, HQ, D, dtype=F16)
+    with pytest.raises(ERRS, match=r"(?i)indices|page"):
+        w = flashinfer.BatchPrefillWithPagedKVCacheWrapper(workspace, "NHD")
+        w.plan(ref.indptr_from_lens([3, 4, 5]), P.indptr, indices, P.last_page_len, HQ, HKV, D, PAGE)
+        w.run(q, P.cache)
+
+
+def test_decode_page_id_out_of_range(workspace):
+    P = _paged()
+    indices = P.indices.clone()
+    indices[0] = P.num_pages
+    q = torch.randn(3, HQ, D, dtype=F16)
+    with pytest.raises(ERRS, match=r"(?i)indices|page"):
+        w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
+        w.plan(P.indptr, indices, P.last_page_len, HQ, HKV, D, PAGE)
+        w.run(q, P.cache)
+
+
+def test_append_page_id_out_of_range():
+    P = _paged()
+    indices = P.indices.clone()
+    indices[-1] = P.num_pages + 1
+    k = torch.randn(3, HKV, D, dtype=F16)
+    v = torch.randn(3, HKV, D, dtype=F16)
+    bi = torch.tensor([2, 2, 2], dtype=torch.int32)
+    pos = torch.tensor([30, 31, 32], dtype=torch.int32)
+    with pytest.raises(ERRS, match=r"(?i)indices|page"):
+        flashinfer.append_paged_kv_cache(k, v, bi, pos, P.cache, indices, P.indptr, P.last_page_len)
+
+
+def test_paged_prefill_qo_indptr_last_ne_q_rows(workspace):
+    P = _paged()
+    w, qo_indptr = _paged_prefill(workspace, P, qo_lens=(3, 4, 5))
+    q = torch.randn(int(qo_indptr[-1]) + 2, HQ, D, dtype=F16)
+    with pytest.raises(ERRS, match=r"qo_indptr|\bq\b"):
+        w.run(q, P.cache)
+
+
+def test_ragged_qo_indptr_last_ne_q_rows(workspace):
+    w = flashinfer.BatchPrefillWithRaggedKVCacheWrapper(workspace, "NHD")
+    w.plan(ref.indptr_from_lens([3, 4]), ref.indptr_from_lens([5, 6]), HQ, HKV, D)
+    q, k, v = _qkv(qo_len=6, kv_len=11)
+    with pytest.raises(ERRS, match=r"qo_indptr|\bq\b"):
+        w.run(q, k, v)
+
+
+def test_ragged_kv_indptr_last_ne_k_rows(workspace):
+    w = flashinfer.BatchPrefillWithRaggedKVCacheWrapper(workspace, "NHD")
+    w.plan(ref.indptr_from_lens([3, 4]), ref.indptr_from_lens([5, 6]), HQ, HKV, D)
+    q, k, v = _qkv(qo_len=7, kv_len=13)
+    with pytest.raises(ERRS, match=r"kv_indptr|\bk\b"):
+        w.run(q, k, v)
+
+
+def test_decode_batch_size_differs_from_plan(workspace):
+    P = _paged()
+    w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
+    w.plan(P.indptr, P.indices, P.last_page_len, HQ, HKV, D, PAGE, q_data_type=F16)
+    q = torch.randn(5, HQ, D, dtype=F16)
+    with pytest.raises(ERRS, match=r"(?i)\bq\b|batch"):
+        w.run(q, P.cache)
+
+
+# ---------------------------------------------------------------------------
+# options that are not served, unknown names
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["ROPE_LLAMA", "ALIBI"])
+def test_pos_encoding_mode_not_served(workspace, mode):
+    q, k, v = _qkv()
+    P = _paged()
+    with pytest.raises(ValueError, match=r"pos_encoding_mode"):
+        flashinfer.single_prefill_with_kv_cache(q, k, v, pos_encoding_mode=mode)
+    with pytest.raises(ValueError, match=r"pos_encoding_mode"):
+        flashinfer.single_decode_with_kv_cache(q[0], k, v, pos_encoding_mode=mode)
+    with pytest.raises(ValueError, match=r"pos_encoding_mode"):
+        w = flashinfer.BatchPrefillWithPagedKVCacheWrapper(workspace, "NHD")
+        w.plan(ref.indptr_from_lens([3, 4, 5]), P.indptr, P.indices, P.last_page_len, HQ, HKV, D, PAGE,
+               pos_encoding_mode=mode)
+    with pytest.raises(ValueError, match=r"pos_encoding_mode"):
+        w = flashinfer.BatchPrefillWithRaggedKVCacheWrapper(workspace, "NHD")
+        w.plan(ref.indptr_from_lens([3, 4]), ref.indptr_from_lens([5, 6]), HQ, HKV, D,
+               pos_encoding_mode=mode)
+    with pytest.raises(ValueError, match=r"pos_encoding_mode"):
+        w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
+        w.plan(P.indptr, P.indices, P.last_page_len, HQ, HKV, D, PAGE, pos_encoding_mode=mode)
+
+
+def test_pos_encoding_mode_unknown():
+    q, k, v = _qkv()
+    with pytest.raises(ERRS, match=r"pos_encoding_mode"):
+        flashinfer.single_prefill_with_kv_cache(q, k, v, pos_encoding_mode="ROPE_NEOX_2")
+
+
+def test_unknown_backend(workspace):
+    q, k, v = _qkv()
+    P = _paged()
+    with pytest.raises(ERRS, match=r"backend"):
+        flashinfer.single_prefill_with_kv_cache(q, k, v, backend="foo")
+    with pytest.raises(ERRS, match=r"backend"):
+        w = flashinfer.BatchPrefillWithPagedKVCacheWrapper(workspace, "NHD", backend="foo")
+        w.plan(ref.indptr_from_lens([3, 4, 5]), P.indptr, P.indices, P.last_page_len, HQ, HKV, D, PAGE)
+        w.run(torch.randn(12, HQ, D, dtype=F16), P.cache)
+    with pytest.raises(ERRS, match=r"backend"):
+        w = flashinfer.BatchPrefillWithRaggedKVCacheWrapper(workspace, "NHD", backend="foo")
+        w.plan(ref.indptr_from_lens([3, 4]), ref.indptr_from_lens([5, 6]), HQ, HKV, D)
+        w.run(*_qkv(qo_len=7, kv_len=11))
+    with pytest.raises(ERRS, match=r"backend"):
+        w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD", backend="foo")
+        w.plan(P.indptr, P.indices, P.last_page_len, HQ, HKV, D, PAGE)
+        w.run(torch.randn(3, HQ, D, dtype=F16), P.cache)
+
+
+def test_unknown_kv_layout(workspace):
+    q, k, v = _qkv()
+    P = _paged()
+    with pytest.raises(ERRS, match=r"kv_layout"):
+        flashinfer.single_prefill_with_kv_cache(q, k, v, kv_layout="NDH")
+    with pytest.raises(ERRS, match=r"kv_layout"):
+        flashinfer.single_decode_with_kv_cache(q[0], k, v, kv_layout="NDH")
+    with pytest.raises(ERRS, match=r"kv_layout"):
+        flashinfer.BatchPrefillWithPagedKVCacheWrapper(workspace, "NDH")
+    with pytest.raises(ERRS, match=r"kv_layout"):
+        flashinfer.BatchPrefillWithRaggedKVCacheWrapper(workspace, "NDH")
+    with pytest.raises(ERRS, match=r"kv_layout"):
+        flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NDH")
+    with pytest.raises(ERRS, match=r"kv_layout"):
+        flashinfer.append_paged_kv_cache(
+            k[:3], v[:3], torch.zeros(3, dtype=torch.int32), torch.arange(3, dtype=torch.int32),
+            P.cache, P.indices, P.indptr, P.last_page_len, kv_layout="NDH",
+        )

@@ -1,0 +1,361 @@
+#!/usr/bin/env python3
+"""Compile every GPU kernel source for both vendors, without a GPU, and check the result.
+
+AMD (gfx942, gfx950), with Debian's clang-22, device code only, to assembly:
+    the ISA contains v_mfma (for sources that use matrix cores), no kernel uses scratch or a
+    dynamic stack; VGPR/AGPR/SGPR counts and occupancy are reported.
+NVIDIA (sm_80, sm_90a), with nvcc, to a cubin with ptxas resource usage:
+    no kernel spills or has a stack frame; register counts are reported.
+
+Usage: python tools/compile_check.py [--vendor amd|nvidia] [--out-dir DIR] [--require-compilers]
+A missing compiler skips its vendor, unless --require-compilers or TFO_REQUIRE_COMPILERS=1.
+Exit status 0 when every compiled target passes. Pure Python; needs no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+INCLUDE_DIR = REPO_ROOT / "csrc" / "hip"
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelSource:
+    path: str  # relative to the repository root
+    uses_matrix_cores: bool = True  # the AMD ISA must then contain v_mfma
+
+
+# Every kernel source that must compile for both vendors. New kernel files are added here.
+SOURCES = [
+    KernelSource("csrc/hip/kernels/tile_gemm_probe.cu"),
+]
+
+AMD_ARCHS = ("gfx942", "gfx950")
+NVIDIA_ARCHS = ("sm_80", "sm_90a")
+VENDORS = ("amd", "nvidia")
+COMMON_FLAGS = ["-O3", "-std=c++17"]
+COMPILE_TIMEOUT_S = 300
+
+CLANG_NAME = "clang++-22"
+NVCC_NAME = "nvcc"
+INSTALL_HINTS = {
+    "amd": f"{CLANG_NAME} not found: apt-get install clang-22 libamdhip64-dev rocm-device-libs "
+    "(or set TFO_CLANG)",
+    "nvidia": f"{NVCC_NAME} not found on PATH or in /usr/local/cuda/bin (or set TFO_NVCC)",
+}
+
+
+def find_compiler(vendor: str) -> str | None:
+    """Path of the vendor's compiler, or None."""
+    if vendor == "amd":
+        return shutil.which(os.environ.get("TFO_CLANG") or CLANG_NAME)
+    if vendor == "nvidia":
+        if os.environ.get("TFO_NVCC"):
+            return shutil.which(os.environ["TFO_NVCC"])
+        return shutil.which(NVCC_NAME) or shutil.which("/usr/local/cuda/bin/nvcc")
+    raise ValueError(f"vendor must be one of {VENDORS}, got {vendor!r}")
+
+
+def amd_command(clang: str, source: Path, arch: str, output: Path) -> list[str]:
+    return [
+        clang, "-x", "hip", f"--offload-arch={arch}", "--cuda-device-only", "-nogpulib",
+        *COMMON_FLAGS, "-D__AMDGCN_WAVEFRONT_SIZE=64", "-I", str(INCLUDE_DIR),
+        "-S", str(source), "-o", str(output),
+    ]  # fmt: skip
+
+
+def nvidia_command(nvcc: str, source: Path, arch: str, output: Path) -> list[str]:
+    return [
+        nvcc, "-cubin", f"-arch={arch}", "--resource-usage", *COMMON_FLAGS,
+        "-I", str(INCLUDE_DIR), "-x", "cu", str(source), "-o", str(output),
+    ]  # fmt: skip
+
+
+@dataclasses.dataclass
+class KernelResources:
+    name: str  # mangled
+    registers: int  # VGPRs (AMD) or registers per thread (NVIDIA)
+    sgprs: int | None = None
+    agprs: int | None = None
+    occupancy: int | None = None  # AMD: waves per SIMD
+    scratch_bytes: int = 0  # AMD private segment; NVIDIA stack frame
+    spill_bytes: int = 0  # AMD: VGPR+SGPR spill count; NVIDIA: spill stores + loads
+    mfma: dict[str, int] = dataclasses.field(default_factory=dict)  # AMD mnemonic -> count
+
+
+@dataclasses.dataclass
+class TargetResult:
+    source: str
+    vendor: str
+    arch: str
+    command: list[str]
+    output: Path
+    ok: bool = False
+    kernels: list[KernelResources] = dataclasses.field(default_factory=list)
+    problems: list[str] = dataclasses.field(default_factory=list)
+    log: str = ""
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        lines = [f"{self.vendor} {self.arch} {self.source}: {'ok' if self.ok else 'FAILED'}"]
+        lines += [f"  problem: {p}" for p in self.problems]
+        if not self.ok and self.log:
+            lines.append("  compiler output (tail):")
+            lines += ["    " + line for line in self.log.strip().splitlines()[-30:]]
+        lines.append("  command: " + " ".join(self.command))
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# AMD: the assembly's amdhsa metadata and each kernel's body.
+
+_METADATA_RE = re.compile(r"^\s*\.amdgpu_metadata\s*$(.*?)^\s*\.end_amdgpu_metadata", re.M | re.S)
+_KERNEL_ITEM_RE = re.compile(r"^  - ", re.M)  # an entry of amdhsa.kernels (args nest deeper)
+_KERNEL_KEY_RE = re.compile(r"^(?:  - |    )\.([\w]+):\s+(\S+)\s*$", re.M)
+_MFMA_RE = re.compile(r"^\s+(v_mfma_\w+)", re.M)
+_OCCUPANCY_RE = re.compile(r"^; Occupancy: (\d+)", re.M)
+
+
+def parse_amd_asm(text: str) -> list[KernelResources]:
+    match = _METADATA_RE.search(text)
+    if not match:
+        return []
+    kernels_yaml = match.group(1).split("amdhsa.kernels:", 1)[-1]
+    kernels_yaml = re.split(r"^\S", kernels_yaml, maxsplit=1, flags=re.M)[0]  # up to the next key
+    items = _KERNEL_ITEM_RE.split(kernels_yaml)[1:]
+    kernels = []
+    for item in items:
+        keys = dict(_KERNEL_KEY_RE.findall("  - " + item))
+        name = keys.get("name", "?")
+        kernel = KernelResources(
+            name=name,
+            registers=int(keys.get("vgpr_count", -1)),
+            sgprs=int(keys.get("sgpr_count", -1)),
+            agprs=int(keys.get("agpr_count", 0)),
+            scratch_bytes=int(keys.get("private_segment_fixed_size", -1)),
+            spill_bytes=int(keys.get("vgpr_spill_count", 0)) + int(keys.get("sgpr_spill_count", 0)),
+        )
+        if keys.get("uses_dynamic_stack") == "true":
+            kernel.scratch_bytes = max(kernel.scratch_bytes, 1)
+        label = re.search(rf"^{re.escape(name)}:", text, re.M)
+        if label:
+            body_start = label.start()
+            body_end = text.find("\n.Lfunc_end", body_start)
+            kernel.mfma = dict(collections.Counter(_MFMA_RE.findall(text[body_start:body_end])))
+            occupancy = _OCCUPANCY_RE.search(text, body_end)
+            kernel.occupancy = int(occupancy.group(1)) if occupancy else None
+        kernels.append(kernel)
+    return kernels
+
+
+def evaluate_amd(text: str, uses_matrix_cores: bool) -> tuple[list[KernelResources], list[str]]:
+    kernels = parse_amd_asm(text)
+    problems = []
+    if not kernels:
+        problems.append("no kernels in the amdhsa metadata (are the templates instantiated?)")
+    if uses_matrix_cores and "v_mfma" not in text:
+        problems.append("no v_mfma instruction in the ISA")
+    for k in kernels:
+        if k.scratch_bytes != 0:
+            problems.append(f"{k.name}: uses scratch ({k.scratch_bytes} bytes or a dynamic stack)")
+        if k.spill_bytes != 0:
+            problems.append(f"{k.name}: spills {k.spill_bytes} registers")
+    return kernels, problems
+
+
+# ---------------------------------------------------------------------------------------------
+# NVIDIA: ptxas info lines.
+
+_PTXAS_FUNCTION_RE = re.compile(r"ptxas info\s*: Function properties for (\S+)")
+_PTXAS_FRAME_RE = re.compile(
+    r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads"
+)
+_PTXAS_USED_RE = re.compile(r"ptxas info\s*: Used (\d+) registers")
+
+
+def parse_ptxas(text: str) -> list[KernelResources]:
+    kernels: list[KernelResources] = []
+    current: KernelResources | None = None
+    for line in text.splitlines():
+        if m := _PTXAS_FUNCTION_RE.search(line):
+            current = KernelResources(name=m.group(1), registers=-1)
+            kernels.append(current)
+        elif current is not None and (m := _PTXAS_FRAME_RE.search(line)):
+            current.scratch_bytes = int(m.group(1))
+            current.spill_bytes = int(m.group(2)) + int(m.group(3))
+        elif current is not None and (m := _PTXAS_USED_RE.search(line)):
+            current.registers = int(m.group(1))
+    return kernels
+
+
+def evaluate_nvidia(text: str) -> tuple[list[KernelResources], list[str]]:
+    kernels = parse_ptxas(text)
+    problems = []
+    if not kernels:
+        problems.append("no kernels in the ptxas output (are the templates instantiated?)")
+    for k in kernels:
+        if k.spill_bytes != 0:
+            problems.append(f"{k.name}: {k.spill_bytes} bytes of spill stores + loads")
+        if k.scratch_bytes != 0:
+            problems.append(f"{k.name}: {k.scratch_bytes} bytes stack frame (local memory)")
+        if k.registers < 0:
+            problems.append(f"{k.name}: no register count in the ptxas output")
+    return kernels, problems
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _compile(result: TargetResult, uses_matrix_cores: bool) -> TargetResult:
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(
+            result.command, cwd=REPO_ROOT, capture_output=True, text=True,
+            timeout=COMPILE_TIMEOUT_S,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        result.problems.append(f"compiler timed out after {COMPILE_TIMEOUT_S} s")
+        return result
+    except OSError as error:
+        result.problems.append(f"could not run the compiler: {error}")
+        return result
+    finally:
+        result.seconds = time.monotonic() - start
+    result.log = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        result.problems.append(f"compiler exit status {proc.returncode}")
+        return result
+    if result.vendor == "amd":
+        result.kernels, problems = evaluate_amd(result.output.read_text(), uses_matrix_cores)
+    else:
+        result.kernels, problems = evaluate_nvidia(result.log)
+    result.problems += problems
+    result.ok = not result.problems
+    return result
+
+
+def plan_targets(out_dir: Path, vendors=VENDORS):
+    """The compilations to run as (result to fill, uses matrix cores), and the vendors skipped
+    for want of a compiler."""
+    stems = [Path(s.path).stem for s in SOURCES]
+    if len(set(stems)) != len(stems):
+        raise ValueError(f"kernel source file names must be unique: {stems}")
+    targets, skipped = [], []
+    for vendor in vendors:
+        compiler = find_compiler(vendor)
+        if compiler is None:
+            skipped.append(vendor)
+            continue
+        archs, command, suffix = (
+            (AMD_ARCHS, amd_command, ".s") if vendor == "amd"
+            else (NVIDIA_ARCHS, nvidia_command, ".cubin")
+        )  # fmt: skip
+        for source in SOURCES:
+            for arch in archs:
+                output = out_dir / f"{Path(source.path).stem}-{arch}{suffix}"
+                cmd = command(compiler, REPO_ROOT / source.path, arch, output)
+                targets.append(
+                    (TargetResult(source.path, vendor, arch, cmd, output), source.uses_matrix_cores)
+                )
+    return targets, skipped
+
+
+def run_checks(out_dir: Path, vendors=VENDORS, jobs: int | None = None) -> list[TargetResult]:
+    """Compiles each source for each arch of every vendor whose compiler is present, in parallel."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    targets, _ = plan_targets(out_dir, vendors)
+    jobs = jobs or os.cpu_count() or 2
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(lambda t: _compile(*t), targets))
+
+
+def _demangle(names: list[str]) -> dict[str, str]:
+    cxxfilt = shutil.which("c++filt")
+    if not cxxfilt or not names:
+        return {n: n for n in names}
+    proc = subprocess.run([cxxfilt], input="\n".join(names), capture_output=True, text=True)
+    pretty = proc.stdout.splitlines()
+    if proc.returncode != 0 or len(pretty) != len(names):
+        return {n: n for n in names}
+    return {n: _strip_signature(p) for n, p in zip(names, pretty)}
+
+
+def _strip_signature(name: str) -> str:
+    """'void ns::k<A, B>(int*, float)' -> 'ns::k<A, B>'."""
+    if name.endswith(")"):
+        depth = 0
+        for i in range(len(name) - 1, -1, -1):
+            depth += {")": 1, "(": -1}.get(name[i], 0)
+            if depth == 0:
+                name = name[:i]
+                break
+    return name.removeprefix("void ")
+
+
+def format_report(results: list[TargetResult], skipped: list[str]) -> str:
+    names = _demangle(sorted({k.name for r in results for k in r.kernels}))
+    lines = ["compile check: kernels for gfx942/gfx950 (clang-22) and sm_80/sm_90a (nvcc)", ""]
+    for r in sorted(results, key=lambda r: (r.source, r.vendor, r.arch)):
+        status = "ok" if r.ok else "FAILED"
+        lines.append(f"[{status}] {r.vendor} {r.arch}  {r.source}  ({r.seconds:.1f} s)")
+        for k in r.kernels:
+            if r.vendor == "amd":
+                mfma = ", ".join(f"{n} x{c}" for n, c in sorted(k.mfma.items())) or "no mfma"
+                lines.append(
+                    f"    vgpr {k.registers:3d}  agpr {k.agprs:3d}  sgpr {k.sgprs:3d}  "
+                    f"scratch {k.scratch_bytes}  occupancy {k.occupancy}  {names[k.name]}  [{mfma}]"
+                )
+            else:
+                lines.append(
+                    f"    regs {k.registers:3d}  stack {k.scratch_bytes}  spill {k.spill_bytes}  "
+                    f"{names[k.name]}"
+                )
+        if not r.ok:
+            lines += ["    " + line for line in r.summary().splitlines()[1:]]
+    for vendor in skipped:
+        lines.append(f"[skipped] {vendor}: {INSTALL_HINTS[vendor]}")
+    failed = sum(not r.ok for r in results)
+    lines += ["", f"{len(results) - failed}/{len(results)} targets passed"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vendor", choices=VENDORS, action="append", help="default: both")
+    parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "build" / "compile_check")
+    parser.add_argument("--jobs", type=int, default=None)
+    parser.add_argument(
+        "--require-compilers", action="store_true",
+        default=os.environ.get("TFO_REQUIRE_COMPILERS") == "1",
+        help="a missing compiler is an error (default when TFO_REQUIRE_COMPILERS=1)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    vendors = tuple(args.vendor or VENDORS)
+
+    start = time.monotonic()
+    _, skipped = plan_targets(args.out_dir, vendors)
+    results = run_checks(args.out_dir, vendors, args.jobs)
+    report = format_report(results, skipped)
+    report += f"wall time {time.monotonic() - start:.1f} s; outputs in {args.out_dir}\n"
+    (args.out_dir / "report.txt").write_text(report)
+    print(report, end="")
+
+    if skipped and args.require_compilers:
+        print(f"error: missing compiler for {', '.join(skipped)}", file=sys.stderr)
+        return 1
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

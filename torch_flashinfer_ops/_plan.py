@@ -1,0 +1,144 @@
+"""plan(): schedules a batch on the host and writes the schedule into the workspace.
+
+Workspace layout (byte offsets into the user's float workspace buffer, fixed for the
+wrapper's lifetime so a captured graph keeps valid addresses):
+
+    [0, plan_bytes)                 plan_info, int32 (csrc/include/plan_info.h)
+    [plan_bytes, ...)               partial_lse float32 [rows, num_qo_heads], then
+                                    partial_o   float32 [rows, num_qo_heads, head_dim]
+
+Split-KV partial results only exist for requests the planner splits.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from ._ops import ops
+
+PLAN_HEADER = 8
+PLAN_ITEM_FIELDS = 6
+PLAN_REQUEST_FIELDS = 2
+_ALIGN = 256
+
+# Tile rows per work item, by platform. The CPU kernel takes any value; 32 keeps the
+# per-task scratch small while amortising K/V conversion over the GQA group.
+Q_TILE_ROWS = {"cpu": 32}
+# Minimum kv chunk when splitting a request over several workers.
+MIN_KV_CHUNK = 256
+
+
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+def choose_kv_chunk_size(platform: str, qo_lens: torch.Tensor, kv_lens: torch.Tensor,
+                         num_kv_heads: int, q_tile_rows: int) -> int:
+    """0 (no split) unless the batch has too few tasks to occupy every worker."""
+    if kv_lens.numel() == 0:
+        return 0
+    workers = torch.get_num_threads() if platform == "cpu" else 132
+    tiles = int(torch.clamp((qo_lens + q_tile_rows - 1) // q_tile_rows, min=1).sum())
+    tasks = tiles * num_kv_heads
+    max_kv = int(kv_lens.max())
+    if tasks >= workers or max_kv < 2 * MIN_KV_CHUNK:
+        return 0
+    splits = _ceil_div(workers, tasks)
+    chunk = max(MIN_KV_CHUNK, _ceil_div(max_kv, splits))
+    return _ceil_div(chunk, 64) * 64
+
+
+def plan_int32_count(qo_lens: torch.Tensor, kv_lens: torch.Tensor, q_tile_rows: int,
+                     kv_chunk_size: int) -> int:
+    tiles = torch.clamp((qo_lens + q_tile_rows - 1) // q_tile_rows, min=1)
+    if kv_chunk_size > 0:
+        splits = torch.where(kv_lens > kv_chunk_size, (kv_lens + kv_chunk_size - 1) // kv_chunk_size, 1)
+    else:
+        splits = torch.ones_like(kv_lens)
+    items = int((tiles * splits).sum())
+    return PLAN_HEADER + PLAN_ITEM_FIELDS * items + PLAN_REQUEST_FIELDS * kv_lens.numel()
+
+
+@dataclasses.dataclass
+class BatchPlan:
+    plan_info: torch.Tensor  # int32, on the workspace's device
+    partial_o: torch.Tensor  # float32 view of the workspace
+    partial_lse: torch.Tensor
+    batch_size: int
+    total_qo: int
+
+
+class Workspace:
+    """Carves the plan and the split-KV buffers out of the user's workspace."""
+
+    def __init__(self, buffer: torch.Tensor):
+        if not isinstance(buffer, torch.Tensor):
+            raise TypeError("float_workspace_buffer must be a torch.Tensor")
+        if not buffer.is_contiguous():
+            raise ValueError("float_workspace_buffer must be contiguous")
+        self.buffer = buffer
+        self.bytes = buffer.view(-1).view(torch.uint8) if buffer.dtype != torch.uint8 else buffer.view(-1)
+        total = self.bytes.numel()
+        if total < 64 * 1024:
+            raise ValueError(f"float_workspace_buffer is too small ({total} bytes); give at least 64 KiB")
+        # The plan region: a quarter of the workspace, at most 8 MiB.
+        self.plan_bytes = min(8 << 20, (total // 4) // _ALIGN * _ALIGN)
+        self.plan_host = torch.empty(self.plan_bytes // 4, dtype=torch.int32,
+                                     pin_memory=buffer.is_cuda and torch.cuda.is_available())
+        # The last host-to-device copy out of plan_host; the next plan() waits for it
+        # before rewriting plan_host.
+        self._copy_done = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.buffer.device
+
+    def plan_view(self) -> torch.Tensor:
+        return self.bytes[: self.plan_bytes].view(torch.int32)
+
+    def partial_views(self, rows: int, num_qo_heads: int, head_dim: int):
+        """Fixed-size views for the split-KV partial results (shapes depend only on the
+        head configuration, so compiled graphs see the same shapes for every plan)."""
+        start = _ceil_div(self.plan_bytes, _ALIGN) * _ALIGN
+        capacity_rows = (self.bytes.numel() - start - _ALIGN) // (4 * num_qo_heads * (head_dim + 1))
+        if rows > capacity_rows:
+            raise ValueError(
+                f"float_workspace_buffer ({self.bytes.numel()} bytes) is too small for the split-KV "
+                f"partial results of this batch ({rows} rows; it holds {capacity_rows})"
+            )
+        capacity_rows = max(capacity_rows, 1)
+        lse_bytes = _ceil_div(capacity_rows * num_qo_heads * 4, _ALIGN) * _ALIGN
+        o_bytes = capacity_rows * num_qo_heads * head_dim * 4
+        partial_lse = self.bytes[start : start + capacity_rows * num_qo_heads * 4].view(torch.float32)
+        partial_o = self.bytes[start + lse_bytes : start + lse_bytes + o_bytes].view(torch.float32)
+        return partial_o, partial_lse
+
+    def plan(self, platform: str, qo_indptr_host: torch.Tensor, kv_lens_host: torch.Tensor,
+             num_qo_heads: int, num_kv_heads: int, head_dim: int, non_blocking: bool = True,
+             kv_chunk_size: int | None = None) -> BatchPlan:
+        q_tile_rows = Q_TILE_ROWS.get(platform, 64)
+        qo_lens = qo_indptr_host[1:] - qo_indptr_host[:-1]
+        if kv_chunk_size is None:
+            kv_chunk_size = choose_kv_chunk_size(platform, qo_lens, kv_lens_host, num_kv_heads, q_tile_rows)
+        needed = plan_int32_count(qo_lens, kv_lens_host, q_tile_rows, kv_chunk_size)
+        if needed > self.plan_host.numel():
+            raise ValueError(
+                f"float_workspace_buffer: the schedule of this batch needs {needed * 4} bytes but the plan "
+                f"region holds {self.plan_host.numel() * 4}; give a larger workspace"
+            )
+        if self._copy_done is not None:
+            self._copy_done.synchronize()
+        ops.plan_batch(qo_indptr_host, kv_lens_host, self.plan_host, q_tile_rows, kv_chunk_size)
+        device_plan = self.plan_view()
+        if device_plan.is_cuda:
+            # Only the prefix a run reads travels; the buffer keeps its fixed size.
+            device_plan[:needed].copy_(self.plan_host[:needed], non_blocking=non_blocking)
+            self._copy_done = torch.cuda.Event()
+            self._copy_done.record()
+        else:
+            device_plan[:needed].copy_(self.plan_host[:needed])
+        rows = int(self.plan_host[4])
+        partial_o, partial_lse = self.partial_views(rows, num_qo_heads, head_dim)
+        return BatchPlan(device_plan, partial_o, partial_lse, kv_lens_host.numel(), int(qo_indptr_host[-1]))

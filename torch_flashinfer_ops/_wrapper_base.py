@@ -1,0 +1,156 @@
+"""What the batch wrappers share: the workspace, backend choice, fixed CUDA-graph
+buffers, paged-cache unpacking and the host-side index checks of plan()."""
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import torch
+
+from . import _validation as V
+from ._plan import Workspace
+from .capabilities import check_backend_name, platform_of
+
+
+def parse_dtype(value: Union[str, torch.dtype, None], name: str) -> Optional[torch.dtype]:
+    if value is None or isinstance(value, torch.dtype):
+        return value
+    dtype = getattr(torch, str(value), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"{name}: unknown dtype {value!r}")
+    return dtype
+
+
+def unpack_paged_kv_cache(
+    paged_kv_cache: Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]], kv_layout: str
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(k_cache, v_cache), each [pages, page_size, H, D] (NHD) or [pages, H, page_size, D] (HND)."""
+    if isinstance(paged_kv_cache, (tuple, list)):
+        if len(paged_kv_cache) != 2:
+            raise ValueError("paged_kv_cache as a tuple must be (k_cache, v_cache)")
+        k_cache, v_cache = paged_kv_cache
+    elif isinstance(paged_kv_cache, torch.Tensor):
+        if paged_kv_cache.dim() != 5 or paged_kv_cache.shape[1] != 2:
+            raise ValueError(
+                "paged_kv_cache must be [num_pages, 2, page_size, num_kv_heads, head_dim] (NHD) or "
+                f"[num_pages, 2, num_kv_heads, page_size, head_dim] (HND), got {tuple(paged_kv_cache.shape)}"
+            )
+        k_cache, v_cache = paged_kv_cache[:, 0], paged_kv_cache[:, 1]
+    else:
+        raise TypeError(f"paged_kv_cache must be a tensor or a (k, v) tuple, got {type(paged_kv_cache).__name__}")
+    for t, name in ((k_cache, "paged_kv_cache (k)"), (v_cache, "paged_kv_cache (v)")):
+        if t.dim() != 4:
+            raise ValueError(f"{name} must be 4-D [num_pages, ...], got shape {tuple(t.shape)}")
+    V.check_kv(k_cache, v_cache, names=("paged_kv_cache (k)", "paged_kv_cache (v)"))
+    return k_cache, v_cache
+
+
+def paged_cache_geometry(k_cache: torch.Tensor, kv_layout: str) -> Tuple[int, int, int]:
+    """(page_size, num_kv_heads, head_dim) of a 4-D cache."""
+    if kv_layout == "NHD":
+        return k_cache.shape[1], k_cache.shape[2], k_cache.shape[3]
+    return k_cache.shape[2], k_cache.shape[1], k_cache.shape[3]
+
+
+def paged_kv_lens(kv_indptr_h: torch.Tensor, last_page_len_h: torch.Tensor, page_size: int) -> torch.Tensor:
+    pages = kv_indptr_h[1:] - kv_indptr_h[:-1]
+    return torch.where(pages > 0, (pages - 1) * page_size + last_page_len_h, 0).to(torch.int32)
+
+
+def check_paged_indices(kv_indptr_h, kv_indices, last_page_len_h, batch_size, page_size,
+                        indptr_name="paged_kv_indptr", indices_name="paged_kv_indices",
+                        last_name="paged_kv_last_page_len") -> None:
+    V.check_indptr(kv_indptr_h, indptr_name, batch_size)
+    if last_page_len_h.numel() != batch_size:
+        raise ValueError(f"{last_name} must have batch_size = {batch_size} entries, got {last_page_len_h.numel()}")
+    if kv_indices.dim() != 1:
+        raise ValueError(f"{indices_name} must be 1-D")
+    if kv_indices.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"{indices_name} must be int32, got {kv_indices.dtype}")
+    if kv_indices.numel() < int(kv_indptr_h[-1]):
+        raise ValueError(
+            f"{indices_name} holds {kv_indices.numel()} page ids but {indptr_name}[-1] = {int(kv_indptr_h[-1])}"
+        )
+    if page_size <= 0:
+        raise ValueError(f"page_size must be positive, got {page_size}")
+    has_pages = (kv_indptr_h[1:] - kv_indptr_h[:-1]) > 0
+    bad = has_pages & ((last_page_len_h < 1) | (last_page_len_h > page_size))
+    if bool(bad.any()):
+        r = int(bad.nonzero()[0])
+        raise ValueError(
+            f"{last_name}[{r}] = {int(last_page_len_h[r])} must be in [1, page_size = {page_size}]"
+        )
+
+
+class BatchWrapperBase:
+    """Workspace, backend name, kv layout and the fixed buffers of CUDA-graph mode."""
+
+    def __init__(self, float_workspace_buffer: torch.Tensor, kv_layout: str, use_cuda_graph: bool,
+                 backend: str, jit_args=None, jit_kwargs=None, **graph_buffers):
+        V.kv_layout_code(kv_layout)
+        check_backend_name(backend)
+        if jit_args is not None or jit_kwargs is not None:
+            raise ValueError("jit_args/jit_kwargs (customised JIT kernels) are not served")
+        self._workspace = Workspace(float_workspace_buffer)
+        self._kv_layout = kv_layout
+        self._backend = backend
+        self._use_cuda_graph = use_cuda_graph
+        self._graph_buffers = graph_buffers
+        if use_cuda_graph:
+            for name, buf in graph_buffers.items():
+                if buf is not None and buf.device != float_workspace_buffer.device:
+                    raise ValueError(f"{name} must be on the workspace's device {float_workspace_buffer.device}")
+        self._plan = None
+
+    @property
+    def is_cuda_graph_enabled(self) -> bool:
+        return self._use_cuda_graph
+
+    @property
+    def device(self) -> torch.device:
+        return self._workspace.device
+
+    @property
+    def platform(self) -> str:
+        return platform_of(self.device)
+
+    def reset_workspace_buffer(self, float_workspace_buffer: torch.Tensor, *unused) -> None:
+        self._workspace = Workspace(float_workspace_buffer)
+        self._plan = None
+
+    def _check_graph_capacity(self, **needed: int) -> None:
+        """In CUDA-graph mode, every fixed buffer must hold the plan: checked before any write."""
+        if not self._use_cuda_graph:
+            return
+        for name, count in needed.items():
+            buf = self._graph_buffers.get(name)
+            if buf is None:
+                raise ValueError(f"use_cuda_graph=True needs {name} at construction")
+            if count > buf.numel():
+                raise ValueError(
+                    f"{name} holds {buf.numel()} entries but this plan needs {count}; "
+                    "construct the wrapper with buffers sized for the largest batch"
+                )
+
+    def _to_device(self, t: torch.Tensor, buffer_name: str, non_blocking: bool) -> torch.Tensor:
+        """The run-time copy of an index array: in the fixed buffer in CUDA-graph mode."""
+        t = t.to(torch.int32)
+        if self._use_cuda_graph:
+            buf = self._graph_buffers.get(buffer_name)
+            if buf is None:
+                raise ValueError(f"use_cuda_graph=True needs {buffer_name} at construction")
+            if t.numel() > buf.numel():
+                raise ValueError(
+                    f"{buffer_name} holds {buf.numel()} entries but this plan needs {t.numel()}; "
+                    "construct the wrapper with buffers sized for the largest batch"
+                )
+            buf[: t.numel()].copy_(t, non_blocking=non_blocking)
+            return buf[: t.numel()]
+        return t.to(self.device, non_blocking=non_blocking)
+
+    def _require_plan(self):
+        if self._plan is None:
+            raise RuntimeError("run() before plan(): call plan() with the batch's index arrays first")
+        return self._plan
+
+    def end_forward(self) -> None:
+        """Deprecated alias kept for FlashInfer compatibility; has no effect."""

@@ -1,0 +1,174 @@
+"""The capability table: what each backend serves, on which platform.
+
+One table drives three things: ``backend="auto"`` routing, the errors for options a
+backend does not serve (they quote the table), and the README's backend matrix
+(``python -m torch_flashinfer_ops.capabilities`` prints it; a test keeps README in sync).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, FrozenSet, Iterable, Optional, Tuple
+
+import torch
+
+FP8_DTYPES = frozenset(
+    {torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e4m3fnuz, torch.float8_e5m2fnuz}
+)
+HALF_DTYPES = frozenset({torch.float16, torch.bfloat16})
+
+OPS = (
+    "single_prefill",
+    "single_decode",
+    "batch_prefill_paged",
+    "batch_prefill_ragged",
+    "batch_decode_paged",
+)
+
+# Options a call may use; each row lists those it serves.
+OPTIONS = (
+    "causal",
+    "custom_mask",
+    "sliding_window",
+    "logits_soft_cap",
+    "return_lse",
+    "kv_layout_HND",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Capability:
+    backend: str  # "fa2" | "aiter"
+    platform: str  # "cpu" | "cuda" | "rocm"
+    ops: Tuple[str, ...]
+    q_dtypes: FrozenSet[torch.dtype]
+    kv_dtypes: FrozenSet[torch.dtype]
+    head_dims: Optional[FrozenSet[int]]  # None: any
+    page_sizes: Optional[FrozenSet[int]]  # None: any
+    options: FrozenSet[str]
+    # Known-bad combinations: (description, predicate over the request) -> refused.
+    known_bad: Tuple[Tuple[str, Callable[["Request"], bool]], ...] = ()
+    # Why the row is unavailable in this process, or None when it is available.
+    unavailable_reason: Callable[[], Optional[str]] = lambda: None
+    note: str = ""
+
+
+@dataclasses.dataclass
+class Request:
+    """What one call needs; matched against Capability rows."""
+
+    op: str
+    platform: str
+    q_dtype: torch.dtype
+    kv_dtype: torch.dtype
+    head_dim: int
+    page_size: Optional[int] = None
+    options: FrozenSet[str] = frozenset()
+
+
+TABLE: Tuple[Capability, ...] = (
+    Capability(
+        backend="fa2",
+        platform="cpu",
+        ops=OPS,
+        q_dtypes=HALF_DTYPES,
+        kv_dtypes=HALF_DTYPES | FP8_DTYPES,
+        head_dims=None,
+        page_sizes=None,
+        options=frozenset(OPTIONS),
+        note="C++ reference-grade kernels: blockwise fp32 online softmax, parallel over heads/requests",
+    ),
+)
+
+
+def platform_of(device: torch.device) -> str:
+    if device.type == "cpu":
+        return "cpu"
+    if device.type == "cuda":
+        return "rocm" if torch.version.hip is not None else "cuda"
+    raise ValueError(f"device: unsupported device type {device.type!r} (expected cpu or cuda)")
+
+
+def _dtype_names(dtypes: Iterable[torch.dtype]) -> str:
+    return ", ".join(sorted(str(d).replace("torch.", "") for d in dtypes))
+
+
+def _mismatch(row: Capability, req: Request) -> Optional[str]:
+    """Why `row` cannot serve `req`, naming the argument; None when it can."""
+    if req.op not in row.ops:
+        return f"op {req.op} is not served (served: {', '.join(row.ops)})"
+    if req.q_dtype not in row.q_dtypes:
+        return f"q dtype {req.q_dtype} is not served (served: {_dtype_names(row.q_dtypes)})"
+    if req.kv_dtype not in row.kv_dtypes:
+        return f"kv dtype {req.kv_dtype} is not served (served: {_dtype_names(row.kv_dtypes)})"
+    if row.head_dims is not None and req.head_dim not in row.head_dims:
+        return f"head_dim {req.head_dim} is not served (served: {sorted(row.head_dims)})"
+    if req.page_size is not None and row.page_sizes is not None and req.page_size not in row.page_sizes:
+        return f"page_size {req.page_size} is not served (served: {sorted(row.page_sizes)})"
+    missing = sorted(req.options - row.options)
+    if missing:
+        return f"option(s) {', '.join(missing)} not served (served: {', '.join(sorted(row.options))})"
+    for description, predicate in row.known_bad:
+        if predicate(req):
+            return f"known-bad combination refused: {description}"
+    reason = row.unavailable_reason()
+    if reason is not None:
+        return reason
+    return None
+
+
+BACKENDS = ("auto", "fa2", "aiter")
+
+
+def check_backend_name(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def resolve_backend(backend: str, req: Request) -> str:
+    """The concrete backend that serves `req`, or a ValueError saying why none does."""
+    check_backend_name(backend)
+    candidates = ("fa2", "aiter") if backend == "auto" else (backend,)
+    reasons = []
+    for name in candidates:
+        rows = [r for r in TABLE if r.backend == name and r.platform == req.platform]
+        if not rows:
+            served = sorted({r.platform for r in TABLE if r.backend == name})
+            reasons.append(
+                f"{name}: not available on platform {req.platform!r} in this build "
+                f"(served platforms: {', '.join(served) if served else 'none'})"
+            )
+            continue
+        for row in rows:
+            why = _mismatch(row, req)
+            if why is None:
+                return name
+            reasons.append(f"{name} on {req.platform}: {why}")
+    raise ValueError(
+        f"backend={backend!r} cannot serve {req.op} on {req.platform}: " + "; ".join(reasons)
+    )
+
+
+def markdown_matrix() -> str:
+    """The README's backend/feature matrix, generated from TABLE."""
+    lines = [
+        "| backend | platform | ops | q dtypes | kv dtypes | head dims | page sizes | options |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in TABLE:
+        lines.append(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |".format(
+                row.backend,
+                row.platform,
+                ", ".join(row.ops),
+                _dtype_names(row.q_dtypes),
+                _dtype_names(row.kv_dtypes),
+                "any" if row.head_dims is None else ", ".join(map(str, sorted(row.head_dims))),
+                "any" if row.page_sizes is None else ", ".join(map(str, sorted(row.page_sizes))),
+                ", ".join(o for o in OPTIONS if o in row.options),
+            )
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_matrix())
