@@ -9,6 +9,7 @@ Shapes (NHD layout; HND swaps the token and head axes of k/v):
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional, Tuple, Union
 
 import torch
@@ -461,7 +462,7 @@ class BatchPrefillWithRaggedKVCacheWrapper(_PrefillWrapperBase):
         if k.dim() != 3:
             raise ValueError(f"k must be 3-D, got shape {tuple(k.shape)}")
         total_kv, num_kv_heads = (k.shape[0], k.shape[1]) if self._kv_layout == "NHD" else (k.shape[1], k.shape[0])
-        if num_kv_heads != p["num_kv_heads"] or k.shape[2] != p["head_dim"] or total_kv < self._total_kv:
+        if num_kv_heads != p["num_kv_heads"] or k.shape[2] != p["head_dim"] or total_kv != self._total_kv:
             raise ValueError(
                 f"k must hold {self._total_kv} tokens of {p['num_kv_heads']} heads x {p['head_dim']} as planned, "
                 f"got {tuple(k.shape)} ({self._kv_layout})"
@@ -495,3 +496,6 @@ class BatchPrefillWithRaggedKVCacheWrapper(_PrefillWrapperBase):
         return self.run(q, k, v, return_lse=True)
 
     _forward_options = BatchPrefillWithPagedKVCacheWrapper._forward_options
+
+
+single_prefill_with_kv_cache_return_lse = functools.partial(single_prefill_with_kv_cache, return_lse=True)
