@@ -65,6 +65,33 @@ class Request:
     options: FrozenSet[str] = frozenset()
 
 
+def _aiter_rows() -> Tuple[Capability, ...]:
+    """AITER's Triton attention kernels (torch_flashinfer_ops/aiter_bridge.py): on ROCm, and on
+    NVIDIA when opted in. NHD only; no custom masks; flash_attn_func refuses sliding windows
+    and soft caps; unified_attention is causal-only and returns no lse."""
+    from . import aiter_bridge
+
+    mixed_dtypes = ("q and kv of different dtypes", lambda r: r.q_dtype != r.kv_dtype and r.kv_dtype in HALF_DTYPES)
+    rows = []
+    for platform in ("rocm", "cuda"):
+        reason = (lambda p=platform: aiter_bridge.unavailable_reason(p))
+        rows.append(Capability(
+            backend="aiter", platform=platform, ops=("single_prefill", "batch_prefill_ragged"),
+            q_dtypes=HALF_DTYPES, kv_dtypes=HALF_DTYPES, head_dims=frozenset({64, 128, 256}), page_sizes=None,
+            options=frozenset({"causal", "return_lse"}), known_bad=(mixed_dtypes,), unavailable_reason=reason,
+            note="aiter.ops.triton.mha.flash_attn_func / flash_attn_varlen_func"))
+        rows.append(Capability(
+            backend="aiter", platform=platform, ops=("batch_prefill_paged", "batch_decode_paged"),
+            q_dtypes=HALF_DTYPES, kv_dtypes=HALF_DTYPES | FP8_DTYPES, head_dims=frozenset({64, 128, 256}),
+            page_sizes=frozenset({16, 32, 64}), options=frozenset({"causal", "sliding_window", "logits_soft_cap"}),
+            known_bad=(mixed_dtypes,
+                       ("non-causal batch prefill (AITER's unified_attention is causal-only)",
+                        lambda r: r.op == "batch_prefill_paged" and "causal" not in r.options)),
+            unavailable_reason=reason,
+            note="aiter.ops.triton.unified_attention (block table built by plan())"))
+    return tuple(rows)
+
+
 TABLE: Tuple[Capability, ...] = (
     Capability(
         backend="fa2",
@@ -77,7 +104,7 @@ TABLE: Tuple[Capability, ...] = (
         options=frozenset(OPTIONS),
         note="C++ reference-grade kernels: blockwise fp32 online softmax, parallel over heads/requests",
     ),
-)
+) + _aiter_rows()
 
 
 def platform_of(device: torch.device) -> str:
@@ -138,7 +165,12 @@ def resolve_backend(backend: str, req: Request) -> str:
                 f"(served platforms: {', '.join(served) if served else 'none'})"
             )
             continue
-        for row in rows:
+        op_rows = [r for r in rows if req.op in r.ops]
+        if not op_rows:
+            served = sorted({op for r in rows for op in r.ops})
+            reasons.append(f"{name} on {req.platform}: op {req.op} is not served (served: {', '.join(served)})")
+            continue
+        for row in op_rows:
             why = _mismatch(row, req)
             if why is None:
                 return name

@@ -9,11 +9,13 @@ FP8 caches (float8_e4m3fn/e5m2, and the fnuz variants) are dequantised as value 
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional, Tuple, Union
 
 import torch
 
 from . import _validation as V
+from . import aiter_bridge
 from ._ops import ops
 from ._wrapper_base import (
     BatchWrapperBase,
@@ -145,11 +147,9 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
         check_paged_indices(kv_indptr_h, indices, last_h, batch_size, page_size,
                             "indptr", "indices", "last_page_len")
         kv_lens_h = paged_kv_lens(kv_indptr_h, last_h, page_size)
-        self._chosen = resolve_backend(
-            self._backend,
-            Request("batch_decode_paged", self.platform, q_dtype, kv_dtype, head_dim, page_size,
-                    _options(window_left, cap, False, self._kv_layout)),
-        )
+        self._request = Request("batch_decode_paged", self.platform, q_dtype, kv_dtype, head_dim, page_size,
+                                _options(window_left, cap, False, self._kv_layout))
+        self._chosen = resolve_backend(self._backend, self._request)
         n_pages = int(kv_indptr_h[-1])
         self._check_graph_capacity(paged_kv_indptr_buffer=batch_size + 1, paged_kv_indices_buffer=n_pages,
                                    paged_kv_last_page_len_buffer=batch_size)
@@ -159,6 +159,10 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
         self._kv_indptr = self._to_device(kv_indptr_h, "paged_kv_indptr_buffer", non_blocking)
         self._kv_indices = self._to_device(indices[:n_pages], "paged_kv_indices_buffer", non_blocking)
         self._kv_last_page_len = self._to_device(last_h, "paged_kv_last_page_len_buffer", non_blocking)
+        if self._chosen == "aiter":
+            self._aiter_qo_indptr = qo_indptr_h.to(self.device)
+            self._aiter_plan = aiter_bridge.plan_paged(kv_indptr_h, indices, kv_lens_h,
+                                                       torch.ones(batch_size, dtype=torch.int32), self.device)
         self._params = dict(q_dtype=q_dtype, kv_dtype=kv_dtype, num_qo_heads=num_qo_heads,
                             num_kv_heads=num_kv_heads, head_dim=head_dim, page_size=page_size,
                             window_left=window_left, logits_soft_cap=cap, sm_scale=sm_scale)
@@ -212,6 +216,13 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
         V.check_lse(lse, q.shape[:2], q.device)
         if lse is None and return_lse:
             lse = torch.empty(q.shape[:2], dtype=torch.float32, device=q.device)
+        extra = ({"return_lse"} if lse is not None else set()) | ({"sliding_window"} if wl >= 0 else set())
+        if not extra <= self._request.options:
+            resolve_backend(self._chosen, dataclasses.replace(self._request, options=self._request.options | extra))
+        if self._chosen == "aiter":
+            aiter_bridge.batch_paged(q, k_cache, v_cache, out, self._aiter_qo_indptr, self._aiter_plan, sm, wl,
+                                     p["logits_soft_cap"], ks, vs)
+            return (out, lse) if return_lse else out
         ops.batch_decode_paged_run(
             q, k_cache, v_cache, self._kv_indptr, self._kv_indices, self._kv_last_page_len, plan.plan_info,
             plan.partial_o, plan.partial_lse, out, lse, V.kv_layout_code(self._kv_layout), wl, sm,

@@ -9,12 +9,14 @@ Shapes (NHD layout; HND swaps the token and head axes of k/v):
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Optional, Tuple, Union
 
 import torch
 
 from . import _validation as V
+from . import aiter_bridge
 from ._mask import check_packed_mask, pack_custom_mask
 from ._ops import ops
 from ._wrapper_base import (
@@ -119,9 +121,11 @@ def single_prefill_with_kv_cache(
                 options=_options(causal, window_left, cap, masked, return_lse, kv_layout)),
     )
     out, lse = _make_outputs(q, None, None, return_lse, o_dtype)
-    assert chosen == "fa2", chosen
-    ops.single_prefill(q, k, v, out, lse, packed_custom_mask, layout, causal, window_left,
-                       V.resolve_sm_scale(sm_scale, head_dim), cap, 1.0, 1.0)
+    if chosen == "aiter":
+        aiter_bridge.single_prefill(q, k, v, out, lse, causal, V.resolve_sm_scale(sm_scale, head_dim))
+    else:
+        ops.single_prefill(q, k, v, out, lse, packed_custom_mask, layout, causal, window_left,
+                           V.resolve_sm_scale(sm_scale, head_dim), cap, 1.0, 1.0)
     return (out, lse) if return_lse else out
 
 
@@ -155,11 +159,9 @@ class _PrefillWrapperBase(BatchWrapperBase):
         elif packed_custom_mask is not None:
             mask_indptr = check_packed_mask(packed_custom_mask, qo_lens, kv_lens_h)
         masked = packed_custom_mask is not None
-        self._chosen = resolve_backend(
-            self._backend,
-            Request(self._op_name, self.platform, q_dtype, kv_dtype, head_dim_qk, page_size,
-                    _options(causal, window_left, cap, masked, False, self._kv_layout)),
-        )
+        self._request = Request(self._op_name, self.platform, q_dtype, kv_dtype, head_dim_qk, page_size,
+                                _options(causal, window_left, cap, masked, False, self._kv_layout))
+        self._chosen = resolve_backend(self._backend, self._request)
         return qo_indptr_h, batch_size, q_dtype, kv_dtype, cap, packed_custom_mask, mask_indptr
 
     def _mask_to_device(self, packed, mask_indptr, non_blocking):
@@ -172,6 +174,16 @@ class _PrefillWrapperBase(BatchWrapperBase):
         else:
             packed = packed.to(self.device, non_blocking=non_blocking)
         return packed, self._to_device(mask_indptr, "mask_indptr_buf", non_blocking)
+
+    def _check_run_options(self, return_lse: bool, window_left: int) -> None:
+        """Options that run() adds to the planned ones must be served by the chosen backend."""
+        extra = set()
+        if return_lse:
+            extra.add("return_lse")
+        if window_left >= 0:
+            extra.add("sliding_window")
+        if not extra <= self._request.options:
+            resolve_backend(self._chosen, dataclasses.replace(self._request, options=self._request.options | extra))
 
     def _store_params(self, **params):
         self._params = params
@@ -283,6 +295,9 @@ class BatchPrefillWithPagedKVCacheWrapper(_PrefillWrapperBase):
         self._kv_indptr = self._to_device(kv_indptr_h, "paged_kv_indptr_buf", non_blocking)
         self._kv_indices = self._to_device(paged_kv_indices[:n_pages], "paged_kv_indices_buf", non_blocking)
         self._kv_last_page_len = self._to_device(last_h, "paged_kv_last_page_len_buf", non_blocking)
+        if self._chosen == "aiter":
+            self._aiter_plan = aiter_bridge.plan_paged(kv_indptr_h, paged_kv_indices, kv_lens_h,
+                                                       qo_indptr_h[1:] - qo_indptr_h[:-1], self.device)
         self._packed_mask, self._mask_indptr = self._mask_to_device(packed, mask_indptr, non_blocking)
         self._store_params(q_dtype=q_dtype, kv_dtype=kv_dtype, num_qo_heads=num_qo_heads,
                            num_kv_heads=num_kv_heads, head_dim=head_dim_qk, page_size=page_size,
@@ -326,6 +341,11 @@ class BatchPrefillWithPagedKVCacheWrapper(_PrefillWrapperBase):
         V.check_window_left(wl)
         sm, ks, vs = self._scales(q_scale, k_scale, v_scale, k_cache.dtype)
         out, lse = _make_outputs(q, out, lse, return_lse)
+        self._check_run_options(lse is not None, wl)
+        if self._chosen == "aiter":
+            aiter_bridge.batch_paged(q, k_cache, v_cache, out, self._qo_indptr, self._aiter_plan, sm, wl,
+                                     p["logits_soft_cap"], ks, vs)
+            return (out, lse) if return_lse else out
         ops.batch_prefill_paged_run(
             q, k_cache, v_cache, self._qo_indptr, self._kv_indptr, self._kv_indices, self._kv_last_page_len,
             plan.plan_info, plan.partial_o, plan.partial_lse, out, lse, self._packed_mask, self._mask_indptr,
@@ -431,6 +451,8 @@ class BatchPrefillWithRaggedKVCacheWrapper(_PrefillWrapperBase):
         self._kv_indptr = self._to_device(kv_indptr_h, "kv_indptr_buf", non_blocking)
         self._packed_mask, self._mask_indptr = self._mask_to_device(packed, mask_indptr, non_blocking)
         self._total_kv = int(kv_indptr_h[-1])
+        self._max_lens = (int((qo_indptr_h[1:] - qo_indptr_h[:-1]).max()) if batch_size else 0,
+                          int(kv_lens_h.max()) if batch_size else 0)
         self._store_params(q_dtype=q_dtype, kv_dtype=kv_dtype, num_qo_heads=num_qo_heads,
                            num_kv_heads=num_kv_heads, head_dim=head_dim_qk, causal=causal,
                            window_left=window_left, logits_soft_cap=cap, sm_scale=sm_scale)
@@ -471,6 +493,11 @@ class BatchPrefillWithRaggedKVCacheWrapper(_PrefillWrapperBase):
             raise ValueError(f"k is {k.dtype} but plan() was made for kv_data_type={p['kv_dtype']}")
         sm, ks, vs = self._scales(q_scale, k_scale, v_scale, k.dtype)
         out, lse = _make_outputs(q, out, lse, return_lse)
+        self._check_run_options(lse is not None, p["window_left"])
+        if self._chosen == "aiter":
+            aiter_bridge.batch_prefill_ragged(q, k, v, out, lse, self._qo_indptr, self._kv_indptr, *self._max_lens,
+                                              p["causal"], sm)
+            return (out, lse) if return_lse else out
         ops.batch_prefill_ragged_run(
             q, k, v, self._qo_indptr, self._kv_indptr, plan.plan_info, plan.partial_o, plan.partial_lse,
             out, lse, self._packed_mask, self._mask_indptr, V.kv_layout_code(self._kv_layout), p["causal"],
