@@ -40,9 +40,11 @@ _ARCH_FOR_NVIDIA = "gfx950"  # its configs exist and its FP8 types are the OCP o
 def _package_dir() -> Optional[str]:
     """Folder of the ``aiter`` package, found without importing it."""
     explicit = os.environ.get(PATH_ENV)
-    if explicit:
-        candidate = os.path.join(explicit, "aiter") if not explicit.rstrip("/").endswith("aiter") else explicit
-        return candidate if os.path.isfile(os.path.join(candidate, "ops", "triton", "mha.py")) else None
+    if explicit:  # the package folder itself, or a folder holding it
+        for candidate in (os.path.join(explicit, "aiter"), explicit):
+            if os.path.isfile(os.path.join(candidate, "ops", "triton", "mha.py")):
+                return candidate
+        return None
     spec = importlib.util.find_spec("aiter")
     if spec is None or not spec.submodule_search_locations:
         return None
