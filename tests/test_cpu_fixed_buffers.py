@@ -1,0 +1,62 @@
+"""use_cuda_graph=True wrappers keep fixed-address buffers: plan() rewrites them in place,
+and a plan that does not fit raises before anything is written. (The buffer logic is
+device-independent; capture and replay themselves are in the GPU tier.)"""
+import pytest
+import torch
+
+import torch_flashinfer_ops as flashinfer
+
+import reference as ref
+
+HQ, HKV, D, PAGE = 4, 2, 64, 16
+
+
+def _decode_wrapper(max_batch, max_pages):
+    bufs = dict(paged_kv_indptr_buffer=torch.full((max_batch + 1,), -7, dtype=torch.int32),
+                paged_kv_indices_buffer=torch.full((max_pages,), -7, dtype=torch.int32),
+                paged_kv_last_page_len_buffer=torch.full((max_batch,), -7, dtype=torch.int32))
+    w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(torch.empty(8 << 20, dtype=torch.uint8), "NHD",
+                                                      use_cuda_graph=True, **bufs)
+    return w, bufs
+
+
+def test_plan_rewrites_fixed_buffers_in_place():
+    torch.manual_seed(0)
+    w, bufs = _decode_wrapper(8, 64)
+    addresses = {k: v.data_ptr() for k, v in bufs.items()}
+    plan_address = w._workspace.plan_view().data_ptr()
+    for kv_lens in ([33, 1, 70], [5, 200, 16, 9]):
+        ks = [torch.randn(n, HKV, D).half() for n in kv_lens]
+        vs = [torch.randn(n, HKV, D).half() for n in kv_lens]
+        paged = ref.build_paged_kv(ks, vs, PAGE)
+        w.plan(paged.indptr, paged.indices, paged.last_page_len, HQ, HKV, D, PAGE)
+        assert {k: v.data_ptr() for k, v in bufs.items()} == addresses
+        assert w._workspace.plan_view().data_ptr() == plan_address
+        assert torch.equal(bufs["paged_kv_indptr_buffer"][: len(kv_lens) + 1], paged.indptr)
+        q = torch.randn(len(kv_lens), HQ, D).half()
+        out = w.run(q, paged.cache)
+        for b in range(len(kv_lens)):
+            o_ref, _ = ref.decode_ref(q[b], ks[b], vs[b])
+            ref.assert_attention_close(out[b], o_ref, torch.float16)
+
+
+@pytest.mark.parametrize("too_many", ["requests", "pages"])
+def test_plan_that_does_not_fit_raises_before_writing(too_many):
+    w, bufs = _decode_wrapper(4, 16)
+    kv_lens = [3] * 6 if too_many == "requests" else [100, 200]
+    ks = [torch.randn(n, HKV, D).half() for n in kv_lens]
+    paged = ref.build_paged_kv(ks, ks, PAGE)
+    before = {k: v.clone() for k, v in bufs.items()}
+    with pytest.raises(ValueError, match="buffer"):
+        w.plan(paged.indptr, paged.indices, paged.last_page_len, HQ, HKV, D, PAGE)
+    for k, v in bufs.items():
+        assert torch.equal(v, before[k]), f"{k} was written by a plan that did not fit"
+
+
+def test_prefill_fixed_buffers_required():
+    w = flashinfer.BatchPrefillWithPagedKVCacheWrapper(torch.empty(8 << 20, dtype=torch.uint8), "NHD",
+                                                       use_cuda_graph=True)
+    indptr = torch.tensor([0, 1], dtype=torch.int32)
+    with pytest.raises(ValueError, match="qo_indptr_buf"):
+        w.plan(torch.tensor([0, 3], dtype=torch.int32), indptr, indptr[:1], torch.tensor([3], dtype=torch.int32),
+               HQ, HKV, D, PAGE)
