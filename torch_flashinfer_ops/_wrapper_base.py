@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Optional, Tuple, Union
 
+import numpy as np
 import torch
 
 from . import _validation as V
@@ -52,8 +53,9 @@ def paged_cache_geometry(k_cache: torch.Tensor, kv_layout: str) -> Tuple[int, in
 
 
 def paged_kv_lens(kv_indptr_h: torch.Tensor, last_page_len_h: torch.Tensor, page_size: int) -> torch.Tensor:
-    pages = kv_indptr_h[1:] - kv_indptr_h[:-1]
-    return torch.where(pages > 0, (pages - 1) * page_size + last_page_len_h, 0).to(torch.int32)
+    indptr, last = kv_indptr_h.numpy(), last_page_len_h.numpy()
+    pages = indptr[1:] - indptr[:-1]
+    return torch.from_numpy(np.where(pages > 0, (pages - 1) * page_size + last, 0).astype(np.int32))
 
 
 def check_paged_indices(kv_indptr_h, kv_indices, last_page_len_h, batch_size, page_size,
@@ -66,19 +68,17 @@ def check_paged_indices(kv_indptr_h, kv_indices, last_page_len_h, batch_size, pa
         raise ValueError(f"{indices_name} must be 1-D")
     if kv_indices.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"{indices_name} must be int32, got {kv_indices.dtype}")
-    if kv_indices.numel() < int(kv_indptr_h[-1]):
+    indptr, last = kv_indptr_h.numpy(), last_page_len_h.numpy()
+    if kv_indices.numel() < indptr[-1]:
         raise ValueError(
-            f"{indices_name} holds {kv_indices.numel()} page ids but {indptr_name}[-1] = {int(kv_indptr_h[-1])}"
+            f"{indices_name} holds {kv_indices.numel()} page ids but {indptr_name}[-1] = {int(indptr[-1])}"
         )
     if page_size <= 0:
         raise ValueError(f"page_size must be positive, got {page_size}")
-    has_pages = (kv_indptr_h[1:] - kv_indptr_h[:-1]) > 0
-    bad = has_pages & ((last_page_len_h < 1) | (last_page_len_h > page_size))
-    if bool(bad.any()):
-        r = int(bad.nonzero()[0])
-        raise ValueError(
-            f"{last_name}[{r}] = {int(last_page_len_h[r])} must be in [1, page_size = {page_size}]"
-        )
+    bad = ((indptr[1:] - indptr[:-1]) > 0) & ((last < 1) | (last > page_size))
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{last_name}[{r}] = {int(last[r])} must be in [1, page_size = {page_size}]")
 
 
 class BatchWrapperBase:
