@@ -56,7 +56,8 @@ def extension():
         return CUDAExtension(
             "torch_flashinfer_ops._C",
             cpu_sources + gpu_sources,
-            include_dirs=[os.path.join(ROOT, "csrc")],
+            # csrc/hip: the kernels include the platform layer as "gpu_iface/...".
+            include_dirs=[os.path.join(ROOT, "csrc"), os.path.join(ROOT, "csrc", "hip")],
             extra_compile_args={"cxx": cxx_flags + defines, "nvcc": gpu_flags + defines},
         )
     return CppExtension(

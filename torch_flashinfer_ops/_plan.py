@@ -28,6 +28,8 @@ _ALIGN = 256
 Q_TILE_ROWS = {"cpu": 32}
 # Minimum kv chunk when splitting a request over several workers.
 MIN_KV_CHUNK = 256
+# Decode blocks per GPU multiprocessor that the split policy aims to keep busy.
+DECODE_BLOCKS_PER_SM = 2
 
 
 def _ceil_div(a, b):
@@ -40,6 +42,10 @@ def choose_kv_chunk_size(platform: str, qo_lens: torch.Tensor, kv_lens: torch.Te
     if kv_lens.numel() == 0:
         return 0
     workers = torch.get_num_threads() if platform == "cpu" else 132
+    if platform != "cpu" and int(qo_lens.max()) <= 1:
+        # Decode: one block per (request, kv head) streams its kv range; split long requests
+        # until DECODE_BLOCKS_PER_SM blocks per multiprocessor have work (batch 1 fills the GPU).
+        workers *= DECODE_BLOCKS_PER_SM
     tiles = int(torch.clamp((qo_lens + q_tile_rows - 1) // q_tile_rows, min=1).sum())
     tasks = tiles * num_kv_heads
     max_kv = int(kv_lens.max())

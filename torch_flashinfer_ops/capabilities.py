@@ -92,6 +92,17 @@ def _aiter_rows() -> Tuple[Capability, ...]:
     return tuple(rows)
 
 
+def _gpu_decode_unavailable() -> Optional[str]:
+    from ._ops import gpu_kernels_built
+
+    if not gpu_kernels_built():
+        return (
+            "this build of torch_flashinfer_ops has no GPU kernels (built with CPU-only PyTorch "
+            "or TFO_CPU_ONLY=1); rebuild with CUDA/ROCm PyTorch for fa2 decode on the GPU"
+        )
+    return None
+
+
 TABLE: Tuple[Capability, ...] = (
     Capability(
         backend="fa2",
@@ -103,6 +114,24 @@ TABLE: Tuple[Capability, ...] = (
         page_sizes=None,
         options=frozenset(OPTIONS),
         note="C++ reference-grade kernels: blockwise fp32 online softmax, parallel over heads/requests",
+    ),
+    *(
+        Capability(
+            backend="fa2",
+            platform=_gpu_platform,
+            ops=("single_decode", "batch_decode_paged"),
+            q_dtypes=HALF_DTYPES,
+            kv_dtypes=HALF_DTYPES | FP8_DTYPES,
+            head_dims=frozenset({64, 128, 256}),
+            page_sizes=None,
+            options=frozenset({"sliding_window", "logits_soft_cap", "return_lse", "kv_layout_HND"}),
+            known_bad=(("16-bit kv dtype different from q dtype",
+                        lambda req: req.kv_dtype in HALF_DTYPES and req.kv_dtype != req.q_dtype),),
+            unavailable_reason=lambda: _gpu_decode_unavailable(),
+            note="decode kernels (csrc/hip/kernels/decode): GQA group per block, split-KV with a merge; "
+            "use_tensor_cores=True runs the group as a 16-row mma.sync/MFMA tile (AMD compiled, not run)",
+        )
+        for _gpu_platform in ("cuda", "rocm")
     ),
 ) + _aiter_rows()
 

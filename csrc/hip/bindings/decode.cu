@@ -1,0 +1,313 @@
+// GPU bindings of the decode operators: single_decode and batch_decode_paged_run.
+//
+// Host work is argument checks on shapes, dtypes and strides only: no device data is read, the
+// grid is persistent and sized from the device's capacity (decode_common.h), so a run captured
+// in a CUDA/HIP graph replays correctly after a later plan() rewrites the schedule in place.
+// use_tensor_cores selects the kernel family: decode_simt (vector units) or decode_mma (matrix
+// cores, the GQA group as the rows of a 16-row tile); both compute the same attention.
+#include <cmath>
+
+#include <torch/library.h>
+
+#include "decode_launch.h"
+#include "kernels/decode/decode_simt.cu"
+
+namespace flashinfer_ops {
+namespace gpu_binding {
+namespace {
+
+using tfo::kernels::DecodeParams;
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr int64_t kLayoutNHD = 0, kLayoutHND = 1;
+// Single requests split over the GPU when their kv heads fill less than this many blocks per
+// multiprocessor; chunks are at least kMinSplitChunk tokens.
+constexpr int kSplitBlocksPerSm = 2;
+constexpr int kMinSplitChunk = 256;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Element type of the KV cache relative to q, and the power of two its FP8 decode leaves out.
+KvKind kv_kind_of(at::ScalarType kv, at::ScalarType q, float& factor, const char* op) {
+  using tfo::kernels::Fp8Format;
+  using tfo::kernels::fp8_decode_factor;
+  factor = 1.f;
+  if (kv == q) return KvKind::kSameAsQ;
+  switch (kv) {
+    case at::kFloat8_e4m3fn: factor = fp8_decode_factor(Fp8Format::kE4M3Fn); return KvKind::kE4M3;
+    case at::kFloat8_e4m3fnuz: factor = fp8_decode_factor(Fp8Format::kE4M3Fnuz); return KvKind::kE4M3;
+    case at::kFloat8_e5m2: factor = fp8_decode_factor(Fp8Format::kE5M2); return KvKind::kE5M2;
+    case at::kFloat8_e5m2fnuz: factor = fp8_decode_factor(Fp8Format::kE5M2Fnuz); return KvKind::kE5M2;
+    default: break;
+  }
+  TORCH_CHECK(false, op, ": the KV cache must be q's dtype (", q,
+              ") or a float8 type (e4m3fn, e5m2, e4m3fnuz, e5m2fnuz) on the GPU, got ", kv);
+  return KvKind::kSameAsQ;
+}
+
+void check_vec_aligned(const at::Tensor& t, const char* name, const char* op) {
+  TORCH_CHECK(t.stride(-1) == 1, op, ": ", name, " must be contiguous in its last dimension");
+  for (int64_t i = 0; i + 1 < t.dim(); ++i) {
+    TORCH_CHECK(t.size(i) <= 1 || t.stride(i) % 8 == 0, op, ": ", name,
+                " strides must be multiples of 8 elements (16-byte vector loads), got ", t.strides());
+    TORCH_CHECK(t.stride(i) < (int64_t{1} << 31), op, ": ", name, " strides must fit in int32, got ",
+                t.strides());
+  }
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(t.data_ptr()) % (8 * t.element_size()) == 0, op, ": ",
+              name, " must be aligned to ", 8 * t.element_size(), " bytes");
+}
+
+void check_q_and_out(const at::Tensor& q, const at::Tensor& o, const std::optional<at::Tensor>& lse,
+                     int64_t rows, const char* op) {
+  TORCH_CHECK(q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16, op,
+              ": q must be float16 or bfloat16, got ", q.scalar_type());
+  check_vec_aligned(q, "q", op);
+  TORCH_CHECK(o.sizes() == q.sizes() && o.scalar_type() == q.scalar_type() && o.stride(-1) == 1, op,
+              ": o must have q's shape ", q.sizes(), " and dtype ", q.scalar_type(),
+              " with a contiguous last dimension");
+  check_cuda(o, "o", op);
+  if (lse.has_value()) {
+    check_cuda(*lse, "lse", op);
+    TORCH_CHECK(lse->scalar_type() == at::kFloat && lse->is_contiguous() &&
+                    lse->numel() == rows * q.size(-2),
+                op, ": lse must be contiguous float32 with ", rows * q.size(-2), " elements");
+  }
+}
+
+void set_scales(DecodeParams& p, double sm_scale, double logits_soft_cap, double k_scale,
+                double v_scale, float fp8_factor, int64_t window_left, const char* op) {
+  TORCH_CHECK(window_left >= -1, op, ": window_left must be -1 (off) or >= 0, got ", window_left);
+  TORCH_CHECK(logits_soft_cap >= 0.0, op, ": logits_soft_cap must be >= 0, got ", logits_soft_cap);
+  const float ks = static_cast<float>(k_scale) * fp8_factor;
+  if (logits_soft_cap > 0.0) {
+    p.q_scale = static_cast<float>(sm_scale / logits_soft_cap) * ks;
+    p.cap_log2 = static_cast<float>(logits_soft_cap) * kLog2e;
+  } else {
+    p.q_scale = static_cast<float>(sm_scale) * kLog2e * ks;
+    p.cap_log2 = 0.f;
+  }
+  p.v_scale = static_cast<float>(v_scale) * fp8_factor;
+  p.window_left = static_cast<int32_t>(window_left);
+}
+
+int simt_tile(int group, KvKind kv_kind) {
+  return kv_kind == KvKind::kSameAsQ ? tfo::kernels::simt_group_tile<false>(group)
+                                     : tfo::kernels::simt_group_tile<true>(group);
+}
+
+// Launches the chosen family, then (when requests may be split) the merge of partial results.
+void launch(DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind, int head_dim, int batch,
+            bool use_tensor_cores, bool merge, const char* op) {
+  using namespace tfo::kernels;
+  const cudaStream_t stream = current_stream();
+  bool launched = false;
+  if (use_tensor_cores) {
+    launched = launch_decode_mma(p, q_dtype, kv_kind, head_dim, stream);
+  } else {
+    const int tile = simt_tile(p.group_size, kv_kind);
+    with_q_type(q_dtype, [&](auto t_tag) {
+      using T = typename decltype(t_tag)::type;
+      with_head_dim(head_dim, [&](auto d_const) {
+        constexpr int D = decltype(d_const)::value;
+        with_kv_storage<T>(kv_kind, [&](auto kv_tag) {
+          using KV = typename decltype(kv_tag)::type;
+          auto go = [&](auto g_const) {
+            constexpr int G = decltype(g_const)::value;
+            static const int per_sm = resident_blocks_per_sm(decode_simt_kernel<T, KV, D, G>, kDecodeThreads);
+            p.num_blocks = num_multiprocessors() * per_sm;
+            decode_simt_kernel<T, KV, D, G><<<p.num_blocks, kDecodeThreads, 0, stream>>>(p);
+          };
+          if constexpr (std::is_same_v<KV, T>) {
+            if (tile == 1) return go(std::integral_constant<int, 1>{});
+          }
+          if (tile == 8) return go(std::integral_constant<int, 8>{});
+          go(std::integral_constant<int, 4>{});
+        });
+        launched = true;
+      });
+    });
+  }
+  TORCH_CHECK(launched, op, ": head_dim ", head_dim, " with q dtype ", q_dtype,
+              " is not instantiated in this build (setup.py knobs TFO_HEAD_DIMS / TFO_DTYPES)");
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (!merge) return;
+  with_q_type(q_dtype, [&](auto t_tag) {
+    using T = typename decltype(t_tag)::type;
+    const int64_t rows = static_cast<int64_t>(batch) * p.num_qo_heads;
+    const int blocks = static_cast<int>(ceil_div(rows, kMergeWaves));
+    decode_merge_kernel<T><<<blocks, kMergeWaves * tfo::gpu::kWaveSize, 0, stream>>>(p, batch, head_dim);
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+void set_heads(DecodeParams& p, int64_t num_qo_heads, int64_t num_kv_heads, bool use_tensor_cores,
+               KvKind kv_kind, const char* op) {
+  TORCH_CHECK(num_kv_heads > 0 && num_qo_heads % num_kv_heads == 0, op, ": num_qo_heads (",
+              num_qo_heads, ") must be a multiple of num_kv_heads (", num_kv_heads, ")");
+  p.num_qo_heads = static_cast<int32_t>(num_qo_heads);
+  p.num_kv_heads = static_cast<int32_t>(num_kv_heads);
+  p.group_size = static_cast<int32_t>(num_qo_heads / num_kv_heads);
+  const int tile = use_tensor_cores ? kMmaGroupTile : simt_tile(p.group_size, kv_kind);
+  p.head_slices = static_cast<int32_t>(ceil_div(p.group_size, tile));
+}
+
+void single_decode(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor& o,
+                   const std::optional<at::Tensor>& maybe_lse, int64_t kv_layout,
+                   int64_t window_left, double sm_scale, double logits_soft_cap, double k_scale,
+                   double v_scale, bool use_tensor_cores) {
+  const char* op = "single_decode";
+  check_cuda(q, "q", op);
+  check_cuda(k, "k", op);
+  check_cuda(v, "v", op);
+  TORCH_CHECK(kv_layout == kLayoutNHD || kv_layout == kLayoutHND, op,
+              ": kv_layout must be 0 (NHD) or 1 (HND), got ", kv_layout);
+  TORCH_CHECK(q.dim() == 2, op, ": q must be [num_qo_heads, head_dim]");
+  TORCH_CHECK(k.dim() == 3 && k.sizes() == v.sizes() && k.scalar_type() == v.scalar_type(), op,
+              ": k and v must be 3-D of equal shape and dtype");
+  TORCH_CHECK(k.size(2) == q.size(1), op, ": head_dim of q (", q.size(1), ") and k (", k.size(2),
+              ") differ");
+  check_q_and_out(q, o, maybe_lse, 1, op);
+  check_vec_aligned(k, "k", op);
+  check_vec_aligned(v, "v", op);
+  const c10::cuda::CUDAGuard guard(q.device());
+
+  float factor = 1.f;
+  const KvKind kv_kind = kv_kind_of(k.scalar_type(), q.scalar_type(), factor, op);
+  const int tok = kv_layout == kLayoutNHD ? 0 : 1, head = 1 - tok;
+  const int64_t kv_len = k.size(tok);
+  TORCH_CHECK(kv_len < (int64_t{1} << 31), op, ": kv_len must fit in int32");
+  DecodeParams p{};
+  set_heads(p, q.size(0), k.size(head), use_tensor_cores, kv_kind, op);
+  p.q = q.data_ptr();
+  p.q_stride_batch = 0;
+  p.q_stride_head = static_cast<int32_t>(q.stride(0));
+  p.o = o.data_ptr();
+  p.o_stride_batch = 0;
+  p.o_stride_head = static_cast<int32_t>(o.stride(0));
+  p.lse = maybe_lse.has_value() ? maybe_lse->data_ptr<float>() : nullptr;
+  p.k = k.data_ptr();
+  p.v = v.data_ptr();
+  p.k_stride_token = static_cast<int32_t>(k.stride(tok));
+  p.k_stride_head = static_cast<int32_t>(k.stride(head));
+  p.v_stride_token = static_cast<int32_t>(v.stride(tok));
+  p.v_stride_head = static_cast<int32_t>(v.stride(head));
+  // The sequence is one page (id 0) of kv_len tokens; the page table is a device zero (a fill
+  // kernel, so this stays capturable).
+  const at::Tensor page_table = at::zeros({1}, q.options().dtype(at::kInt));
+  p.kv_indices = page_table.data_ptr<int32_t>();
+  p.page_size = static_cast<int32_t>(std::max<int64_t>(kv_len, 1));
+  p.k_stride_page = 0;
+  p.v_stride_page = 0;
+  set_scales(p, sm_scale, logits_soft_cap, k_scale, v_scale, factor, window_left, op);
+
+  // Split the kv sequence when its heads alone would leave the GPU idle (shapes only).
+  const int64_t tasks = static_cast<int64_t>(p.num_kv_heads) * p.head_slices;
+  const int64_t target = static_cast<int64_t>(kSplitBlocksPerSm) * num_multiprocessors();
+  int64_t chunk = std::max<int64_t>(kv_len, 1), splits = 1;
+  if (kv_len >= 2 * kMinSplitChunk && tasks < target) {
+    chunk = std::max<int64_t>(kMinSplitChunk, ceil_div(kv_len, ceil_div(target, tasks)));
+    chunk = ceil_div(chunk, 64) * 64;
+    splits = ceil_div(kv_len, chunk);
+  }
+  p.plan = nullptr;
+  p.single_kv_len = static_cast<int32_t>(kv_len);
+  p.single_chunk = static_cast<int32_t>(chunk);
+  p.single_splits = static_cast<int32_t>(splits);
+  at::Tensor partial_o, partial_lse;
+  if (splits > 1) {
+    const auto f32 = q.options().dtype(at::kFloat);
+    partial_o = at::empty({splits, q.size(0), q.size(1)}, f32);
+    partial_lse = at::empty({splits, q.size(0)}, f32);
+    p.partial_o = partial_o.data_ptr<float>();
+    p.partial_lse = partial_lse.data_ptr<float>();
+  }
+  launch(p, q.scalar_type(), kv_kind, static_cast<int>(q.size(1)), 1, use_tensor_cores, splits > 1, op);
+}
+
+void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
+                            const at::Tensor& paged_v, const at::Tensor& kv_indptr,
+                            const at::Tensor& kv_indices, const at::Tensor& kv_last_page_len,
+                            const at::Tensor& plan_info, at::Tensor& partial_o,
+                            at::Tensor& partial_lse, at::Tensor& o,
+                            const std::optional<at::Tensor>& maybe_lse, int64_t kv_layout,
+                            int64_t window_left, double sm_scale, double logits_soft_cap,
+                            double k_scale, double v_scale, bool use_tensor_cores) {
+  const char* op = "batch_decode_paged_run";
+  for (auto [t, name] : {std::pair<const at::Tensor*, const char*>{&q, "q"}, {&paged_k, "paged_k"},
+                         {&paged_v, "paged_v"}, {&kv_indptr, "kv_indptr"}, {&kv_indices, "kv_indices"},
+                         {&kv_last_page_len, "kv_last_page_len"}, {&plan_info, "plan_info"},
+                         {&partial_o, "partial_o"}, {&partial_lse, "partial_lse"}}) {
+    check_cuda(*t, name, op);
+    TORCH_CHECK(t->device() == q.device(), op, ": ", name, " is on ", t->device(), " but q is on ",
+                q.device());
+  }
+  TORCH_CHECK(kv_layout == kLayoutNHD || kv_layout == kLayoutHND, op,
+              ": kv_layout must be 0 (NHD) or 1 (HND), got ", kv_layout);
+  TORCH_CHECK(q.dim() == 3, op, ": q must be [batch_size, num_qo_heads, head_dim]");
+  const int64_t batch = q.size(0);
+  check_q_and_out(q, o, maybe_lse, batch, op);
+  TORCH_CHECK(paged_k.dim() == 4 && paged_k.sizes() == paged_v.sizes() &&
+                  paged_k.scalar_type() == paged_v.scalar_type(),
+              op, ": paged k/v caches must be 4-D, of equal shape and dtype");
+  TORCH_CHECK(paged_k.size(3) == q.size(2), op, ": head_dim of q (", q.size(2),
+              ") and the kv cache (", paged_k.size(3), ") differ");
+  check_vec_aligned(paged_k, "paged_k", op);
+  check_vec_aligned(paged_v, "paged_v", op);
+  for (auto [t, name] : {std::pair<const at::Tensor*, const char*>{&kv_indptr, "kv_indptr"},
+                         {&kv_indices, "kv_indices"}, {&kv_last_page_len, "kv_last_page_len"},
+                         {&plan_info, "plan_info"}}) {
+    TORCH_CHECK(t->scalar_type() == at::kInt && t->dim() == 1 && t->is_contiguous(), op, ": ",
+                name, " must be a contiguous 1-D int32 tensor");
+  }
+  TORCH_CHECK(kv_indptr.numel() == batch + 1 && kv_last_page_len.numel() == batch, op,
+              ": kv_indptr must have batch_size + 1 = ", batch + 1,
+              " entries and kv_last_page_len batch_size entries");
+  TORCH_CHECK(partial_o.scalar_type() == at::kFloat && partial_o.is_contiguous() &&
+                  partial_lse.scalar_type() == at::kFloat && partial_lse.is_contiguous(),
+              op, ": partial_o and partial_lse must be contiguous float32");
+  const c10::cuda::CUDAGuard guard(q.device());
+
+  float factor = 1.f;
+  const KvKind kv_kind = kv_kind_of(paged_k.scalar_type(), q.scalar_type(), factor, op);
+  const int tok = kv_layout == kLayoutNHD ? 1 : 2, head = kv_layout == kLayoutNHD ? 2 : 1;
+  DecodeParams p{};
+  set_heads(p, q.size(1), paged_k.size(head), use_tensor_cores, kv_kind, op);
+  p.q = q.data_ptr();
+  p.q_stride_batch = static_cast<int32_t>(q.stride(0));
+  p.q_stride_head = static_cast<int32_t>(q.stride(1));
+  p.o = o.data_ptr();
+  TORCH_CHECK(o.stride(0) < (int64_t{1} << 31), op, ": o strides must fit in int32");
+  p.o_stride_batch = static_cast<int32_t>(o.stride(0));
+  p.o_stride_head = static_cast<int32_t>(o.stride(1));
+  p.lse = maybe_lse.has_value() ? maybe_lse->data_ptr<float>() : nullptr;
+  p.partial_o = partial_o.data_ptr<float>();
+  p.partial_lse = partial_lse.data_ptr<float>();
+  p.k = paged_k.data_ptr();
+  p.v = paged_v.data_ptr();
+  p.k_stride_page = static_cast<int32_t>(paged_k.stride(0));
+  p.k_stride_token = static_cast<int32_t>(paged_k.stride(tok));
+  p.k_stride_head = static_cast<int32_t>(paged_k.stride(head));
+  p.v_stride_page = static_cast<int32_t>(paged_v.stride(0));
+  p.v_stride_token = static_cast<int32_t>(paged_v.stride(tok));
+  p.v_stride_head = static_cast<int32_t>(paged_v.stride(head));
+  p.page_size = static_cast<int32_t>(paged_k.size(tok));
+  TORCH_CHECK(p.page_size > 0, op, ": page_size must be positive");
+  p.kv_indptr = kv_indptr.data_ptr<int32_t>();
+  p.kv_indices = kv_indices.data_ptr<int32_t>();
+  p.kv_last_page_len = kv_last_page_len.data_ptr<int32_t>();
+  p.plan = plan_info.data_ptr<int32_t>();
+  set_scales(p, sm_scale, logits_soft_cap, k_scale, v_scale, factor, window_left, op);
+  if (batch == 0) return;
+  launch(p, q.scalar_type(), kv_kind, static_cast<int>(q.size(2)), static_cast<int>(batch),
+         use_tensor_cores, true, op);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(flashinfer, CUDA, m) {
+  m.impl("single_decode", &single_decode);
+  m.impl("batch_decode_paged_run", &batch_decode_paged_run);
+}
+
+}  // namespace gpu_binding
+}  // namespace flashinfer_ops

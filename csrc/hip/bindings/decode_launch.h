@@ -1,0 +1,94 @@
+// Launchers of the decode kernel families, shared by the decode bindings (decode.cu registers
+// the operators; decode_mma.cu compiles the matrix-core family in its own translation unit).
+#pragma once
+#include <type_traits>
+
+#include "common.h"
+
+#include "kernels/decode/decode_common.h"
+
+namespace flashinfer_ops {
+namespace gpu_binding {
+
+// KV storage relative to q: the same 16-bit type, or an FP8 family (fnuz variants included).
+enum class KvKind : int { kSameAsQ = 0, kE4M3 = 1, kE5M2 = 2 };
+
+// The matrix-core family's group tile: the GQA group's query heads are the rows of one tile.
+inline constexpr int kMmaGroupTile = 16;
+
+// Launches decode_mma_kernel for (q dtype, kv kind, head_dim) on a persistent grid (sets
+// p.num_blocks); false when this build holds no such instantiation.
+bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind,
+                       int head_dim, cudaStream_t stream);
+
+// Persistent grid: the device's multiprocessors times the blocks of `kernel` that fit on one.
+template <typename Kernel>
+int resident_blocks_per_sm(Kernel kernel, int threads) {
+  int blocks = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, 0) != cudaSuccess ||
+      blocks < 1) {
+    (void)cudaGetLastError();
+    blocks = 1;
+  }
+  return blocks;
+}
+
+template <typename T>
+struct TypeTag {
+  using type = T;
+};
+
+// Calls f(TypeTag<T>) for q's element type, when this build instantiates it.
+template <typename F>
+bool with_q_type(at::ScalarType t, F&& f) {
+#if defined(TFO_DTYPE_F16)
+  if (t == at::kHalf) {
+    f(TypeTag<tfo::gpu::half_t>{});
+    return true;
+  }
+#endif
+#if defined(TFO_DTYPE_BF16)
+  if (t == at::kBFloat16) {
+    f(TypeTag<tfo::gpu::bf16_t>{});
+    return true;
+  }
+#endif
+  return false;
+}
+
+// Calls f(std::integral_constant<int, D>) for a head_dim this build instantiates.
+template <typename F>
+bool with_head_dim(int head_dim, F&& f) {
+#if defined(TFO_HEAD_DIM_64)
+  if (head_dim == 64) {
+    f(std::integral_constant<int, 64>{});
+    return true;
+  }
+#endif
+#if defined(TFO_HEAD_DIM_128)
+  if (head_dim == 128) {
+    f(std::integral_constant<int, 128>{});
+    return true;
+  }
+#endif
+#if defined(TFO_HEAD_DIM_256)
+  if (head_dim == 256) {
+    f(std::integral_constant<int, 256>{});
+    return true;
+  }
+#endif
+  return false;
+}
+
+// Calls f(TypeTag<KV>) for the KV storage tag.
+template <typename T, typename F>
+void with_kv_storage(KvKind kind, F&& f) {
+  switch (kind) {
+    case KvKind::kSameAsQ: return f(TypeTag<T>{});
+    case KvKind::kE4M3: return f(TypeTag<tfo::kernels::Fp8E4M3>{});
+    case KvKind::kE5M2: return f(TypeTag<tfo::kernels::Fp8E5M2>{});
+  }
+}
+
+}  // namespace gpu_binding
+}  // namespace flashinfer_ops

@@ -1,0 +1,235 @@
+// What the decode kernels share: the parameter block, the schedule they read on the device,
+// paged-KV addressing and the 8-element KV loads.
+//
+// A decode task is (work item, kv head, head slice): the query heads of one kv head's GQA group
+// (a slice of at most the kernel's group tile) against the item's kv range, so each K/V byte
+// of a kv head is read once per item for all of its query heads. The grid is persistent and
+// sized on the host from the device's capacity; blocks loop over the tasks found in the
+// device-side schedule and exit when none is left, so a captured graph replays correctly for
+// any later plan.
+#pragma once
+
+#include <cstdint>
+
+#include "../../../include/plan_info.h"
+#include "fp8.h"
+#include "gpu_iface/platform.h"
+#include "gpu_iface/vec_types.h"
+
+// Build knobs (setup.py: TFO_HEAD_DIMS, TFO_DTYPES). Without any, everything is instantiated.
+#if !defined(TFO_HEAD_DIM_64) && !defined(TFO_HEAD_DIM_128) && !defined(TFO_HEAD_DIM_256)
+#define TFO_HEAD_DIM_64 1
+#define TFO_HEAD_DIM_128 1
+#define TFO_HEAD_DIM_256 1
+#endif
+#if !defined(TFO_DTYPE_F16) && !defined(TFO_DTYPE_BF16)
+#define TFO_DTYPE_F16 1
+#define TFO_DTYPE_BF16 1
+#endif
+
+namespace tfo::kernels {
+
+using namespace tfo::gpu;
+
+inline constexpr float kNegInf = -__builtin_huge_valf();
+// The running maximum used to scale weights: with nothing visible yet it is -inf, and scaling
+// by this floor instead keeps every 2^(s - m) (s = -inf) and every rescale factor at 0.
+inline constexpr float kMaxFloor = -1e30f;
+
+struct DecodeParams {
+  // q [batch, num_qo_heads, head_dim]; o likewise (element strides).
+  // Strides are int32 (checked on the host): fewer scalar registers on AMD.
+  const void* q;
+  int32_t q_stride_batch, q_stride_head;
+  void* o;
+  int32_t o_stride_batch, o_stride_head;
+  float* lse;          // [batch, num_qo_heads] contiguous, or nullptr
+  float* partial_o;    // [partial rows, num_qo_heads, head_dim]
+  float* partial_lse;  // [partial rows, num_qo_heads]
+
+  // K/V: element (page, slot, head, d) at page * stride_page + slot * stride_token +
+  // head * stride_head + d. A single request is one page of page_size = kv_len tokens whose
+  // id (0) kv_indices holds; kv_indptr and kv_last_page_len are then unused.
+  const void* k;
+  const void* v;
+  int32_t k_stride_page, k_stride_token, k_stride_head;
+  int32_t v_stride_page, v_stride_token, v_stride_head;
+  int32_t page_size;
+  const int32_t* kv_indptr;         // [batch + 1] page offsets (paged)
+  const int32_t* kv_indices;        // page ids
+  const int32_t* kv_last_page_len;  // [batch] (paged)
+
+  // The schedule: plan_info (plan_info.h), or nullptr for a single request split arithmetically
+  // into single_splits chunks of single_chunk tokens.
+  const int32_t* plan;
+  int32_t single_kv_len, single_chunk, single_splits;
+
+  int32_t num_qo_heads, num_kv_heads, group_size, head_slices;
+  int32_t num_blocks;  // the persistent grid
+
+  int32_t window_left;  // -1: off
+  float q_scale;        // applied to q.k: sm_scale*log2(e) (no cap) or sm_scale/cap, times k_scale
+  float cap_log2;       // 0: no soft cap; else cap*log2(e): score = cap_log2 * tanh(q_scale * q.k)
+  float v_scale;        // applied to the output
+};
+
+struct WorkItem {
+  int32_t request, kv_begin, kv_end, partial_row;
+};
+
+TFO_INLINE int32_t schedule_num_items(const DecodeParams& p) {
+  return p.plan != nullptr ? p.plan[flashinfer_ops::plan_info::kNumItems] : p.single_splits;
+}
+
+TFO_INLINE WorkItem schedule_item(const DecodeParams& p, int32_t i) {
+  using namespace flashinfer_ops::plan_info;
+  if (p.plan != nullptr) {
+    const int32_t* item =
+        p.plan + kHeaderSize + kRequestFields * p.plan[kNumRequests] + kItemFields * i;
+    return {item[kRequest], item[kKvBegin], item[kKvEnd], item[kPartialRow]};
+  }
+  const int32_t begin = i * p.single_chunk;
+  const int32_t end = begin + p.single_chunk < p.single_kv_len ? begin + p.single_chunk
+                                                                : p.single_kv_len;
+  return {0, begin, end, p.single_splits > 1 ? i : -1};
+}
+
+// (first partial row or -1, number of splits) of a request.
+TFO_INLINE void schedule_request(const DecodeParams& p, int32_t r, int32_t& partial_base,
+                                 int32_t& num_splits) {
+  using namespace flashinfer_ops::plan_info;
+  if (p.plan != nullptr) {
+    const int32_t* req = p.plan + kHeaderSize + kRequestFields * r;
+    partial_base = req[kPartialBase];
+    num_splits = req[kNumSplits];
+  } else {
+    partial_base = p.single_splits > 1 ? 0 : -1;
+    num_splits = p.single_splits;
+  }
+}
+
+TFO_INLINE int32_t request_kv_len(const DecodeParams& p, int32_t r) {
+  if (p.plan == nullptr) return p.single_kv_len;
+  const int32_t pages = p.kv_indptr[r + 1] - p.kv_indptr[r];
+  return pages > 0 ? (pages - 1) * p.page_size + p.kv_last_page_len[r] : 0;
+}
+
+// The page ids of a request.
+TFO_INLINE const int32_t* request_pages(const DecodeParams& p, int32_t r) {
+  return p.plan != nullptr ? p.kv_indices + p.kv_indptr[r] : p.kv_indices;
+}
+
+// Element offsets of kv position pos of one request.
+struct KvOffsets {
+  int64_t k, v;
+};
+
+TFO_INLINE KvOffsets kv_offsets(const DecodeParams& p, const int32_t* pages, int32_t pos,
+                                int32_t kv_head) {
+  const int32_t page_idx = pos / p.page_size;
+  const int32_t slot = pos - page_idx * p.page_size;
+  const int64_t page = pages[page_idx];
+  return {page * p.k_stride_page + static_cast<int64_t>(slot) * p.k_stride_token +
+              kv_head * p.k_stride_head,
+          page * p.v_stride_page + static_cast<int64_t>(slot) * p.v_stride_token +
+              kv_head * p.v_stride_head};
+}
+
+// Eight consecutive KV elements: 16 bytes of a 16-bit type, 8 bytes of FP8.
+template <typename KV>
+struct alignas(sizeof(KV) * 8) KvVec8 {
+  uint32_t w[sizeof(KV) * 2];
+};
+
+template <typename KV>
+TFO_INLINE KvVec8<KV> load_kv8(const void* base, int64_t offset) {
+  return *reinterpret_cast<const KvVec8<KV>*>(static_cast<const KV*>(base) + offset);
+}
+
+template <typename KV>
+TFO_INLINE KvVec8<KV> zero_kv8() {
+  KvVec8<KV> x;
+#pragma unroll
+  for (int i = 0; i < static_cast<int>(sizeof(KV)) * 2; ++i) x.w[i] = 0u;
+  return x;
+}
+
+// The eight elements as floats (FP8: before the decode factor, which the scales carry).
+template <typename KV>
+TFO_INLINE void kv8_to_float(const KvVec8<KV>& x, float* out) {
+  if constexpr (kIsFp8<KV>) {
+    fp8x4_to_float<KV>(x.w[0], out);
+    fp8x4_to_float<KV>(x.w[1], out + 4);
+  } else {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      out[2 * i] = to_float(bits_to<KV>(static_cast<uint16_t>(x.w[i] & 0xffffu)));
+      out[2 * i + 1] = to_float(bits_to<KV>(static_cast<uint16_t>(x.w[i] >> 16)));
+    }
+  }
+}
+
+// Eight consecutive 16-bit T elements (16 bytes) as floats.
+template <typename T>
+TFO_INLINE void load_t8_float(const T* src, float scale, float* out) {
+  const KvVec8<T> x = *reinterpret_cast<const KvVec8<T>*>(src);
+  kv8_to_float<T>(x, out);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) out[i] *= scale;
+}
+
+// tanh through exp2 (no math library call, so no call frame on either vendor): absolute error
+// about 1e-7, far below the fp16 output's resolution once multiplied by the cap.
+TFO_INLINE float tanh_approx(float x) {
+  const float t = fast_exp2(2.8853900817779268f * (x < 0.f ? -x : x));  // e^(2|x|)
+  const float r = 1.f - 2.f * fast_rcp(t + 1.f);
+  return x < 0.f ? -r : r;
+}
+
+TFO_INLINE float soft_cap_score(float x, float cap_log2) {
+  return cap_log2 > 0.f ? cap_log2 * tanh_approx(x) : x;
+}
+
+TFO_INLINE float log2_f32(float x) { return __builtin_log2f(x); }
+
+// Where a task's output goes: the final output (with lse) or a partial row of a split request.
+template <typename T>
+TFO_INLINE void store_output(const DecodeParams& p, const WorkItem& it, int32_t head, int32_t d,
+                             float value, int head_dim) {
+  if (it.partial_row >= 0) {
+    p.partial_o[(static_cast<int64_t>(it.partial_row) * p.num_qo_heads + head) * head_dim + d] =
+        value;
+  } else {
+    static_cast<T*>(p.o)[static_cast<int64_t>(it.request) * p.o_stride_batch + head * p.o_stride_head + d] =
+        from_float<T>(value);
+  }
+}
+
+TFO_INLINE void store_lse(const DecodeParams& p, const WorkItem& it, int32_t head, float lse) {
+  if (it.partial_row >= 0) {
+    p.partial_lse[static_cast<int64_t>(it.partial_row) * p.num_qo_heads + head] = lse;
+  } else if (p.lse != nullptr) {
+    p.lse[static_cast<int64_t>(it.request) * p.num_qo_heads + head] = lse;
+  }
+}
+
+// Decomposes a task index; false when the slice holds no head of the group.
+struct TaskHeads {
+  WorkItem item;
+  int32_t kv_head, first_head, num_heads;
+};
+
+TFO_INLINE TaskHeads decode_task(const DecodeParams& p, int32_t task, int group_tile) {
+  const int32_t per_item = p.num_kv_heads * p.head_slices;
+  TaskHeads t;
+  t.item = schedule_item(p, task / per_item);
+  const int32_t rest = task % per_item;
+  t.kv_head = rest / p.head_slices;
+  const int32_t slice = rest % p.head_slices;
+  t.first_head = t.kv_head * p.group_size + slice * group_tile;
+  const int32_t left = p.group_size - slice * group_tile;
+  t.num_heads = left < group_tile ? left : group_tile;
+  return t;
+}
+
+}  // namespace tfo::kernels

@@ -1,0 +1,269 @@
+// Batch / single decode on the vector units (use_tensor_cores=False).
+//
+// A block of kDecodeThreads threads takes one task at a time (decode_common.h). Each kv row is
+// spread over kTx = D/8 lanes, 8 elements per lane, so a block covers kRowsPerStep rows side by
+// side and kUnroll rows deep: every thread has kUnroll K and V loads in flight before it
+// computes. Each row-slot (ty) keeps its own online-softmax state (m, l, acc) for the G query
+// heads of the tile over the rows it visits, so the main loop has no barrier; the slots merge
+// through shared memory at the end.
+//
+//   scores (base 2):  s[g] = sum over the kTx lanes of q[g][8 lanes' d] . k[d]   (q pre-scaled)
+//   online softmax:   m' = max(m, s), acc = acc * 2^(m - m') + 2^(s - m') v
+#include "decode_common.h"
+
+namespace tfo::kernels {
+
+inline constexpr int kDecodeThreads = 128;
+
+// Rows each thread has in flight per step (K and V loads issued before any math).
+template <int G>
+struct SimtUnroll {
+  static constexpr int value = G >= 8 ? 2 : 4;
+};
+
+template <int D, int G>
+struct SimtMergeSmem {
+  static constexpr int kTx = D / 8;
+  static constexpr int kRowsPerStep = kDecodeThreads / kTx;
+  float m[kRowsPerStep][G];
+  float l[kRowsPerStep][G];
+  float o[kRowsPerStep][G][D];
+};
+
+// Offsets of the rows a thread loads in the step starting at base; rows past the range reload
+// the last row (no branch), their scores are masked.
+template <int kUnroll, int kRowsPerStep>
+TFO_INLINE void step_offsets(const DecodeParams& p, const int32_t* pages, int32_t base, int32_t kv_hi,
+                             int ty, int32_t kv_head, KvOffsets* off) {
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int32_t pos = base + u * kRowsPerStep + ty;
+    off[u] = kv_offsets(p, pages, pos < kv_hi ? pos : kv_hi - 1, kv_head);
+  }
+}
+
+template <typename T, typename KV, int D, int G>
+TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const DecodeParams p) {
+  constexpr int kVec = 8;
+  constexpr int kTx = D / kVec;
+  constexpr int kRowsPerStep = kDecodeThreads / kTx;
+  constexpr int kUnroll = SimtUnroll<G>::value;
+  constexpr int kStep = kRowsPerStep * kUnroll;
+  static_assert(kTx <= kWaveSize && kDecodeThreads % kTx == 0, "a row's lanes share one wave");
+
+  TFO_SHARED SimtMergeSmem<D, G> smem;
+  const int tid = thread_index_x();
+  const int tx = tid % kTx;
+  const int ty = tid / kTx;
+
+  const int32_t num_tasks = schedule_num_items(p) * p.num_kv_heads * p.head_slices;
+  for (int32_t task = block_index_x(); task < num_tasks; task += p.num_blocks) {
+    const TaskHeads t = decode_task(p, task, G);
+    const int32_t req = t.item.request;
+    const int32_t kv_len = request_kv_len(p, req);
+    int32_t kv_lo = t.item.kv_begin;
+    const int32_t kv_hi = t.item.kv_end < kv_len ? t.item.kv_end : kv_len;
+    if (p.window_left >= 0 && kv_len - 1 - p.window_left > kv_lo) kv_lo = kv_len - 1 - p.window_left;
+
+    float q[G][kVec];
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      if (g < t.num_heads) {
+        load_t8_float(static_cast<const T*>(p.q) + static_cast<int64_t>(req) * p.q_stride_batch +
+                          (t.first_head + g) * p.q_stride_head + tx * kVec,
+                      p.q_scale, q[g]);
+      } else {
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) q[g][i] = 0.f;
+      }
+    }
+
+    const int32_t* pages = request_pages(p, req);
+    float m[G], l[G], acc[G][kVec];
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      m[g] = kNegInf;
+      l[g] = 0.f;
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) acc[g][i] = 0.f;
+    }
+
+    // The page-table lookups of a step are made one step ahead, while the previous step's K/V
+    // loads are in flight, so the dependent index read stays off the critical path.
+    KvOffsets off[kUnroll];
+    if (kv_lo < kv_hi) step_offsets<kUnroll, kRowsPerStep>(p, pages, kv_lo, kv_hi, ty, t.kv_head, off);
+    for (int32_t base = kv_lo; base < kv_hi; base += kStep) {
+      KvVec8<KV> kreg[kUnroll], vreg[kUnroll];
+      bool valid[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        valid[u] = base + u * kRowsPerStep + ty < kv_hi;
+        kreg[u] = load_kv8<KV>(p.k, off[u].k + tx * kVec);
+        vreg[u] = load_kv8<KV>(p.v, off[u].v + tx * kVec);
+      }
+      if (base + kStep < kv_hi) {
+        step_offsets<kUnroll, kRowsPerStep>(p, pages, base + kStep, kv_hi, ty, t.kv_head, off);
+      }
+      float s[kUnroll][G];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        float kf[kVec];
+        kv8_to_float<KV>(kreg[u], kf);
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+          float dot = 0.f;
+#pragma unroll
+          for (int i = 0; i < kVec; ++i) dot += q[g][i] * kf[i];
+          dot = group_sum<kTx>(dot);
+          s[u][g] = valid[u] ? soft_cap_score(dot, p.cap_log2) : kNegInf;
+        }
+      }
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        float block_max = s[0][g];
+#pragma unroll
+        for (int u = 1; u < kUnroll; ++u) block_max = max_f32(block_max, s[u][g]);
+        const float m_new = max_f32(m[g], block_max);
+        const float m_use = max_f32(m_new, kMaxFloor);
+        const float rescale = fast_exp2(m[g] - m_use);
+        m[g] = m_new;
+        l[g] *= rescale;
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) acc[g][i] *= rescale;
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) s[u][g] = fast_exp2(s[u][g] - m_use);
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        float vf[kVec];
+        kv8_to_float<KV>(vreg[u], vf);
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+          const float pu = s[u][g];
+          l[g] += pu;
+#pragma unroll
+          for (int i = 0; i < kVec; ++i) acc[g][i] += pu * vf[i];
+        }
+      }
+    }
+
+    // Merge the row-slots.
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) smem.o[ty][g][tx * kVec + i] = acc[g][i];
+      if (tx == 0) {
+        smem.m[ty][g] = m[g];
+        smem.l[ty][g] = l[g];
+      }
+    }
+    block_sync();
+    for (int idx = tid; idx < t.num_heads * D; idx += kDecodeThreads) {
+      const int g = idx / D;
+      const int d = idx % D;
+      float m_all = kNegInf;
+#pragma unroll
+      for (int r = 0; r < kRowsPerStep; ++r) m_all = max_f32(m_all, smem.m[r][g]);
+      float l_all = 0.f, o_all = 0.f;
+      if (m_all != kNegInf) {
+#pragma unroll
+        for (int r = 0; r < kRowsPerStep; ++r) {
+          const float w = fast_exp2(smem.m[r][g] - m_all);
+          l_all += w * smem.l[r][g];
+          o_all += w * smem.o[r][g][d];
+        }
+      }
+      const float inv_l = l_all > 0.f ? p.v_scale / l_all : 0.f;
+      store_output<T>(p, t.item, t.first_head + g, d, o_all * inv_l, D);
+      if (d == 0) store_lse(p, t.item, t.first_head + g, l_all > 0.f ? m_all + log2_f32(l_all) : kNegInf);
+    }
+    block_sync();
+  }
+}
+
+// Combines the partial results of split requests: one wave per (request, query head).
+inline constexpr int kMergeWaves = 4;
+
+template <typename T>
+TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMergeWaves* kWaveSize)
+    decode_merge_kernel(const DecodeParams p, int32_t batch, int32_t head_dim) {
+  const int32_t row = block_index_x() * kMergeWaves + wave_index();
+  if (row >= batch * p.num_qo_heads) return;
+  const int32_t req = row / p.num_qo_heads;
+  const int32_t head = row % p.num_qo_heads;
+  int32_t base, splits;
+  schedule_request(p, req, base, splits);
+  if (base < 0) return;
+  const int lane = lane_id();
+  const int32_t H = p.num_qo_heads;
+  float m_all = kNegInf;
+  for (int32_t s = 0; s < splits; ++s) m_all = max_f32(m_all, p.partial_lse[(base + s) * H + head]);
+  float l_all = 0.f;
+  if (m_all != kNegInf) {
+    for (int32_t s = 0; s < splits; ++s) l_all += fast_exp2(p.partial_lse[(base + s) * H + head] - m_all);
+  }
+  const float inv_l = l_all > 0.f ? 1.f / l_all : 0.f;
+  for (int32_t d = lane; d < head_dim; d += kWaveSize) {
+    float o = 0.f;
+    if (m_all != kNegInf) {
+      for (int32_t s = 0; s < splits; ++s) {
+        const int64_t prow = static_cast<int64_t>(base + s) * H + head;
+        const float w = fast_exp2(p.partial_lse[prow] - m_all);
+        o += w * p.partial_o[prow * head_dim + d];
+      }
+    }
+    static_cast<T*>(p.o)[static_cast<int64_t>(req) * p.o_stride_batch + head * p.o_stride_head + d] =
+        from_float<T>(o * inv_l);
+  }
+  if (lane == 0 && p.lse != nullptr) {
+    p.lse[static_cast<int64_t>(req) * H + head] = l_all > 0.f ? m_all + log2_f32(l_all) : kNegInf;
+  }
+}
+
+// The group tile a GQA group of group_size heads runs with: 1 (MHA, 16-bit KV), 4 or 8 (larger
+// groups run in slices of 8). FP8 MHA takes the 4-row tile: its 1-row instance overran AMD's
+// scalar registers.
+template <bool kFp8>
+inline constexpr int simt_group_tile(int group_size) {
+  return group_size == 1 && !kFp8 ? 1 : (group_size <= 4 ? 4 : 8);
+}
+
+// The instantiations: q/o type x KV storage x head dim x group tile.
+#define TFO_DECODE_SIMT_G(T, KV, D)                                            \
+  template TFO_GLOBAL void decode_simt_kernel<T, KV, D, 4>(const DecodeParams); \
+  template TFO_GLOBAL void decode_simt_kernel<T, KV, D, 8>(const DecodeParams);
+#define TFO_DECODE_SIMT_KV(T, D)                                                \
+  template TFO_GLOBAL void decode_simt_kernel<T, T, D, 1>(const DecodeParams); \
+  TFO_DECODE_SIMT_G(T, T, D)                                                    \
+  TFO_DECODE_SIMT_G(T, Fp8E4M3, D)                                              \
+  TFO_DECODE_SIMT_G(T, Fp8E5M2, D)
+
+#if defined(TFO_DTYPE_F16)
+template TFO_GLOBAL void decode_merge_kernel<half_t>(const DecodeParams, int32_t, int32_t);
+#if defined(TFO_HEAD_DIM_64)
+TFO_DECODE_SIMT_KV(half_t, 64)
+#endif
+#if defined(TFO_HEAD_DIM_128)
+TFO_DECODE_SIMT_KV(half_t, 128)
+#endif
+#if defined(TFO_HEAD_DIM_256)
+TFO_DECODE_SIMT_KV(half_t, 256)
+#endif
+#endif
+#if defined(TFO_DTYPE_BF16)
+template TFO_GLOBAL void decode_merge_kernel<bf16_t>(const DecodeParams, int32_t, int32_t);
+#if defined(TFO_HEAD_DIM_64)
+TFO_DECODE_SIMT_KV(bf16_t, 64)
+#endif
+#if defined(TFO_HEAD_DIM_128)
+TFO_DECODE_SIMT_KV(bf16_t, 128)
+#endif
+#if defined(TFO_HEAD_DIM_256)
+TFO_DECODE_SIMT_KV(bf16_t, 256)
+#endif
+#endif
+
+#undef TFO_DECODE_SIMT_KV
+#undef TFO_DECODE_SIMT_G
+
+}  // namespace tfo::kernels

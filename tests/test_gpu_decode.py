@@ -1,0 +1,258 @@
+"""GPU tier: single decode and BatchDecodeWithPagedKVCacheWrapper (both kernel families) against
+the float64 reference, split-KV, FP8 caches, and CUDA-graph capture/replay across re-plans."""
+
+import math
+
+import pytest
+import torch
+
+import torch_flashinfer_ops as flashinfer
+
+try:
+    from . import reference as ref
+except ImportError:
+    import reference as ref
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA/HIP GPU"),
+]
+
+F16, BF16 = torch.float16, torch.bfloat16
+E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
+FP8 = (E4M3, E5M2, torch.float8_e4m3fnuz, torch.float8_e5m2fnuz)
+DEV = "cuda"
+# Bit views used to scatter into caches (index_put on every dtype).
+BITS = {F16: torch.int16, BF16: torch.int16}
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(1234)
+
+
+@pytest.fixture
+def workspace():
+    return torch.empty(128 * 1024 * 1024, dtype=torch.uint8, device=DEV)
+
+
+def _rand_kv(n, hkv, d, dtype):
+    if dtype in FP8:
+        return torch.randn(n, hkv, d).to(dtype)
+    return torch.randn(n, hkv, d, dtype=dtype)
+
+
+class Paged:
+    """A shuffled, partly filled paged cache built with vectorised scatters (the reference's
+    builder loops per token, too slow for 512 requests or 32k tokens); the per-request K/V
+    it holds stay on the host for the float64 reference."""
+
+    def __init__(self, kv_lens, page_size, hkv, d, dtype, kv_layout, single_tensor=True):
+        self.kv_lens = list(kv_lens)
+        self.page_size = page_size
+        self.ks = [_rand_kv(n, hkv, d, dtype) for n in kv_lens]
+        self.vs = [_rand_kv(n, hkv, d, dtype) for n in kv_lens]
+        self.indptr, self.indices, self.last, num_pages = ref.make_page_table(self.kv_lens, page_size)
+        shape = (page_size, hkv, d) if kv_layout == "NHD" else (hkv, page_size, d)
+        bits = torch.uint8 if dtype in FP8 else torch.int16
+        pad = torch.full((num_pages, 2) + shape, 100.0).to(dtype).view(bits)  # finite, large: must stay unread
+        k_all = torch.cat(self.ks).view(bits) if self.ks else torch.empty(0, hkv, d, dtype=bits)
+        v_all = torch.cat(self.vs).view(bits) if self.vs else torch.empty(0, hkv, d, dtype=bits)
+        page_of, slot_of = [], []
+        for b, n in enumerate(self.kv_lens):
+            pages = self.indices[self.indptr[b]: self.indptr[b + 1]].long()
+            t = torch.arange(n)
+            page_of.append(pages[t // page_size])
+            slot_of.append(t % page_size)
+        page_of = torch.cat(page_of) if page_of else torch.empty(0, dtype=torch.long)
+        slot_of = torch.cat(slot_of) if slot_of else torch.empty(0, dtype=torch.long)
+        if kv_layout == "NHD":
+            pad[page_of, 0, slot_of] = k_all
+            pad[page_of, 1, slot_of] = v_all
+        else:
+            pad[page_of, 0, :, slot_of] = k_all
+            pad[page_of, 1, :, slot_of] = v_all
+        cache = pad.view(dtype).to(DEV)
+        self.cache = cache if single_tensor else (cache[:, 0].contiguous(), cache[:, 1].contiguous())
+
+    def reference(self, q, k_scale=None, v_scale=None, **kw):
+        outs, lses = [], []
+        for b in range(q.shape[0]):
+            o, l = ref.decode_ref(q[b].cpu(), ref.dequant(self.ks[b], k_scale), ref.dequant(self.vs[b], v_scale), **kw)
+            outs.append(o)
+            lses.append(l)
+        return torch.stack(outs), torch.stack(lses)
+
+
+def _wrapper(workspace, kv_layout, use_tensor_cores):
+    return flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, kv_layout, use_tensor_cores=use_tensor_cores)
+
+
+def _plan(w, P, hq, hkv, d, q_dtype, kv_dtype, **kw):
+    w.plan(P.indptr, P.indices, P.last, hq, hkv, d, P.page_size, q_data_type=q_dtype, kv_data_type=kv_dtype, **kw)
+
+
+def _check(w, q, P, r_out, r_lse, dtype, **run_kw):
+    out = torch.full(q.shape, float("nan"), dtype=dtype, device=DEV)
+    lse = torch.full(q.shape[:2], float("nan"), dtype=torch.float32, device=DEV)
+    o, l = w.run(q, P.cache, out=out, lse=lse, return_lse=True, **run_kw)
+    assert o is out and l is lse
+    torch.cuda.synchronize()
+    ref.assert_attention_close(out.cpu(), r_out, dtype, "out:")
+    ref.assert_lse_close(lse.cpu(), r_lse, "lse:")
+    return (out.cpu().double() - r_out).abs().max().item()
+
+
+def _splits(w):
+    return int(w._workspace.plan_host[4])  # plan_info header: partial rows
+
+
+# (kv_lens, page_size, hq, hkv, head_dim, dtype, kv_layout); lists give uneven batches.
+CASES = {
+    "bs1-kv1": ([1], 16, 32, 8, 128, F16, "NHD"),
+    "bs1-kv32k-split": ([32768], 16, 32, 8, 128, F16, "NHD"),
+    "bs7-uneven-mha-p1-hnd": ([1, 15, 16, 17, 300, 1000, 4097], 1, 8, 8, 64, BF16, "HND"),
+    "bs16-gqa8-p64": ([int(x) for x in torch.randint(1, 4096, (16,), generator=torch.Generator().manual_seed(3))],
+                      64, 32, 4, 128, F16, "NHD"),
+    "bs512-mqa-hnd": ([int(x) for x in torch.randint(1, 200, (512,), generator=torch.Generator().manual_seed(4))],
+                      16, 8, 1, 128, F16, "HND"),
+    "bs3-d256": ([100, 2000, 5000], 16, 16, 4, 256, BF16, "NHD"),
+    "bs4-gqa16": ([33, 700, 2500, 9], 16, 32, 2, 128, F16, "NHD"),
+    "bs5-gqa2-d64": ([5, 64, 65, 1024, 3000], 16, 4, 2, 64, F16, "HND"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+@pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
+def test_batch_decode(workspace, case, use_tensor_cores):
+    kv_lens, page_size, hq, hkv, d, dtype, layout = CASES[case]
+    P = Paged(kv_lens, page_size, hkv, d, dtype, layout, single_tensor=(len(kv_lens) % 2 == 1))
+    q = torch.randn(len(kv_lens), hq, d, dtype=dtype, device=DEV)
+    w = _wrapper(workspace, layout, use_tensor_cores)
+    _plan(w, P, hq, hkv, d, dtype, dtype)
+    if case == "bs1-kv32k-split":
+        assert _splits(w) > 1, "batch 1 at 32k must be split over the GPU"
+    r_out, r_lse = P.reference(q)
+    _check(w, q, P, r_out, r_lse, dtype)
+
+
+@pytest.mark.parametrize("kv_dtype", FP8, ids=lambda t: str(t).split(".")[-1])
+@pytest.mark.parametrize("q_dtype", [F16, BF16])
+@pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
+def test_batch_decode_fp8(workspace, kv_dtype, q_dtype, use_tensor_cores):
+    kv_lens, hq, hkv, d = [3, 100, 2049, 600, 16], 16, 4, 128
+    k_scale, v_scale = 0.7, 1.9
+    P = Paged(kv_lens, 16, hkv, d, kv_dtype, "NHD")
+    q = torch.randn(len(kv_lens), hq, d, dtype=q_dtype, device=DEV)
+    w = _wrapper(workspace, "NHD", use_tensor_cores)
+    _plan(w, P, hq, hkv, d, q_dtype, kv_dtype)
+    r_out, r_lse = P.reference(q, k_scale, v_scale)
+    _check(w, q, P, r_out, r_lse, q_dtype, k_scale=k_scale, v_scale=v_scale)
+
+
+@pytest.mark.parametrize(
+    "sm_scale,logits_soft_cap,window_left",
+    [(0.3, None, -1), (None, 30.0, -1), (None, None, 100), (0.2, 5.0, 700)],
+)
+@pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
+def test_batch_decode_options(workspace, sm_scale, logits_soft_cap, window_left, use_tensor_cores):
+    kv_lens, hq, hkv, d, dtype = [50, 1500, 6000], 16, 4, 128, F16
+    P = Paged(kv_lens, 16, hkv, d, dtype, "NHD")
+    q = torch.randn(len(kv_lens), hq, d, dtype=dtype, device=DEV)
+    w = _wrapper(workspace, "NHD", use_tensor_cores)
+    _plan(w, P, hq, hkv, d, dtype, dtype, sm_scale=sm_scale, logits_soft_cap=logits_soft_cap,
+          window_left=window_left)
+    r_out, r_lse = P.reference(q, sm_scale=sm_scale, logits_soft_cap=logits_soft_cap, window_left=window_left)
+    _check(w, q, P, r_out, r_lse, dtype)
+
+
+@pytest.mark.parametrize("kv_len", [1, 100, 32768])
+@pytest.mark.parametrize("hq,hkv", [(8, 8), (32, 8), (16, 2)])
+@pytest.mark.parametrize("kv_layout", ["NHD", "HND"])
+@pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
+def test_single_decode(kv_len, hq, hkv, kv_layout, use_tensor_cores):
+    d, dtype = 128, F16
+    q = torch.randn(hq, d, dtype=dtype)
+    k, v = _rand_kv(kv_len, hkv, d, dtype), _rand_kv(kv_len, hkv, d, dtype)
+    r_out, r_lse = ref.decode_ref(q, k, v)
+    kd, vd = ref.to_layout(k, kv_layout).to(DEV), ref.to_layout(v, kv_layout).to(DEV)
+    out, lse = flashinfer.single_decode_with_kv_cache(q.to(DEV), kd, vd, kv_layout=kv_layout,
+                                                      use_tensor_cores=use_tensor_cores, return_lse=True)
+    ref.assert_attention_close(out.cpu(), r_out, dtype)
+    ref.assert_lse_close(lse.cpu(), r_lse)
+
+
+@pytest.mark.parametrize("kv_dtype", [E4M3, E5M2], ids=["e4m3", "e5m2"])
+@pytest.mark.parametrize("head_dim", [64, 256])
+@pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
+def test_single_decode_fp8_head_dims(kv_dtype, head_dim, use_tensor_cores):
+    hq, hkv, kv_len, dtype = 8, 2, 3000, BF16
+    q = torch.randn(hq, head_dim, dtype=dtype)
+    k, v = _rand_kv(kv_len, hkv, head_dim, kv_dtype), _rand_kv(kv_len, hkv, head_dim, kv_dtype)
+    r_out, r_lse = ref.decode_ref(q, ref.dequant(k, 0.5), ref.dequant(v, 3.0), logits_soft_cap=20.0)
+    out, lse = flashinfer.single_decode_with_kv_cache(q.to(DEV), k.to(DEV), v.to(DEV), k_scale=0.5, v_scale=3.0,
+                                                      logits_soft_cap=20.0, use_tensor_cores=use_tensor_cores,
+                                                      return_lse=True)
+    ref.assert_attention_close(out.cpu(), r_out, dtype)
+    ref.assert_lse_close(lse.cpu(), r_lse)
+
+
+@pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
+def test_cuda_graph_replay_after_replan(use_tensor_cores):
+    """A captured run replays correctly for a later plan() of another batch composition that
+    fits the fixed buffers (splits included), matching eager runs each time."""
+    bs, hq, hkv, d, page_size, dtype = 8, 32, 8, 128, 16, F16
+    max_pages = 4096
+    workspace = torch.empty(128 * 1024 * 1024, dtype=torch.uint8, device=DEV)
+    indptr_buf = torch.empty(bs + 1, dtype=torch.int32, device=DEV)
+    indices_buf = torch.empty(max_pages, dtype=torch.int32, device=DEV)
+    last_buf = torch.empty(bs, dtype=torch.int32, device=DEV)
+    w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
+        workspace, "NHD", use_cuda_graph=True, use_tensor_cores=use_tensor_cores,
+        paged_kv_indptr_buffer=indptr_buf, paged_kv_indices_buffer=indices_buf,
+        paged_kv_last_page_len_buffer=last_buf)
+    eager = flashinfer.BatchDecodeWithPagedKVCacheWrapper(torch.empty_like(workspace), "NHD",
+                                                          use_tensor_cores=use_tensor_cores)
+    compositions = [
+        [17, 300, 1, 64, 1000, 33, 2048, 5],     # no split
+        [20000, 1, 2, 3, 4, 5, 6, 7],            # one long request: split over the GPU
+        [1024] * 8,
+    ]
+    caches = [Paged(lens, page_size, hkv, d, dtype, "NHD") for lens in compositions]
+    num_pages = max(c.cache.shape[0] for c in caches)
+    cache = torch.zeros(num_pages, 2, page_size, hkv, d, dtype=dtype, device=DEV)
+    q = torch.randn(bs, hq, d, dtype=dtype, device=DEV)
+    out = torch.empty(bs, hq, d, dtype=dtype, device=DEV)
+    lse = torch.empty(bs, hq, dtype=torch.float32, device=DEV)
+
+    def load(P):
+        cache.zero_()
+        cache[: P.cache.shape[0]].copy_(P.cache)
+        _plan(w, P, hq, hkv, d, dtype, dtype)
+        _plan(eager, P, hq, hkv, d, dtype, dtype)
+
+    load(caches[0])
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        w.run(q, cache, out=out, lse=lse, return_lse=True)  # warm-up outside the graph
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        w.run(q, cache, out=out, lse=lse, return_lse=True)
+
+    for i, P in enumerate(caches):
+        load(P)
+        q.copy_(torch.randn(bs, hq, d, dtype=dtype, device=DEV))
+        out.fill_(float("nan"))
+        lse.fill_(float("nan"))
+        graph.replay()
+        e_out, e_lse = eager.run(q, cache, return_lse=True)
+        torch.cuda.synchronize()
+        if i == 1:
+            assert _splits(w) > 1
+        torch.testing.assert_close(out, e_out, rtol=0, atol=0, msg=lambda m: f"composition {i}: {m}")
+        torch.testing.assert_close(lse, e_lse, rtol=0, atol=0, msg=lambda m: f"composition {i}: {m}")
+        r_out, r_lse = P.reference(q)
+        ref.assert_attention_close(out.cpu(), r_out, dtype, f"composition {i}:")
+        ref.assert_lse_close(lse.cpu(), r_lse, f"composition {i}:")
