@@ -12,8 +12,10 @@ Split-KV partial results only exist for requests the planner splits.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
+import numpy as np
 import torch
 
 from ._ops import ops
@@ -25,7 +27,19 @@ _ALIGN = 256
 
 # Tile rows per work item, by platform. The CPU kernel takes any value; 32 keeps the
 # per-task scratch small while amortising K/V conversion over the GQA group.
-Q_TILE_ROWS = {"cpu": 32}
+# On the GPU a CTA of the fa2 prefill kernel takes 128 (NVIDIA) / 64 (AMD) query rows of one kv
+# head, the GQA group's rows packed together, so an item covers that many rows / group tokens.
+Q_TILE_ROWS = {"cpu": 32, "cuda": 128, "rocm": 64}
+
+
+def q_tile_tokens(platform: str, num_qo_heads: int, num_kv_heads: int) -> int:
+    """Tokens per work item: on the GPU, one CTA's rows shared by the GQA group."""
+    rows = Q_TILE_ROWS.get(platform, 64)
+    if platform == "cpu":
+        return rows
+    return max(1, rows // max(1, num_qo_heads // max(1, num_kv_heads)))
+
+
 # Minimum kv chunk when splitting a request over several workers.
 MIN_KV_CHUNK = 256
 # Decode blocks per GPU multiprocessor that the split policy aims to keep busy.
@@ -36,17 +50,30 @@ def _ceil_div(a, b):
     return -(-a // b)
 
 
-def choose_kv_chunk_size(platform: str, qo_lens: torch.Tensor, kv_lens: torch.Tensor,
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _gpu_workers() -> int:
+    """Concurrent CTAs worth filling on the current GPU: its multiprocessors (132 on an H100)."""
+    if torch.cuda.is_available():
+        return _multiprocessors(torch.cuda.current_device())
+    return 132
+
+
+def choose_kv_chunk_size(platform: str, qo_lens: np.ndarray, kv_lens: np.ndarray,
                          num_kv_heads: int, q_tile_rows: int) -> int:
-    """0 (no split) unless the batch has too few tasks to occupy every worker."""
-    if kv_lens.numel() == 0:
+    """0 (no split) unless the batch has too few tasks to occupy every worker.
+    Host arithmetic in numpy: plan() runs once per serving step and must stay cheap."""
+    if kv_lens.size == 0:
         return 0
-    workers = torch.get_num_threads() if platform == "cpu" else 132
+    workers = torch.get_num_threads() if platform == "cpu" else _gpu_workers()
     if platform != "cpu" and int(qo_lens.max()) <= 1:
         # Decode: one block per (request, kv head) streams its kv range; split long requests
         # until DECODE_BLOCKS_PER_SM blocks per multiprocessor have work (batch 1 fills the GPU).
         workers *= DECODE_BLOCKS_PER_SM
-    tiles = int(torch.clamp((qo_lens + q_tile_rows - 1) // q_tile_rows, min=1).sum())
+    tiles = int(np.maximum((qo_lens + q_tile_rows - 1) // q_tile_rows, 1).sum())
     tasks = tiles * num_kv_heads
     max_kv = int(kv_lens.max())
     if tasks >= workers or max_kv < 2 * MIN_KV_CHUNK:
@@ -56,15 +83,14 @@ def choose_kv_chunk_size(platform: str, qo_lens: torch.Tensor, kv_lens: torch.Te
     return _ceil_div(chunk, 64) * 64
 
 
-def plan_int32_count(qo_lens: torch.Tensor, kv_lens: torch.Tensor, q_tile_rows: int,
-                     kv_chunk_size: int) -> int:
-    tiles = torch.clamp((qo_lens + q_tile_rows - 1) // q_tile_rows, min=1)
+def plan_int32_count(qo_lens: np.ndarray, kv_lens: np.ndarray, q_tile_rows: int, kv_chunk_size: int) -> int:
+    tiles = np.maximum((qo_lens + q_tile_rows - 1) // q_tile_rows, 1)
     if kv_chunk_size > 0:
-        splits = torch.where(kv_lens > kv_chunk_size, (kv_lens + kv_chunk_size - 1) // kv_chunk_size, 1)
+        splits = np.where(kv_lens > kv_chunk_size, (kv_lens + kv_chunk_size - 1) // kv_chunk_size, 1)
     else:
-        splits = torch.ones_like(kv_lens)
+        splits = 1
     items = int((tiles * splits).sum())
-    return PLAN_HEADER + PLAN_ITEM_FIELDS * items + PLAN_REQUEST_FIELDS * kv_lens.numel()
+    return PLAN_HEADER + PLAN_ITEM_FIELDS * items + PLAN_REQUEST_FIELDS * kv_lens.size
 
 
 @dataclasses.dataclass
@@ -124,11 +150,12 @@ class Workspace:
     def plan(self, platform: str, qo_indptr_host: torch.Tensor, kv_lens_host: torch.Tensor,
              num_qo_heads: int, num_kv_heads: int, head_dim: int, non_blocking: bool = True,
              kv_chunk_size: int | None = None) -> BatchPlan:
-        q_tile_rows = Q_TILE_ROWS.get(platform, 64)
-        qo_lens = qo_indptr_host[1:] - qo_indptr_host[:-1]
+        q_tile_rows = q_tile_tokens(platform, num_qo_heads, num_kv_heads)
+        qo_indptr_np = qo_indptr_host.numpy()
+        qo_lens, kv_lens = qo_indptr_np[1:] - qo_indptr_np[:-1], kv_lens_host.numpy()
         if kv_chunk_size is None:
-            kv_chunk_size = choose_kv_chunk_size(platform, qo_lens, kv_lens_host, num_kv_heads, q_tile_rows)
-        needed = plan_int32_count(qo_lens, kv_lens_host, q_tile_rows, kv_chunk_size)
+            kv_chunk_size = choose_kv_chunk_size(platform, qo_lens, kv_lens, num_kv_heads, q_tile_rows)
+        needed = plan_int32_count(qo_lens, kv_lens, q_tile_rows, kv_chunk_size)
         if needed > self.plan_host.numel():
             raise ValueError(
                 f"float_workspace_buffer: the schedule of this batch needs {needed * 4} bytes but the plan "
@@ -147,4 +174,4 @@ class Workspace:
             device_plan[:needed].copy_(self.plan_host[:needed])
         rows = int(self.plan_host[4])
         partial_o, partial_lse = self.partial_views(rows, num_qo_heads, head_dim)
-        return BatchPlan(device_plan, partial_o, partial_lse, kv_lens_host.numel(), int(qo_indptr_host[-1]))
+        return BatchPlan(device_plan, partial_o, partial_lse, kv_lens.size, int(qo_indptr_np[-1]))
