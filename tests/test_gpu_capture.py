@@ -23,9 +23,10 @@ def _served(op):
         return False
 
 
-def _capture_and_compare(fn, poison=True):
+def _capture_and_compare(fn, keep=()):
     """fn() returns a tuple of output tensors; eager vs two graph replays must agree exactly.
-    Outputs are poisoned before each replay (unless they are state the step updates in place)."""
+    Outputs are poisoned before each replay, except those at the indices in `keep` (state the
+    step updates in place, such as a cache)."""
     torch.cuda.synchronize()
     eager = [t.clone() for t in fn()]
     stream = torch.cuda.Stream()
@@ -37,8 +38,9 @@ def _capture_and_compare(fn, poison=True):
     with torch.cuda.graph(graph):
         static = fn()
     for _ in range(2):
-        for t in static if poison else ():
-            t.fill_(float("nan")) if t.is_floating_point() else t.fill_(-1)
+        for i, t in enumerate(static):
+            if i not in keep:
+                t.fill_(float("nan")) if t.is_floating_point() else t.fill_(-1)
         graph.replay()
         torch.cuda.synchronize()
         for got, want in zip(static, eager):
@@ -115,7 +117,18 @@ def test_append_and_page_helpers_capturable():
         flashinfer.append_paged_kv_cache(key, value, batch_indices, positions, cache, indices, kv_indptr, last)
         return seq_lens, batch_indices, positions, cache
 
-    _capture_and_compare(step, poison=False)
+    def step_with_fresh_slots():
+        # Poison the slots the append writes, so each replay must write them again.
+        seq_lens, batch_indices, positions, _ = eager_indices
+        for b, p in zip(batch_indices.tolist(), positions.tolist()):
+            page = int(indices[int(kv_indptr[b]) + p // PAGE])
+            cache[page, :, p % PAGE] = float("nan")
+        return step()
+
+    eager_indices = step()
+    _capture_and_compare(step, keep=(3,))
+    step_with_fresh_slots()  # the eager path rewrites poisoned slots too
+    assert not cache.isnan().any()
 
 
 def test_merge_ops_capturable():
