@@ -39,6 +39,7 @@ class KernelSource:
 # Every kernel source that must compile for both vendors. New kernel files are added here.
 SOURCES = [
     KernelSource("csrc/hip/kernels/tile_gemm_probe.cu"),
+    KernelSource("csrc/hip/kernels/prefill/prefill_kernels.cu"),
     KernelSource("csrc/hip/kernels/decode/decode_simt.cu", uses_matrix_cores=False),
     KernelSource("csrc/hip/kernels/decode/decode_mma.cu"),
     KernelSource("csrc/hip/kernels/cascade/merge_state.cu", uses_matrix_cores=False),

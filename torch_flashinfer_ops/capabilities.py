@@ -92,6 +92,46 @@ def _aiter_rows() -> Tuple[Capability, ...]:
     return tuple(rows)
 
 
+def _gpu_prefill_unavailable() -> Optional[str]:
+    from ._ops import gpu_kernels_built
+
+    if not gpu_kernels_built():
+        return (
+            "this build of torch_flashinfer_ops has no GPU kernels (built with CPU-only PyTorch "
+            "or TFO_CPU_ONLY=1); rebuild with CUDA/ROCm PyTorch for fa2 prefill on the GPU"
+        )
+    return None
+
+
+def _gpu_prefill_rows() -> Tuple[Capability, ...]:
+    """fa2 prefill on the GPU (csrc/hip/kernels/prefill). Verified on an H100; the AMD build is
+    compiled for gfx942/gfx950 and never run. AMD's batch kernels take no custom mask."""
+
+    def row(platform, ops, options, note):
+        return Capability(
+            backend="fa2",
+            platform=platform,
+            ops=ops,
+            q_dtypes=HALF_DTYPES,
+            kv_dtypes=HALF_DTYPES,
+            head_dims=frozenset({64, 128, 256}),
+            page_sizes=None,
+            options=frozenset(options),
+            known_bad=(("kv dtype different from q dtype", lambda req: req.kv_dtype != req.q_dtype),),
+            unavailable_reason=_gpu_prefill_unavailable,
+            note=note,
+        )
+
+    batch_ops = ("batch_prefill_paged", "batch_prefill_ragged")
+    return (
+        row("cuda", ("single_prefill",) + batch_ops, OPTIONS,
+            "FlashAttention-2-style kernels, mma.sync; verified on an H100"),
+        row("rocm", ("single_prefill",), OPTIONS, "the same kernels on MFMA (compiled, not run)"),
+        row("rocm", batch_ops, set(OPTIONS) - {"custom_mask"},
+            "the same kernels on MFMA (compiled, not run); no custom mask in the batch kernels"),
+    )
+
+
 def _gpu_decode_unavailable() -> Optional[str]:
     from ._ops import gpu_kernels_built
 
@@ -115,6 +155,7 @@ TABLE: Tuple[Capability, ...] = (
         options=frozenset(OPTIONS),
         note="C++ reference-grade kernels: blockwise fp32 online softmax, parallel over heads/requests",
     ),
+    *_gpu_prefill_rows(),
     *(
         Capability(
             backend="fa2",

@@ -10,7 +10,7 @@
 //   group_allreduce<kGroup>(v, op)    op-reduce over each aligned group of kGroup consecutive
 //                                     lanes (power of two <= kWaveSize); every lane gets the result
 //   block_sync(), wave_sync()         barrier with shared-memory visibility; wave-level barrier
-//   fast_exp2(x), fast_rcp(x), max_f32(a, b)
+//   fast_exp2(x), fast_rcp(x), fast_log2(x), fast_tanh(x), max_f32(a, b)
 #pragma once
 
 #include "gpu_iface/backend.h"

@@ -55,6 +55,12 @@ TFO_INLINE float fast_rcp(float x) {
   asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
 }
+TFO_INLINE float fast_log2(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+TFO_INLINE float fast_tanh(float x) { return tanhf(x); }
 TFO_INLINE float max_f32(float a, float b) { return fmaxf(a, b); }
 
 }  // namespace tfo::gpu

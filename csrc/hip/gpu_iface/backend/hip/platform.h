@@ -78,6 +78,11 @@ TFO_INLINE void wave_sync() { __builtin_amdgcn_wave_barrier(); }
 
 TFO_INLINE float fast_exp2(float x) { return __builtin_amdgcn_exp2f(x); }
 TFO_INLINE float fast_rcp(float x) { return __builtin_amdgcn_rcpf(x); }
+TFO_INLINE float fast_log2(float x) { return __builtin_amdgcn_logf(x); }
+// tanh(x) = 1 - 2 / (2^(2x log2 e) + 1): saturates to +-1 where the power over- or underflows.
+TFO_INLINE float fast_tanh(float x) {
+  return 1.0f - 2.0f * fast_rcp(fast_exp2(2.8853900817779268f * x) + 1.0f);
+}
 TFO_INLINE float max_f32(float a, float b) { return __builtin_fmaxf(a, b); }
 
 }  // namespace tfo::gpu

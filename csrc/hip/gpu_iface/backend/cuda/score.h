@@ -1,0 +1,65 @@
+// NVIDIA: S = Q·Kᵀ. The accumulator rows of mma.h (g and g + 8 of each lane, 4 lanes per row)
+// are the query rows, and its registers pair up into the A operand of P·V:
+//   A x[r] = (row g + 8 (r % 2), k 2t + 8 (r / 2) + {0, 1}) = C v[2r], v[2r + 1].
+#pragma once
+
+namespace tfo::gpu {
+
+inline constexpr int kScoreRowsPerLane = 2;
+
+TFO_HOST_DEVICE constexpr int score_row_slot(int e) { return (e / 2) % 2; }
+TFO_INLINE int score_row(int lane, int e) { return acc_row(lane, e); }
+TFO_INLINE int score_col(int lane, int e) { return acc_col(lane, e); }
+TFO_INLINE int score_slot_row(int lane, int slot) { return acc_slot_row(lane, slot); }
+TFO_INLINE bool score_row_leader(int lane) { return lane % kRowLanes == 0; }
+
+template <typename Op>
+TFO_INLINE void score_row_allreduce(ScoreRowsN<kScoreRowsPerLane>& rows, Op op) {
+#pragma unroll
+  for (int s = 0; s < kScoreRowsPerLane; ++s) rows.v[s] = group_allreduce<kRowLanes>(rows.v[s], op);
+}
+
+template <int kHeadDim, typename T, int R, int C, typename QTile, typename KTile>
+TFO_INLINE void score_block(FragC (&s)[R][C], const QTile& q_tile, int q_row0, const KTile& k_tile,
+                            int kv_row0) {
+#pragma unroll
+  for (int i = 0; i < R; ++i) {
+#pragma unroll
+    for (int j = 0; j < C; ++j) {
+#pragma unroll
+      for (int e = 0; e < kAccElems; ++e) s[i][j].v[e] = 0.0f;
+    }
+  }
+  // With two row fragments, k steps of 16 keep fewer fragments live (O fills the registers);
+  // at head_dim 256 the steps stay a loop, so that no more fragments are fetched ahead.
+  constexpr int kStep = R > 1 ? 16 : 32;
+#pragma unroll(kHeadDim >= 256 ? 1 : kHeadDim / kStep)
+  for (int d0 = 0; d0 < kHeadDim; d0 += kStep) {
+    FragA<T, kStep> q[R];
+#pragma unroll
+    for (int i = 0; i < R; ++i) load_a(q[i], q_tile, q_row0 + 16 * i, d0);
+#pragma unroll
+    for (int j = 0; j < C; ++j) {
+      FragB<T, kStep> k;
+      load_b_nk(k, k_tile, kv_row0 + 16 * j, d0);
+#pragma unroll
+      for (int i = 0; i < R; ++i) mma(s[i][j], q[i], k);
+    }
+  }
+}
+
+template <typename T>
+TFO_INLINE void score_to_operand(FragA<T, 16>& a, const FragC& s) {
+#pragma unroll
+  for (int r = 0; r < 4; ++r) a.x[r] = pack2<T>(s.v[2 * r], s.v[2 * r + 1]);
+}
+
+// O's rows are S's rows: nothing moves.
+TFO_INLINE RowVals acc_rows_from_score_rows(const ScoreRowsN<kScoreRowsPerLane>& rows) {
+  RowVals out;
+#pragma unroll
+  for (int s = 0; s < kAccRowsPerLane; ++s) out.v[s] = rows.v[s];
+  return out;
+}
+
+}  // namespace tfo::gpu

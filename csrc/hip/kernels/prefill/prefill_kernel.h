@@ -1,0 +1,525 @@
+// FlashAttention-2-style prefill: one CTA takes a tile of query rows of one kv head (the rows of
+// every query head of the GQA group, packed as row = token * group + head_in_group) and streams
+// the request's K/V through shared memory in tiles of kKvTile rows, with an online softmax in
+// fp32, base 2. Each wave owns kRowFrags x 16 rows. K and V have one shared buffer each; the
+// load of one overlaps the product with the other (cp.async on NVIDIA):
+//
+//   Q, K0 ->  | wait, sync | V_j -> | S = Q K_jᵀ, softmax | wait, sync | K_j+1 -> | O += P V_j |
+//
+// Work units: single-request launches take one q tile per block (grid = q tiles x kv heads,
+// heaviest causal tiles first); batch launches run a persistent grid over the plan's items
+// (csrc/include/plan_info.h) x kv heads x row chunks, read on the device, so a captured graph
+// replays any later plan. Items that are one split of a request write float32 partial rows;
+// merge_partials_kernel combines them afterwards, as the CPU path does.
+#pragma once
+
+#include <cstdint>
+
+#include "../../../include/plan_info.h"
+#include "gpu_iface/memory.h"
+#include "gpu_iface/mma.h"
+#include "gpu_iface/platform.h"
+#include "gpu_iface/score.h"
+#include "gpu_iface/vec_types.h"
+#include "prefill_params.h"
+
+namespace tfo::kernels::prefill {
+
+using namespace tfo::gpu;
+
+// Tile shapes (the one dispatch table of shapes), by head dim and by launch kind: planned
+// (batch, persistent) or single-request. Registers are the limit: O lives in registers.
+//   NVIDIA, single request, head_dim <= 128: 4 warps x 32 rows (two 16-row fragments per warp,
+//     so each K/V fragment read from shared memory feeds two MMAs), K/V tiles of 32 (64 at
+//     head_dim 64) rows.
+//   Otherwise one 16-row fragment per wave: 8 warps (NVIDIA, head_dim <= 128) or 4 waves, K/V
+//     tiles of 64 rows (32 at head_dim 256, which also keeps shared memory within gfx942's
+//     64 KiB).
+//   Planned launches take the one-fragment shapes; AMD runs 4 waves: with 8 a wave gets at
+//   most 256 VGPRs.
+// Custom masks: served everywhere but by AMD's planned kernels, whose scalar registers they
+// would overflow (the bindings refuse them there).
+template <int kHeadDim, bool kPlanned>
+struct PrefillPolicy {
+  static constexpr bool kTwoFrags = kWaveSize == 32 && !kPlanned && kHeadDim <= 128;
+  // Planned head_dim 256 on NVIDIA: two warps share each 16-row fragment, each accumulating
+  // half of O's columns (both form the same S), so that O fits in registers.
+  static constexpr int kColSplit = (kWaveSize == 32 && kPlanned && kHeadDim == 256) ? 2 : 1;
+  static constexpr int kWaves =
+      kColSplit == 2 ? 8 : kTwoFrags ? 4 : (kWaveSize == 32 && kHeadDim <= 128 ? 8 : 4);
+  static constexpr int kRowFrags = kTwoFrags ? 2 : 1;
+  static constexpr int kTileRows = kWaves / kColSplit * kRowFrags * 16;
+  static constexpr int kKvTile = kHeadDim == 64 ? 64 : (kHeadDim == 128 ? (kTwoFrags ? 32 : 64) : 32);
+  static constexpr int kThreads = kWaves * kWaveSize;
+  static constexpr bool kCustomMask = !(kWaveSize == 64 && kPlanned);
+  // Q + K + V tiles; planned launches also stage float32 partial rows there.
+  static constexpr int kTileBytes = (kTileRows + 2 * kKvTile) * kHeadDim * 2;
+  static constexpr int kStageBytes = kPlanned ? kTileRows * kHeadDim * 4 : 0;
+  static constexpr int kSmemBytes = kTileBytes > kStageBytes ? kTileBytes : kStageBytes;
+};
+
+inline constexpr int kMergeThreads = 256;
+
+struct alignas(16) Chunk16 {
+  uint32_t w[4];
+};
+
+TFO_INLINE int ceil_div(int a, int b) { return (a + b - 1) / b; }
+TFO_INLINE int min_int(int a, int b) { return a < b ? a : b; }
+TFO_INLINE int max_int(int a, int b) { return a > b ? a : b; }
+
+// Element offset of kv row `pos` of one request and kv head, in K and in V (which share their
+// strides): the only place where paged and contiguous K/V differ.
+template <bool kPaged>
+struct KvAddress {
+  const int32_t* pages;  // paged: the request's page ids
+  int token_base;        // contiguous: the request's first token
+  int page_size;
+  int stride_page, stride_token, head_offset;
+
+  TFO_INLINE int64_t operator()(int pos) const {
+    if constexpr (kPaged) {
+      const int page = pages[pos / page_size];
+      return static_cast<int64_t>(page) * stride_page + (pos % page_size) * stride_token +
+             head_offset;
+    } else {
+      return static_cast<int64_t>(token_base + pos) * stride_token + head_offset;
+    }
+  }
+};
+
+// Query rows [row_begin, row_end) (packed, within the request) against kv [kv_begin, kv_end).
+struct WorkUnit {
+  int request;
+  int row_begin, row_end;
+  int kv_begin, kv_end;
+  int kv_head;
+  int partial_row;  // -1: write o; else the partial row of token q_begin
+  int q_begin;
+};
+
+template <typename T, int kHeadDim, bool kPaged, bool kPlanned>
+TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, uint8_t* smem) {
+  using Policy = PrefillPolicy<kHeadDim, kPlanned>;
+  constexpr int R = Policy::kRowFrags;
+  constexpr int C = Policy::kKvTile / 16;
+  constexpr int DF = kHeadDim / 16 / Policy::kColSplit;  // O column fragments of this wave
+  constexpr int kThreads = Policy::kThreads;
+  constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks per row
+  using QTile = SmemTile<T, Policy::kTileRows, kHeadDim>;
+  using KvTile = SmemTile<T, Policy::kKvTile, kHeadDim>;
+  static_assert(Policy::kTileRows * kChunks % kThreads == 0, "Q tile copy");
+  static_assert(Policy::kKvTile * kChunks % kThreads == 0, "K/V tile copy");
+
+  T* smem_elems = reinterpret_cast<T*>(smem);
+  const QTile q_tile{smem_elems};
+  const KvTile k_tile{smem_elems + Policy::kTileRows * kHeadDim};
+  const KvTile v_tile{smem_elems + (Policy::kTileRows + Policy::kKvTile) * kHeadDim};
+
+  const int thread = thread_index_x();
+  const int lane = lane_id();
+  const int wave_row0 = wave_index() / Policy::kColSplit * R * 16;
+  const int col0 = wave_index() % Policy::kColSplit * (kHeadDim / Policy::kColSplit);
+  const int r = u.request;
+
+  int qo_base = 0, qo_len = p.qo_len, kv_len = p.kv_len;
+  const int32_t* pages = nullptr;
+  int kv_token_base = 0;
+  if constexpr (kPlanned) {
+    qo_base = p.qo_indptr[r];
+    qo_len = p.qo_indptr[r + 1] - qo_base;
+    const int span = p.kv_indptr[r + 1] - p.kv_indptr[r];
+    if constexpr (kPaged) {
+      kv_len = span > 0 ? (span - 1) * p.page_size + p.kv_last_page_len[r] : 0;
+      pages = p.kv_indices + p.kv_indptr[r];
+    } else {
+      kv_len = span;
+      kv_token_base = p.kv_indptr[r];
+    }
+  }
+  const int delta = kv_len - qo_len;  // query i sits at kv position i + delta
+  const int t_first = u.row_begin / group, t_last = (u.row_end - 1) / group;
+  const bool custom = Policy::kCustomMask && p.custom_mask != nullptr;
+  int kv_lo = u.kv_begin, kv_hi = min_int(u.kv_end, kv_len);
+  if (p.causal && !custom) kv_hi = min_int(kv_hi, t_last + delta + 1);
+  if (p.window_left >= 0) kv_lo = max_int(kv_lo, t_first + delta - p.window_left);
+  const int num_kv_tiles = kv_hi > kv_lo ? ceil_div(kv_hi - kv_lo, Policy::kKvTile) : 0;
+
+  const T* q = static_cast<const T*>(p.q);
+  const T* k = static_cast<const T*>(p.k);
+  const T* v = static_cast<const T*>(p.v);
+  const KvAddress<kPaged> kv_addr{pages,
+                                  kv_token_base,
+                                  p.page_size,
+                                  p.kv_stride_page,
+                                  p.kv_stride_token,
+                                  u.kv_head * p.kv_stride_head};
+
+  auto load_kv = [&](const KvTile& tile, const T* src_base, int kv0) {
+    // Not unrolled: unrolled, the row addresses of K and V stay live across the loop and spill.
+#pragma unroll 1
+    for (int i = 0; i < Policy::kKvTile * kChunks / kThreads; ++i) {
+      const int linear = i * kThreads + thread;
+      const int row = linear / kChunks, chunk = linear % kChunks;
+      const int pos = kv0 + row;
+      const bool in_bounds = pos < kv_hi;
+      const T* src = in_bounds ? src_base + kv_addr(pos) + chunk * 8 : src_base;
+      copy_global_to_shared_16b(tile.chunk_ptr(row, chunk), src, in_bounds);
+    }
+  };
+
+  block_sync();  // the previous unit's readers of shared memory are done
+#pragma unroll
+  for (int i = 0; i < Policy::kTileRows * kChunks / kThreads; ++i) {
+    const int linear = i * kThreads + thread;
+    const int row = linear / kChunks, chunk = linear % kChunks;
+    const int packed = u.row_begin + row;
+    const bool in_bounds = packed < u.row_end;
+    const T* src = q;
+    if (in_bounds) {
+      const int token = packed / group;
+      const int head = u.kv_head * group + (packed - token * group);
+      src = q + static_cast<int64_t>(qo_base + token) * p.q_stride_token + head * p.q_stride_head +
+            chunk * 8;
+    }
+    copy_global_to_shared_16b(q_tile.chunk_ptr(row, chunk), src, in_bounds);
+  }
+  if (num_kv_tiles > 0) load_kv(k_tile, k, kv_lo);
+  copy_commit_group();
+
+  // The tokens of this lane's score rows (masking); rows past row_end are padding.
+  int row_token[R][kScoreRowsPerLane];
+  bool row_valid[R][kScoreRowsPerLane];
+#pragma unroll
+  for (int i = 0; i < R; ++i) {
+#pragma unroll
+    for (int s = 0; s < kScoreRowsPerLane; ++s) {
+      const int packed = u.row_begin + wave_row0 + 16 * i + score_slot_row(lane, s);
+      row_valid[i][s] = packed < u.row_end;
+      row_token[i][s] = packed / group;
+    }
+  }
+
+  const bool soft_cap = p.cap_log2e > 0.0f;
+  const uint8_t* mask = nullptr;
+  if (custom) mask = p.custom_mask + (p.mask_indptr != nullptr ? p.mask_indptr[r] : 0);
+  const float neg_inf = -__builtin_huge_valf();
+
+  FragC o[R][DF];
+  ScoreRows m[R], l[R];
+#pragma unroll
+  for (int i = 0; i < R; ++i) {
+    m[i] = score_rows_filled(neg_inf);
+    l[i] = score_rows_filled(0.0f);
+#pragma unroll
+    for (int dn = 0; dn < DF; ++dn) {
+#pragma unroll
+      for (int e = 0; e < kAccElems; ++e) o[i][dn].v[e] = 0.0f;
+    }
+  }
+
+  for (int tile = 0; tile < num_kv_tiles; ++tile) {
+    const int kv0 = kv_lo + tile * Policy::kKvTile;
+    copy_wait_groups<0>();
+    block_sync();  // K_tile (and Q) landed; every wave is done with V of the last tile
+    load_kv(v_tile, v, kv0);
+    copy_commit_group();
+
+    FragC s[R][C];
+    score_block<kHeadDim, T>(s, q_tile, wave_row0, k_tile, 0);
+
+    const bool need_mask = custom || kv0 + Policy::kKvTile > kv_hi ||
+                           (p.causal && kv0 + Policy::kKvTile - 1 > t_first + delta) ||
+                           (p.window_left >= 0 && kv0 < t_last + delta - p.window_left);
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+#pragma unroll
+      for (int j = 0; j < C; ++j) {
+#pragma unroll
+        for (int e = 0; e < kAccElems; ++e) {
+          float x = s[i][j].v[e] * p.logit_scale;
+          if (soft_cap) x = p.cap_log2e * fast_tanh(x);
+          if (need_mask) {
+            const int slot = score_row_slot(e);
+            const int token = row_token[i][slot];
+            const int kv = kv0 + 16 * j + score_col(lane, e);
+            bool visible = row_valid[i][slot] && kv < kv_hi;
+            if (visible && custom) {
+              const int64_t bit = static_cast<int64_t>(token) * kv_len + kv;
+              visible = (mask[bit >> 3] >> (bit & 7)) & 1;
+            } else if (p.causal) {
+              visible = visible && kv <= token + delta;
+            }
+            if (p.window_left >= 0) visible = visible && kv >= token + delta - p.window_left;
+            if (!visible) x = neg_inf;
+          }
+          s[i][j].v[e] = x;
+        }
+      }
+    }
+
+    // Online softmax (base 2); rows that have seen nothing keep m = -inf and use 0 as the base.
+    FragA<T, 16> prob[R][C];
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+      ScoreRows row_max = score_rows_filled(neg_inf);
+      score_row_fold(s[i], row_max, MaxOp{});
+      score_row_allreduce(row_max, MaxOp{});
+      ScoreRows rescale, base;
+#pragma unroll
+      for (int slot = 0; slot < kScoreRowsPerLane; ++slot) {
+        const float m_new = max_f32(m[i].v[slot], row_max.v[slot]);
+        base.v[slot] = m_new == neg_inf ? 0.0f : m_new;
+        rescale.v[slot] = fast_exp2(m[i].v[slot] - base.v[slot]);
+        m[i].v[slot] = m_new;
+        l[i].v[slot] *= rescale.v[slot];
+      }
+#pragma unroll
+      for (int j = 0; j < C; ++j) {
+#pragma unroll
+        for (int e = 0; e < kAccElems; ++e) {
+          const int slot = score_row_slot(e);
+          const float pe = fast_exp2(s[i][j].v[e] - base.v[slot]);
+          s[i][j].v[e] = pe;
+          l[i].v[slot] += pe;
+        }
+        score_to_operand(prob[i][j], s[i][j]);
+      }
+      const RowVals acc_rescale = acc_rows_from_score_rows(rescale);
+#pragma unroll
+      for (int dn = 0; dn < DF; ++dn) {
+#pragma unroll
+        for (int e = 0; e < kAccElems; ++e) o[i][dn].v[e] *= acc_rescale.v[acc_row_slot(e)];
+      }
+    }
+
+    copy_wait_groups<0>();
+    block_sync();  // V_tile landed; every wave is done with K_tile
+    if (tile + 1 < num_kv_tiles) {
+      load_kv(k_tile, k, kv0 + Policy::kKvTile);
+      copy_commit_group();
+    }
+
+#pragma unroll
+    for (int j = 0; j < C; ++j) {
+#pragma unroll
+      for (int dn = 0; dn < DF; ++dn) {
+        FragB<T, 16> vb;
+        load_b_kn(vb, v_tile, 16 * j, col0 + 16 * dn);
+#pragma unroll
+        for (int i = 0; i < R; ++i) mma(o[i][dn], prob[i][j], vb);
+      }
+    }
+  }
+
+  // Epilogue: o = acc / l (times v_scale), lse = m + log2(l); rows that saw nothing: 0, -inf.
+  copy_wait_groups<0>();
+  block_sync();  // no copy into shared memory is in flight and every wave is done reading it
+  // The output tile is staged in shared memory, then written with 16-byte stores: as T in the
+  // Q tile for single requests; as float32 over the whole (now free) shared memory for planned
+  // launches, whose split items write float32 partial rows.
+  const bool partial = u.partial_row >= 0;
+  float* float_stage = reinterpret_cast<float*>(smem);
+  static_assert(!kPlanned || Policy::kTileRows * kHeadDim * 4 <= Policy::kSmemBytes,
+                "the float32 output tile must fit in shared memory");
+  const int num_qo_heads = p.num_qo_heads;
+#pragma unroll
+  for (int i = 0; i < R; ++i) {
+    ScoreRows sum = l[i];
+    score_row_allreduce(sum, SumOp{});
+    ScoreRows inv;
+#pragma unroll
+    for (int slot = 0; slot < kScoreRowsPerLane; ++slot) {
+      inv.v[slot] = sum.v[slot] > 0.0f ? p.o_scale / sum.v[slot] : 0.0f;
+    }
+    const RowVals acc_inv = acc_rows_from_score_rows(inv);
+#pragma unroll
+    for (int dn = 0; dn < DF; ++dn) {
+#pragma unroll
+      for (int e = 0; e < kAccElems; ++e) {
+        const int row = wave_row0 + 16 * i + acc_row(lane, e);
+        const int col = col0 + 16 * dn + acc_col(lane, e);
+        const float val = o[i][dn].v[e] * acc_inv.v[acc_row_slot(e)];
+        if constexpr (kPlanned) {
+          float_stage[row * kHeadDim + col] = val;
+        } else {
+          *q_tile.ptr(row, col) = from_float<T>(val);
+        }
+      }
+    }
+    // lse after O has left the registers.
+    if (score_row_leader(lane) && col0 == 0) {
+#pragma unroll
+      for (int slot = 0; slot < kScoreRowsPerLane; ++slot) {
+        const int packed = u.row_begin + wave_row0 + 16 * i + score_slot_row(lane, slot);
+        if (packed >= u.row_end) continue;
+        const int token = packed / group;
+        const int head = u.kv_head * group + (packed - token * group);
+        const float lse = sum.v[slot] > 0.0f ? m[i].v[slot] + fast_log2(sum.v[slot]) : neg_inf;
+        if (partial) {
+          p.partial_lse[static_cast<int64_t>(u.partial_row + token - u.q_begin) * num_qo_heads +
+                        head] = lse;
+        } else if (p.lse != nullptr) {
+          p.lse[static_cast<int64_t>(qo_base + token) * num_qo_heads + head] = lse;
+        }
+      }
+    }
+  }
+  block_sync();
+  if (partial) {
+    constexpr int kFloatChunks = kHeadDim / 4;
+#pragma unroll 1
+    for (int linear = thread; linear < Policy::kTileRows * kFloatChunks; linear += kThreads) {
+      const int row = linear / kFloatChunks, chunk = linear % kFloatChunks;
+      const int packed = u.row_begin + row;
+      if (packed >= u.row_end) continue;
+      const int token = packed / group;
+      const int head = u.kv_head * group + (packed - token * group);
+      const int64_t prow = u.partial_row + token - u.q_begin;
+      float* dst = p.partial_o + (prow * num_qo_heads + head) * kHeadDim + chunk * 4;
+      *reinterpret_cast<Chunk16*>(dst) =
+          *reinterpret_cast<const Chunk16*>(float_stage + row * kHeadDim + chunk * 4);
+    }
+  } else if constexpr (kPlanned) {
+    T* out = static_cast<T*>(p.o);
+#pragma unroll 1
+    for (int linear = thread; linear < Policy::kTileRows * kChunks; linear += kThreads) {
+      const int row = linear / kChunks, chunk = linear % kChunks;
+      const int packed = u.row_begin + row;
+      if (packed >= u.row_end) continue;
+      const int token = packed / group;
+      const int head = u.kv_head * group + (packed - token * group);
+      const float* src = float_stage + row * kHeadDim + chunk * 8;
+      Chunk16 packed_out;
+#pragma unroll
+      for (int w = 0; w < 4; ++w) packed_out.w[w] = pack2<T>(src[2 * w], src[2 * w + 1]);
+      T* dst = out + static_cast<int64_t>(qo_base + token) * p.o_stride_token +
+               head * p.o_stride_head + chunk * 8;
+      *reinterpret_cast<Chunk16*>(dst) = packed_out;
+    }
+  } else {
+    T* out = static_cast<T*>(p.o);
+#pragma unroll
+    for (int i = 0; i < Policy::kTileRows * kChunks / kThreads; ++i) {
+      const int linear = i * kThreads + thread;
+      const int row = linear / kChunks, chunk = linear % kChunks;
+      const int packed = u.row_begin + row;
+      if (packed >= u.row_end) continue;
+      const int token = packed / group;
+      const int head = u.kv_head * group + (packed - token * group);
+      T* dst = out + static_cast<int64_t>(qo_base + token) * p.o_stride_token +
+               head * p.o_stride_head + chunk * 8;
+      *reinterpret_cast<Chunk16*>(dst) = *reinterpret_cast<const Chunk16*>(q_tile.chunk_ptr(row, chunk));
+    }
+  }
+}
+
+// Single request (kPlanned false): grid (q tiles, num_kv_heads), one unit per block.
+// Planned batch: grid (grid_blocks), persistent over the plan's items x kv heads x row chunks.
+template <typename T, int kHeadDim, bool kPaged, bool kPlanned>
+TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned>::kThreads))
+    prefill_kernel(const PrefillParams p, int grid_blocks) {
+  using Policy = PrefillPolicy<kHeadDim, kPlanned>;
+  extern TFO_SHARED __attribute__((aligned(16))) uint8_t prefill_smem[];
+  const int group = p.num_qo_heads / p.num_kv_heads;
+  if constexpr (!kPlanned) {
+    const int rows = p.qo_len * group;
+    const int tiles = ceil_div(rows, Policy::kTileRows);
+    const int tile = tiles - 1 - block_index_x();  // causal: the longest tiles start first
+    const int row_begin = tile * Policy::kTileRows;
+    const WorkUnit u{0, row_begin, min_int(row_begin + Policy::kTileRows, rows), 0, p.kv_len,
+                     block_index_y(), -1, 0};
+    run_unit<T, kHeadDim, kPaged, kPlanned>(p, u, group, prefill_smem);
+  } else {
+    namespace pi = flashinfer_ops::plan_info;
+    const int32_t* plan = p.plan;
+    const int chunks = ceil_div(plan[pi::kQTileRows] * group, Policy::kTileRows);
+    const int units_per_item = p.num_kv_heads * chunks;
+    const int total = plan[pi::kNumItems] * units_per_item;
+    const int32_t* items = plan + pi::kHeaderSize + pi::kRequestFields * plan[pi::kNumRequests];
+    for (int unit = block_index_x(); unit < total; unit += grid_blocks) {
+      const int32_t* item = items + pi::kItemFields * (unit / units_per_item);
+      const int rest = unit % units_per_item;
+      const int q_begin = item[pi::kQBegin];
+      const int row_begin = q_begin * group + (rest % chunks) * Policy::kTileRows;
+      const int row_end = min_int(row_begin + Policy::kTileRows, item[pi::kQEnd] * group);
+      if (row_begin >= row_end) continue;
+      const WorkUnit u{item[pi::kRequest], row_begin,     row_end, item[pi::kKvBegin],
+                       item[pi::kKvEnd],   rest / chunks, item[pi::kPartialRow], q_begin};
+      run_unit<T, kHeadDim, kPaged, kPlanned>(p, u, group, prefill_smem);
+    }
+  }
+}
+
+// Combines the num_splits partial rows of each split request (plan's per-request table) into o
+// and lse, exactly as the CPU path: weights 2^(lse_s - max), normalised by their sum.
+// One wave per (token, head); grid-stride over qo_tokens x num_qo_heads.
+template <typename T, int kHeadDim>
+TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMergeThreads)
+    merge_partials_kernel(const PrefillParams p, int qo_tokens, int grid_blocks) {
+  namespace pi = flashinfer_ops::plan_info;
+  const int32_t* plan = p.plan;
+  if (plan[pi::kPartialRows] == 0) return;
+  constexpr int kWavesPerBlock = kMergeThreads / kWaveSize;
+  constexpr int kVecsPerLane = (kHeadDim / 4 + kWaveSize - 1) / kWaveSize;
+  const int batch = plan[pi::kNumRequests];
+  const int32_t* requests = plan + pi::kHeaderSize;
+  const int heads = p.num_qo_heads;
+  const int lane = lane_id();
+  const float neg_inf = -__builtin_huge_valf();
+  const int64_t pairs = static_cast<int64_t>(qo_tokens) * heads;
+  for (int64_t pair = static_cast<int64_t>(block_index_x()) * kWavesPerBlock + wave_index();
+       pair < pairs; pair += static_cast<int64_t>(grid_blocks) * kWavesPerBlock) {
+    const int token = static_cast<int>(pair / heads), head = static_cast<int>(pair % heads);
+    int lo = 0, hi = batch - 1;  // the last request starting at or before token
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) / 2;
+      if (p.qo_indptr[mid] <= token) lo = mid; else hi = mid - 1;
+    }
+    const int base = requests[pi::kRequestFields * lo + pi::kPartialBase];
+    if (base < 0) continue;
+    const int splits = requests[pi::kRequestFields * lo + pi::kNumSplits];
+    const int qo_len = p.qo_indptr[lo + 1] - p.qo_indptr[lo];
+    const int i = token - p.qo_indptr[lo];
+    float m = neg_inf;
+    for (int s = 0; s < splits; ++s) {
+      m = max_f32(m, p.partial_lse[static_cast<int64_t>(base + s * qo_len + i) * heads + head]);
+    }
+    float acc[kVecsPerLane][4] = {};
+    float sum = 0.0f;
+    if (m != neg_inf) {
+      for (int s = 0; s < splits; ++s) {
+        const int64_t prow = static_cast<int64_t>(base + s * qo_len + i) * heads + head;
+        const float w = fast_exp2(p.partial_lse[prow] - m);
+        if (w == 0.0f) continue;
+        sum += w;
+        const float* src = p.partial_o + prow * kHeadDim;
+#pragma unroll
+        for (int c = 0; c < kVecsPerLane; ++c) {
+          const int d = 4 * (c * kWaveSize + lane);
+          if (d < kHeadDim) {
+#pragma unroll
+            for (int x = 0; x < 4; ++x) acc[c][x] += w * src[d + x];
+          }
+        }
+      }
+    }
+    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    T* dst = static_cast<T*>(p.o) + static_cast<int64_t>(token) * p.o_stride_token +
+             static_cast<int64_t>(head) * p.o_stride_head;
+#pragma unroll
+    for (int c = 0; c < kVecsPerLane; ++c) {
+      const int d = 4 * (c * kWaveSize + lane);
+      if (d < kHeadDim) {
+        uint32_t* out = reinterpret_cast<uint32_t*>(dst + d);
+        out[0] = pack2<T>(acc[c][0] * inv, acc[c][1] * inv);
+        out[1] = pack2<T>(acc[c][2] * inv, acc[c][3] * inv);
+      }
+    }
+    if (lane == 0 && p.lse != nullptr) {
+      p.lse[static_cast<int64_t>(token) * heads + head] = sum > 0.0f ? m + fast_log2(sum) : neg_inf;
+    }
+  }
+}
+
+}  // namespace tfo::kernels::prefill

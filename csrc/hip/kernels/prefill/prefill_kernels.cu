@@ -1,0 +1,19 @@
+// The prefill kernels, instantiated from the one list in prefill_configs.h (the torch bindings
+// in csrc/hip/bindings/prefill.cu launch the same list). Compiled on its own by
+// tools/compile_check.py for gfx942/gfx950 and sm_80/sm_90a.
+#include "prefill_configs.h"
+#include "prefill_kernel.h"
+
+namespace tfo::kernels::prefill {
+
+#define TFO_PREFILL_INSTANTIATE(T, D)                                                      \
+  template TFO_GLOBAL void prefill_kernel<T, D, false, false>(const PrefillParams, int);  \
+  template TFO_GLOBAL void prefill_kernel<T, D, false, true>(const PrefillParams, int);   \
+  template TFO_GLOBAL void prefill_kernel<T, D, true, true>(const PrefillParams, int);    \
+  template TFO_GLOBAL void merge_partials_kernel<T, D>(const PrefillParams, int, int);
+
+TFO_PREFILL_FOR_EACH_CONFIG(TFO_PREFILL_INSTANTIATE)
+
+#undef TFO_PREFILL_INSTANTIATE
+
+}  // namespace tfo::kernels::prefill

@@ -1,0 +1,295 @@
+"""GPU prefill kernels (backend fa2 on CUDA) against the float64 reference.
+
+Fresh random inputs per case; outputs poisoned with NaN before each run; paged caches pad their
+unused slots with NaN so a read past a request's last token shows. The reference runs in float64
+on the GPU, query rows in chunks, with the visibility mask built by tests/reference.py.
+"""
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import reference as R
+
+pytestmark = pytest.mark.gpu
+
+if not torch.cuda.is_available():
+    pytest.skip("needs a CUDA/HIP GPU", allow_module_level=True)
+
+import torch_flashinfer_ops as flashinfer  # noqa: E402
+from torch_flashinfer_ops._ops import gpu_kernels_built, ops  # noqa: E402
+
+if not gpu_kernels_built():
+    pytest.skip("this build has no GPU kernels", allow_module_level=True)
+
+DEV = torch.device("cuda")
+NHD, HND = 0, 1
+
+
+def rand(*shape, dtype):
+    return torch.randn(*shape, dtype=torch.float32).to(dtype)
+
+
+def reference(q, k, v, causal=False, window_left=-1, cap=None, sm_scale=None, mask=None,
+              k_scale=1.0, v_scale=1.0):
+    """(out float64, lse float64) for one request, NHD inputs on the CPU; computed on the GPU."""
+    qo_len, kv_len = q.shape[0], k.shape[0]
+    vis = R.visibility_mask(qo_len, kv_len, causal, window_left, mask)
+    kd = R.dequant(k, k_scale).to(DEV)
+    vd = R.dequant(v, v_scale).to(DEV)
+    outs, lses = [], []
+    step = max(1, (1 << 26) // max(1, kv_len * q.shape[1]))
+    for i0 in range(0, qo_len, step):
+        o, l = R.attention_ref(q[i0:i0 + step].to(DEV), kd, vd, sm_scale=sm_scale,
+                               logits_soft_cap=cap, custom_mask=vis[i0:i0 + step].to(DEV))
+        outs.append(o.cpu())
+        lses.append(l.cpu())
+    if qo_len == 0:
+        hq, d = q.shape[1], q.shape[2]
+        return torch.zeros(0, hq, d, dtype=torch.float64), torch.zeros(0, hq, dtype=torch.float64)
+    return torch.cat(outs), torch.cat(lses)
+
+
+def check(out, lse, ref_out, ref_lse, dtype, msg):
+    R.assert_attention_close(out.cpu(), ref_out, dtype, msg)
+    if lse is not None:
+        R.assert_lse_close(lse.cpu(), ref_lse.float(), msg)
+
+
+def poisoned(shape, dtype):
+    return torch.full(shape, float("nan"), dtype=dtype, device=DEV)
+
+
+# ----------------------------------------------------------------------------------------------
+# single_prefill
+
+SINGLE_CASES = [
+    # dtype, head_dim, qo_len, kv_len, hq, hkv, causal, layout, options
+    (torch.float16, 128, 512, 512, 8, 2, True, "NHD", {}),
+    (torch.bfloat16, 128, 512, 512, 8, 2, True, "NHD", {}),
+    (torch.float16, 128, 300, 777, 8, 8, False, "NHD", {}),
+    (torch.bfloat16, 128, 300, 777, 8, 1, True, "HND", {}),
+    (torch.float16, 64, 257, 1000, 8, 2, True, "NHD", {}),
+    (torch.bfloat16, 256, 129, 500, 4, 4, True, "HND", {}),
+    (torch.float16, 256, 200, 200, 6, 2, False, "NHD", {}),
+    (torch.float16, 128, 1, 1000, 32, 8, True, "NHD", {}),
+    (torch.float16, 128, 37, 300, 6, 2, True, "NHD", {}),  # GQA ratio 3
+    (torch.float16, 128, 1000, 1000, 16, 1, True, "NHD", {}),  # MQA
+    (torch.float16, 128, 700, 900, 8, 2, True, "NHD", {"window_left": 100}),
+    (torch.bfloat16, 64, 300, 300, 4, 2, False, "HND", {"window_left": 31}),
+    (torch.float16, 128, 400, 600, 8, 2, True, "NHD", {"cap": 30.0}),
+    (torch.bfloat16, 256, 100, 333, 4, 1, False, "NHD", {"cap": 5.0, "sm_scale": 0.2}),
+    (torch.float16, 128, 211, 345, 8, 4, False, "NHD", {"mask": True}),
+    (torch.bfloat16, 64, 64, 64, 4, 4, False, "HND", {"mask": True}),
+    (torch.float16, 128, 16384, 16384, 2, 1, True, "NHD", {}),
+    (torch.float16, 128, 256, 4096, 4, 2, False, "NHD", {"k_scale": 0.5, "v_scale": 2.0}),
+]
+
+
+@pytest.mark.parametrize("case", SINGLE_CASES, ids=lambda c: "-".join(
+    str(x).replace("torch.", "") for x in c[:8]) + ("-" + "-".join(c[8]) if c[8] else ""))
+def test_single_prefill(case):
+    dtype, d, qo_len, kv_len, hq, hkv, causal, layout, opt = case
+    q, k, v = rand(qo_len, hq, d, dtype=dtype), rand(kv_len, hkv, d, dtype=dtype), rand(kv_len, hkv, d, dtype=dtype)
+    mask = R.random_mask(qo_len, kv_len) if opt.get("mask") else None
+    window = opt.get("window_left", -1)
+    cap = opt.get("cap")
+    sm_scale = opt.get("sm_scale", 1.0 / math.sqrt(d))
+    ks, vs = opt.get("k_scale", 1.0), opt.get("v_scale", 1.0)
+    ref_out, ref_lse = reference(q, k, v, causal, window, cap, sm_scale, mask, ks, vs)
+    o = poisoned((qo_len, hq, d), dtype)
+    lse = poisoned((qo_len, hq), torch.float32)
+    packed = R.packbits_little(mask).to(DEV) if mask is not None else None
+    kk, vv = R.to_layout(k, layout).to(DEV), R.to_layout(v, layout).to(DEV)
+    ops.single_prefill(q.to(DEV), kk, vv, o, lse, packed, NHD if layout == "NHD" else HND, causal,
+                       window, sm_scale, cap or 0.0, ks, vs)
+    check(o, lse, ref_out, ref_lse, dtype, f"single {case}")
+
+
+def test_single_prefill_api_and_o_dtype():
+    q, k, v = (rand(n, h, 128, dtype=torch.float16) for n, h in ((300, 8), (500, 2), (500, 2)))
+    ref_out, ref_lse = reference(q, k, v, causal=True)
+    out, lse = flashinfer.single_prefill_with_kv_cache(q.to(DEV), k.to(DEV), v.to(DEV), causal=True,
+                                                       backend="fa2", return_lse=True)
+    check(out, lse, ref_out, ref_lse, torch.float16, "api")
+    out = flashinfer.single_prefill_with_kv_cache(q.to(DEV), k.to(DEV), v.to(DEV), causal=True,
+                                                  o_dtype=torch.bfloat16, backend="fa2")
+    R.assert_attention_close(out.cpu(), ref_out, torch.bfloat16, "o_dtype bf16")
+
+
+# ----------------------------------------------------------------------------------------------
+# Batches (ragged and paged) through the wrappers
+
+def make_batch(qo_lens, kv_lens, hq, hkv, d, dtype):
+    qs = [rand(n, hq, d, dtype=dtype) for n in qo_lens]
+    ks = [rand(n, hkv, d, dtype=dtype) for n in kv_lens]
+    vs = [rand(n, hkv, d, dtype=dtype) for n in kv_lens]
+    return qs, ks, vs
+
+
+def batch_reference(qs, ks, vs, causal, window=-1, cap=None, masks=None):
+    outs, lses = [], []
+    for i, (q, k, v) in enumerate(zip(qs, ks, vs)):
+        o, l = reference(q, k, v, causal, window, cap, None, masks[i] if masks else None)
+        outs.append(o)
+        lses.append(l)
+    return torch.cat(outs), torch.cat(lses)
+
+
+def workspace():
+    return torch.empty(128 << 20, dtype=torch.uint8, device=DEV)
+
+
+BATCH_CASES = [
+    # dtype, head_dim, qo_lens, kv_lens, hq, hkv, causal, layout, options
+    (torch.float16, 128, [1, 17, 64, 129, 300, 5, 77], [1, 40, 64, 500, 300, 900, 77], 8, 2, True, "NHD", {}),
+    (torch.bfloat16, 128, [33, 0, 250], [100, 10, 250], 8, 1, False, "HND", {}),
+    (torch.float16, 64, [16] * 64, [(i * 37) % 200 + 16 for i in range(64)], 4, 4, True, "NHD", {}),
+    (torch.float16, 256, [100, 3], [300, 1000], 8, 8, True, "NHD", {}),
+    (torch.float16, 128, [16], [4096], 8, 2, True, "NHD", {}),  # split kv + merge
+    (torch.bfloat16, 128, [200, 64], [3000, 2500], 4, 1, False, "HND", {"window_left": 500}),
+    (torch.float16, 128, [100, 57], [300, 200], 8, 2, False, "NHD", {"cap": 20.0}),
+    (torch.float16, 128, [100, 57, 9], [120, 200, 9], 8, 2, False, "NHD", {"mask": True}),
+]
+
+
+def _ids(c):
+    return "-".join([str(c[0]).replace("torch.", ""), str(c[1]), f"b{len(c[2])}", f"h{c[4]}x{c[5]}",
+                     "causal" if c[6] else "full", c[7]] + list(c[8]))
+
+
+@pytest.mark.parametrize("case", BATCH_CASES, ids=_ids)
+def test_batch_ragged(case):
+    dtype, d, qo_lens, kv_lens, hq, hkv, causal, layout, opt = case
+    qs, ks, vs = make_batch(qo_lens, kv_lens, hq, hkv, d, dtype)
+    masks = [R.random_mask(a, b) for a, b in zip(qo_lens, kv_lens)] if opt.get("mask") else None
+    window, cap = opt.get("window_left", -1), opt.get("cap")
+    ref_out, ref_lse = batch_reference(qs, ks, vs, causal, window, cap, masks)
+    w = flashinfer.BatchPrefillWithRaggedKVCacheWrapper(workspace(), layout, backend="fa2")
+    w.plan(R.indptr_from_lens(qo_lens), R.indptr_from_lens(kv_lens), hq, hkv, d, causal=causal,
+           window_left=window, logits_soft_cap=cap, q_data_type=dtype,
+           custom_mask=torch.cat([m.reshape(-1) for m in masks]) if masks else None)
+    q = torch.cat(qs).to(DEV)
+    k = R.to_layout(torch.cat(ks), layout).to(DEV)
+    v = R.to_layout(torch.cat(vs), layout).to(DEV)
+    out, lse = poisoned(q.shape, dtype), poisoned(q.shape[:2], torch.float32)
+    w.run(q, k, v, out=out, lse=lse, return_lse=True)
+    check(out, lse, ref_out, ref_lse, dtype, f"ragged {_ids(case)}")
+
+
+PAGED_CASES = [
+    # dtype, head_dim, page_size, qo_lens, kv_lens, hq, hkv, causal, layout, options
+    (torch.float16, 128, 1, [5, 30], [40, 30], 8, 2, True, "NHD", {}),
+    (torch.float16, 128, 16, [1, 17, 64, 129, 300], [33, 40, 64, 517, 300], 8, 2, True, "HND", {}),
+    (torch.bfloat16, 128, 32, [100, 1, 63], [1000, 1, 95], 8, 8, False, "NHD", {}),
+    (torch.float16, 64, 64, [128, 50], [200, 1000], 32, 4, True, "NHD", {}),
+    (torch.bfloat16, 256, 16, [70, 3], [300, 77], 8, 1, True, "HND", {}),
+    (torch.float16, 128, 16, [16, 8], [3000, 4095], 8, 2, True, "NHD", {}),  # split kv + merge
+    (torch.float16, 128, 16, [60, 90], [160, 300], 8, 2, True, "NHD", {"cap": 30.0, "window_left": 64}),
+    (torch.bfloat16, 128, 32, [40, 41], [50, 100], 4, 2, False, "HND", {"mask": True}),
+]
+
+
+def _pids(c):
+    return "-".join([str(c[0]).replace("torch.", ""), str(c[1]), f"p{c[2]}", f"b{len(c[3])}",
+                     f"h{c[5]}x{c[6]}", "causal" if c[7] else "full", c[8]] + list(c[9]))
+
+
+@pytest.mark.parametrize("case", PAGED_CASES, ids=_pids)
+def test_batch_paged(case):
+    dtype, d, page_size, qo_lens, kv_lens, hq, hkv, causal, layout, opt = case
+    qs, ks, vs = make_batch(qo_lens, kv_lens, hq, hkv, d, dtype)
+    masks = [R.random_mask(a, b) for a, b in zip(qo_lens, kv_lens)] if opt.get("mask") else None
+    window, cap = opt.get("window_left", -1), opt.get("cap")
+    ref_out, ref_lse = batch_reference(qs, ks, vs, causal, window, cap, masks)
+    paged = R.build_paged_kv(ks, vs, page_size, layout, single_tensor=False, pad_fill=float("nan"))
+    w = flashinfer.BatchPrefillWithPagedKVCacheWrapper(workspace(), layout, backend="fa2")
+    w.plan(R.indptr_from_lens(qo_lens), paged.indptr, paged.indices, paged.last_page_len, hq, hkv, d,
+           page_size, causal=causal, window_left=window, logits_soft_cap=cap, q_data_type=dtype,
+           custom_mask=torch.cat([m.reshape(-1) for m in masks]) if masks else None)
+    q = torch.cat(qs).to(DEV)
+    cache = (paged.cache[0].to(DEV), paged.cache[1].to(DEV))
+    out, lse = poisoned(q.shape, dtype), poisoned(q.shape[:2], torch.float32)
+    w.run(q, cache, out=out, lse=lse, return_lse=True)
+    check(out, lse, ref_out, ref_lse, dtype, f"paged {_pids(case)}")
+
+
+def test_paged_cuda_graph_replays_a_later_plan():
+    """A graph captured for one plan replays correctly after plan() rewrites the schedule."""
+    dtype, d, hq, hkv, page_size, batch, total_qo = torch.float16, 128, 8, 2, 16, 4, 256
+    max_pages = 512
+    bufs = dict(qo_indptr_buf=torch.empty(batch + 1, dtype=torch.int32, device=DEV),
+                paged_kv_indptr_buf=torch.empty(batch + 1, dtype=torch.int32, device=DEV),
+                paged_kv_indices_buf=torch.empty(max_pages, dtype=torch.int32, device=DEV),
+                paged_kv_last_page_len_buf=torch.empty(batch, dtype=torch.int32, device=DEV))
+    w = flashinfer.BatchPrefillWithPagedKVCacheWrapper(workspace(), "NHD", use_cuda_graph=True,
+                                                       backend="fa2", **bufs)
+    q = torch.empty(total_qo, hq, d, dtype=dtype, device=DEV)
+    out = torch.empty_like(q)
+    cache = None
+
+    def setup(qo_lens, kv_lens):
+        nonlocal cache
+        qs, ks, vs = make_batch(qo_lens, kv_lens, hq, hkv, d, dtype)
+        paged = R.build_paged_kv(ks, vs, page_size, "NHD", single_tensor=False, extra_pages=0)
+        pages = torch.full((max_pages, page_size, hkv, d), float("nan"), dtype=dtype)
+        pages_v = pages.clone()
+        pages[: paged.num_pages] = paged.cache[0]
+        pages_v[: paged.num_pages] = paged.cache[1]
+        if cache is None:
+            cache = (pages.to(DEV), pages_v.to(DEV))
+        else:
+            cache[0].copy_(pages)
+            cache[1].copy_(pages_v)
+        w.plan(R.indptr_from_lens(qo_lens), paged.indptr, paged.indices, paged.last_page_len, hq, hkv,
+               d, page_size, causal=True, q_data_type=dtype)
+        q.copy_(torch.cat(qs))
+        return batch_reference(qs, ks, vs, True)[0]
+
+    ref_a = setup([64, 64, 64, 64], [64, 300, 1000, 64])
+    w.run(q, cache, out=out)  # warm up outside the graph
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        w.run(q, cache, out=out)
+    out.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    R.assert_attention_close(out.cpu(), ref_a, dtype, "graph, first plan")
+    ref_b = setup([1, 200, 5, 50], [2000, 200, 40, 3000])  # splits kv: partial rows + merge
+    out.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    R.assert_attention_close(out.cpu(), ref_b, dtype, "graph, later plan")
+
+
+_UNSERVED = """
+import torch, torch_flashinfer_ops
+ops = torch.ops.flashinfer
+q = torch.randn(16, 4, {d}, dtype=torch.float16, device="cuda")
+k = {k}
+try:
+    ops.single_prefill(q, k, k, torch.empty_like(q), None, None, 0, False, -1, 0.1, 0.0, 1.0, 1.0)
+except RuntimeError as error:
+    print("raised:", error)
+"""
+
+
+@pytest.mark.parametrize("d, k, expected", [
+    (96, "torch.randn(16, 4, 96, dtype=torch.float16, device='cuda')", "head_dim 96"),
+    (128, "torch.randn(16, 4, 128, device='cuda').to(torch.float8_e4m3fn)", "float8"),
+], ids=["head_dim_96", "fp8_kv"])
+def test_unserved_is_refused(d, k, expected):
+    """Unserved configurations raise a clear error (checked in a child process, so that a crash
+    shows as a failure of this test alone)."""
+    proc = subprocess.run([sys.executable, "-c", _UNSERVED.format(d=d, k=k)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "raised:" in proc.stdout and expected in proc.stdout, (
+        f"exit {proc.returncode}: {proc.stdout[-2000:]} {proc.stderr[-2000:]}")
+
+
+def test_api_refuses_unserved_head_dim():
+    q = torch.randn(16, 4, 96, dtype=torch.float16, device=DEV)
+    with pytest.raises(ValueError, match="head_dim 96"):
+        flashinfer.single_prefill_with_kv_cache(q, q, q, backend="fa2")
