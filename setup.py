@@ -40,7 +40,9 @@ def instantiation_defines():
 
 def extension():
     cpu_sources = ["csrc/registry.cpp"] + rel("csrc/cpu/*.cpp")
-    cxx_flags = ["-O3", "-std=c++17"]
+    # The C++ standard is the one PyTorch builds with (cpp_extension adds it): headers compiled
+    # under another standard than libtorch can disagree on layouts (seen: exceptions crashing).
+    cxx_flags = ["-O3"]
     gpu_sources = rel("csrc/hip/bindings/*.cu")
     want_gpu = os.environ.get("TFO_CPU_ONLY", "0") != "1" and bool(gpu_sources)
     is_rocm = torch.version.hip is not None
@@ -48,10 +50,10 @@ def extension():
         defines = ["-DTFO_WITH_GPU_KERNELS"] + instantiation_defines()
         if is_rocm:
             archs = os.environ.get("TFO_HIP_ARCHS", "gfx942;gfx950").split(";")
-            gpu_flags = ["-O3", "-std=c++17"] + [f"--offload-arch={a}" for a in archs]
+            gpu_flags = ["-O3"] + [f"--offload-arch={a}" for a in archs]
         else:
             archs = os.environ.get("TFO_CUDA_ARCHS", "80;90a").split(";")
-            gpu_flags = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+            gpu_flags = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
             gpu_flags += [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
         return CUDAExtension(
             "torch_flashinfer_ops._C",

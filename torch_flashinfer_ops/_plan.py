@@ -122,6 +122,7 @@ class Workspace:
         # The last host-to-device copy out of plan_host; the next plan() waits for it
         # before rewriting plan_host.
         self._copy_done = None
+        self._partials = {}  # (num_qo_heads, head_dim) -> (partial_o, partial_lse)
 
     @property
     def device(self) -> torch.device:
@@ -131,8 +132,10 @@ class Workspace:
         return self.bytes[: self.plan_bytes].view(torch.int32)
 
     def partial_views(self, rows: int, num_qo_heads: int, head_dim: int):
-        """Fixed-size views for the split-KV partial results (shapes depend only on the
-        head configuration, so compiled graphs see the same shapes for every plan)."""
+        """Fixed views for the split-KV partial results: the same tensor objects for every
+        plan of one head configuration, so compiled graphs see the same inputs. They are
+        marked as static addresses: run() writes them, and a cudagraph (torch.compile's
+        "reduce-overhead") may only mutate inputs whose address never changes."""
         start = _ceil_div(self.plan_bytes, _ALIGN) * _ALIGN
         capacity_rows = (self.bytes.numel() - start - _ALIGN) // (4 * num_qo_heads * (head_dim + 1))
         if rows > capacity_rows:
@@ -140,12 +143,17 @@ class Workspace:
                 f"float_workspace_buffer ({self.bytes.numel()} bytes) is too small for the split-KV "
                 f"partial results of this batch ({rows} rows; it holds {capacity_rows})"
             )
-        capacity_rows = max(capacity_rows, 1)
-        lse_bytes = _ceil_div(capacity_rows * num_qo_heads * 4, _ALIGN) * _ALIGN
-        o_bytes = capacity_rows * num_qo_heads * head_dim * 4
-        partial_lse = self.bytes[start : start + capacity_rows * num_qo_heads * 4].view(torch.float32)
-        partial_o = self.bytes[start + lse_bytes : start + lse_bytes + o_bytes].view(torch.float32)
-        return partial_o, partial_lse
+        key = (num_qo_heads, head_dim)
+        if key not in self._partials:
+            capacity_rows = max(capacity_rows, 1)
+            lse_bytes = _ceil_div(capacity_rows * num_qo_heads * 4, _ALIGN) * _ALIGN
+            o_bytes = capacity_rows * num_qo_heads * head_dim * 4
+            partial_lse = self.bytes[start : start + capacity_rows * num_qo_heads * 4].view(torch.float32)
+            partial_o = self.bytes[start + lse_bytes : start + lse_bytes + o_bytes].view(torch.float32)
+            for t in (partial_o, partial_lse):
+                torch._dynamo.mark_static_address(t)
+            self._partials[key] = (partial_o, partial_lse)
+        return self._partials[key]
 
     def plan(self, platform: str, qo_indptr_host: torch.Tensor, kv_lens_host: torch.Tensor,
              num_qo_heads: int, num_kv_heads: int, head_dim: int, non_blocking: bool = True,
