@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 "$PY" -c "import torch" >/dev/null 2>&1 || "$PY" -m pip install --quiet torch==2.13.0
-for pkg in pybind11 ninja; do
+for pkg in setuptools wheel pybind11 ninja numpy; do
   "$PY" -c "import $pkg" >/dev/null 2>&1 || "$PY" -m pip install --quiet "$pkg"
 done
 MAX_JOBS=${MAX_JOBS:-$(nproc)} "$PY" -m pip install --quiet --no-build-isolation -e .

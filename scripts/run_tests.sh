@@ -16,7 +16,7 @@ if ! have_module torch; then
   "$PY" -m pip install --quiet torch==2.13.0
 fi
 missing=()
-for pkg in pybind11 ninja pytest expecttest numpy transformers; do
+for pkg in setuptools wheel pybind11 ninja pytest expecttest numpy transformers; do
   have_module "$pkg" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
