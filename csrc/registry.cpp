@@ -65,8 +65,11 @@ TORCH_LIBRARY(flashinfer, m) {
   m.def("get_seq_lens(Tensor kv_indptr, Tensor kv_last_page_len, int page_size) -> Tensor");
 }
 
+#include <string>
+
 namespace flashinfer_ops {
 bool gpu_kernels_built();
+std::string gpu_instantiations();
 }
 
 // The Python extension module: importing it loads the registry above.
@@ -74,4 +77,6 @@ PYBIND11_MODULE(_C, module) {
   module.doc() = "torch.ops.flashinfer operators (schemas, CPU and GPU kernels)";
   module.def("gpu_kernels_built", &flashinfer_ops::gpu_kernels_built,
              "True when this build contains the CUDA/HIP kernels");
+  module.def("gpu_instantiations", &flashinfer_ops::gpu_instantiations,
+             "'head_dims;dtypes' instantiated by this build's GPU kernels ('' without them)");
 }

@@ -12,3 +12,13 @@ KV_LAYOUT_CODES = {"NHD": 0, "HND": 1}
 def gpu_kernels_built() -> bool:
     """True when this build contains the CUDA/HIP kernels of csrc/hip."""
     return bool(_C.gpu_kernels_built())
+
+
+def gpu_instantiations():
+    """(head dims, dtypes) this build's GPU kernels instantiate; empty sets without GPU kernels."""
+    text = str(_C.gpu_instantiations())
+    if not text:
+        return frozenset(), frozenset()
+    dims, dtypes = text.split(";")
+    return (frozenset(int(d) for d in dims.split(",") if d),
+            frozenset(getattr(torch, t) for t in dtypes.split(",") if t))

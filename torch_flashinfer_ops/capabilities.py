@@ -92,15 +92,27 @@ def _aiter_rows() -> Tuple[Capability, ...]:
     return tuple(rows)
 
 
-def _gpu_prefill_unavailable() -> Optional[str]:
+def _gpu_unavailable() -> Optional[str]:
     from ._ops import gpu_kernels_built
 
     if not gpu_kernels_built():
         return (
             "this build of torch_flashinfer_ops has no GPU kernels (built with CPU-only PyTorch "
-            "or TFO_CPU_ONLY=1); rebuild with CUDA/ROCm PyTorch for fa2 prefill on the GPU"
+            "or TFO_CPU_ONLY=1); rebuild with CUDA/ROCm PyTorch for fa2 on the GPU"
         )
     return None
+
+
+def _not_instantiated(req: "Request") -> bool:
+    """The build may instantiate a subset of head dims/dtypes (TFO_HEAD_DIMS, TFO_DTYPES)."""
+    from ._ops import gpu_instantiations
+
+    dims, dtypes = gpu_instantiations()
+    return bool(dims) and (req.head_dim not in dims or req.q_dtype not in dtypes)
+
+
+_NOT_INSTANTIATED = ("head_dim/dtype not instantiated by this build (see setup.py's TFO_HEAD_DIMS, "
+                     "TFO_DTYPES)", _not_instantiated)
 
 
 def _gpu_prefill_rows() -> Tuple[Capability, ...]:
@@ -117,8 +129,9 @@ def _gpu_prefill_rows() -> Tuple[Capability, ...]:
             head_dims=frozenset({64, 128, 256}),
             page_sizes=None,
             options=frozenset(options),
-            known_bad=(("kv dtype different from q dtype", lambda req: req.kv_dtype != req.q_dtype),),
-            unavailable_reason=_gpu_prefill_unavailable,
+            known_bad=(("kv dtype different from q dtype", lambda req: req.kv_dtype != req.q_dtype),
+                       _NOT_INSTANTIATED),
+            unavailable_reason=_gpu_unavailable,
             note=note,
         )
 
@@ -130,17 +143,6 @@ def _gpu_prefill_rows() -> Tuple[Capability, ...]:
         row("rocm", batch_ops, set(OPTIONS) - {"custom_mask"},
             "the same kernels on MFMA (compiled, not run); no custom mask in the batch kernels"),
     )
-
-
-def _gpu_decode_unavailable() -> Optional[str]:
-    from ._ops import gpu_kernels_built
-
-    if not gpu_kernels_built():
-        return (
-            "this build of torch_flashinfer_ops has no GPU kernels (built with CPU-only PyTorch "
-            "or TFO_CPU_ONLY=1); rebuild with CUDA/ROCm PyTorch for fa2 decode on the GPU"
-        )
-    return None
 
 
 TABLE: Tuple[Capability, ...] = (
@@ -167,8 +169,9 @@ TABLE: Tuple[Capability, ...] = (
             page_sizes=None,
             options=frozenset({"sliding_window", "logits_soft_cap", "return_lse", "kv_layout_HND"}),
             known_bad=(("16-bit kv dtype different from q dtype",
-                        lambda req: req.kv_dtype in HALF_DTYPES and req.kv_dtype != req.q_dtype),),
-            unavailable_reason=lambda: _gpu_decode_unavailable(),
+                        lambda req: req.kv_dtype in HALF_DTYPES and req.kv_dtype != req.q_dtype),
+                       _NOT_INSTANTIATED),
+            unavailable_reason=_gpu_unavailable,
             note="decode kernels (csrc/hip/kernels/decode): GQA group per block, split-KV with a merge; "
             "use_tensor_cores=True runs the group as a 16-row mma.sync/MFMA tile (AMD compiled, not run)",
         )

@@ -1,5 +1,10 @@
-// Which kernel families this build contains (queried from Python for routing).
+// Which kernel families this build contains (queried from Python for routing). GPU builds
+// may instantiate a subset of head dims and dtypes (setup.py's TFO_HEAD_DIMS / TFO_DTYPES);
+// the same macros reach this file, so routing never sends a call to a missing instantiation.
+#include <string>
+
 namespace flashinfer_ops {
+
 bool gpu_kernels_built() {
 #ifdef TFO_WITH_GPU_KERNELS
   return true;
@@ -7,4 +12,30 @@ bool gpu_kernels_built() {
   return false;
 #endif
 }
+
+// "head_dim,head_dim,...;dtype,dtype,..." of the GPU instantiations ("" without GPU kernels).
+std::string gpu_instantiations() {
+  std::string dims, dtypes;
+  auto add = [](std::string& list, const char* item) {
+    if (!list.empty()) list += ",";
+    list += item;
+  };
+#ifdef TFO_HEAD_DIM_64
+  add(dims, "64");
+#endif
+#ifdef TFO_HEAD_DIM_128
+  add(dims, "128");
+#endif
+#ifdef TFO_HEAD_DIM_256
+  add(dims, "256");
+#endif
+#ifdef TFO_DTYPE_F16
+  add(dtypes, "float16");
+#endif
+#ifdef TFO_DTYPE_BF16
+  add(dtypes, "bfloat16");
+#endif
+  return gpu_kernels_built() ? dims + ";" + dtypes : std::string();
+}
+
 }  // namespace flashinfer_ops
