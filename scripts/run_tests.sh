@@ -34,7 +34,8 @@ MAX_JOBS=${MAX_JOBS:-$(nproc)} "$PY" -m pip install --quiet --no-build-isolation
 
 # pytest exit codes: 0 all passed; anything else (failures, errors, nothing collected) fails.
 set +e
-"$PY" -m pytest -q -ra tests "$@"
+# -rP shows the captured output of passed tests: the compile check's register report.
+"$PY" -m pytest -q -raP tests "$@"
 status=$?
 set -e
 if [ $status -ne 0 ]; then
