@@ -100,3 +100,42 @@ def test_no_graph_breaks_in_run():
     explanation = torch._dynamo.explain(lambda q, c: wrapper.run(q, c))(q, cache)
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
+
+
+def _plan_inputs(kv_lens, num_pages):
+    pages = [(n + PAGE - 1) // PAGE for n in kv_lens]
+    indptr = torch.zeros(len(kv_lens) + 1, dtype=torch.int32)
+    indptr[1:] = torch.cumsum(torch.tensor(pages), 0)
+    indices = torch.randperm(num_pages)[: sum(pages)].to(torch.int32)
+    last = torch.tensor([(n - 1) % PAGE + 1 for n in kv_lens], dtype=torch.int32)
+    return indptr, indices, last
+
+
+@pytest.mark.parametrize("phase", ["prefill", "decode"])
+def test_no_recompilation_when_batch_composition_changes(phase):
+    """Same shapes in, new plan: the compiled step is reused (index arrays are dynamic)."""
+    import torch._dynamo.testing
+
+    torch.manual_seed(2)
+    num_pages = 128
+    cache = torch.randn(num_pages, 2, PAGE, HKV, D).half()
+    workspace = torch.empty(16 << 20, dtype=torch.uint8)
+    if phase == "decode":
+        wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
+    else:
+        wrapper = flashinfer.BatchPrefillWithPagedKVCacheWrapper(workspace, "NHD")
+    counter = torch._dynamo.testing.CompileCounter()
+    step = torch.compile(lambda q, c: wrapper.run(q, c) * 2, backend=counter, fullgraph=True)
+    compositions = ([20, 3, 50], [70, 1, 33], [5, 5, 500], [16, 17, 18])
+    qo_splits = ([4, 4, 4], [1, 10, 1], [6, 3, 3], [12, 0, 0])
+    for kv_lens, qo_lens in zip(compositions, qo_splits):
+        indptr, indices, last = _plan_inputs(kv_lens, num_pages)
+        if phase == "decode":
+            wrapper.plan(indptr, indices, last, HQ, HKV, D, PAGE)
+            q = torch.randn(len(kv_lens), HQ, D).half()
+        else:
+            qo_indptr = torch.tensor([0] + torch.cumsum(torch.tensor(qo_lens), 0).tolist(), dtype=torch.int32)
+            wrapper.plan(qo_indptr, indptr, indices, last, HQ, HKV, D, PAGE, causal=True)
+            q = torch.randn(sum(qo_lens), HQ, D).half()
+        torch.testing.assert_close(step(q, cache), wrapper.run(q, cache) * 2, rtol=0, atol=0)
+    assert counter.frame_count == 1, f"recompiled: {counter.frame_count} frames for {len(compositions)} plans"

@@ -132,8 +132,15 @@ class BatchWrapperBase:
                 )
 
     def _to_device(self, t: torch.Tensor, buffer_name: str, non_blocking: bool) -> torch.Tensor:
-        """The run-time copy of an index array: in the fixed buffer in CUDA-graph mode."""
-        t = t.to(torch.int32)
+        """The run-time copy of an index array: in the fixed buffer in CUDA-graph mode.
+
+        Its length follows the batch composition, so it is marked dynamic: a compiled graph
+        that calls run() is reused across plans instead of being recompiled per length."""
+        device_copy = self._copy_index_array(t.to(torch.int32), buffer_name, non_blocking)
+        torch._dynamo.maybe_mark_dynamic(device_copy, 0)
+        return device_copy
+
+    def _copy_index_array(self, t: torch.Tensor, buffer_name: str, non_blocking: bool) -> torch.Tensor:
         if self._use_cuda_graph:
             buf = self._graph_buffers.get(buffer_name)
             if buf is None:
