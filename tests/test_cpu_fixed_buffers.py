@@ -60,3 +60,15 @@ def test_prefill_fixed_buffers_required():
     with pytest.raises(ValueError, match="qo_indptr_buf"):
         w.plan(torch.tensor([0, 3], dtype=torch.int32), indptr, indptr[:1], torch.tensor([3], dtype=torch.int32),
                HQ, HKV, D, PAGE)
+
+
+def test_workspace_too_small_for_the_schedule_raises_before_writing():
+    w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(torch.empty(64 * 1024, dtype=torch.uint8), "NHD")
+    kv_lens = [1] * 700  # 8 + 2 * 700 + 6 * 700 int32 > the 16 KiB plan region
+    ks = [torch.randn(n, HKV, D).half() for n in kv_lens]
+    paged = ref.build_paged_kv(ks, ks, PAGE)
+    plan_region = w._workspace.plan_view()
+    plan_region.fill_(-5)
+    with pytest.raises(ValueError, match="float_workspace_buffer"):
+        w.plan(paged.indptr, paged.indices, paged.last_page_len, HQ, HKV, D, PAGE)
+    assert bool((plan_region == -5).all()), "the plan region was written by a plan that did not fit"

@@ -83,16 +83,6 @@ def choose_kv_chunk_size(platform: str, qo_lens: np.ndarray, kv_lens: np.ndarray
     return _ceil_div(chunk, 64) * 64
 
 
-def plan_int32_count(qo_lens: np.ndarray, kv_lens: np.ndarray, q_tile_rows: int, kv_chunk_size: int) -> int:
-    tiles = np.maximum((qo_lens + q_tile_rows - 1) // q_tile_rows, 1)
-    if kv_chunk_size > 0:
-        splits = np.where(kv_lens > kv_chunk_size, (kv_lens + kv_chunk_size - 1) // kv_chunk_size, 1)
-    else:
-        splits = 1
-    items = int((tiles * splits).sum())
-    return PLAN_HEADER + PLAN_ITEM_FIELDS * items + PLAN_REQUEST_FIELDS * kv_lens.size
-
-
 @dataclasses.dataclass
 class BatchPlan:
     plan_info: torch.Tensor  # int32, on the workspace's device
@@ -163,15 +153,11 @@ class Workspace:
         qo_lens, kv_lens = qo_indptr_np[1:] - qo_indptr_np[:-1], kv_lens_host.numpy()
         if kv_chunk_size is None:
             kv_chunk_size = choose_kv_chunk_size(platform, qo_lens, kv_lens, num_kv_heads, q_tile_rows)
-        needed = plan_int32_count(qo_lens, kv_lens, q_tile_rows, kv_chunk_size)
-        if needed > self.plan_host.numel():
-            raise ValueError(
-                f"float_workspace_buffer: the schedule of this batch needs {needed * 4} bytes but the plan "
-                f"region holds {self.plan_host.numel() * 4}; give a larger workspace"
-            )
         if self._copy_done is not None:
             self._copy_done.synchronize()
+        # Raises ValueError, before writing anything, when the plan region is too small.
         ops.plan_batch(qo_indptr_host, kv_lens_host, self.plan_host, q_tile_rows, kv_chunk_size)
+        needed = PLAN_HEADER + PLAN_REQUEST_FIELDS * kv_lens.size + PLAN_ITEM_FIELDS * int(self.plan_host[0])
         device_plan = self.plan_view()
         if device_plan.is_cuda:
             # Only the prefix a run reads travels; the buffer keeps its fixed size.

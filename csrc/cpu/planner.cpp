@@ -44,9 +44,9 @@ void plan_schedule(const int32_t* qo_indptr, const int32_t* kv_lens, int64_t bat
   // Requests first, items fill the rest of the buffer.
   const int64_t item_capacity = (out_size - kHeaderSize - kRequestFields * batch) / kItemFields;
   const int64_t needed = plan_size_for(qo_indptr, kv_lens, batch, q_tile_rows, kv_chunk_size);
-  TORCH_CHECK(needed <= out_size, "plan_batch: plan_info holds ", out_size,
-              " int32 but this batch needs ", needed,
-              " (increase the workspace or the maximum batch the wrapper was built for)");
+  TORCH_CHECK_VALUE(needed <= out_size, "plan_batch: plan_info (the plan region of "
+                    "float_workspace_buffer) holds ", out_size, " int32 but this batch needs ", needed,
+                    "; give a larger float_workspace_buffer");
 
   int32_t* requests = out + kHeaderSize;
   int32_t* items = requests + kRequestFields * batch;
