@@ -200,7 +200,7 @@ class _PrefillWrapperBase(BatchWrapperBase):
         if q.device != self.device:
             raise ValueError(f"q is on {q.device} but the workspace is on {self.device}")
 
-    def _scales(self, q_scale, k_scale, v_scale, kv_dtype):
+    def _scales(self, q_scale, k_scale, v_scale):
         k = V.check_scale("k_scale", k_scale)
         v = V.check_scale("v_scale", v_scale)
         sm = V.resolve_sm_scale(self._params["sm_scale"], self._params["head_dim"], q_scale)
@@ -339,7 +339,7 @@ class BatchPrefillWithPagedKVCacheWrapper(_PrefillWrapperBase):
             raise ValueError(f"paged_kv_cache is {k_cache.dtype} but plan() was made for kv_data_type={p['kv_dtype']}")
         wl = p["window_left"] if window_left is None else window_left
         V.check_window_left(wl)
-        sm, ks, vs = self._scales(q_scale, k_scale, v_scale, k_cache.dtype)
+        sm, ks, vs = self._scales(q_scale, k_scale, v_scale)
         out, lse = _make_outputs(q, out, lse, return_lse)
         self._check_run_options(lse is not None, wl)
         if self._chosen == "aiter":
@@ -491,7 +491,7 @@ class BatchPrefillWithRaggedKVCacheWrapper(_PrefillWrapperBase):
             )
         if k.dtype != p["kv_dtype"]:
             raise ValueError(f"k is {k.dtype} but plan() was made for kv_data_type={p['kv_dtype']}")
-        sm, ks, vs = self._scales(q_scale, k_scale, v_scale, k.dtype)
+        sm, ks, vs = self._scales(q_scale, k_scale, v_scale)
         out, lse = _make_outputs(q, out, lse, return_lse)
         self._check_run_options(lse is not None, p["window_left"])
         if self._chosen == "aiter":
