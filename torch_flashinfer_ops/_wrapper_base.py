@@ -2,6 +2,7 @@
 buffers, paged-cache unpacking and the host-side index checks of plan()."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional, Tuple, Union
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 
 from . import _validation as V
 from ._plan import Workspace
-from .capabilities import check_backend_name, platform_of
+from .capabilities import check_backend_name, platform_of, resolve_backend
 
 
 def parse_dtype(value: Union[str, torch.dtype, None], name: str) -> Optional[torch.dtype]:
@@ -141,18 +142,23 @@ class BatchWrapperBase:
         return device_copy
 
     def _copy_index_array(self, t: torch.Tensor, buffer_name: str, non_blocking: bool) -> torch.Tensor:
+        """`t` on the workspace's device: a prefix of the fixed buffer in CUDA-graph mode."""
         if self._use_cuda_graph:
-            buf = self._graph_buffers.get(buffer_name)
-            if buf is None:
-                raise ValueError(f"use_cuda_graph=True needs {buffer_name} at construction")
-            if t.numel() > buf.numel():
-                raise ValueError(
-                    f"{buffer_name} holds {buf.numel()} entries but this plan needs {t.numel()}; "
-                    "construct the wrapper with buffers sized for the largest batch"
-                )
+            self._check_graph_capacity(**{buffer_name: t.numel()})
+            buf = self._graph_buffers[buffer_name]
             buf[: t.numel()].copy_(t, non_blocking=non_blocking)
             return buf[: t.numel()]
         return t.to(self.device, non_blocking=non_blocking)
+
+    def _check_run_options(self, return_lse: bool, window_left: int) -> None:
+        """Options that run() adds to the planned ones must be served by the chosen backend."""
+        extra = set()
+        if return_lse:
+            extra.add("return_lse")
+        if window_left >= 0:
+            extra.add("sliding_window")
+        if not extra <= self._request.options:
+            resolve_backend(self._chosen, dataclasses.replace(self._request, options=self._request.options | extra))
 
     def _require_plan(self):
         if self._plan is None:

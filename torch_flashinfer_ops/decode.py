@@ -9,7 +9,6 @@ FP8 caches (float8_e4m3fn/e5m2, and the fnuz variants) are dequantised as value 
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Optional, Tuple, Union
 
 import torch
@@ -216,9 +215,7 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
         V.check_lse(lse, q.shape[:2], q.device)
         if lse is None and return_lse:
             lse = torch.empty(q.shape[:2], dtype=torch.float32, device=q.device)
-        extra = ({"return_lse"} if lse is not None else set()) | ({"sliding_window"} if wl >= 0 else set())
-        if not extra <= self._request.options:
-            resolve_backend(self._chosen, dataclasses.replace(self._request, options=self._request.options | extra))
+        self._check_run_options(lse is not None, wl)
         if self._chosen == "aiter":
             aiter_bridge.batch_paged(q, k_cache, v_cache, out, self._aiter_qo_indptr, self._aiter_plan, sm, wl,
                                      p["logits_soft_cap"], ks, vs)

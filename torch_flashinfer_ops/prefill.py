@@ -9,7 +9,6 @@ Shapes (NHD layout; HND swaps the token and head axes of k/v):
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Optional, Tuple, Union
 
@@ -27,7 +26,7 @@ from ._wrapper_base import (
     parse_dtype,
     unpack_paged_kv_cache,
 )
-from .capabilities import FP8_DTYPES, Request, platform_of, resolve_backend
+from .capabilities import Request, platform_of, resolve_backend
 
 _OUT_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -167,23 +166,8 @@ class _PrefillWrapperBase(BatchWrapperBase):
     def _mask_to_device(self, packed, mask_indptr, non_blocking):
         if packed is None:
             return None, None
-        if self._use_cuda_graph:
-            buf = self._graph_buffers["custom_mask_buf"]
-            buf[: packed.numel()].copy_(packed, non_blocking=non_blocking)
-            packed = buf[: packed.numel()]
-        else:
-            packed = packed.to(self.device, non_blocking=non_blocking)
+        packed = self._copy_index_array(packed, "custom_mask_buf", non_blocking)
         return packed, self._to_device(mask_indptr, "mask_indptr_buf", non_blocking)
-
-    def _check_run_options(self, return_lse: bool, window_left: int) -> None:
-        """Options that run() adds to the planned ones must be served by the chosen backend."""
-        extra = set()
-        if return_lse:
-            extra.add("return_lse")
-        if window_left >= 0:
-            extra.add("sliding_window")
-        if not extra <= self._request.options:
-            resolve_backend(self._chosen, dataclasses.replace(self._request, options=self._request.options | extra))
 
     def _store_params(self, **params):
         self._params = params
