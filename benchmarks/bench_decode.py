@@ -16,25 +16,10 @@ import time
 import torch
 
 import torch_flashinfer_ops as tfo
+from cuda_timing import timed
 
 HQ, HKV, D, PAGE = 32, 8, 128, 16
 DTYPE = torch.float16
-
-
-def timed(fn, iters=20):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    times.sort()
-    return times[len(times) // 2] * 1e-3
 
 
 def graph_timed(fn, iters=20):

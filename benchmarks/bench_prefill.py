@@ -15,24 +15,9 @@ import torch
 import torch.nn.functional as F
 
 import torch_flashinfer_ops as tfo
+from cuda_timing import timed
 
 HQ, HKV, D = 32, 8, 128
-
-
-def timed(fn, iters):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    times.sort()
-    return times[len(times) // 2] * 1e-3
 
 
 def sdpa_runner(backend, q, k, v, causal):
