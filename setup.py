@@ -39,7 +39,7 @@ def instantiation_defines():
 
 
 def extension():
-    cpu_sources = ["csrc/registry.cpp"] + rel("csrc/cpu/*.cpp")
+    cpu_sources = ["csrc/registry.cpp"] + rel("csrc/common/*.cpp") + rel("csrc/cpu/*.cpp")
     # The C++ standard is the one PyTorch builds with (cpp_extension adds it): headers compiled
     # under another standard than libtorch can disagree on layouts (seen: exceptions crashing).
     cxx_flags = ["-O3"]

@@ -41,6 +41,13 @@ struct SmemTile {
   TFO_INLINE T* ptr(int row, int col) const {
     return chunk_ptr(row, col / kChunkElems) + col % kChunkElems;
   }
+  // chunk_ptr(row0 + lane_row, chunk) for row0 a multiple of 8. The swizzle then depends on
+  // lane_row alone (rows 8 apart share it), so fragment loaders that walk a tile in blocks of
+  // rows reuse one per-lane swizzle term instead of recomputing it for every fragment.
+  TFO_INLINE T* chunk_ptr_in_block(int row0, int lane_row, int chunk) const {
+    return data + (row0 + lane_row) * kCols +
+           swizzle_chunk<kChunksPerRow>(lane_row, chunk) * kChunkElems;
+  }
 };
 
 // All kThreads threads of the block copy a kRows x kCols tile from row-major global memory

@@ -9,6 +9,7 @@
 //   shfl_xor(float v, int lane_mask)  value of lane (lane_id() ^ lane_mask)
 //   group_allreduce<kGroup>(v, op)    op-reduce over each aligned group of kGroup consecutive
 //                                     lanes (power of two <= kWaveSize); every lane gets the result
+//   wave_all(pred)                    true when pred holds on every active lane (wave-uniform)
 //   block_sync(), wave_sync()         barrier with shared-memory visibility; wave-level barrier
 //   fast_exp2(x), fast_rcp(x), fast_log2(x), fast_tanh(x), max_f32(a, b)
 #pragma once

@@ -98,7 +98,10 @@ struct WorkUnit {
   int q_begin;
 };
 
-template <typename T, int kHeadDim, bool kPaged, bool kPlanned>
+// kTransformScores: the scores go through a soft cap (or a non-positive scale) before the
+// softmax; a separate instantiation, so that the common kernel carries none of that code (if
+// converted, it would cost issue slots on every tile).
+template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores>
 TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, uint8_t* smem) {
   using Policy = PrefillPolicy<kHeadDim, kPlanned>;
   constexpr int R = Policy::kRowFrags;
@@ -155,16 +158,23 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
                                   p.kv_stride_token,
                                   u.kv_head * p.kv_stride_head};
 
+  // Each thread copies one fixed 16-byte column chunk of kKvTile / kRowsPerPass rows per tile;
+  // only the row index changes between passes, so the per-copy address math is one multiply-add
+  // (contiguous K/V) or a page lookup (paged).
+  constexpr int kRowsPerPass = kThreads / kChunks;
+  constexpr int kKvPasses = Policy::kKvTile / kRowsPerPass;
+  static_assert(kThreads % kChunks == 0 && Policy::kKvTile % kRowsPerPass == 0, "K/V tile copy");
+  const int copy_row = thread / kChunks, copy_chunk = thread % kChunks;
+  const T* k_src = k + copy_chunk * 8;
+  const T* v_src = v + copy_chunk * 8;
   auto load_kv = [&](const KvTile& tile, const T* src_base, int kv0) {
-    // Not unrolled: unrolled, the row addresses of K and V stay live across the loop and spill.
 #pragma unroll 1
-    for (int i = 0; i < Policy::kKvTile * kChunks / kThreads; ++i) {
-      const int linear = i * kThreads + thread;
-      const int row = linear / kChunks, chunk = linear % kChunks;
+    for (int i = 0; i < kKvPasses; ++i) {
+      const int row = copy_row + i * kRowsPerPass;
       const int pos = kv0 + row;
       const bool in_bounds = pos < kv_hi;
-      const T* src = in_bounds ? src_base + kv_addr(pos) + chunk * 8 : src_base;
-      copy_global_to_shared_16b(tile.chunk_ptr(row, chunk), src, in_bounds);
+      const T* src = in_bounds ? src_base + kv_addr(pos) : src_base;
+      copy_global_to_shared_16b(tile.chunk_ptr(row, copy_chunk), src, in_bounds);
     }
   };
 
@@ -184,7 +194,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     }
     copy_global_to_shared_16b(q_tile.chunk_ptr(row, chunk), src, in_bounds);
   }
-  if (num_kv_tiles > 0) load_kv(k_tile, k, kv_lo);
+  if (num_kv_tiles > 0) load_kv(k_tile, k_src, kv_lo);
   copy_commit_group();
 
   // The tokens of this lane's score rows (masking); rows past row_end are padding.
@@ -201,6 +211,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   }
 
   const bool soft_cap = p.cap_log2e > 0.0f;
+  const float exp_scale = kTransformScores ? 1.0f : p.logit_scale;
   const uint8_t* mask = nullptr;
   if (custom) mask = p.custom_mask + (p.mask_indptr != nullptr ? p.mask_indptr[r] : 0);
   const float neg_inf = -__builtin_huge_valf();
@@ -222,24 +233,40 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     const int kv0 = kv_lo + tile * Policy::kKvTile;
     copy_wait_groups<0>();
     block_sync();  // K_tile (and Q) landed; every wave is done with V of the last tile
-    load_kv(v_tile, v, kv0);
+    load_kv(v_tile, v_src, kv0);
     copy_commit_group();
 
     FragC s[R][C];
     score_block<kHeadDim, T>(s, q_tile, wave_row0, k_tile, 0);
 
+    // Logits to base-2 units. With a soft cap (or a non-positive scale) every score is
+    // transformed here; otherwise the scale is folded into the exponent below (one FFMA per
+    // score), and the row maxima are taken on the raw scores.
+    if constexpr (kTransformScores) {
+#pragma unroll
+      for (int i = 0; i < R; ++i) {
+#pragma unroll
+        for (int j = 0; j < C; ++j) {
+#pragma unroll
+          for (int e = 0; e < kAccElems; ++e) {
+            const float x = s[i][j].v[e] * p.logit_scale;
+            s[i][j].v[e] = soft_cap ? p.cap_log2e * fast_tanh(x) : x;
+          }
+        }
+      }
+    }
+    // Masks are applied only on the tiles that need them (block-uniform test), so that the
+    // common tile runs branch-free.
     const bool need_mask = custom || kv0 + Policy::kKvTile > kv_hi ||
                            (p.causal && kv0 + Policy::kKvTile - 1 > t_first + delta) ||
                            (p.window_left >= 0 && kv0 < t_last + delta - p.window_left);
+    if (need_mask) {
 #pragma unroll
-    for (int i = 0; i < R; ++i) {
+      for (int i = 0; i < R; ++i) {
 #pragma unroll
-      for (int j = 0; j < C; ++j) {
+        for (int j = 0; j < C; ++j) {
 #pragma unroll
-        for (int e = 0; e < kAccElems; ++e) {
-          float x = s[i][j].v[e] * p.logit_scale;
-          if (soft_cap) x = p.cap_log2e * fast_tanh(x);
-          if (need_mask) {
+          for (int e = 0; e < kAccElems; ++e) {
             const int slot = score_row_slot(e);
             const int token = row_token[i][slot];
             const int kv = kv0 + 16 * j + score_col(lane, e);
@@ -251,14 +278,14 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
               visible = visible && kv <= token + delta;
             }
             if (p.window_left >= 0) visible = visible && kv >= token + delta - p.window_left;
-            if (!visible) x = neg_inf;
+            if (!visible) s[i][j].v[e] = neg_inf;
           }
-          s[i][j].v[e] = x;
         }
       }
     }
 
     // Online softmax (base 2); rows that have seen nothing keep m = -inf and use 0 as the base.
+    // m is kept in base-2 units (exp_scale > 0 preserves the order of the maxima).
     FragA<T, 16> prob[R][C];
 #pragma unroll
     for (int i = 0; i < R; ++i) {
@@ -266,9 +293,11 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
       score_row_fold(s[i], row_max, MaxOp{});
       score_row_allreduce(row_max, MaxOp{});
       ScoreRows rescale, base;
+      bool unchanged = true;
 #pragma unroll
       for (int slot = 0; slot < kScoreRowsPerLane; ++slot) {
-        const float m_new = max_f32(m[i].v[slot], row_max.v[slot]);
+        const float m_new = max_f32(m[i].v[slot], row_max.v[slot] * exp_scale);
+        unchanged = unchanged && m_new == m[i].v[slot];
         base.v[slot] = m_new == neg_inf ? 0.0f : m_new;
         rescale.v[slot] = fast_exp2(m[i].v[slot] - base.v[slot]);
         m[i].v[slot] = m_new;
@@ -279,24 +308,27 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
 #pragma unroll
         for (int e = 0; e < kAccElems; ++e) {
           const int slot = score_row_slot(e);
-          const float pe = fast_exp2(s[i][j].v[e] - base.v[slot]);
+          const float pe = fast_exp2(s[i][j].v[e] * exp_scale - base.v[slot]);
           s[i][j].v[e] = pe;
           l[i].v[slot] += pe;
         }
         score_to_operand(prob[i][j], s[i][j]);
       }
-      const RowVals acc_rescale = acc_rows_from_score_rows(rescale);
+      // Once the row maxima settle, whole tiles pass without a change: skip the rescale of O.
+      if (!wave_all(unchanged)) {
+        const RowVals acc_rescale = acc_rows_from_score_rows(rescale);
 #pragma unroll
-      for (int dn = 0; dn < DF; ++dn) {
+        for (int dn = 0; dn < DF; ++dn) {
 #pragma unroll
-        for (int e = 0; e < kAccElems; ++e) o[i][dn].v[e] *= acc_rescale.v[acc_row_slot(e)];
+          for (int e = 0; e < kAccElems; ++e) o[i][dn].v[e] *= acc_rescale.v[acc_row_slot(e)];
+        }
       }
     }
 
     copy_wait_groups<0>();
     block_sync();  // V_tile landed; every wave is done with K_tile
     if (tile + 1 < num_kv_tiles) {
-      load_kv(k_tile, k, kv0 + Policy::kKvTile);
+      load_kv(k_tile, k_src, kv0 + Policy::kKvTile);
       copy_commit_group();
     }
 
@@ -416,7 +448,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
 
 // Single request (kPlanned false): grid (q tiles, num_kv_heads), one unit per block.
 // Planned batch: grid (grid_blocks), persistent over the plan's items x kv heads x row chunks.
-template <typename T, int kHeadDim, bool kPaged, bool kPlanned>
+template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores>
 TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned>::kThreads))
     prefill_kernel(const PrefillParams p, int grid_blocks) {
   using Policy = PrefillPolicy<kHeadDim, kPlanned>;
@@ -429,7 +461,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned>::kThreads))
     const int row_begin = tile * Policy::kTileRows;
     const WorkUnit u{0, row_begin, min_int(row_begin + Policy::kTileRows, rows), 0, p.kv_len,
                      block_index_y(), -1, 0};
-    run_unit<T, kHeadDim, kPaged, kPlanned>(p, u, group, prefill_smem);
+    run_unit<T, kHeadDim, kPaged, kPlanned, kTransformScores>(p, u, group, prefill_smem);
   } else {
     namespace pi = flashinfer_ops::plan_info;
     const int32_t* plan = p.plan;
@@ -446,7 +478,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned>::kThreads))
       if (row_begin >= row_end) continue;
       const WorkUnit u{item[pi::kRequest], row_begin,     row_end, item[pi::kKvBegin],
                        item[pi::kKvEnd],   rest / chunks, item[pi::kPartialRow], q_begin};
-      run_unit<T, kHeadDim, kPaged, kPlanned>(p, u, group, prefill_smem);
+      run_unit<T, kHeadDim, kPaged, kPlanned, kTransformScores>(p, u, group, prefill_smem);
     }
   }
 }

@@ -12,7 +12,8 @@
 //
 // A C row lies in the 4 lanes of a group; each lane holds 2 rows. Every register above is one
 // 8x8 matrix of ldmatrix (.trans for row-major B), which is how the fragments are loaded.
-// K = 32 fragments are two K = 16 fragments back to back.
+// K = 32 fragments are two K = 16 fragments back to back. The loaders take tile offsets (row0,
+// n0, k0) that are multiples of 16, as every caller's are.
 #pragma once
 
 #include <type_traits>
@@ -95,7 +96,10 @@ TFO_INLINE void load_a(FragA<T, K>& a, const Tile& tile, int row0, int k0) {
   const int lane = lane_id();
 #pragma unroll
   for (int kb = 0; kb < K / 16; ++kb) {
-    detail::ldmatrix_x4(&a.x[4 * kb], tile.ptr(row0 + lane % 16, k0 + 16 * kb + 8 * (lane / 16)));
+    // k0 + 16 kb is a multiple of 16: its chunk index is even, so "| (lane / 16)" adds the lane's
+    // half, in a form that merges with the swizzle's XOR.
+    const int chunk = (k0 + 16 * kb) / 8 | (lane / 16);
+    detail::ldmatrix_x4(&a.x[4 * kb], tile.chunk_ptr_in_block(row0, lane % 16, chunk));
   }
 }
 
@@ -103,10 +107,11 @@ TFO_INLINE void load_a(FragA<T, K>& a, const Tile& tile, int row0, int k0) {
 template <typename T, int K, typename Tile>
 TFO_INLINE void load_b_nk(FragB<T, K>& b, const Tile& tile, int n0, int k0) {
   const int lane = lane_id();
-  const int n = n0 + 8 * (lane / 16) + lane % 8;
+  const int n = 8 * (lane / 16) + lane % 8;
 #pragma unroll
   for (int kb = 0; kb < K / 16; ++kb) {
-    detail::ldmatrix_x4(&b.x[4 * kb], tile.ptr(n, k0 + 16 * kb + 8 * ((lane / 8) % 2)));
+    const int chunk = (k0 + 16 * kb) / 8 | ((lane / 8) % 2);
+    detail::ldmatrix_x4(&b.x[4 * kb], tile.chunk_ptr_in_block(n0, n, chunk));
   }
 }
 
@@ -114,11 +119,10 @@ TFO_INLINE void load_b_nk(FragB<T, K>& b, const Tile& tile, int n0, int k0) {
 template <typename T, int K, typename Tile>
 TFO_INLINE void load_b_kn(FragB<T, K>& b, const Tile& tile, int k0, int n0) {
   const int lane = lane_id();
-  const int n = n0 + 8 * (lane / 16);
+  const int chunk = n0 / 8 | (lane / 16);
 #pragma unroll
   for (int kb = 0; kb < K / 16; ++kb) {
-    detail::ldmatrix_x4_trans(&b.x[4 * kb],
-                              tile.ptr(k0 + 16 * kb + 8 * ((lane / 8) % 2) + lane % 8, n));
+    detail::ldmatrix_x4_trans(&b.x[4 * kb], tile.chunk_ptr_in_block(k0 + 16 * kb, lane % 16, chunk));
   }
 }
 

@@ -42,6 +42,8 @@ TFO_INLINE float group_allreduce(float v, Op op) {
   return v;
 }
 
+TFO_INLINE bool wave_all(bool pred) { return __all_sync(kFullWaveMask, pred); }
+
 TFO_INLINE void block_sync() { __syncthreads(); }
 TFO_INLINE void wave_sync() { __syncwarp(); }
 
@@ -60,7 +62,12 @@ TFO_INLINE float fast_log2(float x) {
   asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
 }
-TFO_INLINE float fast_tanh(float x) { return tanhf(x); }
+// tanh.approx (sm_75+): relative error about 2^-11, below the half/bfloat16 output precision.
+TFO_INLINE float fast_tanh(float x) {
+  float y;
+  asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
 TFO_INLINE float max_f32(float a, float b) { return fmaxf(a, b); }
 
 }  // namespace tfo::gpu

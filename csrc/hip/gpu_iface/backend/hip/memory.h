@@ -24,14 +24,15 @@ TFO_INLINE void copy_wait_groups() {}
 // consecutive rows at the same logical chunk; XOR-ing the chunk with the row's index modulo the
 // 8 lines' worth of rows sends them to 8 different bank groups. Rows narrower than a line share
 // one, so the row index is first divided by the rows per line.
+// Rows are never negative: unsigned arithmetic keeps the index math to shifts and masks.
 template <int kChunksPerRow>
 TFO_HOST_DEVICE constexpr int swizzle_chunk(int row, int chunk) {
   constexpr int kChunksPerLine = 8;
   if constexpr (kChunksPerRow >= kChunksPerLine) {
-    return chunk ^ (row % kChunksPerLine);
+    return chunk ^ static_cast<int>(static_cast<unsigned>(row) % kChunksPerLine);
   } else {
     constexpr int kRowsPerLine = kChunksPerLine / kChunksPerRow;
-    return chunk ^ ((row / kRowsPerLine) % kChunksPerRow);
+    return chunk ^ static_cast<int>(static_cast<unsigned>(row) / kRowsPerLine % kChunksPerRow);
   }
 }
 

@@ -68,6 +68,9 @@ TFO_INLINE float group_allreduce(float v, Op op) {
   return v;
 }
 
+// No active lane has pred false (inactive lanes contribute zero bits to the ballot).
+TFO_INLINE bool wave_all(bool pred) { return __builtin_amdgcn_ballot_w64(!pred) == 0; }
+
 TFO_INLINE void block_sync() {
   __builtin_amdgcn_fence(__ATOMIC_RELEASE, "workgroup");
   __builtin_amdgcn_s_barrier();
