@@ -38,11 +38,32 @@ def instantiation_defines():
     return defines
 
 
+def runtime_libstdcxx():
+    """Path of the libstdc++ this process (and so PyTorch) runs with, on Linux; else None.
+
+    Linked explicitly so that the extension shares it. Where the toolchain's libstdc++.so link
+    is missing, the linker silently falls back to libstdc++.a: the extension then carries its
+    own copy of the iostream/locale machinery, whose facet ids disagree with the process's, and
+    formatting a number into an error message (any TORCH_CHECK with an integer) crashes.
+    """
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1]
+                if os.path.basename(path).startswith("libstdc++.so"):
+                    return path
+    except OSError:
+        pass
+    return None
+
+
 def extension():
-    cpu_sources = ["csrc/registry.cpp"] + rel("csrc/common/*.cpp") + rel("csrc/cpu/*.cpp")
+    cpu_sources = ["csrc/registry.cpp"] + rel("csrc/cpu/*.cpp")
     # The C++ standard is the one PyTorch builds with (cpp_extension adds it): headers compiled
     # under another standard than libtorch can disagree on layouts (seen: exceptions crashing).
     cxx_flags = ["-O3"]
+    libstdcxx = runtime_libstdcxx()
+    link_args = [libstdcxx] if libstdcxx else []
     gpu_sources = rel("csrc/hip/bindings/*.cu")
     want_gpu = os.environ.get("TFO_CPU_ONLY", "0") != "1" and bool(gpu_sources)
     is_rocm = torch.version.hip is not None
@@ -61,12 +82,14 @@ def extension():
             # csrc/hip: the kernels include the platform layer as "gpu_iface/...".
             include_dirs=[os.path.join(ROOT, "csrc"), os.path.join(ROOT, "csrc", "hip")],
             extra_compile_args={"cxx": cxx_flags + defines, "nvcc": gpu_flags + defines},
+            extra_link_args=link_args,
         )
     return CppExtension(
         "torch_flashinfer_ops._C",
         cpu_sources,
         include_dirs=[os.path.join(ROOT, "csrc")],
         extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=link_args,
     )
 
 

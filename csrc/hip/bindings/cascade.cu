@@ -15,17 +15,17 @@ void check_state(const at::Tensor& v, const at::Tensor& s, const char* v_name, c
                  const char* op) {
   check_cuda(v, v_name, op);
   check_cuda(s, s_name, op);
-  TFO_CHECK(v.dim() == 3, op, ": ", v_name, " must be [seq_len, num_heads, head_dim], got ",
+  TORCH_CHECK(v.dim() == 3, op, ": ", v_name, " must be [seq_len, num_heads, head_dim], got ",
               v.sizes());
-  TFO_CHECK(v.scalar_type() == at::kHalf || v.scalar_type() == at::kBFloat16 ||
+  TORCH_CHECK(v.scalar_type() == at::kHalf || v.scalar_type() == at::kBFloat16 ||
                   v.scalar_type() == at::kFloat,
               op, ": ", v_name, " must be float16, bfloat16 or float32, got ", v.scalar_type());
-  TFO_CHECK(v.stride(2) == 1, op, ": ", v_name, " must be contiguous in its last dimension");
-  TFO_CHECK(s.scalar_type() == at::kFloat, op, ": ", s_name, " must be float32, got ",
+  TORCH_CHECK(v.stride(2) == 1, op, ": ", v_name, " must be contiguous in its last dimension");
+  TORCH_CHECK(s.scalar_type() == at::kFloat, op, ": ", s_name, " must be float32, got ",
               s.scalar_type());
-  TFO_CHECK(s.dim() == 2 && s.size(0) == v.size(0) && s.size(1) == v.size(1), op, ": ", s_name,
+  TORCH_CHECK(s.dim() == 2 && s.size(0) == v.size(0) && s.size(1) == v.size(1), op, ": ", s_name,
               " must be [seq_len, num_heads] = [", v.size(0), ", ", v.size(1), "], got ", s.sizes());
-  TFO_CHECK(s.device() == v.device(), op, ": ", v_name, " and ", s_name, " are on different devices");
+  TORCH_CHECK(s.device() == v.device(), op, ": ", v_name, " and ", s_name, " are on different devices");
 }
 
 template <typename T>
@@ -63,7 +63,7 @@ std::tuple<at::Tensor, at::Tensor> merge_state(const at::Tensor& v_a, const at::
   const char* op = "merge_state";
   check_state(v_a, s_a, "v_a", "s_a", op);
   check_state(v_b, s_b, "v_b", "s_b", op);
-  TFO_CHECK(v_a.sizes() == v_b.sizes() && v_a.scalar_type() == v_b.scalar_type() &&
+  TORCH_CHECK(v_a.sizes() == v_b.sizes() && v_a.scalar_type() == v_b.scalar_type() &&
                   v_a.device() == v_b.device(),
               op, ": v_a and v_b must have the same shape, dtype and device");
   at::Tensor v_out = at::empty(v_a.sizes(), v_a.options());
@@ -77,13 +77,13 @@ void merge_state_in_place(at::Tensor& v, at::Tensor& s, const at::Tensor& v_othe
   const char* op = "merge_state_in_place";
   check_state(v, s, "v", "s", op);
   check_state(v_other, s_other, "v_other", "s_other", op);
-  TFO_CHECK(v.sizes() == v_other.sizes() && v.scalar_type() == v_other.scalar_type() &&
+  TORCH_CHECK(v.sizes() == v_other.sizes() && v.scalar_type() == v_other.scalar_type() &&
                   v.device() == v_other.device(),
               op, ": v and v_other must have the same shape, dtype and device");
   const bool* mask_ptr = nullptr;
   if (mask.has_value()) {
     check_cuda(*mask, "mask", op);
-    TFO_CHECK(mask->scalar_type() == at::kBool && mask->dim() == 1 && mask->numel() == v.size(0) &&
+    TORCH_CHECK(mask->scalar_type() == at::kBool && mask->dim() == 1 && mask->numel() == v.size(0) &&
                     mask->is_contiguous(),
                 op, ": mask must be a contiguous bool tensor of shape [seq_len] = [", v.size(0), "]");
     mask_ptr = mask->data_ptr<bool>();
@@ -95,13 +95,13 @@ std::tuple<at::Tensor, at::Tensor> merge_states(const at::Tensor& v, const at::T
   const char* op = "merge_states";
   check_cuda(v, "v", op);
   check_cuda(s, "s", op);
-  TFO_CHECK(v.dim() == 4, op, ": v must be [seq_len, num_states, num_heads, head_dim], got ",
+  TORCH_CHECK(v.dim() == 4, op, ": v must be [seq_len, num_states, num_heads, head_dim], got ",
               v.sizes());
-  TFO_CHECK(v.scalar_type() == at::kHalf || v.scalar_type() == at::kBFloat16 ||
+  TORCH_CHECK(v.scalar_type() == at::kHalf || v.scalar_type() == at::kBFloat16 ||
                   v.scalar_type() == at::kFloat,
               op, ": v must be float16, bfloat16 or float32, got ", v.scalar_type());
-  TFO_CHECK(v.stride(3) == 1, op, ": v must be contiguous in its last dimension");
-  TFO_CHECK(s.scalar_type() == at::kFloat && s.dim() == 3 && s.size(0) == v.size(0) &&
+  TORCH_CHECK(v.stride(3) == 1, op, ": v must be contiguous in its last dimension");
+  TORCH_CHECK(s.scalar_type() == at::kFloat && s.dim() == 3 && s.size(0) == v.size(0) &&
                   s.size(1) == v.size(1) && s.size(2) == v.size(2) && s.device() == v.device(),
               op, ": s must be float32 [seq_len, num_states, num_heads] matching v");
   at::Tensor v_out = at::empty({v.size(0), v.size(2), v.size(3)}, v.options());

@@ -6,13 +6,11 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
-#include "include/error_message.h"
-
 namespace flashinfer_ops {
 namespace gpu_binding {
 
 inline void check_cuda(const at::Tensor& t, const char* name, const char* op) {
-  TFO_CHECK(t.is_cuda(), op, ": ", name, " must be a GPU tensor, got ", t.device());
+  TORCH_CHECK(t.is_cuda(), op, ": ", name, " must be a GPU tensor, got ", t.device());
 }
 
 inline void check_cuda(const std::optional<at::Tensor>& t, const char* name, const char* op) {

@@ -40,35 +40,35 @@ KvKind kv_kind_of(at::ScalarType kv, at::ScalarType q, float& factor, const char
     case at::kFloat8_e5m2fnuz: factor = fp8_decode_factor(Fp8Format::kE5M2Fnuz); return KvKind::kE5M2;
     default: break;
   }
-  TFO_CHECK(false, op, ": the KV cache must be q's dtype (", q,
+  TORCH_CHECK(false, op, ": the KV cache must be q's dtype (", q,
               ") or a float8 type (e4m3fn, e5m2, e4m3fnuz, e5m2fnuz) on the GPU, got ", kv);
   return KvKind::kSameAsQ;
 }
 
 void check_vec_aligned(const at::Tensor& t, const char* name, const char* op) {
-  TFO_CHECK(t.stride(-1) == 1, op, ": ", name, " must be contiguous in its last dimension");
+  TORCH_CHECK(t.stride(-1) == 1, op, ": ", name, " must be contiguous in its last dimension");
   for (int64_t i = 0; i + 1 < t.dim(); ++i) {
-    TFO_CHECK(t.size(i) <= 1 || t.stride(i) % 8 == 0, op, ": ", name,
+    TORCH_CHECK(t.size(i) <= 1 || t.stride(i) % 8 == 0, op, ": ", name,
                 " strides must be multiples of 8 elements (16-byte vector loads), got ", t.strides());
-    TFO_CHECK(t.stride(i) < (int64_t{1} << 31), op, ": ", name, " strides must fit in int32, got ",
+    TORCH_CHECK(t.stride(i) < (int64_t{1} << 31), op, ": ", name, " strides must fit in int32, got ",
                 t.strides());
   }
-  TFO_CHECK(reinterpret_cast<uintptr_t>(t.data_ptr()) % (8 * t.element_size()) == 0, op, ": ",
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(t.data_ptr()) % (8 * t.element_size()) == 0, op, ": ",
               name, " must be aligned to ", 8 * t.element_size(), " bytes");
 }
 
 void check_q_and_out(const at::Tensor& q, const at::Tensor& o, const std::optional<at::Tensor>& lse,
                      int64_t rows, const char* op) {
-  TFO_CHECK(q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16, op,
+  TORCH_CHECK(q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16, op,
               ": q must be float16 or bfloat16, got ", q.scalar_type());
   check_vec_aligned(q, "q", op);
-  TFO_CHECK(o.sizes() == q.sizes() && o.scalar_type() == q.scalar_type() && o.stride(-1) == 1, op,
+  TORCH_CHECK(o.sizes() == q.sizes() && o.scalar_type() == q.scalar_type() && o.stride(-1) == 1, op,
               ": o must have q's shape ", q.sizes(), " and dtype ", q.scalar_type(),
               " with a contiguous last dimension");
   check_cuda(o, "o", op);
   if (lse.has_value()) {
     check_cuda(*lse, "lse", op);
-    TFO_CHECK(lse->scalar_type() == at::kFloat && lse->is_contiguous() &&
+    TORCH_CHECK(lse->scalar_type() == at::kFloat && lse->is_contiguous() &&
                     lse->numel() == rows * q.size(-2),
                 op, ": lse must be contiguous float32 with ", rows * q.size(-2), " elements");
   }
@@ -76,8 +76,8 @@ void check_q_and_out(const at::Tensor& q, const at::Tensor& o, const std::option
 
 void set_scales(DecodeParams& p, double sm_scale, double logits_soft_cap, double k_scale,
                 double v_scale, float fp8_factor, int64_t window_left, const char* op) {
-  TFO_CHECK(window_left >= -1, op, ": window_left must be -1 (off) or >= 0, got ", window_left);
-  TFO_CHECK(logits_soft_cap >= 0.0, op, ": logits_soft_cap must be >= 0, got ", logits_soft_cap);
+  TORCH_CHECK(window_left >= -1, op, ": window_left must be -1 (off) or >= 0, got ", window_left);
+  TORCH_CHECK(logits_soft_cap >= 0.0, op, ": logits_soft_cap must be >= 0, got ", logits_soft_cap);
   const float ks = static_cast<float>(k_scale) * fp8_factor;
   if (logits_soft_cap > 0.0) {
     p.q_scale = static_cast<float>(sm_scale / logits_soft_cap) * ks;
@@ -127,7 +127,7 @@ void launch(DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind, int head_di
       });
     });
   }
-  TFO_CHECK(launched, op, ": head_dim ", head_dim, " with q dtype ", q_dtype,
+  TORCH_CHECK(launched, op, ": head_dim ", head_dim, " with q dtype ", q_dtype,
               " is not instantiated in this build (setup.py knobs TFO_HEAD_DIMS / TFO_DTYPES)");
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (!merge) return;
@@ -142,7 +142,7 @@ void launch(DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind, int head_di
 
 void set_heads(DecodeParams& p, int64_t num_qo_heads, int64_t num_kv_heads, bool use_tensor_cores,
                KvKind kv_kind, const char* op) {
-  TFO_CHECK(num_kv_heads > 0 && num_qo_heads % num_kv_heads == 0, op, ": num_qo_heads (",
+  TORCH_CHECK(num_kv_heads > 0 && num_qo_heads % num_kv_heads == 0, op, ": num_qo_heads (",
               num_qo_heads, ") must be a multiple of num_kv_heads (", num_kv_heads, ")");
   p.num_qo_heads = static_cast<int32_t>(num_qo_heads);
   p.num_kv_heads = static_cast<int32_t>(num_kv_heads);
@@ -159,12 +159,12 @@ void single_decode(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
   check_cuda(q, "q", op);
   check_cuda(k, "k", op);
   check_cuda(v, "v", op);
-  TFO_CHECK(kv_layout == kLayoutNHD || kv_layout == kLayoutHND, op,
+  TORCH_CHECK(kv_layout == kLayoutNHD || kv_layout == kLayoutHND, op,
               ": kv_layout must be 0 (NHD) or 1 (HND), got ", kv_layout);
-  TFO_CHECK(q.dim() == 2, op, ": q must be [num_qo_heads, head_dim]");
-  TFO_CHECK(k.dim() == 3 && k.sizes() == v.sizes() && k.scalar_type() == v.scalar_type(), op,
+  TORCH_CHECK(q.dim() == 2, op, ": q must be [num_qo_heads, head_dim]");
+  TORCH_CHECK(k.dim() == 3 && k.sizes() == v.sizes() && k.scalar_type() == v.scalar_type(), op,
               ": k and v must be 3-D of equal shape and dtype");
-  TFO_CHECK(k.size(2) == q.size(1), op, ": head_dim of q (", q.size(1), ") and k (", k.size(2),
+  TORCH_CHECK(k.size(2) == q.size(1), op, ": head_dim of q (", q.size(1), ") and k (", k.size(2),
               ") differ");
   check_q_and_out(q, o, maybe_lse, 1, op);
   check_vec_aligned(k, "k", op);
@@ -175,7 +175,7 @@ void single_decode(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
   const KvKind kv_kind = kv_kind_of(k.scalar_type(), q.scalar_type(), factor, op);
   const int tok = kv_layout == kLayoutNHD ? 0 : 1, head = 1 - tok;
   const int64_t kv_len = k.size(tok);
-  TFO_CHECK(kv_len < (int64_t{1} << 31), op, ": kv_len must fit in int32");
+  TORCH_CHECK(kv_len < (int64_t{1} << 31), op, ": kv_len must fit in int32");
   DecodeParams p{};
   set_heads(p, q.size(0), k.size(head), use_tensor_cores, kv_kind, op);
   p.q = q.data_ptr();
@@ -238,31 +238,31 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
                          {&kv_last_page_len, "kv_last_page_len"}, {&plan_info, "plan_info"},
                          {&partial_o, "partial_o"}, {&partial_lse, "partial_lse"}}) {
     check_cuda(*t, name, op);
-    TFO_CHECK(t->device() == q.device(), op, ": ", name, " is on ", t->device(), " but q is on ",
+    TORCH_CHECK(t->device() == q.device(), op, ": ", name, " is on ", t->device(), " but q is on ",
                 q.device());
   }
-  TFO_CHECK(kv_layout == kLayoutNHD || kv_layout == kLayoutHND, op,
+  TORCH_CHECK(kv_layout == kLayoutNHD || kv_layout == kLayoutHND, op,
               ": kv_layout must be 0 (NHD) or 1 (HND), got ", kv_layout);
-  TFO_CHECK(q.dim() == 3, op, ": q must be [batch_size, num_qo_heads, head_dim]");
+  TORCH_CHECK(q.dim() == 3, op, ": q must be [batch_size, num_qo_heads, head_dim]");
   const int64_t batch = q.size(0);
   check_q_and_out(q, o, maybe_lse, batch, op);
-  TFO_CHECK(paged_k.dim() == 4 && paged_k.sizes() == paged_v.sizes() &&
+  TORCH_CHECK(paged_k.dim() == 4 && paged_k.sizes() == paged_v.sizes() &&
                   paged_k.scalar_type() == paged_v.scalar_type(),
               op, ": paged k/v caches must be 4-D, of equal shape and dtype");
-  TFO_CHECK(paged_k.size(3) == q.size(2), op, ": head_dim of q (", q.size(2),
+  TORCH_CHECK(paged_k.size(3) == q.size(2), op, ": head_dim of q (", q.size(2),
               ") and the kv cache (", paged_k.size(3), ") differ");
   check_vec_aligned(paged_k, "paged_k", op);
   check_vec_aligned(paged_v, "paged_v", op);
   for (auto [t, name] : {std::pair<const at::Tensor*, const char*>{&kv_indptr, "kv_indptr"},
                          {&kv_indices, "kv_indices"}, {&kv_last_page_len, "kv_last_page_len"},
                          {&plan_info, "plan_info"}}) {
-    TFO_CHECK(t->scalar_type() == at::kInt && t->dim() == 1 && t->is_contiguous(), op, ": ",
+    TORCH_CHECK(t->scalar_type() == at::kInt && t->dim() == 1 && t->is_contiguous(), op, ": ",
                 name, " must be a contiguous 1-D int32 tensor");
   }
-  TFO_CHECK(kv_indptr.numel() == batch + 1 && kv_last_page_len.numel() == batch, op,
+  TORCH_CHECK(kv_indptr.numel() == batch + 1 && kv_last_page_len.numel() == batch, op,
               ": kv_indptr must have batch_size + 1 = ", batch + 1,
               " entries and kv_last_page_len batch_size entries");
-  TFO_CHECK(partial_o.scalar_type() == at::kFloat && partial_o.is_contiguous() &&
+  TORCH_CHECK(partial_o.scalar_type() == at::kFloat && partial_o.is_contiguous() &&
                   partial_lse.scalar_type() == at::kFloat && partial_lse.is_contiguous(),
               op, ": partial_o and partial_lse must be contiguous float32");
   const c10::cuda::CUDAGuard guard(q.device());
@@ -276,7 +276,7 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
   p.q_stride_batch = static_cast<int32_t>(q.stride(0));
   p.q_stride_head = static_cast<int32_t>(q.stride(1));
   p.o = o.data_ptr();
-  TFO_CHECK(o.stride(0) < (int64_t{1} << 31), op, ": o strides must fit in int32");
+  TORCH_CHECK(o.stride(0) < (int64_t{1} << 31), op, ": o strides must fit in int32");
   p.o_stride_batch = static_cast<int32_t>(o.stride(0));
   p.o_stride_head = static_cast<int32_t>(o.stride(1));
   p.lse = maybe_lse.has_value() ? maybe_lse->data_ptr<float>() : nullptr;
@@ -291,7 +291,7 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
   p.v_stride_token = static_cast<int32_t>(paged_v.stride(tok));
   p.v_stride_head = static_cast<int32_t>(paged_v.stride(head));
   p.page_size = static_cast<int32_t>(paged_k.size(tok));
-  TFO_CHECK(p.page_size > 0, op, ": page_size must be positive");
+  TORCH_CHECK(p.page_size > 0, op, ": page_size must be positive");
   p.kv_indptr = kv_indptr.data_ptr<int32_t>();
   p.kv_indices = kv_indices.data_ptr<int32_t>();
   p.kv_last_page_len = kv_last_page_len.data_ptr<int32_t>();

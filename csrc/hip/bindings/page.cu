@@ -13,17 +13,17 @@ using namespace tfo::kernels;
 
 void check_int32_1d(const at::Tensor& t, const char* name, const char* op) {
   check_cuda(t, name, op);
-  TFO_CHECK(t.scalar_type() == at::kInt && t.dim() == 1 && t.is_contiguous(), op, ": ", name,
+  TORCH_CHECK(t.scalar_type() == at::kInt && t.dim() == 1 && t.is_contiguous(), op, ": ", name,
               " must be a contiguous 1-D int32 tensor, got ", t.scalar_type(), " ", t.sizes());
 }
 
 void check_rows(const at::Tensor& t, const char* name, const char* op) {
-  TFO_CHECK(t.stride(-1) == 1, op, ": ", name, " must be contiguous in the last dimension");
+  TORCH_CHECK(t.stride(-1) == 1, op, ": ", name, " must be contiguous in the last dimension");
   for (int64_t i = 0; i + 1 < t.dim(); ++i) {
-    TFO_CHECK(t.size(i) <= 1 || t.stride(i) % 8 == 0, op, ": ", name,
+    TORCH_CHECK(t.size(i) <= 1 || t.stride(i) % 8 == 0, op, ": ", name,
                 " strides must be multiples of 8 elements, got ", t.strides());
   }
-  TFO_CHECK(reinterpret_cast<uintptr_t>(t.data_ptr()) % (8 * t.element_size()) == 0, op, ": ",
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(t.data_ptr()) % (8 * t.element_size()) == 0, op, ": ",
               name, " must be aligned to ", 8 * t.element_size(), " bytes");
 }
 
@@ -56,31 +56,31 @@ void append_paged_kv_cache(const at::Tensor& append_key, const at::Tensor& appen
                            const at::Tensor& kv_last_page_len, int64_t kv_layout, double k_scale,
                            double v_scale) {
   const char* op = "append_paged_kv_cache";
-  TFO_CHECK(kv_layout == 0 || kv_layout == 1, op, ": kv_layout must be 0 (NHD) or 1 (HND)");
+  TORCH_CHECK(kv_layout == 0 || kv_layout == 1, op, ": kv_layout must be 0 (NHD) or 1 (HND)");
   check_cuda(append_key, "append_key", op);
   check_cuda(append_value, "append_value", op);
   check_cuda(paged_k_cache, "paged_k_cache", op);
   check_cuda(paged_v_cache, "paged_v_cache", op);
-  TFO_CHECK(append_key.dim() == 3 && append_key.sizes() == append_value.sizes(), op,
+  TORCH_CHECK(append_key.dim() == 3 && append_key.sizes() == append_value.sizes(), op,
               ": append_key and append_value must be [nnz, num_kv_heads, head_dim] of equal shape");
-  TFO_CHECK(append_key.scalar_type() == append_value.scalar_type() &&
+  TORCH_CHECK(append_key.scalar_type() == append_value.scalar_type() &&
                   (append_key.scalar_type() == at::kHalf || append_key.scalar_type() == at::kBFloat16),
               op, ": append_key/append_value must both be float16 or bfloat16");
-  TFO_CHECK(paged_k_cache.dim() == 4 && paged_k_cache.sizes() == paged_v_cache.sizes() &&
+  TORCH_CHECK(paged_k_cache.dim() == 4 && paged_k_cache.sizes() == paged_v_cache.sizes() &&
                   paged_k_cache.scalar_type() == paged_v_cache.scalar_type(),
               op, ": paged k/v caches must be 4-D, of equal shape and dtype");
   const auto cache_t = paged_k_cache.scalar_type();
   const bool fp8 = cache_t == at::kFloat8_e4m3fn || cache_t == at::kFloat8_e5m2 ||
                    cache_t == at::kFloat8_e4m3fnuz || cache_t == at::kFloat8_e5m2fnuz;
-  TFO_CHECK(fp8 || cache_t == append_key.scalar_type(), op, ": the cache dtype (", cache_t,
+  TORCH_CHECK(fp8 || cache_t == append_key.scalar_type(), op, ": the cache dtype (", cache_t,
               ") does not match append_key's dtype (", append_key.scalar_type(), ")");
-  TFO_CHECK(k_scale > 0.0 && v_scale > 0.0, op, ": k_scale and v_scale must be positive");
+  TORCH_CHECK(k_scale > 0.0 && v_scale > 0.0, op, ": k_scale and v_scale must be positive");
   const int tok = kv_layout == 0 ? 1 : 2, head = kv_layout == 0 ? 2 : 1;
-  TFO_CHECK(append_key.size(1) == paged_k_cache.size(head) &&
+  TORCH_CHECK(append_key.size(1) == paged_k_cache.size(head) &&
                   append_key.size(2) == paged_k_cache.size(3),
               op, ": append_key is ", append_key.sizes(), " but the cache holds ",
               paged_k_cache.size(head), " kv heads of dim ", paged_k_cache.size(3));
-  TFO_CHECK(append_key.size(2) % 8 == 0, op, ": head_dim must be a multiple of 8 on the GPU");
+  TORCH_CHECK(append_key.size(2) % 8 == 0, op, ": head_dim must be a multiple of 8 on the GPU");
   check_rows(append_key, "append_key", op);
   check_rows(append_value, "append_value", op);
   check_rows(paged_k_cache, "paged_k_cache", op);
@@ -91,9 +91,9 @@ void append_paged_kv_cache(const at::Tensor& append_key, const at::Tensor& appen
   check_int32_1d(kv_indptr, "kv_indptr", op);
   check_int32_1d(kv_last_page_len, "kv_last_page_len", op);
   const int64_t nnz = append_key.size(0);
-  TFO_CHECK(batch_indices.numel() == nnz && positions.numel() == nnz, op,
+  TORCH_CHECK(batch_indices.numel() == nnz && positions.numel() == nnz, op,
               ": batch_indices and positions must have nnz = ", nnz, " entries");
-  TFO_CHECK(kv_indptr.numel() == kv_last_page_len.numel() + 1, op,
+  TORCH_CHECK(kv_indptr.numel() == kv_last_page_len.numel() + 1, op,
               ": kv_indptr must have batch_size + 1 = ", kv_last_page_len.numel() + 1, " entries");
   const c10::cuda::CUDAGuard guard(append_key.device());
 
@@ -136,9 +136,9 @@ std::tuple<at::Tensor, at::Tensor> get_batch_indices_positions(const at::Tensor&
   check_int32_1d(append_indptr, "append_indptr", op);
   check_int32_1d(seq_lens, "seq_lens", op);
   const int64_t batch = seq_lens.numel();
-  TFO_CHECK(append_indptr.numel() == batch + 1, op, ": append_indptr must have batch_size + 1 = ",
+  TORCH_CHECK(append_indptr.numel() == batch + 1, op, ": append_indptr must have batch_size + 1 = ",
               batch + 1, " entries, got ", append_indptr.numel());
-  TFO_CHECK(nnz >= 0, op, ": nnz must be >= 0");
+  TORCH_CHECK(nnz >= 0, op, ": nnz must be >= 0");
   at::Tensor batch_indices = at::empty({nnz}, append_indptr.options());
   at::Tensor positions = at::empty({nnz}, append_indptr.options());
   if (nnz == 0) return {batch_indices, positions};
@@ -156,9 +156,9 @@ at::Tensor get_seq_lens(const at::Tensor& kv_indptr, const at::Tensor& kv_last_p
   const char* op = "get_seq_lens";
   check_int32_1d(kv_indptr, "kv_indptr", op);
   check_int32_1d(kv_last_page_len, "kv_last_page_len", op);
-  TFO_CHECK(page_size > 0, op, ": page_size must be positive, got ", page_size);
+  TORCH_CHECK(page_size > 0, op, ": page_size must be positive, got ", page_size);
   const int64_t batch = kv_last_page_len.numel();
-  TFO_CHECK(kv_indptr.numel() == batch + 1, op, ": kv_indptr must have batch_size + 1 = ",
+  TORCH_CHECK(kv_indptr.numel() == batch + 1, op, ": kv_indptr must have batch_size + 1 = ",
               batch + 1, " entries, got ", kv_indptr.numel());
   at::Tensor out = at::empty({batch}, kv_indptr.options());
   if (batch == 0) return out;

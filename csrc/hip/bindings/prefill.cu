@@ -63,7 +63,7 @@ void launch_scores(const pk::PrefillParams& params, int64_t qo_tokens) {
     const int64_t rows = qo_tokens * (params.num_qo_heads / params.num_kv_heads);
     const int64_t tiles = (rows + Policy::kTileRows - 1) / Policy::kTileRows;
     if (tiles == 0) return;
-    TFO_CHECK(tiles < (int64_t{1} << 31) && params.num_kv_heads <= 65535,
+    TORCH_CHECK(tiles < (int64_t{1} << 31) && params.num_kv_heads <= 65535,
                 "single_prefill: problem too large for one launch");
     const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(params.num_kv_heads));
     kernel<<<grid, Policy::kThreads, kSmem, stream>>>(params, 0);
@@ -100,7 +100,7 @@ void dispatch(const char* op, at::ScalarType dtype, int64_t head_dim,
   TFO_PREFILL_FOR_EACH_CONFIG(TFO_PREFILL_CASE)
 #undef TFO_PREFILL_CASE
   const std::string served = served_configs();
-  TFO_CHECK(false, op, ": the GPU kernels of this build do not serve head_dim ", head_dim,
+  TORCH_CHECK(false, op, ": the GPU kernels of this build do not serve head_dim ", head_dim,
               " with dtype ", c10::toString(dtype), " (served dtype/head_dim: ", served, ")");
 }
 
@@ -108,11 +108,11 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 
 void check_q(const at::Tensor& q, const char* op) {
   check_cuda(q, "q", op);
-  TFO_CHECK(q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16, op,
+  TORCH_CHECK(q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16, op,
               ": q must be float16 or bfloat16, got ", q.scalar_type());
-  TFO_CHECK(q.dim() == 3, op, ": q must be [qo_tokens, num_qo_heads, head_dim], got ",
+  TORCH_CHECK(q.dim() == 3, op, ": q must be [qo_tokens, num_qo_heads, head_dim], got ",
               q.sizes());
-  TFO_CHECK(q.stride(2) == 1 && q.stride(0) % 8 == 0 && q.stride(1) % 8 == 0 &&
+  TORCH_CHECK(q.stride(2) == 1 && q.stride(0) % 8 == 0 && q.stride(1) % 8 == 0 &&
                   aligned16(q.data_ptr()),
               op, ": q must be contiguous in head_dim with 16-byte aligned rows");
 }
@@ -120,39 +120,39 @@ void check_q(const at::Tensor& q, const char* op) {
 void check_kv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const char* op) {
   check_cuda(k, "k", op);
   check_cuda(v, "v", op);
-  TFO_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(), op,
+  TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(), op,
               ": the GPU kernels take k and v of q's dtype (", q.scalar_type(), "), got ",
               k.scalar_type(), " and ", v.scalar_type(),
               " (float8 KV caches are served on the CPU only)");
-  TFO_CHECK(k.sizes() == v.sizes(), op, ": k and v shapes differ: ", k.sizes(), " vs ",
+  TORCH_CHECK(k.sizes() == v.sizes(), op, ": k and v shapes differ: ", k.sizes(), " vs ",
               v.sizes());
   for (const at::Tensor* t : {&k, &v}) {
-    TFO_CHECK(t->stride(-1) == 1 && aligned16(t->data_ptr()), op,
+    TORCH_CHECK(t->stride(-1) == 1 && aligned16(t->data_ptr()), op,
                 ": k and v must be contiguous in head_dim and 16-byte aligned");
     for (int64_t d = 0; d + 1 < t->dim(); ++d) {
-      TFO_CHECK(t->stride(d) % 8 == 0, op, ": k and v strides must be multiples of 8 elements");
+      TORCH_CHECK(t->stride(d) % 8 == 0, op, ": k and v strides must be multiples of 8 elements");
     }
   }
-  TFO_CHECK(k.size(-1) == q.size(2), op, ": head_dim of q (", q.size(2), ") and k/v (",
+  TORCH_CHECK(k.size(-1) == q.size(2), op, ": head_dim of q (", q.size(2), ") and k/v (",
               k.size(-1), ") differ");
 }
 
 void check_int32(const at::Tensor& t, const char* name, const char* op) {
   check_cuda(t, name, op);
-  TFO_CHECK(t.scalar_type() == at::kInt && t.dim() == 1 && t.is_contiguous(), op, ": ", name,
+  TORCH_CHECK(t.scalar_type() == at::kInt && t.dim() == 1 && t.is_contiguous(), op, ": ", name,
               " must be a contiguous 1-D int32 tensor");
 }
 
 void set_heads(pk::PrefillParams& p, int64_t num_qo_heads, int64_t num_kv_heads, const char* op) {
-  TFO_CHECK(num_kv_heads > 0 && num_qo_heads % num_kv_heads == 0, op, ": num_qo_heads (",
+  TORCH_CHECK(num_kv_heads > 0 && num_qo_heads % num_kv_heads == 0, op, ": num_qo_heads (",
               num_qo_heads, ") must be a multiple of num_kv_heads (", num_kv_heads, ")");
   p.num_kv_heads = static_cast<int>(num_kv_heads);
 }
 
 void set_options(pk::PrefillParams& p, bool causal, int64_t window_left, double sm_scale,
                  double logits_soft_cap, double k_scale, double v_scale, const char* op) {
-  TFO_CHECK(window_left >= -1, op, ": window_left must be -1 (off) or >= 0, got ", window_left);
-  TFO_CHECK(logits_soft_cap >= 0.0, op, ": logits_soft_cap must be >= 0, got ",
+  TORCH_CHECK(window_left >= -1, op, ": window_left must be -1 (off) or >= 0, got ", window_left);
+  TORCH_CHECK(logits_soft_cap >= 0.0, op, ": logits_soft_cap must be >= 0, got ",
               logits_soft_cap);
   p.causal = causal;
   p.window_left = static_cast<int>(window_left);
@@ -179,7 +179,7 @@ KvTensors set_kv(pk::PrefillParams& p, const at::Tensor& k, const at::Tensor& v,
     kv.k = k.contiguous();
     kv.v = v.contiguous();
   }
-  TFO_CHECK(kv.k.stride(token_dim) <= kMaxStride && kv.k.stride(head_dim) <= kMaxStride &&
+  TORCH_CHECK(kv.k.stride(token_dim) <= kMaxStride && kv.k.stride(head_dim) <= kMaxStride &&
                   (page_dim < 0 || kv.k.stride(page_dim) <= kMaxStride),
               op, ": k/v strides must be below 2^31 elements");
   p.k = kv.k.data_ptr();
@@ -191,7 +191,7 @@ KvTensors set_kv(pk::PrefillParams& p, const at::Tensor& k, const at::Tensor& v,
 }
 
 void set_query(pk::PrefillParams& p, const at::Tensor& q) {
-  TFO_CHECK(q.stride(0) <= kMaxStride && q.stride(1) <= kMaxStride,
+  TORCH_CHECK(q.stride(0) <= kMaxStride && q.stride(1) <= kMaxStride,
               "q strides must be below 2^31 elements");
   p.q = q.data_ptr();
   p.q_stride_token = static_cast<int>(q.stride(0));
@@ -207,9 +207,9 @@ struct OutputTarget {
 OutputTarget set_outputs(pk::PrefillParams& p, const at::Tensor& q, at::Tensor& o,
                          const std::optional<at::Tensor>& lse, const char* op) {
   check_cuda(o, "o", op);
-  TFO_CHECK(o.sizes() == q.sizes(), op, ": o must have q's shape ", q.sizes(), ", got ",
+  TORCH_CHECK(o.sizes() == q.sizes(), op, ": o must have q's shape ", q.sizes(), ", got ",
               o.sizes());
-  TFO_CHECK(o.scalar_type() == at::kHalf || o.scalar_type() == at::kBFloat16, op,
+  TORCH_CHECK(o.scalar_type() == at::kHalf || o.scalar_type() == at::kBFloat16, op,
               ": o must be float16 or bfloat16, got ", o.scalar_type());
   OutputTarget target{o, at::Tensor()};
   const bool direct = o.scalar_type() == q.scalar_type() && o.stride(2) == 1 &&
@@ -219,14 +219,14 @@ OutputTarget set_outputs(pk::PrefillParams& p, const at::Tensor& q, at::Tensor& 
     target.staged = at::empty(q.sizes(), q.options());
     written = target.staged;
   }
-  TFO_CHECK(written.stride(0) <= kMaxStride && written.stride(1) <= kMaxStride, op,
+  TORCH_CHECK(written.stride(0) <= kMaxStride && written.stride(1) <= kMaxStride, op,
               ": o strides must be below 2^31 elements");
   p.o = written.data_ptr();
   p.o_stride_token = static_cast<int>(written.stride(0));
   p.o_stride_head = static_cast<int>(written.stride(1));
   if (lse.has_value()) {
     check_cuda(*lse, "lse", op);
-    TFO_CHECK(lse->scalar_type() == at::kFloat && lse->is_contiguous() && lse->dim() == 2 &&
+    TORCH_CHECK(lse->scalar_type() == at::kFloat && lse->is_contiguous() && lse->dim() == 2 &&
                     lse->size(0) == q.size(0) && lse->size(1) == q.size(1),
                 op, ": lse must be contiguous float32 [", q.size(0), ", ", q.size(1), "]");
     p.lse = lse->data_ptr<float>();
@@ -242,15 +242,15 @@ void set_custom_mask(pk::PrefillParams& p, const std::optional<at::Tensor>& pack
                      const std::optional<at::Tensor>& mask_indptr, bool batch, const char* op) {
   if (!packed_custom_mask.has_value()) return;
   check_cuda(*packed_custom_mask, "packed_custom_mask", op);
-  TFO_CHECK(packed_custom_mask->scalar_type() == at::kByte && packed_custom_mask->is_contiguous(),
+  TORCH_CHECK(packed_custom_mask->scalar_type() == at::kByte && packed_custom_mask->is_contiguous(),
               op, ": packed_custom_mask must be contiguous uint8");
   p.custom_mask = packed_custom_mask->data_ptr<uint8_t>();
   if (batch) {
     constexpr bool kBatchCustomMask = pk::PrefillPolicy<128, true>::kCustomMask;
-    TFO_CHECK(kBatchCustomMask, op,
+    TORCH_CHECK(kBatchCustomMask, op,
                 ": custom masks are not served by the batch prefill kernels on this GPU "
                 "(single_prefill serves them)");
-    TFO_CHECK(mask_indptr.has_value(), op, ": packed_custom_mask needs mask_indptr");
+    TORCH_CHECK(mask_indptr.has_value(), op, ": packed_custom_mask needs mask_indptr");
     check_int32(*mask_indptr, "mask_indptr", op);
     p.mask_indptr = mask_indptr->data_ptr<int32_t>();
   }
@@ -259,11 +259,11 @@ void set_custom_mask(pk::PrefillParams& p, const std::optional<at::Tensor>& pack
 void set_plan(pk::PrefillParams& p, const at::Tensor& plan_info, at::Tensor& partial_o,
               at::Tensor& partial_lse, const char* op) {
   check_int32(plan_info, "plan_info", op);
-  TFO_CHECK(plan_info.numel() >= flashinfer_ops::plan_info::kHeaderSize, op,
+  TORCH_CHECK(plan_info.numel() >= flashinfer_ops::plan_info::kHeaderSize, op,
               ": plan_info is smaller than its header");
   check_cuda(partial_o, "partial_o", op);
   check_cuda(partial_lse, "partial_lse", op);
-  TFO_CHECK(partial_o.scalar_type() == at::kFloat && partial_o.is_contiguous() &&
+  TORCH_CHECK(partial_o.scalar_type() == at::kFloat && partial_o.is_contiguous() &&
                   partial_lse.scalar_type() == at::kFloat && partial_lse.is_contiguous(),
               op, ": partial_o and partial_lse must be contiguous float32");
   p.plan = plan_info.data_ptr<int32_t>();
@@ -277,11 +277,11 @@ void single_prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
                     bool causal, int64_t window_left, double sm_scale, double logits_soft_cap,
                     double k_scale, double v_scale) {
   const char* op = "single_prefill";
-  TFO_CHECK(kv_layout == kLayoutNHD || kv_layout == kLayoutHND, op,
+  TORCH_CHECK(kv_layout == kLayoutNHD || kv_layout == kLayoutHND, op,
               ": kv_layout must be 0 (NHD) or 1 (HND), got ", kv_layout);
   check_q(q, op);
   check_kv(q, k, v, op);
-  TFO_CHECK(k.dim() == 3, op, ": k and v must be 3-D");
+  TORCH_CHECK(k.dim() == 3, op, ": k and v must be 3-D");
   const c10::cuda::CUDAGuard guard(q.device());
   const int tok = kv_layout == kLayoutNHD ? 0 : 1, head = 1 - tok;
   pk::PrefillParams p;
@@ -292,7 +292,7 @@ void single_prefill(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   p.kv_len = static_cast<int>(k.size(tok));
   set_options(p, causal, window_left, sm_scale, logits_soft_cap, k_scale, v_scale, op);
   if (packed_custom_mask.has_value()) {
-    TFO_CHECK(packed_custom_mask->numel() >= (q.size(0) * k.size(tok) + 7) / 8, op,
+    TORCH_CHECK(packed_custom_mask->numel() >= (q.size(0) * k.size(tok) + 7) / 8, op,
                 ": packed_custom_mask holds ", packed_custom_mask->numel(),
                 " bytes, needs ceil(qo_len * kv_len / 8)");
   }
@@ -313,18 +313,18 @@ void batch_prefill_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
                              bool causal, int64_t window_left, double sm_scale,
                              double logits_soft_cap, double k_scale, double v_scale) {
   const char* op = "batch_prefill_paged_run";
-  TFO_CHECK(kv_layout == kLayoutNHD || kv_layout == kLayoutHND, op,
+  TORCH_CHECK(kv_layout == kLayoutNHD || kv_layout == kLayoutHND, op,
               ": kv_layout must be 0 (NHD) or 1 (HND), got ", kv_layout);
   check_q(q, op);
   check_kv(q, paged_k, paged_v, op);
-  TFO_CHECK(paged_k.dim() == 4, op, ": paged k/v caches must be 4-D");
+  TORCH_CHECK(paged_k.dim() == 4, op, ": paged k/v caches must be 4-D");
   const c10::cuda::CUDAGuard guard(q.device());
   check_int32(qo_indptr, "qo_indptr", op);
   check_int32(kv_indptr, "kv_indptr", op);
   check_int32(kv_indices, "kv_indices", op);
   check_int32(kv_last_page_len, "kv_last_page_len", op);
   const int64_t batch = kv_last_page_len.numel();
-  TFO_CHECK(qo_indptr.numel() == batch + 1 && kv_indptr.numel() == batch + 1, op,
+  TORCH_CHECK(qo_indptr.numel() == batch + 1 && kv_indptr.numel() == batch + 1, op,
               ": qo_indptr and kv_indptr must have batch_size + 1 = ", batch + 1, " entries");
   const int tok = kv_layout == kLayoutNHD ? 1 : 2, head = kv_layout == kLayoutNHD ? 2 : 1;
   pk::PrefillParams p;
@@ -332,7 +332,7 @@ void batch_prefill_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
   set_heads(p, q.size(1), paged_k.size(head), op);
   const KvTensors kv = set_kv(p, paged_k, paged_v, 0, tok, head, op);
   p.page_size = static_cast<int>(paged_k.size(tok));
-  TFO_CHECK(p.page_size > 0, op, ": page_size must be positive");
+  TORCH_CHECK(p.page_size > 0, op, ": page_size must be positive");
   p.qo_indptr = qo_indptr.data_ptr<int32_t>();
   p.kv_indptr = kv_indptr.data_ptr<int32_t>();
   p.kv_indices = kv_indices.data_ptr<int32_t>();
@@ -355,15 +355,15 @@ void batch_prefill_ragged_run(const at::Tensor& q, const at::Tensor& k, const at
                               bool causal, int64_t window_left, double sm_scale,
                               double logits_soft_cap, double k_scale, double v_scale) {
   const char* op = "batch_prefill_ragged_run";
-  TFO_CHECK(kv_layout == kLayoutNHD || kv_layout == kLayoutHND, op,
+  TORCH_CHECK(kv_layout == kLayoutNHD || kv_layout == kLayoutHND, op,
               ": kv_layout must be 0 (NHD) or 1 (HND), got ", kv_layout);
   check_q(q, op);
   check_kv(q, k, v, op);
-  TFO_CHECK(k.dim() == 3, op, ": k and v must be 3-D");
+  TORCH_CHECK(k.dim() == 3, op, ": k and v must be 3-D");
   const c10::cuda::CUDAGuard guard(q.device());
   check_int32(qo_indptr, "qo_indptr", op);
   check_int32(kv_indptr, "kv_indptr", op);
-  TFO_CHECK(qo_indptr.numel() >= 1 && kv_indptr.numel() == qo_indptr.numel(), op,
+  TORCH_CHECK(qo_indptr.numel() >= 1 && kv_indptr.numel() == qo_indptr.numel(), op,
               ": qo_indptr and kv_indptr must both have batch_size + 1 entries");
   const int tok = kv_layout == kLayoutNHD ? 0 : 1, head = 1 - tok;
   pk::PrefillParams p;

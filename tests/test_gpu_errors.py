@@ -1,0 +1,56 @@
+"""GPU tier: argument errors raised inside the GPU bindings (and the CPU kernels beside them)
+reach Python as RuntimeError with their message. Each case runs in a child process, so that a
+crash (a broken error path) fails its own case instead of the test session."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA/HIP GPU"),
+]
+
+_PRELUDE = "import torch, torch_flashinfer_ops\nops = torch.ops.flashinfer\n"
+
+# name: (code with {dev}, expected text, devices)
+CASES = {
+    # Integers and shapes formatted into the message: the path that breaks when the extension
+    # carries its own copy of the C++ standard library.
+    "merge_state_shape": (
+        "v = torch.randn(8, 4, 64, dtype=torch.float16, device='{dev}')\n"
+        "s = torch.randn(8, 3, device='{dev}')\n"
+        "ops.merge_state(v, s, v, s)",
+        "must be [seq_len, num_heads] = [8, 4]",
+        ("cuda", "cpu"),
+    ),
+    "single_prefill_head_dim": (
+        "q = torch.randn(16, 4, 96, dtype=torch.float16, device='{dev}')\n"
+        "ops.single_prefill(q, q, q, torch.empty_like(q), None, None, 0, False, -1, 0.1, 0.0, 1.0, 1.0)",
+        "head_dim 96",
+        ("cuda",),  # the CPU kernels serve any head_dim
+    ),
+    "single_decode_heads": (
+        "q = torch.randn(6, 128, dtype=torch.float16, device='{dev}')\n"
+        "k = torch.randn(32, 4, 128, dtype=torch.float16, device='{dev}')\n"
+        "ops.single_decode(q, k, k, torch.empty_like(q), None, 0, -1, 0.1, 0.0, 1.0, 1.0, False)",
+        "multiple of num_kv_heads",
+        ("cuda", "cpu"),
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "case, device", [(name, dev) for name in sorted(CASES) for dev in CASES[name][2]]
+)
+def test_error_raises(case, device):
+    body, expected, _ = CASES[case]
+    code = _PRELUDE + "try:\n" + "".join(
+        "    " + line + "\n" for line in body.format(dev=device).splitlines()
+    ) + "except RuntimeError as error:\n    print('raised:', error)\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "raised:" in proc.stdout and expected in proc.stdout, (
+        f"exit {proc.returncode}: {proc.stdout[-2000:]} {proc.stderr[-2000:]}"
+    )
