@@ -167,14 +167,27 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   const int copy_row = thread / kChunks, copy_chunk = thread % kChunks;
   const T* k_src = k + copy_chunk * 8;
   const T* v_src = v + copy_chunk * 8;
+  // Contiguous K/V: the passes of one thread are rows kRowsPerPass apart, a fixed pointer step.
+  const int64_t pass_step = static_cast<int64_t>(kRowsPerPass) * p.kv_stride_token;
   auto load_kv = [&](const KvTile& tile, const T* src_base, int kv0) {
+    if constexpr (kPaged) {
 #pragma unroll 1
-    for (int i = 0; i < kKvPasses; ++i) {
-      const int row = copy_row + i * kRowsPerPass;
-      const int pos = kv0 + row;
-      const bool in_bounds = pos < kv_hi;
-      const T* src = in_bounds ? src_base + kv_addr(pos) : src_base;
-      copy_global_to_shared_16b(tile.chunk_ptr(row, copy_chunk), src, in_bounds);
+      for (int i = 0; i < kKvPasses; ++i) {
+        const int row = copy_row + i * kRowsPerPass;
+        const int pos = kv0 + row;
+        const bool in_bounds = pos < kv_hi;
+        const T* src = in_bounds ? src_base + kv_addr(pos) : src_base;
+        copy_global_to_shared_16b(tile.chunk_ptr(row, copy_chunk), src, in_bounds);
+      }
+    } else {
+      const T* first = src_base + kv_addr(kv0 + copy_row);
+#pragma unroll
+      for (int i = 0; i < kKvPasses; ++i) {
+        const int row = copy_row + i * kRowsPerPass;
+        const bool in_bounds = kv0 + row < kv_hi;
+        copy_global_to_shared_16b(tile.chunk_ptr(row, copy_chunk),
+                                  in_bounds ? first + i * pass_step : src_base, in_bounds);
+      }
     }
   };
 
