@@ -106,13 +106,12 @@ def single_prefill_with_kv_cache(
     cap = V.check_soft_cap(logits_soft_cap)
     if o_dtype is not None and o_dtype not in _OUT_DTYPES:
         raise ValueError(f"o_dtype must be float16 or bfloat16, got {o_dtype}")
-    lens_q, lens_kv = torch.tensor([qo_len]), torch.tensor([kv_len])
     if custom_mask is not None:
         if tuple(custom_mask.shape) not in ((qo_len, kv_len), (qo_len * kv_len,)):
             raise ValueError(f"custom_mask must be [qo_len, kv_len] = [{qo_len}, {kv_len}], got {tuple(custom_mask.shape)}")
-        packed_custom_mask, _ = pack_custom_mask(custom_mask, lens_q, lens_kv)
+        packed_custom_mask, _ = pack_custom_mask(custom_mask, torch.tensor([qo_len]), torch.tensor([kv_len]))
     elif packed_custom_mask is not None:
-        check_packed_mask(packed_custom_mask, lens_q, lens_kv)
+        check_packed_mask(packed_custom_mask, torch.tensor([qo_len]), torch.tensor([kv_len]))
     masked = packed_custom_mask is not None
     chosen = resolve_backend(
         backend,

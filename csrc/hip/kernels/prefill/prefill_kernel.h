@@ -1,8 +1,11 @@
 // FlashAttention-2-style prefill: one CTA takes a tile of query rows of one kv head (the rows of
 // every query head of the GQA group, packed as row = token * group + head_in_group) and streams
 // the request's K/V through shared memory in tiles of kKvTile rows, with an online softmax in
-// fp32, base 2. Each wave owns kRowFrags x 16 rows. K and V have one shared buffer each; the
-// load of one overlaps the product with the other (cp.async on NVIDIA):
+// fp32, base 2. Each wave owns kRowFrags x 16 rows. NVIDIA double-buffers K and V (cp.async):
+//
+//   Q, K0, V0 -> | wait, sync | K_j+1, V_j+1 -> | S = Q K_jᵀ, softmax, O += P V_j |
+//
+// AMD has one buffer each; the (synchronous) load of one goes between the products:
 //
 //   Q, K0 ->  | wait, sync | V_j -> | S = Q K_jᵀ, softmax | wait, sync | K_j+1 -> | O += P V_j |
 //
@@ -52,8 +55,12 @@ struct PrefillPolicy {
   static constexpr int kKvTile = kHeadDim == 64 ? 64 : (kHeadDim == 128 ? (kTwoFrags ? 32 : 64) : 32);
   static constexpr int kThreads = kWaves * kWaveSize;
   static constexpr bool kCustomMask = !(kWaveSize == 64 && kPlanned);
+  // K/V buffers per matrix. NVIDIA: two, so tile j + 1 streams in (cp.async) during all of tile
+  // j's math, with one barrier per tile. AMD: one (its copies are synchronous, and two would
+  // not fit gfx942's 64 KiB of LDS at head_dim 256).
+  static constexpr int kKvStages = kWaveSize == 32 ? 2 : 1;
   // Q + K + V tiles; planned launches also stage float32 partial rows there.
-  static constexpr int kTileBytes = (kTileRows + 2 * kKvTile) * kHeadDim * 2;
+  static constexpr int kTileBytes = (kTileRows + 2 * kKvStages * kKvTile) * kHeadDim * 2;
   static constexpr int kStageBytes = kPlanned ? kTileRows * kHeadDim * 4 : 0;
   static constexpr int kSmemBytes = kTileBytes > kStageBytes ? kTileBytes : kStageBytes;
 };
@@ -116,8 +123,11 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
 
   T* smem_elems = reinterpret_cast<T*>(smem);
   const QTile q_tile{smem_elems};
-  const KvTile k_tile{smem_elems + Policy::kTileRows * kHeadDim};
-  const KvTile v_tile{smem_elems + (Policy::kTileRows + Policy::kKvTile) * kHeadDim};
+  constexpr int kStages = Policy::kKvStages;
+  constexpr int kKvElems = Policy::kKvTile * kHeadDim;
+  T* const k_base = smem_elems + Policy::kTileRows * kHeadDim;  // K buffers, then V buffers
+  auto k_buffer = [&](int stage) { return KvTile{k_base + stage * kKvElems}; };
+  auto v_buffer = [&](int stage) { return KvTile{k_base + (kStages + stage) * kKvElems}; };
 
   const int thread = thread_index_x();
   const int lane = lane_id();
@@ -207,7 +217,10 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     }
     copy_global_to_shared_16b(q_tile.chunk_ptr(row, chunk), src, in_bounds);
   }
-  if (num_kv_tiles > 0) load_kv(k_tile, k_src, kv_lo);
+  if (num_kv_tiles > 0) {
+    load_kv(k_buffer(0), k_src, kv_lo);
+    if constexpr (kStages == 2) load_kv(v_buffer(0), v_src, kv_lo);
+  }
   copy_commit_group();
 
   // The tokens of this lane's score rows (masking); rows past row_end are padding.
@@ -244,9 +257,20 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
 
   for (int tile = 0; tile < num_kv_tiles; ++tile) {
     const int kv0 = kv_lo + tile * Policy::kKvTile;
+    const int stage = kStages == 2 ? tile & 1 : 0;
+    const KvTile k_tile = k_buffer(stage), v_tile = v_buffer(stage);
     copy_wait_groups<0>();
-    block_sync();  // K_tile (and Q) landed; every wave is done with V of the last tile
-    load_kv(v_tile, v_src, kv0);
+    // Two stages: K and V of this tile (and Q) landed; every wave is done with the previous
+    // tile, whose buffers now take the next one. One stage: K landed; V streams in under S.
+    block_sync();
+    if constexpr (kStages == 2) {
+      if (tile + 1 < num_kv_tiles) {
+        load_kv(k_buffer(stage ^ 1), k_src, kv0 + Policy::kKvTile);
+        load_kv(v_buffer(stage ^ 1), v_src, kv0 + Policy::kKvTile);
+      }
+    } else {
+      load_kv(v_tile, v_src, kv0);
+    }
     copy_commit_group();
 
     FragC s[R][C];
@@ -338,11 +362,13 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
       }
     }
 
-    copy_wait_groups<0>();
-    block_sync();  // V_tile landed; every wave is done with K_tile
-    if (tile + 1 < num_kv_tiles) {
-      load_kv(k_tile, k_src, kv0 + Policy::kKvTile);
-      copy_commit_group();
+    if constexpr (kStages == 1) {
+      copy_wait_groups<0>();
+      block_sync();  // V_tile landed; every wave is done with K_tile
+      if (tile + 1 < num_kv_tiles) {
+        load_kv(k_tile, k_src, kv0 + Policy::kKvTile);
+        copy_commit_group();
+      }
     }
 
 #pragma unroll
