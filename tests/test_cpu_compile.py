@@ -1,5 +1,6 @@
 """torch.compile(fullgraph=True) of a small decoder attention block whose attention is
-the wrappers' run() on a paged cache (CPU): no graph breaks, same result as eager."""
+the wrappers' run() on a paged cache (CPU; the recompilation check also on the GPU): no graph
+breaks, same result as eager."""
 import pytest
 import torch
 
@@ -111,15 +112,21 @@ def _plan_inputs(kv_lens, num_pages):
     return indptr, indices, last
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA/HIP GPU")])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("phase", ["prefill", "decode"])
-def test_no_recompilation_when_batch_composition_changes(phase):
+def test_no_recompilation_when_batch_composition_changes(phase, device):
     """Same shapes in, new plan: the compiled step is reused (index arrays are dynamic)."""
     import torch._dynamo.testing
 
+    torch._dynamo.reset()
     torch.manual_seed(2)
     num_pages = 128
-    cache = torch.randn(num_pages, 2, PAGE, HKV, D).half()
-    workspace = torch.empty(16 << 20, dtype=torch.uint8)
+    cache = torch.randn(num_pages, 2, PAGE, HKV, D).half().to(device)
+    workspace = torch.empty(16 << 20, dtype=torch.uint8, device=device)
     if phase == "decode":
         wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
     else:
@@ -132,10 +139,10 @@ def test_no_recompilation_when_batch_composition_changes(phase):
         indptr, indices, last = _plan_inputs(kv_lens, num_pages)
         if phase == "decode":
             wrapper.plan(indptr, indices, last, HQ, HKV, D, PAGE)
-            q = torch.randn(len(kv_lens), HQ, D).half()
+            q = torch.randn(len(kv_lens), HQ, D).half().to(device)
         else:
             qo_indptr = torch.tensor([0] + torch.cumsum(torch.tensor(qo_lens), 0).tolist(), dtype=torch.int32)
             wrapper.plan(qo_indptr, indptr, indices, last, HQ, HKV, D, PAGE, causal=True)
-            q = torch.randn(sum(qo_lens), HQ, D).half()
+            q = torch.randn(sum(qo_lens), HQ, D).half().to(device)
         torch.testing.assert_close(step(q, cache), wrapper.run(q, cache) * 2, rtol=0, atol=0)
     assert counter.frame_count == 1, f"recompiled: {counter.frame_count} frames for {len(compositions)} plans"

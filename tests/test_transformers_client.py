@@ -61,3 +61,47 @@ def test_llama_prefill_and_decode_match_sdpa(compiled):
     err = ((got - expected).norm() / expected.norm()).item()
     assert err < 5e-3, err
     assert torch.equal(got[:, PROMPT - 1:].argmax(-1), expected[:, PROMPT - 1:].argmax(-1))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graph capture needs a GPU")
+def test_llama_decode_step_replayed_from_a_cuda_graph():
+    """The serving pattern: prefill eagerly, capture one decode step, then for every later step
+    re-plan (in place) and replay; the logits match the SDPA model's."""
+    config, ours, ref = _models()
+    tokens = torch.randint(0, config.vocab_size, (BATCH, PROMPT + STEPS), device=DEVICE)
+    with torch.no_grad():
+        expected = ref(tokens, use_cache=False).logits
+    state = tfa.PagedServingState(config, max_pages=64, page_size=4, device=DEVICE, cuda_graph_batch=BATCH)
+    state.begin_step([PROMPT] * BATCH)
+    pos = torch.arange(PROMPT, device=DEVICE).expand(BATCH, PROMPT)
+    static_ids = torch.zeros(BATCH, 1, dtype=torch.long, device=DEVICE)
+    static_pos = torch.zeros(BATCH, 1, dtype=torch.long, device=DEVICE)
+
+    def decode_step():
+        return ours(static_ids, position_ids=static_pos, use_cache=False, paged_state=state).logits
+
+    with torch.no_grad():
+        logits = [ours(tokens[:, :PROMPT], position_ids=pos, use_cache=False, paged_state=state).logits]
+        state.begin_step([1] * BATCH)
+        static_ids.copy_(tokens[:, PROMPT:PROMPT + 1])
+        static_pos.fill_(PROMPT)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up (it writes the same K/V the replay writes)
+            decode_step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_logits = decode_step()
+        for step in range(STEPS):
+            if step > 0:
+                state.begin_step([1] * BATCH)  # pages and lengths change under the same graph
+                static_ids.copy_(tokens[:, PROMPT + step:PROMPT + step + 1])
+                static_pos.fill_(PROMPT + step)
+            graph.replay()
+            logits.append(static_logits.clone())
+    got = torch.cat(logits, dim=1)
+    assert got.shape == expected.shape
+    err = ((got - expected).norm() / expected.norm()).item()
+    assert err < 5e-3, err

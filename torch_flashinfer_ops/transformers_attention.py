@@ -12,6 +12,12 @@ replaces transformers' own) and pass the state as ``paged_state=``:
     state.begin_step([len(p) for p in prompts])          # prefill: plan once for all layers
     logits = model(input_ids, position_ids=positions, use_cache=False, paged_state=state).logits
     state.begin_step([1] * len(prompts))                 # each decode step
+
+With ``cuda_graph_batch=B`` the decode steps of a batch of B requests can be captured once in
+a CUDA/HIP graph and replayed: every array a decode step reads (the plan, the page table, the
+append positions) lives in a buffer of fixed address that ``begin_step()`` rewrites in place.
+Capture after a first decode ``begin_step()``; before each replay call ``begin_step()`` and
+copy the step's token ids and positions into the captured input tensors.
 """
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ class PagedServingState:
 
     def __init__(self, config, max_pages: int, page_size: int = 16, device="cpu",
                  dtype: torch.dtype = torch.float16, backend: str = "auto",
-                 workspace_bytes: int = 64 << 20):
+                 workspace_bytes: int = 64 << 20, cuda_graph_batch: Optional[int] = None):
         self.num_qo_heads = config.num_attention_heads
         self.num_kv_heads = getattr(config, "num_key_value_heads", None) or self.num_qo_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.num_qo_heads
@@ -49,8 +55,24 @@ class PagedServingState:
         self.sm_scale = self.head_dim ** -0.5
         self._prefill = BatchPrefillWithPagedKVCacheWrapper(
             torch.empty(workspace_bytes, dtype=torch.uint8, device=self.device), "NHD", backend=backend)
+        self.cuda_graph_batch = cuda_graph_batch
+        decode_buffers = {}
+        if cuda_graph_batch is not None:
+            if cuda_graph_batch < 1:
+                raise ValueError(f"cuda_graph_batch must be >= 1, got {cuda_graph_batch}")
+            # Fixed-address arrays of the decode step (page table, append slots), sized for the
+            # batch and every page of the cache; begin_step() rewrites them in place.
+            def fixed(n):
+                return torch.zeros(n, dtype=torch.int32, device=self.device)
+            self._g_indptr, self._g_indices, self._g_last = (
+                fixed(cuda_graph_batch + 1), fixed(max_pages), fixed(cuda_graph_batch))
+            self._g_batch_indices, self._g_positions = fixed(cuda_graph_batch), fixed(cuda_graph_batch)
+            decode_buffers = dict(use_cuda_graph=True, paged_kv_indptr_buffer=fixed(cuda_graph_batch + 1),
+                                  paged_kv_indices_buffer=fixed(max_pages),
+                                  paged_kv_last_page_len_buffer=fixed(cuda_graph_batch))
         self._decode = BatchDecodeWithPagedKVCacheWrapper(
-            torch.empty(workspace_bytes, dtype=torch.uint8, device=self.device), "NHD", backend=backend)
+            torch.empty(workspace_bytes, dtype=torch.uint8, device=self.device), "NHD", backend=backend,
+            **decode_buffers)
         self.wrapper = None
 
     def begin_step(self, new_tokens: Sequence[int]) -> None:
@@ -78,7 +100,19 @@ class PagedServingState:
         self.batch_indices, self.positions = get_batch_indices_positions(
             append_indptr.to(dev), seq_lens, int(append_indptr[-1]))
         heads = (self.num_qo_heads, self.num_kv_heads, self.head_dim, self.page_size)
-        if all(n == 1 for n in new_tokens):
+        decode = all(n == 1 for n in new_tokens)
+        if decode and self.cuda_graph_batch is not None:
+            if len(new_tokens) != self.cuda_graph_batch:
+                raise ValueError(f"a captured decode step serves cuda_graph_batch = {self.cuda_graph_batch} "
+                                 f"requests, got {len(new_tokens)}")
+            self._g_indptr.copy_(self.kv_indptr)
+            self._g_indices[: self.kv_indices.numel()].copy_(self.kv_indices)
+            self._g_last.copy_(self.kv_last_page_len)
+            self._g_batch_indices.copy_(self.batch_indices)
+            self._g_positions.copy_(self.positions)
+            self.kv_indptr, self.kv_indices, self.kv_last_page_len = self._g_indptr, self._g_indices, self._g_last
+            self.batch_indices, self.positions = self._g_batch_indices, self._g_positions
+        if decode:
             self._decode.plan(kv_indptr, kv_indices, last, *heads, sm_scale=self.sm_scale,
                               q_data_type=self.dtype, kv_data_type=self.dtype)
             self.wrapper = self._decode
