@@ -297,3 +297,37 @@ def test_get_seq_lens_empty_request():
     last = torch.tensor([3, 0, 16], dtype=torch.int32)
     got = flashinfer.page.get_seq_lens(indptr, last, 16)
     assert got.tolist() == ref.seq_lens_ref(indptr, last, 16) == [19, 0, 16]
+
+
+def _slots(positions, batch_indices=None):
+    """Two requests of 2 pages (page 16, last pages holding 5 and 16): 21 and 32 kv slots."""
+    i32 = torch.int32
+    positions = torch.tensor(positions, dtype=i32)
+    batch_indices = torch.zeros_like(positions) if batch_indices is None else torch.tensor(batch_indices, dtype=i32)
+    return (batch_indices, positions, torch.tensor([3, 0, 1, 2], dtype=i32), torch.tensor([0, 2, 4], dtype=i32),
+            torch.tensor([5, 16], dtype=i32))
+
+
+@pytest.mark.parametrize("positions, batch_indices, match", [
+    ([20], None, None),
+    ([21], None, r"positions\[0\] = 21 is beyond request 0's 21 kv slots"),
+    ([31, 32], [1, 1], r"positions\[1\] = 32 is beyond request 1's 32 kv slots"),
+    ([0], [2], r"batch_indices\[0\] = 2 is out of range for batch_size 2"),
+])
+def test_checked_mode_append_slots(positions, batch_indices, match):
+    """The checked mode's slot checks (run on GPU arrays when TORCH_FLASHINFER_OPS_DEBUG=1)."""
+    from torch_flashinfer_ops import _debug
+
+    args = _slots(positions, batch_indices)
+    if match is None:
+        _debug.check_append_slots(*args, page_size=16, num_pages=4)
+    else:
+        with pytest.raises(ValueError, match=match):
+            _debug.check_append_slots(*args, page_size=16, num_pages=4)
+
+
+def test_checked_mode_page_ids():
+    from torch_flashinfer_ops import _debug
+
+    with pytest.raises(ValueError, match="kv_indices entry 3 is not a page of the cache"):
+        _debug.check_append_slots(*_slots([0]), page_size=16, num_pages=3)

@@ -11,6 +11,7 @@ from typing import Tuple, Union
 
 import torch
 
+from . import _debug
 from . import _validation as V
 from ._ops import ops
 from ._wrapper_base import unpack_paged_kv_cache
@@ -51,6 +52,10 @@ def append_paged_kv_cache(
     V.check_same_device(append_key=append_key, append_value=append_value, batch_indices=batch_indices,
                         positions=positions, paged_kv_cache=k_cache, kv_indices=kv_indices,
                         kv_indptr=kv_indptr, kv_last_page_len=kv_last_page_len)
+    if _debug.enabled(append_key):
+        page_size = k_cache.shape[1] if kv_layout == "NHD" else k_cache.shape[2]
+        _debug.check_append_slots(batch_indices, positions, kv_indices, kv_indptr, kv_last_page_len,
+                                  page_size, k_cache.shape[0])
     ops.append_paged_kv_cache(append_key, append_value, batch_indices, positions, k_cache, v_cache,
                               kv_indices, kv_indptr, kv_last_page_len, layout,
                               V.check_scale("k_scale", k_scale), V.check_scale("v_scale", v_scale))
