@@ -205,17 +205,17 @@ def test_append_cuda_graph_replay():
 
 
 def test_append_checked_mode_raises_on_bad_positions(monkeypatch):
-    """Without checked mode a slot beyond the pages is skipped on the GPU (no host sync); with
-    TORCH_FLASHINFER_OPS_DEBUG=1 the call raises the CPU path's error and writes nothing."""
+    """Without checked mode a slot beyond the request's pages is skipped on the GPU (no host
+    sync); with TORCH_FLASHINFER_OPS_DEBUG=1 the call raises the CPU path's error instead."""
     cache = torch.zeros(4, 2, 16, 2, 64, dtype=F16, device=DEV)
     k = torch.randn(1, 2, 64, dtype=F16, device=DEV)
     i32 = dict(dtype=torch.int32, device=DEV)
-    args = (torch.zeros(1, **i32), torch.tensor([21], **i32), cache, torch.tensor([3, 0, 1, 2], **i32),
+    args = (torch.zeros(1, **i32), torch.tensor([40], **i32), cache, torch.tensor([3, 0, 1, 2], **i32),
             torch.tensor([0, 2, 4], **i32), torch.tensor([5, 16], **i32))
     monkeypatch.delenv("TORCH_FLASHINFER_OPS_DEBUG", raising=False)
     flashinfer.append_paged_kv_cache(k, k, *args)
     torch.cuda.synchronize()
     assert not cache.any()
     monkeypatch.setenv("TORCH_FLASHINFER_OPS_DEBUG", "1")
-    with pytest.raises(ValueError, match=r"positions\[0\] = 21 is beyond request 0's 21 kv slots"):
+    with pytest.raises(ValueError, match=r"positions\[0\] = 40 is beyond request 0's 21 kv slots"):
         flashinfer.append_paged_kv_cache(k, k, *args)
