@@ -1,103 +1,218 @@
-"""Batch decode over a paged KV cache on the GPU: torch_flashinfer_ops (fa2, both kernel
-families) against the device's copy bandwidth and, when importable, upstream FlashInfer.
+"""Batch decode over a paged KV cache on the GPU: torch_flashinfer_ops (fa2, both kernel paths)
+against upstream FlashInfer (both paths) and the device's copy bandwidth.
 
-    python benchmarks/bench_decode.py [--batches 1,16,64,128,256] [--kv 1024,4096,16384]
+    python benchmarks/bench_decode.py --out DIR [--quick] [--batches 1,16,64,128,256]
+        [--kv 1024,2048,4096,16384] [--kv-dtypes float16,float8_e4m3fn] [--timing graph|events]
 
-Shapes: page size 16, 32 query / 8 kv heads, head_dim 128, fp16, every request kv_len long.
-Bytes: K + V pages read + q read + out written. The ceiling is a large device-to-device copy
-(bytes read + written per second). Times are medians of CUDA-event timed replays of a CUDA
-graph holding one run (how serving loops run decode; no Python or launch overhead), after
-warm-up, on random (never zero) inputs. Also prints plan() host time at the largest batch.
+Shapes: page size 16, 32 query / 8 kv heads, head_dim 128, q fp16, KV fp16 or FP8 e4m3 (FP8
+runs pass k_scale = v_scale = 1.0 to run()), every request kv_len long, pages in random order.
+Shapes whose cache exceeds --max-cache-gb (default 40) are skipped. Paths, for both libraries:
+simt = use_tensor_cores=False, mma = use_tensor_cores=True (backend "fa2").
+Bytes: K + V pages read + q read + out written. The ceiling is a 2 GiB device-to-device copy
+(bytes read + written per second), measured at startup. Every path is timed the same way:
+by default the median of CUDA-event-timed replays of a CUDA graph holding one run() (how
+serving loops run decode; no Python or launch overhead), after warm-up, on random inputs;
+`--timing events` times 10 back-to-back run() calls per event pair instead. L2 is not flushed
+between runs (caches of a few MB may be read from L2). Ratios are ours GB/s over upstream's:
+best of our two paths vs best of upstream's, and per path. Upstream 0.2.14 applies v_scale
+after attention as a separate `out *= v_scale` kernel, which is part of its FP8 time.
+Also prints plan() host time at the largest batch. Writes DIR/decode.json (every row and the
+run's metadata), decode.md (the printed table) and decode.png.
 """
 import argparse
-import datetime
+import os
+import sys
 import time
+from types import SimpleNamespace
 
 import torch
 
-import torch_flashinfer_ops as tfo
-from cuda_timing import timed
+from bench_report import (DEFAULT_OUT, attempt, fmt, header_lines, import_ours, markdown_table, optional_import,
+                          ratio, run_metadata, save_bar_plot, write_results)
+from cuda_timing import timer_for
+from device_ceilings import copy_bandwidth
 
 HQ, HKV, D, PAGE = 32, 8, 128, 16
-DTYPE = torch.float16
+Q_DTYPE = torch.float16
+WORKSPACE_BYTES = 256 << 20
+ITERS = 20
+PATHS = ("ours-simt", "ours-mma", "flashinfer-simt", "flashinfer-mma")
+FULL = dict(batches="1,16,64,128,256", kv="1024,2048,4096,16384")
+QUICK = dict(batches="1,16", kv="1024")
 
 
-def graph_timed(fn, iters=20):
-    """GPU time of fn captured in a CUDA graph (as serving runs decode): no launch overhead."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return timed(graph.replay, iters)
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=DEFAULT_OUT, help="directory for decode.json/.md/.png (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help=f"reduced shapes for a smoke test: {QUICK}")
+    parser.add_argument("--batches", help=f"batch sizes (default {FULL['batches']})")
+    parser.add_argument("--kv", help=f"kv lengths per request (default {FULL['kv']})")
+    parser.add_argument("--kv-dtypes", default="float16,float8_e4m3fn", help="KV cache dtypes (default %(default)s)")
+    parser.add_argument("--timing", choices=("graph", "events"), default="graph",
+                        help="graph: replay of a CUDA graph holding one run(); events: 10 back-to-back calls "
+                             "per CUDA-event pair (default %(default)s)")
+    parser.add_argument("--max-cache-gb", type=float, default=40.0, help="skip larger caches (default %(default)s)")
+    args = parser.parse_args(argv)
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.batches = [int(x) for x in args.batches.split(",")]
+    args.kv = [int(x) for x in args.kv.split(",")]
+    args.kv_dtypes = [getattr(torch, name) for name in args.kv_dtypes.split(",")]
+    return args
 
 
-def copy_bandwidth():
-    src = torch.randn(1 << 30, dtype=torch.float16, device="cuda")  # 2 GiB
-    dst = torch.empty_like(src)
-    t = timed(lambda: dst.copy_(src), 10)
-    return 2 * src.numel() * src.element_size() / t
+def dtype_name(dtype):
+    return str(dtype).replace("torch.", "")
 
 
-def upstream_runner(workspace, indptr, indices, last, q, cache):
-    try:
-        import flashinfer  # upstream
-    except Exception:
-        return None
-    w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
-    w.plan(indptr, indices, last, HQ, HKV, D, PAGE, q_data_type=DTYPE, kv_data_type=DTYPE)
-    return lambda: w.run(q, cache)
+def cache_bytes(bs, kv_len, kv_dtype):
+    return bs * -(-kv_len // PAGE) * 2 * PAGE * HKV * D * kv_dtype.itemsize
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--batches", default="1,16,64,128,256")
-    parser.add_argument("--kv", default="1024,4096,16384")
-    args = parser.parse_args()
-    batches = [int(x) for x in args.batches.split(",")]
-    kv_lens = [int(x) for x in args.kv.split(",")]
-    ceiling = copy_bandwidth()
-    print(f"# batch decode, {torch.cuda.get_device_name()}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
-    print(f"# page {PAGE}, {HQ}/{HKV} heads, d{D}, fp16; copy ceiling {ceiling / 1e9:.0f} GB/s")
-    print("| bs | kv | simt us | simt GB/s | % copy | mma us | mma GB/s | % copy | upstream us |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    workspace = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
-    for kv in kv_lens:
-        for bs in batches:
-            pages_per = kv // PAGE
-            num_pages = bs * pages_per
-            cache = torch.randn(num_pages, 2, PAGE, HKV, D, dtype=DTYPE, device="cuda")
-            indices = torch.randperm(num_pages, dtype=torch.int32, device="cuda")
-            indptr = torch.arange(bs + 1, dtype=torch.int32, device="cuda") * pages_per
-            last = torch.full((bs,), PAGE, dtype=torch.int32, device="cuda")
-            q = torch.randn(bs, HQ, D, dtype=DTYPE, device="cuda")
-            nbytes = cache.numel() * cache.element_size() + 2 * q.numel() * q.element_size()
-            row = [str(bs), str(kv)]
-            for tc in (False, True):
-                w = tfo.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD", use_tensor_cores=tc)
-                w.plan(indptr, indices, last, HQ, HKV, D, PAGE, q_data_type=DTYPE, kv_data_type=DTYPE)
-                out = torch.empty_like(q)
-                t = graph_timed(lambda: w.run(q, cache, out=out))
-                row += [f"{t * 1e6:.1f}", f"{nbytes / t / 1e9:.0f}", f"{100 * nbytes / t / ceiling:.0f}%"]
-            up = upstream_runner(torch.empty(256 << 20, dtype=torch.uint8, device="cuda"), indptr, indices, last,
-                                 q, cache)
-            row.append(f"{graph_timed(up) * 1e6:.1f}" if up is not None else "n/a")
-            print("| " + " | ".join(row) + " |", flush=True)
-            del cache
-    bs = max(batches)
-    indptr_h = torch.arange(bs + 1, dtype=torch.int32) * 64
-    indices_h = torch.arange(bs * 64, dtype=torch.int32)
-    last_h = torch.full((bs,), PAGE, dtype=torch.int32)
-    w = tfo.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
-    for _ in range(3):
-        w.plan(indptr_h, indices_h, last_h, HQ, HKV, D, PAGE, q_data_type=DTYPE)
-    t0 = time.perf_counter()
-    for _ in range(20):
-        w.plan(indptr_h, indices_h, last_h, HQ, HKV, D, PAGE, q_data_type=DTYPE)
-    print(f"# plan() at bs {bs}: {(time.perf_counter() - t0) / 20 * 1e6:.0f} us on the host")
+def random_cache(num_pages, kv_dtype, chunk_pages=8192):
+    """[num_pages, 2, PAGE, HKV, D] of normal values, filled in chunks (no full-size fp32/fp16 temporary)."""
+    cache = torch.empty(num_pages, 2, PAGE, HKV, D, dtype=kv_dtype, device="cuda")
+    for chunk in cache.split(chunk_pages):
+        chunk.copy_(torch.randn(chunk.shape, dtype=torch.float16, device="cuda"))
+    return cache
+
+
+def decode_inputs(bs, kv_len, kv_dtype):
+    pages_per = -(-kv_len // PAGE)
+    num_pages = bs * pages_per
+    ints = dict(dtype=torch.int32, device="cuda")
+    return SimpleNamespace(
+        kv_dtype=kv_dtype,
+        cache=random_cache(num_pages, kv_dtype),
+        indices=torch.randperm(num_pages, device="cuda").to(torch.int32),
+        indptr=torch.arange(bs + 1, **ints) * pages_per,
+        last=torch.full((bs,), kv_len - (pages_per - 1) * PAGE, **ints),
+        q=torch.randn(bs, HQ, D, dtype=Q_DTYPE, device="cuda"),
+    )
+
+
+def decode_call(lib, use_tensor_cores, x, workspace):
+    """Plans lib's BatchDecodeWithPagedKVCacheWrapper on x; returns its run() into a fixed out.
+
+    q_data_type and kv_data_type are both given, not data_type=: FlashInfer 0.2.14's data_type
+    fills only the dtypes left unset (q_data_type defaults to float16, so it sets the KV dtype),
+    while torch_flashinfer_ops' data_type overrides both and would plan an FP8 query."""
+    wrapper = lib.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD", use_tensor_cores=use_tensor_cores,
+                                                     backend="fa2")
+    wrapper.plan(x.indptr, x.indices, x.last, HQ, HKV, D, PAGE, q_data_type=Q_DTYPE, kv_data_type=x.kv_dtype)
+    out = torch.empty_like(x.q)
+    scales = dict(k_scale=1.0, v_scale=1.0) if x.kv_dtype.itemsize == 1 else {}
+    return lambda: wrapper.run(x.q, x.cache, out=out, **scales)
+
+
+def bench_shape(libs, workspaces, bs, kv_len, kv_dtype, timer, ceiling):
+    x = decode_inputs(bs, kv_len, kv_dtype)
+    nbytes = x.cache.numel() * x.cache.element_size() + 2 * x.q.numel() * x.q.element_size()
+    seconds = {}
+    for path in PATHS:
+        lib_name, kernel = path.split("-")
+        lib = libs.get(lib_name)
+        seconds[path] = None if lib is None else attempt(
+            f"{path} {dtype_name(kv_dtype)}",
+            lambda: timer(decode_call(lib, kernel == "mma", x, workspaces[lib_name]), ITERS))
+    gbps = {p: nbytes / s / 1e9 if s else None for p, s in seconds.items()}
+    best = {lib: max((gbps[p] for p in PATHS if p.startswith(lib) and gbps[p]), default=None)
+            for lib in ("ours", "flashinfer")}
+    return {
+        "kv_dtype": dtype_name(kv_dtype), "batch": bs, "kv_len": kv_len, "bytes": nbytes,
+        "us": {p: s * 1e6 if s else None for p, s in seconds.items()},
+        "gbps": gbps,
+        "pct_copy": {p: 100 * g * 1e9 / ceiling if g and ceiling else None for p, g in gbps.items()},
+        "ours_vs_flashinfer": {"best": ratio(best["ours"], best["flashinfer"]),
+                               "simt": ratio(gbps["ours-simt"], gbps["flashinfer-simt"]),
+                               "mma": ratio(gbps["ours-mma"], gbps["flashinfer-mma"])},
+    }
+
+
+def plan_host_us(libs, bs, repeat=20):
+    """Host microseconds of one decode plan() at batch bs (64 pages per request, host index arrays)."""
+    indptr = torch.arange(bs + 1, dtype=torch.int32) * 64
+    indices = torch.arange(bs * 64, dtype=torch.int32)
+    last = torch.full((bs,), PAGE, dtype=torch.int32)
+    result = {}
+    for name, lib in libs.items():
+        def run():
+            workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device="cuda")
+            wrapper = lib.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD", backend="fa2")
+            plan = lambda: wrapper.plan(indptr, indices, last, HQ, HKV, D, PAGE, q_data_type=Q_DTYPE)
+            for _ in range(3):
+                plan()
+            start = time.perf_counter()
+            for _ in range(repeat):
+                plan()
+            return (time.perf_counter() - start) / repeat * 1e6
+        result[name] = attempt(f"{name} plan()", run)
+    return result
+
+
+def table(rows):
+    headers = (["kv dtype", "bs", "kv"] + [f"{p} us / GB/s / % copy" for p in PATHS]
+               + ["ours / flashinfer (best)", "simt ours / flashinfer", "mma ours / flashinfer"])
+
+    def cell(r, p):
+        if r["us"][p] is None:
+            return "n/a"
+        return f"{r['us'][p]:.1f} / {r['gbps'][p]:.0f} / {fmt(r['pct_copy'][p], '.0f', '%')}"
+
+    body = [[r["kv_dtype"], r["batch"], r["kv_len"]] + [cell(r, p) for p in PATHS]
+            + [fmt(r["ours_vs_flashinfer"][k], ".2f") for k in ("best", "simt", "mma")] for r in rows]
+    return markdown_table(headers, body)
+
+
+def plot_panels(rows, kv_dtypes, ceiling):
+    panels = []
+    for kv_dtype in map(dtype_name, kv_dtypes):
+        sel = [r for r in rows if r["kv_dtype"] == kv_dtype]
+        panels.append({"title": f"Batch decode, KV {kv_dtype}", "ylabel": "GB/s",
+                       "labels": [f"bs{r['batch']} kv{r['kv_len']}" for r in sel],
+                       "series": {p: [r["gbps"][p] for r in sel] for p in PATHS},
+                       "hlines": {"copy ceiling": ceiling / 1e9} if ceiling else {}})
+    return panels
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not torch.cuda.is_available():
+        sys.exit("bench_decode.py needs a CUDA GPU")
+    tfo = import_ours()
+    fi = optional_import("flashinfer", "upstream flashinfer")
+    libs = {"ours": tfo, **({"flashinfer": fi} if fi else {})}
+    timer, timing = timer_for(args.timing, 1 if args.timing == "graph" else 10)
+    ceiling = attempt("copy ceiling", copy_bandwidth)
+    workspaces = {name: torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device="cuda") for name in libs}
+    meta = run_metadata(flashinfer=getattr(fi, "__version__", None), copy_ceiling_gbps=ceiling and ceiling / 1e9,
+                        timing=timing, iters=ITERS, shape=f"page {PAGE}, {HQ}/{HKV} heads, d{D}, q fp16",
+                        quick=args.quick)
+    rows = []
+    for kv_dtype in args.kv_dtypes:
+        for kv_len in args.kv:
+            for bs in args.batches:
+                if cache_bytes(bs, kv_len, kv_dtype) > args.max_cache_gb * 1e9:
+                    print(f"skip bs {bs} kv {kv_len} {dtype_name(kv_dtype)}: cache over {args.max_cache_gb} GB")
+                    continue
+                rows.append(bench_shape(libs, workspaces, bs, kv_len, kv_dtype, timer, ceiling))
+                torch.cuda.empty_cache()
+                print(f"{dtype_name(kv_dtype)} bs {bs} kv {kv_len}: "
+                      + ", ".join(f"{p} {fmt(rows[-1]['gbps'][p], '.0f')}" for p in PATHS) + " GB/s", flush=True)
+    plan_bs = max(args.batches)
+    meta["plan_host_us"] = {"batch": plan_bs, **plan_host_us(libs, plan_bs)}
+    plan_note = ", ".join(f"{k} {fmt(v, '.0f')} us" for k, v in meta["plan_host_us"].items() if k != "batch")
+    notes = [f"{timing}; median of {ITERS}",
+             f"page {PAGE}, {HQ}/{HKV} heads, d{D}, q fp16; simt = use_tensor_cores=False, mma = "
+             "use_tensor_cores=True; FP8 runs pass k_scale = v_scale = 1.0 (upstream applies v_scale as a "
+             "separate out *= v_scale kernel); upstream runs with its default enable_pdl",
+             f"copy ceiling {fmt(meta['copy_ceiling_gbps'], '.0f')} GB/s (2 GiB device-to-device, read + write)",
+             f"plan() host time at bs {plan_bs}: {plan_note}"]
+    text = "\n".join(header_lines(meta, *notes) + ["", table(rows)])
+    print(text)
+    write_results(args.out, "decode", meta, rows, text)
+    save_bar_plot(os.path.join(args.out, "decode.png"), plot_panels(rows, args.kv_dtypes, ceiling))
 
 
 if __name__ == "__main__":

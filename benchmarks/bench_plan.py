@@ -10,7 +10,7 @@ import time
 
 import torch
 
-import torch_flashinfer_ops as flashinfer
+from bench_report import import_ours
 
 
 def _batch(bs, page_size, seed=0):
@@ -41,6 +41,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=300)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    flashinfer = import_ours()
     results = []
     for bs in (1, 16, 64, 256):
         indptr, indices, last = (t.to(args.device) for t in _batch(bs, 16))

@@ -1,26 +1,103 @@
-"""Single-request prefill on the GPU: torch_flashinfer_ops (fa2) vs torch SDPA (flash, cuDNN) and,
-when importable, upstream FlashInfer's fa2 backend.
+"""Prefill on the GPU: torch_flashinfer_ops (fa2) against torch SDPA (flash, cuDNN), upstream
+FlashInfer's fa2 backend and the device's GEMM ceiling.
 
-    python benchmarks/bench_prefill.py [--lengths 1024,4096,16384] [--markdown out.md]
+    python benchmarks/bench_prefill.py --out DIR [--quick] [--lengths 1024,4096,16384]
+        [--dims 128,64,256] [--batches 16x1024,4x4096] [--calls 10]
 
-Shapes: 32 query heads, 8 kv heads, head_dim 128, qo_len = kv_len = L, fp16 and bf16, causal and
-not. TFLOP/s from 4 * L * L * D * Hq FLOPs, halved for causal. Times are medians of CUDA-event
-timed runs after warm-up, on random (never zero) inputs.
+Single request: 32 query / 8 kv heads, qo_len = kv_len = L, NHD; head_dim 128 in fp16 and bf16,
+head_dim 64 and 256 in fp16 only; causal and not. Peers: SDPA with the FLASH_ATTENTION and
+CUDNN_ATTENTION backends (kv heads repeated to 32), flashinfer.single_prefill_with_kv_cache
+(backend="fa2").
+Batch: n requests of L tokens each (qo_len = kv_len), head_dim 128, fp16 and bf16, causal and
+not: our BatchPrefillWithPagedKVCacheWrapper (page 16, NHD) and
+BatchPrefillWithRaggedKVCacheWrapper against upstream's wrappers of the same names
+(backend="fa2"), 128 MiB workspace each; plan() untimed, run() timed. "batch / single" is our
+batch TFLOP/s over our single-prefill TFLOP/s at the same dtype, causality and L (needs L in
+--lengths).
+
+FLOPs = 4 * sum(qo_len * kv_len) * head_dim * num_qo_heads, halved for causal. Every library
+is timed the same way: `--calls` back-to-back calls between one pair of CUDA events, divided
+(median of 30 samples at L <= 4k, 10 above), after warm-up, on random inputs. "ours 1-call"
+times one call per sample instead (host overhead included). The GEMM ceiling is torch.matmul
+of two 8192 x 8192 matrices of the row's dtype, measured at startup. Writes DIR/prefill.json
+(every row and the run's metadata), prefill.md (the printed tables) and prefill.png.
 """
 import argparse
-import datetime
-import subprocess
+import os
+import sys
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 
-import torch_flashinfer_ops as tfo
-from cuda_timing import timed
+from bench_report import (DEFAULT_OUT, attempt, fmt, header_lines, import_ours, markdown_table, optional_import,
+                          ratio, run_metadata, save_bar_plot, write_results)
+from cuda_timing import timed, timed_batch
+from device_ceilings import gemm_tflops
 
-HQ, HKV, D = 32, 8, 128
+HQ, HKV, PAGE = 32, 8, 16
+BATCH_HEAD_DIM = 128
+WORKSPACE_BYTES = 128 << 20
+SINGLE_PEERS = ("sdpa-flash", "sdpa-cudnn", "flashinfer-fa2")
+BATCH_PEER = "flashinfer-fa2"
+FULL = dict(lengths="1024,4096,16384", dims="128,64,256", batches="16x1024,4x4096")
+QUICK = dict(lengths="1024", dims="128", batches="4x1024")
+SHORT_DTYPE = {"float16": "fp16", "bfloat16": "bf16"}
 
 
-def sdpa_runner(backend, q, k, v, causal):
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=DEFAULT_OUT, help="directory for prefill.json/.md/.png (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help=f"reduced shapes for a smoke test: {QUICK}")
+    parser.add_argument("--lengths", help=f"single-prefill L list (default {FULL['lengths']})")
+    parser.add_argument("--dims", help=f"single-prefill head_dims; 128 in fp16 and bf16, others in fp16 only "
+                                       f"(default {FULL['dims']})")
+    parser.add_argument("--batches", help=f"batch shapes, requests x tokens (default {FULL['batches']})")
+    parser.add_argument("--calls", type=int, default=10, help="calls per CUDA-event pair (default %(default)s)")
+    args = parser.parse_args(argv)
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.lengths = [int(x) for x in args.lengths.split(",")]
+    args.dims = [int(x) for x in args.dims.split(",")]
+    args.batches = [tuple(int(v) for v in x.split("x")) for x in args.batches.split(",")]
+    return args
+
+
+def dtype_name(dtype):
+    return str(dtype).replace("torch.", "")
+
+
+def iters_for(L):
+    return 30 if L <= 4096 else 10
+
+
+def attention_flops(sum_qo_kv, head_dim, causal):
+    return 4.0 * sum_qo_kv * head_dim * HQ / (2 if causal else 1)
+
+
+def measure_tflops(name, make, flops, timer):
+    """TFLOP/s of the call that make() builds (setup untimed), or None if it is missing or fails."""
+    if make is None:
+        return None
+    return attempt(name, lambda: flops / timer(make()) * 1e-12)
+
+
+def percent(value, ceiling):
+    return 100.0 * value / ceiling if value and ceiling else None
+
+
+# ---- single request -----------------------------------------------------------------------
+
+def single_configs(dims, lengths):
+    for head_dim in dims:
+        for dtype in (torch.float16, torch.bfloat16) if head_dim == 128 else (torch.float16,):
+            for causal in (False, True):
+                for L in lengths:
+                    yield dtype, head_dim, causal, L
+
+
+def sdpa_call(backend, q, k, v, causal):
     qt, kt, vt = (x.transpose(0, 1).unsqueeze(0) for x in (q, k, v))
     kt = kt.repeat_interleave(HQ // HKV, dim=1).contiguous()
     vt = vt.repeat_interleave(HQ // HKV, dim=1).contiguous()
@@ -33,71 +110,172 @@ def sdpa_runner(backend, q, k, v, causal):
     return run
 
 
-def upstream_runner(q, k, v, causal):
-    import flashinfer  # upstream
-
-    def run():
-        return flashinfer.single_prefill_with_kv_cache(q, k, v, causal=causal, backend="fa2")
-
-    return run
+def single_prefill_call(lib, q, k, v, causal):
+    return lambda: lib.single_prefill_with_kv_cache(q, k, v, causal=causal, backend="fa2")
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--lengths", default="1024,4096,16384")
-    parser.add_argument("--markdown", default=None)
-    args = parser.parse_args()
-    lengths = [int(x) for x in args.lengths.split(",")]
-    peers = {
-        "sdpa-flash": lambda q, k, v, c: sdpa_runner(torch.nn.attention.SDPBackend.FLASH_ATTENTION, q, k, v, c),
-        "sdpa-cudnn": lambda q, k, v, c: sdpa_runner(torch.nn.attention.SDPBackend.CUDNN_ATTENTION, q, k, v, c),
+def single_makers(tfo, fi, q, k, v, causal):
+    """name -> builder of a zero-argument call (None where the library is missing)."""
+    backends = torch.nn.attention.SDPBackend
+    return {
+        "ours": lambda: single_prefill_call(tfo, q, k, v, causal),
+        "sdpa-flash": lambda: sdpa_call(backends.FLASH_ATTENTION, q, k, v, causal),
+        "sdpa-cudnn": lambda: sdpa_call(backends.CUDNN_ATTENTION, q, k, v, causal),
+        "flashinfer-fa2": (lambda: single_prefill_call(fi, q, k, v, causal)) if fi else None,
     }
-    try:
-        import flashinfer  # noqa: F401
 
-        peers["flashinfer-fa2"] = upstream_runner
-    except Exception as error:  # not installed: reported, not fatal
-        print(f"upstream flashinfer not available: {error}")
+
+def bench_single(tfo, fi, config, calls, gemm):
+    dtype, head_dim, causal, L = config
+    q = torch.randn(L, HQ, head_dim, dtype=dtype, device="cuda")
+    k, v = (torch.randn(L, HKV, head_dim, dtype=dtype, device="cuda") for _ in range(2))
+    flops, iters = attention_flops(L * L, head_dim, causal), iters_for(L)
+    makers = single_makers(tfo, fi, q, k, v, causal)
+    tflops = {name: measure_tflops(name, make, flops, lambda fn: timed_batch(fn, calls, iters))
+              for name, make in makers.items()}
+    return {
+        "section": "single", "kind": "single", "dtype": dtype_name(dtype), "head_dim": head_dim,
+        "causal": causal, "batch": 1, "L": L, "flops": flops, "tflops": tflops,
+        "ours_vs": {name: ratio(tflops["ours"], tflops[name]) for name in SINGLE_PEERS},
+        "ours_pct_gemm": percent(tflops["ours"], gemm.get(dtype_name(dtype))),
+        "ours_1call_tflops": measure_tflops("ours", makers["ours"], flops, lambda fn: timed(fn, iters)),
+    }
+
+
+# ---- batch over a paged / ragged KV cache ---------------------------------------------------
+
+def batch_inputs(n, L, dtype):
+    """n requests of L query and L kv tokens: q, ragged k/v, and a page-16 NHD cache."""
+    pages_per = -(-L // PAGE)
+    num_pages = n * pages_per
+    ints = dict(dtype=torch.int32, device="cuda")
+    heads = dict(dtype=dtype, device="cuda")
+    return SimpleNamespace(
+        dtype=dtype,
+        q=torch.randn(n * L, HQ, BATCH_HEAD_DIM, **heads),
+        k=torch.randn(n * L, HKV, BATCH_HEAD_DIM, **heads),
+        v=torch.randn(n * L, HKV, BATCH_HEAD_DIM, **heads),
+        indptr=torch.arange(n + 1, **ints) * L,
+        kv_cache=torch.randn(num_pages, 2, PAGE, HKV, BATCH_HEAD_DIM, **heads),
+        page_indptr=torch.arange(n + 1, **ints) * pages_per,
+        page_indices=torch.randperm(num_pages, device="cuda").to(torch.int32),
+        last_page_len=torch.full((n,), L - (pages_per - 1) * PAGE, **ints),
+    )
+
+
+def wrapper_call(lib, kind, x, causal):
+    """Plans lib's paged or ragged prefill wrapper (backend fa2) on x; returns its run()."""
+    workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device="cuda")
+    options = dict(causal=causal, q_data_type=x.dtype, kv_data_type=x.dtype)
+    if kind == "paged":
+        wrapper = lib.BatchPrefillWithPagedKVCacheWrapper(workspace, "NHD", backend="fa2")
+        wrapper.plan(x.indptr, x.page_indptr, x.page_indices, x.last_page_len, HQ, HKV, BATCH_HEAD_DIM, PAGE,
+                     **options)
+        return lambda: wrapper.run(x.q, x.kv_cache)
+    wrapper = lib.BatchPrefillWithRaggedKVCacheWrapper(workspace, "NHD", backend="fa2")
+    wrapper.plan(x.indptr, x.indptr, HQ, HKV, BATCH_HEAD_DIM, **options)
+    return lambda: wrapper.run(x.q, x.k, x.v)
+
+
+def batch_configs(batches):
+    for n, L in batches:
+        for dtype in (torch.float16, torch.bfloat16):
+            for causal in (False, True):
+                yield n, L, dtype, causal
+
+
+def bench_batch(tfo, fi, config, calls, gemm, single_ours):
+    n, L, dtype, causal = config
+    x = batch_inputs(n, L, dtype)
+    flops, iters = attention_flops(n * L * L, BATCH_HEAD_DIM, causal), iters_for(L)
+    single = single_ours.get((dtype_name(dtype), BATCH_HEAD_DIM, causal, L))
     rows = []
-    for dtype in (torch.float16, torch.bfloat16):
-        for causal in (False, True):
-            for L in lengths:
-                q = torch.randn(L, HQ, D, dtype=dtype, device="cuda")
-                k = torch.randn(L, HKV, D, dtype=dtype, device="cuda")
-                v = torch.randn(L, HKV, D, dtype=dtype, device="cuda")
-                flops = 4.0 * L * L * D * HQ / (2 if causal else 1)
-                iters = 30 if L <= 4096 else 10
-                ours = timed(lambda: tfo.single_prefill_with_kv_cache(q, k, v, causal=causal, backend="fa2"), iters)
-                row = {"dtype": str(dtype).replace("torch.", ""), "causal": causal, "L": L,
-                       "ours": flops / ours * 1e-12}
-                for name, make in peers.items():
-                    try:
-                        row[name] = flops / timed(make(q, k, v, causal), iters) * 1e-12
-                    except Exception as error:
-                        print(f"{name} failed at {row}: {str(error).splitlines()[0]}")
-                        row[name] = None
-                rows.append(row)
-                print(row, flush=True)
-    names = ["ours"] + list(peers)
-    head = "| dtype | causal | L | " + " | ".join(f"{n} TFLOP/s" for n in names) + " | " + \
-        " | ".join(f"ours / {n}" for n in names[1:]) + " |"
-    lines = [head, "|" + " --- |" * (3 + 2 * len(names) - 1)]
-    for r in rows:
-        vals = [f"{r[n]:.1f}" if r.get(n) else "n/a" for n in names]
-        ratios = [f"{r['ours'] / r[n]:.2f}" if r.get(n) else "n/a" for n in names[1:]]
-        lines.append(f"| {r['dtype']} | {r['causal']} | {r['L']} | " + " | ".join(vals + ratios) + " |")
-    table = "\n".join(lines)
-    device = torch.cuda.get_device_name()
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = "?"
-    header = (f"device: {device}; date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
-              f"commit: {commit}; torch {torch.__version__}\n\n")
-    print(header + table)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(header + table + "\n")
+    for kind in ("paged", "ragged"):
+        makers = {"ours": lambda: wrapper_call(tfo, kind, x, causal),
+                  BATCH_PEER: (lambda: wrapper_call(fi, kind, x, causal)) if fi else None}
+        tflops = {name: measure_tflops(f"{name} {kind}", make, flops, lambda fn: timed_batch(fn, calls, iters))
+                  for name, make in makers.items()}
+        rows.append({
+            "section": "batch", "kind": kind, "dtype": dtype_name(dtype), "head_dim": BATCH_HEAD_DIM,
+            "causal": causal, "batch": n, "L": L, "flops": flops, "tflops": tflops,
+            "ours_vs": {BATCH_PEER: ratio(tflops["ours"], tflops[BATCH_PEER])},
+            "ours_pct_gemm": percent(tflops["ours"], gemm.get(dtype_name(dtype))),
+            "batch_vs_single": ratio(tflops["ours"], single),
+            "ours_1call_tflops": measure_tflops(f"ours {kind}", makers["ours"], flops, lambda fn: timed(fn, iters)),
+        })
+    return rows
+
+
+# ---- report ---------------------------------------------------------------------------------
+
+def single_table(rows):
+    headers = (["dtype", "d", "causal", "L", "ours TFLOP/s", "ours % GEMM"] + [f"{p} TFLOP/s" for p in SINGLE_PEERS]
+               + [f"ours / {p}" for p in SINGLE_PEERS] + ["ours 1-call TFLOP/s"])
+    body = [[r["dtype"], r["head_dim"], r["causal"], r["L"], fmt(r["tflops"]["ours"]),
+             fmt(r["ours_pct_gemm"], ".0f", "%")] + [fmt(r["tflops"][p]) for p in SINGLE_PEERS]
+            + [fmt(r["ours_vs"][p], ".2f") for p in SINGLE_PEERS] + [fmt(r["ours_1call_tflops"])] for r in rows]
+    return markdown_table(headers, body)
+
+
+def batch_table(rows):
+    headers = ["dtype", "causal", "requests x L", "kv", "ours TFLOP/s", "ours % GEMM", f"{BATCH_PEER} TFLOP/s",
+               f"ours / {BATCH_PEER}", "ours batch / single", "ours 1-call TFLOP/s"]
+    body = [[r["dtype"], r["causal"], f"{r['batch']} x {r['L']}", r["kind"], fmt(r["tflops"]["ours"]),
+             fmt(r["ours_pct_gemm"], ".0f", "%"), fmt(r["tflops"][BATCH_PEER]), fmt(r["ours_vs"][BATCH_PEER], ".2f"),
+             fmt(r["batch_vs_single"], ".2f"), fmt(r["ours_1call_tflops"])] for r in rows]
+    return markdown_table(headers, body)
+
+
+def plot_panel(title, rows, names):
+    def label(r):
+        prefix = f"{r['kind']} {r['batch']}x" if r["section"] == "batch" else f"d{r['head_dim']} "
+        return f"{SHORT_DTYPE[r['dtype']]} {prefix}{r['L']} {'causal' if r['causal'] else 'full'}"
+
+    return {"title": title, "ylabel": "TFLOP/s", "labels": [label(r) for r in rows],
+            "series": {name: [r["tflops"].get(name) for r in rows] for name in names}}
+
+
+def progress(row):
+    cells = ", ".join(f"{name} {fmt(value)}" for name, value in row["tflops"].items())
+    print(f"{row['kind']} {row['dtype']} d{row['head_dim']} causal={row['causal']} {row['batch']}x{row['L']}: "
+          f"{cells} TFLOP/s", flush=True)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not torch.cuda.is_available():
+        sys.exit("bench_prefill.py needs a CUDA GPU")
+    tfo = import_ours()
+    fi = optional_import("flashinfer", "upstream flashinfer")
+    gemm = {dtype_name(d): attempt(f"GEMM {dtype_name(d)}", lambda d=d: gemm_tflops(d))
+            for d in (torch.float16, torch.bfloat16)}
+    timing = (f"timing: {args.calls} back-to-back calls per CUDA-event pair, divided, for every library; "
+              "median of 30 samples (L <= 4k) or 10 (L > 4k)")
+    meta = run_metadata(flashinfer=getattr(fi, "__version__", None), gemm_tflops=gemm, timing=timing,
+                        heads=f"{HQ}/{HKV}", page_size=PAGE, quick=args.quick)
+    singles = []
+    for config in single_configs(args.dims, args.lengths):
+        singles.append(bench_single(tfo, fi, config, args.calls, gemm))
+        progress(singles[-1])
+    single_ours = {(r["dtype"], r["head_dim"], r["causal"], r["L"]): r["tflops"]["ours"] for r in singles}
+    batches = []
+    for config in batch_configs(args.batches):
+        batches += bench_batch(tfo, fi, config, args.calls, gemm, single_ours)
+        for row in batches[-2:]:
+            progress(row)
+    gemm_note = ", ".join(f"{k} {fmt(v)}" for k, v in gemm.items())
+    notes = [timing, f"GEMM ceiling (torch.matmul, 8192 x 8192 x 8192) TFLOP/s: {gemm_note}",
+             f"{HQ} query / {HKV} kv heads, NHD; batch: page {PAGE}, head_dim {BATCH_HEAD_DIM}, 128 MiB workspace "
+             "per wrapper; upstream's batch wrappers run with their default enable_pdl"]
+    text = "\n".join(header_lines(meta, *notes) + [
+        "", "## Single prefill", "", single_table(singles),
+        "", "## Batch prefill (qo_len = kv_len = L per request)", "", batch_table(batches)])
+    print(text)
+    write_results(args.out, "prefill", meta, singles + batches, text)
+    save_bar_plot(os.path.join(args.out, "prefill.png"), [
+        plot_panel("Single prefill", singles, ("ours",) + SINGLE_PEERS),
+        plot_panel("Batch prefill", batches, ("ours", BATCH_PEER)),
+    ])
 
 
 if __name__ == "__main__":

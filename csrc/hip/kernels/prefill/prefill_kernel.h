@@ -179,8 +179,27 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   const T* v_src = v + copy_chunk * 8;
   // Contiguous K/V: the passes of one thread are rows kRowsPerPass apart, a fixed pointer step.
   const int64_t pass_step = static_cast<int64_t>(kRowsPerPass) * p.kv_stride_token;
+  // Paged K/V with two stages: the page-table reads of the next tile are issued a whole tile
+  // ahead (into page_offset), so its copies never wait on them.
+  constexpr bool kPrefetchPages = kPaged && kStages == 2;
+  int64_t page_offset[kPrefetchPages ? kKvPasses : 1];
+  auto fetch_page_offsets = [&](int kv0) {
+#pragma unroll
+    for (int i = 0; i < (kPrefetchPages ? kKvPasses : 0); ++i) {
+      const int pos = kv0 + copy_row + i * kRowsPerPass;
+      page_offset[i] = pos < kv_hi ? kv_addr(pos) : 0;
+    }
+  };
   auto load_kv = [&](const KvTile& tile, const T* src_base, int kv0) {
-    if constexpr (kPaged) {
+    if constexpr (kPrefetchPages) {
+#pragma unroll
+      for (int i = 0; i < kKvPasses; ++i) {
+        const int row = copy_row + i * kRowsPerPass;
+        const bool in_bounds = kv0 + row < kv_hi;
+        copy_global_to_shared_16b(tile.chunk_ptr(row, copy_chunk), src_base + page_offset[i],
+                                  in_bounds);
+      }
+    } else if constexpr (kPaged) {
 #pragma unroll 1
       for (int i = 0; i < kKvPasses; ++i) {
         const int row = copy_row + i * kRowsPerPass;
@@ -218,10 +237,12 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     copy_global_to_shared_16b(q_tile.chunk_ptr(row, chunk), src, in_bounds);
   }
   if (num_kv_tiles > 0) {
+    fetch_page_offsets(kv_lo);
     load_kv(k_buffer(0), k_src, kv_lo);
     if constexpr (kStages == 2) load_kv(v_buffer(0), v_src, kv_lo);
   }
   copy_commit_group();
+  if (num_kv_tiles > 1) fetch_page_offsets(kv_lo + Policy::kKvTile);
 
   // The tokens of this lane's score rows (masking); rows past row_end are padding.
   int row_token[R][kScoreRowsPerLane];
@@ -272,6 +293,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
       load_kv(v_tile, v_src, kv0);
     }
     copy_commit_group();
+    if (tile + 2 < num_kv_tiles) fetch_page_offsets(kv0 + 2 * Policy::kKvTile);
 
     FragC s[R][C];
     score_block<kHeadDim, T>(s, q_tile, wave_row0, k_tile, 0);

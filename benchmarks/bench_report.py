@@ -1,0 +1,163 @@
+"""Reporting shared by the benchmarks: run metadata, optional peers, markdown tables, the JSON
+of all rows and a PNG plot (matplotlib with the Agg backend; skipped with a note if missing)."""
+import datetime
+import importlib
+import json
+import math
+import os
+import subprocess
+import sys
+
+import torch
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_OUT = os.path.join(BENCH_DIR, "results")
+CHECKED_MODE_ENV = "TORCH_FLASHINFER_OPS_DEBUG"
+
+_reported_failures = set()
+
+
+def import_ours():
+    """torch_flashinfer_ops: the installed package, else the one in this checkout (an in-place build)."""
+    try:
+        return importlib.import_module("torch_flashinfer_ops")
+    except ModuleNotFoundError as error:
+        if error.name != "torch_flashinfer_ops":
+            raise
+        sys.path.insert(0, os.path.dirname(BENCH_DIR))
+        return importlib.import_module("torch_flashinfer_ops")
+
+
+def git_commit():
+    """Short commit of the checkout, with '-dirty' when tracked files differ from it."""
+    def git(*args):
+        return subprocess.run(["git", "-C", BENCH_DIR, *args], capture_output=True, text=True,
+                              timeout=30).stdout.strip()
+    try:
+        commit = git("rev-parse", "--short", "HEAD") or "unknown"
+        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_metadata(**extra):
+    """Device, UTC date, commit and versions: stored with every result file."""
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    return {
+        "device": torch.cuda.get_device_name(),
+        "sm_count": props.multi_processor_count,
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "commit": git_commit(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "checked_mode": os.environ.get(CHECKED_MODE_ENV, "0") not in ("", "0"),
+        **extra,
+    }
+
+
+def header_lines(meta, *notes):
+    lines = [f"# device: {meta['device']} ({meta['sm_count']} SMs); date: {meta['date_utc']} UTC; "
+             f"commit: {meta['commit']}; torch {meta['torch']} (CUDA {meta['cuda']})"]
+    if meta.get("flashinfer"):
+        lines.append(f"# upstream flashinfer {meta['flashinfer']}")
+    if meta.get("checked_mode"):
+        lines.append(f"# WARNING: {CHECKED_MODE_ENV} is set: checked mode synchronises per call, "
+                     "so these are not serving times")
+    return lines + [f"# {note}" for note in notes]
+
+
+def optional_import(module, label):
+    """The module, or None after printing one line saying why it is left out."""
+    try:
+        return importlib.import_module(module)
+    except Exception as error:  # missing or broken: reported, not fatal
+        print(f"{label} not available ({type(error).__name__}: {first_line(error)}); its columns show n/a")
+        return None
+
+
+def first_line(error):
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def report_failure(name, error):
+    """Prints one line per distinct failure of a peer; the caller records n/a."""
+    key = (name, first_line(error))
+    if key not in _reported_failures:
+        _reported_failures.add(key)
+        print(f"{name} failed ({type(error).__name__}: {first_line(error)}); shown as n/a", flush=True)
+
+
+def attempt(name, fn):
+    """fn() or None when it raises (reported once per distinct error)."""
+    try:
+        return fn()
+    except Exception as error:
+        report_failure(name, error)
+        return None
+
+
+def fmt(value, spec=".1f", suffix=""):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:{spec}}{suffix}"
+
+
+def ratio(a, b):
+    return a / b if a and b else None
+
+
+def markdown_table(headers, rows):
+    lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_results(out_dir, name, meta, rows, text):
+    """<out_dir>/<name>.json (meta + every row) and <name>.md (the printed text)."""
+    os.makedirs(out_dir, exist_ok=True)
+    json_path = os.path.join(out_dir, f"{name}.json")
+    with open(json_path, "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
+        f.write(text + "\n")
+    print(f"# wrote {json_path} and {name}.md")
+
+
+def save_bar_plot(path, panels):
+    """One grouped-bar panel per entry of `panels`: dicts with title, ylabel, labels (x),
+    series ({name: [value or None per label]}) and optional hlines ({label: y})."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"# matplotlib not installed: plot {path} skipped")
+        return
+    panels = [p for p in panels if p["labels"]]
+    if not panels:
+        return
+    width = max(8.0, 0.35 * max(len(p["labels"]) * len(p["series"]) for p in panels))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width, 4.5 * len(panels)), squeeze=False)
+    for ax, panel in zip(axes[:, 0], panels):
+        _bar_panel(ax, panel)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"# wrote {path}")
+
+
+def _bar_panel(ax, panel):
+    labels, series = panel["labels"], panel["series"]
+    bar = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        xs = [j + (i - (len(series) - 1) / 2) * bar for j in range(len(labels))]
+        ax.bar(xs, [float("nan") if v is None else v for v in values], bar, label=name)
+    for label, y in panel.get("hlines", {}).items():
+        ax.axhline(y, linestyle="--", linewidth=1, color="gray")
+        ax.annotate(label, (0, y), xycoords=("axes fraction", "data"), fontsize=8, va="bottom")
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
+    ax.set_title(panel["title"])
+    ax.set_ylabel(panel["ylabel"])
+    ax.legend(fontsize=8)
