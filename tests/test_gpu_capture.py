@@ -168,3 +168,28 @@ def test_decode_step_under_reduce_overhead_is_a_cudagraph():
     torch.testing.assert_close(got, eager, rtol=2e-3, atol=2e-3)
     assert not torch._dynamo.utils.counters["inductor"]["cudagraph_skips"], dict(
         torch._dynamo.utils.counters["inductor"])
+
+
+def test_prefill_step_under_reduce_overhead_is_a_cudagraph():
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    paged, cache = _paged([40, 300, 17])
+    qo_lens = [40, 7, 17]
+    qo_indptr = torch.tensor([0] + torch.cumsum(torch.tensor(qo_lens), 0).tolist(), dtype=torch.int32)
+    w = flashinfer.BatchPrefillWithPagedKVCacheWrapper(torch.empty(64 << 20, dtype=torch.uint8, device=DEV))
+    w.plan(qo_indptr.to(DEV), paged.indptr.to(DEV), paged.indices.to(DEV), paged.last_page_len.to(DEV),
+           HQ, HKV, D, PAGE, causal=True)
+    proj = torch.nn.Linear(HQ * D, HQ * D, dtype=torch.float16, device=DEV)
+
+    def step(x):
+        q = proj(x).view(-1, HQ, D)
+        return w.run(q, cache).view(-1, HQ * D) + x
+
+    compiled = torch.compile(step, mode="reduce-overhead", fullgraph=True)
+    x = torch.randn(sum(qo_lens), HQ * D, dtype=torch.float16, device=DEV)
+    eager = step(x)
+    for _ in range(3):
+        got = compiled(x)
+    torch.testing.assert_close(got, eager, rtol=2e-3, atol=2e-3)
+    assert not torch._dynamo.utils.counters["inductor"]["cudagraph_skips"], dict(
+        torch._dynamo.utils.counters["inductor"])
