@@ -25,7 +25,7 @@ from types import SimpleNamespace
 import torch
 
 from bench_report import (DEFAULT_OUT, attempt, fmt, header_lines, import_ours, markdown_table, optional_import,
-                          ratio, run_metadata, save_bar_plot, write_results)
+                          parse_with_shape_defaults, ratio, run_metadata, save_bar_plot, write_results)
 from cuda_timing import timer_for
 from device_ceilings import copy_bandwidth
 
@@ -47,10 +47,7 @@ def parse_args(argv=None):
     parser.add_argument("--timing", choices=("graph", "events"), default="graph",
                         help=f"graph: {CALLS} calls in one CUDA graph; events: {CALLS} back-to-back calls per "
                              "CUDA-event pair (default %(default)s)")
-    args = parser.parse_args(argv)
-    for key, value in (QUICK if args.quick else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    args = parse_with_shape_defaults(parser, QUICK, FULL, argv)
     decode = [("decode", int(bs), DECODE_PRIOR_TOKENS, 1) for bs in args.decode_batches.split(",")]
     prefill = [("prefill", *(int(v) for v in shape.split("x"))) for shape in args.prefill.split(",")]
     args.shapes = decode + [(kind, n, 0, new) for kind, n, new in prefill]

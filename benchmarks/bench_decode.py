@@ -28,7 +28,7 @@ from types import SimpleNamespace
 import torch
 
 from bench_report import (DEFAULT_OUT, attempt, fmt, header_lines, import_ours, markdown_table, optional_import,
-                          ratio, run_metadata, save_bar_plot, write_results)
+                          parse_with_shape_defaults, ratio, run_metadata, save_bar_plot, write_results)
 from cuda_timing import timer_for
 from device_ceilings import copy_bandwidth
 
@@ -52,10 +52,7 @@ def parse_args(argv=None):
                         help="graph: replay of a CUDA graph holding one run(); events: 10 back-to-back calls "
                              "per CUDA-event pair (default %(default)s)")
     parser.add_argument("--max-cache-gb", type=float, default=40.0, help="skip larger caches (default %(default)s)")
-    args = parser.parse_args(argv)
-    for key, value in (QUICK if args.quick else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    args = parse_with_shape_defaults(parser, QUICK, FULL, argv)
     args.batches = [int(x) for x in args.batches.split(",")]
     args.kv = [int(x) for x in args.kv.split(",")]
     args.kv_dtypes = [getattr(torch, name) for name in args.kv_dtypes.split(",")]

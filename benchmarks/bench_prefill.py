@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from bench_report import (DEFAULT_OUT, attempt, fmt, header_lines, import_ours, markdown_table, optional_import,
-                          ratio, run_metadata, save_bar_plot, write_results)
+                          parse_with_shape_defaults, ratio, run_metadata, save_bar_plot, write_results)
 from cuda_timing import timed, timed_batch
 from device_ceilings import gemm_tflops
 
@@ -54,10 +54,7 @@ def parse_args(argv=None):
                                        f"(default {FULL['dims']})")
     parser.add_argument("--batches", help=f"batch shapes, requests x tokens (default {FULL['batches']})")
     parser.add_argument("--calls", type=int, default=10, help="calls per CUDA-event pair (default %(default)s)")
-    args = parser.parse_args(argv)
-    for key, value in (QUICK if args.quick else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    args = parse_with_shape_defaults(parser, QUICK, FULL, argv)
     args.lengths = [int(x) for x in args.lengths.split(",")]
     args.dims = [int(x) for x in args.dims.split(",")]
     args.batches = [tuple(int(v) for v in x.split("x")) for x in args.batches.split(",")]

@@ -17,6 +17,16 @@ CHECKED_MODE_ENV = "TORCH_FLASHINFER_OPS_DEBUG"
 _reported_failures = set()
 
 
+def parse_with_shape_defaults(parser, quick, full, argv=None):
+    """parser.parse_args(argv), then every shape option left unset takes its value from `quick`
+    (with --quick) or `full`: the keys of both are the option names."""
+    args = parser.parse_args(argv)
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
 def import_ours():
     """torch_flashinfer_ops: the installed package, else the one in this checkout (an in-place build)."""
     try:
