@@ -148,9 +148,21 @@ def test_merge_ops_capturable():
     _capture_and_compare(step)
 
 
-def test_decode_step_under_reduce_overhead_is_a_cudagraph():
+def _assert_reduce_overhead_graph(step, x):
+    """step compiled with mode="reduce-overhead" (fullgraph) matches eager and runs as a CUDA
+    graph: inductor reports no cudagraph skips."""
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
+    compiled = torch.compile(step, mode="reduce-overhead", fullgraph=True)
+    eager = step(x)
+    for _ in range(3):
+        got = compiled(x)
+    torch.testing.assert_close(got, eager, rtol=2e-3, atol=2e-3)
+    assert not torch._dynamo.utils.counters["inductor"]["cudagraph_skips"], dict(
+        torch._dynamo.utils.counters["inductor"])
+
+
+def test_decode_step_under_reduce_overhead_is_a_cudagraph():
     paged, cache = _paged([5, 1000, 64])
     w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(torch.empty(64 << 20, dtype=torch.uint8, device=DEV))
     w.plan(paged.indptr.to(DEV), paged.indices.to(DEV), paged.last_page_len.to(DEV), HQ, HKV, D, PAGE)
@@ -160,22 +172,13 @@ def test_decode_step_under_reduce_overhead_is_a_cudagraph():
         q = proj(x).view(-1, HQ, D)
         return w.run(q, cache).view(-1, HQ * D) + x
 
-    compiled = torch.compile(step, mode="reduce-overhead", fullgraph=True)
-    x = torch.randn(3, HQ * D, dtype=torch.float16, device=DEV)
-    eager = step(x)
-    for _ in range(3):
-        got = compiled(x)
-    torch.testing.assert_close(got, eager, rtol=2e-3, atol=2e-3)
-    assert not torch._dynamo.utils.counters["inductor"]["cudagraph_skips"], dict(
-        torch._dynamo.utils.counters["inductor"])
+    _assert_reduce_overhead_graph(step, torch.randn(3, HQ * D, dtype=torch.float16, device=DEV))
 
 
 def test_prefill_step_under_reduce_overhead_is_a_cudagraph():
-    torch._dynamo.reset()
-    torch._dynamo.utils.counters.clear()
     paged, cache = _paged([40, 300, 17])
     qo_lens = [40, 7, 17]
-    qo_indptr = torch.tensor([0] + torch.cumsum(torch.tensor(qo_lens), 0).tolist(), dtype=torch.int32)
+    qo_indptr = ref.indptr_from_lens(qo_lens)
     w = flashinfer.BatchPrefillWithPagedKVCacheWrapper(torch.empty(64 << 20, dtype=torch.uint8, device=DEV))
     w.plan(qo_indptr.to(DEV), paged.indptr.to(DEV), paged.indices.to(DEV), paged.last_page_len.to(DEV),
            HQ, HKV, D, PAGE, causal=True)
@@ -185,11 +188,4 @@ def test_prefill_step_under_reduce_overhead_is_a_cudagraph():
         q = proj(x).view(-1, HQ, D)
         return w.run(q, cache).view(-1, HQ * D) + x
 
-    compiled = torch.compile(step, mode="reduce-overhead", fullgraph=True)
-    x = torch.randn(sum(qo_lens), HQ * D, dtype=torch.float16, device=DEV)
-    eager = step(x)
-    for _ in range(3):
-        got = compiled(x)
-    torch.testing.assert_close(got, eager, rtol=2e-3, atol=2e-3)
-    assert not torch._dynamo.utils.counters["inductor"]["cudagraph_skips"], dict(
-        torch._dynamo.utils.counters["inductor"])
+    _assert_reduce_overhead_graph(step, torch.randn(sum(qo_lens), HQ * D, dtype=torch.float16, device=DEV))

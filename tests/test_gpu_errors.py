@@ -32,6 +32,13 @@ CASES = {
         "head_dim 96",
         ("cuda",),  # the CPU kernels serve any head_dim
     ),
+    "single_prefill_fp8_kv": (
+        "q = torch.randn(16, 4, 128, dtype=torch.float16, device='{dev}')\n"
+        "k = torch.randn(16, 4, 128, device='{dev}').to(torch.float8_e4m3fn)\n"
+        "ops.single_prefill(q, k, k, torch.empty_like(q), None, None, 0, False, -1, 0.1, 0.0, 1.0, 1.0)",
+        "float8",
+        ("cuda",),  # the CPU kernels serve float8 KV
+    ),
     "single_decode_heads": (
         "q = torch.randn(6, 128, dtype=torch.float16, device='{dev}')\n"
         "k = torch.randn(32, 4, 128, dtype=torch.float16, device='{dev}')\n"
