@@ -46,6 +46,15 @@ CASES = {
         "multiple of num_kv_heads",
         ("cuda", "cpu"),
     ),
+    # A view whose rows start 8 bytes apart from a 16-byte boundary: the matrix-core family
+    # copies FP8 rows in 16-byte chunks and must refuse it rather than read misaligned.
+    "single_decode_fp8_mma_unaligned": (
+        "q = torch.randn(8, 128, dtype=torch.float16, device='{dev}')\n"
+        "k = torch.zeros(64, 2, 136, device='{dev}').to(torch.float8_e4m3fn)[..., 8:]\n"
+        "ops.single_decode(q, k, k, torch.empty_like(q), None, 0, -1, 0.1, 0.0, 1.0, 1.0, True)",
+        "multiples of 16 elements",
+        ("cuda",),  # the CPU kernels read any stride
+    ),
 }
 
 

@@ -57,6 +57,17 @@ void check_vec_aligned(const at::Tensor& t, const char* name, const char* op) {
               name, " must be aligned to ", 8 * t.element_size(), " bytes");
 }
 
+// The matrix-core family copies FP8 rows in 16-byte chunks (16 elements).
+void check_fp8_rows_16b(const at::Tensor& t, const char* name, const char* op) {
+  for (int64_t i = 0; i + 1 < t.dim(); ++i) {
+    TORCH_CHECK(t.size(i) <= 1 || t.stride(i) % 16 == 0, op, ": ", name,
+                " is FP8: with use_tensor_cores=True its strides must be multiples of 16 elements, got ",
+                t.strides());
+  }
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0, op, ": ", name,
+              " is FP8: with use_tensor_cores=True it must be aligned to 16 bytes");
+}
+
 void check_q_and_out(const at::Tensor& q, const at::Tensor& o, const std::optional<at::Tensor>& lse,
                      int64_t rows, const char* op) {
   TORCH_CHECK(q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16, op,
@@ -173,6 +184,10 @@ void single_decode(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
 
   float factor = 1.f;
   const KvKind kv_kind = kv_kind_of(k.scalar_type(), q.scalar_type(), factor, op);
+  if (use_tensor_cores && kv_kind != KvKind::kSameAsQ) {
+    check_fp8_rows_16b(k, "k", op);
+    check_fp8_rows_16b(v, "v", op);
+  }
   const int tok = kv_layout == kLayoutNHD ? 0 : 1, head = 1 - tok;
   const int64_t kv_len = k.size(tok);
   TORCH_CHECK(kv_len < (int64_t{1} << 31), op, ": kv_len must fit in int32");
@@ -269,6 +284,10 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
 
   float factor = 1.f;
   const KvKind kv_kind = kv_kind_of(paged_k.scalar_type(), q.scalar_type(), factor, op);
+  if (use_tensor_cores && kv_kind != KvKind::kSameAsQ) {
+    check_fp8_rows_16b(paged_k, "paged_k", op);
+    check_fp8_rows_16b(paged_v, "paged_v", op);
+  }
   const int tok = kv_layout == kLayoutNHD ? 1 : 2, head = kv_layout == kLayoutNHD ? 2 : 1;
   DecodeParams p{};
   set_heads(p, q.size(1), paged_k.size(head), use_tensor_cores, kv_kind, op);

@@ -23,9 +23,10 @@ bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, Kv
 
 // Persistent grid: the device's multiprocessors times the blocks of `kernel` that fit on one.
 template <typename Kernel>
-int resident_blocks_per_sm(Kernel kernel, int threads) {
+int resident_blocks_per_sm(Kernel kernel, int threads, int dynamic_smem_bytes = 0) {
   int blocks = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, 0) != cudaSuccess ||
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, dynamic_smem_bytes) !=
+          cudaSuccess ||
       blocks < 1) {
     (void)cudaGetLastError();
     blocks = 1;

@@ -17,9 +17,15 @@ bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, Kv
       with_kv_storage<T>(kv_kind, [&](auto kv_tag) {
         using KV = typename decltype(kv_tag)::type;
         constexpr int kThreads = kMmaDecodeThreads<D>;
-        static const int per_sm = resident_blocks_per_sm(decode_mma_kernel<T, KV, D>, kThreads);
+        constexpr int kSmem = kMmaDecodeSmemBytes<T, KV, D>;
+        auto* kernel = &decode_mma_kernel<T, KV, D>;
+        static const int per_sm = [&] {
+          C10_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
+                                              cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+          return resident_blocks_per_sm(kernel, kThreads, kSmem);
+        }();
         p.num_blocks = num_multiprocessors() * per_sm;
-        decode_mma_kernel<T, KV, D><<<p.num_blocks, kThreads, 0, stream>>>(p);
+        kernel<<<p.num_blocks, kThreads, kSmem, stream>>>(p);
         launched = true;
       });
     });

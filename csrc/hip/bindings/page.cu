@@ -29,12 +29,13 @@ void check_rows(const at::Tensor& t, const char* name, const char* op) {
 
 template <typename Src, typename Dst>
 void launch_append(const AppendParams& p) {
-  const int64_t total = static_cast<int64_t>(p.nnz) * p.num_heads * (p.head_dim / 8);
-  if (total == 0) return;
+  const int64_t rows = static_cast<int64_t>(p.nnz) * p.num_heads;
+  if (rows == 0) return;
+  const int rows_per_block = kPageThreads / (p.head_dim / 8);
   const int64_t max_blocks = static_cast<int64_t>(num_multiprocessors()) * 32;
-  const int blocks = static_cast<int>(std::min<int64_t>((total + kPageThreads - 1) / kPageThreads, max_blocks));
-  append_paged_kv_kernel<Src, Dst>
-      <<<blocks, kPageThreads, 0, current_stream()>>>(p, total, static_cast<int64_t>(blocks) * kPageThreads);
+  const int blocks = static_cast<int>(std::min<int64_t>((rows + rows_per_block - 1) / rows_per_block, max_blocks));
+  append_paged_kv_kernel<Src, Dst><<<blocks, kPageThreads, 0, current_stream()>>>(
+      p, static_cast<int32_t>(rows), blocks * rows_per_block);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -80,7 +81,10 @@ void append_paged_kv_cache(const at::Tensor& append_key, const at::Tensor& appen
                   append_key.size(2) == paged_k_cache.size(3),
               op, ": append_key is ", append_key.sizes(), " but the cache holds ",
               paged_k_cache.size(head), " kv heads of dim ", paged_k_cache.size(3));
-  TORCH_CHECK(append_key.size(2) % 8 == 0, op, ": head_dim must be a multiple of 8 on the GPU");
+  TORCH_CHECK(append_key.size(2) % 8 == 0 && append_key.size(2) <= 8 * kPageThreads, op,
+              ": head_dim must be a multiple of 8, at most ", 8 * kPageThreads, ", on the GPU");
+  TORCH_CHECK(append_key.size(0) * append_key.size(1) < (int64_t{1} << 31), op,
+              ": nnz * num_kv_heads must fit in int32");
   check_rows(append_key, "append_key", op);
   check_rows(append_value, "append_value", op);
   check_rows(paged_k_cache, "paged_k_cache", op);

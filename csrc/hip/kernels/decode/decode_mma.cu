@@ -8,8 +8,11 @@
 //   O_w (16 x D) += P . V_w
 //
 // with the fragment interface (mma.sync on NVIDIA, MFMA on AMD). Each wave keeps its own
-// (m, l, O) over the tokens it owns; the waves merge through shared memory at the end. FP8 KV
-// is widened to T on its way into shared memory (exact: decode_common.h's scaled binary16).
+// (m, l, O) over the tokens it owns; the waves merge through shared memory at the end. Where
+// copies are asynchronous (NVIDIA) the K/V tiles are double-buffered: tile j + 1 streams in while
+// tile j is used, FP8 tiles as raw bytes that are widened to T in shared memory once they land.
+// With synchronous copies (AMD) FP8 is widened on its way in. The widening is exact (fp8.h's
+// scaled binary16).
 #include "decode_common.h"
 #include "gpu_iface/memory.h"
 #include "gpu_iface/mma.h"
@@ -27,64 +30,168 @@ struct MmaDecodeShape {
 template <int D>
 inline constexpr int kMmaDecodeThreads = MmaDecodeShape<D>::kThreads;
 
-template <typename T, int D>
-struct alignas(16) MmaDecodeSmem {
+// Byte offsets into the kernel's dynamic shared memory.
+//
+//   q | P tiles | m, l | K/V region
+//
+// The K/V region holds kStages (K, V) tile pairs as stored in the cache. A 16-bit cache's pairs
+// are the swizzled T tiles the mma reads. An FP8 cache with asynchronous copies stages raw bytes
+// (row-major) and widens each tile into one (K, V) pair of T tiles after the raw pairs; with
+// synchronous copies the bytes are widened on their way in, straight into the T tiles. After the
+// last tile, the region is the buffer in which the waves merge their outputs.
+template <typename T, typename KV, int D>
+struct MmaDecodeSmem {
   using Shape = MmaDecodeShape<D>;
-  T q[Shape::kRows * D];
-  union {
-    struct {
-      T k[Shape::kTokens * D];
-      T v[Shape::kTokens * D];
-    } kv;
-    float o[Shape::kWaves][Shape::kRows * D];
-  } u;
-  T p[Shape::kWaves][16 * 16];
-  float m[Shape::kWaves][Shape::kRows];
-  float l[Shape::kWaves][Shape::kRows];
+  // NVIDIA's copies are asynchronous: later K/V tiles stream in while this one is used, enough
+  // of them to keep a tile's worth of bytes in flight per block (an FP8 tile is half as many
+  // bytes, so twice as many stages). AMD's copies are synchronous loads: one buffer.
+  static constexpr int kStages = kWaveSize == 32 ? (kIsFp8<KV> ? 4 : 2) : 1;
+  static constexpr bool kStageRaw = kIsFp8<KV> && kStages > 1;
+  static constexpr bool kWidenOnLoad = kIsFp8<KV> && !kStageRaw;
+  static constexpr int kTTileBytes = Shape::kTokens * D * static_cast<int>(sizeof(T));
+  static constexpr int kRawTileBytes = Shape::kTokens * D * static_cast<int>(sizeof(KV));
+  static constexpr int kRawRowChunks = D * static_cast<int>(sizeof(KV)) / 16;
+  static constexpr int kQ = 0;
+  static constexpr int kP = kQ + Shape::kRows * D * static_cast<int>(sizeof(T));
+  static constexpr int kM = kP + Shape::kWaves * 16 * 16 * static_cast<int>(sizeof(T));
+  static constexpr int kL = kM + Shape::kWaves * Shape::kRows * 4;
+  static constexpr int kKv = kL + Shape::kWaves * Shape::kRows * 4;
+  static constexpr int kStageBytes = 2 * (kWidenOnLoad ? kTTileBytes : kRawTileBytes);
+  static constexpr int kWidened = kKv + kStages * kStageBytes;  // kStageRaw only
+  static constexpr int kKvBytes = kStages * kStageBytes + (kStageRaw ? 2 * kTTileBytes : 0);
+  static constexpr int kMergeBytes = Shape::kWaves * Shape::kRows * D * 4;
+  static constexpr int kBytes = kKv + (kKvBytes > kMergeBytes ? kKvBytes : kMergeBytes);
+  static_assert(kKv % 16 == 0 && kStageBytes % 16 == 0, "16-byte aligned tiles");
 };
 
-// One 16-byte chunk (8 elements) of a K or V row into a T tile: an asynchronous copy for
-// 16-bit KV, a load-convert-store for FP8 (whose decode factor the scales carry).
+template <typename T, typename KV, int D>
+inline constexpr int kMmaDecodeSmemBytes = MmaDecodeSmem<T, KV, D>::kBytes;
+
+// Sixteen FP8 elements (one 16-byte chunk) as sixteen T elements (two 16-byte chunks), before
+// the decode factor (which the scales carry). For binary16 the widened bits are the result.
 template <typename T, typename KV>
-TFO_INLINE void kv_chunk_to_shared(T* smem, const void* base, int64_t offset, bool in_bounds) {
-  if constexpr (!kIsFp8<KV>) {
-    copy_global_to_shared_16b(smem, static_cast<const KV*>(base) + offset, in_bounds);
-  } else {
-    float f[8];
-    if (in_bounds) {
-      kv8_to_float<KV>(load_kv8<KV>(base, offset), f);
+TFO_INLINE void widen_fp8x16(const uint32_t (&in)[4], uint32_t (&lo)[4], uint32_t (&hi)[4]) {
+#pragma unroll
+  for (int w = 0; w < 4; ++w) {
+    uint32_t* out = w < 2 ? lo + 2 * w : hi + 2 * (w - 2);
+    if constexpr (std::is_same_v<T, half_t>) {
+      fp8x4_to_half_pairs<KV>(in[w], out[0], out[1]);
     } else {
-#pragma unroll
-      for (int i = 0; i < 8; ++i) f[i] = 0.f;
+      float f[4];
+      fp8x4_to_float<KV>(in[w], f);
+      out[0] = pack2<T>(f[0], f[1]);
+      out[1] = pack2<T>(f[2], f[3]);
     }
-    KvVec8<T> packed;
+  }
+}
+
+// Issues the copies of one K/V tile (rows tile0 .. tile0 + kTokens of the task's kv head) into
+// a stage; rows at or past kv_hi are zero-filled. Commit and wait are the caller's.
+template <typename T, typename KV, int D>
+TFO_INLINE void issue_kv_tile(const DecodeParams& p, const int32_t* pages, int32_t tile0,
+                              int32_t kv_hi, int32_t kv_head, uint8_t* stage, int tid) {
+  using Shape = MmaDecodeShape<D>;
+  using Smem = MmaDecodeSmem<T, KV, D>;
+  using KvTile = SmemTile<T, Shape::kTokens, D>;
+  if constexpr (Smem::kWidenOnLoad) {
+    constexpr int kChunks = D / 8;  // 8 elements: 8 FP8 bytes in, one 16-byte T chunk out
+    const KvTile k_tile{reinterpret_cast<T*>(stage)};
+    const KvTile v_tile{reinterpret_cast<T*>(stage + Smem::kTTileBytes)};
 #pragma unroll
-    for (int i = 0; i < 4; ++i) packed.w[i] = pack2<T>(f[2 * i], f[2 * i + 1]);
-    *reinterpret_cast<KvVec8<T>*>(smem) = packed;
+    for (int i = 0; i < Shape::kTokens * kChunks / Shape::kThreads; ++i) {
+      const int idx = i * Shape::kThreads + tid;
+      const int row = idx / kChunks, chunk = idx % kChunks;
+      const int32_t pos = tile0 + row;
+      const bool in = pos < kv_hi;
+      const KvOffsets off = kv_offsets(p, pages, in ? pos : kv_hi - 1, kv_head);
+      float f[8];
+      KvVec8<T> packed;
+      kv8_to_float<KV>(in ? load_kv8<KV>(p.k, off.k + chunk * 8) : zero_kv8<KV>(), f);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) packed.w[e] = pack2<T>(f[2 * e], f[2 * e + 1]);
+      *reinterpret_cast<KvVec8<T>*>(k_tile.chunk_ptr(row, chunk)) = packed;
+      kv8_to_float<KV>(in ? load_kv8<KV>(p.v, off.v + chunk * 8) : zero_kv8<KV>(), f);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) packed.w[e] = pack2<T>(f[2 * e], f[2 * e + 1]);
+      *reinterpret_cast<KvVec8<T>*>(v_tile.chunk_ptr(row, chunk)) = packed;
+    }
+  } else {
+    constexpr int kChunks = Smem::kRawRowChunks;
+#pragma unroll
+    for (int i = 0; i < Shape::kTokens * kChunks / Shape::kThreads; ++i) {
+      const int idx = i * Shape::kThreads + tid;
+      const int row = idx / kChunks, chunk = idx % kChunks;
+      const int32_t pos = tile0 + row;
+      const bool in = pos < kv_hi;
+      const KvOffsets off = kv_offsets(p, pages, in ? pos : kv_hi - 1, kv_head);
+      const KV* k_src = static_cast<const KV*>(p.k) + off.k + chunk * (16 / sizeof(KV));
+      const KV* v_src = static_cast<const KV*>(p.v) + off.v + chunk * (16 / sizeof(KV));
+      if constexpr (Smem::kStageRaw) {  // row-major bytes
+        copy_global_to_shared_16b(stage + row * (D * sizeof(KV)) + chunk * 16, k_src, in);
+        copy_global_to_shared_16b(stage + Smem::kRawTileBytes + row * (D * sizeof(KV)) + chunk * 16,
+                                  v_src, in);
+      } else {  // the T tiles themselves
+        const KvTile k_tile{reinterpret_cast<T*>(stage)};
+        const KvTile v_tile{reinterpret_cast<T*>(stage + Smem::kTTileBytes)};
+        copy_global_to_shared_16b(k_tile.chunk_ptr(row, chunk), k_src, in);
+        copy_global_to_shared_16b(v_tile.chunk_ptr(row, chunk), v_src, in);
+      }
+    }
+  }
+}
+
+// FP8 staged in raw bytes: widens a stage's (K, V) pair into the T tiles.
+template <typename T, typename KV, int D>
+TFO_INLINE void widen_kv_tile(const uint8_t* stage, uint8_t* widened, int tid) {
+  using Shape = MmaDecodeShape<D>;
+  using Smem = MmaDecodeSmem<T, KV, D>;
+  using KvTile = SmemTile<T, Shape::kTokens, D>;
+  constexpr int kChunks = Smem::kRawRowChunks;
+#pragma unroll
+  for (int kv = 0; kv < 2; ++kv) {
+    const KvTile tile{reinterpret_cast<T*>(widened + kv * Smem::kTTileBytes)};
+    const uint8_t* raw = stage + kv * Smem::kRawTileBytes;
+#pragma unroll
+    for (int i = 0; i < Shape::kTokens * kChunks / Shape::kThreads; ++i) {
+      const int idx = i * Shape::kThreads + tid;
+      const int row = idx / kChunks, chunk = idx % kChunks;
+      struct alignas(16) Chunk {
+        uint32_t w[4];
+      };
+      const Chunk in = *reinterpret_cast<const Chunk*>(raw + idx * 16);
+      Chunk lo, hi;
+      widen_fp8x16<T, KV>(in.w, lo.w, hi.w);
+      *reinterpret_cast<Chunk*>(tile.chunk_ptr(row, 2 * chunk)) = lo;
+      *reinterpret_cast<Chunk*>(tile.chunk_ptr(row, 2 * chunk + 1)) = hi;
+    }
   }
 }
 
 template <typename T, typename KV, int D>
 TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const DecodeParams p) {
   using Shape = MmaDecodeShape<D>;
+  using Smem = MmaDecodeSmem<T, KV, D>;
   constexpr int kWaves = Shape::kWaves;
   constexpr int kThreads = Shape::kThreads;
   constexpr int kTokens = Shape::kTokens;
   constexpr int kRows = Shape::kRows;
+  constexpr int kStages = Smem::kStages;
   constexpr int kChunks = D / 8;
   constexpr int kColTiles = D / 16;
   using QTile = SmemTile<T, kRows, D>;
   using KvTile = SmemTile<T, kTokens, D>;
   using PTile = SmemTile<T, 16, 16>;
 
-  TFO_SHARED MmaDecodeSmem<T, D> smem;
-  const QTile q_tile{smem.q};
-  const KvTile k_tile{smem.u.kv.k};
-  const KvTile v_tile{smem.u.kv.v};
+  extern TFO_SHARED __attribute__((aligned(16))) uint8_t decode_smem[];
+  const QTile q_tile{reinterpret_cast<T*>(decode_smem + Smem::kQ)};
+  float* const smem_m = reinterpret_cast<float*>(decode_smem + Smem::kM);
+  float* const smem_l = reinterpret_cast<float*>(decode_smem + Smem::kL);
+  float* const smem_o = reinterpret_cast<float*>(decode_smem + Smem::kKv);
   const int tid = thread_index_x();
   const int wave = wave_index();
   const int lane = lane_id();
-  const PTile p_tile{smem.p[wave]};
+  const PTile p_tile{reinterpret_cast<T*>(decode_smem + Smem::kP) + wave * 16 * 16};
+  auto stage_ptr = [&](int s) { return decode_smem + Smem::kKv + s * Smem::kStageBytes; };
 
   const int32_t num_tasks = schedule_num_items(p) * p.num_kv_heads * p.head_slices;
   for (int32_t task = block_index_x(); task < num_tasks; task += p.num_blocks) {
@@ -94,6 +201,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
     int32_t kv_lo = t.item.kv_begin;
     const int32_t kv_hi = t.item.kv_end < kv_len ? t.item.kv_end : kv_len;
     if (p.window_left >= 0 && kv_len - 1 - p.window_left > kv_lo) kv_lo = kv_len - 1 - p.window_left;
+    const int32_t num_tiles = kv_hi > kv_lo ? (kv_hi - kv_lo + kTokens - 1) / kTokens : 0;
 
     block_sync();  // the previous task is done with shared memory
     const T* q_req = static_cast<const T*>(p.q) + static_cast<int64_t>(req) * p.q_stride_batch;
@@ -107,6 +215,13 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
     copy_commit_group();
 
     const int32_t* pages = request_pages(p, req);
+    // The first kStages - 1 tiles are in flight before the loop; each iteration issues one more.
+#pragma unroll
+    for (int s = 0; s + 1 < kStages; ++s) {
+      if (s < num_tiles) issue_kv_tile<T, KV, D>(p, pages, kv_lo + s * kTokens, kv_hi, t.kv_head, stage_ptr(s), tid);
+      copy_commit_group();
+    }
+
     FragC o_acc[kColTiles];
 #pragma unroll
     for (int n = 0; n < kColTiles; ++n) {
@@ -116,19 +231,24 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
     RowVals m_run = row_vals_filled(kNegInf);
     RowVals l_run = row_vals_filled(0.f);
 
-    for (int32_t tile0 = kv_lo; tile0 < kv_hi; tile0 += kTokens) {
-      block_sync();  // every wave is done with the previous K/V tile
-      for (int idx = tid; idx < kTokens * kChunks; idx += kThreads) {
-        const int row = idx / kChunks, chunk = idx % kChunks;
-        const int32_t pos = tile0 + row;
-        const bool in = pos < kv_hi;
-        const KvOffsets off = kv_offsets(p, pages, in ? pos : kv_hi - 1, t.kv_head);
-        kv_chunk_to_shared<T, KV>(k_tile.chunk_ptr(row, chunk), p.k, off.k + chunk * 8, in);
-        kv_chunk_to_shared<T, KV>(v_tile.chunk_ptr(row, chunk), p.v, off.v + chunk * 8, in);
+    for (int32_t j = 0; j < num_tiles; ++j) {
+      const int32_t tile0 = kv_lo + j * kTokens;
+      block_sync();  // every wave is done with tile j - 1: its stage (and the widened tiles) are free
+      if (j + kStages - 1 < num_tiles) {
+        issue_kv_tile<T, KV, D>(p, pages, tile0 + (kStages - 1) * kTokens, kv_hi, t.kv_head,
+                                stage_ptr((j + kStages - 1) % kStages), tid);
       }
       copy_commit_group();
-      copy_wait_groups<0>();
+      copy_wait_groups<kStages - 1>();  // tile j (and q) have landed
       block_sync();
+      uint8_t* kv_tiles = stage_ptr(j % kStages);
+      if constexpr (Smem::kStageRaw) {
+        widen_kv_tile<T, KV, D>(kv_tiles, decode_smem + Smem::kWidened, tid);
+        kv_tiles = decode_smem + Smem::kWidened;
+        block_sync();
+      }
+      const KvTile k_tile{reinterpret_cast<T*>(kv_tiles)};
+      const KvTile v_tile{reinterpret_cast<T*>(kv_tiles + Smem::kTTileBytes)};
 
       FragC s[1];
 #pragma unroll
@@ -190,14 +310,14 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
     for (int n = 0; n < kColTiles; ++n) {
 #pragma unroll
       for (int e = 0; e < kAccElems; ++e) {
-        smem.u.o[wave][acc_row(lane, e) * D + 16 * n + acc_col(lane, e)] = o_acc[n].v[e];
+        smem_o[(wave * kRows + acc_row(lane, e)) * D + 16 * n + acc_col(lane, e)] = o_acc[n].v[e];
       }
     }
     if (lane % kRowLanes == 0) {
 #pragma unroll
       for (int r = 0; r < kAccRowsPerLane; ++r) {
-        smem.m[wave][acc_slot_row(lane, r)] = m_run.v[r];
-        smem.l[wave][acc_slot_row(lane, r)] = l_run.v[r];
+        smem_m[wave * kRows + acc_slot_row(lane, r)] = m_run.v[r];
+        smem_l[wave * kRows + acc_slot_row(lane, r)] = l_run.v[r];
       }
     }
     block_sync();
@@ -205,14 +325,14 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
       const int row = idx / D, d = idx % D;
       float m_all = kNegInf;
 #pragma unroll
-      for (int w = 0; w < kWaves; ++w) m_all = max_f32(m_all, smem.m[w][row]);
+      for (int w = 0; w < kWaves; ++w) m_all = max_f32(m_all, smem_m[w * kRows + row]);
       float l_all = 0.f, o_all = 0.f;
       if (m_all != kNegInf) {
 #pragma unroll
         for (int w = 0; w < kWaves; ++w) {
-          const float wgt = fast_exp2(smem.m[w][row] - m_all);
-          l_all += wgt * smem.l[w][row];
-          o_all += wgt * smem.u.o[w][row * D + d];
+          const float wgt = fast_exp2(smem_m[w * kRows + row] - m_all);
+          l_all += wgt * smem_l[w * kRows + row];
+          o_all += wgt * smem_o[(w * kRows + row) * D + d];
         }
       }
       const float inv_l = l_all > 0.f ? p.v_scale / l_all : 0.f;

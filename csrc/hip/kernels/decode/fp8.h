@@ -70,11 +70,10 @@ TFO_INLINE uint16_t to_bits(T x) {
   return bits;
 }
 
-// Four FP8 elements of one 32-bit word (element 0 in the low byte) as floats, before scaling.
-// Whole-word masks build two binary16 pairs at once: (elements 0, 2) and (elements 1, 3).
+// Four FP8 elements of one 32-bit word (element 0 in the low byte) as binary16 bits. Whole-word
+// masks build two pairs at once: even = (element 0, element 2), odd = (element 1, element 3).
 template <typename KV>
-TFO_INLINE void fp8x4_to_float(uint32_t word, float* out) {
-  uint32_t even, odd;  // binary16 pairs
+TFO_INLINE void fp8x4_to_half_bits(uint32_t word, uint32_t& even, uint32_t& odd) {
   if constexpr (std::is_same_v<KV, Fp8E4M3>) {
     const uint32_t e = word & 0x00ff00ffu, o = (word >> 8) & 0x00ff00ffu;
     even = ((e & 0x00800080u) << 8) | ((e & 0x007f007fu) << 7);
@@ -83,6 +82,22 @@ TFO_INLINE void fp8x4_to_float(uint32_t word, float* out) {
     even = (word << 8) & 0xff00ff00u;
     odd = word & 0xff00ff00u;
   }
+}
+
+// The same four elements as binary16 pairs in element order: lo = (0, 1), hi = (2, 3).
+template <typename KV>
+TFO_INLINE void fp8x4_to_half_pairs(uint32_t word, uint32_t& lo, uint32_t& hi) {
+  uint32_t even, odd;
+  fp8x4_to_half_bits<KV>(word, even, odd);
+  lo = (even & 0xffffu) | (odd << 16);
+  hi = (even >> 16) | (odd & 0xffff0000u);
+}
+
+// The same four elements as floats, before scaling.
+template <typename KV>
+TFO_INLINE void fp8x4_to_float(uint32_t word, float* out) {
+  uint32_t even, odd;
+  fp8x4_to_half_bits<KV>(word, even, odd);
   out[0] = to_float(bits_to<half_t>(static_cast<uint16_t>(even & 0xffffu)));
   out[1] = to_float(bits_to<half_t>(static_cast<uint16_t>(odd & 0xffffu)));
   out[2] = to_float(bits_to<half_t>(static_cast<uint16_t>(even >> 16)));
