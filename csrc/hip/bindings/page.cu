@@ -28,14 +28,13 @@ void check_rows(const at::Tensor& t, const char* name, const char* op) {
 }
 
 template <typename Src, typename Dst>
-void launch_append(const AppendParams& p) {
-  const int64_t rows = static_cast<int64_t>(p.nnz) * p.num_heads;
-  if (rows == 0) return;
-  const int rows_per_block = kPageThreads / (p.head_dim / 8);
-  const int64_t max_blocks = static_cast<int64_t>(num_multiprocessors()) * 32;
-  const int blocks = static_cast<int>(std::min<int64_t>((rows + rows_per_block - 1) / rows_per_block, max_blocks));
-  append_paged_kv_kernel<Src, Dst><<<blocks, kPageThreads, 0, current_stream()>>>(
-      p, static_cast<int32_t>(rows), blocks * rows_per_block);
+void launch_append(AppendParams p) {
+  if (p.nnz == 0 || p.num_heads == 0) return;
+  const int chunks = p.head_dim / 8;
+  p.heads_per_block = std::min(p.num_heads, kPageThreads / chunks);
+  p.grid_tokens = static_cast<int32_t>(std::min<int64_t>(p.nnz, int64_t{num_multiprocessors()} * 16));
+  const dim3 block(static_cast<unsigned>(chunks), static_cast<unsigned>(p.heads_per_block));
+  append_paged_kv_kernel<Src, Dst><<<p.grid_tokens, block, 0, current_stream()>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -83,8 +82,7 @@ void append_paged_kv_cache(const at::Tensor& append_key, const at::Tensor& appen
               paged_k_cache.size(head), " kv heads of dim ", paged_k_cache.size(3));
   TORCH_CHECK(append_key.size(2) % 8 == 0 && append_key.size(2) <= 8 * kPageThreads, op,
               ": head_dim must be a multiple of 8, at most ", 8 * kPageThreads, ", on the GPU");
-  TORCH_CHECK(append_key.size(0) * append_key.size(1) < (int64_t{1} << 31), op,
-              ": nnz * num_kv_heads must fit in int32");
+  TORCH_CHECK(append_key.size(0) < (int64_t{1} << 31), op, ": nnz must fit in int32");
   check_rows(append_key, "append_key", op);
   check_rows(append_value, "append_value", op);
   check_rows(paged_k_cache, "paged_k_cache", op);
@@ -121,6 +119,8 @@ void append_paged_kv_cache(const at::Tensor& append_key, const at::Tensor& appen
   p.v_stride_token = paged_v_cache.stride(tok);
   p.v_stride_head = paged_v_cache.stride(head);
   p.page_size = static_cast<int32_t>(paged_k_cache.size(tok));
+  TORCH_CHECK(p.page_size > 0, op, ": page_size must be positive");
+  p.page_shift = (p.page_size & (p.page_size - 1)) == 0 ? __builtin_ctz(static_cast<unsigned>(p.page_size)) : -1;
   p.nnz = static_cast<int32_t>(nnz);
   p.num_heads = static_cast<int32_t>(append_key.size(1));
   p.head_dim = static_cast<int32_t>(append_key.size(2));

@@ -5,7 +5,7 @@
 //   TFO_DEVICE, TFO_HOST_DEVICE, TFO_INLINE, TFO_GLOBAL, TFO_SHARED, TFO_LAUNCH_BOUNDS(n)
 //   kWaveSize                         lanes per wave (constexpr int)
 //   lane_id(), wave_index()           lane within the wave; wave within a 1-D block (wave-uniform)
-//   thread_index_x(), block_index_x/y/z()
+//   thread_index_x/y(), block_index_x/y/z()
 //   shfl_xor(float v, int lane_mask)  value of lane (lane_id() ^ lane_mask)
 //   group_allreduce<kGroup>(v, op)    op-reduce over each aligned group of kGroup consecutive
 //                                     lanes (power of two <= kWaveSize); every lane gets the result

@@ -38,6 +38,8 @@ struct AppendParams {
   int64_t k_stride_page, k_stride_token, k_stride_head;
   int64_t v_stride_page, v_stride_token, v_stride_head;
   int32_t page_size, nnz, num_heads, head_dim;
+  int32_t page_shift;                   // log2(page_size) for a power of two, else -1
+  int32_t heads_per_block, grid_tokens;  // blockDim.y, gridDim.x
   float inv_k_scale, inv_v_scale;
 };
 
@@ -74,41 +76,37 @@ TFO_INLINE void load8(const Src* src, float scale, float* out) {
   for (int i = 0; i < 8; ++i) out[i] = to_float(c.x[i]) * scale;
 }
 
-// head_dim / 8 consecutive threads per (token, head) row, one 8-element chunk each; a block
-// holds kPageThreads / (head_dim / 8) rows and the grid strides over the nnz * num_heads rows.
-// The appended K/V are read before the page lookup: those reads do not depend on it, so their
-// latency overlaps the dependent index loads (batch index, page offset, page id).
+// A block of (head_dim / 8) x heads_per_block threads takes one appended token at a time (grid
+// stride), thread (x, y) the 8-element chunk x of heads y, y + blockDim.y, ...: no integer
+// division on the way to an address except pos / page_size, a shift for the usual powers of
+// two. The appended K/V are read before the page lookup: those reads do not depend on it, so
+// their latency overlaps the dependent index loads (batch index, page offset, page id).
 template <typename Src, typename Dst>
-TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kPageThreads) append_paged_kv_kernel(const AppendParams p,
-                                                                         int32_t rows, int32_t row_stride) {
-  const int32_t chunks = p.head_dim / 8;
-  const int32_t lane_row = static_cast<int32_t>(thread_index_x()) / chunks;
-  const int32_t chunk = static_cast<int32_t>(thread_index_x()) - lane_row * chunks;
-  if (lane_row >= kPageThreads / chunks) return;  // head_dim / 8 need not divide the block
-  for (int32_t row = static_cast<int32_t>(block_index_x()) * (kPageThreads / chunks) + lane_row;
-       row < rows; row += row_stride) {
-    const int32_t i = row / p.num_heads;
-    const int32_t head = row - i * p.num_heads;
-    float k[8], v[8];
-    load8(static_cast<const Src*>(p.key) + i * p.key_stride_token + head * p.key_stride_head + chunk * 8,
-          p.inv_k_scale, k);
-    load8(static_cast<const Src*>(p.value) + i * p.value_stride_token + head * p.value_stride_head +
-              chunk * 8,
-          p.inv_v_scale, v);
+TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kPageThreads) append_paged_kv_kernel(const AppendParams p) {
+  const int32_t chunk = static_cast<int32_t>(thread_index_x());
+  for (int32_t i = static_cast<int32_t>(block_index_x()); i < p.nnz; i += p.grid_tokens) {
     const int32_t b = p.batch_indices[i];
     const int32_t pos = p.positions[i];
-    if (b < 0 || pos < 0) continue;
-    const int32_t page_in_request = pos / p.page_size;
-    const int32_t page_idx = p.kv_indptr[b] + page_in_request;
-    if (page_idx >= p.kv_indptr[b + 1]) continue;
-    const int64_t page = p.kv_indices[page_idx];
-    const int32_t slot = pos - page_in_request * p.page_size;
-    store_converted(static_cast<Dst*>(p.k_cache) + page * p.k_stride_page + slot * p.k_stride_token +
-                        head * p.k_stride_head + chunk * 8,
-                    k);
-    store_converted(static_cast<Dst*>(p.v_cache) + page * p.v_stride_page + slot * p.v_stride_token +
-                        head * p.v_stride_head + chunk * 8,
-                    v);
+    for (int32_t head = static_cast<int32_t>(thread_index_y()); head < p.num_heads; head += p.heads_per_block) {
+      float k[8], v[8];
+      load8(static_cast<const Src*>(p.key) + i * p.key_stride_token + head * p.key_stride_head + chunk * 8,
+            p.inv_k_scale, k);
+      load8(static_cast<const Src*>(p.value) + i * p.value_stride_token + head * p.value_stride_head +
+                chunk * 8,
+            p.inv_v_scale, v);
+      if (b < 0 || pos < 0) continue;
+      const int32_t page_in_request = p.page_shift >= 0 ? pos >> p.page_shift : pos / p.page_size;
+      const int32_t page_idx = p.kv_indptr[b] + page_in_request;
+      if (page_idx >= p.kv_indptr[b + 1]) continue;
+      const int64_t page = p.kv_indices[page_idx];
+      const int32_t slot = pos - page_in_request * p.page_size;
+      store_converted(static_cast<Dst*>(p.k_cache) + page * p.k_stride_page + slot * p.k_stride_token +
+                          head * p.k_stride_head + chunk * 8,
+                      k);
+      store_converted(static_cast<Dst*>(p.v_cache) + page * p.v_stride_page + slot * p.v_stride_token +
+                          head * p.v_stride_head + chunk * 8,
+                      v);
+    }
   }
 }
 
@@ -151,16 +149,12 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kPageThreads)
 }
 
 // The instantiations: 16-bit sources into caches of the same type or any FP8 format.
-#define TFO_APPEND_INSTANCES(Src)                                                                \
-  template TFO_GLOBAL void append_paged_kv_kernel<Src, Src>(const AppendParams, int32_t, int32_t); \
-  template TFO_GLOBAL void append_paged_kv_kernel<Src, Fp8Store<Fp8Format::kE4M3Fn>>(            \
-      const AppendParams, int32_t, int32_t);                                                      \
-  template TFO_GLOBAL void append_paged_kv_kernel<Src, Fp8Store<Fp8Format::kE5M2>>(              \
-      const AppendParams, int32_t, int32_t);                                                      \
-  template TFO_GLOBAL void append_paged_kv_kernel<Src, Fp8Store<Fp8Format::kE4M3Fnuz>>(          \
-      const AppendParams, int32_t, int32_t);                                                      \
-  template TFO_GLOBAL void append_paged_kv_kernel<Src, Fp8Store<Fp8Format::kE5M2Fnuz>>(          \
-      const AppendParams, int32_t, int32_t);
+#define TFO_APPEND_INSTANCES(Src)                                                                   \
+  template TFO_GLOBAL void append_paged_kv_kernel<Src, Src>(const AppendParams);                    \
+  template TFO_GLOBAL void append_paged_kv_kernel<Src, Fp8Store<Fp8Format::kE4M3Fn>>(const AppendParams);   \
+  template TFO_GLOBAL void append_paged_kv_kernel<Src, Fp8Store<Fp8Format::kE5M2>>(const AppendParams);     \
+  template TFO_GLOBAL void append_paged_kv_kernel<Src, Fp8Store<Fp8Format::kE4M3Fnuz>>(const AppendParams); \
+  template TFO_GLOBAL void append_paged_kv_kernel<Src, Fp8Store<Fp8Format::kE5M2Fnuz>>(const AppendParams);
 
 TFO_APPEND_INSTANCES(half_t)
 TFO_APPEND_INSTANCES(bf16_t)

@@ -16,6 +16,7 @@ inline constexpr int kWaveSize = 32;
 inline constexpr unsigned kFullWaveMask = 0xffffffffu;
 
 TFO_INLINE int thread_index_x() { return static_cast<int>(threadIdx.x); }
+TFO_INLINE int thread_index_y() { return static_cast<int>(threadIdx.y); }
 TFO_INLINE int block_index_x() { return static_cast<int>(blockIdx.x); }
 TFO_INLINE int block_index_y() { return static_cast<int>(blockIdx.y); }
 TFO_INLINE int block_index_z() { return static_cast<int>(blockIdx.z); }

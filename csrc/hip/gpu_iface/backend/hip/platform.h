@@ -19,6 +19,7 @@ namespace tfo::gpu {
 inline constexpr int kWaveSize = 64;
 
 TFO_INLINE int thread_index_x() { return __builtin_amdgcn_workitem_id_x(); }
+TFO_INLINE int thread_index_y() { return __builtin_amdgcn_workitem_id_y(); }
 TFO_INLINE int block_index_x() { return __builtin_amdgcn_workgroup_id_x(); }
 TFO_INLINE int block_index_y() { return __builtin_amdgcn_workgroup_id_y(); }
 TFO_INLINE int block_index_z() { return __builtin_amdgcn_workgroup_id_z(); }
