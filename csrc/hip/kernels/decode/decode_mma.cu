@@ -84,26 +84,25 @@ TFO_INLINE void widen_fp8x16(const uint32_t (&in)[4], uint32_t (&lo)[4], uint32_
   }
 }
 
-// Issues one wave's copies of a K/V tile: its 16 rows tile0 + 16 * wave + [0, 16) of the task's
-// kv head, into a stage; rows at or past kv_hi are zero-filled. Commit and wait are the caller's.
+// Issues the copies of one K/V tile (rows tile0 .. tile0 + kTokens of the task's kv head) into
+// a stage; rows at or past kv_hi are zero-filled. Commit and wait are the caller's.
 template <typename T, typename KV, int D>
-TFO_INLINE void issue_kv_rows(const DecodeParams& p, const int32_t* pages, int32_t tile0,
-                              int32_t kv_hi, int32_t kv_head, uint8_t* stage, int wave, int lane) {
+TFO_INLINE void issue_kv_tile(const DecodeParams& p, const int32_t* pages, int32_t tile0,
+                              int32_t kv_hi, int32_t kv_head, uint8_t* stage, int tid) {
   using Shape = MmaDecodeShape<D>;
   using Smem = MmaDecodeSmem<T, KV, D>;
   using KvTile = SmemTile<T, Shape::kTokens, D>;
-  constexpr int kChunks = Smem::kWidenOnLoad ? D / 8 : Smem::kRawRowChunks;
-  static_assert(16 * kChunks % kWaveSize == 0, "a wave's rows divide among its lanes");
-  const KvTile k_tile{reinterpret_cast<T*>(stage)};
-  const KvTile v_tile{reinterpret_cast<T*>(stage + Smem::kTTileBytes)};
-#pragma unroll 2
-  for (int i = 0; i < 16 * kChunks / kWaveSize; ++i) {
-    const int idx = i * kWaveSize + lane;
-    const int row = 16 * wave + idx / kChunks, chunk = idx % kChunks;
-    const int32_t pos = tile0 + row;
-    const bool in = pos < kv_hi;
-    const KvOffsets off = kv_offsets(p, pages, in ? pos : kv_hi - 1, kv_head);
-    if constexpr (Smem::kWidenOnLoad) {  // 8 FP8 elements in, one 16-byte T chunk out
+  if constexpr (Smem::kWidenOnLoad) {
+    constexpr int kChunks = D / 8;  // 8 elements: 8 FP8 bytes in, one 16-byte T chunk out
+    const KvTile k_tile{reinterpret_cast<T*>(stage)};
+    const KvTile v_tile{reinterpret_cast<T*>(stage + Smem::kTTileBytes)};
+#pragma unroll
+    for (int i = 0; i < Shape::kTokens * kChunks / Shape::kThreads; ++i) {
+      const int idx = i * Shape::kThreads + tid;
+      const int row = idx / kChunks, chunk = idx % kChunks;
+      const int32_t pos = tile0 + row;
+      const bool in = pos < kv_hi;
+      const KvOffsets off = kv_offsets(p, pages, in ? pos : kv_hi - 1, kv_head);
       float f[8];
       KvVec8<T> packed;
       kv8_to_float<KV>(in ? load_kv8<KV>(p.k, off.k + chunk * 8) : zero_kv8<KV>(), f);
@@ -114,7 +113,16 @@ TFO_INLINE void issue_kv_rows(const DecodeParams& p, const int32_t* pages, int32
 #pragma unroll
       for (int e = 0; e < 4; ++e) packed.w[e] = pack2<T>(f[2 * e], f[2 * e + 1]);
       *reinterpret_cast<KvVec8<T>*>(v_tile.chunk_ptr(row, chunk)) = packed;
-    } else {
+    }
+  } else {
+    constexpr int kChunks = Smem::kRawRowChunks;
+#pragma unroll
+    for (int i = 0; i < Shape::kTokens * kChunks / Shape::kThreads; ++i) {
+      const int idx = i * Shape::kThreads + tid;
+      const int row = idx / kChunks, chunk = idx % kChunks;
+      const int32_t pos = tile0 + row;
+      const bool in = pos < kv_hi;
+      const KvOffsets off = kv_offsets(p, pages, in ? pos : kv_hi - 1, kv_head);
       const KV* k_src = static_cast<const KV*>(p.k) + off.k + chunk * (16 / sizeof(KV));
       const KV* v_src = static_cast<const KV*>(p.v) + off.v + chunk * (16 / sizeof(KV));
       if constexpr (Smem::kStageRaw) {  // row-major bytes
@@ -122,6 +130,8 @@ TFO_INLINE void issue_kv_rows(const DecodeParams& p, const int32_t* pages, int32
         copy_global_to_shared_16b(stage + Smem::kRawTileBytes + row * (D * sizeof(KV)) + chunk * 16,
                                   v_src, in);
       } else {  // the T tiles themselves
+        const KvTile k_tile{reinterpret_cast<T*>(stage)};
+        const KvTile v_tile{reinterpret_cast<T*>(stage + Smem::kTTileBytes)};
         copy_global_to_shared_16b(k_tile.chunk_ptr(row, chunk), k_src, in);
         copy_global_to_shared_16b(v_tile.chunk_ptr(row, chunk), v_src, in);
       }
@@ -129,9 +139,9 @@ TFO_INLINE void issue_kv_rows(const DecodeParams& p, const int32_t* pages, int32
   }
 }
 
-// FP8 staged in raw bytes: widens one wave's 16 rows of a stage's (K, V) pair into the T tiles.
+// FP8 staged in raw bytes: widens a stage's (K, V) pair into the T tiles.
 template <typename T, typename KV, int D>
-TFO_INLINE void widen_kv_rows(const uint8_t* stage, uint8_t* widened, int wave, int lane) {
+TFO_INLINE void widen_kv_tile(const uint8_t* stage, uint8_t* widened, int tid) {
   using Shape = MmaDecodeShape<D>;
   using Smem = MmaDecodeSmem<T, KV, D>;
   using KvTile = SmemTile<T, Shape::kTokens, D>;
@@ -141,8 +151,8 @@ TFO_INLINE void widen_kv_rows(const uint8_t* stage, uint8_t* widened, int wave, 
     const KvTile tile{reinterpret_cast<T*>(widened + kv * Smem::kTTileBytes)};
     const uint8_t* raw = stage + kv * Smem::kRawTileBytes;
 #pragma unroll
-    for (int i = 0; i < 16 * kChunks / kWaveSize; ++i) {
-      const int idx = 16 * wave * kChunks + i * kWaveSize + lane;
+    for (int i = 0; i < Shape::kTokens * kChunks / Shape::kThreads; ++i) {
+      const int idx = i * Shape::kThreads + tid;
       const int row = idx / kChunks, chunk = idx % kChunks;
       struct alignas(16) Chunk {
         uint32_t w[4];
@@ -204,16 +214,12 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
     copy_commit_group();
 
     const int32_t* pages = request_pages(p, req);
-    // Each wave streams its own 16 rows of every tile (the rows its mma reads), so the waves
-    // pipeline independently: no block barrier between tiles. The first kStages - 1 tiles are
-    // in flight before the loop; each iteration issues one more.
+    // The first kStages - 1 tiles are in flight before the loop; each iteration issues one more.
 #pragma unroll
     for (int s = 0; s + 1 < kStages; ++s) {
-      if (s < num_tiles) issue_kv_rows<T, KV, D>(p, pages, kv_lo + s * kTokens, kv_hi, t.kv_head, stage_ptr(s), wave, lane);
+      if (s < num_tiles) issue_kv_tile<T, KV, D>(p, pages, kv_lo + s * kTokens, kv_hi, t.kv_head, stage_ptr(s), tid);
       copy_commit_group();
     }
-    copy_wait_groups<kStages - 1>();  // this thread's q chunks (the oldest group) have landed
-    block_sync();                     // q from every thread
 
     FragC o_acc[kColTiles];
 #pragma unroll
@@ -226,19 +232,19 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
 
     for (int32_t j = 0; j < num_tiles; ++j) {
       const int32_t tile0 = kv_lo + j * kTokens;
-      wave_sync();  // the wave is done with tile j - 1: its rows of that stage (and of the widened tiles) are free
+      block_sync();  // every wave is done with tile j - 1: its stage (and the widened tiles) are free
       if (j + kStages - 1 < num_tiles) {
-        issue_kv_rows<T, KV, D>(p, pages, tile0 + (kStages - 1) * kTokens, kv_hi, t.kv_head,
-                                stage_ptr((j + kStages - 1) % kStages), wave, lane);
+        issue_kv_tile<T, KV, D>(p, pages, tile0 + (kStages - 1) * kTokens, kv_hi, t.kv_head,
+                                stage_ptr((j + kStages - 1) % kStages), tid);
       }
       copy_commit_group();
-      copy_wait_groups<kStages - 1>();  // the wave's rows of tile j have landed
-      wave_sync();
+      copy_wait_groups<kStages - 1>();  // tile j (and q) have landed
+      block_sync();
       uint8_t* kv_tiles = stage_ptr(j % kStages);
       if constexpr (Smem::kStageRaw) {
-        widen_kv_rows<T, KV, D>(kv_tiles, decode_smem + Smem::kWidened, wave, lane);
+        widen_kv_tile<T, KV, D>(kv_tiles, decode_smem + Smem::kWidened, tid);
         kv_tiles = decode_smem + Smem::kWidened;
-        wave_sync();
+        block_sync();
       }
       const KvTile k_tile{reinterpret_cast<T*>(kv_tiles)};
       const KvTile v_tile{reinterpret_cast<T*>(kv_tiles + Smem::kTTileBytes)};
@@ -296,8 +302,8 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
       }
       wave_sync();
     }
-    copy_wait_groups<0>();
-    block_sync();  // K/V tiles become the merge buffer
+    copy_wait_groups<0>();  // the q tile of a task without kv rows
+    block_sync();           // K/V tiles become the merge buffer
 
 #pragma unroll
     for (int n = 0; n < kColTiles; ++n) {
