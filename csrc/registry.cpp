@@ -70,6 +70,10 @@ TORCH_LIBRARY(flashinfer, m) {
 namespace flashinfer_ops {
 bool gpu_kernels_built();
 std::string gpu_instantiations();
+namespace gpu_binding {
+int64_t decode_grid_blocks(const std::string& q_dtype, const std::string& kv_dtype, int64_t head_dim,
+                           int64_t num_qo_heads, int64_t num_kv_heads, bool use_tensor_cores);
+}
 }
 
 // The Python extension module: importing it loads the registry above.
@@ -79,4 +83,7 @@ PYBIND11_MODULE(_C, module) {
              "True when this build contains the CUDA/HIP kernels");
   module.def("gpu_instantiations", &flashinfer_ops::gpu_instantiations,
              "'head_dims;dtypes' instantiated by this build's GPU kernels ('' without them)");
+  module.def("decode_grid_blocks", &flashinfer_ops::gpu_binding::decode_grid_blocks,
+             "blocks of the persistent batch-decode grid on the current GPU for (q_dtype, kv_dtype, "
+             "head_dim, num_qo_heads, num_kv_heads, use_tensor_cores); 0 when not served");
 }

@@ -136,6 +136,23 @@ def test_batch_decode(workspace, case, use_tensor_cores):
     _check(w, q, P, r_out, r_lse, dtype)
 
 
+@pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
+def test_batch_decode_balanced_split(workspace, use_tensor_cores):
+    """Between one and two rounds of tasks on the persistent grid, plan() splits requests so the
+    rounds fill evenly; the split plan must give the same attention."""
+    hq, hkv, d, dtype = 32, 8, 128, F16
+    grid = flashinfer._ops.decode_grid_blocks(dtype, dtype, d, hq, hkv, use_tensor_cores)
+    assert grid > 0
+    batch = grid // hkv + 1  # one round and a few tasks over
+    P = Paged([2048] * batch, 16, hkv, d, dtype, "NHD")
+    q = torch.randn(batch, hq, d, dtype=dtype, device=DEV)
+    w = _wrapper(workspace, "NHD", use_tensor_cores)
+    _plan(w, P, hq, hkv, d, dtype, dtype)
+    assert _splits(w) > 0, f"{batch * hkv} tasks on {grid} blocks must be split"
+    r_out, r_lse = P.reference(q)
+    _check(w, q, P, r_out, r_lse, dtype)
+
+
 @pytest.mark.parametrize("kv_dtype", FP8, ids=lambda t: str(t).split(".")[-1])
 @pytest.mark.parametrize("q_dtype", [F16, BF16])
 @pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])

@@ -22,3 +22,13 @@ def gpu_instantiations():
     dims, dtypes = text.split(";")
     return (frozenset(int(d) for d in dims.split(",") if d),
             frozenset(getattr(torch, t) for t in dtypes.split(",") if t))
+
+
+def decode_grid_blocks(q_dtype: torch.dtype, kv_dtype: torch.dtype, head_dim: int, num_qo_heads: int,
+                       num_kv_heads: int, use_tensor_cores: bool) -> int:
+    """Blocks of the persistent batch-decode grid run() launches on the current GPU for this
+    configuration (0 without GPU kernels or when the configuration is not served)."""
+    name = lambda t: str(t).replace("torch.", "")  # noqa: E731
+    return int(_C.decode_grid_blocks(name(q_dtype), name(kv_dtype), int(head_dim), int(num_qo_heads),
+                                     int(num_kv_heads), bool(use_tensor_cores)))
+

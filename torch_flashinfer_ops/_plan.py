@@ -62,24 +62,52 @@ def _gpu_workers() -> int:
 
 
 def choose_kv_chunk_size(platform: str, qo_lens: np.ndarray, kv_lens: np.ndarray,
-                         num_kv_heads: int, q_tile_rows: int) -> int:
-    """0 (no split) unless the batch has too few tasks to occupy every worker.
+                         num_kv_heads: int, q_tile_rows: int, decode_grid: int = 0) -> int:
+    """0 (no split) unless splitting requests gives the workers a fuller or better balanced load.
+    decode_grid: the blocks of the persistent decode grid, when the caller knows them.
     Host arithmetic in numpy: plan() runs once per serving step and must stay cheap."""
     if kv_lens.size == 0:
         return 0
     workers = torch.get_num_threads() if platform == "cpu" else _gpu_workers()
-    if platform != "cpu" and int(qo_lens.max()) <= 1:
+    decode = platform != "cpu" and int(qo_lens.max()) <= 1
+    if decode:
         # Decode: one block per (request, kv head) streams its kv range; split long requests
-        # until DECODE_BLOCKS_PER_SM blocks per multiprocessor have work (batch 1 fills the GPU).
-        workers *= DECODE_BLOCKS_PER_SM
+        # until every block of the grid (or DECODE_BLOCKS_PER_SM per multiprocessor) has work
+        # (batch 1 fills the GPU).
+        workers = decode_grid if decode_grid > 0 else workers * DECODE_BLOCKS_PER_SM
     tiles = int(np.maximum((qo_lens + q_tile_rows - 1) // q_tile_rows, 1).sum())
     tasks = tiles * num_kv_heads
     max_kv = int(kv_lens.max())
-    if tasks >= workers or max_kv < 2 * MIN_KV_CHUNK:
+    if max_kv < 2 * MIN_KV_CHUNK:
         return 0
-    splits = _ceil_div(workers, tasks)
-    chunk = max(MIN_KV_CHUNK, _ceil_div(max_kv, splits))
-    return _ceil_div(chunk, 64) * 64
+    if tasks < workers:
+        splits = _ceil_div(workers, tasks)
+        chunk = max(MIN_KV_CHUNK, _ceil_div(max_kv, splits))
+        return _ceil_div(chunk, 64) * 64
+    if decode and decode_grid > 0 and tasks < 2 * workers:
+        return _balanced_decode_chunk(kv_lens, num_kv_heads, workers)
+    return 0
+
+
+def _balanced_decode_chunk(kv_lens: np.ndarray, num_kv_heads: int, grid: int, max_splits: int = 4) -> int:
+    """Between one and two rounds of tasks per block, the last round leaves blocks idle (batch
+    64 x 8 kv heads on 396 blocks: 512 tasks, a second round of 116). Splitting requests into s
+    chunks makes more, smaller tasks; the s whose rounds are fullest wins (the smallest s on a
+    tie, splits cost a merge), 0 when no split beats none."""
+    def fill(chunk):
+        tasks = int(np.maximum((kv_lens + chunk - 1) // chunk, 1).sum()) * num_kv_heads
+        return tasks / (grid * _ceil_div(tasks, grid))
+
+    max_kv = int(kv_lens.max())
+    best_chunk, best_fill = 0, fill(max_kv)
+    for s in range(2, max_splits + 1):
+        chunk = _ceil_div(max(MIN_KV_CHUNK, _ceil_div(max_kv, s)), 64) * 64
+        if chunk >= max_kv:
+            break
+        f = fill(chunk)
+        if f > best_fill + 0.02:
+            best_chunk, best_fill = chunk, f
+    return best_chunk
 
 
 @dataclasses.dataclass
@@ -146,12 +174,13 @@ class Workspace:
 
     def plan(self, platform: str, qo_indptr_host: torch.Tensor, kv_lens_host: torch.Tensor,
              num_qo_heads: int, num_kv_heads: int, head_dim: int, non_blocking: bool = True,
-             kv_chunk_size: int | None = None) -> BatchPlan:
+             kv_chunk_size: int | None = None, decode_grid: int = 0) -> BatchPlan:
         q_tile_rows = q_tile_tokens(platform, num_qo_heads, num_kv_heads)
         qo_indptr_np = qo_indptr_host.numpy()
         qo_lens, kv_lens = qo_indptr_np[1:] - qo_indptr_np[:-1], kv_lens_host.numpy()
         if kv_chunk_size is None:
-            kv_chunk_size = choose_kv_chunk_size(platform, qo_lens, kv_lens, num_kv_heads, q_tile_rows)
+            kv_chunk_size = choose_kv_chunk_size(platform, qo_lens, kv_lens, num_kv_heads, q_tile_rows,
+                                                 decode_grid)
         if self._copy_done is not None:
             self._copy_done.synchronize()
         # Raises ValueError, before writing anything, when the plan region is too small.

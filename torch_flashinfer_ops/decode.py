@@ -15,7 +15,7 @@ import torch
 
 from . import _validation as V
 from . import aiter_bridge
-from ._ops import ops
+from ._ops import decode_grid_blocks, ops
 from ._wrapper_base import (
     BatchWrapperBase,
     check_paged_indices,
@@ -153,8 +153,13 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
         self._check_graph_capacity(paged_kv_indptr_buffer=batch_size + 1, paged_kv_indices_buffer=n_pages,
                                    paged_kv_last_page_len_buffer=batch_size)
         qo_indptr_h = torch.arange(batch_size + 1, dtype=torch.int32)
+        grid = 0
+        if self._chosen != "aiter" and self.device.type == "cuda":
+            with torch.cuda.device(self.device):
+                grid = decode_grid_blocks(q_dtype, kv_dtype, head_dim, num_qo_heads, num_kv_heads,
+                                          self._use_tensor_cores)
         self._plan = self._workspace.plan(self.platform, qo_indptr_h, kv_lens_h, num_qo_heads, num_kv_heads,
-                                          head_dim, non_blocking)
+                                          head_dim, non_blocking, decode_grid=grid)
         self._kv_indptr = self._to_device(kv_indptr_h, "paged_kv_indptr_buffer", non_blocking)
         self._kv_indices = self._to_device(indices[:n_pages], "paged_kv_indices_buffer", non_blocking)
         self._kv_last_page_len = self._to_device(last_h, "paged_kv_last_page_len_buffer", non_blocking)

@@ -1,6 +1,7 @@
 // Which kernel families this build contains (queried from Python for routing). GPU builds
 // may instantiate a subset of head dims and dtypes (setup.py's TFO_HEAD_DIMS / TFO_DTYPES);
 // the same macros reach this file, so routing never sends a call to a missing instantiation.
+#include <cstdint>
 #include <string>
 
 namespace flashinfer_ops {
@@ -37,5 +38,14 @@ std::string gpu_instantiations() {
 #endif
   return gpu_kernels_built() ? dims + ";" + dtypes : std::string();
 }
+
+#ifndef TFO_WITH_GPU_KERNELS
+namespace gpu_binding {
+// Without GPU kernels there is no decode grid (the GPU build defines this in bindings/decode.cu).
+int64_t decode_grid_blocks(const std::string&, const std::string&, int64_t, int64_t, int64_t, bool) {
+  return 0;
+}
+}  // namespace gpu_binding
+#endif
 
 }  // namespace flashinfer_ops

@@ -6,6 +6,9 @@
 // use_tensor_cores selects the kernel family: decode_simt (vector units) or decode_mma (matrix
 // cores, the GQA group as the rows of a 16-row tile); both compute the same attention.
 #include <cmath>
+#include <optional>
+#include <string>
+#include <utility>
 
 #include <torch/library.h>
 
@@ -106,38 +109,44 @@ int simt_tile(int group, KvKind kv_kind) {
                                      : tfo::kernels::simt_group_tile<true>(group);
 }
 
+// Launches the chosen family on its persistent grid (sets p.num_blocks; with grid_only, sets it
+// and launches nothing). False when this build holds no such instantiation.
+bool launch_family(DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind, int head_dim,
+                   bool use_tensor_cores, cudaStream_t stream, bool grid_only) {
+  using namespace tfo::kernels;
+  if (use_tensor_cores) return launch_decode_mma(p, q_dtype, kv_kind, head_dim, stream, grid_only);
+  bool launched = false;
+  const int tile = simt_tile(p.group_size, kv_kind);
+  with_q_type(q_dtype, [&](auto t_tag) {
+    using T = typename decltype(t_tag)::type;
+    with_head_dim(head_dim, [&](auto d_const) {
+      constexpr int D = decltype(d_const)::value;
+      with_kv_storage<T>(kv_kind, [&](auto kv_tag) {
+        using KV = typename decltype(kv_tag)::type;
+        auto go = [&](auto g_const) {
+          constexpr int G = decltype(g_const)::value;
+          static const int per_sm = resident_blocks_per_sm(decode_simt_kernel<T, KV, D, G>, kDecodeThreads);
+          p.num_blocks = num_multiprocessors() * per_sm;
+          if (!grid_only) decode_simt_kernel<T, KV, D, G><<<p.num_blocks, kDecodeThreads, 0, stream>>>(p);
+        };
+        if constexpr (std::is_same_v<KV, T>) {
+          if (tile == 1) return go(std::integral_constant<int, 1>{});
+        }
+        if (tile == 8) return go(std::integral_constant<int, 8>{});
+        go(std::integral_constant<int, 4>{});
+      });
+      launched = true;
+    });
+  });
+  return launched;
+}
+
 // Launches the chosen family, then (when requests may be split) the merge of partial results.
 void launch(DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind, int head_dim, int batch,
             bool use_tensor_cores, bool merge, const char* op) {
   using namespace tfo::kernels;
   const cudaStream_t stream = current_stream();
-  bool launched = false;
-  if (use_tensor_cores) {
-    launched = launch_decode_mma(p, q_dtype, kv_kind, head_dim, stream);
-  } else {
-    const int tile = simt_tile(p.group_size, kv_kind);
-    with_q_type(q_dtype, [&](auto t_tag) {
-      using T = typename decltype(t_tag)::type;
-      with_head_dim(head_dim, [&](auto d_const) {
-        constexpr int D = decltype(d_const)::value;
-        with_kv_storage<T>(kv_kind, [&](auto kv_tag) {
-          using KV = typename decltype(kv_tag)::type;
-          auto go = [&](auto g_const) {
-            constexpr int G = decltype(g_const)::value;
-            static const int per_sm = resident_blocks_per_sm(decode_simt_kernel<T, KV, D, G>, kDecodeThreads);
-            p.num_blocks = num_multiprocessors() * per_sm;
-            decode_simt_kernel<T, KV, D, G><<<p.num_blocks, kDecodeThreads, 0, stream>>>(p);
-          };
-          if constexpr (std::is_same_v<KV, T>) {
-            if (tile == 1) return go(std::integral_constant<int, 1>{});
-          }
-          if (tile == 8) return go(std::integral_constant<int, 8>{});
-          go(std::integral_constant<int, 4>{});
-        });
-        launched = true;
-      });
-    });
-  }
+  const bool launched = launch_family(p, q_dtype, kv_kind, head_dim, use_tensor_cores, stream, false);
   TORCH_CHECK(launched, op, ": head_dim ", head_dim, " with q dtype ", q_dtype,
               " is not instantiated in this build (setup.py knobs TFO_HEAD_DIMS / TFO_DTYPES)");
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -322,6 +331,34 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
 }
 
 }  // namespace
+
+// The persistent grid run() launches on the current device for a batch decode configuration,
+// for plan()'s split policy; 0 when this build holds no such instantiation. No device work.
+int64_t decode_grid_blocks(const std::string& q_dtype, const std::string& kv_dtype, int64_t head_dim,
+                           int64_t num_qo_heads, int64_t num_kv_heads, bool use_tensor_cores) {
+  const std::pair<const char*, at::ScalarType> names[] = {
+      {"float16", at::kHalf},           {"bfloat16", at::kBFloat16},
+      {"float8_e4m3fn", at::kFloat8_e4m3fn}, {"float8_e5m2", at::kFloat8_e5m2},
+      {"float8_e4m3fnuz", at::kFloat8_e4m3fnuz}, {"float8_e5m2fnuz", at::kFloat8_e5m2fnuz}};
+  std::optional<at::ScalarType> q, kv;
+  for (const auto& [name, type] : names) {
+    if (q_dtype == name) q = type;
+    if (kv_dtype == name) kv = type;
+  }
+  if (!q || !kv || (*q != at::kHalf && *q != at::kBFloat16) || num_kv_heads <= 0 ||
+      num_qo_heads % num_kv_heads != 0) {
+    return 0;
+  }
+  KvKind kind = KvKind::kSameAsQ;
+  if (*kv != *q) {
+    if (*kv == at::kHalf || *kv == at::kBFloat16) return 0;
+    kind = (*kv == at::kFloat8_e4m3fn || *kv == at::kFloat8_e4m3fnuz) ? KvKind::kE4M3 : KvKind::kE5M2;
+  }
+  DecodeParams p{};
+  p.group_size = static_cast<int32_t>(num_qo_heads / num_kv_heads);
+  const bool served = launch_family(p, *q, kind, static_cast<int>(head_dim), use_tensor_cores, nullptr, true);
+  return served ? p.num_blocks : 0;
+}
 
 TORCH_LIBRARY_IMPL(flashinfer, CUDA, m) {
   m.impl("single_decode", &single_decode);

@@ -17,9 +17,10 @@ enum class KvKind : int { kSameAsQ = 0, kE4M3 = 1, kE5M2 = 2 };
 inline constexpr int kMmaGroupTile = 16;
 
 // Launches decode_mma_kernel for (q dtype, kv kind, head_dim) on a persistent grid (sets
-// p.num_blocks); false when this build holds no such instantiation.
+// p.num_blocks; with grid_only, sets it and launches nothing); false when this build holds no
+// such instantiation.
 bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind,
-                       int head_dim, cudaStream_t stream);
+                       int head_dim, cudaStream_t stream, bool grid_only = false);
 
 // Persistent grid: the device's multiprocessors times the blocks of `kernel` that fit on one.
 template <typename Kernel>

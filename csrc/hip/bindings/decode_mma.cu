@@ -7,7 +7,7 @@ namespace flashinfer_ops {
 namespace gpu_binding {
 
 bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind,
-                       int head_dim, cudaStream_t stream) {
+                       int head_dim, cudaStream_t stream, bool grid_only) {
   using namespace tfo::kernels;
   bool launched = false;
   with_q_type(q_dtype, [&](auto t_tag) {
@@ -25,7 +25,7 @@ bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, Kv
           return resident_blocks_per_sm(kernel, kThreads, kSmem);
         }();
         p.num_blocks = num_multiprocessors() * per_sm;
-        kernel<<<p.num_blocks, kThreads, kSmem, stream>>>(p);
+        if (!grid_only) kernel<<<p.num_blocks, kThreads, kSmem, stream>>>(p);
         launched = true;
       });
     });

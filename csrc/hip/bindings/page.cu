@@ -32,7 +32,9 @@ void launch_append(AppendParams p) {
   if (p.nnz == 0 || p.num_heads == 0) return;
   const int chunks = p.head_dim / 8;
   p.heads_per_block = std::min(p.num_heads, kPageThreads / chunks);
-  p.grid_tokens = static_cast<int32_t>(std::min<int64_t>(p.nnz, int64_t{num_multiprocessors()} * 16));
+  // A block per token up to a few rounds of the GPU: long appends keep many tokens' index
+  // lookups in flight instead of walking them one after another in few blocks.
+  p.grid_tokens = static_cast<int32_t>(std::min<int64_t>(p.nnz, int64_t{num_multiprocessors()} * 64));
   const dim3 block(static_cast<unsigned>(chunks), static_cast<unsigned>(p.heads_per_block));
   append_paged_kv_kernel<Src, Dst><<<p.grid_tokens, block, 0, current_stream()>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -1,0 +1,76 @@
+"""The split-KV policy of plan() (host arithmetic): when a batch's requests are split into kv
+chunks, and that splitting fills the decode grid or balances its rounds. Pure numpy; runs
+everywhere. The GPU tier checks the same plans' outputs against the reference."""
+
+import numpy as np
+import pytest
+import torch
+
+from torch_flashinfer_ops import _ops
+from torch_flashinfer_ops._plan import MIN_KV_CHUNK, choose_kv_chunk_size
+
+GRID = 396  # e.g. 132 multiprocessors x 3 resident blocks
+
+
+def _decode(kv_lens, heads=8, grid=GRID):
+    kv = np.asarray(kv_lens, dtype=np.int64)
+    return choose_kv_chunk_size("cuda", np.ones(kv.size, dtype=np.int64), kv, heads, 128, grid)
+
+
+def _tasks(kv_lens, chunk, heads=8):
+    kv = np.asarray(kv_lens, dtype=np.int64)
+    if chunk == 0:
+        return kv.size * heads
+    return int(np.maximum((kv + chunk - 1) // chunk, 1).sum()) * heads
+
+
+def _fill(tasks, grid=GRID):
+    return tasks / (grid * -(-tasks // grid))
+
+
+def test_batch_one_is_split_to_fill_the_grid():
+    chunk = _decode([4096])
+    assert chunk == MIN_KV_CHUNK  # 8 kv heads x 16 chunks: 128 tasks, the most the minimum chunk allows
+    assert _tasks([4096], chunk) == 128
+
+
+def test_between_one_and_two_rounds_the_split_balances_them():
+    kv = [4096] * 64  # 512 tasks on 396 blocks: a second round of 116
+    chunk = _decode(kv)
+    assert chunk > 0 and chunk % 64 == 0
+    assert _fill(_tasks(kv, chunk)) > 0.95 > _fill(_tasks(kv, 0))
+
+
+@pytest.mark.parametrize("batch", [128, 256, 512])
+def test_two_rounds_or_more_are_not_split(batch):
+    assert _decode([4096] * batch) == 0
+
+
+def test_unknown_grid_keeps_the_fill_rule_only():
+    assert _decode([4096] * 64, grid=0) == 0
+    assert _decode([4096], grid=0) == MIN_KV_CHUNK
+
+
+def test_short_requests_are_never_split():
+    assert _decode([2 * MIN_KV_CHUNK - 1] * 64) == 0
+    assert _decode([100]) == 0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_balancing_split_never_fills_the_grid_worse(seed):
+    rng = np.random.default_rng(seed)
+    kv = rng.integers(1, 20000, size=int(rng.integers(50, 99)))  # 400..792 tasks: the balancing band
+    chunk = _decode(kv)
+    if chunk:
+        assert chunk >= MIN_KV_CHUNK
+        assert _fill(_tasks(kv, chunk)) > _fill(_tasks(kv, 0))
+
+
+def test_prefill_is_not_balanced_by_the_decode_rule():
+    qo = np.full(64, 512, dtype=np.int64)
+    assert choose_kv_chunk_size("cuda", qo, np.full(64, 4096), 8, 128, GRID) == 0
+
+
+@pytest.mark.skipif(_ops.gpu_kernels_built(), reason="a build with GPU kernels reports its grid")
+def test_grid_query_without_gpu_kernels_is_zero():
+    assert _ops.decode_grid_blocks(torch.float16, torch.float16, 128, 32, 8, True) == 0
