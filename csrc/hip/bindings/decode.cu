@@ -115,30 +115,22 @@ bool launch_family(DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind, int 
                    bool use_tensor_cores, cudaStream_t stream, bool grid_only) {
   using namespace tfo::kernels;
   if (use_tensor_cores) return launch_decode_mma(p, q_dtype, kv_kind, head_dim, stream, grid_only);
-  bool launched = false;
   const int tile = simt_tile(p.group_size, kv_kind);
-  with_q_type(q_dtype, [&](auto t_tag) {
+  return with_decode_config(q_dtype, head_dim, kv_kind, [&](auto t_tag, auto d_const, auto kv_tag) {
     using T = typename decltype(t_tag)::type;
-    with_head_dim(head_dim, [&](auto d_const) {
-      constexpr int D = decltype(d_const)::value;
-      with_kv_storage<T>(kv_kind, [&](auto kv_tag) {
-        using KV = typename decltype(kv_tag)::type;
-        auto go = [&](auto g_const) {
-          constexpr int G = decltype(g_const)::value;
-          static const int per_sm = resident_blocks_per_sm(decode_simt_kernel<T, KV, D, G>, kDecodeThreads);
-          p.num_blocks = num_multiprocessors() * per_sm;
-          if (!grid_only) decode_simt_kernel<T, KV, D, G><<<p.num_blocks, kDecodeThreads, 0, stream>>>(p);
-        };
-        if constexpr (std::is_same_v<KV, T>) {
-          if (tile == 1) return go(std::integral_constant<int, 1>{});
-        }
-        if (tile == 8) return go(std::integral_constant<int, 8>{});
-        go(std::integral_constant<int, 4>{});
-      });
-      launched = true;
-    });
+    using KV = typename decltype(kv_tag)::type;
+    constexpr int D = decltype(d_const)::value;
+    auto go = [&](auto g_const) {
+      constexpr int G = decltype(g_const)::value;
+      p.num_blocks = persistent_grid<&decode_simt_kernel<T, KV, D, G>>(kDecodeThreads);
+      if (!grid_only) decode_simt_kernel<T, KV, D, G><<<p.num_blocks, kDecodeThreads, 0, stream>>>(p);
+    };
+    if constexpr (std::is_same_v<KV, T>) {
+      if (tile == 1) return go(std::integral_constant<int, 1>{});
+    }
+    if (tile == 8) return go(std::integral_constant<int, 8>{});
+    go(std::integral_constant<int, 4>{});
   });
-  return launched;
 }
 
 // Launches the chosen family, then (when requests may be split) the merge of partial results.

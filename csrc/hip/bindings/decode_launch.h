@@ -35,6 +35,20 @@ int resident_blocks_per_sm(Kernel kernel, int threads, int dynamic_smem_bytes = 
   return blocks;
 }
 
+// The persistent grid of kKernel on the current device: its multiprocessors times the blocks of
+// kKernel that fit on one (opting in to dynamic shared memory above the default, once).
+template <auto kKernel>
+int persistent_grid(int threads, int dynamic_smem_bytes = 0) {
+  static const int per_sm = [&] {
+    if (dynamic_smem_bytes > 0) {
+      C10_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kKernel),
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic_smem_bytes));
+    }
+    return resident_blocks_per_sm(kKernel, threads, dynamic_smem_bytes);
+  }();
+  return num_multiprocessors() * per_sm;
+}
+
 template <typename T>
 struct TypeTag {
   using type = T;
@@ -90,6 +104,20 @@ void with_kv_storage(KvKind kind, F&& f) {
     case KvKind::kE4M3: return f(TypeTag<tfo::kernels::Fp8E4M3>{});
     case KvKind::kE5M2: return f(TypeTag<tfo::kernels::Fp8E5M2>{});
   }
+}
+
+// Calls f(TypeTag<T>, std::integral_constant<int, D>, TypeTag<KV>) for a decode configuration
+// this build instantiates; false when it holds none.
+template <typename F>
+bool with_decode_config(at::ScalarType q_dtype, int head_dim, KvKind kv_kind, F&& f) {
+  bool served = false;
+  with_q_type(q_dtype, [&](auto t_tag) {
+    using T = typename decltype(t_tag)::type;
+    served = with_head_dim(head_dim, [&](auto d_const) {
+      with_kv_storage<T>(kv_kind, [&](auto kv_tag) { f(t_tag, d_const, kv_tag); });
+    });
+  });
+  return served;
 }
 
 }  // namespace gpu_binding

@@ -92,37 +92,29 @@ TFO_INLINE void issue_kv_tile(const DecodeParams& p, const int32_t* pages, int32
   using Shape = MmaDecodeShape<D>;
   using Smem = MmaDecodeSmem<T, KV, D>;
   using KvTile = SmemTile<T, Shape::kTokens, D>;
-  if constexpr (Smem::kWidenOnLoad) {
-    constexpr int kChunks = D / 8;  // 8 elements: 8 FP8 bytes in, one 16-byte T chunk out
-    const KvTile k_tile{reinterpret_cast<T*>(stage)};
-    const KvTile v_tile{reinterpret_cast<T*>(stage + Smem::kTTileBytes)};
+  // Chunks per row: 16 bytes of the cache, or (widening on load) 8 FP8 bytes in, 16 bytes of T out.
+  constexpr int kChunks = Smem::kWidenOnLoad ? D / 8 : Smem::kRawRowChunks;
+  const KvTile k_tile{reinterpret_cast<T*>(stage)};
+  const KvTile v_tile{reinterpret_cast<T*>(stage + Smem::kTTileBytes)};
 #pragma unroll
-    for (int i = 0; i < Shape::kTokens * kChunks / Shape::kThreads; ++i) {
-      const int idx = i * Shape::kThreads + tid;
-      const int row = idx / kChunks, chunk = idx % kChunks;
-      const int32_t pos = tile0 + row;
-      const bool in = pos < kv_hi;
-      const KvOffsets off = kv_offsets(p, pages, in ? pos : kv_hi - 1, kv_head);
-      float f[8];
-      KvVec8<T> packed;
-      kv8_to_float<KV>(in ? load_kv8<KV>(p.k, off.k + chunk * 8) : zero_kv8<KV>(), f);
+  for (int i = 0; i < Shape::kTokens * kChunks / Shape::kThreads; ++i) {
+    const int idx = i * Shape::kThreads + tid;
+    const int row = idx / kChunks, chunk = idx % kChunks;
+    const int32_t pos = tile0 + row;
+    const bool in = pos < kv_hi;
+    const KvOffsets off = kv_offsets(p, pages, in ? pos : kv_hi - 1, kv_head);
+    if constexpr (Smem::kWidenOnLoad) {
+      auto widen = [&](const void* base, int64_t offset, const KvTile& tile) {
+        float f[8];
+        KvVec8<T> packed;
+        kv8_to_float<KV>(in ? load_kv8<KV>(base, offset + chunk * 8) : zero_kv8<KV>(), f);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) packed.w[e] = pack2<T>(f[2 * e], f[2 * e + 1]);
-      *reinterpret_cast<KvVec8<T>*>(k_tile.chunk_ptr(row, chunk)) = packed;
-      kv8_to_float<KV>(in ? load_kv8<KV>(p.v, off.v + chunk * 8) : zero_kv8<KV>(), f);
-#pragma unroll
-      for (int e = 0; e < 4; ++e) packed.w[e] = pack2<T>(f[2 * e], f[2 * e + 1]);
-      *reinterpret_cast<KvVec8<T>*>(v_tile.chunk_ptr(row, chunk)) = packed;
-    }
-  } else {
-    constexpr int kChunks = Smem::kRawRowChunks;
-#pragma unroll
-    for (int i = 0; i < Shape::kTokens * kChunks / Shape::kThreads; ++i) {
-      const int idx = i * Shape::kThreads + tid;
-      const int row = idx / kChunks, chunk = idx % kChunks;
-      const int32_t pos = tile0 + row;
-      const bool in = pos < kv_hi;
-      const KvOffsets off = kv_offsets(p, pages, in ? pos : kv_hi - 1, kv_head);
+        for (int e = 0; e < 4; ++e) packed.w[e] = pack2<T>(f[2 * e], f[2 * e + 1]);
+        *reinterpret_cast<KvVec8<T>*>(tile.chunk_ptr(row, chunk)) = packed;
+      };
+      widen(p.k, off.k, k_tile);
+      widen(p.v, off.v, v_tile);
+    } else {
       const KV* k_src = static_cast<const KV*>(p.k) + off.k + chunk * (16 / sizeof(KV));
       const KV* v_src = static_cast<const KV*>(p.v) + off.v + chunk * (16 / sizeof(KV));
       if constexpr (Smem::kStageRaw) {  // row-major bytes
@@ -130,8 +122,6 @@ TFO_INLINE void issue_kv_tile(const DecodeParams& p, const int32_t* pages, int32
         copy_global_to_shared_16b(stage + Smem::kRawTileBytes + row * (D * sizeof(KV)) + chunk * 16,
                                   v_src, in);
       } else {  // the T tiles themselves
-        const KvTile k_tile{reinterpret_cast<T*>(stage)};
-        const KvTile v_tile{reinterpret_cast<T*>(stage + Smem::kTTileBytes)};
         copy_global_to_shared_16b(k_tile.chunk_ptr(row, chunk), k_src, in);
         copy_global_to_shared_16b(v_tile.chunk_ptr(row, chunk), v_src, in);
       }
