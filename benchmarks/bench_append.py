@@ -17,14 +17,13 @@ replay timed by CUDA events and divided (median of 20), after warm-up; `--timing
 10 back-to-back calls per event pair instead. L2 is not flushed (decode-shaped appends touch a
 few KB). Writes DIR/append.json (every row and the run's metadata), append.md and append.png.
 """
-import argparse
 import os
 import sys
 from types import SimpleNamespace
 
 import torch
 
-from bench_report import (DEFAULT_OUT, attempt, fmt, header_lines, import_ours, markdown_table, optional_import,
+from bench_report import (attempt, benchmark_parser, fmt, header_lines, import_ours, markdown_table, optional_import,
                           parse_with_shape_defaults, ratio, run_metadata, save_bar_plot, write_results)
 from cuda_timing import timer_for
 from device_ceilings import copy_bandwidth
@@ -39,9 +38,7 @@ QUICK = dict(decode_batches="1,16", prefill="2x1024")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=DEFAULT_OUT, help="directory for append.json/.md/.png (default: %(default)s)")
-    parser.add_argument("--quick", action="store_true", help=f"reduced shapes for a smoke test: {QUICK}")
+    parser = benchmark_parser(__doc__, "append", QUICK)
     parser.add_argument("--decode-batches", help=f"decode-shaped batch sizes (default {FULL['decode_batches']})")
     parser.add_argument("--prefill", help=f"prefill-shaped requests x new tokens (default {FULL['prefill']})")
     parser.add_argument("--timing", choices=("graph", "events"), default="graph",

@@ -19,7 +19,6 @@ after attention as a separate `out *= v_scale` kernel, which is part of its FP8 
 Also prints plan() host time at the largest batch. Writes DIR/decode.json (every row and the
 run's metadata), decode.md (the printed table) and decode.png.
 """
-import argparse
 import os
 import sys
 import time
@@ -27,8 +26,8 @@ from types import SimpleNamespace
 
 import torch
 
-from bench_report import (DEFAULT_OUT, attempt, fmt, header_lines, import_ours, markdown_table, optional_import,
-                          parse_with_shape_defaults, ratio, run_metadata, save_bar_plot, write_results)
+from bench_report import (attempt, benchmark_parser, dtype_name, fmt, header_lines, import_ours, markdown_table,
+                          optional_import, parse_with_shape_defaults, ratio, run_metadata, save_bar_plot, write_results)
 from cuda_timing import timer_for
 from device_ceilings import copy_bandwidth
 
@@ -42,9 +41,7 @@ QUICK = dict(batches="1,16", kv="1024")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=DEFAULT_OUT, help="directory for decode.json/.md/.png (default: %(default)s)")
-    parser.add_argument("--quick", action="store_true", help=f"reduced shapes for a smoke test: {QUICK}")
+    parser = benchmark_parser(__doc__, "decode", QUICK)
     parser.add_argument("--batches", help=f"batch sizes (default {FULL['batches']})")
     parser.add_argument("--kv", help=f"kv lengths per request (default {FULL['kv']})")
     parser.add_argument("--kv-dtypes", default="float16,float8_e4m3fn", help="KV cache dtypes (default %(default)s)")
@@ -58,9 +55,6 @@ def parse_args(argv=None):
     args.kv_dtypes = [getattr(torch, name) for name in args.kv_dtypes.split(",")]
     return args
 
-
-def dtype_name(dtype):
-    return str(dtype).replace("torch.", "")
 
 
 def cache_bytes(bs, kv_len, kv_dtype):

@@ -22,7 +22,6 @@ times one call per sample instead (host overhead included). The GEMM ceiling is 
 of two 8192 x 8192 matrices of the row's dtype, measured at startup. Writes DIR/prefill.json
 (every row and the run's metadata), prefill.md (the printed tables) and prefill.png.
 """
-import argparse
 import os
 import sys
 from types import SimpleNamespace
@@ -30,8 +29,8 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from bench_report import (DEFAULT_OUT, attempt, fmt, header_lines, import_ours, markdown_table, optional_import,
-                          parse_with_shape_defaults, ratio, run_metadata, save_bar_plot, write_results)
+from bench_report import (attempt, benchmark_parser, dtype_name, fmt, header_lines, import_ours, markdown_table,
+                          optional_import, parse_with_shape_defaults, ratio, run_metadata, save_bar_plot, write_results)
 from cuda_timing import timed, timed_batch
 from device_ceilings import gemm_tflops
 
@@ -46,9 +45,7 @@ SHORT_DTYPE = {"float16": "fp16", "bfloat16": "bf16"}
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=DEFAULT_OUT, help="directory for prefill.json/.md/.png (default: %(default)s)")
-    parser.add_argument("--quick", action="store_true", help=f"reduced shapes for a smoke test: {QUICK}")
+    parser = benchmark_parser(__doc__, "prefill", QUICK)
     parser.add_argument("--lengths", help=f"single-prefill L list (default {FULL['lengths']})")
     parser.add_argument("--dims", help=f"single-prefill head_dims; 128 in fp16 and bf16, others in fp16 only "
                                        f"(default {FULL['dims']})")
@@ -60,9 +57,6 @@ def parse_args(argv=None):
     args.batches = [tuple(int(v) for v in x.split("x")) for x in args.batches.split(",")]
     return args
 
-
-def dtype_name(dtype):
-    return str(dtype).replace("torch.", "")
 
 
 def iters_for(L):

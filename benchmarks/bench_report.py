@@ -1,5 +1,6 @@
 """Reporting shared by the benchmarks: run metadata, optional peers, markdown tables, the JSON
 of all rows and a PNG plot (matplotlib with the Agg backend; skipped with a note if missing)."""
+import argparse
 import datetime
 import importlib
 import json
@@ -15,6 +16,20 @@ DEFAULT_OUT = os.path.join(BENCH_DIR, "results")
 CHECKED_MODE_ENV = "TORCH_FLASHINFER_OPS_DEBUG"
 
 _reported_failures = set()
+
+
+def benchmark_parser(doc, name, quick):
+    """The options every benchmark takes: --out (where name.json/.md/.png go) and --quick."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=DEFAULT_OUT,
+                        help=f"directory for {name}.json/.md/.png (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help=f"reduced shapes for a smoke test: {quick}")
+    return parser
+
+
+def dtype_name(dtype):
+    """'float16' for torch.float16."""
+    return str(dtype).replace("torch.", "")
 
 
 def parse_with_shape_defaults(parser, quick, full, argv=None):
