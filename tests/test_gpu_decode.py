@@ -1,7 +1,6 @@
 """GPU tier: single decode and BatchDecodeWithPagedKVCacheWrapper (both kernel families) against
 the float64 reference, split-KV, FP8 caches, and CUDA-graph capture/replay across re-plans."""
 
-
 import pytest
 import torch
 
