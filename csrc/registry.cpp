@@ -42,7 +42,8 @@ TORCH_LIBRARY(flashinfer, m) {
   m.def(
       "batch_decode_paged_run(Tensor q, Tensor paged_k, Tensor paged_v, Tensor kv_indptr, "
       "Tensor kv_indices, Tensor kv_last_page_len, Tensor plan_info, Tensor(a!) partial_o, "
-      "Tensor(b!) partial_lse, Tensor(c!) o, Tensor(d!)? maybe_lse, int kv_layout, "
+      "Tensor(b!) partial_lse, Tensor(c!) split_counters, Tensor(d!) o, Tensor(e!)? maybe_lse, "
+      "int kv_layout, "
       "int window_left, float sm_scale, float logits_soft_cap, float k_scale, float v_scale, "
       "bool use_tensor_cores) -> ()");
 

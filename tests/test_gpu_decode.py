@@ -151,6 +151,35 @@ def test_batch_decode_balanced_split(workspace, use_tensor_cores):
     _check(w, q, P, r_out, r_lse, dtype)
 
 
+@pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
+def test_split_merge_in_launch(workspace, use_tensor_cores):
+    """Split requests merge inside the decode launch: the last task of a (request, kv head) to
+    finish combines the splits, counted in the workspace's split counters. The counters are back
+    at zero after every run, so back-to-back runs with fresh queries stay right; without counters
+    the operator merges in a second launch, with the same result."""
+    kv_lens, hq, hkv, d, dtype = [9000, 3, 5000, 700], 32, 8, 128, F16
+    P = Paged(kv_lens, 16, hkv, d, dtype, "NHD")
+    w = _wrapper(workspace, "NHD", use_tensor_cores)
+    _plan(w, P, hq, hkv, d, dtype, dtype)
+    assert _splits(w) > 0, "the long requests must be split"
+    counters = w._plan.split_counters
+    for _ in range(3):
+        q = torch.randn(len(kv_lens), hq, d, dtype=dtype, device=DEV)
+        r_out, r_lse = P.reference(q)
+        _check(w, q, P, r_out, r_lse, dtype)
+        assert int(counters.count_nonzero()) == 0, "split counters must be zero after a run"
+    plan = w._plan
+    out = torch.full(q.shape, float("nan"), dtype=dtype, device=DEV)
+    lse = torch.full(q.shape[:2], float("nan"), dtype=torch.float32, device=DEV)
+    no_counters = torch.zeros(0, dtype=torch.int32, device=DEV)
+    flashinfer._ops.ops.batch_decode_paged_run(
+        q, P.cache[:, 0], P.cache[:, 1], w._kv_indptr, w._kv_indices, w._kv_last_page_len, plan.plan_info,
+        plan.partial_o, plan.partial_lse, no_counters, out, lse, 0, -1, d ** -0.5, 0.0, 1.0, 1.0, use_tensor_cores)
+    torch.cuda.synchronize()
+    ref.assert_attention_close(out.cpu(), r_out, dtype, "out (merge launch):")
+    ref.assert_lse_close(lse.cpu(), r_lse, "lse (merge launch):")
+
+
 @pytest.mark.parametrize("kv_dtype", FP8, ids=lambda t: str(t).split(".")[-1])
 @pytest.mark.parametrize("q_dtype", [F16, BF16])
 @pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])

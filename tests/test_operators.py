@@ -121,7 +121,8 @@ def samples_batch_decode_paged_run():
         _, _, plan = _plan([1] * len(lens), lens, kv_chunk_size=chunk)
         q = torch.randn(len(lens), hq, d, dtype=torch.float16)
         po, pl = _partials(plan, hq, d)
-        yield (q, k, v, indptr, indices, last, plan, po, pl, torch.empty_like(q), torch.empty(len(lens), hq),
+        counters = torch.zeros(len(lens) * hkv, dtype=torch.int32)
+        yield (q, k, v, indptr, indices, last, plan, po, pl, counters, torch.empty_like(q), torch.empty(len(lens), hq),
                layout, -1, 0.125, 0.0, 1.0, 1.0, True)
 
 
@@ -199,7 +200,7 @@ if expecttest is not None:
             # Regenerate with EXPECTTEST_ACCEPT=1 after a deliberate schema change.
             self.assertExpectedInline(all_schemas(), """\
 flashinfer::append_paged_kv_cache(Tensor append_key, Tensor append_value, Tensor batch_indices, Tensor positions, Tensor(a!) paged_k_cache, Tensor(b!) paged_v_cache, Tensor kv_indices, Tensor kv_indptr, Tensor kv_last_page_len, int kv_layout, float k_scale, float v_scale) -> ()
-flashinfer::batch_decode_paged_run(Tensor q, Tensor paged_k, Tensor paged_v, Tensor kv_indptr, Tensor kv_indices, Tensor kv_last_page_len, Tensor plan_info, Tensor(a!) partial_o, Tensor(b!) partial_lse, Tensor(c!) o, Tensor(d!)? maybe_lse, int kv_layout, int window_left, float sm_scale, float logits_soft_cap, float k_scale, float v_scale, bool use_tensor_cores) -> ()
+flashinfer::batch_decode_paged_run(Tensor q, Tensor paged_k, Tensor paged_v, Tensor kv_indptr, Tensor kv_indices, Tensor kv_last_page_len, Tensor plan_info, Tensor(a!) partial_o, Tensor(b!) partial_lse, Tensor(c!) split_counters, Tensor(d!) o, Tensor(e!)? maybe_lse, int kv_layout, int window_left, float sm_scale, float logits_soft_cap, float k_scale, float v_scale, bool use_tensor_cores) -> ()
 flashinfer::batch_prefill_paged_run(Tensor q, Tensor paged_k, Tensor paged_v, Tensor qo_indptr, Tensor kv_indptr, Tensor kv_indices, Tensor kv_last_page_len, Tensor plan_info, Tensor(a!) partial_o, Tensor(b!) partial_lse, Tensor(c!) o, Tensor(d!)? maybe_lse, Tensor? packed_custom_mask, Tensor? mask_indptr, int kv_layout, bool causal, int window_left, float sm_scale, float logits_soft_cap, float k_scale, float v_scale) -> ()
 flashinfer::batch_prefill_ragged_run(Tensor q, Tensor k, Tensor v, Tensor qo_indptr, Tensor kv_indptr, Tensor plan_info, Tensor(a!) partial_o, Tensor(b!) partial_lse, Tensor(c!) o, Tensor(d!)? maybe_lse, Tensor? packed_custom_mask, Tensor? mask_indptr, int kv_layout, bool causal, int window_left, float sm_scale, float logits_soft_cap, float k_scale, float v_scale) -> ()
 flashinfer::get_batch_indices_positions(Tensor append_indptr, Tensor seq_lens, int nnz) -> (Tensor, Tensor)

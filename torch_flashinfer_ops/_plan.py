@@ -3,11 +3,15 @@
 Workspace layout (byte offsets into the user's float workspace buffer, fixed for the
 wrapper's lifetime so a captured graph keeps valid addresses):
 
-    [0, plan_bytes)                 plan_info, int32 (csrc/include/plan_info.h)
-    [plan_bytes, ...)               partial_lse float32 [rows, num_qo_heads], then
-                                    partial_o   float32 [rows, num_qo_heads, head_dim]
+    [0, plan_bytes - counter_bytes)          plan_info, int32 (csrc/include/plan_info.h)
+    [plan_bytes - counter_bytes, plan_bytes) split_counters, int32, zero between runs
+    [plan_bytes, ...)                        partial_lse float32 [rows, num_qo_heads], then
+                                             partial_o   float32 [rows, num_qo_heads, head_dim]
 
-Split-KV partial results only exist for requests the planner splits.
+Split-KV partial results only exist for requests the planner splits. On the GPU, batch decode
+counts the arrivals of each split request's tasks in split_counters so that the last one merges
+the splits in the same launch; the kernel leaves the counters at zero, and the workspace zeroes
+them once when it is created.
 """
 from __future__ import annotations
 
@@ -115,6 +119,7 @@ class BatchPlan:
     plan_info: torch.Tensor  # int32, on the workspace's device
     partial_o: torch.Tensor  # float32 view of the workspace
     partial_lse: torch.Tensor
+    split_counters: torch.Tensor  # int32 view of the workspace, zero between runs
     batch_size: int
     total_qo: int
 
@@ -132,10 +137,16 @@ class Workspace:
         total = self.bytes.numel()
         if total < 64 * 1024:
             raise ValueError(f"float_workspace_buffer is too small ({total} bytes); give at least 64 KiB")
-        # The plan region: a quarter of the workspace, at most 8 MiB.
+        # The plan region: a quarter of the workspace, at most 8 MiB; its last eighth (at most
+        # 256 KiB: 64Ki requests x kv heads) holds the split counters.
         self.plan_bytes = min(8 << 20, (total // 4) // _ALIGN * _ALIGN)
-        self.plan_host = torch.empty(self.plan_bytes // 4, dtype=torch.int32,
+        self.counter_bytes = min(256 << 10, (self.plan_bytes // 8) // _ALIGN * _ALIGN)
+        self.plan_info_bytes = self.plan_bytes - self.counter_bytes
+        self.plan_host = torch.empty(self.plan_info_bytes // 4, dtype=torch.int32,
                                      pin_memory=buffer.is_cuda and torch.cuda.is_available())
+        self.split_counters = self.bytes[self.plan_info_bytes : self.plan_bytes].view(torch.int32)
+        self.split_counters.zero_()
+        torch._dynamo.mark_static_address(self.split_counters)
         # The last host-to-device copy out of plan_host; the next plan() waits for it
         # before rewriting plan_host.
         self._copy_done = None
@@ -146,7 +157,7 @@ class Workspace:
         return self.buffer.device
 
     def plan_view(self) -> torch.Tensor:
-        return self.bytes[: self.plan_bytes].view(torch.int32)
+        return self.bytes[: self.plan_info_bytes].view(torch.int32)
 
     def partial_views(self, rows: int, num_qo_heads: int, head_dim: int):
         """Fixed views for the split-KV partial results: the same tensor objects for every
@@ -196,4 +207,5 @@ class Workspace:
             device_plan[:needed].copy_(self.plan_host[:needed])
         rows = int(self.plan_host[4])
         partial_o, partial_lse = self.partial_views(rows, num_qo_heads, head_dim)
-        return BatchPlan(device_plan, partial_o, partial_lse, kv_lens.size, int(qo_indptr_np[-1]))
+        return BatchPlan(device_plan, partial_o, partial_lse, self.split_counters, kv_lens.size,
+                         int(qo_indptr_np[-1]))

@@ -370,12 +370,17 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
                             const at::Tensor& paged_v, const at::Tensor& kv_indptr,
                             const at::Tensor& kv_indices, const at::Tensor& kv_last_page_len,
                             const at::Tensor& plan_info, at::Tensor& partial_o,
-                            at::Tensor& partial_lse, at::Tensor& o,
+                            at::Tensor& partial_lse, at::Tensor& split_counters, at::Tensor& o,
                             const std::optional<at::Tensor>& maybe_lse, int64_t kv_layout,
                             int64_t window_left, double sm_scale, double logits_soft_cap,
                             double k_scale, double v_scale, bool use_tensor_cores) {
   (void)use_tensor_cores;  // selects a GPU kernel family; identical results on the CPU
   const char* op = "batch_decode_paged_run";
+  // The GPU kernels count split arrivals there and leave it zero; the CPU kernel merges the
+  // splits itself and leaves it untouched.
+  TORCH_CHECK(split_counters.scalar_type() == at::kInt && split_counters.dim() == 1 &&
+                  split_counters.is_contiguous(),
+              op, ": split_counters must be a contiguous 1-D int32 tensor");
   check_q(q, op);
   TORCH_CHECK(q.dim() == 3, op, ": q must be [batch_size, num_qo_heads, head_dim]");
   const int64_t batch = q.size(0);

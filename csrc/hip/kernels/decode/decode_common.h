@@ -46,6 +46,9 @@ struct DecodeParams {
   float* lse;          // [batch, num_qo_heads] contiguous, or nullptr
   float* partial_o;    // [partial rows, num_qo_heads, head_dim]
   float* partial_lse;  // [partial rows, num_qo_heads]
+  // [batch, num_kv_heads, head_slices] arrival counters of split tasks, zero between launches
+  // (split_merge.h); nullptr: a separate merge launch combines the splits.
+  int32_t* split_counters;
 
   // K/V: element (page, slot, head, d) at page * stride_page + slot * stride_token +
   // head * stride_head + d. A single request is one page of page_size = kv_len tokens whose
@@ -217,6 +220,7 @@ TFO_INLINE void store_lse(const DecodeParams& p, const WorkItem& it, int32_t hea
 struct TaskHeads {
   WorkItem item;
   int32_t kv_head, first_head, num_heads;
+  int32_t slot;  // kv_head * head_slices + slice: the task's place within its item
 };
 
 TFO_INLINE TaskHeads decode_task(const DecodeParams& p, int32_t task, int group_tile) {
@@ -224,6 +228,7 @@ TFO_INLINE TaskHeads decode_task(const DecodeParams& p, int32_t task, int group_
   TaskHeads t;
   t.item = schedule_item(p, task / per_item);
   const int32_t rest = task % per_item;
+  t.slot = rest;
   t.kv_head = rest / p.head_slices;
   const int32_t slice = rest % p.head_slices;
   t.first_head = t.kv_head * p.group_size + slice * group_tile;

@@ -14,6 +14,7 @@
 // With synchronous copies (AMD) FP8 is widened on its way in. The widening is exact (fp8.h's
 // scaled binary16).
 #include "decode_common.h"
+#include "split_merge.h"
 #include "gpu_iface/memory.h"
 #include "gpu_iface/mma.h"
 
@@ -328,6 +329,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
       store_output<T>(p, t.item, t.first_head + row, d, o_all * inv_l, D);
       if (d == 0) store_lse(p, t.item, t.first_head + row, l_all > 0.f ? m_all + log2_f32(l_all) : kNegInf);
     }
+    finish_split_task<T, kWaves>(p, t, D);
   }
 }
 

@@ -10,6 +10,7 @@
 //   scores (base 2):  s[g] = sum over the kTx lanes of q[g][8 lanes' d] . k[d]   (q pre-scaled)
 //   online softmax:   m' = max(m, s), acc = acc * 2^(m - m') + 2^(s - m') v
 #include "decode_common.h"
+#include "split_merge.h"
 
 namespace tfo::kernels {
 
@@ -177,14 +178,13 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const Decod
       store_output<T>(p, t.item, t.first_head + g, d, o_all * inv_l, D);
       if (d == 0) store_lse(p, t.item, t.first_head + g, l_all > 0.f ? m_all + log2_f32(l_all) : kNegInf);
     }
+    finish_split_task<T, kDecodeThreads / kWaveSize>(p, t, D);
     block_sync();
   }
 }
 
-// Combines the partial results of split requests: one wave per (request, query head). The
-// lanes read different splits' lse at once (wave reductions give the max and the sum), then
-// each lane accumulates 4 consecutive dims over the splits with the loads of several splits in
-// flight: a merge is a chain of dependent-looking reads otherwise, one latency per split.
+// Merges the splits of every split request after a decode launch without split counters
+// (split_merge.h): one wave per (request, query head).
 inline constexpr int kMergeWaves = 4;
 
 template <typename T>
@@ -197,41 +197,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMergeWaves* kWaveSize)
   int32_t base, splits;
   schedule_request(p, req, base, splits);
   if (base < 0) return;
-  const int lane = lane_id();
-  const int32_t H = p.num_qo_heads;
-  const float* lse = p.partial_lse + static_cast<int64_t>(base) * H + head;  // split s at s * H
-  float m_all = kNegInf;
-  for (int32_t s = lane; s < splits; s += kWaveSize) m_all = max_f32(m_all, lse[s * H]);
-  m_all = group_max<kWaveSize>(m_all);
-  float l_all = 0.f;
-  if (m_all != kNegInf) {
-    for (int32_t s = lane; s < splits; s += kWaveSize) l_all += fast_exp2(lse[s * H] - m_all);
-  }
-  l_all = group_sum<kWaveSize>(l_all);
-  const float inv_l = l_all > 0.f ? 1.f / l_all : 0.f;
-  const float* part = p.partial_o + (static_cast<int64_t>(base) * H + head) * head_dim;  // split s at s * H * head_dim
-  const int64_t split_stride = static_cast<int64_t>(H) * head_dim;
-  T* out = static_cast<T*>(p.o) + static_cast<int64_t>(req) * p.o_stride_batch + head * p.o_stride_head;
-  for (int32_t d = 4 * lane; d < head_dim; d += 4 * kWaveSize) {  // head_dim: a multiple of 8
-    float o[4] = {0.f, 0.f, 0.f, 0.f};
-    if (m_all != kNegInf) {
-#pragma unroll 4
-      for (int32_t s = 0; s < splits; ++s) {
-        struct alignas(16) F4 {
-          float v[4];
-        };
-        const F4 x = *reinterpret_cast<const F4*>(part + s * split_stride + d);
-        const float w = fast_exp2(lse[s * H] - m_all);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) o[i] += w * x.v[i];
-      }
-    }
-#pragma unroll
-    for (int i = 0; i < 4; ++i) out[d + i] = from_float<T>(o[i] * inv_l);
-  }
-  if (lane == 0 && p.lse != nullptr) {
-    p.lse[static_cast<int64_t>(req) * H + head] = l_all > 0.f ? m_all + log2_f32(l_all) : kNegInf;
-  }
+  merge_split_row<T>(p, req, head, base, splits, head_dim);
 }
 
 // The group tile a GQA group of group_size heads runs with: 1 (MHA, 16-bit KV), 4 or 8 (larger

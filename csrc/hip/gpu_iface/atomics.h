@@ -1,0 +1,33 @@
+// Cross-block communication inside one launch: device-scope fences, a device-scope atomic
+// counter, and loads of data that other blocks of the launch wrote.
+//
+// Contract (namespace tfo::gpu), implemented by backend/<vendor>/atomics.h:
+//   device_fence()                    orders this thread's memory accesses device-wide (release
+//                                     and acquire): stores before it are visible to any block that
+//                                     observes a later atomic, and loads after it see what the
+//                                     blocks whose atomics it observed stored before theirs
+//   atomic_add_device(int32_t* p, v)  atomically adds v at device scope; returns the old value
+//   load_coherent_f32x4(const float* p), load_coherent_f32(const float* p)
+//                                     loads that do not hit a stale line of a per-multiprocessor
+//                                     cache (p 16-byte aligned for the x4 form)
+//
+// The pattern: every thread stores, device_fence(), block_sync(), one thread counts with
+// atomic_add_device; the block that completes the count runs block_sync(), device_fence() and
+// reads the other blocks' stores with the coherent loads.
+#pragma once
+
+#include "gpu_iface/platform.h"
+
+namespace tfo::gpu {
+
+struct alignas(16) Float4 {
+  float v[4];
+};
+
+}  // namespace tfo::gpu
+
+#if defined(TFO_GPU_BACKEND_HIP)
+#include "gpu_iface/backend/hip/atomics.h"
+#else
+#include "gpu_iface/backend/cuda/atomics.h"
+#endif
