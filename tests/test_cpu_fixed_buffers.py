@@ -64,7 +64,7 @@ def test_prefill_fixed_buffers_required():
 
 def test_workspace_too_small_for_the_schedule_raises_before_writing():
     w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(torch.empty(64 * 1024, dtype=torch.uint8), "NHD")
-    kv_lens = [1] * 700  # 8 + 2 * 700 + 6 * 700 int32 > the 16 KiB plan region
+    kv_lens = [1] * 700  # 8 + 2 * 700 + 6 * 700 int32 > the 14 KiB schedule part of the plan region
     ks = [torch.randn(n, HKV, D).half() for n in kv_lens]
     paged = ref.build_paged_kv(ks, ks, PAGE)
     plan_region = w._workspace.plan_view()
@@ -72,3 +72,29 @@ def test_workspace_too_small_for_the_schedule_raises_before_writing():
     with pytest.raises(ValueError, match="float_workspace_buffer"):
         w.plan(paged.indptr, paged.indices, paged.last_page_len, HQ, HKV, D, PAGE)
     assert bool((plan_region == -5).all()), "the plan region was written by a plan that did not fit"
+
+
+def test_split_counters_are_a_zeroed_region_apart_from_schedule_and_partials():
+    """The GPU decode kernels count split arrivals in an int32 region of the workspace and leave
+    it at zero: the workspace zeroes it when created (whatever the buffer held), and neither the
+    schedule nor the partial results of any plan overlap it."""
+    torch.manual_seed(0)
+    buffer = torch.full((8 << 20,), 0x5A, dtype=torch.uint8)
+    w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(buffer, "NHD")
+    counters = w._workspace.split_counters
+    assert counters.dtype == torch.int32 and counters.numel() >= 1024
+    assert int(counters.count_nonzero()) == 0
+    start, end = counters.data_ptr(), counters.data_ptr() + 4 * counters.numel()
+    assert buffer.data_ptr() <= start and end <= buffer.data_ptr() + buffer.numel()
+    kv_lens = [700, 3, 1500]
+    ks = [torch.randn(n, HKV, D).half() for n in kv_lens]
+    paged = ref.build_paged_kv(ks, ks, PAGE)
+    w.plan(paged.indptr, paged.indices, paged.last_page_len, HQ, HKV, D, PAGE)
+    plan = w._plan
+    assert plan.split_counters is counters
+    schedule = w._workspace.plan_view()
+    assert schedule.data_ptr() + 4 * schedule.numel() <= start
+    for partial in (plan.partial_o, plan.partial_lse):
+        assert partial.data_ptr() >= end
+    w.run(torch.randn(len(kv_lens), HQ, D).half(), paged.cache)
+    assert int(counters.count_nonzero()) == 0
