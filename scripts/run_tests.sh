@@ -25,8 +25,8 @@ fi
 
 if ! command -v clang++-22 >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq clang-22 libamdhip64-dev rocm-device-libs >/dev/null 2>&1 ||
-    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq clang-22 libamdhip64-dev rocm-device-libs >/dev/null; } ||
+  apt-get install -y -qq clang-22 libclang-rt-22-dev libamdhip64-dev rocm-device-libs >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq clang-22 libclang-rt-22-dev libamdhip64-dev rocm-device-libs >/dev/null; } ||
     echo "warning: could not install clang-22 (the AMD compile check will skip unless required)"
 fi
 
