@@ -16,14 +16,26 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import math
+
 import numpy as np
 import pytest
 import torch
+
+import torch_flashinfer_ops as flashinfer
+
+try:
+    from . import reference as ref
+except ImportError:
+    import reference as ref
 
 REPO = Path(__file__).resolve().parents[1]
 EMULATION = REPO / "tests" / "amd_emulation"
 ARCHS = ("gfx942", "gfx950")
 TILE = 64
+
+
+FP8 = {torch.float8_e4m3fn: (1, 256.0), torch.float8_e5m2: (2, 1.0)}  # kv_kind, fp8_decode_factor
 
 
 def _clang():
@@ -35,23 +47,36 @@ def _clang():
     return clang
 
 
+def _build(out_dir, source, name, arch, defines=()):
+    """Builds an emulation driver for the host as a shared library and loads it."""
+    lib = out_dir / f"{name}_{arch}.so"
+    # compiler-rt: float -> bfloat16 conversions call __truncsfbf2, which libgcc may lack.
+    # Hidden visibility: each library keeps its own instantiations of the kernel templates.
+    cmd = [_clang(), "-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-rtlib=compiler-rt",
+           "-fvisibility=hidden", *(["-D__gfx950__"] if arch == "gfx950" else []), *defines,
+           "-I", str(REPO / "csrc" / "hip"), "-I", str(EMULATION), str(EMULATION / source), "-o", str(lib)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stderr[-4000:]}"
+    return ctypes.CDLL(str(lib))
+
+
 @pytest.fixture(scope="module")
-def probe_libs(tmp_path_factory):
-    clang = _clang()
-    out = tmp_path_factory.mktemp("amd_emulation")
+def build_dir(tmp_path_factory):
+    _clang()
+    return tmp_path_factory.mktemp("amd_emulation")
+
+
+@pytest.fixture(scope="module")
+def probe_libs(build_dir):
+    return {arch: _build(build_dir, "tile_gemm_probe_emulated.cpp", "tile_gemm_probe", arch) for arch in ARCHS}
+
+
+@pytest.fixture(scope="module")
+def decode_libs(build_dir):
     libs = {}
     for arch in ARCHS:
-        lib = out / f"tile_gemm_probe_{arch}.so"
-        # compiler-rt: float -> bfloat16 conversions call __truncsfbf2, which libgcc may lack.
-        cmd = [clang, "-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-rtlib=compiler-rt",
-               *(["-D__gfx950__"] if arch == "gfx950" else []),
-               "-I", str(REPO / "csrc" / "hip"), "-I", str(EMULATION),
-               str(EMULATION / "tile_gemm_probe_emulated.cpp"), "-o", str(lib)]
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stderr[-4000:]}"
-        handle = ctypes.CDLL(str(lib))
-        handle.tfo_emu_tile_gemm_probe.restype = ctypes.c_int
-        libs[arch] = handle
+        libs[("simt", arch)] = _build(build_dir, "decode_emulated.cpp", "decode_simt", arch)
+        libs[("mma", arch)] = _build(build_dir, "decode_emulated.cpp", "decode_mma", arch, ["-DTFO_EMU_DECODE_MMA"])
     return libs
 
 
@@ -85,3 +110,85 @@ def test_tile_gemm_probe_under_emulation(probe_libs, arch, dtype, b_layout):
     np.testing.assert_allclose(got, ref_c, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(row_max.double().numpy(), ref_max, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(row_sum.double().numpy(), ref_sum, rtol=1e-4)
+
+
+def _simt_group_tile(group, fp8):
+    return 1 if group == 1 and not fp8 else (4 if group <= 4 else 8)
+
+
+def _emulated_batch_decode(lib, family, q, k_cache, v_cache, kv_layout, paged, kv_chunk_size, *, sm_scale,
+                           logits_soft_cap=0.0, window_left=-1, k_scale=1.0, v_scale=1.0, num_blocks=3):
+    """Plans with the library's planner, then runs the decode kernel and the merge launch as the
+    AMD bindings launch them; returns (out, lse, partial rows)."""
+    batch, hq, d = q.shape
+    tok, head = (1, 2) if kv_layout == "NHD" else (2, 1)
+    hkv = k_cache.shape[head]
+    group = hq // hkv
+    fp8 = k_cache.dtype in FP8
+    kv_kind, factor = FP8.get(k_cache.dtype, (0, 1.0))
+    tile = 16 if family == "mma" else _simt_group_tile(group, fp8)
+    plan = torch.empty(1 << 16, dtype=torch.int32)
+    kv_lens = torch.tensor(paged.seq_lens, dtype=torch.int32)
+    flashinfer._ops.ops.plan_batch(torch.arange(batch + 1, dtype=torch.int32), kv_lens, plan, 1, kv_chunk_size)
+    rows = int(plan[4])
+    partial_o = torch.full((max(rows, 1), hq, d), float("nan"))
+    partial_lse = torch.full((max(rows, 1), hq), float("nan"))
+    out = torch.full(q.shape, float("nan"), dtype=q.dtype)
+    lse = torch.full((batch, hq), float("nan"))
+    log2e = 1.0 / math.log(2.0)
+    if logits_soft_cap > 0:
+        q_scale, cap_log2 = sm_scale / logits_soft_cap * k_scale * factor, logits_soft_cap * log2e
+    else:
+        q_scale, cap_log2 = sm_scale * log2e * k_scale * factor, 0.0
+    i32, f32, ptr = ctypes.c_int, ctypes.c_float, lambda t: ctypes.c_void_p(t.data_ptr())
+    status = lib.tfo_emu_batch_decode(
+        i32(0 if q.dtype == torch.float16 else 1), i32(kv_kind), i32(d), i32(batch), i32(hq), i32(hkv),
+        i32(-(-group // tile)), i32(num_blocks), ptr(q), i32(q.stride(0)), i32(q.stride(1)), ptr(out),
+        i32(out.stride(0)), i32(out.stride(1)), ptr(lse), ptr(partial_o), ptr(partial_lse), ptr(k_cache),
+        ptr(v_cache), i32(k_cache.stride(0)), i32(k_cache.stride(tok)), i32(k_cache.stride(head)),
+        i32(v_cache.stride(0)), i32(v_cache.stride(tok)), i32(v_cache.stride(head)), i32(k_cache.shape[tok]),
+        ptr(paged.indptr), ptr(paged.indices), ptr(paged.last_page_len), ptr(plan), i32(window_left),
+        f32(q_scale), f32(cap_log2), f32(v_scale * factor))
+    assert status == 0
+    return out, lse, rows
+
+
+# (kv_lens, page_size, hq, hkv, head_dim, q dtype, kv dtype, kv_layout, kv_chunk_size)
+DECODE_CASES = {
+    "f16-gqa4-p16-split": ([1, 37, 300], 16, 8, 2, 128, torch.float16, torch.float16, "NHD", 128),
+    "bf16-mha-p1-hnd": ([5, 70], 1, 4, 4, 64, torch.bfloat16, torch.bfloat16, "HND", 0),
+    "f16-gqa8-d256": ([90], 16, 8, 1, 256, torch.float16, torch.float16, "NHD", 64),
+    "f16-e4m3-gqa4": ([50, 200], 16, 8, 2, 128, torch.float16, torch.float8_e4m3fn, "NHD", 128),
+    "bf16-e5m2-gqa2": ([130], 16, 4, 2, 64, torch.bfloat16, torch.float8_e5m2, "NHD", 64),
+}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("family", ["simt", "mma"])
+@pytest.mark.parametrize("case", list(DECODE_CASES), ids=list(DECODE_CASES))
+def test_batch_decode_under_emulation(decode_libs, case, family, arch):
+    """The AMD decode kernels and their merge launch, on a shuffled paged cache with partly
+    filled last pages and split requests, against the float64 reference: out and lse."""
+    kv_lens, page_size, hq, hkv, d, q_dtype, kv_dtype, layout, chunk = DECODE_CASES[case]
+    torch.manual_seed(hash((case, family, arch)) % (1 << 31))
+    fp8 = kv_dtype in FP8
+    ks = [torch.randn(n, hkv, d).to(kv_dtype) for n in kv_lens]
+    vs = [torch.randn(n, hkv, d).to(kv_dtype) for n in kv_lens]
+    paged = ref.build_paged_kv(ks, vs, page_size, kv_layout=layout, single_tensor=False)
+    k_cache, v_cache = paged.cache
+    q = torch.randn(len(kv_lens), hq, d).to(q_dtype)
+    k_scale, v_scale = (0.7, 1.9) if fp8 else (1.0, 1.0)
+    cap = 20.0 if case == "bf16-mha-p1-hnd" else 0.0
+    window = 40 if case == "f16-gqa4-p16-split" else -1
+    sm_scale = d ** -0.5
+    out, lse, rows = _emulated_batch_decode(decode_libs[(family, arch)], family, q, k_cache, v_cache, layout, paged,
+                                            chunk, sm_scale=sm_scale, logits_soft_cap=cap, window_left=window,
+                                            k_scale=k_scale, v_scale=v_scale)
+    if chunk:
+        assert rows > 0, "the case must split a request"
+    for b in range(len(kv_lens)):
+        r_out, r_lse = ref.decode_ref(q[b], ref.dequant(ks[b], k_scale if fp8 else None),
+                                      ref.dequant(vs[b], v_scale if fp8 else None), sm_scale=sm_scale,
+                                      logits_soft_cap=cap or None, window_left=window)
+        ref.assert_attention_close(out[b], r_out, q_dtype, f"request {b}:")
+        ref.assert_lse_close(lse[b], r_lse, f"request {b}:")

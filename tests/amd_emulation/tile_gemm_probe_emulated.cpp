@@ -21,7 +21,7 @@ void run(const void* a, const void* b, float* c, float* row_max, float* row_sum)
 
 // dtype: 0 float16, 1 bfloat16. b_layout: 0 B given as [n][k] (K = 32 fragments), 1 as [k][n]
 // (K = 16 fragments). Returns 0, or -1 for a combination the probe does not instantiate.
-extern "C" int tfo_emu_tile_gemm_probe(int dtype, int b_layout, const void* a, const void* b, float* c,
+extern "C" __attribute__((visibility("default"))) int tfo_emu_tile_gemm_probe(int dtype, int b_layout, const void* a, const void* b, float* c,
                                        float* row_max, float* row_sum) {
   using tfo::gpu::bf16_t;
   using tfo::gpu::half_t;

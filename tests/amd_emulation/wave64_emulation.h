@@ -33,7 +33,9 @@
 #define TFO_HOST_DEVICE
 #define TFO_INLINE inline
 #define TFO_GLOBAL
-#define TFO_SHARED static
+#ifndef TFO_SHARED
+#define TFO_SHARED static  // a driver whose kernels declare extern shared arrays defines it empty
+#endif
 #define TFO_LAUNCH_BOUNDS(max_threads)
 
 namespace tfo_emu {
@@ -138,6 +140,10 @@ inline T readfirstlane(T x) {
   return x;
 }
 
+inline int32_t atomic_fetch_add(int32_t* p, int32_t v) {
+  return std::atomic_ref<int32_t>(*p).fetch_add(v, std::memory_order_seq_cst);
+}
+
 inline float bf16_bits_to_float(short bits) {
   const uint32_t u = static_cast<uint32_t>(static_cast<uint16_t>(bits)) << 16;
   float f;
@@ -227,6 +233,8 @@ inline void launch(int grid_x, int threads_x, int threads_y, Kernel kernel) {
   ::tfo_emu::update_dpp(old, src, ctrl, row_mask, bank_mask, bound)
 #define __builtin_amdgcn_ballot_w64(pred) ::tfo_emu::ballot(pred)
 #define __builtin_amdgcn_fence(order, scope) std::atomic_thread_fence(std::memory_order_seq_cst)
+#define __HIP_MEMORY_SCOPE_AGENT 3
+#define __hip_atomic_fetch_add(p, v, order, scope) ::tfo_emu::atomic_fetch_add(p, v)
 #define __builtin_amdgcn_s_barrier() ::tfo_emu::block_barrier()
 #define __builtin_amdgcn_wave_barrier() ::tfo_emu::wave_barrier()
 #define __builtin_amdgcn_exp2f(x) std::exp2(x)

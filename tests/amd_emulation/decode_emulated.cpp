@@ -1,0 +1,118 @@
+// The decode kernels (csrc/hip/kernels/decode) built on the AMD backend and run under the wave64
+// host emulation, with the merge launch after them as the bindings make it (AMD merges split
+// requests in a second launch). Built by tests/test_amd_emulated.py once per family and arch:
+// TFO_EMU_DECODE_MMA selects decode_mma (whose dynamic shared memory is the buffer defined
+// below, so TFO_SHARED is empty there), otherwise decode_simt.
+#if defined(TFO_EMU_DECODE_MMA)
+#define TFO_SHARED
+#endif
+#include "wave64_emulation.h"
+
+#include "kernels/decode/decode_simt.cu"
+#if defined(TFO_EMU_DECODE_MMA)
+#include "kernels/decode/decode_mma.cu"
+
+namespace tfo::kernels {
+// The dynamic shared memory that decode_mma_kernel declares extern; blocks run one at a time.
+alignas(16) uint8_t decode_smem[256 * 1024];
+}  // namespace tfo::kernels
+#endif
+
+namespace {
+
+using namespace tfo::kernels;
+using tfo::gpu::bf16_t;
+using tfo::gpu::half_t;
+
+template <typename T, typename KV, int D>
+void run_family(DecodeParams& p, int batch) {
+#if defined(TFO_EMU_DECODE_MMA)
+  constexpr int kThreads = kMmaDecodeThreads<D>;
+  static_assert(kMmaDecodeSmemBytes<T, KV, D> <= static_cast<int>(sizeof(decode_smem)), "shared memory");
+  tfo_emu::launch(p.num_blocks, kThreads, 1, [&] { decode_mma_kernel<T, KV, D>(p); });
+#else
+  const int tile = simt_group_tile<kIsFp8<KV>>(p.group_size);
+  auto go = [&](auto g_const) {
+    constexpr int G = decltype(g_const)::value;
+    tfo_emu::launch(p.num_blocks, kDecodeThreads, 1, [&] { decode_simt_kernel<T, KV, D, G>(p); });
+  };
+  if constexpr (std::is_same_v<KV, T>) {
+    if (tile == 1) go(std::integral_constant<int, 1>{});
+  }
+  if (tile == 8) go(std::integral_constant<int, 8>{});
+  else if (tile == 4) go(std::integral_constant<int, 4>{});
+#endif
+  const int rows = batch * p.num_qo_heads;
+  tfo_emu::launch((rows + kMergeWaves - 1) / kMergeWaves, kMergeWaves * tfo_emu::kWave, 1,
+                  [&] { decode_merge_kernel<T>(p, batch, D); });
+}
+
+template <typename T, typename KV>
+int run_kv(DecodeParams& p, int batch, int head_dim) {
+  switch (head_dim) {
+    case 64: run_family<T, KV, 64>(p, batch); return 0;
+    case 128: run_family<T, KV, 128>(p, batch); return 0;
+    case 256: run_family<T, KV, 256>(p, batch); return 0;
+    default: return -1;
+  }
+}
+
+template <typename T>
+int run_q(DecodeParams& p, int kv_kind, int batch, int head_dim) {
+  switch (kv_kind) {
+    case 0: return run_kv<T, T>(p, batch, head_dim);
+    case 1: return run_kv<T, Fp8E4M3>(p, batch, head_dim);
+    case 2: return run_kv<T, Fp8E5M2>(p, batch, head_dim);
+    default: return -1;
+  }
+}
+
+}  // namespace
+
+// Batch decode over a paged cache with a plan from the library's planner. q_dtype: 0 float16,
+// 1 bfloat16; kv_kind: 0 q's dtype, 1 FP8 e4m3, 2 FP8 e5m2. Integer arguments as the bindings
+// set DecodeParams (decode.cu); scales already combined there. Returns 0, or -1 when the
+// configuration is not instantiated.
+extern "C" __attribute__((visibility("default"))) int tfo_emu_batch_decode(
+    int q_dtype, int kv_kind, int head_dim, int batch, int num_qo_heads, int num_kv_heads, int head_slices,
+    int num_blocks, const void* q, int q_stride_batch, int q_stride_head, void* o, int o_stride_batch,
+    int o_stride_head, float* lse, float* partial_o, float* partial_lse, const void* k, const void* v,
+    int k_stride_page, int k_stride_token, int k_stride_head, int v_stride_page, int v_stride_token,
+    int v_stride_head, int page_size, const int32_t* kv_indptr, const int32_t* kv_indices,
+    const int32_t* kv_last_page_len, const int32_t* plan, int window_left, float q_scale, float cap_log2,
+    float v_scale) {
+  DecodeParams p{};
+  p.q = q;
+  p.q_stride_batch = q_stride_batch;
+  p.q_stride_head = q_stride_head;
+  p.o = o;
+  p.o_stride_batch = o_stride_batch;
+  p.o_stride_head = o_stride_head;
+  p.lse = lse;
+  p.partial_o = partial_o;
+  p.partial_lse = partial_lse;
+  p.split_counters = nullptr;
+  p.k = k;
+  p.v = v;
+  p.k_stride_page = k_stride_page;
+  p.k_stride_token = k_stride_token;
+  p.k_stride_head = k_stride_head;
+  p.v_stride_page = v_stride_page;
+  p.v_stride_token = v_stride_token;
+  p.v_stride_head = v_stride_head;
+  p.page_size = page_size;
+  p.kv_indptr = kv_indptr;
+  p.kv_indices = kv_indices;
+  p.kv_last_page_len = kv_last_page_len;
+  p.plan = plan;
+  p.num_qo_heads = num_qo_heads;
+  p.num_kv_heads = num_kv_heads;
+  p.group_size = num_qo_heads / num_kv_heads;
+  p.head_slices = head_slices;
+  p.num_blocks = num_blocks;
+  p.window_left = window_left;
+  p.q_scale = q_scale;
+  p.cap_log2 = cap_log2;
+  p.v_scale = v_scale;
+  return q_dtype == 0 ? run_q<half_t>(p, kv_kind, batch, head_dim) : run_q<bf16_t>(p, kv_kind, batch, head_dim);
+}
