@@ -14,6 +14,7 @@ import ctypes
 import os
 import shutil
 import subprocess
+import zlib
 from pathlib import Path
 
 import math
@@ -36,6 +37,11 @@ TILE = 64
 
 
 FP8 = {torch.float8_e4m3fn: (1, 256.0), torch.float8_e5m2: (2, 1.0)}  # kv_kind, fp8_decode_factor
+
+
+def _seed(*parts):
+    """A stable seed per test case (Python's str hash changes between processes)."""
+    return zlib.crc32(repr(parts).encode())
 
 
 def _clang():
@@ -90,7 +96,7 @@ def _ptr(t):
 def test_tile_gemm_probe_under_emulation(probe_libs, arch, dtype, b_layout):
     """c = a @ B through LDS tiles and MFMA fragments, then the row max and the row sum of
     exp2(c - max) through the row reductions: every element against float64."""
-    g = torch.Generator().manual_seed(hash((arch, str(dtype), b_layout)) % (1 << 31))
+    g = torch.Generator().manual_seed(_seed(arch, str(dtype), b_layout))
     a = torch.randn(TILE, TILE, generator=g).to(dtype)
     b = torch.randn(TILE, TILE, generator=g).to(dtype)
     c = torch.full((TILE, TILE), float("nan"))
@@ -170,7 +176,7 @@ def test_batch_decode_under_emulation(decode_libs, case, family, arch):
     """The AMD decode kernels and their merge launch, on a shuffled paged cache with partly
     filled last pages and split requests, against the float64 reference: out and lse."""
     kv_lens, page_size, hq, hkv, d, q_dtype, kv_dtype, layout, chunk = DECODE_CASES[case]
-    torch.manual_seed(hash((case, family, arch)) % (1 << 31))
+    torch.manual_seed(_seed(case, family, arch))
     fp8 = kv_dtype in FP8
     ks = [torch.randn(n, hkv, d).to(kv_dtype) for n in kv_lens]
     vs = [torch.randn(n, hkv, d).to(kv_dtype) for n in kv_lens]
@@ -192,3 +198,123 @@ def test_batch_decode_under_emulation(decode_libs, case, family, arch):
                                       logits_soft_cap=cap or None, window_left=window)
         ref.assert_attention_close(out[b], r_out, q_dtype, f"request {b}:")
         ref.assert_lse_close(lse[b], r_lse, f"request {b}:")
+
+
+@pytest.fixture(scope="module")
+def prefill_libs(build_dir):
+    return {arch: _build(build_dir, "prefill_emulated.cpp", "prefill", arch) for arch in ARCHS}
+
+
+def _kv_strides(t, kv_layout, paged):
+    """(stride_page, stride_token, stride_head) of a K or V tensor in the given layout."""
+    off = 1 if paged else 0
+    tok, head = (off, off + 1) if kv_layout == "NHD" else (off + 1, off)
+    return (t.stride(0) if paged else 0), t.stride(tok), t.stride(head)
+
+
+def _emulated_prefill(lib, kind, q, k, v, kv_layout, *, qo_indptr=None, kv_indptr=None, kv_indices=None,
+                      last_page_len=None, page_size=0, kv_lens=None, kv_chunk_size=0, causal=False, sm_scale,
+                      logits_soft_cap=0.0, window_left=-1, packed_mask=None, grid_blocks=3):
+    """Runs the AMD prefill kernels as the bindings launch them; returns (out, lse, partial rows)."""
+    tokens, hq, d = q.shape
+    paged = kind == "paged"
+    hkv = k.shape[(2 if kv_layout == "NHD" else 1) if paged else (1 if kv_layout == "NHD" else 0)]
+    group = hq // hkv
+    plan = partial_o = partial_lse = None
+    rows = 0
+    if kind != "single":
+        plan = torch.empty(1 << 16, dtype=torch.int32)
+        flashinfer._ops.ops.plan_batch(qo_indptr, torch.tensor(kv_lens, dtype=torch.int32), plan,
+                                       max(1, 64 // group), kv_chunk_size)
+        rows = int(plan[4])
+        partial_o = torch.full((max(rows, 1), hq, d), float("nan"))
+        partial_lse = torch.full((max(rows, 1), hq), float("nan"))
+    out = torch.full(q.shape, float("nan"), dtype=q.dtype)
+    lse = torch.full((tokens, hq), float("nan"))
+    log2e = 1.0 / math.log(2.0)
+    logit_scale = sm_scale / logits_soft_cap if logits_soft_cap > 0 else sm_scale * log2e
+    stride_page, stride_token, stride_head = _kv_strides(k, kv_layout, paged)
+    i32, f32 = ctypes.c_int, ctypes.c_float
+    ptr = lambda t: ctypes.c_void_p(t.data_ptr() if t is not None else 0)  # noqa: E731
+    kv_len = k.shape[0 if kv_layout == "NHD" else 1] if kind == "single" else 0
+    status = lib.tfo_emu_prefill(
+        i32(0 if q.dtype == torch.float16 else 1), i32(d), i32({"single": 0, "ragged": 1, "paged": 2}[kind]),
+        i32(tokens), i32(grid_blocks), ptr(q), i32(q.stride(0)), i32(q.stride(1)), ptr(out), i32(out.stride(0)),
+        i32(out.stride(1)), ptr(lse), ptr(k), ptr(v), i32(stride_page), i32(stride_token), i32(stride_head),
+        i32(page_size), ptr(qo_indptr), ptr(kv_indptr), ptr(kv_indices), ptr(last_page_len), ptr(plan),
+        i32(tokens if kind == "single" else 0), i32(kv_len), ptr(partial_o), ptr(partial_lse), ptr(packed_mask),
+        ptr(None), i32(hq), i32(hkv), i32(int(causal)), i32(window_left), f32(logit_scale),
+        f32(logits_soft_cap * log2e), f32(1.0))
+    assert status == 0
+    return out, lse, rows
+
+
+# (qo_len, kv_len, hq, hkv, head_dim, dtype, kv_layout, causal, logits_soft_cap, window_left, custom mask)
+SINGLE_PREFILL_CASES = {
+    "f16-gqa4-causal": (40, 70, 8, 2, 128, torch.float16, "NHD", True, 0.0, -1, False),
+    "bf16-mha-cap-window-hnd": (33, 33, 4, 4, 64, torch.bfloat16, "HND", True, 30.0, 10, False),
+    "f16-d256-custom-mask": (17, 50, 4, 2, 256, torch.float16, "NHD", False, 0.0, -1, True),
+}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("case", list(SINGLE_PREFILL_CASES), ids=list(SINGLE_PREFILL_CASES))
+def test_single_prefill_under_emulation(prefill_libs, case, arch):
+    """The AMD single-request prefill kernel (transposed score fragments, DPP row reductions,
+    masks, soft cap, lse) against the float64 reference."""
+    qo, kv, hq, hkv, d, dtype, layout, causal, cap, window, use_mask = SINGLE_PREFILL_CASES[case]
+    torch.manual_seed(_seed(case, arch))
+    q = torch.randn(qo, hq, d).to(dtype)
+    k, v = torch.randn(kv, hkv, d).to(dtype), torch.randn(kv, hkv, d).to(dtype)
+    mask = ref.random_mask(qo, kv) if use_mask else None
+    sm_scale = d ** -0.5
+    out, lse, _ = _emulated_prefill(prefill_libs[arch], "single", q, ref.to_layout(k, layout),
+                                    ref.to_layout(v, layout), layout, causal=causal, sm_scale=sm_scale,
+                                    logits_soft_cap=cap, window_left=window,
+                                    packed_mask=ref.packbits_little(mask) if use_mask else None)
+    r_out, r_lse = ref.attention_ref(q, k, v, causal=causal, sm_scale=sm_scale, logits_soft_cap=cap or None,
+                                     window_left=window, custom_mask=mask)
+    ref.assert_attention_close(out, r_out, dtype)
+    ref.assert_lse_close(lse, r_lse)
+
+
+# (qo_lens, kv_lens, hq, hkv, head_dim, dtype, kind, page_size, kv_layout, causal, kv_chunk_size)
+BATCH_PREFILL_CASES = {
+    "ragged-f16-gqa4-causal-split": ([5, 40, 1], [30, 70, 90], 8, 2, 128, torch.float16, "ragged", 0, "NHD", True, 32),
+    "paged-bf16-gqa2-p16-hnd": ([3, 20], [50, 20], 4, 2, 64, torch.bfloat16, "paged", 16, "HND", False, 0),
+    "paged-f16-mqa-p1-split": ([9, 2], [9, 40], 4, 1, 64, torch.float16, "paged", 1, "NHD", True, 16),
+}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("case", list(BATCH_PREFILL_CASES), ids=list(BATCH_PREFILL_CASES))
+def test_batch_prefill_under_emulation(prefill_libs, case, arch):
+    """The AMD planned prefill kernel on ragged and paged batches (the library's plan, split
+    requests merged by merge_partials_kernel) against the float64 reference."""
+    qo_lens, kv_lens, hq, hkv, d, dtype, kind, page_size, layout, causal, chunk = BATCH_PREFILL_CASES[case]
+    torch.manual_seed(_seed(case, arch))
+    qs = [torch.randn(n, hq, d).to(dtype) for n in qo_lens]
+    ks = [torch.randn(n, hkv, d).to(dtype) for n in kv_lens]
+    vs = [torch.randn(n, hkv, d).to(dtype) for n in kv_lens]
+    q = torch.cat(qs)
+    qo_indptr = ref.indptr_from_lens(qo_lens)
+    sm_scale = d ** -0.5
+    if kind == "ragged":
+        k = ref.to_layout(torch.cat(ks), layout)
+        v = ref.to_layout(torch.cat(vs), layout)
+        out, lse, rows = _emulated_prefill(prefill_libs[arch], kind, q, k, v, layout, qo_indptr=qo_indptr,
+                                           kv_indptr=ref.indptr_from_lens(kv_lens), kv_lens=kv_lens,
+                                           kv_chunk_size=chunk, causal=causal, sm_scale=sm_scale)
+    else:
+        paged = ref.build_paged_kv(ks, vs, page_size, kv_layout=layout, single_tensor=False)
+        out, lse, rows = _emulated_prefill(prefill_libs[arch], kind, q, paged.cache[0], paged.cache[1], layout,
+                                           qo_indptr=qo_indptr, kv_indptr=paged.indptr, kv_indices=paged.indices,
+                                           last_page_len=paged.last_page_len, page_size=page_size,
+                                           kv_lens=kv_lens, kv_chunk_size=chunk, causal=causal, sm_scale=sm_scale)
+    if chunk:
+        assert rows > 0, "the case must split a request"
+    for b in range(len(qo_lens)):
+        lo, hi = int(qo_indptr[b]), int(qo_indptr[b + 1])
+        r_out, r_lse = ref.attention_ref(qs[b], ks[b], vs[b], causal=causal, sm_scale=sm_scale)
+        ref.assert_attention_close(out[lo:hi], r_out, dtype, f"request {b}:")
+        ref.assert_lse_close(lse[lo:hi], r_lse, f"request {b}:")

@@ -192,13 +192,14 @@ inline VC mfma(const VA& a, const VB& b, const VC& c, const unsigned char (&la)[
   return d;
 }
 
-// Runs kernel() as a grid of grid_x blocks of threads_x x threads_y work-items, one block at a
-// time, one OS thread per work-item. Waves are formed from the linear work-item index.
+// Runs kernel() as a grid of grid_x x grid_y blocks of threads_x x threads_y work-items, one
+// block at a time, one OS thread per work-item. Waves are formed from the linear work-item index.
 template <typename Kernel>
-inline void launch(int grid_x, int threads_x, int threads_y, Kernel kernel) {
+inline void launch(int grid_x, int threads_x, int threads_y, Kernel kernel, int grid_y = 1) {
   const int threads = threads_x * threads_y;
   if (threads % kWave != 0) fail("a block must hold whole waves of 64");
-  for (int bx = 0; bx < grid_x; ++bx) {
+  for (int b = 0; b < grid_x * grid_y; ++b) {
+    const int bx = b % grid_x, by = b / grid_x;
     Block block(threads);
     std::vector<std::thread> workers;
     workers.reserve(threads);
@@ -208,6 +209,7 @@ inline void launch(int grid_x, int threads_x, int threads_y, Kernel kernel) {
         s.thread_x = t % threads_x;
         s.thread_y = t / threads_x;
         s.block_x = bx;
+        s.block_y = by;
         s.lane = t % kWave;
         s.block = &block;
         s.wave = block.waves[t / kWave].get();
