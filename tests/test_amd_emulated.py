@@ -318,3 +318,106 @@ def test_batch_prefill_under_emulation(prefill_libs, case, arch):
         r_out, r_lse = ref.attention_ref(qs[b], ks[b], vs[b], causal=causal, sm_scale=sm_scale)
         ref.assert_attention_close(out[lo:hi], r_out, dtype, f"request {b}:")
         ref.assert_lse_close(lse[lo:hi], r_lse, f"request {b}:")
+
+
+@pytest.fixture(scope="module")
+def page_cascade_lib(build_dir):
+    return _build(build_dir, "page_cascade_emulated.cpp", "page_cascade", "gfx942")
+
+
+CACHE_KINDS = {torch.float16: 0, torch.bfloat16: 0, torch.float8_e4m3fn: 1, torch.float8_e5m2: 2,
+               torch.float8_e4m3fnuz: 3, torch.float8_e5m2fnuz: 4}
+
+
+@pytest.mark.parametrize("cache_dtype,src_dtype,heads,d,scales", [
+    (torch.float16, torch.float16, 4, 128, (1.0, 1.0)),
+    (torch.bfloat16, torch.bfloat16, 3, 64, (1.0, 1.0)),
+    (torch.float8_e4m3fn, torch.float16, 2, 64, (0.5, 2.0)),
+    (torch.float8_e5m2, torch.bfloat16, 2, 128, (1.0, 1.0)),
+    (torch.float8_e4m3fnuz, torch.float16, 2, 64, (2.0, 0.5)),
+    (torch.float8_e5m2fnuz, torch.float16, 2, 64, (1.0, 1.0)),
+], ids=["f16", "bf16-3heads", "e4m3", "e5m2", "e4m3fnuz", "e5m2fnuz"])
+@pytest.mark.parametrize("kv_layout", ["NHD", "HND"])
+def test_page_kernels_under_emulation(page_cascade_lib, cache_dtype, src_dtype, heads, d, scales, kv_layout):
+    """get_seq_lens, get_batch_indices_positions and the append scatter (FP8: value / scale
+    encoded) of the AMD build, on a poisoned cache with partly filled pages and appends that
+    cross page boundaries: bit for bit against the reference scatter."""
+    lib = page_cascade_lib
+    torch.manual_seed(_seed(str(cache_dtype), kv_layout))
+    old_lens, appended, page_size = [15, 0, 40, 3], [3, 17, 30, 1], 16
+    new_lens = [o + a for o, a in zip(old_lens, appended)]
+    indptr, indices, last, num_pages = ref.make_page_table(new_lens, page_size)
+    i32, ptr = ctypes.c_int, lambda t: ctypes.c_void_p(t.data_ptr())  # noqa: E731
+    seq_lens = torch.full((len(new_lens),), -9, dtype=torch.int32)
+    lib.tfo_emu_seq_lens(ptr(indptr), ptr(last), i32(len(new_lens)), i32(page_size), ptr(seq_lens))
+    assert seq_lens.tolist() == ref.seq_lens_ref(indptr, last, page_size) == new_lens
+    append_indptr = ref.indptr_from_lens(appended)
+    nnz = int(append_indptr[-1]) + 2  # two padding entries
+    bi = torch.full((nnz,), -9, dtype=torch.int32)
+    pos = torch.full((nnz,), -9, dtype=torch.int32)
+    lib.tfo_emu_batch_indices_positions(ptr(append_indptr), ptr(seq_lens), i32(len(new_lens)), i32(nnz), ptr(bi),
+                                        ptr(pos))
+    r_bi, r_pos = ref.batch_indices_positions_ref(append_indptr, seq_lens)
+    assert bi.tolist() == r_bi + [-1, -1] and pos.tolist() == r_pos + [-1, -1]
+
+    shape = (num_pages,) + ((page_size, heads, d) if kv_layout == "NHD" else (heads, page_size, d))
+    fp8 = cache_dtype.itemsize == 1
+    poison = (lambda: torch.randint(0, 256, shape, dtype=torch.uint8).view(cache_dtype)) if fp8 else \
+        (lambda: torch.full(shape, float("nan"), dtype=cache_dtype))
+    k_cache, v_cache = poison(), poison()
+    key = torch.randn(nnz, heads, d).to(src_dtype)
+    value = torch.randn(nnz, heads, d).to(src_dtype)
+    k_scale, v_scale = scales
+    tok, head = (1, 2) if kv_layout == "NHD" else (2, 1)
+    expected = ref.append_ref((k_cache, v_cache), key.float() / k_scale, value.float() / v_scale, r_bi, r_pos,
+                              indices, indptr, kv_layout)
+    i64, f32 = ctypes.c_int64, ctypes.c_float
+    lib.tfo_emu_append(
+        i32(0 if src_dtype == torch.float16 else 1), i32(CACHE_KINDS[cache_dtype]), i32(3), ptr(key), ptr(value),
+        i64(key.stride(0)), i64(key.stride(1)), i64(value.stride(0)), i64(value.stride(1)), ptr(bi), ptr(pos),
+        ptr(indices), ptr(indptr), ptr(k_cache), ptr(v_cache), i64(k_cache.stride(0)), i64(k_cache.stride(tok)),
+        i64(k_cache.stride(head)), i64(v_cache.stride(0)), i64(v_cache.stride(tok)), i64(v_cache.stride(head)),
+        i32(page_size), i32(nnz), i32(heads), i32(d), f32(1.0 / k_scale), f32(1.0 / v_scale))
+    bits = torch.uint8 if fp8 else torch.int16
+    for got, want, name in ((k_cache, expected[0], "k"), (v_cache, expected[1], "v")):
+        n_bad = int((got.view(bits) != want.view(bits)).sum())
+        assert n_bad == 0, f"{name}: {n_bad} cache elements differ from the reference scatter"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=["f16", "bf16", "f32"])
+def test_merge_states_under_emulation(page_cascade_lib, dtype):
+    """merge_state (out of place, in place with a mask) and merge_states of the AMD build,
+    with -inf lse rows, against the float64 merge."""
+    lib = page_cascade_lib
+    torch.manual_seed(_seed(str(dtype)))
+    seq, heads, d, n = 5, 3, 128, 4
+    code = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2}[dtype]
+    ptr = lambda t: ctypes.c_void_p(t.data_ptr() if t is not None else 0)  # noqa: E731
+    i32 = ctypes.c_int
+    va, vb = torch.randn(seq, heads, d).to(dtype), torch.randn(seq, heads, d).to(dtype)
+    sa, sb = torch.randn(seq, heads) * 4, torch.randn(seq, heads) * 4
+    sa[1, 2] = sb[1, 2] = float("-inf")  # nothing visible on either side
+    sb[3, 0] = float("-inf")
+    vo, so = torch.full_like(va, float("nan")), torch.full_like(sa, float("nan"))
+    lib.tfo_emu_merge_two(i32(code), ptr(va), ptr(sa), ptr(vb), ptr(sb), ptr(vo), ptr(so), ptr(None), i32(seq),
+                          i32(heads), i32(d))
+    r_v, r_s = ref.merge_ref([va, vb], [sa, sb])
+    tol = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2, torch.float32: 1e-5}[dtype]
+    torch.testing.assert_close(vo.double(), r_v, rtol=tol, atol=tol)
+    torch.testing.assert_close(so.double(), r_s, rtol=1e-5, atol=1e-5)
+
+    mask = torch.tensor([True, False, True, True, False])
+    va2, sa2 = va.clone(), sa.clone()
+    lib.tfo_emu_merge_two(i32(code), ptr(va2), ptr(sa2), ptr(vb), ptr(sb), ptr(va2), ptr(sa2), ptr(mask), i32(seq),
+                          i32(heads), i32(d))
+    torch.testing.assert_close(va2[mask].double(), r_v[mask], rtol=tol, atol=tol)
+    assert torch.equal(va2[~mask], va[~mask]) and torch.equal(sa2[~mask], sa[~mask])
+
+    v = torch.randn(seq, n, heads, d).to(dtype)
+    s = torch.randn(seq, n, heads) * 4
+    s[2, :, 1] = float("-inf")
+    out_v, out_s = torch.full((seq, heads, d), float("nan")).to(dtype), torch.full((seq, heads), float("nan"))
+    lib.tfo_emu_merge_many(i32(code), ptr(v), ptr(s), ptr(out_v), ptr(out_s), i32(seq), i32(n), i32(heads), i32(d))
+    r_v, r_s = ref.merge_ref([v[:, i] for i in range(n)], [s[:, i] for i in range(n)])
+    torch.testing.assert_close(out_v.double(), r_v, rtol=tol, atol=tol)
+    torch.testing.assert_close(out_s.double(), r_s, rtol=1e-5, atol=1e-5)

@@ -10,9 +10,9 @@
 // blocks run one after another. MFMA operand and result layouts come from AMD's matrix
 // instruction calculator (mfma_layouts.h), not from the backend's own description of them.
 //
-// Limits: every block has a multiple of 64 work-items, and cross-lane operations are reached by
-// all 64 lanes of a wave (the kernels' waves never diverge around them); readfirstlane returns
-// the calling lane's value (the kernels only apply it to wave-uniform values).
+// Limits: cross-lane operations are reached by all 64 lanes of a full wave (the kernels' waves
+// never diverge around them; a block's last, partial wave may not use them); readfirstlane
+// returns the calling lane's value (the kernels only apply it to wave-uniform values).
 #pragma once
 
 #include <atomic>
@@ -46,13 +46,18 @@ inline constexpr int kWave = 64;
 // wave barriers.
 struct WaveExchange {
   static constexpr int kBytesPerLane = 128;
-  std::barrier<> barrier{kWave};
+  explicit WaveExchange(int lanes) : lanes(lanes), barrier(lanes) {}
+  int lanes;  // 64, or fewer in the last wave of a block that is not a multiple of 64
+  std::barrier<> barrier;
   alignas(16) unsigned char slot[kWave][kBytesPerLane];
 };
 
 struct Block {
-  explicit Block(int threads) : barrier(threads), waves(threads / kWave) {
-    for (auto& w : waves) w = std::make_unique<WaveExchange>();
+  explicit Block(int threads) : barrier(threads), waves((threads + kWave - 1) / kWave) {
+    for (size_t w = 0; w < waves.size(); ++w) {
+      const int lanes = threads - static_cast<int>(w) * kWave;
+      waves[w] = std::make_unique<WaveExchange>(lanes < kWave ? lanes : kWave);
+    }
   }
   std::barrier<> barrier;
   std::vector<std::unique_ptr<WaveExchange>> waves;
@@ -80,6 +85,7 @@ template <typename T>
 inline void wave_gather(const T& x, T (&all)[kWave]) {
   static_assert(sizeof(T) <= WaveExchange::kBytesPerLane, "exchange slot too small");
   WaveExchange& w = *lane_state.wave;
+  if (w.lanes != kWave) fail("cross-lane operation in a partial wave is not emulated");
   std::memcpy(w.slot[lane_state.lane], &x, sizeof(T));
   w.barrier.arrive_and_wait();
   for (int l = 0; l < kWave; ++l) std::memcpy(&all[l], w.slot[l], sizeof(T));
@@ -197,7 +203,6 @@ inline VC mfma(const VA& a, const VB& b, const VC& c, const unsigned char (&la)[
 template <typename Kernel>
 inline void launch(int grid_x, int threads_x, int threads_y, Kernel kernel, int grid_y = 1) {
   const int threads = threads_x * threads_y;
-  if (threads % kWave != 0) fail("a block must hold whole waves of 64");
   for (int b = 0; b < grid_x * grid_y; ++b) {
     const int bx = b % grid_x, by = b / grid_x;
     Block block(threads);
