@@ -35,11 +35,33 @@ def _median_us(fn, repeat):
     return statistics.median(times)
 
 
+def _profile_decode_plan(flashinfer, device, n):
+    """cProfile over n decode plans at batch 256: the calls that hold the host time."""
+    import cProfile
+    import pstats
+
+    indptr, indices, last = (t.to(device) for t in _batch(256, 16))
+    ws = torch.empty(128 << 20, dtype=torch.uint8, device=device)
+    decode = flashinfer.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD")
+    for _ in range(20):
+        decode.plan(indptr, indices, last, 32, 8, 128, 16)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(n):
+        decode.plan(indptr, indices, last, 32, 8, 128, 16)
+    profiler.disable()
+    print(f"# cProfile of {n} decode plans at bs 256 on {device} (cumulative seconds over all plans)")
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeat", type=int, default=300)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also profile N decode plans at batch 256 (cProfile) and print the 25 "
+                             "costliest calls by cumulative time: where the host time goes")
     args = parser.parse_args()
     flashinfer = import_ours()
     results = []
@@ -56,6 +78,8 @@ def main():
     for r in results:
         bar = " (bar: < 100 us)" if r["batch"] == 256 else ""
         print(f"{r['op']:>13} bs={r['batch']:>3}: {r['us']:7.1f} us{bar}")
+    if args.profile:
+        _profile_decode_plan(flashinfer, args.device, args.profile)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": args.device, "results": results}, f, indent=1)
