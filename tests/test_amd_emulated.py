@@ -118,6 +118,17 @@ def test_tile_gemm_probe_under_emulation(probe_libs, arch, dtype, b_layout):
     np.testing.assert_allclose(row_sum.double().numpy(), ref_sum, rtol=1e-4)
 
 
+def _plan_and_partials(qo_indptr, kv_lens, q_tile_tokens, kv_chunk_size, hq, d):
+    """The library's schedule (plan_info) and NaN-poisoned split-KV partial buffers for it."""
+    plan = torch.empty(1 << 16, dtype=torch.int32)
+    flashinfer._ops.ops.plan_batch(qo_indptr, torch.tensor(kv_lens, dtype=torch.int32), plan, q_tile_tokens,
+                                   kv_chunk_size)
+    rows = int(plan[4])  # plan_info header: partial rows
+    partial_o = torch.full((max(rows, 1), hq, d), float("nan"))
+    partial_lse = torch.full((max(rows, 1), hq), float("nan"))
+    return plan, rows, partial_o, partial_lse
+
+
 def _simt_group_tile(group, fp8):
     return 1 if group == 1 and not fp8 else (4 if group <= 4 else 8)
 
@@ -133,12 +144,8 @@ def _emulated_batch_decode(lib, family, q, k_cache, v_cache, kv_layout, paged, k
     fp8 = k_cache.dtype in FP8
     kv_kind, factor = FP8.get(k_cache.dtype, (0, 1.0))
     tile = 16 if family == "mma" else _simt_group_tile(group, fp8)
-    plan = torch.empty(1 << 16, dtype=torch.int32)
-    kv_lens = torch.tensor(paged.seq_lens, dtype=torch.int32)
-    flashinfer._ops.ops.plan_batch(torch.arange(batch + 1, dtype=torch.int32), kv_lens, plan, 1, kv_chunk_size)
-    rows = int(plan[4])
-    partial_o = torch.full((max(rows, 1), hq, d), float("nan"))
-    partial_lse = torch.full((max(rows, 1), hq), float("nan"))
+    plan, rows, partial_o, partial_lse = _plan_and_partials(torch.arange(batch + 1, dtype=torch.int32),
+                                                            paged.seq_lens, 1, kv_chunk_size, hq, d)
     out = torch.full(q.shape, float("nan"), dtype=q.dtype)
     lse = torch.full((batch, hq), float("nan"))
     log2e = 1.0 / math.log(2.0)
@@ -222,13 +229,9 @@ def _emulated_prefill(lib, kind, q, k, v, kv_layout, *, qo_indptr=None, kv_indpt
     group = hq // hkv
     plan = partial_o = partial_lse = None
     rows = 0
-    if kind != "single":
-        plan = torch.empty(1 << 16, dtype=torch.int32)
-        flashinfer._ops.ops.plan_batch(qo_indptr, torch.tensor(kv_lens, dtype=torch.int32), plan,
-                                       max(1, 64 // group), kv_chunk_size)
-        rows = int(plan[4])
-        partial_o = torch.full((max(rows, 1), hq, d), float("nan"))
-        partial_lse = torch.full((max(rows, 1), hq), float("nan"))
+    if kind != "single":  # the AMD prefill tile: 64 rows, the GQA group's rows packed together
+        plan, rows, partial_o, partial_lse = _plan_and_partials(qo_indptr, kv_lens, max(1, 64 // group),
+                                                                kv_chunk_size, hq, d)
     out = torch.full(q.shape, float("nan"), dtype=q.dtype)
     lse = torch.full((tokens, hq), float("nan"))
     log2e = 1.0 / math.log(2.0)
