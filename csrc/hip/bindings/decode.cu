@@ -324,11 +324,11 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
   // 1.04-1.10x at batch 1) and every group has a counter; otherwise a merge launch follows
   // (between one and two rounds, merging in the last block of each group lengthens the tail:
   // 0.95x at batch 64). Shapes only, so a captured graph keeps its choice valid.
-  const bool grid_known = launch_family(p, q.scalar_type(), kv_kind, static_cast<int>(q.size(2)),
-                                        use_tensor_cores, nullptr, true);
   const int64_t groups = batch * p.num_kv_heads * p.head_slices;
-  const bool fused_merge = tfo::kernels::kMergeSplitsInLaunch && grid_known && groups <= p.num_blocks &&
-                           split_counters.numel() >= groups;
+  const bool fused_merge = tfo::kernels::kMergeSplitsInLaunch && split_counters.numel() >= groups &&
+                           launch_family(p, q.scalar_type(), kv_kind, static_cast<int>(q.size(2)),
+                                         use_tensor_cores, nullptr, /*grid_only=*/true) &&
+                           groups <= p.num_blocks;
   p.split_counters = fused_merge ? split_counters.data_ptr<int32_t>() : nullptr;
   launch(p, q.scalar_type(), kv_kind, static_cast<int>(q.size(2)), static_cast<int>(batch),
          use_tensor_cores, !fused_merge, op);
