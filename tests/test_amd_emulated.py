@@ -129,21 +129,14 @@ def _plan_and_partials(qo_indptr, kv_lens, q_tile_tokens, kv_chunk_size, hq, d):
     return plan, rows, partial_o, partial_lse
 
 
-def _simt_group_tile(group, fp8):
-    return 1 if group == 1 and not fp8 else (4 if group <= 4 else 8)
-
-
-def _emulated_batch_decode(lib, family, q, k_cache, v_cache, kv_layout, paged, kv_chunk_size, *, sm_scale,
+def _emulated_batch_decode(lib, q, k_cache, v_cache, kv_layout, paged, kv_chunk_size, *, sm_scale,
                            logits_soft_cap=0.0, window_left=-1, k_scale=1.0, v_scale=1.0, num_blocks=3):
-    """Plans with the library's planner, then runs the decode kernel and the merge launch as the
-    AMD bindings launch them; returns (out, lse, partial rows)."""
+    """Plans with the library's planner, then runs lib's decode kernel family and the merge launch
+    as the AMD bindings launch them; returns (out, lse, partial rows)."""
     batch, hq, d = q.shape
     tok, head = (1, 2) if kv_layout == "NHD" else (2, 1)
     hkv = k_cache.shape[head]
-    group = hq // hkv
-    fp8 = k_cache.dtype in FP8
     kv_kind, factor = FP8.get(k_cache.dtype, (0, 1.0))
-    tile = 16 if family == "mma" else _simt_group_tile(group, fp8)
     plan, rows, partial_o, partial_lse = _plan_and_partials(torch.arange(batch + 1, dtype=torch.int32),
                                                             paged.seq_lens, 1, kv_chunk_size, hq, d)
     out = torch.full(q.shape, float("nan"), dtype=q.dtype)
@@ -156,7 +149,7 @@ def _emulated_batch_decode(lib, family, q, k_cache, v_cache, kv_layout, paged, k
     i32, f32, ptr = ctypes.c_int, ctypes.c_float, lambda t: ctypes.c_void_p(t.data_ptr())
     status = lib.tfo_emu_batch_decode(
         i32(0 if q.dtype == torch.float16 else 1), i32(kv_kind), i32(d), i32(batch), i32(hq), i32(hkv),
-        i32(-(-group // tile)), i32(num_blocks), ptr(q), i32(q.stride(0)), i32(q.stride(1)), ptr(out),
+        i32(num_blocks), ptr(q), i32(q.stride(0)), i32(q.stride(1)), ptr(out),
         i32(out.stride(0)), i32(out.stride(1)), ptr(lse), ptr(partial_o), ptr(partial_lse), ptr(k_cache),
         ptr(v_cache), i32(k_cache.stride(0)), i32(k_cache.stride(tok)), i32(k_cache.stride(head)),
         i32(v_cache.stride(0)), i32(v_cache.stride(tok)), i32(v_cache.stride(head)), i32(k_cache.shape[tok]),
@@ -194,7 +187,7 @@ def test_batch_decode_under_emulation(decode_libs, case, family, arch):
     cap = 20.0 if case == "bf16-mha-p1-hnd" else 0.0
     window = 40 if case == "f16-gqa4-p16-split" else -1
     sm_scale = d ** -0.5
-    out, lse, rows = _emulated_batch_decode(decode_libs[(family, arch)], family, q, k_cache, v_cache, layout, paged,
+    out, lse, rows = _emulated_batch_decode(decode_libs[(family, arch)], q, k_cache, v_cache, layout, paged,
                                             chunk, sm_scale=sm_scale, logits_soft_cap=cap, window_left=window,
                                             k_scale=k_scale, v_scale=v_scale)
     if chunk:

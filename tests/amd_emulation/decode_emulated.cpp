@@ -24,14 +24,27 @@ using namespace tfo::kernels;
 using tfo::gpu::bf16_t;
 using tfo::gpu::half_t;
 
+// The query heads a task takes (the bindings' set_heads): the 16-row tile of the matrix-core
+// family, or the vector family's group tile.
+template <typename KV>
+int group_tile(int group_size) {
+#if defined(TFO_EMU_DECODE_MMA)
+  (void)group_size;
+  return 16;
+#else
+  return simt_group_tile<kIsFp8<KV>>(group_size);
+#endif
+}
+
 template <typename T, typename KV, int D>
 void run_family(DecodeParams& p, int batch) {
+  const int tile = group_tile<KV>(p.group_size);
+  p.head_slices = (p.group_size + tile - 1) / tile;
 #if defined(TFO_EMU_DECODE_MMA)
   constexpr int kThreads = kMmaDecodeThreads<D>;
   static_assert(kMmaDecodeSmemBytes<T, KV, D> <= static_cast<int>(sizeof(decode_smem)), "shared memory");
   tfo_emu::launch(p.num_blocks, kThreads, 1, [&] { decode_mma_kernel<T, KV, D>(p); });
 #else
-  const int tile = simt_group_tile<kIsFp8<KV>>(p.group_size);
   auto go = [&](auto g_const) {
     constexpr int G = decltype(g_const)::value;
     tfo_emu::launch(p.num_blocks, kDecodeThreads, 1, [&] { decode_simt_kernel<T, KV, D, G>(p); });
@@ -74,8 +87,7 @@ int run_q(DecodeParams& p, int kv_kind, int batch, int head_dim) {
 // set DecodeParams (decode.cu); scales already combined there. Returns 0, or -1 when the
 // configuration is not instantiated.
 extern "C" __attribute__((visibility("default"))) int tfo_emu_batch_decode(
-    int q_dtype, int kv_kind, int head_dim, int batch, int num_qo_heads, int num_kv_heads, int head_slices,
-    int num_blocks, const void* q, int q_stride_batch, int q_stride_head, void* o, int o_stride_batch,
+    int q_dtype, int kv_kind, int head_dim, int batch, int num_qo_heads, int num_kv_heads, int num_blocks, const void* q, int q_stride_batch, int q_stride_head, void* o, int o_stride_batch,
     int o_stride_head, float* lse, float* partial_o, float* partial_lse, const void* k, const void* v,
     int k_stride_page, int k_stride_token, int k_stride_head, int v_stride_page, int v_stride_token,
     int v_stride_head, int page_size, const int32_t* kv_indptr, const int32_t* kv_indices,
@@ -108,7 +120,6 @@ extern "C" __attribute__((visibility("default"))) int tfo_emu_batch_decode(
   p.num_qo_heads = num_qo_heads;
   p.num_kv_heads = num_kv_heads;
   p.group_size = num_qo_heads / num_kv_heads;
-  p.head_slices = head_slices;
   p.num_blocks = num_blocks;
   p.window_left = window_left;
   p.q_scale = q_scale;

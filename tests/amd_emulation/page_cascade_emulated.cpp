@@ -31,6 +31,14 @@ void append_into(AppendParams p, int cache_kind, int grid_tokens) {
   }
 }
 
+// Calls go(std::type_identity<V>{}) for the value type of a state: 0 float16, 1 bfloat16, 2 float32.
+template <typename Go>
+void with_value_type(int dtype, Go go) {
+  if (dtype == 0) go(std::type_identity<half_t>{});
+  else if (dtype == 1) go(std::type_identity<bf16_t>{});
+  else go(std::type_identity<float>{});
+}
+
 template <typename T>
 StateView<T> state_view(T* v, int64_t v_stride_seq, int64_t v_stride_head, float* s, int64_t s_stride_seq,
                         int64_t s_stride_head) {
@@ -94,7 +102,7 @@ TFO_EMU_EXPORT void tfo_emu_seq_lens(const int32_t* kv_indptr, const int32_t* kv
                   [&] { seq_lens_kernel(kv_indptr, kv_last_page_len, batch, page_size, seq_lens); });
 }
 
-// Contiguous states: v [seq, heads, dim] of float16 (dtype 0), bfloat16 (1) or float32 (2),
+// Contiguous states: v [seq, heads, dim] of the value type (with_value_type),
 // s [seq, heads]; out may alias a (in place); mask [seq] or null.
 TFO_EMU_EXPORT void tfo_emu_merge_two(int dtype, void* va, float* sa, void* vb, float* sb, void* vo, float* so,
                                       const bool* mask, int seq_len, int num_heads, int head_dim) {
@@ -113,9 +121,7 @@ TFO_EMU_EXPORT void tfo_emu_merge_two(int dtype, void* va, float* sa, void* vb, 
     tfo_emu::launch((rows + kMergeStateWaves - 1) / kMergeStateWaves, kMergeStateThreads, 1,
                     [&] { merge_two_states_kernel<T>(p); });
   };
-  if (dtype == 0) go(std::type_identity<half_t>{});
-  else if (dtype == 1) go(std::type_identity<bf16_t>{});
-  else go(std::type_identity<float>{});
+  with_value_type(dtype, go);
 }
 
 // Contiguous v [seq, num_states, heads, dim], s [seq, num_states, heads] into out_v [seq, heads,
@@ -143,7 +149,5 @@ TFO_EMU_EXPORT void tfo_emu_merge_many(int dtype, const void* v, const float* s,
     tfo_emu::launch((rows + kMergeStateWaves - 1) / kMergeStateWaves, kMergeStateThreads, 1,
                     [&] { merge_many_states_kernel<T>(p); });
   };
-  if (dtype == 0) go(std::type_identity<half_t>{});
-  else if (dtype == 1) go(std::type_identity<bf16_t>{});
-  else go(std::type_identity<float>{});
+  with_value_type(dtype, go);
 }
