@@ -100,8 +100,9 @@ void dispatch(const char* op, at::ScalarType dtype, int64_t head_dim,
   TFO_PREFILL_FOR_EACH_CONFIG(TFO_PREFILL_CASE)
 #undef TFO_PREFILL_CASE
   const std::string served = served_configs();
-  TORCH_CHECK(false, op, ": the GPU kernels of this build do not serve head_dim ", head_dim,
-              " with dtype ", c10::toString(dtype), " (served dtype/head_dim: ", served, ")");
+  TORCH_CHECK(false, op, ": head_dim ", head_dim, " with dtype ", c10::toString(dtype),
+              " is not instantiated in this build (setup.py knobs TFO_HEAD_DIMS / TFO_DTYPES; served "
+              "dtype/head_dim: ", served, ")");
 }
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
