@@ -81,7 +81,7 @@ TFO_EMU_EXPORT void tfo_emu_append(int src, int cache_kind, int grid_tokens, con
   p.nnz = nnz;
   p.num_heads = num_heads;
   p.head_dim = head_dim;
-  p.page_shift = (page_size & (page_size - 1)) == 0 ? __builtin_ctz(static_cast<unsigned>(page_size)) : -1;
+  p.page_shift = append_page_shift(page_size);
   p.inv_k_scale = inv_k_scale;
   p.inv_v_scale = inv_v_scale;
   if (src == 0) append_into<half_t>(p, cache_kind, grid_tokens);

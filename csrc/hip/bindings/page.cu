@@ -122,7 +122,7 @@ void append_paged_kv_cache(const at::Tensor& append_key, const at::Tensor& appen
   p.v_stride_head = paged_v_cache.stride(head);
   p.page_size = static_cast<int32_t>(paged_k_cache.size(tok));
   TORCH_CHECK(p.page_size > 0, op, ": page_size must be positive");
-  p.page_shift = (p.page_size & (p.page_size - 1)) == 0 ? __builtin_ctz(static_cast<unsigned>(p.page_size)) : -1;
+  p.page_shift = append_page_shift(p.page_size);
   p.nnz = static_cast<int32_t>(nnz);
   p.num_heads = static_cast<int32_t>(append_key.size(1));
   p.head_dim = static_cast<int32_t>(append_key.size(2));

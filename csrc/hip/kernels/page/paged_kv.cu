@@ -43,6 +43,11 @@ struct AppendParams {
   float inv_k_scale, inv_v_scale;
 };
 
+// AppendParams::page_shift for a page size (host side; every launcher fills it this way).
+inline int32_t append_page_shift(int32_t page_size) {
+  return (page_size & (page_size - 1)) == 0 ? __builtin_ctz(static_cast<unsigned>(page_size)) : -1;
+}
+
 template <typename Dst>
 TFO_INLINE void store_converted(Dst* dst, const float* x) {
   if constexpr (std::is_same_v<Dst, half_t> || std::is_same_v<Dst, bf16_t>) {
