@@ -380,6 +380,29 @@ def test_page_kernels_under_emulation(page_cascade_lib, cache_dtype, src_dtype, 
         assert n_bad == 0, f"{name}: {n_bad} cache elements differ from the reference scatter"
 
 
+def test_page_divisor_under_emulation(page_cascade_lib):
+    """The multiply-and-shift page division every paged kernel uses, against Python's divmod:
+    each page size 1..1100, then large and boundary ones, at the edges of every page and at
+    random positions up to 2^31 - 1."""
+    g = torch.Generator().manual_seed(_seed("page_divisor"))
+    top = 2**31 - 1
+    sizes = list(range(1, 1101)) + [2**k + e for k in range(11, 31) for e in (-1, 0, 1)] + \
+        [top, 2**31 - 2, 3 * 2**29, 1_000_003, 65_537 * 3] + torch.randint(1, top, (200,), generator=g).tolist()
+    for d in sizes:
+        near = [0, 1, d - 1, d, d + 1, 2 * d - 1, 2 * d, top, top - 1, top - d, (top // d) * d, (top // d) * d - 1]
+        pos = [n for n in near if 0 <= n <= top] + torch.randint(0, top, (64,), generator=g).tolist() + \
+            torch.randint(0, min(64 * d, top), (64,), generator=g).tolist()
+        positions = torch.tensor(pos, dtype=torch.int32)
+        pages = torch.full_like(positions, -1)
+        slots = torch.full_like(positions, -1)
+        page_cascade_lib.tfo_emu_page_slots(ctypes.c_int(d), _ptr(positions), ctypes.c_int(len(pos)), _ptr(pages),
+                                            _ptr(slots))
+        want = [divmod(n, d) for n in pos]
+        got = list(zip(pages.tolist(), slots.tolist()))
+        bad = [(n, g_, w) for n, g_, w in zip(pos, got, want) if g_ != w]
+        assert not bad, f"page size {d}: (position, got, want) {bad[:5]}"
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=["f16", "bf16", "f32"])
 def test_merge_states_under_emulation(page_cascade_lib, dtype):
     """merge_state (out of place, in place with a mask) and merge_states of the AMD build,

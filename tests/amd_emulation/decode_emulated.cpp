@@ -112,7 +112,7 @@ extern "C" __attribute__((visibility("default"))) int tfo_emu_batch_decode(
   p.v_stride_page = v_stride_page;
   p.v_stride_token = v_stride_token;
   p.v_stride_head = v_stride_head;
-  p.page_size = page_size;
+  p.page_div = make_page_divisor(page_size);
   p.kv_indptr = kv_indptr;
   p.kv_indices = kv_indices;
   p.kv_last_page_len = kv_last_page_len;

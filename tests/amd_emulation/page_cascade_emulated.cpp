@@ -77,11 +77,10 @@ TFO_EMU_EXPORT void tfo_emu_append(int src, int cache_kind, int grid_tokens, con
   p.v_stride_page = v_stride_page;
   p.v_stride_token = v_stride_token;
   p.v_stride_head = v_stride_head;
-  p.page_size = page_size;
+  p.page_div = make_page_divisor(page_size);
   p.nnz = nnz;
   p.num_heads = num_heads;
   p.head_dim = head_dim;
-  p.page_shift = append_page_shift(page_size);
   p.inv_k_scale = inv_k_scale;
   p.inv_v_scale = inv_v_scale;
   if (src == 0) append_into<half_t>(p, cache_kind, grid_tokens);
@@ -100,6 +99,17 @@ TFO_EMU_EXPORT void tfo_emu_seq_lens(const int32_t* kv_indptr, const int32_t* kv
                                      int page_size, int32_t* seq_lens) {
   tfo_emu::launch((batch + kPageThreads - 1) / kPageThreads, kPageThreads, 1,
                   [&] { seq_lens_kernel(kv_indptr, kv_last_page_len, batch, page_size, seq_lens); });
+}
+
+// page_divisor.h as the kernels use it: (page, slot) of each position for a page size.
+TFO_EMU_EXPORT void tfo_emu_page_slots(int page_size, const int32_t* positions, int count, int32_t* pages,
+                                       int32_t* slots) {
+  const PageDivisor div = make_page_divisor(page_size);
+  for (int i = 0; i < count; ++i) {
+    const PageSlot at = page_slot(positions[i], div);
+    pages[i] = at.page;
+    slots[i] = at.slot;
+  }
 }
 
 // Contiguous states: v [seq, heads, dim] of the value type (with_value_type),

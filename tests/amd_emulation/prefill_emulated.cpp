@@ -75,7 +75,7 @@ extern "C" __attribute__((visibility("default"))) int tfo_emu_prefill(
   p.kv_stride_page = kv_stride_page;
   p.kv_stride_token = kv_stride_token;
   p.kv_stride_head = kv_stride_head;
-  p.page_size = page_size;
+  if (page_size > 0) p.page_div = tfo::kernels::make_page_divisor(page_size);  // 0: contiguous K/V
   p.qo_indptr = qo_indptr;
   p.kv_indptr = kv_indptr;
   p.kv_indices = kv_indices;

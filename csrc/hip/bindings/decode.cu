@@ -211,7 +211,7 @@ void single_decode(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
   // kernel, so this stays capturable).
   const at::Tensor page_table = at::zeros({1}, q.options().dtype(at::kInt));
   p.kv_indices = page_table.data_ptr<int32_t>();
-  p.page_size = static_cast<int32_t>(std::max<int64_t>(kv_len, 1));
+  p.page_div = tfo::kernels::make_page_divisor(static_cast<int32_t>(std::max<int64_t>(kv_len, 1)));
   p.k_stride_page = 0;
   p.v_stride_page = 0;
   set_scales(p, sm_scale, logits_soft_cap, k_scale, v_scale, factor, window_left, op);
@@ -311,8 +311,8 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
   p.v_stride_page = static_cast<int32_t>(paged_v.stride(0));
   p.v_stride_token = static_cast<int32_t>(paged_v.stride(tok));
   p.v_stride_head = static_cast<int32_t>(paged_v.stride(head));
-  p.page_size = static_cast<int32_t>(paged_k.size(tok));
-  TORCH_CHECK(p.page_size > 0, op, ": page_size must be positive");
+  TORCH_CHECK(paged_k.size(tok) > 0, op, ": page_size must be positive");
+  p.page_div = tfo::kernels::make_page_divisor(static_cast<int32_t>(paged_k.size(tok)));
   p.kv_indptr = kv_indptr.data_ptr<int32_t>();
   p.kv_indices = kv_indices.data_ptr<int32_t>();
   p.kv_last_page_len = kv_last_page_len.data_ptr<int32_t>();

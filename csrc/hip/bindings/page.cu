@@ -120,9 +120,8 @@ void append_paged_kv_cache(const at::Tensor& append_key, const at::Tensor& appen
   p.v_stride_page = paged_v_cache.stride(0);
   p.v_stride_token = paged_v_cache.stride(tok);
   p.v_stride_head = paged_v_cache.stride(head);
-  p.page_size = static_cast<int32_t>(paged_k_cache.size(tok));
-  TORCH_CHECK(p.page_size > 0, op, ": page_size must be positive");
-  p.page_shift = append_page_shift(p.page_size);
+  TORCH_CHECK(paged_k_cache.size(tok) > 0, op, ": page_size must be positive");
+  p.page_div = make_page_divisor(static_cast<int32_t>(paged_k_cache.size(tok)));
   p.nnz = static_cast<int32_t>(nnz);
   p.num_heads = static_cast<int32_t>(append_key.size(1));
   p.head_dim = static_cast<int32_t>(append_key.size(2));

@@ -332,8 +332,8 @@ void batch_prefill_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
   set_query(p, q);
   set_heads(p, q.size(1), paged_k.size(head), op);
   const KvTensors kv = set_kv(p, paged_k, paged_v, 0, tok, head, op);
-  p.page_size = static_cast<int>(paged_k.size(tok));
-  TORCH_CHECK(p.page_size > 0, op, ": page_size must be positive");
+  TORCH_CHECK(paged_k.size(tok) > 0, op, ": page_size must be positive");
+  p.page_div = tfo::kernels::make_page_divisor(static_cast<int32_t>(paged_k.size(tok)));
   p.qo_indptr = qo_indptr.data_ptr<int32_t>();
   p.kv_indptr = kv_indptr.data_ptr<int32_t>();
   p.kv_indices = kv_indices.data_ptr<int32_t>();

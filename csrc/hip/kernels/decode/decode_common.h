@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "../../../include/plan_info.h"
+#include "../page/page_divisor.h"
 #include "fp8.h"
 #include "gpu_iface/platform.h"
 #include "gpu_iface/vec_types.h"
@@ -51,13 +52,13 @@ struct DecodeParams {
   int32_t* split_counters;
 
   // K/V: element (page, slot, head, d) at page * stride_page + slot * stride_token +
-  // head * stride_head + d. A single request is one page of page_size = kv_len tokens whose
+  // head * stride_head + d. A single request is one page of kv_len tokens whose
   // id (0) kv_indices holds; kv_indptr and kv_last_page_len are then unused.
   const void* k;
   const void* v;
   int32_t k_stride_page, k_stride_token, k_stride_head;
   int32_t v_stride_page, v_stride_token, v_stride_head;
-  int32_t page_size;
+  PageDivisor page_div;  // the page size (.size) and the division by it
   const int32_t* kv_indptr;         // [batch + 1] page offsets (paged)
   const int32_t* kv_indices;        // page ids
   const int32_t* kv_last_page_len;  // [batch] (paged)
@@ -114,7 +115,7 @@ TFO_INLINE void schedule_request(const DecodeParams& p, int32_t r, int32_t& part
 TFO_INLINE int32_t request_kv_len(const DecodeParams& p, int32_t r) {
   if (p.plan == nullptr) return p.single_kv_len;
   const int32_t pages = p.kv_indptr[r + 1] - p.kv_indptr[r];
-  return pages > 0 ? (pages - 1) * p.page_size + p.kv_last_page_len[r] : 0;
+  return pages > 0 ? (pages - 1) * p.page_div.size + p.kv_last_page_len[r] : 0;
 }
 
 // The page ids of a request.
@@ -129,12 +130,11 @@ struct KvOffsets {
 
 TFO_INLINE KvOffsets kv_offsets(const DecodeParams& p, const int32_t* pages, int32_t pos,
                                 int32_t kv_head) {
-  const int32_t page_idx = pos / p.page_size;
-  const int32_t slot = pos - page_idx * p.page_size;
-  const int64_t page = pages[page_idx];
-  return {page * p.k_stride_page + static_cast<int64_t>(slot) * p.k_stride_token +
+  const PageSlot at = page_slot(pos, p.page_div);
+  const int64_t page = pages[at.page];
+  return {page * p.k_stride_page + static_cast<int64_t>(at.slot) * p.k_stride_token +
               kv_head * p.k_stride_head,
-          page * p.v_stride_page + static_cast<int64_t>(slot) * p.v_stride_token +
+          page * p.v_stride_page + static_cast<int64_t>(at.slot) * p.v_stride_token +
               kv_head * p.v_stride_head};
 }
 

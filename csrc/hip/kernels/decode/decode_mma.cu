@@ -33,7 +33,9 @@ inline constexpr int kMmaDecodeThreads = MmaDecodeShape<D>::kThreads;
 
 // Byte offsets into the kernel's dynamic shared memory.
 //
-//   q | P tiles | m, l | K/V region
+//   q | P tiles | m, l | row addresses | K/V region
+//
+// Row addresses: two buffers of the cache addresses of a tile's K rows then V rows (RowAddresses).
 //
 // The K/V region holds kStages (K, V) tile pairs as stored in the cache. A 16-bit cache's pairs
 // are the swizzled T tiles the mma reads. An FP8 cache with asynchronous copies stages raw bytes
@@ -55,13 +57,16 @@ struct MmaDecodeSmem {
   static constexpr int kP = kQ + Shape::kRows * D * static_cast<int>(sizeof(T));
   static constexpr int kM = kP + Shape::kWaves * 16 * 16 * static_cast<int>(sizeof(T));
   static constexpr int kL = kM + Shape::kWaves * Shape::kRows * 4;
-  static constexpr int kKv = kL + Shape::kWaves * Shape::kRows * 4;
+  static constexpr int kAddr = kL + Shape::kWaves * Shape::kRows * 4;
+  static constexpr int kAddrBytes = 2 * Shape::kTokens * 8;  // one buffer
+  static constexpr int kKv = kAddr + 2 * kAddrBytes;
   static constexpr int kStageBytes = 2 * (kWidenOnLoad ? kTTileBytes : kRawTileBytes);
   static constexpr int kWidened = kKv + kStages * kStageBytes;  // kStageRaw only
   static constexpr int kKvBytes = kStages * kStageBytes + (kStageRaw ? 2 * kTTileBytes : 0);
   static constexpr int kMergeBytes = Shape::kWaves * Shape::kRows * D * 4;
   static constexpr int kBytes = kKv + (kKvBytes > kMergeBytes ? kKvBytes : kMergeBytes);
-  static_assert(kKv % 16 == 0 && kStageBytes % 16 == 0, "16-byte aligned tiles");
+  static_assert(kAddr % 8 == 0 && kKv % 16 == 0 && kStageBytes % 16 == 0, "aligned regions");
+  static_assert(2 * Shape::kTokens <= Shape::kThreads, "one row address per thread");
 };
 
 template <typename T, typename KV, int D>
@@ -85,11 +90,44 @@ TFO_INLINE void widen_fp8x16(const uint32_t (&in)[4], uint32_t (&lo)[4], uint32_
   }
 }
 
-// Issues the copies of one K/V tile (rows tile0 .. tile0 + kTokens of the task's kv head) into
-// a stage; rows at or past kv_hi are zero-filled. Commit and wait are the caller's.
+// The cache address of every K and V row of a tile, computed once per row by one thread and
+// handed to the copies through shared memory, one iteration ahead: otherwise every thread that
+// copies a chunk of a row repeats the row's page lookup and address arithmetic (sm_90a: 343 of
+// the loop's ~750 instructions per tile went to issuing its copies, 150 now). begin() reads
+// the row's page id; finish(), after the tile's math has given that load time to land, stores
+// the address.
+template <typename KV, int kTokens>
+struct RowAddresses {
+  const KV* row = nullptr;  // the row's address without its page's offset
+  int64_t page = 0;         // the page id, loaded
+  int64_t page_stride = 0;
+  bool active = false;
+
+  TFO_INLINE void begin(const DecodeParams& p, const int32_t* pages, int32_t tile0, int32_t kv_hi,
+                        int32_t kv_head, int tid) {
+    active = tid < 2 * kTokens;
+    if (!active) return;
+    const bool is_v = tid >= kTokens;
+    const int32_t pos = tile0 + (is_v ? tid - kTokens : tid);
+    const PageSlot at = page_slot(pos < kv_hi ? pos : kv_hi - 1, p.page_div);
+    page = pages[at.page];
+    page_stride = is_v ? p.v_stride_page : p.k_stride_page;
+    row = static_cast<const KV*>(is_v ? p.v : p.k) +
+          (static_cast<int64_t>(at.slot) * (is_v ? p.v_stride_token : p.k_stride_token) +
+           kv_head * (is_v ? p.v_stride_head : p.k_stride_head));
+  }
+
+  TFO_INLINE void finish(const KV** buffer, int tid) const {
+    if (active) buffer[tid] = row + page * page_stride;
+  }
+};
+
+// Issues the copies of one K/V tile (rows tile0 .. tile0 + kTokens of the task's kv head, whose
+// addresses RowAddresses left in `rows`: K rows, then V rows) into a stage; rows at or past
+// kv_hi are zero-filled. Commit and wait are the caller's.
 template <typename T, typename KV, int D>
-TFO_INLINE void issue_kv_tile(const DecodeParams& p, const int32_t* pages, int32_t tile0,
-                              int32_t kv_hi, int32_t kv_head, uint8_t* stage, int tid) {
+TFO_INLINE void issue_kv_tile(const KV* const* rows, int32_t tile0, int32_t kv_hi, uint8_t* stage,
+                              int tid) {
   using Shape = MmaDecodeShape<D>;
   using Smem = MmaDecodeSmem<T, KV, D>;
   using KvTile = SmemTile<T, Shape::kTokens, D>;
@@ -101,23 +139,23 @@ TFO_INLINE void issue_kv_tile(const DecodeParams& p, const int32_t* pages, int32
   for (int i = 0; i < Shape::kTokens * kChunks / Shape::kThreads; ++i) {
     const int idx = i * Shape::kThreads + tid;
     const int row = idx / kChunks, chunk = idx % kChunks;
-    const int32_t pos = tile0 + row;
-    const bool in = pos < kv_hi;
-    const KvOffsets off = kv_offsets(p, pages, in ? pos : kv_hi - 1, kv_head);
+    const bool in = tile0 + row < kv_hi;
+    const KV* k_row = rows[row];
+    const KV* v_row = rows[Shape::kTokens + row];
     if constexpr (Smem::kWidenOnLoad) {
-      auto widen = [&](const void* base, int64_t offset, const KvTile& tile) {
+      auto widen = [&](const KV* src, const KvTile& tile) {
         float f[8];
         KvVec8<T> packed;
-        kv8_to_float<KV>(in ? load_kv8<KV>(base, offset + chunk * 8) : zero_kv8<KV>(), f);
+        kv8_to_float<KV>(in ? load_kv8<KV>(src, chunk * 8) : zero_kv8<KV>(), f);
 #pragma unroll
         for (int e = 0; e < 4; ++e) packed.w[e] = pack2<T>(f[2 * e], f[2 * e + 1]);
         *reinterpret_cast<KvVec8<T>*>(tile.chunk_ptr(row, chunk)) = packed;
       };
-      widen(p.k, off.k, k_tile);
-      widen(p.v, off.v, v_tile);
+      widen(k_row, k_tile);
+      widen(v_row, v_tile);
     } else {
-      const KV* k_src = static_cast<const KV*>(p.k) + off.k + chunk * (16 / sizeof(KV));
-      const KV* v_src = static_cast<const KV*>(p.v) + off.v + chunk * (16 / sizeof(KV));
+      const KV* k_src = k_row + chunk * (16 / sizeof(KV));
+      const KV* v_src = v_row + chunk * (16 / sizeof(KV));
       if constexpr (Smem::kStageRaw) {  // row-major bytes
         copy_global_to_shared_16b(stage + row * (D * sizeof(KV)) + chunk * 16, k_src, in);
         copy_global_to_shared_16b(stage + Smem::kRawTileBytes + row * (D * sizeof(KV)) + chunk * 16,
@@ -182,6 +220,9 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
   const int lane = lane_id();
   const PTile p_tile{reinterpret_cast<T*>(decode_smem + Smem::kP) + wave * 16 * 16};
   auto stage_ptr = [&](int s) { return decode_smem + Smem::kKv + s * Smem::kStageBytes; };
+  auto row_buffer = [&](int32_t tile) {
+    return reinterpret_cast<const KV**>(decode_smem + Smem::kAddr + (tile % 2) * Smem::kAddrBytes);
+  };
 
   const int32_t num_tasks = schedule_num_items(p) * p.num_kv_heads * p.head_slices;
   for (int32_t task = block_index_x(); task < num_tasks; task += p.num_blocks) {
@@ -205,12 +246,24 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
     copy_commit_group();
 
     const int32_t* pages = request_pages(p, req);
-    // The first kStages - 1 tiles are in flight before the loop; each iteration issues one more.
+    // Row addresses run one tile ahead of the copies, which run kStages - 1 tiles ahead of the
+    // math: tile s's addresses are stored before tile s - 1's copies are issued.
+    RowAddresses<KV, kTokens> rows;
+    auto next_rows = [&](int32_t tile) {  // begin() for a tile, when it exists
+      rows.active = false;
+      if (tile < num_tiles) rows.begin(p, pages, kv_lo + tile * kTokens, kv_hi, t.kv_head, tid);
+    };
+    next_rows(0);
+    rows.finish(row_buffer(0), tid);
+    block_sync();
 #pragma unroll
     for (int s = 0; s + 1 < kStages; ++s) {
-      if (s < num_tiles) issue_kv_tile<T, KV, D>(p, pages, kv_lo + s * kTokens, kv_hi, t.kv_head, stage_ptr(s), tid);
+      if (s < num_tiles) issue_kv_tile<T, KV, D>(row_buffer(s), kv_lo + s * kTokens, kv_hi, stage_ptr(s), tid);
       copy_commit_group();
+      next_rows(s + 1);
+      rows.finish(row_buffer(s + 1), tid);
     }
+    next_rows(kStages);
 
     FragC o_acc[kColTiles];
 #pragma unroll
@@ -225,7 +278,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
       const int32_t tile0 = kv_lo + j * kTokens;
       block_sync();  // every wave is done with tile j - 1: its stage (and the widened tiles) are free
       if (j + kStages - 1 < num_tiles) {
-        issue_kv_tile<T, KV, D>(p, pages, tile0 + (kStages - 1) * kTokens, kv_hi, t.kv_head,
+        issue_kv_tile<T, KV, D>(row_buffer(j + kStages - 1), tile0 + (kStages - 1) * kTokens, kv_hi,
                                 stage_ptr((j + kStages - 1) % kStages), tid);
       }
       copy_commit_group();
@@ -292,6 +345,8 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
         mma(o_acc[n], pa, vb);
       }
       wave_sync();
+      rows.finish(row_buffer(j + kStages), tid);  // read after the next iteration's barrier
+      next_rows(j + kStages + 1);
     }
     copy_wait_groups<0>();  // the q tile of a task without kv rows
     block_sync();           // K/V tiles become the merge buffer

@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "../decode/fp8.h"
+#include "page_divisor.h"
 #include "gpu_iface/platform.h"
 #include "gpu_iface/vec_types.h"
 
@@ -37,16 +38,11 @@ struct AppendParams {
   void* v_cache;
   int64_t k_stride_page, k_stride_token, k_stride_head;
   int64_t v_stride_page, v_stride_token, v_stride_head;
-  int32_t page_size, nnz, num_heads, head_dim;
-  int32_t page_shift;                   // log2(page_size) for a power of two, else -1
+  PageDivisor page_div;  // the page size (.size) and the division by it
+  int32_t nnz, num_heads, head_dim;
   int32_t heads_per_block, grid_tokens;  // blockDim.y, gridDim.x
   float inv_k_scale, inv_v_scale;
 };
-
-// AppendParams::page_shift for a page size (host side; every launcher fills it this way).
-inline int32_t append_page_shift(int32_t page_size) {
-  return (page_size & (page_size - 1)) == 0 ? __builtin_ctz(static_cast<unsigned>(page_size)) : -1;
-}
 
 template <typename Dst>
 TFO_INLINE void store_converted(Dst* dst, const float* x) {
@@ -83,8 +79,8 @@ TFO_INLINE void load8(const Src* src, float scale, float* out) {
 
 // A block of (head_dim / 8) x heads_per_block threads takes one appended token at a time (grid
 // stride), thread (x, y) the 8-element chunk x of heads y, y + blockDim.y, ...: no integer
-// division on the way to an address except pos / page_size, a shift for the usual powers of
-// two. The appended K/V are read before the page lookup: those reads do not depend on it, so
+// division on the way to an address (the page index is page_divisor.h's multiply and shift).
+// The appended K/V are read before the page lookup: those reads do not depend on it, so
 // their latency overlaps the dependent index loads (batch index, page offset, page id).
 template <typename Src, typename Dst>
 TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kPageThreads) append_paged_kv_kernel(const AppendParams p) {
@@ -100,11 +96,11 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kPageThreads) append_paged_kv_kernel(const App
                 chunk * 8,
             p.inv_v_scale, v);
       if (b < 0 || pos < 0) continue;
-      const int32_t page_in_request = p.page_shift >= 0 ? pos >> p.page_shift : pos / p.page_size;
-      const int32_t page_idx = p.kv_indptr[b] + page_in_request;
+      const PageSlot at = page_slot(pos, p.page_div);
+      const int32_t page_idx = p.kv_indptr[b] + at.page;
       if (page_idx >= p.kv_indptr[b + 1]) continue;
       const int64_t page = p.kv_indices[page_idx];
-      const int32_t slot = pos - page_in_request * p.page_size;
+      const int32_t slot = at.slot;
       store_converted(static_cast<Dst*>(p.k_cache) + page * p.k_stride_page + slot * p.k_stride_token +
                           head * p.k_stride_head + chunk * 8,
                       k);

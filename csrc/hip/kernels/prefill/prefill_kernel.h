@@ -81,13 +81,13 @@ template <bool kPaged>
 struct KvAddress {
   const int32_t* pages;  // paged: the request's page ids
   int token_base;        // contiguous: the request's first token
-  int page_size;
+  PageDivisor page_div;
   int stride_page, stride_token, head_offset;
 
   TFO_INLINE int64_t operator()(int pos) const {
     if constexpr (kPaged) {
-      const int page = pages[pos / page_size];
-      return static_cast<int64_t>(page) * stride_page + (pos % page_size) * stride_token +
+      const PageSlot at = page_slot(pos, page_div);
+      return static_cast<int64_t>(pages[at.page]) * stride_page + at.slot * stride_token +
              head_offset;
     } else {
       return static_cast<int64_t>(token_base + pos) * stride_token + head_offset;
@@ -143,7 +143,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     qo_len = p.qo_indptr[r + 1] - qo_base;
     const int span = p.kv_indptr[r + 1] - p.kv_indptr[r];
     if constexpr (kPaged) {
-      kv_len = span > 0 ? (span - 1) * p.page_size + p.kv_last_page_len[r] : 0;
+      kv_len = span > 0 ? (span - 1) * p.page_div.size + p.kv_last_page_len[r] : 0;
       pages = p.kv_indices + p.kv_indptr[r];
     } else {
       kv_len = span;
@@ -163,7 +163,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   const T* v = static_cast<const T*>(p.v);
   const KvAddress<kPaged> kv_addr{pages,
                                   kv_token_base,
-                                  p.page_size,
+                                  p.page_div,
                                   p.kv_stride_page,
                                   p.kv_stride_token,
                                   u.kv_head * p.kv_stride_head};

@@ -3,6 +3,8 @@
 
 #include <cstdint>
 
+#include "../page/page_divisor.h"
+
 namespace tfo::kernels::prefill {
 
 struct PrefillParams {
@@ -20,7 +22,7 @@ struct PrefillParams {
   const void* k = nullptr;
   const void* v = nullptr;
   int kv_stride_page = 0, kv_stride_token = 0, kv_stride_head = 0;
-  int page_size = 0;
+  PageDivisor page_div;  // the page size (.size) and the division by it
 
   // Batch description (device arrays). Single-request launches leave these null and set
   // qo_len / kv_len instead.

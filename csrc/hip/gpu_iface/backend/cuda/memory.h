@@ -10,9 +10,12 @@ TFO_INLINE uint32_t shared_address(const void* smem) {
 }
 
 // cp.async.cg bypasses L1; a source size of 0 makes it write 16 zero bytes without reading.
+// L2::128B lets L2 fetch the whole 128-byte line from DRAM on the first sector's miss (the
+// copies stream rows of 128 bytes or more): on the H200 the tensor-core paged decode read
+// 85-91% of the copy bandwidth with it against 83-89% without, and less again with L2::256B.
 TFO_INLINE void copy_global_to_shared_16b(void* smem, const void* gmem, bool in_bounds = true) {
   const int src_bytes = in_bounds ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(smem)),
+  asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(shared_address(smem)),
                "l"(gmem), "r"(src_bytes)
                : "memory");
 }
