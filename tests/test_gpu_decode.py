@@ -134,6 +134,41 @@ def test_batch_decode(workspace, case, use_tensor_cores):
     _check(w, q, P, r_out, r_lse, dtype)
 
 
+@pytest.mark.parametrize("form", ["int32", "int64", "strided", "graph"])
+def test_batch_decode_planned_from_device_arrays(workspace, form):
+    """plan() given its index arrays on the GPU (as serving loops keep them): int32 arrays are
+    used in place, other dtypes and strided views through their host copies, and CUDA-graph mode
+    copies them device to device into its fixed buffers. Each against the float64 reference,
+    with the arrays poisoned after plan() where plan() must have copied them."""
+    kv_lens, page_size, hq, hkv, d, dtype = [7, 300, 1, 2049, 64], 16, 32, 8, 128, F16
+    P = Paged(kv_lens, page_size, hkv, d, dtype, "NHD")
+    q = torch.randn(len(kv_lens), hq, d, dtype=dtype, device=DEV)
+
+    def device_form(t):
+        if form == "int64":
+            return t.to(DEV, torch.int64)
+        if form == "strided":  # every other element of a twice-as-long array
+            return torch.stack([t, torch.full_like(t, -7)], 1).reshape(-1).to(DEV)[::2]
+        return t.to(DEV)
+
+    indptr, indices, last = device_form(P.indptr), device_form(P.indices), device_form(P.last)
+    if form == "graph":
+        w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
+            workspace, "NHD", use_cuda_graph=True,
+            paged_kv_indptr_buffer=torch.empty(len(kv_lens) + 1, dtype=torch.int32, device=DEV),
+            paged_kv_indices_buffer=torch.empty(indices.numel(), dtype=torch.int32, device=DEV),
+            paged_kv_last_page_len_buffer=torch.empty(len(kv_lens), dtype=torch.int32, device=DEV))
+    else:
+        w = _wrapper(workspace, "NHD", False)
+    w.plan(indptr, indices.contiguous() if form == "strided" else indices, last, hq, hkv, d, page_size,
+           q_data_type=dtype, kv_data_type=dtype)
+    if form != "int32":  # the run must read the copies plan() made, not these arrays
+        indptr.fill_(-1)
+        last.fill_(-1)
+    r_out, r_lse = P.reference(q)
+    _check(w, q, P, r_out, r_lse, dtype)
+
+
 @pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
 def test_batch_decode_balanced_split(workspace, use_tensor_cores):
     """Between one and two rounds of tasks on the persistent grid, plan() splits requests so the

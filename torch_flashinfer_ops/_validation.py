@@ -130,15 +130,30 @@ def check_scale(name: str, value: Optional[float]) -> float:
     return float(value)
 
 
-def host_int32(t: torch.Tensor, name: str) -> torch.Tensor:
-    """A host copy of an index array, checked to be 1-D integer."""
+def _check_index_array(t, name: str) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dim() != 1:
         raise ValueError(f"{name} must be 1-D, got shape {tuple(t.shape)}")
     if t.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"{name} must be an int32 tensor, got {t.dtype}")
-    return t.to("cpu", torch.int32)
+
+
+def host_int32(t: torch.Tensor, name: str) -> torch.Tensor:
+    """A host copy of an index array, checked to be 1-D integer."""
+    return host_int32s((t, name))[0]
+
+
+def host_int32s(*named) -> list:
+    """Host copies of several (index array, name) pairs. Arrays on a GPU are copied into pinned
+    memory without blocking and waited for once per device (one synchronisation for all of
+    them instead of one per blocking copy)."""
+    for t, name in named:
+        _check_index_array(t, name)
+    hosts = [t.to("cpu", torch.int32, non_blocking=t.is_cuda) for t, _ in named]
+    for device in {t.device for t, _ in named if t.is_cuda}:
+        torch.cuda.current_stream(device).synchronize()
+    return hosts
 
 
 def check_indptr(indptr: torch.Tensor, name: str, batch_size: Optional[int] = None) -> None:

@@ -132,11 +132,19 @@ class BatchWrapperBase:
                     "construct the wrapper with buffers sized for the largest batch"
                 )
 
-    def _to_device(self, t: torch.Tensor, buffer_name: str, non_blocking: bool) -> torch.Tensor:
+    def _to_device(self, t: torch.Tensor, buffer_name: str, non_blocking: bool,
+                   given: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The run-time copy of an index array: in the fixed buffer in CUDA-graph mode.
 
+        t is the host copy plan() read; `given`, the array as the caller passed it: when that
+        is already a contiguous int32 tensor on the workspace's device, it is used instead (as
+        it is outside CUDA-graph mode, as FlashInfer does; copied device to device into the
+        fixed buffer otherwise), which saves a host-to-device copy per array.
         Its length follows the batch composition, so it is marked dynamic: a compiled graph
         that calls run() is reused across plans instead of being recompiled per length."""
+        if (given is not None and given.device == self.device and given.dtype == torch.int32
+                and given.is_contiguous()):
+            t = given
         device_copy = self._copy_index_array(t.to(torch.int32), buffer_name, non_blocking)
         torch._dynamo.maybe_mark_dynamic(device_copy, 0)
         return device_copy

@@ -140,8 +140,7 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
             q_data_type = kv_data_type = data_type
         q_dtype = parse_dtype(q_data_type, "q_data_type") or torch.float16
         kv_dtype = parse_dtype(kv_data_type, "kv_data_type") or q_dtype
-        kv_indptr_h = V.host_int32(indptr, "indptr")
-        last_h = V.host_int32(last_page_len, "last_page_len")
+        kv_indptr_h, last_h = V.host_int32s((indptr, "indptr"), (last_page_len, "last_page_len"))
         batch_size = kv_indptr_h.numel() - 1
         check_paged_indices(kv_indptr_h, indices, last_h, batch_size, page_size,
                             "indptr", "indices", "last_page_len")
@@ -160,9 +159,10 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
                                           self._use_tensor_cores)
         self._plan = self._workspace.plan(self.platform, qo_indptr_h, kv_lens_h, num_qo_heads, num_kv_heads,
                                           head_dim, non_blocking, decode_grid=grid)
-        self._kv_indptr = self._to_device(kv_indptr_h, "paged_kv_indptr_buffer", non_blocking)
+        self._kv_indptr = self._to_device(kv_indptr_h, "paged_kv_indptr_buffer", non_blocking, indptr)
         self._kv_indices = self._to_device(indices[:n_pages], "paged_kv_indices_buffer", non_blocking)
-        self._kv_last_page_len = self._to_device(last_h, "paged_kv_last_page_len_buffer", non_blocking)
+        self._kv_last_page_len = self._to_device(last_h, "paged_kv_last_page_len_buffer", non_blocking,
+                                                 last_page_len)
         if self._chosen == "aiter":
             self._aiter_qo_indptr = qo_indptr_h.to(self.device)
             self._aiter_plan = aiter_bridge.plan_paged(kv_indptr_h, indices, kv_lens_h,

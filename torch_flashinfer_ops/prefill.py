@@ -132,7 +132,7 @@ class _PrefillWrapperBase(BatchWrapperBase):
 
     _op_name = ""
 
-    def _plan_common(self, qo_indptr, kv_lens_h, num_qo_heads, num_kv_heads, head_dim_qk, head_dim_vo,
+    def _plan_common(self, qo_indptr_h, kv_lens_h, num_qo_heads, num_kv_heads, head_dim_qk, head_dim_vo,
                      custom_mask, packed_custom_mask, causal, pos_encoding_mode, use_fp16_qk_reduction,
                      window_left, logits_soft_cap, sm_scale, rope_scale, rope_theta, q_data_type,
                      kv_data_type, page_size, unserved):
@@ -147,7 +147,6 @@ class _PrefillWrapperBase(BatchWrapperBase):
         cap = V.check_soft_cap(logits_soft_cap)
         q_dtype = parse_dtype(q_data_type, "q_data_type")
         kv_dtype = parse_dtype(kv_data_type, "kv_data_type") or q_dtype
-        qo_indptr_h = V.host_int32(qo_indptr, "qo_indptr")
         batch_size = qo_indptr_h.numel() - 1
         V.check_indptr(qo_indptr_h, "qo_indptr")
         qo_lens = qo_indptr_h[1:] - qo_indptr_h[:-1]
@@ -253,9 +252,9 @@ class BatchPrefillWithPagedKVCacheWrapper(_PrefillWrapperBase):
         """Schedules the batch: reads the index arrays on the host once, writes the
         schedule into the workspace. qo_indptr [batch+1], paged_kv_indptr [batch+1],
         paged_kv_indices [paged_kv_indptr[-1]], paged_kv_last_page_len [batch]."""
-        kv_indptr_h = V.host_int32(paged_kv_indptr, "paged_kv_indptr")
-        last_h = V.host_int32(paged_kv_last_page_len, "paged_kv_last_page_len")
-        qo_h = V.host_int32(qo_indptr, "qo_indptr")
+        kv_indptr_h, last_h, qo_h = V.host_int32s((paged_kv_indptr, "paged_kv_indptr"),
+                                                  (paged_kv_last_page_len, "paged_kv_last_page_len"),
+                                                  (qo_indptr, "qo_indptr"))
         batch_size = qo_h.numel() - 1
         check_paged_indices(kv_indptr_h, paged_kv_indices, last_h, batch_size, page_size)
         kv_lens_h = paged_kv_lens(kv_indptr_h, last_h, page_size)
@@ -264,7 +263,7 @@ class BatchPrefillWithPagedKVCacheWrapper(_PrefillWrapperBase):
                         max_item_len_ptr=max_item_len_ptr, seq_lens=seq_lens, seq_lens_q=seq_lens_q,
                         block_tables=block_tables)
         qo_indptr_h, batch_size, q_dtype, kv_dtype, cap, packed, mask_indptr = self._plan_common(
-            qo_indptr, kv_lens_h, num_qo_heads, num_kv_heads, head_dim_qk, head_dim_vo, custom_mask,
+            qo_h, kv_lens_h, num_qo_heads, num_kv_heads, head_dim_qk, head_dim_vo, custom_mask,
             packed_custom_mask, causal, pos_encoding_mode, use_fp16_qk_reduction, window_left,
             logits_soft_cap, sm_scale, rope_scale, rope_theta, q_data_type, kv_data_type, page_size, unserved)
         n_pages = int(kv_indptr_h[-1])
@@ -274,10 +273,11 @@ class BatchPrefillWithPagedKVCacheWrapper(_PrefillWrapperBase):
             **({"custom_mask_buf": packed.numel(), "mask_indptr_buf": batch_size + 1} if packed is not None else {}))
         self._plan = self._workspace.plan(self.platform, qo_indptr_h, kv_lens_h, num_qo_heads, num_kv_heads,
                                           head_dim_qk, non_blocking)
-        self._qo_indptr = self._to_device(qo_indptr_h, "qo_indptr_buf", non_blocking)
-        self._kv_indptr = self._to_device(kv_indptr_h, "paged_kv_indptr_buf", non_blocking)
+        self._qo_indptr = self._to_device(qo_indptr_h, "qo_indptr_buf", non_blocking, qo_indptr)
+        self._kv_indptr = self._to_device(kv_indptr_h, "paged_kv_indptr_buf", non_blocking, paged_kv_indptr)
         self._kv_indices = self._to_device(paged_kv_indices[:n_pages], "paged_kv_indices_buf", non_blocking)
-        self._kv_last_page_len = self._to_device(last_h, "paged_kv_last_page_len_buf", non_blocking)
+        self._kv_last_page_len = self._to_device(last_h, "paged_kv_last_page_len_buf", non_blocking,
+                                                 paged_kv_last_page_len)
         if self._chosen == "aiter":
             self._aiter_plan = aiter_bridge.plan_paged(kv_indptr_h, paged_kv_indices, kv_lens_h,
                                                        qo_indptr_h[1:] - qo_indptr_h[:-1], self.device)
@@ -415,14 +415,13 @@ class BatchPrefillWithRaggedKVCacheWrapper(_PrefillWrapperBase):
         max_item_len_ptr: Optional[torch.Tensor] = None,
     ) -> None:
         """Schedules the batch. qo_indptr and kv_indptr [batch+1] index the concatenated q and k/v."""
-        kv_indptr_h = V.host_int32(kv_indptr, "kv_indptr")
-        qo_h = V.host_int32(qo_indptr, "qo_indptr")
+        kv_indptr_h, qo_h = V.host_int32s((kv_indptr, "kv_indptr"), (qo_indptr, "qo_indptr"))
         V.check_indptr(kv_indptr_h, "kv_indptr", qo_h.numel() - 1)
         kv_lens_h = kv_indptr_h[1:] - kv_indptr_h[:-1]
         unserved = dict(prefix_len_ptr=prefix_len_ptr, token_pos_in_items_ptr=token_pos_in_items_ptr,
                         token_pos_in_items_len=token_pos_in_items_len or None, max_item_len_ptr=max_item_len_ptr)
         qo_indptr_h, batch_size, q_dtype, kv_dtype, cap, packed, mask_indptr = self._plan_common(
-            qo_indptr, kv_lens_h, num_qo_heads, num_kv_heads, head_dim_qk, head_dim_vo, custom_mask,
+            qo_h, kv_lens_h, num_qo_heads, num_kv_heads, head_dim_qk, head_dim_vo, custom_mask,
             packed_custom_mask, causal, pos_encoding_mode, use_fp16_qk_reduction, window_left,
             logits_soft_cap, sm_scale, rope_scale, rope_theta, q_data_type, kv_data_type, None, unserved)
         self._check_graph_capacity(
@@ -430,8 +429,8 @@ class BatchPrefillWithRaggedKVCacheWrapper(_PrefillWrapperBase):
             **({"custom_mask_buf": packed.numel(), "mask_indptr_buf": batch_size + 1} if packed is not None else {}))
         self._plan = self._workspace.plan(self.platform, qo_indptr_h, kv_lens_h, num_qo_heads, num_kv_heads,
                                           head_dim_qk, non_blocking)
-        self._qo_indptr = self._to_device(qo_indptr_h, "qo_indptr_buf", non_blocking)
-        self._kv_indptr = self._to_device(kv_indptr_h, "kv_indptr_buf", non_blocking)
+        self._qo_indptr = self._to_device(qo_indptr_h, "qo_indptr_buf", non_blocking, qo_indptr)
+        self._kv_indptr = self._to_device(kv_indptr_h, "kv_indptr_buf", non_blocking, kv_indptr)
         self._packed_mask, self._mask_indptr = self._mask_to_device(packed, mask_indptr, non_blocking)
         self._total_kv = int(kv_indptr_h[-1])
         self._max_lens = (int((qo_indptr_h[1:] - qo_indptr_h[:-1]).max()) if batch_size else 0,
