@@ -139,11 +139,6 @@ def _check_index_array(t, name: str) -> None:
         raise ValueError(f"{name} must be an int32 tensor, got {t.dtype}")
 
 
-def host_int32(t: torch.Tensor, name: str) -> torch.Tensor:
-    """A host copy of an index array, checked to be 1-D integer."""
-    return host_int32s((t, name))[0]
-
-
 def host_int32s(*named) -> list:
     """Host copies of several (index array, name) pairs. Arrays on a GPU are copied into pinned
     memory without blocking and waited for once per device (one synchronisation for all of
