@@ -139,8 +139,9 @@ def _append_case(old_lens, appended, page_size, heads, d, src_dtype, cache_dtype
         ([3] * 512, [1] * 512, 1),          # 512 requests, page size 1
         ([int(x) for x in torch.randint(0, 300, (64,), generator=torch.Generator().manual_seed(5))],
          [int(x) for x in torch.randint(1, 70, (64,), generator=torch.Generator().manual_seed(6))], 64),
+        ([6, 0, 13, 40], [9, 7, 1, 25], 7),  # a page size that is not a power of two
     ],
-    ids=["bs1-append1", "append4k", "boundaries", "bs512-p1", "bs64-p64"],
+    ids=["bs1-append1", "append4k", "boundaries", "bs512-p1", "bs64-p64", "p7"],
 )
 @pytest.mark.parametrize("kv_layout", ["NHD", "HND"])
 @pytest.mark.parametrize("dtype", [F16, BF16])

@@ -187,6 +187,7 @@ PAGED_CASES = [
     (torch.float16, 128, 16, [16, 8], [3000, 4095], 8, 2, True, "NHD", {}),  # split kv + merge
     (torch.float16, 128, 16, [60, 90], [160, 300], 8, 2, True, "NHD", {"cap": 30.0, "window_left": 64}),
     (torch.bfloat16, 128, 32, [40, 41], [50, 100], 4, 2, False, "HND", {"mask": True}),
+    (torch.float16, 128, 12, [33, 5, 64], [100, 61, 64], 8, 2, True, "NHD", {}),  # page size not a power of two
 ]
 
 
