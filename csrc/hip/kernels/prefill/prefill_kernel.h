@@ -32,24 +32,22 @@ using namespace tfo::gpu;
 
 // Tile shapes (the one dispatch table of shapes), by head dim and by launch kind: planned
 // (batch, persistent) or single-request. Registers are the limit: O lives in registers.
-//   NVIDIA, single request, head_dim <= 128: 4 warps x 32 rows (two 16-row fragments per warp,
-//     so each K/V fragment read from shared memory feeds two MMAs), K/V tiles of 32 (64 at
-//     head_dim 64) rows.
-//   Otherwise one 16-row fragment per wave: 8 warps (NVIDIA, head_dim <= 128) or 4 waves, K/V
-//     tiles of 64 rows (32 at head_dim 256, which also keeps shared memory within gfx942's
-//     64 KiB).
-//   Planned launches take the one-fragment shapes; AMD runs 4 waves: with 8 a wave gets at
-//   most 256 VGPRs.
+//   NVIDIA, head_dim <= 128: 4 warps x 32 rows (two 16-row fragments per warp, so each K/V
+//     fragment read from shared memory feeds two MMAs), K/V tiles of 32 (64 at head_dim 64)
+//     rows. Planned launches fit it in 255 registers by deriving the masks' row tokens and the
+//     Q copy's rows where they are used instead of holding them.
+//   Otherwise one 16-row fragment per wave: 4 waves (AMD: with 8 a wave gets at most 256
+//     VGPRs; NVIDIA head_dim 256), K/V tiles of 64 rows (32 at head_dim 256, which also keeps
+//     shared memory within gfx942's 64 KiB).
 // Custom masks: served everywhere but by AMD's planned kernels, whose scalar registers they
 // would overflow (the bindings refuse them there).
 template <int kHeadDim, bool kPlanned>
 struct PrefillPolicy {
-  static constexpr bool kTwoFrags = kWaveSize == 32 && !kPlanned && kHeadDim <= 128;
+  static constexpr bool kTwoFrags = kWaveSize == 32 && kHeadDim <= 128;
   // Planned head_dim 256 on NVIDIA: two warps share each 16-row fragment, each accumulating
   // half of O's columns (both form the same S), so that O fits in registers.
   static constexpr int kColSplit = (kWaveSize == 32 && kPlanned && kHeadDim == 256) ? 2 : 1;
-  static constexpr int kWaves =
-      kColSplit == 2 ? 8 : kTwoFrags ? 4 : (kWaveSize == 32 && kHeadDim <= 128 ? 8 : 4);
+  static constexpr int kWaves = kColSplit == 2 ? 8 : 4;
   static constexpr int kRowFrags = kTwoFrags ? 2 : 1;
   static constexpr int kTileRows = kWaves / kColSplit * kRowFrags * 16;
   static constexpr int kKvTile = kHeadDim == 64 ? 64 : (kHeadDim == 128 ? (kTwoFrags ? 32 : 64) : 32);
@@ -221,9 +219,12 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   };
 
   block_sync();  // the previous unit's readers of shared memory are done
+  // The Q copy's per-thread rows are derived per unit (persistent launches would otherwise hold
+  // them, or spill them, across units).
+  const int q_thread = opaque_int(thread);
 #pragma unroll
   for (int i = 0; i < Policy::kTileRows * kChunks / kThreads; ++i) {
-    const int linear = i * kThreads + thread;
+    const int linear = i * kThreads + q_thread;
     const int row = linear / kChunks, chunk = linear % kChunks;
     const int packed = u.row_begin + row;
     const bool in_bounds = packed < u.row_end;
@@ -244,18 +245,10 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   copy_commit_group();
   if (num_kv_tiles > 1) fetch_page_offsets(kv_lo + Policy::kKvTile);
 
-  // The tokens of this lane's score rows (masking); rows past row_end are padding.
-  int row_token[R][kScoreRowsPerLane];
-  bool row_valid[R][kScoreRowsPerLane];
-#pragma unroll
-  for (int i = 0; i < R; ++i) {
-#pragma unroll
-    for (int s = 0; s < kScoreRowsPerLane; ++s) {
-      const int packed = u.row_begin + wave_row0 + 16 * i + score_slot_row(lane, s);
-      row_valid[i][s] = packed < u.row_end;
-      row_token[i][s] = packed / group;
-    }
-  }
+  // The first packed row of this wave's score rows; the masked tiles derive their rows' tokens
+  // from it (rows past row_end are padding). Derived there, not held through the loop: registers
+  // are the limit of the tile shapes.
+  const int wave_packed0 = u.row_begin + wave_row0;
 
   const bool soft_cap = p.cap_log2e > 0.0f;
   const float exp_scale = kTransformScores ? 1.0f : p.logit_scale;
@@ -320,6 +313,18 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
                            (p.causal && kv0 + Policy::kKvTile - 1 > t_first + delta) ||
                            (p.window_left >= 0 && kv0 < t_last + delta - p.window_left);
     if (need_mask) {
+      const int packed0 = opaque_int(wave_packed0);
+      int row_token[R][kScoreRowsPerLane];
+      bool row_valid[R][kScoreRowsPerLane];
+#pragma unroll
+      for (int i = 0; i < R; ++i) {
+#pragma unroll
+        for (int slot = 0; slot < kScoreRowsPerLane; ++slot) {
+          const int packed = packed0 + 16 * i + score_slot_row(lane, slot);
+          row_valid[i][slot] = packed < u.row_end;
+          row_token[i][slot] = packed / group;
+        }
+      }
 #pragma unroll
       for (int i = 0; i < R; ++i) {
 #pragma unroll

@@ -89,4 +89,11 @@ TFO_INLINE float fast_tanh(float x) {
 }
 TFO_INLINE float max_f32(float a, float b) { return __builtin_fmaxf(a, b); }
 
+// x, as a value the compiler cannot see through: what is derived from it is recomputed where it
+// is used instead of being hoisted out of a loop and held in registers.
+TFO_INLINE int opaque_int(int x) {
+  asm volatile("" : "+v"(x));
+  return x;
+}
+
 }  // namespace tfo::gpu
