@@ -170,6 +170,25 @@ def test_batch_decode_planned_from_device_arrays(workspace, form):
     _check(w, q, P, r_out, r_lse, dtype)
 
 
+def test_plan_from_host_arrays_does_not_wait_for_the_gpu(workspace):
+    """plan() from host index arrays queues its host-to-device copies behind the GPU's queued
+    work without waiting for it (pinned staging), so a serving loop's planning overlaps the
+    previous step's kernels; the run that follows is still correct."""
+    kv_lens, page_size, hq, hkv, d, dtype = [300, 17, 2049], 16, 32, 8, 128, F16
+    P = Paged(kv_lens, page_size, hkv, d, dtype, "NHD")
+    q = torch.randn(len(kv_lens), hq, d, dtype=dtype, device=DEV)
+    w = _wrapper(workspace, "NHD", False)
+    _plan(w, P, hq, hkv, d, dtype, dtype)  # warm-up: the pinned blocks are cached
+    torch.cuda.synchronize()
+    torch.cuda._sleep(2_000_000_000)  # about a second of queued GPU work
+    busy = torch.cuda.Event()
+    busy.record()
+    _plan(w, P, hq, hkv, d, dtype, dtype)
+    assert not busy.query(), "plan() waited for the GPU's queued work"
+    r_out, r_lse = P.reference(q)
+    _check(w, q, P, r_out, r_lse, dtype)
+
+
 @pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
 def test_batch_decode_balanced_split(workspace, use_tensor_cores):
     """Between one and two rounds of tasks on the persistent grid, plan() splits requests so the

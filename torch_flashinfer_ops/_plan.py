@@ -142,14 +142,10 @@ class Workspace:
         self.plan_bytes = min(8 << 20, (total // 4) // _ALIGN * _ALIGN)
         self.counter_bytes = min(256 << 10, (self.plan_bytes // 8) // _ALIGN * _ALIGN)
         self.plan_info_bytes = self.plan_bytes - self.counter_bytes
-        self.plan_host = torch.empty(self.plan_info_bytes // 4, dtype=torch.int32,
-                                     pin_memory=buffer.is_cuda and torch.cuda.is_available())
+        self.plan_host = torch.empty(self.plan_info_bytes // 4, dtype=torch.int32)  # host scratch
         self.split_counters = self.bytes[self.plan_info_bytes : self.plan_bytes].view(torch.int32)
         self.split_counters.zero_()
         torch._dynamo.mark_static_address(self.split_counters)
-        # The last host-to-device copy out of plan_host; the next plan() waits for it
-        # before rewriting plan_host.
-        self._copy_done = None
         self._partials = {}  # (num_qo_heads, head_dim) -> (partial_o, partial_lse)
 
     @property
@@ -192,17 +188,16 @@ class Workspace:
         if kv_chunk_size is None:
             kv_chunk_size = choose_kv_chunk_size(platform, qo_lens, kv_lens, num_kv_heads, q_tile_rows,
                                                  decode_grid)
-        if self._copy_done is not None:
-            self._copy_done.synchronize()
         # Raises ValueError, before writing anything, when the plan region is too small.
         ops.plan_batch(qo_indptr_host, kv_lens_host, self.plan_host, q_tile_rows, kv_chunk_size)
         needed = PLAN_HEADER + PLAN_REQUEST_FIELDS * kv_lens.size + PLAN_ITEM_FIELDS * int(self.plan_host[0])
         device_plan = self.plan_view()
         if device_plan.is_cuda:
-            # Only the prefix a run reads travels; the buffer keeps its fixed size.
-            device_plan[:needed].copy_(self.plan_host[:needed], non_blocking=non_blocking)
-            self._copy_done = torch.cuda.Event()
-            self._copy_done.record()
+            # Only the prefix a run reads travels, from a pinned block of the caching host
+            # allocator (kept until the copy has run), so plan_host is free again at once: no
+            # wait here for an earlier plan's copy still queued behind the GPU's work.
+            staged = torch.empty(needed, dtype=torch.int32, pin_memory=True).copy_(self.plan_host[:needed])
+            device_plan[:needed].copy_(staged, non_blocking=non_blocking)
         else:
             device_plan[:needed].copy_(self.plan_host[:needed])
         rows = int(self.plan_host[4])

@@ -151,6 +151,11 @@ class BatchWrapperBase:
 
     def _copy_index_array(self, t: torch.Tensor, buffer_name: str, non_blocking: bool) -> torch.Tensor:
         """`t` on the workspace's device: a prefix of the fixed buffer in CUDA-graph mode."""
+        if t.device.type == "cpu" and self.device.type == "cuda":
+            # From pageable memory a host-to-device copy first waits for the stream's queued
+            # work (CUDA's rule for pageable sources); staged in pinned memory (the caching host
+            # allocator keeps the block until the copy has run) it is queued without waiting.
+            t = t.pin_memory()
         if self._use_cuda_graph:
             self._check_graph_capacity(**{buffer_name: t.numel()})
             buf = self._graph_buffers[buffer_name]
