@@ -12,6 +12,8 @@
 //   wave_all(pred)                    true when pred holds on every active lane (wave-uniform)
 //   block_sync(), wave_sync()         barrier with shared-memory visibility; wave-level barrier
 //   fast_exp2(x), fast_rcp(x), fast_log2(x), fast_tanh(x), max_f32(a, b)
+//   opaque_int(x)                     x, hidden from the optimiser: values derived from it are
+//                                     recomputed where used, not hoisted and held in registers
 #pragma once
 
 #include "gpu_iface/backend.h"
