@@ -7,6 +7,8 @@
 //       LDS store. Either way, other threads see the data only after block_sync().
 //   copy_commit_group(), copy_wait_groups<kPending>()
 //       close the current group of copies; wait until at most kPending groups are in flight.
+//   check_tile_alignment(smem)
+//       traps unless smem is 128-byte aligned where the fragment loaders need it (NVIDIA).
 //   swizzle_chunk<kChunksPerRow>(row, chunk)
 //       physical 16-byte chunk within a row for a logical one, chosen for the platform's banks.
 #pragma once

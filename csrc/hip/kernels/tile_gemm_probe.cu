@@ -24,7 +24,7 @@ inline constexpr int kProbeWaves = kProbeTile / 16;
 inline constexpr int kProbeThreads = kProbeWaves * kWaveSize;
 
 template <typename T>
-struct alignas(16) ProbeSmem {
+struct alignas(128) ProbeSmem {
   T a[kProbeTile * kProbeTile];
   T b[kProbeTile * kProbeTile];
 };
@@ -37,6 +37,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kProbeThreads)
   constexpr int kColTiles = kProbeTile / 16;
 
   TFO_SHARED ProbeSmem<T> smem;
+  check_tile_alignment(&smem);
   const Tile a_tile{smem.a};
   const Tile b_tile{smem.b};
 

@@ -62,6 +62,10 @@ struct MmaDecodeSmem {
   static constexpr int kKv = kAddr + 2 * kAddrBytes;
   static constexpr int kStageBytes = 2 * (kWidenOnLoad ? kTTileBytes : kRawTileBytes);
   static constexpr int kWidened = kKv + kStages * kStageBytes;  // kStageRaw only
+  // Tiles the fragment loaders read start on 128-byte boundaries (check_tile_alignment).
+  static_assert(kQ % 128 == 0 && kKv % 128 == 0 && kStageBytes % 128 == 0 &&
+                    kTTileBytes % 128 == 0 && kWidened % 128 == 0,
+                "decode tiles must be 128-byte aligned");
   static constexpr int kKvBytes = kStages * kStageBytes + (kStageRaw ? 2 * kTTileBytes : 0);
   static constexpr int kMergeBytes = Shape::kWaves * Shape::kRows * D * 4;
   static constexpr int kBytes = kKv + (kKvBytes > kMergeBytes ? kKvBytes : kMergeBytes);
@@ -210,7 +214,8 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
   using KvTile = SmemTile<T, kTokens, D>;
   using PTile = SmemTile<T, 16, 16>;
 
-  extern TFO_SHARED __attribute__((aligned(16))) uint8_t decode_smem[];
+  extern TFO_SHARED __attribute__((aligned(128))) uint8_t decode_smem[];
+  check_tile_alignment(decode_smem);  // the layout's offsets are multiples of 128 bytes
   const QTile q_tile{reinterpret_cast<T*>(decode_smem + Smem::kQ)};
   float* const smem_m = reinterpret_cast<float*>(decode_smem + Smem::kM);
   float* const smem_l = reinterpret_cast<float*>(decode_smem + Smem::kL);

@@ -60,7 +60,14 @@ struct PrefillPolicy {
   // Q + K + V tiles; planned launches also stage float32 partial rows there.
   static constexpr int kTileBytes = (kTileRows + 2 * kKvStages * kKvTile) * kHeadDim * 2;
   static constexpr int kStageBytes = kPlanned ? kTileRows * kHeadDim * 4 : 0;
-  static constexpr int kSmemBytes = kTileBytes > kStageBytes ? kTileBytes : kStageBytes;
+  // Paged planned launches with two stages: the cache offsets of two tiles' K/V rows (one
+  // page lookup per row, shared by the threads that copy the row's chunks).
+  static constexpr int kRowOffsetBase = kTileBytes > kStageBytes ? kTileBytes : kStageBytes;
+  static constexpr int kRowOffsetBytes = kPlanned && kKvStages == 2 ? 2 * kKvTile * 8 : 0;
+  static constexpr int kSmemBytes = kRowOffsetBase + kRowOffsetBytes;
+  // Q, then the K and V buffers, each on a 128-byte boundary (check_tile_alignment).
+  static_assert(kTileRows * kHeadDim * 2 % 128 == 0 && kKvTile * kHeadDim * 2 % 128 == 0,
+                "prefill tiles must be 128-byte aligned");
 };
 
 inline constexpr int kMergeThreads = 256;
@@ -173,29 +180,59 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   constexpr int kKvPasses = Policy::kKvTile / kRowsPerPass;
   static_assert(kThreads % kChunks == 0 && Policy::kKvTile % kRowsPerPass == 0, "K/V tile copy");
   const int copy_row = thread / kChunks, copy_chunk = thread % kChunks;
+  // Where this thread's pass i lands in any K/V tile, as an element offset: rows a multiple of 8
+  // apart share the swizzle, so the passes are a constant step apart.
+  const int copy_dst = static_cast<int>(k_buffer(0).chunk_ptr(copy_row, copy_chunk) - k_buffer(0).data);
+  auto dst_chunk = [&](const KvTile& tile, int i) -> T* {
+    if constexpr (kRowsPerPass % 8 == 0) {
+      return tile.data + copy_dst + i * kRowsPerPass * kHeadDim;
+    } else {
+      return tile.chunk_ptr(copy_row + i * kRowsPerPass, copy_chunk);
+    }
+  };
   const T* k_src = k + copy_chunk * 8;
   const T* v_src = v + copy_chunk * 8;
   // Contiguous K/V: the passes of one thread are rows kRowsPerPass apart, a fixed pointer step.
   const int64_t pass_step = static_cast<int64_t>(kRowsPerPass) * p.kv_stride_token;
-  // Paged K/V with two stages: the page-table reads of the next tile are issued a whole tile
-  // ahead (into page_offset), so its copies never wait on them.
-  constexpr bool kPrefetchPages = kPaged && kStages == 2;
-  int64_t page_offset[kPrefetchPages ? kKvPasses : 1];
-  auto fetch_page_offsets = [&](int kv0) {
-#pragma unroll
-    for (int i = 0; i < (kPrefetchPages ? kKvPasses : 0); ++i) {
-      const int pos = kv0 + copy_row + i * kRowsPerPass;
-      page_offset[i] = pos < kv_hi ? kv_addr(pos) : 0;
-    }
+  // Paged K/V with two stages: each row's cache offset is looked up once per tile, by thread
+  // row * kLookupStride, not by each of the kChunks threads that copy the row's chunks, into
+  // row_offsets[tile % 2][row], which the copies read. The page-table load for tile t + 3 is
+  // issued in iteration t and stored in iteration t + 1, so no thread waits on it.
+  constexpr bool kSharedRows = kPaged && kStages == 2;
+  constexpr int kLookupStride = kThreads / Policy::kKvTile;
+  static_assert(!kSharedRows || (kThreads % Policy::kKvTile == 0 && Policy::kRowOffsetBytes > 0),
+                "row offsets");
+  int64_t* const row_offsets = reinterpret_cast<int64_t*>(smem + Policy::kRowOffsetBase);
+  const bool looks_up = thread % kLookupStride == 0;
+  const int lookup_row = thread / kLookupStride;
+  auto row_offset_at = [&](int kv0) -> int64_t {
+    const int pos = kv0 + lookup_row;
+    return pos < kv_hi ? kv_addr(pos) : 0;
   };
-  auto load_kv = [&](const KvTile& tile, const T* src_base, int kv0) {
-    if constexpr (kPrefetchPages) {
+  int64_t pending_offset = 0;
+  // This thread's rows' offsets of one tile, read from shared memory before any of the tile's
+  // copies is issued (a shared load between two cp.async costs the issue slots of a pipeline
+  // drain on NVIDIA).
+  struct RowOffsets {
+    int64_t v[kSharedRows ? kKvPasses : 1];
+  };
+  auto read_row_offsets = [&](int buffer) {
+    RowOffsets offs{};
+    if constexpr (kSharedRows) {
+#pragma unroll
+      for (int i = 0; i < kKvPasses; ++i) {
+        offs.v[i] = row_offsets[buffer * Policy::kKvTile + copy_row + i * kRowsPerPass];
+      }
+    }
+    return offs;
+  };
+  auto load_kv = [&](const KvTile& tile, const T* src_base, int kv0, const RowOffsets& offs) {
+    if constexpr (kSharedRows) {
 #pragma unroll
       for (int i = 0; i < kKvPasses; ++i) {
         const int row = copy_row + i * kRowsPerPass;
         const bool in_bounds = kv0 + row < kv_hi;
-        copy_global_to_shared_16b(tile.chunk_ptr(row, copy_chunk), src_base + page_offset[i],
-                                  in_bounds);
+        copy_global_to_shared_16b(dst_chunk(tile, i), src_base + offs.v[i], in_bounds);
       }
     } else if constexpr (kPaged) {
 #pragma unroll 1
@@ -204,16 +241,16 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
         const int pos = kv0 + row;
         const bool in_bounds = pos < kv_hi;
         const T* src = in_bounds ? src_base + kv_addr(pos) : src_base;
-        copy_global_to_shared_16b(tile.chunk_ptr(row, copy_chunk), src, in_bounds);
+        copy_global_to_shared_16b(dst_chunk(tile, i), src, in_bounds);
       }
     } else {
       const T* first = src_base + kv_addr(kv0 + copy_row);
 #pragma unroll
       for (int i = 0; i < kKvPasses; ++i) {
+        // Rows past kv_hi copy nothing (zero-filled): their address is never read.
         const int row = copy_row + i * kRowsPerPass;
         const bool in_bounds = kv0 + row < kv_hi;
-        copy_global_to_shared_16b(tile.chunk_ptr(row, copy_chunk),
-                                  in_bounds ? first + i * pass_step : src_base, in_bounds);
+        copy_global_to_shared_16b(dst_chunk(tile, i), first + i * pass_step, in_bounds);
       }
     }
   };
@@ -238,12 +275,19 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     copy_global_to_shared_16b(q_tile.chunk_ptr(row, chunk), src, in_bounds);
   }
   if (num_kv_tiles > 0) {
-    fetch_page_offsets(kv_lo);
-    load_kv(k_buffer(0), k_src, kv_lo);
-    if constexpr (kStages == 2) load_kv(v_buffer(0), v_src, kv_lo);
+    if constexpr (kSharedRows) {
+      if (looks_up) {
+        row_offsets[lookup_row] = row_offset_at(kv_lo);
+        if (num_kv_tiles > 1) row_offsets[Policy::kKvTile + lookup_row] = row_offset_at(kv_lo + Policy::kKvTile);
+        if (num_kv_tiles > 2) pending_offset = row_offset_at(kv_lo + 2 * Policy::kKvTile);
+      }
+      block_sync();  // the first two tiles' row offsets are in place
+    }
+    const RowOffsets offs = read_row_offsets(0);
+    load_kv(k_buffer(0), k_src, kv_lo, offs);
+    if constexpr (kStages == 2) load_kv(v_buffer(0), v_src, kv_lo, offs);
   }
   copy_commit_group();
-  if (num_kv_tiles > 1) fetch_page_offsets(kv_lo + Policy::kKvTile);
 
   // The first packed row of this wave's score rows; the masked tiles derive their rows' tokens
   // from it (rows past row_end are padding). Derived there, not held through the loop: registers
@@ -279,14 +323,22 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     block_sync();
     if constexpr (kStages == 2) {
       if (tile + 1 < num_kv_tiles) {
-        load_kv(k_buffer(stage ^ 1), k_src, kv0 + Policy::kKvTile);
-        load_kv(v_buffer(stage ^ 1), v_src, kv0 + Policy::kKvTile);
+        const RowOffsets offs = read_row_offsets(stage ^ 1);
+        load_kv(k_buffer(stage ^ 1), k_src, kv0 + Policy::kKvTile, offs);
+        load_kv(v_buffer(stage ^ 1), v_src, kv0 + Policy::kKvTile, offs);
       }
     } else {
-      load_kv(v_tile, v_src, kv0);
+      load_kv(v_tile, v_src, kv0, RowOffsets{});
     }
     copy_commit_group();
-    if (tile + 2 < num_kv_tiles) fetch_page_offsets(kv0 + 2 * Policy::kKvTile);
+    if constexpr (kSharedRows) {
+      // Tile t's offsets were last read before this iteration's barrier: their buffer takes
+      // tile t + 2's, which are read after the next one.
+      if (looks_up) {
+        if (tile + 2 < num_kv_tiles) row_offsets[stage * Policy::kKvTile + lookup_row] = pending_offset;
+        if (tile + 3 < num_kv_tiles) pending_offset = row_offset_at(kv0 + 3 * Policy::kKvTile);
+      }
+    }
 
     FragC s[R][C];
     score_block<kHeadDim, T>(s, q_tile, wave_row0, k_tile, 0);
@@ -393,7 +445,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
       copy_wait_groups<0>();
       block_sync();  // V_tile landed; every wave is done with K_tile
       if (tile + 1 < num_kv_tiles) {
-        load_kv(k_tile, k_src, kv0 + Policy::kKvTile);
+        load_kv(k_tile, k_src, kv0 + Policy::kKvTile, RowOffsets{});
         copy_commit_group();
       }
     }
@@ -518,7 +570,8 @@ template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformS
 TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned>::kThreads))
     prefill_kernel(const PrefillParams p, int grid_blocks) {
   using Policy = PrefillPolicy<kHeadDim, kPlanned>;
-  extern TFO_SHARED __attribute__((aligned(16))) uint8_t prefill_smem[];
+  extern TFO_SHARED __attribute__((aligned(128))) uint8_t prefill_smem[];
+  check_tile_alignment(prefill_smem);  // tile offsets below are multiples of 128 bytes
   const int group = p.num_qo_heads / p.num_kv_heads;
   if constexpr (!kPlanned) {
     const int rows = p.qo_len * group;

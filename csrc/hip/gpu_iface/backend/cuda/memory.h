@@ -9,6 +9,13 @@ TFO_INLINE uint32_t shared_address(const void* smem) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(smem));
 }
 
+// Fragment loads address tiles with rows of 8 or more chunks by XOR on the low 7 bits of the
+// shared address (mma.h), which is exact only for 128-byte aligned tiles: kernels call this on
+// their shared-memory base, whose tile offsets are multiples of 128 bytes.
+TFO_INLINE void check_tile_alignment(const void* smem) {
+  if (shared_address(smem) % 128 != 0) __trap();
+}
+
 // cp.async.cg bypasses L1; a source size of 0 makes it write 16 zero bytes without reading.
 // L2::128B lets L2 fetch the whole 128-byte line from DRAM on the first sector's miss (the
 // copies stream rows of 128 bytes or more): on the H200 the tensor-core paged decode read

@@ -76,6 +76,38 @@ TFO_INLINE void ldmatrix_x4_trans(uint32_t* r, const void* smem_row) {
                : "r"(shared_address(smem_row)));
 }
 
+TFO_INLINE void ldmatrix_x4(uint32_t* r, uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+
+TFO_INLINE void ldmatrix_x4_trans(uint32_t* r, uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+
+// Fragment row addresses in a swizzled tile whose rows hold at least 8 chunks (the XOR swizzle
+// then permutes the chunks of each 128-byte line by row % 8). A lane's base address carries its
+// row and its chunk of the first line: with the tile 128-byte aligned (check_tile_alignment) its
+// low 7 bits are that chunk's byte offset, so the chunk of column byte c is base ^ (c % 128)
+// plus c - c % 128 -- one XOR with an immediate per fragment, the rest an immediate offset.
+template <typename Tile>
+inline constexpr bool kXorAddressed = Tile::kChunksPerRow >= 8;
+
+template <typename Tile>
+TFO_INLINE uint32_t lane_fragment_base(const Tile& tile, int lane_row, int lane_half) {
+  constexpr int kRowBytes = Tile::kChunksPerRow * 16;
+  return shared_address(tile.data) + lane_row * kRowBytes + (((lane_half ^ lane_row) & 7) << 4);
+}
+
+template <typename Tile>
+TFO_INLINE uint32_t fragment_address(uint32_t lane_base, int row0, int col_byte) {
+  constexpr int kRowBytes = Tile::kChunksPerRow * 16;
+  return (lane_base ^ static_cast<uint32_t>(col_byte & 127)) + (col_byte & ~127) + row0 * kRowBytes;
+}
+
 }  // namespace detail
 
 template <typename T, int K>
@@ -94,12 +126,20 @@ TFO_INLINE void mma(FragC& c, const FragA<T, K>& a, const FragB<T, K>& b) {
 template <typename T, int K, typename Tile>
 TFO_INLINE void load_a(FragA<T, K>& a, const Tile& tile, int row0, int k0) {
   const int lane = lane_id();
+  if constexpr (detail::kXorAddressed<Tile>) {
+    const uint32_t base = detail::lane_fragment_base(tile, lane % 16, lane / 16);
 #pragma unroll
-  for (int kb = 0; kb < K / 16; ++kb) {
-    // k0 + 16 kb is a multiple of 16: its chunk index is even, so "| (lane / 16)" adds the lane's
-    // half, in a form that merges with the swizzle's XOR.
-    const int chunk = (k0 + 16 * kb) / 8 | (lane / 16);
-    detail::ldmatrix_x4(&a.x[4 * kb], tile.chunk_ptr_in_block(row0, lane % 16, chunk));
+    for (int kb = 0; kb < K / 16; ++kb) {
+      detail::ldmatrix_x4(&a.x[4 * kb], detail::fragment_address<Tile>(base, row0, (k0 + 16 * kb) * 2));
+    }
+  } else {
+#pragma unroll
+    for (int kb = 0; kb < K / 16; ++kb) {
+      // k0 + 16 kb is a multiple of 16: its chunk index is even, so "| (lane / 16)" adds the
+      // lane's half, in a form that merges with the swizzle's XOR.
+      const int chunk = (k0 + 16 * kb) / 8 | (lane / 16);
+      detail::ldmatrix_x4(&a.x[4 * kb], tile.chunk_ptr_in_block(row0, lane % 16, chunk));
+    }
   }
 }
 
@@ -108,10 +148,18 @@ template <typename T, int K, typename Tile>
 TFO_INLINE void load_b_nk(FragB<T, K>& b, const Tile& tile, int n0, int k0) {
   const int lane = lane_id();
   const int n = 8 * (lane / 16) + lane % 8;
+  if constexpr (detail::kXorAddressed<Tile>) {
+    const uint32_t base = detail::lane_fragment_base(tile, n, (lane / 8) % 2);
 #pragma unroll
-  for (int kb = 0; kb < K / 16; ++kb) {
-    const int chunk = (k0 + 16 * kb) / 8 | ((lane / 8) % 2);
-    detail::ldmatrix_x4(&b.x[4 * kb], tile.chunk_ptr_in_block(n0, n, chunk));
+    for (int kb = 0; kb < K / 16; ++kb) {
+      detail::ldmatrix_x4(&b.x[4 * kb], detail::fragment_address<Tile>(base, n0, (k0 + 16 * kb) * 2));
+    }
+  } else {
+#pragma unroll
+    for (int kb = 0; kb < K / 16; ++kb) {
+      const int chunk = (k0 + 16 * kb) / 8 | ((lane / 8) % 2);
+      detail::ldmatrix_x4(&b.x[4 * kb], tile.chunk_ptr_in_block(n0, n, chunk));
+    }
   }
 }
 
@@ -119,10 +167,18 @@ TFO_INLINE void load_b_nk(FragB<T, K>& b, const Tile& tile, int n0, int k0) {
 template <typename T, int K, typename Tile>
 TFO_INLINE void load_b_kn(FragB<T, K>& b, const Tile& tile, int k0, int n0) {
   const int lane = lane_id();
-  const int chunk = n0 / 8 | (lane / 16);
+  if constexpr (detail::kXorAddressed<Tile>) {
+    const uint32_t base = detail::lane_fragment_base(tile, lane % 16, lane / 16);
 #pragma unroll
-  for (int kb = 0; kb < K / 16; ++kb) {
-    detail::ldmatrix_x4_trans(&b.x[4 * kb], tile.chunk_ptr_in_block(k0 + 16 * kb, lane % 16, chunk));
+    for (int kb = 0; kb < K / 16; ++kb) {
+      detail::ldmatrix_x4_trans(&b.x[4 * kb], detail::fragment_address<Tile>(base, k0 + 16 * kb, n0 * 2));
+    }
+  } else {
+    const int chunk = n0 / 8 | (lane / 16);
+#pragma unroll
+    for (int kb = 0; kb < K / 16; ++kb) {
+      detail::ldmatrix_x4_trans(&b.x[4 * kb], tile.chunk_ptr_in_block(k0 + 16 * kb, lane % 16, chunk));
+    }
   }
 }
 

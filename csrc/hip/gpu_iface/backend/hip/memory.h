@@ -5,6 +5,9 @@
 
 namespace tfo::gpu {
 
+// The MFMA fragment loads take any 16-byte aligned tile.
+TFO_INLINE void check_tile_alignment(const void*) {}
+
 // global_load_dwordx4 then ds_write_b128. The LDS store waits for the load, so the copy is
 // synchronous and the group calls are no-ops; overlap comes from issuing the next tile's copies
 // before the current tile's MFMAs. (gfx950's 16-byte global_load_lds could make it asynchronous.)
