@@ -2,7 +2,8 @@
 
 Bar (DESIGN.md): < 100 us at batch 256. Prints the median over repeated plans of a decode
 batch and a prefill batch with uneven lengths (page 16, 32/8 heads, d128), on the device
-given (cpu or cuda; the schedule is built on the host either way)."""
+given (cpu or cuda; the schedule is built on the host either way). With --device cuda the
+index arrays are given on the host (as serving loops build them) and on the GPU, in turn."""
 import argparse
 import json
 import statistics
@@ -35,12 +36,12 @@ def _median_us(fn, repeat):
     return statistics.median(times)
 
 
-def _profile_decode_plan(flashinfer, device, n):
+def _profile_decode_plan(flashinfer, device, arrays_on, n):
     """cProfile over n decode plans at batch 256: the calls that hold the host time."""
     import cProfile
     import pstats
 
-    indptr, indices, last = (t.to(device) for t in _batch(256, 16))
+    indptr, indices, last = (t.to(arrays_on) for t in _batch(256, 16))
     ws = torch.empty(128 << 20, dtype=torch.uint8, device=device)
     decode = flashinfer.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD")
     for _ in range(20):
@@ -50,7 +51,8 @@ def _profile_decode_plan(flashinfer, device, n):
     for _ in range(n):
         decode.plan(indptr, indices, last, 32, 8, 128, 16)
     profiler.disable()
-    print(f"# cProfile of {n} decode plans at bs 256 on {device} (cumulative seconds over all plans)")
+    print(f"# cProfile of {n} decode plans at bs 256 on {device}, index arrays on {arrays_on} "
+          "(cumulative seconds over all plans)")
     pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
 
 
@@ -65,21 +67,25 @@ def main():
     args = parser.parse_args()
     flashinfer = import_ours()
     results = []
-    for bs in (1, 16, 64, 256):
-        indptr, indices, last = (t.to(args.device) for t in _batch(bs, 16))
-        ws = torch.empty(128 << 20, dtype=torch.uint8, device=args.device)
-        decode = flashinfer.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD")
-        us = _median_us(lambda: decode.plan(indptr, indices, last, 32, 8, 128, 16), args.repeat)
-        results.append({"op": "decode_plan", "batch": bs, "us": us})
-        qo = (torch.arange(bs + 1, dtype=torch.int32) * 8).to(args.device)
-        prefill = flashinfer.BatchPrefillWithPagedKVCacheWrapper(ws, "NHD")
-        us = _median_us(lambda: prefill.plan(qo, indptr, indices, last, 32, 8, 128, 16, causal=True), args.repeat)
-        results.append({"op": "prefill_plan", "batch": bs, "us": us})
+    arrays_on = ["cpu", args.device] if args.device != "cpu" else ["cpu"]
+    for where in arrays_on:
+        for bs in (1, 16, 64, 256):
+            indptr, indices, last = (t.to(where) for t in _batch(bs, 16))
+            ws = torch.empty(128 << 20, dtype=torch.uint8, device=args.device)
+            decode = flashinfer.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD")
+            us = _median_us(lambda: decode.plan(indptr, indices, last, 32, 8, 128, 16), args.repeat)
+            results.append({"op": "decode_plan", "arrays": where, "batch": bs, "us": us})
+            qo = (torch.arange(bs + 1, dtype=torch.int32) * 8).to(where)
+            prefill = flashinfer.BatchPrefillWithPagedKVCacheWrapper(ws, "NHD")
+            us = _median_us(lambda: prefill.plan(qo, indptr, indices, last, 32, 8, 128, 16, causal=True),
+                            args.repeat)
+            results.append({"op": "prefill_plan", "arrays": where, "batch": bs, "us": us})
     for r in results:
         bar = " (bar: < 100 us)" if r["batch"] == 256 else ""
-        print(f"{r['op']:>13} bs={r['batch']:>3}: {r['us']:7.1f} us{bar}")
+        print(f"{r['op']:>13} arrays on {r['arrays']:>4} bs={r['batch']:>3}: {r['us']:7.1f} us{bar}")
     if args.profile:
-        _profile_decode_plan(flashinfer, args.device, args.profile)
+        for where in arrays_on:
+            _profile_decode_plan(flashinfer, args.device, where, args.profile)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": args.device, "results": results}, f, indent=1)

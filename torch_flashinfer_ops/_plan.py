@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ._ops import ops
+
+if TYPE_CHECKING:
+    from ._upload import Upload
 
 PLAN_HEADER = 8
 PLAN_ITEM_FIELDS = 6
@@ -180,8 +184,8 @@ class Workspace:
         return self._partials[key]
 
     def plan(self, platform: str, qo_indptr_host: torch.Tensor, kv_lens_host: torch.Tensor,
-             num_qo_heads: int, num_kv_heads: int, head_dim: int, non_blocking: bool = True,
-             kv_chunk_size: int | None = None, decode_grid: int = 0) -> BatchPlan:
+             num_qo_heads: int, num_kv_heads: int, head_dim: int,
+             kv_chunk_size: int | None = None, decode_grid: int = 0, *, upload: Upload) -> BatchPlan:
         q_tile_rows = q_tile_tokens(platform, num_qo_heads, num_kv_heads)
         qo_indptr_np = qo_indptr_host.numpy()
         qo_lens, kv_lens = qo_indptr_np[1:] - qo_indptr_np[:-1], kv_lens_host.numpy()
@@ -191,16 +195,9 @@ class Workspace:
         # Raises ValueError, before writing anything, when the plan region is too small.
         ops.plan_batch(qo_indptr_host, kv_lens_host, self.plan_host, q_tile_rows, kv_chunk_size)
         needed = PLAN_HEADER + PLAN_REQUEST_FIELDS * kv_lens.size + PLAN_ITEM_FIELDS * int(self.plan_host[0])
-        device_plan = self.plan_view()
-        if device_plan.is_cuda:
-            # Only the prefix a run reads travels, from a pinned block of the caching host
-            # allocator (kept until the copy has run), so plan_host is free again at once: no
-            # wait here for an earlier plan's copy still queued behind the GPU's work.
-            staged = torch.empty(needed, dtype=torch.int32, pin_memory=True).copy_(self.plan_host[:needed])
-            device_plan[:needed].copy_(staged, non_blocking=non_blocking)
-        else:
-            device_plan[:needed].copy_(self.plan_host[:needed])
+        # Only the prefix a run reads travels, with the index arrays (upload.send(), by the caller).
+        upload.add(self.plan_host[:needed], self.plan_view()[:needed])
         rows = int(self.plan_host[4])
         partial_o, partial_lse = self.partial_views(rows, num_qo_heads, head_dim)
-        return BatchPlan(device_plan, partial_o, partial_lse, self.split_counters, kv_lens.size,
+        return BatchPlan(self.plan_view(), partial_o, partial_lse, self.split_counters, kv_lens.size,
                          int(qo_indptr_np[-1]))

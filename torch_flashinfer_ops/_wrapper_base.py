@@ -10,6 +10,7 @@ import torch
 
 from . import _validation as V
 from ._plan import Workspace
+from ._upload import Upload
 from .capabilities import check_backend_name, platform_of, resolve_backend
 
 
@@ -132,22 +133,41 @@ class BatchWrapperBase:
                     "construct the wrapper with buffers sized for the largest batch"
                 )
 
+    def _new_upload(self, non_blocking: bool) -> Upload:
+        return Upload(self.device, non_blocking)
+
+    def _send_index_arrays(self, upload: Upload, *arrays) -> list:
+        """Sends `upload` (the plan's own copy, queued by Workspace.plan) with the index arrays,
+        each (host copy, fixed buffer name, array as given): their run-time copies, in order.
+
+        The host copy is the one plan() read; when the array as the caller passed it is already
+        on the workspace's device it is used instead (as is outside CUDA-graph mode, as
+        FlashInfer does; copied device to device into the fixed buffer otherwise), which saves
+        a host-to-device copy. Each length follows the batch composition, so it is marked
+        dynamic: a compiled graph that calls run() is reused across plans instead of being
+        recompiled per length."""
+        first = None
+        for host, buffer_name, given in arrays:
+            source = given if given is not None and given.device == self.device else host
+            index = upload.add(source, self._fixed_home(buffer_name, source.numel()))
+            first = index if first is None else first
+        results = upload.send()
+        copies = results[first:] if arrays else []
+        for t in copies:
+            torch._dynamo.maybe_mark_dynamic(t, 0)
+        return copies
+
     def _to_device(self, t: torch.Tensor, buffer_name: str, non_blocking: bool,
                    given: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The run-time copy of an index array: in the fixed buffer in CUDA-graph mode.
+        """One index array's run-time copy (see _send_index_arrays)."""
+        return self._send_index_arrays(self._new_upload(non_blocking), (t, buffer_name, given))[0]
 
-        t is the host copy plan() read; `given`, the array as the caller passed it: when that
-        is already a contiguous int32 tensor on the workspace's device, it is used instead (as
-        it is outside CUDA-graph mode, as FlashInfer does; copied device to device into the
-        fixed buffer otherwise), which saves a host-to-device copy per array.
-        Its length follows the batch composition, so it is marked dynamic: a compiled graph
-        that calls run() is reused across plans instead of being recompiled per length."""
-        if (given is not None and given.device == self.device and given.dtype == torch.int32
-                and given.is_contiguous()):
-            t = given
-        device_copy = self._copy_index_array(t.to(torch.int32), buffer_name, non_blocking)
-        torch._dynamo.maybe_mark_dynamic(device_copy, 0)
-        return device_copy
+    def _fixed_home(self, buffer_name: str, count: int) -> Optional[torch.Tensor]:
+        """In CUDA-graph mode, the prefix of the fixed buffer an array is copied into."""
+        if not self._use_cuda_graph:
+            return None
+        self._check_graph_capacity(**{buffer_name: count})
+        return self._graph_buffers[buffer_name][:count]
 
     def _copy_index_array(self, t: torch.Tensor, buffer_name: str, non_blocking: bool) -> torch.Tensor:
         """`t` on the workspace's device: a prefix of the fixed buffer in CUDA-graph mode."""
@@ -156,11 +176,9 @@ class BatchWrapperBase:
             # work (CUDA's rule for pageable sources); staged in pinned memory (the caching host
             # allocator keeps the block until the copy has run) it is queued without waiting.
             t = t.pin_memory()
-        if self._use_cuda_graph:
-            self._check_graph_capacity(**{buffer_name: t.numel()})
-            buf = self._graph_buffers[buffer_name]
-            buf[: t.numel()].copy_(t, non_blocking=non_blocking)
-            return buf[: t.numel()]
+        home = self._fixed_home(buffer_name, t.numel())
+        if home is not None:
+            return home.copy_(t, non_blocking=non_blocking)
         return t.to(self.device, non_blocking=non_blocking)
 
     def _check_run_options(self, return_lse: bool, window_left: int) -> None:

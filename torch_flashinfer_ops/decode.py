@@ -9,6 +9,7 @@ FP8 caches (float8_e4m3fn/e5m2, and the fnuz variants) are dequantised as value 
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional, Tuple, Union
 
 import torch
@@ -80,6 +81,13 @@ def single_decode_with_kv_cache(
     ops.single_decode(q, k, v, out, lse, layout, window_left, V.resolve_sm_scale(sm_scale, head_dim, q_scale),
                       cap, ks, vs, bool(use_tensor_cores))
     return (out, lse) if return_lse else out
+
+
+@functools.lru_cache(maxsize=None)
+def _decode_grid(device_index: int, q_dtype, kv_dtype, head_dim, num_qo_heads, num_kv_heads, use_tensor_cores):
+    """decode_grid_blocks per GPU and configuration: an occupancy query, asked once."""
+    with torch.cuda.device(device_index):
+        return decode_grid_blocks(q_dtype, kv_dtype, head_dim, num_qo_heads, num_kv_heads, use_tensor_cores)
 
 
 class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
@@ -154,15 +162,17 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
         qo_indptr_h = torch.arange(batch_size + 1, dtype=torch.int32)
         grid = 0
         if self._chosen != "aiter" and self.device.type == "cuda":
-            with torch.cuda.device(self.device):
-                grid = decode_grid_blocks(q_dtype, kv_dtype, head_dim, num_qo_heads, num_kv_heads,
-                                          self._use_tensor_cores)
-        self._plan = self._workspace.plan(self.platform, qo_indptr_h, kv_lens_h, num_qo_heads, num_kv_heads,
-                                          head_dim, non_blocking, decode_grid=grid)
-        self._kv_indptr = self._to_device(kv_indptr_h, "paged_kv_indptr_buffer", non_blocking, indptr)
-        self._kv_indices = self._to_device(indices[:n_pages], "paged_kv_indices_buffer", non_blocking)
-        self._kv_last_page_len = self._to_device(last_h, "paged_kv_last_page_len_buffer", non_blocking,
-                                                 last_page_len)
+            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+            grid = _decode_grid(index, q_dtype, kv_dtype, head_dim, num_qo_heads, num_kv_heads,
+                                self._use_tensor_cores)
+        upload = self._new_upload(non_blocking)
+        plan = self._workspace.plan(self.platform, qo_indptr_h, kv_lens_h, num_qo_heads, num_kv_heads,
+                                    head_dim, decode_grid=grid, upload=upload)
+        self._kv_indptr, self._kv_indices, self._kv_last_page_len = self._send_index_arrays(
+            upload, (kv_indptr_h, "paged_kv_indptr_buffer", indptr),
+            (indices[:n_pages], "paged_kv_indices_buffer", None),
+            (last_h, "paged_kv_last_page_len_buffer", last_page_len))
+        self._plan = plan
         if self._chosen == "aiter":
             self._aiter_qo_indptr = qo_indptr_h.to(self.device)
             self._aiter_plan = aiter_bridge.plan_paged(kv_indptr_h, indices, kv_lens_h,

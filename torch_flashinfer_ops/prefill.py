@@ -271,13 +271,15 @@ class BatchPrefillWithPagedKVCacheWrapper(_PrefillWrapperBase):
             qo_indptr_buf=batch_size + 1, paged_kv_indptr_buf=batch_size + 1,
             paged_kv_indices_buf=n_pages, paged_kv_last_page_len_buf=batch_size,
             **({"custom_mask_buf": packed.numel(), "mask_indptr_buf": batch_size + 1} if packed is not None else {}))
-        self._plan = self._workspace.plan(self.platform, qo_indptr_h, kv_lens_h, num_qo_heads, num_kv_heads,
-                                          head_dim_qk, non_blocking)
-        self._qo_indptr = self._to_device(qo_indptr_h, "qo_indptr_buf", non_blocking, qo_indptr)
-        self._kv_indptr = self._to_device(kv_indptr_h, "paged_kv_indptr_buf", non_blocking, paged_kv_indptr)
-        self._kv_indices = self._to_device(paged_kv_indices[:n_pages], "paged_kv_indices_buf", non_blocking)
-        self._kv_last_page_len = self._to_device(last_h, "paged_kv_last_page_len_buf", non_blocking,
-                                                 paged_kv_last_page_len)
+        upload = self._new_upload(non_blocking)
+        plan = self._workspace.plan(self.platform, qo_indptr_h, kv_lens_h, num_qo_heads, num_kv_heads,
+                                    head_dim_qk, upload=upload)
+        self._qo_indptr, self._kv_indptr, self._kv_indices, self._kv_last_page_len = self._send_index_arrays(
+            upload, (qo_indptr_h, "qo_indptr_buf", qo_indptr),
+            (kv_indptr_h, "paged_kv_indptr_buf", paged_kv_indptr),
+            (paged_kv_indices[:n_pages], "paged_kv_indices_buf", None),
+            (last_h, "paged_kv_last_page_len_buf", paged_kv_last_page_len))
+        self._plan = plan
         if self._chosen == "aiter":
             self._aiter_plan = aiter_bridge.plan_paged(kv_indptr_h, paged_kv_indices, kv_lens_h,
                                                        qo_indptr_h[1:] - qo_indptr_h[:-1], self.device)
@@ -427,10 +429,12 @@ class BatchPrefillWithRaggedKVCacheWrapper(_PrefillWrapperBase):
         self._check_graph_capacity(
             qo_indptr_buf=batch_size + 1, kv_indptr_buf=batch_size + 1,
             **({"custom_mask_buf": packed.numel(), "mask_indptr_buf": batch_size + 1} if packed is not None else {}))
-        self._plan = self._workspace.plan(self.platform, qo_indptr_h, kv_lens_h, num_qo_heads, num_kv_heads,
-                                          head_dim_qk, non_blocking)
-        self._qo_indptr = self._to_device(qo_indptr_h, "qo_indptr_buf", non_blocking, qo_indptr)
-        self._kv_indptr = self._to_device(kv_indptr_h, "kv_indptr_buf", non_blocking, kv_indptr)
+        upload = self._new_upload(non_blocking)
+        plan = self._workspace.plan(self.platform, qo_indptr_h, kv_lens_h, num_qo_heads, num_kv_heads,
+                                    head_dim_qk, upload=upload)
+        self._qo_indptr, self._kv_indptr = self._send_index_arrays(
+            upload, (qo_indptr_h, "qo_indptr_buf", qo_indptr), (kv_indptr_h, "kv_indptr_buf", kv_indptr))
+        self._plan = plan
         self._packed_mask, self._mask_indptr = self._mask_to_device(packed, mask_indptr, non_blocking)
         self._total_kv = int(kv_indptr_h[-1])
         self._max_lens = (int((qo_indptr_h[1:] - qo_indptr_h[:-1]).max()) if batch_size else 0,
