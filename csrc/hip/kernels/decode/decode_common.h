@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "../../../include/plan_info.h"
 #include "../page/page_divisor.h"
@@ -192,6 +193,22 @@ TFO_INLINE float tanh_approx(float x) {
 TFO_INLINE float soft_cap_score(float x, float cap_log2) {
   return cap_log2 > 0.f ? cap_log2 * tanh_approx(x) : x;
 }
+
+// The soft cap over a block of N scores behind one uniform test: a test per score splits the
+// scores' computations into serial blocks (in the CUDA-core decode, each score's cross-lane
+// reduction finishing before the next may start), where without it the compiler interleaves them.
+template <int N>
+TFO_INLINE void soft_cap_scores(float* x, float cap_log2) {
+  if (cap_log2 > 0.f) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) x[i] = cap_log2 * tanh_approx(x[i]);
+  }
+}
+
+// Where the CUDA-core decode caps its scores: per block with 32-lane warps; per score with
+// 64-lane waves, where those kernels already use all 106 scalar registers and the block's
+// branch pushes some into spills.
+inline constexpr bool kSimtSoftCapPerBlock = kWaveSize == 32;
 
 TFO_INLINE float log2_f32(float x) { return __builtin_log2f(x); }
 

@@ -309,11 +309,14 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
         load_b_nk(b, k_tile, 16 * wave, k0);
         mma(s[0], a, b);
       }
+      float x[kAccElems];
+#pragma unroll
+      for (int e = 0; e < kAccElems; ++e) x[e] = s[0].v[e] * p.q_scale;
+      soft_cap_scores<kAccElems>(x, p.cap_log2);
 #pragma unroll
       for (int e = 0; e < kAccElems; ++e) {
         const int32_t pos = tile0 + 16 * wave + acc_col(lane, e);
-        const float x = soft_cap_score(s[0].v[e] * p.q_scale, p.cap_log2);
-        s[0].v[e] = pos < kv_hi ? x : kNegInf;
+        s[0].v[e] = pos < kv_hi ? x[e] : kNegInf;
       }
       const RowVals tile_max = row_max(s);
       RowVals m_use, rescale;

@@ -115,8 +115,18 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const Decod
           float dot = 0.f;
 #pragma unroll
           for (int i = 0; i < kVec; ++i) dot += q[g][i] * kf[i];
-          dot = group_sum<kTx>(dot);
-          s[u][g] = valid[u] ? soft_cap_score(dot, p.cap_log2) : kNegInf;
+          s[u][g] = group_sum<kTx>(dot);
+          if constexpr (!kSimtSoftCapPerBlock) {
+            s[u][g] = valid[u] ? soft_cap_score(s[u][g], p.cap_log2) : kNegInf;
+          }
+        }
+      }
+      if constexpr (kSimtSoftCapPerBlock) {
+        soft_cap_scores<kUnroll * G>(&s[0][0], p.cap_log2);
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+          for (int g = 0; g < G; ++g) s[u][g] = valid[u] ? s[u][g] : kNegInf;
         }
       }
 #pragma unroll
