@@ -196,8 +196,9 @@ class Workspace:
         ops.plan_batch(qo_indptr_host, kv_lens_host, self.plan_host, q_tile_rows, kv_chunk_size)
         needed = PLAN_HEADER + PLAN_REQUEST_FIELDS * kv_lens.size + PLAN_ITEM_FIELDS * int(self.plan_host[0])
         # Only the prefix a run reads travels, with the index arrays (upload.send(), by the caller).
-        upload.add(self.plan_host[:needed], self.plan_view()[:needed])
+        device_plan = self.plan_view()
+        upload.add(self.plan_host[:needed], device_plan[:needed])
         rows = int(self.plan_host[4])
         partial_o, partial_lse = self.partial_views(rows, num_qo_heads, head_dim)
-        return BatchPlan(self.plan_view(), partial_o, partial_lse, self.split_counters, kv_lens.size,
+        return BatchPlan(device_plan, partial_o, partial_lse, self.split_counters, kv_lens.size,
                          int(qo_indptr_np[-1]))

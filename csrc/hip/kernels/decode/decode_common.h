@@ -10,7 +10,6 @@
 #pragma once
 
 #include <cstdint>
-#include <type_traits>
 
 #include "../../../include/plan_info.h"
 #include "../page/page_divisor.h"
