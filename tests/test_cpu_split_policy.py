@@ -74,3 +74,17 @@ def test_prefill_is_not_balanced_by_the_decode_rule():
 @pytest.mark.skipif(_ops.gpu_kernels_built(), reason="a build with GPU kernels reports its grid")
 def test_grid_query_without_gpu_kernels_is_zero():
     assert _ops.decode_grid_blocks(torch.float16, torch.float16, 128, 32, 8, True) == 0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_under_one_round_the_split_stays_in_one_round(seed):
+    rng = np.random.default_rng(seed)
+    kv = rng.integers(1, 20000, size=int(rng.integers(1, 49)))  # 8..392 tasks: under one round
+    chunk = _decode(kv)
+    assert chunk == 0 or (chunk >= MIN_KV_CHUNK and chunk % 64 == 0)
+    assert _tasks(kv, chunk) <= GRID or chunk == MIN_KV_CHUNK
+
+
+def test_batch_sixteen_fills_one_round_instead_of_spilling_into_a_second():
+    kv = [4096] * 16  # 128 tasks: 4 splits would make 512 (a second round of 116), 3 make 384
+    assert _tasks(kv, _decode(kv)) == 384

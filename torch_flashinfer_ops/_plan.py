@@ -88,12 +88,33 @@ def choose_kv_chunk_size(platform: str, qo_lens: np.ndarray, kv_lens: np.ndarray
     max_kv = int(kv_lens.max())
     if max_kv < 2 * MIN_KV_CHUNK:
         return 0
+    if tasks < workers and decode and decode_grid > 0:
+        return _one_round_decode_chunk(kv_lens, num_kv_heads, workers)
     if tasks < workers:
         splits = _ceil_div(workers, tasks)
         chunk = max(MIN_KV_CHUNK, _ceil_div(max_kv, splits))
         return _ceil_div(chunk, 64) * 64
     if decode and decode_grid > 0 and tasks < 2 * workers:
         return _balanced_decode_chunk(kv_lens, num_kv_heads, workers)
+    return 0
+
+
+def _one_round_decode_chunk(kv_lens: np.ndarray, num_kv_heads: int, grid: int) -> int:
+    """Under one round of tasks per block: the smallest chunk (a multiple of 64, at least
+    MIN_KV_CHUNK) whose tasks still fit one round of the grid, 0 when only no split fits.
+    ceil(grid / tasks) splits per request can overshoot into a partial second round (batch 16 x
+    8 kv heads on 396 blocks: 4 splits, 512 tasks, a second round of 116, where 3 fill one round
+    to 97%). Starts at the chunk the total length allows and lengthens it to the next split
+    count of the longest request until the tasks fit: a few numpy passes, not a search."""
+    max_kv = int(kv_lens.max())
+    total = int(kv_lens.sum()) * num_kv_heads
+    chunk = max(MIN_KV_CHUNK, _ceil_div(_ceil_div(total, grid), 64) * 64)
+    while chunk < max_kv:
+        tasks = int(np.maximum((kv_lens + chunk - 1) // chunk, 1).sum()) * num_kv_heads
+        if tasks <= grid:
+            return chunk
+        splits = _ceil_div(max_kv, chunk)
+        chunk = max(chunk + 64, _ceil_div(_ceil_div(max_kv, splits - 1), 64) * 64)
     return 0
 
 

@@ -47,7 +47,7 @@ std::string served_configs() {
 
 template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores>
 void launch_scores(const pk::PrefillParams& params, int64_t qo_tokens) {
-  using Policy = pk::PrefillPolicy<kHeadDim, kPlanned>;
+  using Policy = pk::PrefillPolicy<kHeadDim, kPlanned, kTransformScores>;
   auto* kernel = &pk::prefill_kernel<T, kHeadDim, kPaged, kPlanned, kTransformScores>;
   constexpr int kSmem = Policy::kSmemBytes;
   static const int blocks_per_sm = [&] {

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "../../../include/plan_info.h"
 #include "gpu_iface/memory.h"
@@ -33,15 +34,18 @@ using namespace tfo::gpu;
 // Tile shapes (the one dispatch table of shapes), by head dim and by launch kind: planned
 // (batch, persistent) or single-request. Registers are the limit: O lives in registers.
 //   NVIDIA, head_dim <= 128: 4 warps x 32 rows (two 16-row fragments per warp, so each K/V
-//     fragment read from shared memory feeds two MMAs), K/V tiles of 32 (64 at head_dim 64)
-//     rows. Planned launches fit it in 255 registers by deriving the masks' row tokens and the
-//     Q copy's rows where they are used instead of holding them.
+//     fragment read from shared memory feeds two MMAs), K/V tiles of 64 rows (each warp runs 16
+//     independent S products per k step; 32-row tiles left it waiting on its own dependency
+//     chains), 32 in the soft-capped kernels at head_dim 128. It fits in 255 registers by
+//     deriving the masks' row tokens, the Q copy's rows and the K/V copy's destination where
+//     they are used instead of holding them, and by running head_dim 128's S k steps two at a
+//     time (score.h).
 //   Otherwise one 16-row fragment per wave: 4 waves (AMD: with 8 a wave gets at most 256
 //     VGPRs; NVIDIA head_dim 256), K/V tiles of 64 rows (32 at head_dim 256, which also keeps
 //     shared memory within gfx942's 64 KiB).
 // Custom masks: served everywhere but by AMD's planned kernels, whose scalar registers they
 // would overflow (the bindings refuse them there).
-template <int kHeadDim, bool kPlanned>
+template <int kHeadDim, bool kPlanned, bool kTransformScores = false>
 struct PrefillPolicy {
   static constexpr bool kTwoFrags = kWaveSize == 32 && kHeadDim <= 128;
   // Planned head_dim 256 on NVIDIA: two warps share each 16-row fragment, each accumulating
@@ -50,7 +54,9 @@ struct PrefillPolicy {
   static constexpr int kWaves = kColSplit == 2 ? 8 : 4;
   static constexpr int kRowFrags = kTwoFrags ? 2 : 1;
   static constexpr int kTileRows = kWaves / kColSplit * kRowFrags * 16;
-  static constexpr int kKvTile = kHeadDim == 64 ? 64 : (kHeadDim == 128 ? (kTwoFrags ? 32 : 64) : 32);
+  // The soft-capped kernels (a tanh per score) keep 32-row K/V tiles at head_dim 128 on NVIDIA:
+  // 64 rows would not fit in registers beside the transform.
+  static constexpr int kKvTile = kHeadDim == 256 || (kTwoFrags && kTransformScores && kHeadDim == 128) ? 32 : 64;
   static constexpr int kThreads = kWaves * kWaveSize;
   static constexpr bool kCustomMask = !(kWaveSize == 64 && kPlanned);
   // K/V buffers per matrix. NVIDIA: two, so tile j + 1 streams in (cp.async) during all of tile
@@ -115,7 +121,7 @@ struct WorkUnit {
 // converted, it would cost issue slots on every tile).
 template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores>
 TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, uint8_t* smem) {
-  using Policy = PrefillPolicy<kHeadDim, kPlanned>;
+  using Policy = PrefillPolicy<kHeadDim, kPlanned, kTransformScores>;
   constexpr int R = Policy::kRowFrags;
   constexpr int C = Policy::kKvTile / 16;
   constexpr int DF = kHeadDim / 16 / Policy::kColSplit;  // O column fragments of this wave
@@ -180,12 +186,15 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   constexpr int kKvPasses = Policy::kKvTile / kRowsPerPass;
   static_assert(kThreads % kChunks == 0 && Policy::kKvTile % kRowsPerPass == 0, "K/V tile copy");
   const int copy_row = thread / kChunks, copy_chunk = thread % kChunks;
-  // Where this thread's pass i lands in any K/V tile, as an element offset: rows a multiple of 8
-  // apart share the swizzle, so the passes are a constant step apart.
-  const int copy_dst = static_cast<int>(k_buffer(0).chunk_ptr(copy_row, copy_chunk) - k_buffer(0).data);
-  auto dst_chunk = [&](const KvTile& tile, int i) -> T* {
+  // Where this thread's pass 0 lands in any K/V tile, as an element offset (rows a multiple of
+  // 8 apart share the swizzle, so the passes are a constant step apart); taken at each tile's
+  // copy, where it is used.
+  auto copy_dst = [&] {
+    return static_cast<int>(k_buffer(0).chunk_ptr(copy_row, copy_chunk) - k_buffer(0).data);
+  };
+  auto dst_chunk = [&](const KvTile& tile, int dst0, int i) -> T* {
     if constexpr (kRowsPerPass % 8 == 0) {
-      return tile.data + copy_dst + i * kRowsPerPass * kHeadDim;
+      return tile.data + dst0 + i * kRowsPerPass * kHeadDim;
     } else {
       return tile.chunk_ptr(copy_row + i * kRowsPerPass, copy_chunk);
     }
@@ -227,12 +236,13 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     return offs;
   };
   auto load_kv = [&](const KvTile& tile, const T* src_base, int kv0, const RowOffsets& offs) {
+    const int dst0 = copy_dst();
     if constexpr (kSharedRows) {
 #pragma unroll
       for (int i = 0; i < kKvPasses; ++i) {
         const int row = copy_row + i * kRowsPerPass;
         const bool in_bounds = kv0 + row < kv_hi;
-        copy_global_to_shared_16b(dst_chunk(tile, i), src_base + offs.v[i], in_bounds);
+        copy_global_to_shared_16b(dst_chunk(tile, dst0, i), src_base + offs.v[i], in_bounds);
       }
     } else if constexpr (kPaged) {
 #pragma unroll 1
@@ -241,7 +251,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
         const int pos = kv0 + row;
         const bool in_bounds = pos < kv_hi;
         const T* src = in_bounds ? src_base + kv_addr(pos) : src_base;
-        copy_global_to_shared_16b(dst_chunk(tile, i), src, in_bounds);
+        copy_global_to_shared_16b(dst_chunk(tile, dst0, i), src, in_bounds);
       }
     } else {
       const T* first = src_base + kv_addr(kv0 + copy_row);
@@ -250,7 +260,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
         // Rows past kv_hi copy nothing (zero-filled): their address is never read.
         const int row = copy_row + i * kRowsPerPass;
         const bool in_bounds = kv0 + row < kv_hi;
-        copy_global_to_shared_16b(dst_chunk(tile, i), first + i * pass_step, in_bounds);
+        copy_global_to_shared_16b(dst_chunk(tile, dst0, i), first + i * pass_step, in_bounds);
       }
     }
   };
@@ -290,9 +300,9 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   copy_commit_group();
 
   // The first packed row of this wave's score rows; the masked tiles derive their rows' tokens
-  // from it (rows past row_end are padding). Derived there, not held through the loop: registers
-  // are the limit of the tile shapes.
-  const int wave_packed0 = u.row_begin + wave_row0;
+  // from it (rows past row_end are padding). Derived there from an opaque copy of wave_row0, not
+  // held through the loop: registers are the limit of the tile shapes.
+  auto wave_packed0 = [&] { return u.row_begin + opaque_int(wave_row0); };
 
   const bool soft_cap = p.cap_log2e > 0.0f;
   const float exp_scale = kTransformScores ? 1.0f : p.logit_scale;
@@ -365,7 +375,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
                            (p.causal && kv0 + Policy::kKvTile - 1 > t_first + delta) ||
                            (p.window_left >= 0 && kv0 < t_last + delta - p.window_left);
     if (need_mask) {
-      const int packed0 = opaque_int(wave_packed0);
+      const int packed0 = wave_packed0();
       int row_token[R][kScoreRowsPerLane];
       bool row_valid[R][kScoreRowsPerLane];
 #pragma unroll
@@ -377,26 +387,35 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
           row_token[i][slot] = packed / group;
         }
       }
+      // The custom mask (a load per score) and the arithmetic masks are separate loops behind
+      // one block-uniform test: a test per score would split the scores into serial blocks.
+      auto apply_masks = [&](auto use_custom) {
 #pragma unroll
-      for (int i = 0; i < R; ++i) {
+        for (int i = 0; i < R; ++i) {
 #pragma unroll
-        for (int j = 0; j < C; ++j) {
+          for (int j = 0; j < C; ++j) {
 #pragma unroll
-          for (int e = 0; e < kAccElems; ++e) {
-            const int slot = score_row_slot(e);
-            const int token = row_token[i][slot];
-            const int kv = kv0 + 16 * j + score_col(lane, e);
-            bool visible = row_valid[i][slot] && kv < kv_hi;
-            if (visible && custom) {
-              const int64_t bit = static_cast<int64_t>(token) * kv_len + kv;
-              visible = (mask[bit >> 3] >> (bit & 7)) & 1;
-            } else if (p.causal) {
-              visible = visible && kv <= token + delta;
+            for (int e = 0; e < kAccElems; ++e) {
+              const int slot = score_row_slot(e);
+              const int token = row_token[i][slot];
+              const int kv = kv0 + 16 * j + score_col(lane, e);
+              bool visible = row_valid[i][slot] && kv < kv_hi;
+              if constexpr (decltype(use_custom)::value) {
+                const int64_t bit = static_cast<int64_t>(token) * kv_len + kv;
+                visible = visible && ((mask[bit >> 3] >> (bit & 7)) & 1);
+              } else {
+                if (p.causal) visible = visible && kv <= token + delta;
+              }
+              if (p.window_left >= 0) visible = visible && kv >= token + delta - p.window_left;
+              if (!visible) s[i][j].v[e] = neg_inf;
             }
-            if (p.window_left >= 0) visible = visible && kv >= token + delta - p.window_left;
-            if (!visible) s[i][j].v[e] = neg_inf;
           }
         }
+      };
+      if (custom) {
+        apply_masks(std::true_type{});
+      } else {
+        apply_masks(std::false_type{});
       }
     }
 
@@ -567,9 +586,9 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
 // Single request (kPlanned false): grid (q tiles, num_kv_heads), one unit per block.
 // Planned batch: grid (grid_blocks), persistent over the plan's items x kv heads x row chunks.
 template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores>
-TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned>::kThreads))
+TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned, kTransformScores>::kThreads))
     prefill_kernel(const PrefillParams p, int grid_blocks) {
-  using Policy = PrefillPolicy<kHeadDim, kPlanned>;
+  using Policy = PrefillPolicy<kHeadDim, kPlanned, kTransformScores>;
   extern TFO_SHARED __attribute__((aligned(128))) uint8_t prefill_smem[];
   check_tile_alignment(prefill_smem);  // tile offsets below are multiples of 128 bytes
   const int group = p.num_qo_heads / p.num_kv_heads;
