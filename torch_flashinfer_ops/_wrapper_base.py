@@ -157,11 +157,6 @@ class BatchWrapperBase:
             torch._dynamo.maybe_mark_dynamic(t, 0)
         return copies
 
-    def _to_device(self, t: torch.Tensor, buffer_name: str, non_blocking: bool,
-                   given: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """One index array's run-time copy (see _send_index_arrays)."""
-        return self._send_index_arrays(self._new_upload(non_blocking), (t, buffer_name, given))[0]
-
     def _fixed_home(self, buffer_name: str, count: int) -> Optional[torch.Tensor]:
         """In CUDA-graph mode, the prefix of the fixed buffer an array is copied into."""
         if not self._use_cuda_graph:

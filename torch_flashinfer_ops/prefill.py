@@ -161,11 +161,15 @@ class _PrefillWrapperBase(BatchWrapperBase):
         self._chosen = resolve_backend(self._backend, self._request)
         return qo_indptr_h, batch_size, q_dtype, kv_dtype, cap, packed_custom_mask, mask_indptr
 
-    def _mask_to_device(self, packed, mask_indptr, non_blocking):
+    def _send_arrays_and_mask(self, upload, arrays, packed, mask_indptr, non_blocking):
+        """The index arrays' run-time copies (_send_index_arrays); with a custom mask, its
+        mask_indptr goes up in the same upload and its packed bits (uint8) on their own."""
         if packed is None:
-            return None, None
-        packed = self._copy_index_array(packed, "custom_mask_buf", non_blocking)
-        return packed, self._to_device(mask_indptr, "mask_indptr_buf", non_blocking)
+            self._packed_mask = self._mask_indptr = None
+            return self._send_index_arrays(upload, *arrays)
+        *copies, self._mask_indptr = self._send_index_arrays(upload, *arrays, (mask_indptr, "mask_indptr_buf", None))
+        self._packed_mask = self._copy_index_array(packed, "custom_mask_buf", non_blocking)
+        return copies
 
     def _store_params(self, **params):
         self._params = params
@@ -274,16 +278,16 @@ class BatchPrefillWithPagedKVCacheWrapper(_PrefillWrapperBase):
         upload = self._new_upload(non_blocking)
         plan = self._workspace.plan(self.platform, qo_indptr_h, kv_lens_h, num_qo_heads, num_kv_heads,
                                     head_dim_qk, upload=upload)
-        self._qo_indptr, self._kv_indptr, self._kv_indices, self._kv_last_page_len = self._send_index_arrays(
-            upload, (qo_indptr_h, "qo_indptr_buf", qo_indptr),
-            (kv_indptr_h, "paged_kv_indptr_buf", paged_kv_indptr),
-            (paged_kv_indices[:n_pages], "paged_kv_indices_buf", None),
-            (last_h, "paged_kv_last_page_len_buf", paged_kv_last_page_len))
+        self._qo_indptr, self._kv_indptr, self._kv_indices, self._kv_last_page_len = self._send_arrays_and_mask(
+            upload, ((qo_indptr_h, "qo_indptr_buf", qo_indptr),
+                     (kv_indptr_h, "paged_kv_indptr_buf", paged_kv_indptr),
+                     (paged_kv_indices[:n_pages], "paged_kv_indices_buf", None),
+                     (last_h, "paged_kv_last_page_len_buf", paged_kv_last_page_len)),
+            packed, mask_indptr, non_blocking)
         self._plan = plan
         if self._chosen == "aiter":
             self._aiter_plan = aiter_bridge.plan_paged(kv_indptr_h, paged_kv_indices, kv_lens_h,
                                                        qo_indptr_h[1:] - qo_indptr_h[:-1], self.device)
-        self._packed_mask, self._mask_indptr = self._mask_to_device(packed, mask_indptr, non_blocking)
         self._store_params(q_dtype=q_dtype, kv_dtype=kv_dtype, num_qo_heads=num_qo_heads,
                            num_kv_heads=num_kv_heads, head_dim=head_dim_qk, page_size=page_size,
                            causal=causal, window_left=window_left, logits_soft_cap=cap, sm_scale=sm_scale)
@@ -432,10 +436,10 @@ class BatchPrefillWithRaggedKVCacheWrapper(_PrefillWrapperBase):
         upload = self._new_upload(non_blocking)
         plan = self._workspace.plan(self.platform, qo_indptr_h, kv_lens_h, num_qo_heads, num_kv_heads,
                                     head_dim_qk, upload=upload)
-        self._qo_indptr, self._kv_indptr = self._send_index_arrays(
-            upload, (qo_indptr_h, "qo_indptr_buf", qo_indptr), (kv_indptr_h, "kv_indptr_buf", kv_indptr))
+        self._qo_indptr, self._kv_indptr = self._send_arrays_and_mask(
+            upload, ((qo_indptr_h, "qo_indptr_buf", qo_indptr), (kv_indptr_h, "kv_indptr_buf", kv_indptr)),
+            packed, mask_indptr, non_blocking)
         self._plan = plan
-        self._packed_mask, self._mask_indptr = self._mask_to_device(packed, mask_indptr, non_blocking)
         self._total_kv = int(kv_indptr_h[-1])
         self._max_lens = (int((qo_indptr_h[1:] - qo_indptr_h[:-1]).max()) if batch_size else 0,
                           int(kv_lens_h.max()) if batch_size else 0)
