@@ -49,6 +49,15 @@ def q_tile_tokens(platform: str, num_qo_heads: int, num_kv_heads: int) -> int:
 
 # Minimum kv chunk when splitting a request over several workers.
 MIN_KV_CHUNK = 256
+# A decode task's fixed cost (its start, first tile, merge) in kv rows streamed: fitted to
+# H200 timings of one-round schedules (batch 16, kv 1k and 4k: 30 and 79 us per round of
+# 384-row and 1408-row tasks, ~0.048 us per row plus ~12 us).
+DECODE_TASK_COST = 256
+# The shortest decode task: two 64-row tiles. Small batches are latency-bound (batch 1 at kv
+# 4k streams 4 tiles per task at MIN_KV_CHUNK); shorter tasks put more blocks to work at once.
+DECODE_MIN_KV_CHUNK = 128
+# Decode chunk candidates in units of MIN_KV_CHUNK, 8% apart (_cheapest_decode_chunk).
+_CHUNK_LADDER = 1.08 ** np.arange(0, 90)
 # Decode blocks per GPU multiprocessor that the split policy aims to keep busy.
 DECODE_BLOCKS_PER_SM = 2
 
@@ -86,57 +95,41 @@ def choose_kv_chunk_size(platform: str, qo_lens: np.ndarray, kv_lens: np.ndarray
     tiles = int(np.maximum((qo_lens + q_tile_rows - 1) // q_tile_rows, 1).sum())
     tasks = tiles * num_kv_heads
     max_kv = int(kv_lens.max())
+    if decode and decode_grid > 0 and tasks < 2 * workers:
+        return 0 if max_kv < 2 * DECODE_MIN_KV_CHUNK else _cheapest_decode_chunk(kv_lens, num_kv_heads, workers)
     if max_kv < 2 * MIN_KV_CHUNK:
         return 0
-    if tasks < workers and decode and decode_grid > 0:
-        return _one_round_decode_chunk(kv_lens, num_kv_heads, workers)
     if tasks < workers:
         splits = _ceil_div(workers, tasks)
         chunk = max(MIN_KV_CHUNK, _ceil_div(max_kv, splits))
         return _ceil_div(chunk, 64) * 64
-    if decode and decode_grid > 0 and tasks < 2 * workers:
-        return _balanced_decode_chunk(kv_lens, num_kv_heads, workers)
     return 0
 
 
-def _one_round_decode_chunk(kv_lens: np.ndarray, num_kv_heads: int, grid: int) -> int:
-    """Under one round of tasks per block: the smallest chunk (a multiple of 64, at least
-    MIN_KV_CHUNK) whose tasks still fit one round of the grid, 0 when only no split fits.
-    ceil(grid / tasks) splits per request can overshoot into a partial second round (batch 16 x
-    8 kv heads on 396 blocks: 4 splits, 512 tasks, a second round of 116, where 3 fill one round
-    to 97%). Starts at the chunk the total length allows and lengthens it to the next split
-    count of the longest request until the tasks fit: a few numpy passes, not a search."""
+def _cheapest_decode_chunk(kv_lens: np.ndarray, num_kv_heads: int, grid: int) -> int:
+    """Under two rounds of decode tasks: the chunk whose schedule should finish first, taking a
+    round's time as its longest task's rows plus DECODE_TASK_COST (a task's start and merge, in
+    kv rows). Candidates: no split, s-way splits of the longest request (s = 2..16) and a
+    geometric ladder of chunks (8% apart) for uneven lengths, all costed at once in numpy.
+    Fewer tasks win ties (each split costs a merge). This one rule covers what separate ones
+    did: batch 1 fills the grid with the smallest chunk; batch 16 x 8 kv heads on 396 blocks
+    takes 3 splits (one round, 97% full) over 4 (a second round of 116); batch 32 takes two
+    rounds of 3 splits (97% full) over one round of 256 unsplit tasks (65%); batch 64 at kv 1k
+    takes 2 splits in 3 rounds over 3 splits in 4."""
     max_kv = int(kv_lens.max())
-    total = int(kv_lens.sum()) * num_kv_heads
-    chunk = max(MIN_KV_CHUNK, _ceil_div(_ceil_div(total, grid), 64) * 64)
-    while chunk < max_kv:
-        tasks = int(np.maximum((kv_lens + chunk - 1) // chunk, 1).sum()) * num_kv_heads
-        if tasks <= grid:
-            return chunk
-        splits = _ceil_div(max_kv, chunk)
-        chunk = max(chunk + 64, _ceil_div(_ceil_div(max_kv, splits - 1), 64) * 64)
-    return 0
-
-
-def _balanced_decode_chunk(kv_lens: np.ndarray, num_kv_heads: int, grid: int, max_splits: int = 4) -> int:
-    """Between one and two rounds of tasks per block, the last round leaves blocks idle (batch
-    64 x 8 kv heads on 396 blocks: 512 tasks, a second round of 116). Splitting requests into s
-    chunks makes more, smaller tasks; the s whose rounds are fullest wins (the smallest s on a
-    tie, splits cost a merge), 0 when no split beats none."""
-    def fill(chunk):
-        tasks = int(np.maximum((kv_lens + chunk - 1) // chunk, 1).sum()) * num_kv_heads
-        return tasks / (grid * _ceil_div(tasks, grid))
-
-    max_kv = int(kv_lens.max())
-    best_chunk, best_fill = 0, fill(max_kv)
-    for s in range(2, max_splits + 1):
-        chunk = _ceil_div(max(MIN_KV_CHUNK, _ceil_div(max_kv, s)), 64) * 64
-        if chunk >= max_kv:
-            break
-        f = fill(chunk)
-        if f > best_fill + 0.02:
-            best_chunk, best_fill = chunk, f
-    return best_chunk
+    splits = -(-max_kv // np.arange(2, 17))
+    ladder = DECODE_MIN_KV_CHUNK * _CHUNK_LADDER[: np.searchsorted(_CHUNK_LADDER, max_kv / DECODE_MIN_KV_CHUNK)]
+    chunks = (np.maximum(np.concatenate([splits, ladder]), DECODE_MIN_KV_CHUNK) + 63) // 64 * 64
+    chunks = np.sort(chunks[chunks < max_kv])[::-1]  # largest first: a tie keeps the fewer tasks
+    chunks = np.concatenate([[max_kv], chunks]).astype(np.float64)  # max_kv: no split
+    # ceil(kv / chunk) per request and chunk, at least 1; float division of these small
+    # integers is exact where it matters (a quotient that is an integer stays one).
+    kv_m1 = kv_lens.astype(np.float64).reshape(1, -1) - 1.0
+    per_request = np.maximum(np.floor(kv_m1 / chunks[:, None]) + 1.0, 1.0)
+    tasks = per_request.sum(axis=1) * num_kv_heads
+    cost = np.ceil(tasks / grid) * (chunks + DECODE_TASK_COST)
+    best = int(np.argmin(cost))
+    return 0 if best == 0 else int(chunks[best])
 
 
 @dataclasses.dataclass
