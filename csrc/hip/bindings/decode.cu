@@ -215,6 +215,7 @@ void single_decode(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
   p.k_stride_page = 0;
   p.v_stride_page = 0;
   set_scales(p, sm_scale, logits_soft_cap, k_scale, v_scale, factor, window_left, op);
+  p.kv_ocp_e4m3 = k.scalar_type() == at::kFloat8_e4m3fn;
 
   // Split the kv sequence when its heads alone would leave the GPU idle (shapes only).
   const int64_t tasks = static_cast<int64_t>(p.num_kv_heads) * p.head_slices;
@@ -318,6 +319,7 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
   p.kv_last_page_len = kv_last_page_len.data_ptr<int32_t>();
   p.plan = plan_info.data_ptr<int32_t>();
   set_scales(p, sm_scale, logits_soft_cap, k_scale, v_scale, factor, window_left, op);
+  p.kv_ocp_e4m3 = paged_k.scalar_type() == at::kFloat8_e4m3fn;
   if (batch == 0) return;
   // Split requests merge inside the decode launch when the (request, kv head, head slice) groups
   // fit in one round of the persistent grid (the planner split them to fill the GPU; measured

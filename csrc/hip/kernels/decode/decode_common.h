@@ -75,6 +75,7 @@ struct DecodeParams {
   float q_scale;        // applied to q.k: sm_scale*log2(e) (no cap) or sm_scale/cap, times k_scale
   float cap_log2;       // 0: no soft cap; else cap*log2(e): score = cap_log2 * tanh(q_scale * q.k)
   float v_scale;        // applied to the output
+  int32_t kv_ocp_e4m3;  // 1: an OCP e4m3fn cache (not fnuz), which sm_89+ may widen in hardware
 };
 
 struct WorkItem {

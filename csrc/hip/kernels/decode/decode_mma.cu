@@ -172,27 +172,59 @@ TFO_INLINE void issue_kv_tile(const KV* const* rows, int32_t tile0, int32_t kv_h
   }
 }
 
-// FP8 staged in raw bytes: widens a stage's (K, V) pair into the T tiles.
-template <typename T, typename KV, int D>
-TFO_INLINE void widen_kv_tile(const uint8_t* stage, uint8_t* widened, int tid) {
+// sm_89+ converts OCP e4m3fn pairs to binary16 in hardware (exactly). The result is then
+// scaled by 2^-8 (exact: the smallest e4m3 subnormal becomes 2^-17) to the bit path's
+// convention (fp8.h: the binary16 holds value / 256), so the scales stay as the host set them.
+// fnuz caches keep the bit path: their 0x7f is finite, the hardware's is NaN.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+inline constexpr bool kHardwareE4M3 = true;
+TFO_INLINE void e4m3fn_x4_to_half_pairs(uint32_t word, uint32_t& lo, uint32_t& hi) {
+  uint32_t a, b;
+  asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.rn.f16x2.e4m3x2 %0, l;\n"
+      " cvt.rn.f16x2.e4m3x2 %1, h;\n}"
+      : "=r"(a), "=r"(b)
+      : "r"(word));
+  const uint32_t two_pow_minus_8 = 0x1C001C00u;
+  asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(lo) : "r"(a), "r"(two_pow_minus_8));
+  asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(hi) : "r"(b), "r"(two_pow_minus_8));
+}
+#else
+inline constexpr bool kHardwareE4M3 = false;
+TFO_INLINE void e4m3fn_x4_to_half_pairs(uint32_t, uint32_t& lo, uint32_t& hi) { lo = hi = 0u; }
+#endif
+
+// FP8 staged in raw bytes: widens the 16 K rows and 16 V rows of a stage that wave `wave` owns
+// into the T tiles (the waves read only their own rows, so a warp barrier orders the widening
+// before the wave's fragment loads). kHardware: OCP e4m3fn into binary16 by the hardware
+// conversion (kHardwareE4M3).
+template <typename T, typename KV, int D, bool kHardware = false>
+TFO_INLINE void widen_kv_tile(const uint8_t* stage, uint8_t* widened, int wave, int lane) {
   using Shape = MmaDecodeShape<D>;
   using Smem = MmaDecodeSmem<T, KV, D>;
   using KvTile = SmemTile<T, Shape::kTokens, D>;
   constexpr int kChunks = Smem::kRawRowChunks;
+  static_assert(16 * kChunks % kWaveSize == 0, "a wave's rows split evenly over its lanes");
 #pragma unroll
   for (int kv = 0; kv < 2; ++kv) {
     const KvTile tile{reinterpret_cast<T*>(widened + kv * Smem::kTTileBytes)};
     const uint8_t* raw = stage + kv * Smem::kRawTileBytes;
 #pragma unroll
-    for (int i = 0; i < Shape::kTokens * kChunks / Shape::kThreads; ++i) {
-      const int idx = i * Shape::kThreads + tid;
+    for (int i = 0; i < 16 * kChunks / kWaveSize; ++i) {
+      const int idx = 16 * wave * kChunks + i * kWaveSize + lane;
       const int row = idx / kChunks, chunk = idx % kChunks;
       struct alignas(16) Chunk {
         uint32_t w[4];
       };
       const Chunk in = *reinterpret_cast<const Chunk*>(raw + idx * 16);
       Chunk lo, hi;
-      widen_fp8x16<T, KV>(in.w, lo.w, hi.w);
+      if constexpr (kHardware) {
+        e4m3fn_x4_to_half_pairs(in.w[0], lo.w[0], lo.w[1]);
+        e4m3fn_x4_to_half_pairs(in.w[1], lo.w[2], lo.w[3]);
+        e4m3fn_x4_to_half_pairs(in.w[2], hi.w[0], hi.w[1]);
+        e4m3fn_x4_to_half_pairs(in.w[3], hi.w[2], hi.w[3]);
+      } else {
+        widen_fp8x16<T, KV>(in.w, lo.w, hi.w);
+      }
       *reinterpret_cast<Chunk*>(tile.chunk_ptr(row, 2 * chunk)) = lo;
       *reinterpret_cast<Chunk*>(tile.chunk_ptr(row, 2 * chunk + 1)) = hi;
     }
@@ -291,9 +323,14 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
       block_sync();
       uint8_t* kv_tiles = stage_ptr(j % kStages);
       if constexpr (Smem::kStageRaw) {
-        widen_kv_tile<T, KV, D>(kv_tiles, decode_smem + Smem::kWidened, tid);
+        constexpr bool kMayUseHardware = kHardwareE4M3 && std::is_same_v<T, half_t> && std::is_same_v<KV, Fp8E4M3>;
+        if (kMayUseHardware && p.kv_ocp_e4m3) {
+          widen_kv_tile<T, KV, D, kMayUseHardware>(kv_tiles, decode_smem + Smem::kWidened, wave, lane);
+        } else {
+          widen_kv_tile<T, KV, D>(kv_tiles, decode_smem + Smem::kWidened, wave, lane);
+        }
         kv_tiles = decode_smem + Smem::kWidened;
-        block_sync();
+        wave_sync();  // this wave's rows are widened (no other wave reads them)
       }
       const KvTile k_tile{reinterpret_cast<T*>(kv_tiles)};
       const KvTile v_tile{reinterpret_cast<T*>(kv_tiles + Smem::kTTileBytes)};
