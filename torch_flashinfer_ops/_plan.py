@@ -56,7 +56,7 @@ DECODE_TASK_COST = 256
 # The shortest decode task: two 64-row tiles. Small batches are latency-bound (batch 1 at kv
 # 4k streams 4 tiles per task at MIN_KV_CHUNK); shorter tasks put more blocks to work at once.
 DECODE_MIN_KV_CHUNK = 128
-# Decode chunk candidates in units of MIN_KV_CHUNK, 8% apart (_cheapest_decode_chunk).
+# Decode chunk candidates in units of DECODE_MIN_KV_CHUNK, 8% apart (_cheapest_decode_chunk).
 _CHUNK_LADDER = 1.08 ** np.arange(0, 90)
 # Decode blocks per GPU multiprocessor that the split policy aims to keep busy.
 DECODE_BLOCKS_PER_SM = 2
