@@ -172,31 +172,15 @@ TFO_INLINE void issue_kv_tile(const KV* const* rows, int32_t tile0, int32_t kv_h
   }
 }
 
-// sm_89+ converts OCP e4m3fn pairs to binary16 in hardware (exactly). The result is then
-// scaled by 2^-8 (exact: the smallest e4m3 subnormal becomes 2^-17) to the bit path's
-// convention (fp8.h: the binary16 holds value / 256), so the scales stay as the host set them.
-// fnuz caches keep the bit path: their 0x7f is finite, the hardware's is NaN.
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-inline constexpr bool kHardwareE4M3 = true;
-TFO_INLINE void e4m3fn_x4_to_half_pairs(uint32_t word, uint32_t& lo, uint32_t& hi) {
-  uint32_t a, b;
-  asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.rn.f16x2.e4m3x2 %0, l;\n"
-      " cvt.rn.f16x2.e4m3x2 %1, h;\n}"
-      : "=r"(a), "=r"(b)
-      : "r"(word));
-  const uint32_t two_pow_minus_8 = 0x1C001C00u;
-  asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(lo) : "r"(a), "r"(two_pow_minus_8));
-  asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(hi) : "r"(b), "r"(two_pow_minus_8));
-}
-#else
-inline constexpr bool kHardwareE4M3 = false;
-TFO_INLINE void e4m3fn_x4_to_half_pairs(uint32_t, uint32_t& lo, uint32_t& hi) { lo = hi = 0u; }
-#endif
+// 2^-8 in both halves of a binary16 pair: scaling by it is exact (the smallest e4m3
+// subnormal, 2^-9, becomes 2^-17), so the hardware conversion lands on fp8.h's values.
+inline constexpr uint32_t kTwoToMinus8 = 0x1C001C00u;
 
 // FP8 staged in raw bytes: widens the 16 K rows and 16 V rows of a stage that wave `wave` owns
 // into the T tiles (the waves read only their own rows, so a warp barrier orders the widening
 // before the wave's fragment loads). kHardware: OCP e4m3fn into binary16 by the hardware
-// conversion (kHardwareE4M3).
+// conversion (vec_types.h's kHardwareE4M3Fn); fnuz caches keep the bit path, their 0x7f is
+// finite where the hardware's is NaN.
 template <typename T, typename KV, int D, bool kHardware = false>
 TFO_INLINE void widen_kv_tile(const uint8_t* stage, uint8_t* widened, int wave, int lane) {
   using Shape = MmaDecodeShape<D>;
@@ -218,10 +202,11 @@ TFO_INLINE void widen_kv_tile(const uint8_t* stage, uint8_t* widened, int wave, 
       const Chunk in = *reinterpret_cast<const Chunk*>(raw + idx * 16);
       Chunk lo, hi;
       if constexpr (kHardware) {
-        e4m3fn_x4_to_half_pairs(in.w[0], lo.w[0], lo.w[1]);
-        e4m3fn_x4_to_half_pairs(in.w[1], lo.w[2], lo.w[3]);
-        e4m3fn_x4_to_half_pairs(in.w[2], hi.w[0], hi.w[1]);
-        e4m3fn_x4_to_half_pairs(in.w[3], hi.w[2], hi.w[3]);
+        // fp8.h's convention: the binary16 holds value / 256.
+        e4m3fn_x4_to_half_x4_scaled(in.w[0], kTwoToMinus8, lo.w[0], lo.w[1]);
+        e4m3fn_x4_to_half_x4_scaled(in.w[1], kTwoToMinus8, lo.w[2], lo.w[3]);
+        e4m3fn_x4_to_half_x4_scaled(in.w[2], kTwoToMinus8, hi.w[0], hi.w[1]);
+        e4m3fn_x4_to_half_x4_scaled(in.w[3], kTwoToMinus8, hi.w[2], hi.w[3]);
       } else {
         widen_fp8x16<T, KV>(in.w, lo.w, hi.w);
       }
@@ -323,7 +308,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
       block_sync();
       uint8_t* kv_tiles = stage_ptr(j % kStages);
       if constexpr (Smem::kStageRaw) {
-        constexpr bool kMayUseHardware = kHardwareE4M3 && std::is_same_v<T, half_t> && std::is_same_v<KV, Fp8E4M3>;
+        constexpr bool kMayUseHardware = kHardwareE4M3Fn && std::is_same_v<T, half_t> && std::is_same_v<KV, Fp8E4M3>;
         if (kMayUseHardware && p.kv_ocp_e4m3) {
           widen_kv_tile<T, KV, D, kMayUseHardware>(kv_tiles, decode_smem + Smem::kWidened, wave, lane);
         } else {

@@ -38,4 +38,22 @@ TFO_INLINE uint32_t pack2<bf16_t>(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
+// sm_89+ converts e4m3fn pairs to binary16 in one instruction (exactly: every e4m3fn value is
+// a binary16 value).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+inline constexpr bool kHardwareE4M3Fn = true;
+TFO_INLINE void e4m3fn_x4_to_half_x4_scaled(uint32_t word, uint32_t scale2, uint32_t& lo, uint32_t& hi) {
+  uint32_t a, b;
+  asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.rn.f16x2.e4m3x2 %0, l;\n"
+      " cvt.rn.f16x2.e4m3x2 %1, h;\n}"
+      : "=r"(a), "=r"(b)
+      : "r"(word));
+  asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(lo) : "r"(a), "r"(scale2));
+  asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(hi) : "r"(b), "r"(scale2));
+}
+#else
+inline constexpr bool kHardwareE4M3Fn = false;
+TFO_INLINE void e4m3fn_x4_to_half_x4_scaled(uint32_t, uint32_t, uint32_t& lo, uint32_t& hi) { lo = hi = 0u; }
+#endif
+
 }  // namespace tfo::gpu

@@ -26,4 +26,9 @@ TFO_INLINE uint32_t pack2(float lo, float hi) {
   return __builtin_bit_cast(uint32_t, v);
 }
 
+// The AMD backend widens FP8 with fp8.h's bit arithmetic (gfx942's conversion instructions
+// take the fnuz encodings); the interface exists so that algorithm code compiles once.
+inline constexpr bool kHardwareE4M3Fn = false;
+TFO_INLINE void e4m3fn_x4_to_half_x4_scaled(uint32_t, uint32_t, uint32_t& lo, uint32_t& hi) { lo = hi = 0u; }
+
 }  // namespace tfo::gpu
