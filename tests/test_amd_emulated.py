@@ -250,6 +250,8 @@ SINGLE_PREFILL_CASES = {
     "f16-gqa4-causal": (40, 70, 8, 2, 128, torch.float16, "NHD", True, 0.0, -1, False),
     "bf16-mha-cap-window-hnd": (33, 33, 4, 4, 64, torch.bfloat16, "HND", True, 30.0, 10, False),
     "f16-d256-custom-mask": (17, 50, 4, 2, 256, torch.float16, "NHD", False, 0.0, -1, True),
+    # A group of 3: packed rows of one token straddle the 64-row tiles.
+    "f16-gqa3-causal": (37, 60, 6, 2, 128, torch.float16, "NHD", True, 0.0, -1, False),
 }
 
 
@@ -279,6 +281,7 @@ BATCH_PREFILL_CASES = {
     "ragged-f16-gqa4-causal-split": ([5, 40, 1], [30, 70, 90], 8, 2, 128, torch.float16, "ragged", 0, "NHD", True, 32),
     "paged-bf16-gqa2-p16-hnd": ([3, 20], [50, 20], 4, 2, 64, torch.bfloat16, "paged", 16, "HND", False, 0),
     "paged-f16-mqa-p1-split": ([9, 2], [9, 40], 4, 1, 64, torch.float16, "paged", 1, "NHD", True, 16),
+    "ragged-bf16-gqa3-causal-split": ([7, 25], [40, 25], 6, 2, 64, torch.bfloat16, "ragged", 0, "NHD", True, 16),
 }
 
 
