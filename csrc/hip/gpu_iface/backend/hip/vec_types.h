@@ -27,8 +27,10 @@ TFO_INLINE uint32_t pack2(float lo, float hi) {
 }
 
 // The AMD backend widens FP8 with fp8.h's bit arithmetic (gfx942's conversion instructions
-// take the fnuz encodings); the interface exists so that algorithm code compiles once.
+// take the fnuz encodings). The function is there so that algorithm code compiles once: only a
+// branch that kHardwareE4M3Fn rules out calls it, and a call that got through traps instead of
+// returning zeros.
 inline constexpr bool kHardwareE4M3Fn = false;
-TFO_INLINE void e4m3fn_x4_to_half_x4_scaled(uint32_t, uint32_t, uint32_t& lo, uint32_t& hi) { lo = hi = 0u; }
+TFO_INLINE void e4m3fn_x4_to_half_x4_scaled(uint32_t, uint32_t, uint32_t&, uint32_t&) { __builtin_trap(); }
 
 }  // namespace tfo::gpu
