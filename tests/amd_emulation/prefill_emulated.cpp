@@ -89,6 +89,7 @@ extern "C" __attribute__((visibility("default"))) int tfo_emu_prefill(
   p.mask_indptr = mask_indptr;
   p.num_qo_heads = num_qo_heads;
   p.num_kv_heads = num_kv_heads;
+  p.group_div = tfo::kernels::make_page_divisor(num_qo_heads / num_kv_heads);
   p.causal = causal != 0;
   p.window_left = window_left;
   p.logit_scale = logit_scale;

@@ -148,6 +148,7 @@ void set_heads(pk::PrefillParams& p, int64_t num_qo_heads, int64_t num_kv_heads,
   TORCH_CHECK(num_kv_heads > 0 && num_qo_heads % num_kv_heads == 0, op, ": num_qo_heads (",
               num_qo_heads, ") must be a multiple of num_kv_heads (", num_kv_heads, ")");
   p.num_kv_heads = static_cast<int>(num_kv_heads);
+  p.group_div = tfo::kernels::make_page_divisor(static_cast<int32_t>(num_qo_heads / num_kv_heads));
 }
 
 void set_options(pk::PrefillParams& p, bool causal, int64_t window_left, double sm_scale,

@@ -163,6 +163,16 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   }
   const int delta = kv_len - qo_len;  // query i sits at kv position i + delta
   const int t_first = u.row_begin / group, t_last = (u.row_end - 1) / group;
+  // A packed row's token: page_divisor.h's multiply and shift by the group size (the Q copy and
+  // the output take one per row they move), but in AMD's planned kernels, whose scalar registers
+  // are full (the divisor's words spill there): a division.
+  auto token_of = [&](int packed) {
+    if constexpr (kPlanned && kWaveSize == 64) {
+      return packed / group;
+    } else {
+      return page_of(packed, p.group_div);
+    }
+  };
   const bool custom = Policy::kCustomMask && p.custom_mask != nullptr;
   int kv_lo = u.kv_begin, kv_hi = min_int(u.kv_end, kv_len);
   if (p.causal && !custom) kv_hi = min_int(kv_hi, t_last + delta + 1);
@@ -277,7 +287,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     const bool in_bounds = packed < u.row_end;
     const T* src = q;
     if (in_bounds) {
-      const int token = packed / group;
+      const int token = token_of(packed);
       const int head = u.kv_head * group + (packed - token * group);
       src = q + static_cast<int64_t>(qo_base + token) * p.q_stride_token + head * p.q_stride_head +
             chunk * 8;
@@ -502,17 +512,31 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
       inv.v[slot] = sum.v[slot] > 0.0f ? p.o_scale / sum.v[slot] : 0.0f;
     }
     const RowVals acc_inv = acc_rows_from_score_rows(inv);
+    // Planned launches stage O as float32: where the platform's accumulator holds adjacent
+    // columns of a row in consecutive elements (kAccColRun 2), each pair leaves in one 8-byte
+    // store. (The single-request kernels' 16-bit stores stay per element: paired, the
+    // d128 kernel's registers spill on sm_90a.)
+    constexpr int kRun = kPlanned ? kAccColRun : 1;
 #pragma unroll
     for (int dn = 0; dn < DF; ++dn) {
 #pragma unroll
-      for (int e = 0; e < kAccElems; ++e) {
+      for (int e = 0; e < kAccElems; e += kRun) {
         const int row = wave_row0 + 16 * i + acc_row(lane, e);
         const int col = col0 + 16 * dn + acc_col(lane, e);
-        const float val = o[i][dn].v[e] * acc_inv.v[acc_row_slot(e)];
-        if constexpr (kPlanned) {
-          float_stage[row * kHeadDim + col] = val;
+        const float scale = acc_inv.v[acc_row_slot(e)];
+        if constexpr (kRun == 2) {
+          struct alignas(8) Pair {
+            float lo, hi;
+          };
+          *reinterpret_cast<Pair*>(float_stage + row * kHeadDim + col) =
+              Pair{o[i][dn].v[e] * scale, o[i][dn].v[e + 1] * scale};
         } else {
-          *q_tile.ptr(row, col) = from_float<T>(val);
+          const float val = o[i][dn].v[e] * scale;
+          if constexpr (kPlanned) {
+            float_stage[row * kHeadDim + col] = val;
+          } else {
+            *q_tile.ptr(row, col) = from_float<T>(val);
+          }
         }
       }
     }
@@ -522,7 +546,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
       for (int slot = 0; slot < kScoreRowsPerLane; ++slot) {
         const int packed = u.row_begin + wave_row0 + 16 * i + score_slot_row(lane, slot);
         if (packed >= u.row_end) continue;
-        const int token = packed / group;
+        const int token = token_of(packed);
         const int head = u.kv_head * group + (packed - token * group);
         const float lse = sum.v[slot] > 0.0f ? m[i].v[slot] + fast_log2(sum.v[slot]) : neg_inf;
         if (partial) {
@@ -542,7 +566,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
       const int row = linear / kFloatChunks, chunk = linear % kFloatChunks;
       const int packed = u.row_begin + row;
       if (packed >= u.row_end) continue;
-      const int token = packed / group;
+      const int token = token_of(packed);
       const int head = u.kv_head * group + (packed - token * group);
       const int64_t prow = u.partial_row + token - u.q_begin;
       float* dst = p.partial_o + (prow * num_qo_heads + head) * kHeadDim + chunk * 4;
@@ -556,7 +580,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
       const int row = linear / kChunks, chunk = linear % kChunks;
       const int packed = u.row_begin + row;
       if (packed >= u.row_end) continue;
-      const int token = packed / group;
+      const int token = token_of(packed);
       const int head = u.kv_head * group + (packed - token * group);
       const float* src = float_stage + row * kHeadDim + chunk * 8;
       Chunk16 packed_out;
@@ -574,7 +598,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
       const int row = linear / kChunks, chunk = linear % kChunks;
       const int packed = u.row_begin + row;
       if (packed >= u.row_end) continue;
-      const int token = packed / group;
+      const int token = token_of(packed);
       const int head = u.kv_head * group + (packed - token * group);
       T* dst = out + static_cast<int64_t>(qo_base + token) * p.o_stride_token +
                head * p.o_stride_head + chunk * 8;

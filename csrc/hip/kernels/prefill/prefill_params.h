@@ -43,6 +43,10 @@ struct PrefillParams {
   const int32_t* mask_indptr = nullptr;
 
   int num_qo_heads = 0, num_kv_heads = 0;
+  // The GQA group (num_qo_heads / num_kv_heads, .size) and the division of a packed row by it
+  // (page_divisor.h's multiply and shift: the row -> token mapping of the Q copy, the lse and
+  // the output would otherwise be an integer division per row moved).
+  PageDivisor group_div;
   bool causal = false;
   int window_left = -1;
   // Logits in base-2 units: without a soft cap, s * logit_scale (sm_scale * k_scale * log2 e);

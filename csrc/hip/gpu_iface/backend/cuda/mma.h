@@ -39,6 +39,9 @@ struct FragC {
 inline constexpr int kAccElems = 8;
 inline constexpr int kAccRowsPerLane = 2;
 inline constexpr int kRowLanes = 4;
+// Accumulator elements 2k and 2k + 1 of a lane are adjacent columns of one row: stores can
+// take them as one pair.
+inline constexpr int kAccColRun = 2;
 
 TFO_HOST_DEVICE constexpr int acc_row_slot(int e) { return (e / 2) % 2; }
 TFO_INLINE int acc_row(int lane, int e) { return lane / 4 + 8 * ((e / 2) % 2); }

@@ -42,6 +42,8 @@ struct FragC {
 inline constexpr int kAccElems = 4;
 inline constexpr int kAccRowsPerLane = 4;
 inline constexpr int kRowLanes = 16;
+// A lane's accumulator elements lie in one column (consecutive rows): stores take them singly.
+inline constexpr int kAccColRun = 1;
 
 TFO_HOST_DEVICE constexpr int acc_row_slot(int e) { return e; }
 TFO_INLINE int acc_row(int lane, int e) { return 4 * (lane / 16) + e; }
