@@ -535,7 +535,11 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
           if constexpr (kPlanned) {
             float_stage[row * kHeadDim + col] = val;
           } else {
-            *q_tile.ptr(row, col) = from_float<T>(val);
+            // Row = a multiple of 16 plus the lane's row in the fragment: the chunk swizzle then
+            // depends on the latter alone, one term per lane for every store.
+            constexpr int kElems = QTile::kChunkElems;
+            *(q_tile.chunk_ptr_in_block(wave_row0 + 16 * i, acc_row(lane, e), col / kElems) + col % kElems) =
+                from_float<T>(val);
           }
         }
       }
