@@ -75,6 +75,9 @@ namespace gpu_binding {
 int64_t decode_grid_blocks(const std::string& q_dtype, const std::string& kv_dtype, int64_t head_dim,
                            int64_t num_qo_heads, int64_t num_kv_heads, bool use_tensor_cores);
 }
+namespace cpu {
+void bind_plan_host(pybind11::module_& m);
+}
 }
 
 // The Python extension module: importing it loads the registry above.
@@ -87,4 +90,5 @@ PYBIND11_MODULE(_C, module) {
   module.def("decode_grid_blocks", &flashinfer_ops::gpu_binding::decode_grid_blocks,
              "blocks of the persistent batch-decode grid on the current GPU for (q_dtype, kv_dtype, "
              "head_dim, num_qo_heads, num_kv_heads, use_tensor_cores); 0 when not served");
+  flashinfer_ops::cpu::bind_plan_host(module);
 }

@@ -1,6 +1,7 @@
-"""The split-KV policy of plan() (host arithmetic): when a batch's requests are split into kv
-chunks, and that splitting fills the decode grid or balances its rounds. Pure numpy; runs
-everywhere. The GPU tier checks the same plans' outputs against the reference."""
+"""The split-KV policy of plan() (host arithmetic in csrc/cpu/plan_host.cpp): when a batch's
+requests are split into kv chunks, and that splitting fills the decode grid or balances its
+rounds. Host only; runs everywhere. The GPU tier checks the same plans' outputs against the
+reference."""
 
 import numpy as np
 import pytest
@@ -101,3 +102,30 @@ def test_batch_sixty_four_at_1k_takes_three_rounds_of_halves_over_four_of_thirds
 def test_batch_sixteen_fills_one_round_instead_of_spilling_into_a_second():
     kv = [4096] * 16  # 128 tasks: 4 splits would make 512 (a second round of 116), 3 make 384
     assert _tasks(kv, _decode(kv)) == 384
+
+
+def _numpy_cheapest_decode_chunk(kv_lens, heads, grid):
+    """The decode cost rule written directly in numpy (float arithmetic, every candidate costed
+    at once): the reference for the host planner's C++ loop over the same candidates."""
+    max_kv = int(kv_lens.max())
+    splits = -(-max_kv // np.arange(2, 17))
+    ladder = 1.08 ** np.arange(0, 90)
+    ladder = DECODE_MIN_KV_CHUNK * ladder[: np.searchsorted(ladder, max_kv / DECODE_MIN_KV_CHUNK)]
+    chunks = (np.maximum(np.concatenate([splits, ladder]), DECODE_MIN_KV_CHUNK) + 63) // 64 * 64
+    chunks = np.sort(chunks[chunks < max_kv])[::-1]
+    chunks = np.concatenate([[max_kv], chunks]).astype(np.float64)
+    per_request = np.maximum(np.floor((kv_lens.astype(np.float64)[None, :] - 1.0) / chunks[:, None]) + 1.0, 1.0)
+    cost = np.ceil(per_request.sum(axis=1) * heads / grid) * (chunks + DECODE_TASK_COST)
+    best = int(np.argmin(cost))
+    return 0 if best == 0 else int(chunks[best])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_decode_rule_matches_its_numpy_formulation(seed):
+    rng = np.random.default_rng(1000 + seed)
+    heads = int(rng.choice([1, 2, 4, 8]))
+    grid = int(rng.choice([132, 264, 396, 912]))
+    kv = rng.integers(0, int(rng.choice([600, 5000, 70000])), size=int(rng.integers(1, 2 * grid // heads)))
+    if int(kv.max()) < 2 * DECODE_MIN_KV_CHUNK:
+        kv[0] = 2 * DECODE_MIN_KV_CHUNK
+    assert _decode(kv, heads=heads, grid=grid) == _numpy_cheapest_decode_chunk(kv, heads, grid)

@@ -1,4 +1,6 @@
 """Loads the compiled operators (torch.ops.flashinfer.*) and their fakes."""
+import functools
+
 import torch
 
 from . import _C  # noqa: F401  (registers the schemas and the CPU/GPU kernels)
@@ -14,6 +16,7 @@ def gpu_kernels_built() -> bool:
     return bool(_C.gpu_kernels_built())
 
 
+@functools.lru_cache(maxsize=None)
 def gpu_instantiations():
     """(head dims, dtypes) this build's GPU kernels instantiate; empty sets without GPU kernels."""
     text = str(_C.gpu_instantiations())

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import numpy as np
 import torch
 
+from . import _C
 from ._ops import ops
 
 if TYPE_CHECKING:
@@ -47,19 +48,12 @@ def q_tile_tokens(platform: str, num_qo_heads: int, num_kv_heads: int) -> int:
     return max(1, rows // max(1, num_qo_heads // max(1, num_kv_heads)))
 
 
-# Minimum kv chunk when splitting a request over several workers.
-MIN_KV_CHUNK = 256
-# A decode task's fixed cost (its start, first tile, merge) in kv rows streamed: fitted to
-# H200 timings of one-round schedules (batch 16, kv 1k and 4k: 30 and 79 us per round of
-# 384-row and 1408-row tasks, ~0.048 us per row plus ~12 us).
-DECODE_TASK_COST = 256
-# The shortest decode task: two 64-row tiles. Small batches are latency-bound (batch 1 at kv
-# 4k streams 4 tiles per task at MIN_KV_CHUNK); shorter tasks put more blocks to work at once.
-DECODE_MIN_KV_CHUNK = 128
-# Decode chunk candidates in units of DECODE_MIN_KV_CHUNK, 8% apart (_cheapest_decode_chunk).
-_CHUNK_LADDER = 1.08 ** np.arange(0, 90)
-# Decode blocks per GPU multiprocessor that the split policy aims to keep busy.
-DECODE_BLOCKS_PER_SM = 2
+# The kv split policy and its constants live in csrc/cpu/plan_host.cpp (plan() runs it there,
+# in the same call as the schedule); they are exported for tests and tools.
+MIN_KV_CHUNK = _C.MIN_KV_CHUNK
+DECODE_TASK_COST = _C.DECODE_TASK_COST
+DECODE_MIN_KV_CHUNK = _C.DECODE_MIN_KV_CHUNK
+DECODE_BLOCKS_PER_SM = _C.DECODE_BLOCKS_PER_SM
 
 
 def _ceil_div(a, b):
@@ -71,8 +65,10 @@ def _multiprocessors(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _gpu_workers() -> int:
-    """Concurrent CTAs worth filling on the current GPU: its multiprocessors (132 on an H100)."""
+def _workers(platform: str) -> int:
+    """Concurrent tasks worth filling: CPU threads, or the current GPU's multiprocessors."""
+    if platform == "cpu":
+        return torch.get_num_threads()
     if torch.cuda.is_available():
         return _multiprocessors(torch.cuda.current_device())
     return 132
@@ -80,56 +76,14 @@ def _gpu_workers() -> int:
 
 def choose_kv_chunk_size(platform: str, qo_lens: np.ndarray, kv_lens: np.ndarray,
                          num_kv_heads: int, q_tile_rows: int, decode_grid: int = 0) -> int:
-    """0 (no split) unless splitting requests gives the workers a fuller or better balanced load.
-    decode_grid: the blocks of the persistent decode grid, when the caller knows them.
-    Host arithmetic in numpy: plan() runs once per serving step and must stay cheap."""
-    if kv_lens.size == 0:
-        return 0
-    workers = torch.get_num_threads() if platform == "cpu" else _gpu_workers()
-    decode = platform != "cpu" and int(qo_lens.max()) <= 1
-    if decode:
-        # Decode: one block per (request, kv head) streams its kv range; split long requests
-        # until every block of the grid (or DECODE_BLOCKS_PER_SM per multiprocessor) has work
-        # (batch 1 fills the GPU).
-        workers = decode_grid if decode_grid > 0 else workers * DECODE_BLOCKS_PER_SM
-    tiles = int(np.maximum((qo_lens + q_tile_rows - 1) // q_tile_rows, 1).sum())
-    tasks = tiles * num_kv_heads
-    max_kv = int(kv_lens.max())
-    if decode and decode_grid > 0 and tasks < 2 * workers:
-        return 0 if max_kv < 2 * DECODE_MIN_KV_CHUNK else _cheapest_decode_chunk(kv_lens, num_kv_heads, workers)
-    if max_kv < 2 * MIN_KV_CHUNK:
-        return 0
-    if tasks < workers:
-        splits = _ceil_div(workers, tasks)
-        chunk = max(MIN_KV_CHUNK, _ceil_div(max_kv, splits))
-        return _ceil_div(chunk, 64) * 64
-    return 0
-
-
-def _cheapest_decode_chunk(kv_lens: np.ndarray, num_kv_heads: int, grid: int) -> int:
-    """Under two rounds of decode tasks: the chunk whose schedule should finish first, taking a
-    round's time as its longest task's rows plus DECODE_TASK_COST (a task's start and merge, in
-    kv rows). Candidates: no split, s-way splits of the longest request (s = 2..16) and a
-    geometric ladder of chunks (8% apart) for uneven lengths, all costed at once in numpy.
-    Fewer tasks win ties (each split costs a merge). This one rule covers what separate ones
-    did: batch 1 fills the grid with the smallest chunk; batch 16 x 8 kv heads on 396 blocks
-    takes 3 splits (one round, 97% full) over 4 (a second round of 116); batch 32 takes two
-    rounds of 3 splits (97% full) over one round of 256 unsplit tasks (65%); batch 64 at kv 1k
-    takes 2 splits in 3 rounds over 3 splits in 4."""
-    max_kv = int(kv_lens.max())
-    splits = -(-max_kv // np.arange(2, 17))
-    ladder = DECODE_MIN_KV_CHUNK * _CHUNK_LADDER[: np.searchsorted(_CHUNK_LADDER, max_kv / DECODE_MIN_KV_CHUNK)]
-    chunks = (np.maximum(np.concatenate([splits, ladder]), DECODE_MIN_KV_CHUNK) + 63) // 64 * 64
-    chunks = np.sort(chunks[chunks < max_kv])[::-1]  # largest first: a tie keeps the fewer tasks
-    chunks = np.concatenate([[max_kv], chunks]).astype(np.float64)  # max_kv: no split
-    # ceil(kv / chunk) per request and chunk, at least 1; float division of these small
-    # integers is exact where it matters (a quotient that is an integer stays one).
-    kv_m1 = kv_lens.astype(np.float64).reshape(1, -1) - 1.0
-    per_request = np.maximum(np.floor(kv_m1 / chunks[:, None]) + 1.0, 1.0)
-    tasks = per_request.sum(axis=1) * num_kv_heads
-    cost = np.ceil(tasks / grid) * (chunks + DECODE_TASK_COST)
-    best = int(np.argmin(cost))
-    return 0 if best == 0 else int(chunks[best])
+    """0 (no split) unless splitting requests gives the workers a fuller or better balanced load
+    (the policy of csrc/cpu/plan_host.cpp, which plan() runs). decode_grid: the blocks of the
+    persistent decode grid, when the caller knows them."""
+    qo_indptr = np.zeros(len(qo_lens) + 1, dtype=np.int32)
+    np.cumsum(qo_lens, out=qo_indptr[1:])
+    kv = torch.from_numpy(np.ascontiguousarray(kv_lens, dtype=np.int32))
+    return int(_C.choose_kv_chunk_size(platform != "cpu", torch.from_numpy(qo_indptr), kv, num_kv_heads,
+                                       q_tile_rows, _workers(platform), decode_grid))
 
 
 @dataclasses.dataclass
@@ -161,6 +115,7 @@ class Workspace:
         self.counter_bytes = min(256 << 10, (self.plan_bytes // 8) // _ALIGN * _ALIGN)
         self.plan_info_bytes = self.plan_bytes - self.counter_bytes
         self.plan_host = torch.empty(self.plan_info_bytes // 4, dtype=torch.int32)  # host scratch
+        self._plan_view = self.bytes[: self.plan_info_bytes].view(torch.int32)
         self.split_counters = self.bytes[self.plan_info_bytes : self.plan_bytes].view(torch.int32)
         self.split_counters.zero_()
         torch._dynamo.mark_static_address(self.split_counters)
@@ -171,7 +126,7 @@ class Workspace:
         return self.buffer.device
 
     def plan_view(self) -> torch.Tensor:
-        return self.bytes[: self.plan_info_bytes].view(torch.int32)
+        return self._plan_view
 
     def partial_views(self, rows: int, num_qo_heads: int, head_dim: int):
         """Fixed views for the split-KV partial results: the same tensor objects for every
@@ -197,22 +152,33 @@ class Workspace:
             self._partials[key] = (partial_o, partial_lse)
         return self._partials[key]
 
-    def plan(self, platform: str, qo_indptr_host: torch.Tensor, kv_lens_host: torch.Tensor,
+    def plan(self, platform: str, qo_indptr_host: Optional[torch.Tensor], kv_lens_host: torch.Tensor,
              num_qo_heads: int, num_kv_heads: int, head_dim: int,
-             kv_chunk_size: int | None = None, decode_grid: int = 0, *, upload: Upload) -> BatchPlan:
+             kv_chunk_size: int | None = None, decode_grid: int = 0, *, upload: Upload,
+             pages: Optional[Tuple[torch.Tensor, torch.Tensor, int, int]] = None) -> Optional[BatchPlan]:
+        """Schedules the batch on the host (one call into plan_host.cpp) and queues the schedule's
+        copy on `upload`. qo_indptr_host None: one query row per request (decode). pages:
+        (kv_indptr, last_page_len, page_size, number of page ids) of a paged batch, all on the
+        host; kv_lens_host is then filled with the lengths they give, and None comes back when
+        they are invalid (the caller's checks say why). Without pages, kv_lens_host is given."""
         q_tile_rows = q_tile_tokens(platform, num_qo_heads, num_kv_heads)
-        qo_indptr_np = qo_indptr_host.numpy()
-        qo_lens, kv_lens = qo_indptr_np[1:] - qo_indptr_np[:-1], kv_lens_host.numpy()
-        if kv_chunk_size is None:
-            kv_chunk_size = choose_kv_chunk_size(platform, qo_lens, kv_lens, num_kv_heads, q_tile_rows,
-                                                 decode_grid)
+        kv_indptr, last, page_size, num_indices = pages if pages is not None else (_EMPTY, _EMPTY, 0, 0)
+        if pages is not None and kv_indptr.numel() == 0:
+            return None  # an empty kv_indptr would read as "lengths given"
         # Raises ValueError, before writing anything, when the plan region is too small.
-        ops.plan_batch(qo_indptr_host, kv_lens_host, self.plan_host, q_tile_rows, kv_chunk_size)
-        needed = PLAN_HEADER + PLAN_REQUEST_FIELDS * kv_lens.size + PLAN_ITEM_FIELDS * int(self.plan_host[0])
+        valid, _, needed, rows, total_qo = _C.plan_host(
+            _EMPTY if qo_indptr_host is None else qo_indptr_host, kv_indptr, last, page_size, num_indices,
+            kv_lens_host, self.plan_host, q_tile_rows, num_kv_heads, _workers(platform), decode_grid,
+            -1 if kv_chunk_size is None else kv_chunk_size, platform != "cpu")
+        if not valid:
+            if pages is None:
+                raise ValueError("plan: qo_indptr must start at 0 and be non-decreasing, with batch_size + 1 entries")
+            return None
         # Only the prefix a run reads travels, with the index arrays (upload.send(), by the caller).
         device_plan = self.plan_view()
         upload.add(self.plan_host[:needed], device_plan[:needed])
-        rows = int(self.plan_host[4])
         partial_o, partial_lse = self.partial_views(rows, num_qo_heads, head_dim)
-        return BatchPlan(device_plan, partial_o, partial_lse, self.split_counters, kv_lens.size,
-                         int(qo_indptr_np[-1]))
+        return BatchPlan(device_plan, partial_o, partial_lse, self.split_counters, kv_lens_host.numel(), total_qo)
+
+
+_EMPTY = torch.empty(0, dtype=torch.int32)

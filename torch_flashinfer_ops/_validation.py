@@ -145,7 +145,7 @@ def host_int32s(*named) -> list:
     them instead of one per blocking copy)."""
     for t, name in named:
         _check_index_array(t, name)
-    hosts = [t.to("cpu", torch.int32, non_blocking=t.is_cuda) for t, _ in named]
+    hosts = [t.to("cpu", torch.int32, non_blocking=t.is_cuda).contiguous() for t, _ in named]
     for device in {t.device for t, _ in named if t.is_cuda}:
         torch.cuda.current_stream(device).synchronize()
     return hosts

@@ -60,16 +60,21 @@ def paged_kv_lens(kv_indptr_h: torch.Tensor, last_page_len_h: torch.Tensor, page
     return torch.from_numpy(np.where(pages > 0, (pages - 1) * page_size + last, 0).astype(np.int32))
 
 
+def check_indices_array(kv_indices: torch.Tensor, name: str) -> None:
+    """The page ids' shape and type (their count against indptr is checked with the indptr)."""
+    if kv_indices.dim() != 1:
+        raise ValueError(f"{name} must be 1-D")
+    if kv_indices.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"{name} must be int32, got {kv_indices.dtype}")
+
+
 def check_paged_indices(kv_indptr_h, kv_indices, last_page_len_h, batch_size, page_size,
                         indptr_name="paged_kv_indptr", indices_name="paged_kv_indices",
                         last_name="paged_kv_last_page_len") -> None:
     V.check_indptr(kv_indptr_h, indptr_name, batch_size)
     if last_page_len_h.numel() != batch_size:
         raise ValueError(f"{last_name} must have batch_size = {batch_size} entries, got {last_page_len_h.numel()}")
-    if kv_indices.dim() != 1:
-        raise ValueError(f"{indices_name} must be 1-D")
-    if kv_indices.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"{indices_name} must be int32, got {kv_indices.dtype}")
+    check_indices_array(kv_indices, indices_name)
     indptr, last = kv_indptr_h.numpy(), last_page_len_h.numpy()
     if kv_indices.numel() < indptr[-1]:
         raise ValueError(

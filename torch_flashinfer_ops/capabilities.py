@@ -7,6 +7,7 @@ backend does not serve (they quote the table), and the README's backend matrix
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, FrozenSet, Iterable, Optional, Tuple
 
 import torch
@@ -52,7 +53,7 @@ class Capability:
     note: str = ""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Request:
     """What one call needs; matched against Capability rows."""
 
@@ -226,6 +227,25 @@ def check_backend_name(backend: str) -> None:
 
 def resolve_backend(backend: str, req: Request) -> str:
     """The concrete backend that serves `req`, or a ValueError saying why none does."""
+    from . import _ops
+
+    if backend in ("auto", "fa2") and _fa2_serves(req, _ops.gpu_kernels_built(), _ops.gpu_instantiations()):
+        return "fa2"
+    return _resolve(backend, req)
+
+
+@functools.lru_cache(maxsize=4096)
+def _fa2_serves(req: Request, *build) -> bool:
+    """Whether fa2 serves `req`. Its answer depends on the request and on what the build holds
+    (`build`, part of the key only), so plan(), which asks on every call, walks the table once
+    per request shape. AITER's availability can change (its opt-in): never cached."""
+    try:
+        return _resolve("fa2", req) == "fa2"
+    except ValueError:
+        return False
+
+
+def _resolve(backend: str, req: Request) -> str:
     check_backend_name(backend)
     candidates = ("fa2", "aiter") if backend == "auto" else (backend,)
     reasons = []

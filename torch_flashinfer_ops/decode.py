@@ -19,9 +19,9 @@ from . import aiter_bridge
 from ._ops import decode_grid_blocks, ops
 from ._wrapper_base import (
     BatchWrapperBase,
+    check_indices_array,
     check_paged_indices,
     paged_cache_geometry,
-    paged_kv_lens,
     parse_dtype,
     unpack_paged_kv_cache,
 )
@@ -150,31 +150,35 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
         kv_dtype = parse_dtype(kv_data_type, "kv_data_type") or q_dtype
         kv_indptr_h, last_h = V.host_int32s((indptr, "indptr"), (last_page_len, "last_page_len"))
         batch_size = kv_indptr_h.numel() - 1
-        check_paged_indices(kv_indptr_h, indices, last_h, batch_size, page_size,
-                            "indptr", "indices", "last_page_len")
-        kv_lens_h = paged_kv_lens(kv_indptr_h, last_h, page_size)
+        check_indices_array(indices, "indices")
         self._request = Request("batch_decode_paged", self.platform, q_dtype, kv_dtype, head_dim, page_size,
                                 _options(window_left, cap, False, self._kv_layout))
         self._chosen = resolve_backend(self._backend, self._request)
-        n_pages = int(kv_indptr_h[-1])
-        self._check_graph_capacity(paged_kv_indptr_buffer=batch_size + 1, paged_kv_indices_buffer=n_pages,
-                                   paged_kv_last_page_len_buffer=batch_size)
-        qo_indptr_h = torch.arange(batch_size + 1, dtype=torch.int32)
         grid = 0
         if self._chosen != "aiter" and self.device.type == "cuda":
             index = self.device.index if self.device.index is not None else torch.cuda.current_device()
             grid = _decode_grid(index, q_dtype, kv_dtype, head_dim, num_qo_heads, num_kv_heads,
                                 self._use_tensor_cores)
         upload = self._new_upload(non_blocking)
-        plan = self._workspace.plan(self.platform, qo_indptr_h, kv_lens_h, num_qo_heads, num_kv_heads,
-                                    head_dim, decode_grid=grid, upload=upload)
+        kv_lens_h = torch.empty(max(batch_size, 0), dtype=torch.int32)
+        # The schedule is built in host scratch; nothing reaches the device before upload.send().
+        plan = self._workspace.plan(self.platform, None, kv_lens_h, num_qo_heads, num_kv_heads, head_dim,
+                                    decode_grid=grid, upload=upload,
+                                    pages=(kv_indptr_h, last_h, page_size, indices.numel()))
+        if plan is None:  # invalid index arrays: the checks below say which and where
+            check_paged_indices(kv_indptr_h, indices, last_h, batch_size, page_size,
+                                "indptr", "indices", "last_page_len")
+            raise AssertionError("plan_host refused index arrays that check_paged_indices accepts")
+        n_pages = int(kv_indptr_h[-1])
+        self._check_graph_capacity(paged_kv_indptr_buffer=batch_size + 1, paged_kv_indices_buffer=n_pages,
+                                   paged_kv_last_page_len_buffer=batch_size)
         self._kv_indptr, self._kv_indices, self._kv_last_page_len = self._send_index_arrays(
             upload, (kv_indptr_h, "paged_kv_indptr_buffer", indptr),
             (indices[:n_pages], "paged_kv_indices_buffer", None),
             (last_h, "paged_kv_last_page_len_buffer", last_page_len))
         self._plan = plan
         if self._chosen == "aiter":
-            self._aiter_qo_indptr = qo_indptr_h.to(self.device)
+            self._aiter_qo_indptr = torch.arange(batch_size + 1, dtype=torch.int32).to(self.device)
             self._aiter_plan = aiter_bridge.plan_paged(kv_indptr_h, indices, kv_lens_h,
                                                        torch.ones(batch_size, dtype=torch.int32), self.device)
         self._params = dict(q_dtype=q_dtype, kv_dtype=kv_dtype, num_qo_heads=num_qo_heads,

@@ -1,0 +1,221 @@
+// plan()'s host work in one call: the index arrays' content checks, the kv lengths, the kv
+// split (the policy below) and the schedule (planner.cpp). A serving loop plans every step,
+// and on a serving host each Python-level step of this (a numpy reduction, a tensor slice)
+// costs microseconds; here the whole of it is one call.
+//
+// The checks only say whether the arrays are valid: on false the Python wrapper runs its own
+// checks, which name the array and entry at fault. So the error messages live in one place
+// and the common, valid plan pays for no message formatting.
+#include <ATen/ATen.h>
+#include <pybind11/pybind11.h>
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <limits>
+#include <tuple>
+#include <vector>
+
+#include "../include/plan_info.h"
+#include "attention_cpu.h"
+
+namespace flashinfer_ops {
+namespace cpu {
+namespace {
+
+// Split policy. Minimum kv chunk when splitting a prefill request over several workers.
+constexpr int64_t kMinKvChunk = 256;
+// A decode task's fixed cost (its start, first tile, merge) in kv rows streamed: fitted to
+// H200 timings of one-round schedules (batch 16, kv 1k and 4k: 30 and 79 us per round of
+// 384-row and 1408-row tasks, ~0.048 us per row plus ~12 us).
+constexpr int64_t kDecodeTaskCost = 256;
+// The shortest decode task: two 64-row tiles. Small batches are latency-bound (batch 1 at kv
+// 4k streams 4 tiles per task at kMinKvChunk); shorter tasks put more blocks to work at once.
+constexpr int64_t kDecodeMinKvChunk = 128;
+// Decode blocks per GPU multiprocessor the policy fills when the caller gives no grid.
+constexpr int64_t kDecodeBlocksPerSm = 2;
+// Decode chunk candidates in units of kDecodeMinKvChunk, 8% apart.
+constexpr int kLadderSteps = 90;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+const std::array<double, kLadderSteps>& chunk_ladder() {
+  static const std::array<double, kLadderSteps> ladder = [] {
+    std::array<double, kLadderSteps> l{};
+    for (int k = 0; k < kLadderSteps; ++k) l[k] = std::pow(1.08, k);
+    return l;
+  }();
+  return ladder;
+}
+
+int64_t round_up_64(int64_t x) { return (x + 63) / 64 * 64; }
+
+// Under two rounds of decode tasks: the chunk whose schedule should finish first, taking a
+// round's time as its longest task's rows plus kDecodeTaskCost. Candidates: no split, s-way
+// splits of the longest request (s = 2..16) and the geometric ladder (for uneven lengths).
+// Fewer tasks win ties (each split costs a merge): candidates go largest first and only a
+// strictly cheaper one replaces the best. Batch 1 fills the grid with the smallest chunk; batch
+// 16 x 8 kv heads on 396 blocks takes 3 splits (one round, 97% full) over 4; batch 32 takes two
+// rounds of 3 splits over one round of 256 unsplit tasks; batch 64 at kv 1k takes 2 splits in 3
+// rounds over 3 splits in 4.
+int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads,
+                              int64_t grid) {
+  int64_t max_kv = 0;
+  for (int64_t r = 0; r < batch; ++r) max_kv = std::max<int64_t>(max_kv, kv_lens[r]);
+  std::vector<int64_t> chunks;
+  for (int64_t s = 2; s <= 16; ++s) chunks.push_back(round_up_64(std::max(ceil_div(max_kv, s), kDecodeMinKvChunk)));
+  for (double step : chunk_ladder()) {
+    const double rows = kDecodeMinKvChunk * step;
+    if (rows >= static_cast<double>(max_kv)) break;
+    // floor((rows + 63) / 64) * 64, the rounding the ladder was tuned with (division by 64 is exact).
+    chunks.push_back(static_cast<int64_t>(std::floor((rows + 63.0) / 64.0)) * 64);
+  }
+  chunks.erase(std::remove_if(chunks.begin(), chunks.end(), [&](int64_t c) { return c >= max_kv; }),
+               chunks.end());
+  std::sort(chunks.begin(), chunks.end(), std::greater<int64_t>());
+  chunks.erase(std::unique(chunks.begin(), chunks.end()), chunks.end());
+  chunks.insert(chunks.begin(), max_kv);  // no split
+
+  int64_t best = 0;
+  double best_cost = std::numeric_limits<double>::infinity();
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const int64_t chunk = chunks[i];
+    int64_t tasks = 0;
+    for (int64_t r = 0; r < batch; ++r) tasks += std::max<int64_t>(ceil_div(kv_lens[r], chunk), 1);
+    tasks *= num_kv_heads;
+    const double cost = static_cast<double>(ceil_div(tasks, grid)) * static_cast<double>(chunk + kDecodeTaskCost);
+    if (cost < best_cost) {
+      best_cost = cost;
+      best = static_cast<int64_t>(i);
+    }
+  }
+  return best == 0 ? 0 : chunks[best];
+}
+
+}  // namespace
+
+int64_t choose_kv_chunk_size(bool gpu, const int32_t* qo_indptr, const int32_t* kv_lens, int64_t batch,
+                             int64_t num_kv_heads, int64_t q_tile_rows, int64_t workers, int64_t decode_grid) {
+  if (batch == 0) return 0;
+  int64_t max_qo = 0, tiles = 0, max_kv = 0;
+  for (int64_t r = 0; r < batch; ++r) {
+    const int64_t qo = qo_indptr ? qo_indptr[r + 1] - qo_indptr[r] : 1;
+    max_qo = std::max(max_qo, qo);
+    tiles += std::max<int64_t>(ceil_div(qo, q_tile_rows), 1);
+    max_kv = std::max<int64_t>(max_kv, kv_lens[r]);
+  }
+  // Decode: one block per (request, kv head) streams its kv range; split long requests until
+  // every block of the grid (or kDecodeBlocksPerSm per multiprocessor) has work.
+  const bool decode = gpu && max_qo <= 1;
+  if (decode) workers = decode_grid > 0 ? decode_grid : workers * kDecodeBlocksPerSm;
+  const int64_t tasks = tiles * num_kv_heads;
+  if (decode && decode_grid > 0 && tasks < 2 * workers) {
+    return max_kv < 2 * kDecodeMinKvChunk ? 0 : cheapest_decode_chunk(kv_lens, batch, num_kv_heads, workers);
+  }
+  if (max_kv < 2 * kMinKvChunk) return 0;
+  if (tasks < workers) {
+    const int64_t splits = ceil_div(workers, tasks);
+    const int64_t chunk = std::max(kMinKvChunk, ceil_div(max_kv, splits));
+    return round_up_64(chunk);
+  }
+  return 0;
+}
+
+namespace {
+
+void check_host_int32(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kInt && t.is_contiguous() && t.dim() == 1,
+              "plan_host: ", name, " must be a contiguous 1-D int32 host tensor");
+}
+
+bool valid_indptr(const int32_t* indptr, int64_t batch) {
+  if (indptr[0] != 0) return false;
+  for (int64_t r = 0; r < batch; ++r) {
+    if (indptr[r + 1] < indptr[r]) return false;
+  }
+  return true;
+}
+
+// Returns (valid, kv_chunk_size, needed, partial_rows, total_qo). qo_indptr empty: one query
+// row per request (decode). kv_indptr empty: kv_lens holds the lengths; otherwise kv_lens is
+// written: from kv_indptr alone (rows, when last_page_len is empty) or from pages of page_size
+// rows (num_indices page ids given). kv_chunk_size < 0: chosen by the policy.
+// On valid = false nothing else is meaningful and plan_info is untouched.
+std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(
+    const at::Tensor& qo_indptr, const at::Tensor& kv_indptr, const at::Tensor& last_page_len,
+    int64_t page_size, int64_t num_indices, at::Tensor kv_lens, at::Tensor plan_info,
+    int64_t q_tile_rows, int64_t num_kv_heads, int64_t workers, int64_t decode_grid,
+    int64_t kv_chunk_size, bool gpu) {
+  const bool decode = qo_indptr.numel() == 0, lens_given = kv_indptr.numel() == 0;
+  const bool paged = last_page_len.numel() > 0;
+  check_host_int32(kv_indptr, "kv_indptr");
+  check_host_int32(kv_lens, "kv_lens");
+  check_host_int32(plan_info, "plan_info");
+  const int64_t batch = lens_given ? kv_lens.numel() : kv_indptr.numel() - 1;
+  const auto invalid = std::make_tuple(false, int64_t{0}, int64_t{0}, int64_t{0}, int64_t{0});
+  if (kv_lens.numel() != batch) return invalid;
+  const int32_t* kv = lens_given ? nullptr : kv_indptr.data_ptr<int32_t>();
+  if (!lens_given && !valid_indptr(kv, batch)) return invalid;
+  const int32_t* qo = nullptr;
+  std::vector<int32_t> decode_indptr;
+  if (decode) {
+    decode_indptr.resize(batch + 1);
+    for (int64_t r = 0; r <= batch; ++r) decode_indptr[r] = static_cast<int32_t>(r);
+    qo = decode_indptr.data();
+  } else {
+    check_host_int32(qo_indptr, "qo_indptr");
+    if (qo_indptr.numel() != batch + 1) return invalid;
+    qo = qo_indptr.data_ptr<int32_t>();
+    if (!valid_indptr(qo, batch)) return invalid;
+  }
+  int32_t* lens = kv_lens.data_ptr<int32_t>();
+  if (lens_given) {
+    // kv_lens as given (plan_schedule refuses negative ones).
+  } else if (paged) {
+    check_host_int32(last_page_len, "last_page_len");
+    if (last_page_len.numel() != batch || page_size <= 0 || num_indices < kv[batch]) return invalid;
+    const int32_t* last = last_page_len.data_ptr<int32_t>();
+    for (int64_t r = 0; r < batch; ++r) {
+      const int64_t pages = kv[r + 1] - kv[r];
+      if (pages > 0 && (last[r] < 1 || last[r] > page_size)) return invalid;
+      lens[r] = pages > 0 ? static_cast<int32_t>((pages - 1) * page_size + last[r]) : 0;
+    }
+  } else {
+    for (int64_t r = 0; r < batch; ++r) lens[r] = kv[r + 1] - kv[r];
+  }
+  if (kv_chunk_size < 0) {
+    kv_chunk_size = choose_kv_chunk_size(gpu, qo, lens, batch, num_kv_heads, q_tile_rows, workers, decode_grid);
+  }
+  int32_t* out = plan_info.data_ptr<int32_t>();
+  plan_schedule(qo, lens, batch, q_tile_rows, kv_chunk_size, out, plan_info.numel());
+  const int64_t needed = ::flashinfer_ops::plan_info::size_for(out[::flashinfer_ops::plan_info::kNumItems], batch);
+  return std::make_tuple(true, kv_chunk_size, needed, int64_t{out[::flashinfer_ops::plan_info::kPartialRows]},
+                         int64_t{qo[batch]});
+}
+
+int64_t choose_kv_chunk_size_py(bool gpu, const at::Tensor& qo_indptr, const at::Tensor& kv_lens,
+                                int64_t num_kv_heads, int64_t q_tile_rows, int64_t workers, int64_t decode_grid) {
+  check_host_int32(qo_indptr, "qo_indptr");
+  check_host_int32(kv_lens, "kv_lens");
+  TORCH_CHECK(qo_indptr.numel() == kv_lens.numel() + 1, "choose_kv_chunk_size: qo_indptr must have ",
+              kv_lens.numel() + 1, " entries");
+  return choose_kv_chunk_size(gpu, qo_indptr.data_ptr<int32_t>(), kv_lens.data_ptr<int32_t>(), kv_lens.numel(),
+                              num_kv_heads, q_tile_rows, workers, decode_grid);
+}
+
+}  // namespace
+
+void bind_plan_host(pybind11::module_& m) {
+  m.def("plan_host", &plan_host,
+        "plan()'s host work: (valid, kv_chunk_size, needed, partial_rows, total_qo); see plan_host.cpp");
+  m.def("choose_kv_chunk_size", &choose_kv_chunk_size_py,
+        "the kv split policy: (gpu, qo_indptr, kv_lens, num_kv_heads, q_tile_rows, workers, decode_grid)");
+  m.attr("MIN_KV_CHUNK") = kMinKvChunk;
+  m.attr("DECODE_TASK_COST") = kDecodeTaskCost;
+  m.attr("DECODE_MIN_KV_CHUNK") = kDecodeMinKvChunk;
+  m.attr("DECODE_BLOCKS_PER_SM") = kDecodeBlocksPerSm;
+}
+
+}  // namespace cpu
+}  // namespace flashinfer_ops
