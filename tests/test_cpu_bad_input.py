@@ -401,3 +401,55 @@ def test_unknown_kv_layout(workspace):
             k[:3], v[:3], torch.zeros(3, dtype=torch.int32), torch.arange(3, dtype=torch.int32),
             P.cache, P.indices, P.indptr, P.last_page_len, kv_layout="NDH",
         )
+
+
+def _corrupt(rng, indptr, indices, last):
+    """One random fault in a valid paged batch's index arrays, or none (the valid case)."""
+    indptr, indices, last = indptr.clone(), indices.clone(), last.clone()
+    kind = int(rng.integers(0, 7))
+    b = last.numel()
+    r = int(rng.integers(0, b))
+    if kind == 1:
+        indptr[0] = 1
+    elif kind == 2 and b > 1:
+        indptr[r + 1] = indptr[r] - 1  # decreasing
+    elif kind == 3:
+        last[r] = int(rng.choice([0, -1, PAGE + 1]))
+    elif kind == 4:
+        indices = indices[: max(int(indptr[-1]) - 1, 0)]  # one page id short
+    elif kind == 5:
+        last = last[:-1]
+    elif kind == 6:
+        indptr = indptr[:-1]
+    valid = kind == 0 or (kind == 2 and b == 1) or (kind == 4 and int(indptr[-1]) == 0)
+    if kind == 3 and int(indptr[r + 1]) == int(indptr[r]):
+        valid = True  # an empty request's last_page_len is not read
+    return indptr, indices, last, valid
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_plan_refuses_exactly_what_the_named_checks_refuse(workspace, seed):
+    # plan() validates the index arrays in one host pass and, on a fault, runs the Python checks
+    # that name it. Random batches with one random fault (or none): every fault must surface as
+    # a ValueError naming an index array, never as the internal disagreement, and valid arrays
+    # must plan.
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    b = int(rng.integers(1, 9))
+    pages = torch.from_numpy(rng.integers(0, 5, size=b)).to(torch.int32)
+    indptr = torch.zeros(b + 1, dtype=torch.int32)
+    indptr[1:] = torch.cumsum(pages, 0)
+    indices = torch.arange(int(indptr[-1]) + 2, dtype=torch.int32)
+    last = torch.from_numpy(rng.integers(1, PAGE + 1, size=b)).to(torch.int32)
+    indptr, indices, last, valid = _corrupt(rng, indptr, indices, last)
+    decode = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
+    prefill = flashinfer.BatchPrefillWithPagedKVCacheWrapper(workspace, "NHD")
+    qo = ref.indptr_from_lens([1] * b)
+    for plan in (lambda: decode.plan(indptr, indices, last, HQ, HKV, D, PAGE),
+                 lambda: prefill.plan(qo, indptr, indices, last, HQ, HKV, D, PAGE)):
+        if valid:
+            plan()
+        else:
+            with pytest.raises(ValueError, match=r"indptr|indices|last_page_len"):
+                plan()

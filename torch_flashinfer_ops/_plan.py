@@ -163,8 +163,8 @@ class Workspace:
         they are invalid (the caller's checks say why). Without pages, kv_lens_host is given."""
         q_tile_rows = q_tile_tokens(platform, num_qo_heads, num_kv_heads)
         kv_indptr, last, page_size, num_indices = pages if pages is not None else (_EMPTY, _EMPTY, 0, 0)
-        if pages is not None and kv_indptr.numel() == 0:
-            return None  # an empty kv_indptr would read as "lengths given"
+        if pages is not None and (kv_indptr.numel() == 0 or page_size <= 0):
+            return None  # read otherwise as "lengths given" / "kv_indptr counts rows"
         # Raises ValueError, before writing anything, when the plan region is too small.
         valid, _, needed, rows, total_qo = _C.plan_host(
             _EMPTY if qo_indptr_host is None else qo_indptr_host, kv_indptr, last, page_size, num_indices,

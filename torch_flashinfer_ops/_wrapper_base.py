@@ -54,12 +54,6 @@ def paged_cache_geometry(k_cache: torch.Tensor, kv_layout: str) -> Tuple[int, in
     return k_cache.shape[2], k_cache.shape[1], k_cache.shape[3]
 
 
-def paged_kv_lens(kv_indptr_h: torch.Tensor, last_page_len_h: torch.Tensor, page_size: int) -> torch.Tensor:
-    indptr, last = kv_indptr_h.numpy(), last_page_len_h.numpy()
-    pages = indptr[1:] - indptr[:-1]
-    return torch.from_numpy(np.where(pages > 0, (pages - 1) * page_size + last, 0).astype(np.int32))
-
-
 def check_indices_array(kv_indices: torch.Tensor, name: str) -> None:
     """The page ids' shape and type (their count against indptr is checked with the indptr)."""
     if kv_indices.dim() != 1:

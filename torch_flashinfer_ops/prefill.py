@@ -14,15 +14,16 @@ from typing import Optional, Tuple, Union
 
 import torch
 
+from . import _C
 from . import _validation as V
 from . import aiter_bridge
 from ._mask import check_packed_mask, pack_custom_mask
 from ._ops import ops
 from ._wrapper_base import (
     BatchWrapperBase,
+    check_indices_array,
     check_paged_indices,
     paged_cache_geometry,
-    paged_kv_lens,
     parse_dtype,
     unpack_paged_kv_cache,
 )
@@ -260,8 +261,12 @@ class BatchPrefillWithPagedKVCacheWrapper(_PrefillWrapperBase):
                                                   (paged_kv_last_page_len, "paged_kv_last_page_len"),
                                                   (qo_indptr, "qo_indptr"))
         batch_size = qo_h.numel() - 1
-        check_paged_indices(kv_indptr_h, paged_kv_indices, last_h, batch_size, page_size)
-        kv_lens_h = paged_kv_lens(kv_indptr_h, last_h, page_size)
+        check_indices_array(paged_kv_indices, "paged_kv_indices")
+        kv_lens_h = torch.empty(max(batch_size, 0), dtype=torch.int32)
+        if page_size <= 0 or not _C.fill_kv_lens(kv_indptr_h, last_h, page_size, paged_kv_indices.numel(), kv_lens_h):
+            # Invalid index arrays: the checks say which and where.
+            check_paged_indices(kv_indptr_h, paged_kv_indices, last_h, batch_size, page_size)
+            raise AssertionError("fill_kv_lens refused index arrays that check_paged_indices accepts")
         unserved = dict(prefix_len_ptr=prefix_len_ptr, token_pos_in_items_ptr=token_pos_in_items_ptr,
                         token_pos_in_items_len=token_pos_in_items_len or None,
                         max_item_len_ptr=max_item_len_ptr, seq_lens=seq_lens, seq_lens_q=seq_lens_q,

@@ -137,29 +137,53 @@ bool valid_indptr(const int32_t* indptr, int64_t batch) {
   return true;
 }
 
-// Returns (valid, kv_chunk_size, needed, partial_rows, total_qo). qo_indptr empty: one query
-// row per request (decode). kv_indptr empty: kv_lens holds the lengths; otherwise kv_lens is
-// written: from kv_indptr alone (rows, when last_page_len is empty) or from pages of page_size
-// rows (num_indices page ids given). kv_chunk_size < 0: chosen by the policy.
-// On valid = false nothing else is meaningful and plan_info is untouched.
-std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(
-    const at::Tensor& qo_indptr, const at::Tensor& kv_indptr, const at::Tensor& last_page_len,
-    int64_t page_size, int64_t num_indices, at::Tensor kv_lens, at::Tensor plan_info,
-    int64_t q_tile_rows, int64_t num_kv_heads, int64_t workers, int64_t decode_grid,
-    int64_t kv_chunk_size, bool gpu) {
-  const bool decode = qo_indptr.numel() == 0, lens_given = kv_indptr.numel() == 0;
-  const bool paged = last_page_len.numel() > 0;
+// kv_lens from kv_indptr: the rows between its entries, or (last_page_len given) pages of
+// page_size rows, the last one holding last_page_len rows, out of num_indices page ids. False
+// when the arrays are invalid (kv_lens then partly written).
+bool fill_kv_lens(const at::Tensor& kv_indptr, const at::Tensor& last_page_len, int64_t page_size,
+                  int64_t num_indices, at::Tensor& kv_lens) {
   check_host_int32(kv_indptr, "kv_indptr");
   check_host_int32(kv_lens, "kv_lens");
-  check_host_int32(plan_info, "plan_info");
-  const int64_t batch = lens_given ? kv_lens.numel() : kv_indptr.numel() - 1;
+  const int64_t batch = kv_indptr.numel() - 1;
+  if (batch < 0 || kv_lens.numel() != batch) return false;
+  const int32_t* kv = kv_indptr.data_ptr<int32_t>();
+  if (!valid_indptr(kv, batch)) return false;
+  int32_t* lens = kv_lens.data_ptr<int32_t>();
+  if (last_page_len.numel() == 0 && page_size == 0) {
+    for (int64_t r = 0; r < batch; ++r) lens[r] = kv[r + 1] - kv[r];
+    return true;
+  }
+  check_host_int32(last_page_len, "last_page_len");
+  if (last_page_len.numel() != batch || page_size <= 0 || num_indices < kv[batch]) return false;
+  const int32_t* last = last_page_len.data_ptr<int32_t>();
+  for (int64_t r = 0; r < batch; ++r) {
+    const int64_t pages = kv[r + 1] - kv[r];
+    if (pages > 0 && (last[r] < 1 || last[r] > page_size)) return false;
+    lens[r] = pages > 0 ? static_cast<int32_t>((pages - 1) * page_size + last[r]) : 0;
+  }
+  return true;
+}
+
+// Returns (valid, kv_chunk_size, needed, partial_rows, total_qo). qo_indptr empty: one query
+// row per request (decode). kv_indptr empty: kv_lens holds the lengths; otherwise fill_kv_lens
+// writes them (page_size 0 and last_page_len empty: kv_indptr counts rows). kv_chunk_size < 0:
+// chosen by the policy. On valid = false nothing else is meaningful and schedule is untouched.
+std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(
+    const at::Tensor& qo_indptr, const at::Tensor& kv_indptr, const at::Tensor& last_page_len,
+    int64_t page_size, int64_t num_indices, at::Tensor kv_lens, at::Tensor schedule,
+    int64_t q_tile_rows, int64_t num_kv_heads, int64_t workers, int64_t decode_grid,
+    int64_t kv_chunk_size, bool gpu) {
+  namespace layout = ::flashinfer_ops::plan_info;
   const auto invalid = std::make_tuple(false, int64_t{0}, int64_t{0}, int64_t{0}, int64_t{0});
-  if (kv_lens.numel() != batch) return invalid;
-  const int32_t* kv = lens_given ? nullptr : kv_indptr.data_ptr<int32_t>();
-  if (!lens_given && !valid_indptr(kv, batch)) return invalid;
+  check_host_int32(kv_lens, "kv_lens");
+  check_host_int32(schedule, "schedule");
+  if (kv_indptr.numel() > 0 && !fill_kv_lens(kv_indptr, last_page_len, page_size, num_indices, kv_lens)) {
+    return invalid;
+  }
+  const int64_t batch = kv_lens.numel();
   const int32_t* qo = nullptr;
   std::vector<int32_t> decode_indptr;
-  if (decode) {
+  if (qo_indptr.numel() == 0) {  // decode
     decode_indptr.resize(batch + 1);
     for (int64_t r = 0; r <= batch; ++r) decode_indptr[r] = static_cast<int32_t>(r);
     qo = decode_indptr.data();
@@ -169,29 +193,14 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(
     qo = qo_indptr.data_ptr<int32_t>();
     if (!valid_indptr(qo, batch)) return invalid;
   }
-  int32_t* lens = kv_lens.data_ptr<int32_t>();
-  if (lens_given) {
-    // kv_lens as given (plan_schedule refuses negative ones).
-  } else if (paged) {
-    check_host_int32(last_page_len, "last_page_len");
-    if (last_page_len.numel() != batch || page_size <= 0 || num_indices < kv[batch]) return invalid;
-    const int32_t* last = last_page_len.data_ptr<int32_t>();
-    for (int64_t r = 0; r < batch; ++r) {
-      const int64_t pages = kv[r + 1] - kv[r];
-      if (pages > 0 && (last[r] < 1 || last[r] > page_size)) return invalid;
-      lens[r] = pages > 0 ? static_cast<int32_t>((pages - 1) * page_size + last[r]) : 0;
-    }
-  } else {
-    for (int64_t r = 0; r < batch; ++r) lens[r] = kv[r + 1] - kv[r];
-  }
+  const int32_t* lens = kv_lens.data_ptr<int32_t>();
   if (kv_chunk_size < 0) {
     kv_chunk_size = choose_kv_chunk_size(gpu, qo, lens, batch, num_kv_heads, q_tile_rows, workers, decode_grid);
   }
-  int32_t* out = plan_info.data_ptr<int32_t>();
-  plan_schedule(qo, lens, batch, q_tile_rows, kv_chunk_size, out, plan_info.numel());
-  const int64_t needed = ::flashinfer_ops::plan_info::size_for(out[::flashinfer_ops::plan_info::kNumItems], batch);
-  return std::make_tuple(true, kv_chunk_size, needed, int64_t{out[::flashinfer_ops::plan_info::kPartialRows]},
-                         int64_t{qo[batch]});
+  int32_t* out = schedule.data_ptr<int32_t>();
+  plan_schedule(qo, lens, batch, q_tile_rows, kv_chunk_size, out, schedule.numel());
+  const int64_t needed = layout::size_for(out[layout::kNumItems], batch);
+  return std::make_tuple(true, kv_chunk_size, needed, int64_t{out[layout::kPartialRows]}, int64_t{qo[batch]});
 }
 
 int64_t choose_kv_chunk_size_py(bool gpu, const at::Tensor& qo_indptr, const at::Tensor& kv_lens,
@@ -209,6 +218,8 @@ int64_t choose_kv_chunk_size_py(bool gpu, const at::Tensor& qo_indptr, const at:
 void bind_plan_host(pybind11::module_& m) {
   m.def("plan_host", &plan_host,
         "plan()'s host work: (valid, kv_chunk_size, needed, partial_rows, total_qo); see plan_host.cpp");
+  m.def("fill_kv_lens", &fill_kv_lens,
+        "(kv_indptr, last_page_len, page_size, num_indices, kv_lens out) -> valid; see plan_host.cpp");
   m.def("choose_kv_chunk_size", &choose_kv_chunk_size_py,
         "the kv split policy: (gpu, qo_indptr, kv_lens, num_kv_heads, q_tile_rows, workers, decode_grid)");
   m.attr("MIN_KV_CHUNK") = kMinKvChunk;
