@@ -3,7 +3,10 @@
 Bar (DESIGN.md): < 100 us at batch 256. Prints the median over repeated plans of a decode
 batch and a prefill batch with uneven lengths (page 16, 32/8 heads, d128), on the device
 given (cpu or cuda; the schedule is built on the host either way). With --device cuda the
-index arrays are given on the host (as serving loops build them) and on the GPU, in turn."""
+index arrays are given on the host (as serving loops build them) and on the GPU, in turn, and
+upstream FlashInfer's plan() (when installed) is timed beside ours on the same arrays, one
+after the other per row: a serving host's speed drifts between processes and over minutes,
+so the ratio in the same row is the figure to compare."""
 import argparse
 import json
 import statistics
@@ -11,7 +14,7 @@ import time
 
 import torch
 
-from bench_report import import_ours
+from bench_report import attempt, import_ours, optional_import
 
 
 def _batch(bs, page_size, seed=0):
@@ -34,6 +37,10 @@ def _median_us(fn, repeat):
         fn()
         times.append((time.perf_counter() - t) * 1e6)
     return statistics.median(times)
+
+
+def _us(value):
+    return "n/a" if value is None else f"{value:7.1f} us"
 
 
 def _profile_decode_plan(flashinfer, device, arrays_on, n):
@@ -66,23 +73,37 @@ def main():
                              "costliest calls by cumulative time: where the host time goes")
     args = parser.parse_args()
     flashinfer = import_ours()
+    libs = {"ours": flashinfer}
+    if args.device != "cpu":
+        upstream = optional_import("flashinfer", "upstream flashinfer")
+        if upstream is not None:
+            libs["upstream"] = upstream
     results = []
     arrays_on = ["cpu", args.device] if args.device != "cpu" else ["cpu"]
     for where in arrays_on:
         for bs in (1, 16, 64, 256):
             indptr, indices, last = (t.to(where) for t in _batch(bs, 16))
-            ws = torch.empty(128 << 20, dtype=torch.uint8, device=args.device)
-            decode = flashinfer.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD")
-            us = _median_us(lambda: decode.plan(indptr, indices, last, 32, 8, 128, 16), args.repeat)
-            results.append({"op": "decode_plan", "arrays": where, "batch": bs, "us": us})
             qo = (torch.arange(bs + 1, dtype=torch.int32) * 8).to(where)
-            prefill = flashinfer.BatchPrefillWithPagedKVCacheWrapper(ws, "NHD")
-            us = _median_us(lambda: prefill.plan(qo, indptr, indices, last, 32, 8, 128, 16, causal=True),
-                            args.repeat)
-            results.append({"op": "prefill_plan", "arrays": where, "batch": bs, "us": us})
+            for op in ("decode_plan", "prefill_plan"):
+                row = {"op": op, "arrays": where, "batch": bs}
+                for name, lib in libs.items():
+                    ws = torch.empty(128 << 20, dtype=torch.uint8, device=args.device)
+                    if op == "decode_plan":
+                        w = lib.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD")
+                        fn = lambda: w.plan(indptr, indices, last, 32, 8, 128, 16)  # noqa: E731
+                    else:
+                        w = lib.BatchPrefillWithPagedKVCacheWrapper(ws, "NHD")
+                        fn = lambda: w.plan(qo, indptr, indices, last, 32, 8, 128, 16, causal=True)  # noqa: E731
+                    row[f"{name}_us"] = attempt(f"{name} {op}", lambda: _median_us(fn, args.repeat))
+                results.append(row)
     for r in results:
         bar = " (bar: < 100 us)" if r["batch"] == 256 else ""
-        print(f"{r['op']:>13} arrays on {r['arrays']:>4} bs={r['batch']:>3}: {r['us']:7.1f} us{bar}")
+        line = f"{r['op']:>13} arrays on {r['arrays']:>4} bs={r['batch']:>3}: ours {_us(r.get('ours_us'))}"
+        if "upstream" in libs:
+            up = r.get("upstream_us")
+            ratio = f"{r['ours_us'] / up:.2f}" if up and r.get("ours_us") else "n/a"
+            line += f", upstream {_us(up)}, ours / upstream {ratio}"
+        print(line + bar)
     if args.profile:
         for where in arrays_on:
             _profile_decode_plan(flashinfer, args.device, where, args.profile)
