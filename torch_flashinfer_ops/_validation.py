@@ -143,10 +143,17 @@ def host_int32s(*named) -> list:
     """Host copies of several (index array, name) pairs. Arrays on a GPU are copied into pinned
     memory without blocking and waited for once per device (one synchronisation for all of
     them instead of one per blocking copy)."""
+    hosts, devices = [], set()
     for t, name in named:
         _check_index_array(t, name)
-    hosts = [t.to("cpu", torch.int32, non_blocking=t.is_cuda).contiguous() for t, _ in named]
-    for device in {t.device for t, _ in named if t.is_cuda}:
+        if t.is_cuda:
+            devices.add(t.device)
+            hosts.append(t.to("cpu", torch.int32, non_blocking=True).contiguous())
+        elif t.dtype == torch.int32 and t.is_contiguous():
+            hosts.append(t)  # the common case, as serving loops build them: used as it is
+        else:
+            hosts.append(t.to("cpu", torch.int32).contiguous())
+    for device in devices:
         torch.cuda.current_stream(device).synchronize()
     return hosts
 

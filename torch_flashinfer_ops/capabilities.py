@@ -53,7 +53,7 @@ class Capability:
     note: str = ""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(unsafe_hash=True)  # hashed as a cache key; never mutated (dataclasses.replace copies)
 class Request:
     """What one call needs; matched against Capability rows."""
 
