@@ -23,14 +23,10 @@ import numpy as np
 import torch
 
 from . import _C
-from ._ops import ops
 
 if TYPE_CHECKING:
     from ._upload import Upload
 
-PLAN_HEADER = 8
-PLAN_ITEM_FIELDS = 6
-PLAN_REQUEST_FIELDS = 2
 _ALIGN = 256
 
 # Tile rows per work item, by platform. The CPU kernel takes any value; 32 keeps the
