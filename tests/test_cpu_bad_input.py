@@ -453,3 +453,28 @@ def test_plan_refuses_exactly_what_the_named_checks_refuse(workspace, seed):
         else:
             with pytest.raises(ValueError, match=r"indptr|indices|last_page_len"):
                 plan()
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_ragged_plan_refuses_exactly_what_check_indptr_refuses(workspace, seed):
+    import numpy as np
+
+    rng = np.random.default_rng(500 + seed)
+    b = int(rng.integers(1, 9))
+    kv = torch.zeros(b + 1, dtype=torch.int32)
+    kv[1:] = torch.cumsum(torch.from_numpy(rng.integers(0, 40, size=b)).to(torch.int32), 0)
+    kind = int(rng.integers(0, 4))
+    r = int(rng.integers(0, b))
+    if kind == 1:
+        kv[0] = 1
+    elif kind == 2:
+        kv[r + 1] = kv[r] - 1
+    elif kind == 3:
+        kv = kv[:-1]
+    w = flashinfer.BatchPrefillWithRaggedKVCacheWrapper(workspace, "NHD")
+    qo = ref.indptr_from_lens([2] * b)
+    if kind == 0:
+        w.plan(qo, kv, HQ, HKV, D)
+    else:
+        with pytest.raises(ValueError, match=r"kv_indptr"):
+            w.plan(qo, kv, HQ, HKV, D)

@@ -32,6 +32,9 @@ from .capabilities import Request, platform_of, resolve_backend
 _OUT_DTYPES = (torch.float16, torch.bfloat16)
 
 
+_NO_PAGES = torch.empty(0, dtype=torch.int32)  # fill_kv_lens without last_page_len: kv_indptr counts rows
+
+
 def _options(causal, window_left, logits_soft_cap, masked, return_lse, kv_layout):
     opts = set()
     if causal:
@@ -427,8 +430,10 @@ class BatchPrefillWithRaggedKVCacheWrapper(_PrefillWrapperBase):
     ) -> None:
         """Schedules the batch. qo_indptr and kv_indptr [batch+1] index the concatenated q and k/v."""
         kv_indptr_h, qo_h = V.host_int32s((kv_indptr, "kv_indptr"), (qo_indptr, "qo_indptr"))
-        V.check_indptr(kv_indptr_h, "kv_indptr", qo_h.numel() - 1)
-        kv_lens_h = kv_indptr_h[1:] - kv_indptr_h[:-1]
+        kv_lens_h = torch.empty(max(qo_h.numel() - 1, 0), dtype=torch.int32)
+        if not _C.fill_kv_lens(kv_indptr_h, _NO_PAGES, 0, 0, kv_lens_h):
+            V.check_indptr(kv_indptr_h, "kv_indptr", qo_h.numel() - 1)  # names the fault
+            raise AssertionError("fill_kv_lens refused a kv_indptr that check_indptr accepts")
         unserved = dict(prefix_len_ptr=prefix_len_ptr, token_pos_in_items_ptr=token_pos_in_items_ptr,
                         token_pos_in_items_len=token_pos_in_items_len or None, max_item_len_ptr=max_item_len_ptr)
         qo_indptr_h, batch_size, q_dtype, kv_dtype, cap, packed, mask_indptr = self._plan_common(
