@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import torch
@@ -150,26 +150,17 @@ class Workspace:
 
     def plan(self, platform: str, qo_indptr_host: Optional[torch.Tensor], kv_lens_host: torch.Tensor,
              num_qo_heads: int, num_kv_heads: int, head_dim: int,
-             kv_chunk_size: int | None = None, decode_grid: int = 0, *, upload: Upload,
-             pages: Optional[Tuple[torch.Tensor, torch.Tensor, int, int]] = None) -> Optional[BatchPlan]:
+             kv_chunk_size: int | None = None, decode_grid: int = 0, *, upload: Upload) -> BatchPlan:
         """Schedules the batch on the host (one call into plan_host.cpp) and queues the schedule's
-        copy on `upload`. qo_indptr_host None: one query row per request (decode). pages:
-        (kv_indptr, last_page_len, page_size, number of page ids) of a paged batch, all on the
-        host; kv_lens_host is then filled with the lengths they give, and None comes back when
-        they are invalid (the caller's checks say why). Without pages, kv_lens_host is given."""
+        copy on `upload`. qo_indptr_host None: one query row per request (decode)."""
         q_tile_rows = q_tile_tokens(platform, num_qo_heads, num_kv_heads)
-        kv_indptr, last, page_size, num_indices = pages if pages is not None else (_EMPTY, _EMPTY, 0, 0)
-        if pages is not None and (kv_indptr.numel() == 0 or page_size <= 0):
-            return None  # read otherwise as "lengths given" / "kv_indptr counts rows"
         # Raises ValueError, before writing anything, when the plan region is too small.
         valid, _, needed, rows, total_qo = _C.plan_host(
-            _EMPTY if qo_indptr_host is None else qo_indptr_host, kv_indptr, last, page_size, num_indices,
-            kv_lens_host, self.plan_host, q_tile_rows, num_kv_heads, _workers(platform), decode_grid,
-            -1 if kv_chunk_size is None else kv_chunk_size, platform != "cpu")
+            _EMPTY if qo_indptr_host is None else qo_indptr_host, kv_lens_host, self.plan_host, q_tile_rows,
+            num_kv_heads, _workers(platform), decode_grid, -1 if kv_chunk_size is None else kv_chunk_size,
+            platform != "cpu")
         if not valid:
-            if pages is None:
-                raise ValueError("plan: qo_indptr must start at 0 and be non-decreasing, with batch_size + 1 entries")
-            return None
+            raise ValueError("plan: qo_indptr must start at 0 and be non-decreasing, with batch_size + 1 entries")
         # Only the prefix a run reads travels, with the index arrays (upload.send(), by the caller).
         device_plan = self.plan_view()
         upload.add(self.plan_host[:needed], device_plan[:needed])

@@ -8,6 +8,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import torch
 
+from . import _C
 from . import _validation as V
 from ._plan import Workspace
 from ._upload import Upload
@@ -52,6 +53,33 @@ def paged_cache_geometry(k_cache: torch.Tensor, kv_layout: str) -> Tuple[int, in
     if kv_layout == "NHD":
         return k_cache.shape[1], k_cache.shape[2], k_cache.shape[3]
     return k_cache.shape[2], k_cache.shape[1], k_cache.shape[3]
+
+
+_NO_PAGES = torch.empty(0, dtype=torch.int32)  # fill_kv_lens without last_page_len: kv_indptr counts rows
+
+
+def paged_kv_lens(kv_indptr_h, kv_indices, last_page_len_h, batch_size, page_size,
+                  indptr_name="paged_kv_indptr", indices_name="paged_kv_indices",
+                  last_name="paged_kv_last_page_len") -> torch.Tensor:
+    """The kv lengths of a paged batch (host int32), its index arrays checked in the same host
+    pass (csrc/cpu/plan_host.cpp's fill_kv_lens); on a fault check_paged_indices names it."""
+    check_indices_array(kv_indices, indices_name)
+    lens = torch.empty(max(batch_size, 0), dtype=torch.int32)
+    if page_size <= 0 or not _C.fill_kv_lens(kv_indptr_h, last_page_len_h, page_size, kv_indices.numel(), lens):
+        check_paged_indices(kv_indptr_h, kv_indices, last_page_len_h, batch_size, page_size,
+                            indptr_name, indices_name, last_name)
+        raise AssertionError("fill_kv_lens refused index arrays that check_paged_indices accepts")
+    return lens
+
+
+def ragged_kv_lens(kv_indptr_h: torch.Tensor, batch_size: int, name: str) -> torch.Tensor:
+    """The kv lengths of a ragged batch (host int32), kv_indptr checked in the same host pass;
+    on a fault check_indptr names it."""
+    lens = torch.empty(max(batch_size, 0), dtype=torch.int32)
+    if not _C.fill_kv_lens(kv_indptr_h, _NO_PAGES, 0, 0, lens):
+        V.check_indptr(kv_indptr_h, name, batch_size)
+        raise AssertionError("fill_kv_lens refused a kv_indptr that check_indptr accepts")
+    return lens
 
 
 def check_indices_array(kv_indices: torch.Tensor, name: str) -> None:

@@ -19,9 +19,8 @@ from . import aiter_bridge
 from ._ops import decode_grid_blocks, ops
 from ._wrapper_base import (
     BatchWrapperBase,
-    check_indices_array,
-    check_paged_indices,
     paged_cache_geometry,
+    paged_kv_lens,
     parse_dtype,
     unpack_paged_kv_cache,
 )
@@ -150,7 +149,8 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
         kv_dtype = parse_dtype(kv_data_type, "kv_data_type") or q_dtype
         kv_indptr_h, last_h = V.host_int32s((indptr, "indptr"), (last_page_len, "last_page_len"))
         batch_size = kv_indptr_h.numel() - 1
-        check_indices_array(indices, "indices")
+        kv_lens_h = paged_kv_lens(kv_indptr_h, indices, last_h, batch_size, page_size,
+                                  "indptr", "indices", "last_page_len")
         self._request = Request("batch_decode_paged", self.platform, q_dtype, kv_dtype, head_dim, page_size,
                                 _options(window_left, cap, False, self._kv_layout))
         self._chosen = resolve_backend(self._backend, self._request)
@@ -160,15 +160,9 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
             grid = _decode_grid(index, q_dtype, kv_dtype, head_dim, num_qo_heads, num_kv_heads,
                                 self._use_tensor_cores)
         upload = self._new_upload(non_blocking)
-        kv_lens_h = torch.empty(max(batch_size, 0), dtype=torch.int32)
         # The schedule is built in host scratch; nothing reaches the device before upload.send().
         plan = self._workspace.plan(self.platform, None, kv_lens_h, num_qo_heads, num_kv_heads, head_dim,
-                                    decode_grid=grid, upload=upload,
-                                    pages=(kv_indptr_h, last_h, page_size, indices.numel()))
-        if plan is None:  # invalid index arrays: the checks below say which and where
-            check_paged_indices(kv_indptr_h, indices, last_h, batch_size, page_size,
-                                "indptr", "indices", "last_page_len")
-            raise AssertionError("plan_host refused index arrays that check_paged_indices accepts")
+                                    decode_grid=grid, upload=upload)
         n_pages = int(kv_indptr_h[-1])
         self._check_graph_capacity(paged_kv_indptr_buffer=batch_size + 1, paged_kv_indices_buffer=n_pages,
                                    paged_kv_last_page_len_buffer=batch_size)

@@ -14,25 +14,21 @@ from typing import Optional, Tuple, Union
 
 import torch
 
-from . import _C
 from . import _validation as V
 from . import aiter_bridge
 from ._mask import check_packed_mask, pack_custom_mask
 from ._ops import ops
 from ._wrapper_base import (
     BatchWrapperBase,
-    check_indices_array,
-    check_paged_indices,
     paged_cache_geometry,
+    paged_kv_lens,
+    ragged_kv_lens,
     parse_dtype,
     unpack_paged_kv_cache,
 )
 from .capabilities import Request, platform_of, resolve_backend
 
 _OUT_DTYPES = (torch.float16, torch.bfloat16)
-
-
-_NO_PAGES = torch.empty(0, dtype=torch.int32)  # fill_kv_lens without last_page_len: kv_indptr counts rows
 
 
 def _options(causal, window_left, logits_soft_cap, masked, return_lse, kv_layout):
@@ -264,12 +260,7 @@ class BatchPrefillWithPagedKVCacheWrapper(_PrefillWrapperBase):
                                                   (paged_kv_last_page_len, "paged_kv_last_page_len"),
                                                   (qo_indptr, "qo_indptr"))
         batch_size = qo_h.numel() - 1
-        check_indices_array(paged_kv_indices, "paged_kv_indices")
-        kv_lens_h = torch.empty(max(batch_size, 0), dtype=torch.int32)
-        if page_size <= 0 or not _C.fill_kv_lens(kv_indptr_h, last_h, page_size, paged_kv_indices.numel(), kv_lens_h):
-            # Invalid index arrays: the checks say which and where.
-            check_paged_indices(kv_indptr_h, paged_kv_indices, last_h, batch_size, page_size)
-            raise AssertionError("fill_kv_lens refused index arrays that check_paged_indices accepts")
+        kv_lens_h = paged_kv_lens(kv_indptr_h, paged_kv_indices, last_h, batch_size, page_size)
         unserved = dict(prefix_len_ptr=prefix_len_ptr, token_pos_in_items_ptr=token_pos_in_items_ptr,
                         token_pos_in_items_len=token_pos_in_items_len or None,
                         max_item_len_ptr=max_item_len_ptr, seq_lens=seq_lens, seq_lens_q=seq_lens_q,
@@ -430,10 +421,7 @@ class BatchPrefillWithRaggedKVCacheWrapper(_PrefillWrapperBase):
     ) -> None:
         """Schedules the batch. qo_indptr and kv_indptr [batch+1] index the concatenated q and k/v."""
         kv_indptr_h, qo_h = V.host_int32s((kv_indptr, "kv_indptr"), (qo_indptr, "qo_indptr"))
-        kv_lens_h = torch.empty(max(qo_h.numel() - 1, 0), dtype=torch.int32)
-        if not _C.fill_kv_lens(kv_indptr_h, _NO_PAGES, 0, 0, kv_lens_h):
-            V.check_indptr(kv_indptr_h, "kv_indptr", qo_h.numel() - 1)  # names the fault
-            raise AssertionError("fill_kv_lens refused a kv_indptr that check_indptr accepts")
+        kv_lens_h = ragged_kv_lens(kv_indptr_h, qo_h.numel() - 1, "kv_indptr")
         unserved = dict(prefix_len_ptr=prefix_len_ptr, token_pos_in_items_ptr=token_pos_in_items_ptr,
                         token_pos_in_items_len=token_pos_in_items_len or None, max_item_len_ptr=max_item_len_ptr)
         qo_indptr_h, batch_size, q_dtype, kv_dtype, cap, packed, mask_indptr = self._plan_common(

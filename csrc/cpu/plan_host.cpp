@@ -3,8 +3,8 @@
 // and on a serving host each Python-level step of this (a numpy reduction, a tensor slice)
 // costs microseconds; here the whole of it is one call.
 //
-// The checks only say whether the arrays are valid: on false the Python wrapper runs its own
-// checks, which name the array and entry at fault. So the error messages live in one place
+// The checks (fill_kv_lens's) only say whether the arrays are valid: on false the Python
+// wrapper runs its own checks, which name the array and entry at fault. So the error messages live in one place
 // and the common, valid plan pays for no message formatting.
 #include <ATen/ATen.h>
 #include <pybind11/pybind11.h>
@@ -93,8 +93,6 @@ int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t num
   return best == 0 ? 0 : chunks[best];
 }
 
-}  // namespace
-
 int64_t choose_kv_chunk_size(bool gpu, const int32_t* qo_indptr, const int32_t* kv_lens, int64_t batch,
                              int64_t num_kv_heads, int64_t q_tile_rows, int64_t workers, int64_t decode_grid) {
   if (batch == 0) return 0;
@@ -121,8 +119,6 @@ int64_t choose_kv_chunk_size(bool gpu, const int32_t* qo_indptr, const int32_t* 
   }
   return 0;
 }
-
-namespace {
 
 void check_host_int32(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kInt && t.is_contiguous() && t.dim() == 1,
@@ -164,22 +160,17 @@ bool fill_kv_lens(const at::Tensor& kv_indptr, const at::Tensor& last_page_len, 
   return true;
 }
 
-// Returns (valid, kv_chunk_size, needed, partial_rows, total_qo). qo_indptr empty: one query
-// row per request (decode). kv_indptr empty: kv_lens holds the lengths; otherwise fill_kv_lens
-// writes them (page_size 0 and last_page_len empty: kv_indptr counts rows). kv_chunk_size < 0:
-// chosen by the policy. On valid = false nothing else is meaningful and schedule is untouched.
-std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(
-    const at::Tensor& qo_indptr, const at::Tensor& kv_indptr, const at::Tensor& last_page_len,
-    int64_t page_size, int64_t num_indices, at::Tensor kv_lens, at::Tensor schedule,
-    int64_t q_tile_rows, int64_t num_kv_heads, int64_t workers, int64_t decode_grid,
-    int64_t kv_chunk_size, bool gpu) {
+// Returns (valid, kv_chunk_size, needed, partial_rows, total_qo) for the batch of kv_lens
+// (fill_kv_lens's). qo_indptr empty: one query row per request (decode); valid is false when a
+// given qo_indptr is not batch + 1 non-decreasing entries from 0, and schedule is then untouched.
+// kv_chunk_size < 0: chosen by the policy.
+std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor& qo_indptr, const at::Tensor& kv_lens,
+                                                               at::Tensor schedule, int64_t q_tile_rows,
+                                                               int64_t num_kv_heads, int64_t workers,
+                                                               int64_t decode_grid, int64_t kv_chunk_size, bool gpu) {
   namespace layout = ::flashinfer_ops::plan_info;
-  const auto invalid = std::make_tuple(false, int64_t{0}, int64_t{0}, int64_t{0}, int64_t{0});
   check_host_int32(kv_lens, "kv_lens");
   check_host_int32(schedule, "schedule");
-  if (kv_indptr.numel() > 0 && !fill_kv_lens(kv_indptr, last_page_len, page_size, num_indices, kv_lens)) {
-    return invalid;
-  }
   const int64_t batch = kv_lens.numel();
   const int32_t* qo = nullptr;
   std::vector<int32_t> decode_indptr;
@@ -189,9 +180,10 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(
     qo = decode_indptr.data();
   } else {
     check_host_int32(qo_indptr, "qo_indptr");
-    if (qo_indptr.numel() != batch + 1) return invalid;
     qo = qo_indptr.data_ptr<int32_t>();
-    if (!valid_indptr(qo, batch)) return invalid;
+    if (qo_indptr.numel() != batch + 1 || !valid_indptr(qo, batch)) {
+      return std::make_tuple(false, int64_t{0}, int64_t{0}, int64_t{0}, int64_t{0});
+    }
   }
   const int32_t* lens = kv_lens.data_ptr<int32_t>();
   if (kv_chunk_size < 0) {
