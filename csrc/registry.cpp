@@ -74,6 +74,7 @@ std::string gpu_instantiations();
 namespace gpu_binding {
 int64_t decode_grid_blocks(const std::string& q_dtype, const std::string& kv_dtype, int64_t head_dim,
                            int64_t num_qo_heads, int64_t num_kv_heads, bool use_tensor_cores);
+int64_t prefill_grid_blocks(const std::string& dtype, int64_t head_dim, bool paged, bool transform_scores);
 }
 namespace cpu {
 void bind_plan_host(pybind11::module_& m);
@@ -90,5 +91,8 @@ PYBIND11_MODULE(_C, module) {
   module.def("decode_grid_blocks", &flashinfer_ops::gpu_binding::decode_grid_blocks,
              "blocks of the persistent batch-decode grid on the current GPU for (q_dtype, kv_dtype, "
              "head_dim, num_qo_heads, num_kv_heads, use_tensor_cores); 0 when not served");
+  module.def("prefill_grid_blocks", &flashinfer_ops::gpu_binding::prefill_grid_blocks,
+             "blocks of the persistent batch-prefill grid on the current GPU for (dtype, head_dim, paged, "
+             "transform_scores); 0 when not served");
   flashinfer_ops::cpu::bind_plan_host(module);
 }

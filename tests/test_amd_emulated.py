@@ -118,11 +118,17 @@ def test_tile_gemm_probe_under_emulation(probe_libs, arch, dtype, b_layout):
     np.testing.assert_allclose(row_sum.double().numpy(), ref_sum, rtol=1e-4)
 
 
-def _plan_and_partials(qo_indptr, kv_lens, q_tile_tokens, kv_chunk_size, hq, d):
-    """The library's schedule (plan_info) and NaN-poisoned split-KV partial buffers for it."""
+def _plan_and_partials(qo_indptr, kv_lens, q_tile_tokens, kv_chunk_size, hq, d, work_lists=0, hkv=1, causal=False):
+    """The library's schedule (plan_info) and NaN-poisoned split-KV partial buffers for it;
+    work_lists > 0: with plan()'s work lists for a grid of that many blocks (csrc/cpu/work_lists.cpp)."""
     plan = torch.empty(1 << 16, dtype=torch.int32)
-    flashinfer._ops.ops.plan_batch(qo_indptr, torch.tensor(kv_lens, dtype=torch.int32), plan, q_tile_tokens,
-                                   kv_chunk_size)
+    kv = torch.tensor(kv_lens, dtype=torch.int32)
+    if work_lists:
+        valid, *_ = flashinfer._C.plan_host(qo_indptr, kv, plan, q_tile_tokens, hkv, 1, 0, kv_chunk_size, True,
+                                            work_lists, causal, -1)
+        assert valid and plan[3] == work_lists, "the case must take work lists"
+    else:
+        flashinfer._ops.ops.plan_batch(qo_indptr, kv, plan, q_tile_tokens, kv_chunk_size)
     rows = int(plan[4])  # plan_info header: partial rows
     partial_o = torch.full((max(rows, 1), hq, d), float("nan"))
     partial_lse = torch.full((max(rows, 1), hq), float("nan"))
@@ -214,8 +220,10 @@ def _kv_strides(t, kv_layout, paged):
 
 def _emulated_prefill(lib, kind, q, k, v, kv_layout, *, qo_indptr=None, kv_indptr=None, kv_indices=None,
                       last_page_len=None, page_size=0, kv_lens=None, kv_chunk_size=0, causal=False, sm_scale,
-                      logits_soft_cap=0.0, window_left=-1, packed_mask=None, grid_blocks=3):
-    """Runs the AMD prefill kernels as the bindings launch them; returns (out, lse, partial rows)."""
+                      logits_soft_cap=0.0, window_left=-1, packed_mask=None, grid_blocks=3, work_lists=0,
+                      row_chunks=1):
+    """Runs the AMD prefill kernels as the bindings launch them; returns (out, lse, partial rows).
+    row_chunks: the 64-row tiles each work item spans (plan() makes it one)."""
     tokens, hq, d = q.shape
     paged = kind == "paged"
     hkv = k.shape[(2 if kv_layout == "NHD" else 1) if paged else (1 if kv_layout == "NHD" else 0)]
@@ -223,8 +231,8 @@ def _emulated_prefill(lib, kind, q, k, v, kv_layout, *, qo_indptr=None, kv_indpt
     plan = partial_o = partial_lse = None
     rows = 0
     if kind != "single":  # the AMD prefill tile: 64 rows, the GQA group's rows packed together
-        plan, rows, partial_o, partial_lse = _plan_and_partials(qo_indptr, kv_lens, max(1, 64 // group),
-                                                                kv_chunk_size, hq, d)
+        plan, rows, partial_o, partial_lse = _plan_and_partials(qo_indptr, kv_lens, row_chunks * max(1, 64 // group),
+                                                                kv_chunk_size, hq, d, work_lists, hkv, causal)
     out = torch.full(q.shape, float("nan"), dtype=q.dtype)
     lse = torch.full((tokens, hq), float("nan"))
     log2e = 1.0 / math.log(2.0)
@@ -285,11 +293,14 @@ BATCH_PREFILL_CASES = {
 }
 
 
+@pytest.mark.parametrize("work_lists", [0, 3, 5], ids=["rotation", "lists", "lists-for-another-grid"])
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("case", list(BATCH_PREFILL_CASES), ids=list(BATCH_PREFILL_CASES))
-def test_batch_prefill_under_emulation(prefill_libs, case, arch):
+def test_batch_prefill_under_emulation(prefill_libs, case, arch, work_lists):
     """The AMD planned prefill kernel on ragged and paged batches (the library's plan, split
-    requests merged by merge_partials_kernel) against the float64 reference."""
+    requests merged by merge_partials_kernel) against the float64 reference; its grid of 3 blocks
+    takes the units in turn, or the plan's work lists (one per block; a plan with lists for a
+    grid of 5 is run in turn, as if it had none)."""
     qo_lens, kv_lens, hq, hkv, d, dtype, kind, page_size, layout, causal, chunk = BATCH_PREFILL_CASES[case]
     torch.manual_seed(_seed(case, arch))
     qs = [torch.randn(n, hq, d).to(dtype) for n in qo_lens]
@@ -303,18 +314,43 @@ def test_batch_prefill_under_emulation(prefill_libs, case, arch):
         v = ref.to_layout(torch.cat(vs), layout)
         out, lse, rows = _emulated_prefill(prefill_libs[arch], kind, q, k, v, layout, qo_indptr=qo_indptr,
                                            kv_indptr=ref.indptr_from_lens(kv_lens), kv_lens=kv_lens,
-                                           kv_chunk_size=chunk, causal=causal, sm_scale=sm_scale)
+                                           kv_chunk_size=chunk, causal=causal, sm_scale=sm_scale,
+                                           work_lists=work_lists)
     else:
         paged = ref.build_paged_kv(ks, vs, page_size, kv_layout=layout, single_tensor=False)
         out, lse, rows = _emulated_prefill(prefill_libs[arch], kind, q, paged.cache[0], paged.cache[1], layout,
                                            qo_indptr=qo_indptr, kv_indptr=paged.indptr, kv_indices=paged.indices,
                                            last_page_len=paged.last_page_len, page_size=page_size,
-                                           kv_lens=kv_lens, kv_chunk_size=chunk, causal=causal, sm_scale=sm_scale)
+                                           kv_lens=kv_lens, kv_chunk_size=chunk, causal=causal, sm_scale=sm_scale,
+                                           work_lists=work_lists)
     if chunk:
         assert rows > 0, "the case must split a request"
     for b in range(len(qo_lens)):
         lo, hi = int(qo_indptr[b]), int(qo_indptr[b + 1])
         r_out, r_lse = ref.attention_ref(qs[b], ks[b], vs[b], causal=causal, sm_scale=sm_scale)
+        ref.assert_attention_close(out[lo:hi], r_out, dtype, f"request {b}:")
+        ref.assert_lse_close(lse[lo:hi], r_lse, f"request {b}:")
+
+
+@pytest.mark.parametrize("work_lists", [0, 3], ids=["rotation", "lists"])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_batch_prefill_items_of_two_tiles_under_emulation(prefill_libs, arch, work_lists):
+    """Work items twice the kernel's tile (the kernel runs an item's row chunks in turn, from the
+    rotation or from a list entry): ragged, causal, GQA 4, a split request."""
+    qo_lens, kv_lens, hq, hkv, d, dtype = [5, 70, 33], [30, 90, 33], 8, 2, 64, torch.float16
+    torch.manual_seed(_seed("two-tiles", arch, work_lists))
+    qs = [torch.randn(n, hq, d).to(dtype) for n in qo_lens]
+    ks = [torch.randn(n, hkv, d).to(dtype) for n in kv_lens]
+    vs = [torch.randn(n, hkv, d).to(dtype) for n in kv_lens]
+    qo_indptr = ref.indptr_from_lens(qo_lens)
+    out, lse, rows = _emulated_prefill(prefill_libs[arch], "ragged", torch.cat(qs), torch.cat(ks), torch.cat(vs), "NHD",
+                                       qo_indptr=qo_indptr, kv_indptr=ref.indptr_from_lens(kv_lens), kv_lens=kv_lens,
+                                       kv_chunk_size=48, causal=True, sm_scale=d ** -0.5, work_lists=work_lists,
+                                       row_chunks=2)
+    assert rows > 0
+    for b in range(len(qo_lens)):
+        lo, hi = int(qo_indptr[b]), int(qo_indptr[b + 1])
+        r_out, r_lse = ref.attention_ref(qs[b], ks[b], vs[b], causal=True, sm_scale=d ** -0.5)
         ref.assert_attention_close(out[lo:hi], r_out, dtype, f"request {b}:")
         ref.assert_lse_close(lse[lo:hi], r_lse, f"request {b}:")
 

@@ -31,16 +31,19 @@ _ALIGN = 256
 
 # Tile rows per work item, by platform. The CPU kernel takes any value; 32 keeps the
 # per-task scratch small while amortising K/V conversion over the GQA group.
-# On the GPU a CTA of the fa2 prefill kernel takes 128 (NVIDIA) / 64 (AMD) query rows of one kv
-# head, the GQA group's rows packed together, so an item covers that many rows / group tokens.
+# On the GPU a CTA of the fa2 prefill kernel takes 128 (NVIDIA; 64 at head_dim 256) / 64 (AMD)
+# query rows of one kv head (PrefillPolicy::kTileRows), the GQA group's rows packed together, so
+# an item covers that many rows / group tokens.
 Q_TILE_ROWS = {"cpu": 32, "cuda": 128, "rocm": 64}
 
 
-def q_tile_tokens(platform: str, num_qo_heads: int, num_kv_heads: int) -> int:
+def q_tile_tokens(platform: str, num_qo_heads: int, num_kv_heads: int, head_dim: int = 128) -> int:
     """Tokens per work item: on the GPU, one CTA's rows shared by the GQA group."""
     rows = Q_TILE_ROWS.get(platform, 64)
     if platform == "cpu":
         return rows
+    if head_dim > 128:
+        rows = min(rows, 64)
     return max(1, rows // max(1, num_qo_heads // max(1, num_kv_heads)))
 
 
@@ -150,15 +153,18 @@ class Workspace:
 
     def plan(self, platform: str, qo_indptr_host: Optional[torch.Tensor], kv_lens_host: torch.Tensor,
              num_qo_heads: int, num_kv_heads: int, head_dim: int,
-             kv_chunk_size: int | None = None, decode_grid: int = 0, *, upload: Upload) -> BatchPlan:
+             kv_chunk_size: int | None = None, decode_grid: int = 0, *, upload: Upload,
+             work_lists: int = 0, causal: bool = False, window_left: int = -1) -> BatchPlan:
         """Schedules the batch on the host (one call into plan_host.cpp) and queues the schedule's
-        copy on `upload`. qo_indptr_host None: one query row per request (decode)."""
-        q_tile_rows = q_tile_tokens(platform, num_qo_heads, num_kv_heads)
+        copy on `upload`. qo_indptr_host None: one query row per request (decode). work_lists:
+        the blocks of the GPU prefill grid, whose per-block work lists the schedule then carries
+        (costed by causal and window_left; csrc/cpu/work_lists.cpp)."""
+        q_tile_rows = q_tile_tokens(platform, num_qo_heads, num_kv_heads, head_dim)
         # Raises ValueError, before writing anything, when the plan region is too small.
         valid, _, needed, rows, total_qo = _C.plan_host(
             _EMPTY if qo_indptr_host is None else qo_indptr_host, kv_lens_host, self.plan_host, q_tile_rows,
             num_kv_heads, _workers(platform), decode_grid, -1 if kv_chunk_size is None else kv_chunk_size,
-            platform != "cpu")
+            platform != "cpu", work_lists, causal, window_left)
         if not valid:
             raise ValueError("plan: qo_indptr must start at 0 and be non-decreasing, with batch_size + 1 entries")
         # Only the prefix a run reads travels, with the index arrays (upload.send(), by the caller).

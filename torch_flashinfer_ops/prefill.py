@@ -17,7 +17,7 @@ import torch
 from . import _validation as V
 from . import aiter_bridge
 from ._mask import check_packed_mask, pack_custom_mask
-from ._ops import ops
+from ._ops import ops, prefill_grid_blocks
 from ._wrapper_base import (
     BatchWrapperBase,
     paged_cache_geometry,
@@ -127,6 +127,13 @@ def single_prefill_with_kv_cache(
     return (out, lse) if return_lse else out
 
 
+@functools.lru_cache(maxsize=None)
+def _prefill_grid(device_index: int, q_dtype, head_dim, paged, transform_scores):
+    """prefill_grid_blocks per GPU and configuration: an occupancy query, asked once."""
+    with torch.cuda.device(device_index):
+        return prefill_grid_blocks(q_dtype, head_dim, paged, transform_scores)
+
+
 class _PrefillWrapperBase(BatchWrapperBase):
     """plan()/run() bookkeeping shared by the paged and the ragged wrapper."""
 
@@ -160,6 +167,15 @@ class _PrefillWrapperBase(BatchWrapperBase):
                                 _options(causal, window_left, cap, masked, False, self._kv_layout))
         self._chosen = resolve_backend(self._backend, self._request)
         return qo_indptr_h, batch_size, q_dtype, kv_dtype, cap, packed_custom_mask, mask_indptr
+
+    def _work_lists(self, q_dtype, head_dim, paged, causal, window_left, cap, packed):
+        """plan()'s work-list arguments: on a GPU served by our kernels, the persistent grid's
+        blocks and what the lists' costs depend on (a custom mask replaces the causal bound)."""
+        if self._chosen == "aiter" or self.device.type != "cuda":
+            return {}
+        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        grid = _prefill_grid(index, q_dtype, head_dim, paged, bool(cap))
+        return {"work_lists": grid, "causal": bool(causal) and packed is None, "window_left": window_left}
 
     def _send_arrays_and_mask(self, upload, arrays, packed, mask_indptr, non_blocking):
         """The index arrays' run-time copies (_send_index_arrays); with a custom mask, its
@@ -276,7 +292,8 @@ class BatchPrefillWithPagedKVCacheWrapper(_PrefillWrapperBase):
             **({"custom_mask_buf": packed.numel(), "mask_indptr_buf": batch_size + 1} if packed is not None else {}))
         upload = self._new_upload(non_blocking)
         plan = self._workspace.plan(self.platform, qo_indptr_h, kv_lens_h, num_qo_heads, num_kv_heads,
-                                    head_dim_qk, upload=upload)
+                                    head_dim_qk, upload=upload,
+                                    **self._work_lists(q_dtype, head_dim_qk, True, causal, window_left, cap, packed))
         self._qo_indptr, self._kv_indptr, self._kv_indices, self._kv_last_page_len = self._send_arrays_and_mask(
             upload, ((qo_indptr_h, "qo_indptr_buf", qo_indptr),
                      (kv_indptr_h, "paged_kv_indptr_buf", paged_kv_indptr),
@@ -433,7 +450,8 @@ class BatchPrefillWithRaggedKVCacheWrapper(_PrefillWrapperBase):
             **({"custom_mask_buf": packed.numel(), "mask_indptr_buf": batch_size + 1} if packed is not None else {}))
         upload = self._new_upload(non_blocking)
         plan = self._workspace.plan(self.platform, qo_indptr_h, kv_lens_h, num_qo_heads, num_kv_heads,
-                                    head_dim_qk, upload=upload)
+                                    head_dim_qk, upload=upload,
+                                    **self._work_lists(q_dtype, head_dim_qk, False, causal, window_left, cap, packed))
         self._qo_indptr, self._kv_indptr = self._send_arrays_and_mask(
             upload, ((qo_indptr_h, "qo_indptr_buf", qo_indptr), (kv_indptr_h, "kv_indptr_buf", kv_indptr)),
             packed, mask_indptr, non_blocking)

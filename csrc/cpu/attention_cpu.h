@@ -54,6 +54,12 @@ void plan_schedule(const int32_t* qo_indptr, const int32_t* kv_lens, int64_t bat
                    int64_t q_tile_rows, int64_t kv_chunk_size, int32_t* plan_info,
                    int64_t plan_info_size);
 
+// Appends to a plan written by plan_schedule the work lists of a persistent GPU grid of
+// num_lists blocks (work_lists.cpp), unless the plan's pairs cost the same or the lists would
+// not fit in plan_size. Returns the plan's size in int32 (the prefix a run reads).
+int64_t plan_work_lists(int32_t* plan_info, int64_t plan_size, const int32_t* qo_indptr, const int32_t* kv_lens,
+                        int64_t num_kv_heads, int64_t num_lists, bool causal, int64_t window_left);
+
 // Plan size (in int32) that plan_schedule needs for this batch.
 int64_t plan_size_for(const int32_t* qo_indptr, const int32_t* kv_lens, int64_t batch,
                       int64_t q_tile_rows, int64_t kv_chunk_size);

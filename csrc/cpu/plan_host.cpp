@@ -1,7 +1,7 @@
 // plan()'s host work in one call: the index arrays' content checks, the kv lengths, the kv
-// split (the policy below) and the schedule (planner.cpp). A serving loop plans every step,
-// and on a serving host each Python-level step of this (a numpy reduction, a tensor slice)
-// costs microseconds; here the whole of it is one call.
+// split (the policy below), the schedule (planner.cpp) and its GPU work lists (work_lists.cpp).
+// A serving loop plans every step, and on a serving host each Python-level step of this (a
+// numpy reduction, a tensor slice) costs microseconds; here the whole of it is one call.
 //
 // The checks (fill_kv_lens's) only say whether the arrays are valid: on false the Python
 // wrapper runs its own checks, which name the array and entry at fault. So the error messages live in one place
@@ -163,11 +163,14 @@ bool fill_kv_lens(const at::Tensor& kv_indptr, const at::Tensor& last_page_len, 
 // Returns (valid, kv_chunk_size, needed, partial_rows, total_qo) for the batch of kv_lens
 // (fill_kv_lens's). qo_indptr empty: one query row per request (decode); valid is false when a
 // given qo_indptr is not batch + 1 non-decreasing entries from 0, and schedule is then untouched.
-// kv_chunk_size < 0: chosen by the policy.
+// kv_chunk_size < 0: chosen by the policy. work_lists > 0 (prefill on the GPU: the blocks of the
+// kernel's persistent grid): the schedule also gets work lists for that many blocks, costed
+// with causal and window_left (work_lists.cpp).
 std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor& qo_indptr, const at::Tensor& kv_lens,
                                                                at::Tensor schedule, int64_t q_tile_rows,
                                                                int64_t num_kv_heads, int64_t workers,
-                                                               int64_t decode_grid, int64_t kv_chunk_size, bool gpu) {
+                                                               int64_t decode_grid, int64_t kv_chunk_size, bool gpu,
+                                                               int64_t work_lists, bool causal, int64_t window_left) {
   namespace layout = ::flashinfer_ops::plan_info;
   check_host_int32(kv_lens, "kv_lens");
   check_host_int32(schedule, "schedule");
@@ -191,7 +194,9 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
   }
   int32_t* out = schedule.data_ptr<int32_t>();
   plan_schedule(qo, lens, batch, q_tile_rows, kv_chunk_size, out, schedule.numel());
-  const int64_t needed = layout::size_for(out[layout::kNumItems], batch);
+  // Decode kernels take their own tasks: lists are for the prefill kernels.
+  const int64_t lists = decode_indptr.empty() ? work_lists : 0;
+  const int64_t needed = plan_work_lists(out, schedule.numel(), qo, lens, num_kv_heads, lists, causal, window_left);
   return std::make_tuple(true, kv_chunk_size, needed, int64_t{out[layout::kPartialRows]}, int64_t{qo[batch]});
 }
 

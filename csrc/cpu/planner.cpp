@@ -76,7 +76,7 @@ void plan_schedule(const int32_t* qo_indptr, const int32_t* kv_lens, int64_t bat
   out[kNumItems] = static_cast<int32_t>(n);
   out[kNumRequests] = static_cast<int32_t>(batch);
   out[kItemCapacity] = static_cast<int32_t>(item_capacity);
-  out[kReserved] = 0;
+  out[kNumLists] = 0;  // work_lists.cpp may add lists
   out[kPartialRows] = static_cast<int32_t>(partial_rows);
   out[kQTileRows] = static_cast<int32_t>(q_tile_rows);
   out[kKvChunkSize] = static_cast<int32_t>(kv_chunk_size);

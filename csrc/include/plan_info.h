@@ -4,9 +4,12 @@
 //   [0, kHeaderSize)                         header, see Header
 //   [kHeaderSize, + kRequestFields*batch)    per request: partial_base, num_splits
 //   [..., + kItemFields*num_items)           work items, one per (request, q tile, kv chunk)
+//   [..., + num_lists + 1)                    work lists (GPU prefill): offsets of each list
+//   [..., + num_kv_heads*num_items)           their entries, item * num_kv_heads + kv head
 //
-// Everything a run reads lies in the prefix of size_for(num_items, batch), so a plan is
-// copied to the device by its prefix while the buffer itself keeps a fixed size.
+// Everything a run reads lies in the prefix of size_for(num_items, batch, num_lists,
+// num_kv_heads), so a plan is copied to the device by its prefix while the buffer itself
+// keeps a fixed size.
 //
 // A work item covers query rows [q_begin, q_end) of one request (row indices local to
 // the request) against its kv positions [kv_begin, kv_end), for every kv head. When a
@@ -14,6 +17,12 @@
 // partial rows [partial_row, partial_row + q_end - q_begin) and a merge step combines the
 // num_splits partial results of each row; otherwise partial_row is -1 and the item
 // writes the output directly.
+//
+// Work lists (num_lists > 0) say which block of a persistent grid of num_lists blocks runs
+// which (item, kv head): work_lists.cpp balances their costs (the causal items of one request
+// differ in length by up to the request's kv length). Without them a grid takes the (item,
+// kv head) pairs in turn. Lists only order the work: every pair is in exactly one list, so a
+// grid of any size that runs lists b, b + grid, ... computes the same result.
 #pragma once
 #include <cstdint>
 
@@ -28,7 +37,7 @@ enum Header : int {
   kNumItems = 0,
   kNumRequests = 1,
   kItemCapacity = 2,  // items the buffer could hold for this batch
-  kReserved = 3,
+  kNumLists = 3,  // work lists after the items (0: none)
   kPartialRows = 4,
   kQTileRows = 5,
   kKvChunkSize = 6,
@@ -48,8 +57,10 @@ enum RequestField : int {
   kNumSplits = 1,
 };
 
-inline constexpr int64_t size_for(int64_t item_capacity, int64_t request_capacity) {
-  return kHeaderSize + kItemFields * item_capacity + kRequestFields * request_capacity;
+inline constexpr int64_t size_for(int64_t item_capacity, int64_t request_capacity, int64_t num_lists = 0,
+                                   int64_t num_kv_heads = 0) {
+  return kHeaderSize + kItemFields * item_capacity + kRequestFields * request_capacity +
+         (num_lists > 0 ? num_lists + 1 + num_kv_heads * item_capacity : 0);
 }
 
 struct View {
@@ -60,6 +71,8 @@ struct View {
   const int32_t* item(int32_t i) const {
     return data + kHeaderSize + kRequestFields * data[kNumRequests] + kItemFields * i;
   }
+  // Offsets of the work lists (num_lists + 1 entries), then their entries.
+  const int32_t* list_offsets() const { return item(data[kNumItems]); }
 };
 
 }  // namespace plan_info

@@ -45,19 +45,35 @@ std::string served_configs() {
   return s;
 }
 
+// Resident blocks per multiprocessor of one instantiation (an occupancy query, asked once; it
+// also lifts the kernel's dynamic shared memory limit, which every launch needs).
+template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores>
+int blocks_per_multiprocessor() {
+  using Policy = pk::PrefillPolicy<kHeadDim, kPlanned, kTransformScores>;
+  static const int blocks = [] {
+    auto* kernel = &pk::prefill_kernel<T, kHeadDim, kPaged, kPlanned, kTransformScores>;
+    C10_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, Policy::kSmemBytes));
+    int n = 0;
+    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, Policy::kThreads, Policy::kSmemBytes));
+    return n > 0 ? n : 1;
+  }();
+  return blocks;
+}
+
+// The persistent grid of a planned launch: as many blocks as the device holds at once. plan()
+// asks for the same number (prefill_grid_blocks) to build the schedule's work lists.
+template <typename T, int kHeadDim, bool kPaged, bool kTransformScores>
+int planned_grid_blocks() {
+  return gpu_binding::num_multiprocessors() * blocks_per_multiprocessor<T, kHeadDim, kPaged, true, kTransformScores>();
+}
+
 template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores>
 void launch_scores(const pk::PrefillParams& params, int64_t qo_tokens) {
   using Policy = pk::PrefillPolicy<kHeadDim, kPlanned, kTransformScores>;
   auto* kernel = &pk::prefill_kernel<T, kHeadDim, kPaged, kPlanned, kTransformScores>;
   constexpr int kSmem = Policy::kSmemBytes;
-  static const int blocks_per_sm = [&] {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
-    int blocks = 0;
-    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel,
-                                                                 Policy::kThreads, kSmem));
-    return blocks > 0 ? blocks : 1;
-  }();
+  blocks_per_multiprocessor<T, kHeadDim, kPaged, kPlanned, kTransformScores>();  // sets the smem limit
   const cudaStream_t stream = gpu_binding::current_stream();
   if constexpr (!kPlanned) {
     const int64_t rows = qo_tokens * (params.num_qo_heads / params.num_kv_heads);
@@ -70,7 +86,7 @@ void launch_scores(const pk::PrefillParams& params, int64_t qo_tokens) {
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }
-  const int grid = gpu_binding::num_multiprocessors() * blocks_per_sm;
+  const int grid = planned_grid_blocks<T, kHeadDim, kPaged, kTransformScores>();
   kernel<<<grid, Policy::kThreads, kSmem, stream>>>(params, grid);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (qo_tokens == 0) return;
@@ -383,6 +399,27 @@ void batch_prefill_ragged_run(const at::Tensor& q, const at::Tensor& k, const at
 }
 
 }  // namespace
+
+namespace gpu_binding {
+
+// The persistent grid of batch prefill launches on the current device for (dtype, head_dim,
+// paged, scores transformed: a soft cap or a non-positive scale), for plan()'s work lists; 0
+// when this build holds no such instantiation. No device work.
+int64_t prefill_grid_blocks(const std::string& dtype, int64_t head_dim, bool paged, bool transform_scores) {
+  const at::ScalarType type = dtype == "float16" ? at::kHalf : dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
+#define TFO_PREFILL_GRID(T, D)                                                                        \
+  if (type == scalar_type_of<T>() && head_dim == D) {                                                 \
+    if (paged) {                                                                                      \
+      return transform_scores ? planned_grid_blocks<T, D, true, true>() : planned_grid_blocks<T, D, true, false>(); \
+    }                                                                                                 \
+    return transform_scores ? planned_grid_blocks<T, D, false, true>() : planned_grid_blocks<T, D, false, false>(); \
+  }
+  TFO_PREFILL_FOR_EACH_CONFIG(TFO_PREFILL_GRID)
+#undef TFO_PREFILL_GRID
+  return 0;
+}
+
+}  // namespace gpu_binding
 
 TORCH_LIBRARY_IMPL(flashinfer, CUDA, m) {
   m.impl("single_prefill", &single_prefill);

@@ -14,6 +14,8 @@
 //   fast_exp2(x), fast_rcp(x), fast_log2(x), fast_tanh(x), max_f32(a, b)
 //   opaque_int(x)                     x, hidden from the optimiser: values derived from it are
 //                                     recomputed where used, not hoisted and held in registers
+//   uniform_int(x)                    x, equal on every lane, as a wave-uniform value (AMD: read
+//                                     from the first lane into a scalar register)
 #pragma once
 
 #include "gpu_iface/backend.h"

@@ -630,20 +630,39 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned, kTransformS
     run_unit<T, kHeadDim, kPaged, kPlanned, kTransformScores>(p, u, group, prefill_smem);
   } else {
     namespace pi = flashinfer_ops::plan_info;
+    // This block's units (item, kv head, row chunk), in order: the entries of work list b when
+    // the plan has lists for a grid of this size (each entry an item's kv head, all its row
+    // chunks); else, or for a plan made for another grid, units b, b + grid, ...
+    // Only positions in that order live through a unit: the plan's layout is read again at each
+    // unit (AMD's planned kernels have no scalar register to spare for it), and the positions
+    // come back through uniform_int, which the AMD compiler needs to keep them scalar there.
     const int32_t* plan = p.plan;
-    const int chunks = ceil_div(plan[pi::kQTileRows] * group, Policy::kTileRows);
-    const int units_per_item = p.num_kv_heads * chunks;
-    const int total = plan[pi::kNumItems] * units_per_item;
-    const int32_t* items = plan + pi::kHeaderSize + pi::kRequestFields * plan[pi::kNumRequests];
-    for (int unit = block_index_x(); unit < total; unit += grid_blocks) {
+    const int chunk_count = ceil_div(plan[pi::kQTileRows] * group, Policy::kTileRows);
+    auto chunks = [&] { return uniform_int(chunk_count); };
+    auto items_at = [&] { return plan + pi::kHeaderSize + pi::kRequestFields * plan[pi::kNumRequests]; };
+    auto list_offsets = [&] { return items_at() + pi::kItemFields * plan[pi::kNumItems]; };
+    int next = plan[pi::kNumLists] == grid_blocks ? list_offsets()[block_index_x()] * chunks() : 0;
+    for (int rotation = block_index_x();; rotation += grid_blocks) {
+      int unit = uniform_int(rotation);
+      const int units_per_item = p.num_kv_heads * chunks();
+      if (plan[pi::kNumLists] == grid_blocks) {
+        const int at = uniform_int(next);
+        if (at >= list_offsets()[block_index_x() + 1] * chunks()) return;
+        const int entry = list_offsets()[grid_blocks + 1 + at / chunks()];
+        unit = entry / p.num_kv_heads * units_per_item + entry % p.num_kv_heads * chunks() + at % chunks();
+        next = at + 1;
+      } else if (unit >= plan[pi::kNumItems] * units_per_item) {
+        return;
+      }
+      const int32_t* items = items_at();
       const int32_t* item = items + pi::kItemFields * (unit / units_per_item);
       const int rest = unit % units_per_item;
       const int q_begin = item[pi::kQBegin];
-      const int row_begin = q_begin * group + (rest % chunks) * Policy::kTileRows;
+      const int row_begin = q_begin * group + (rest % chunks()) * Policy::kTileRows;
       const int row_end = min_int(row_begin + Policy::kTileRows, item[pi::kQEnd] * group);
       if (row_begin >= row_end) continue;
       const WorkUnit u{item[pi::kRequest], row_begin,     row_end, item[pi::kKvBegin],
-                       item[pi::kKvEnd],   rest / chunks, item[pi::kPartialRow], q_begin};
+                       item[pi::kKvEnd],   rest / chunks(), item[pi::kPartialRow], q_begin};
       run_unit<T, kHeadDim, kPaged, kPlanned, kTransformScores>(p, u, group, prefill_smem);
     }
   }

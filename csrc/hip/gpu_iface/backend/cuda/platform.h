@@ -77,5 +77,6 @@ TFO_INLINE int opaque_int(int x) {
   asm volatile("" : "+r"(x));
   return x;
 }
+TFO_INLINE int uniform_int(int x) { return x; }  // no scalar registers to steer values into
 
 }  // namespace tfo::gpu

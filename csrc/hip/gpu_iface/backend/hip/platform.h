@@ -95,5 +95,6 @@ TFO_INLINE int opaque_int(int x) {
   asm volatile("" : "+v"(x));
   return x;
 }
+TFO_INLINE int uniform_int(int x) { return __builtin_amdgcn_readfirstlane(x); }
 
 }  // namespace tfo::gpu
