@@ -37,6 +37,7 @@
 #define TFO_SHARED static  // a driver whose kernels declare extern shared arrays defines it empty
 #endif
 #define TFO_LAUNCH_BOUNDS(max_threads)
+#define TFO_MIN_WAVES_PER_SIMD(n)
 
 namespace tfo_emu {
 

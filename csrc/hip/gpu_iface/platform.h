@@ -3,6 +3,8 @@
 //
 // Contract (namespace tfo::gpu), implemented by backend/<vendor>/platform.h:
 //   TFO_DEVICE, TFO_HOST_DEVICE, TFO_INLINE, TFO_GLOBAL, TFO_SHARED, TFO_LAUNCH_BOUNDS(n)
+//   TFO_MIN_WAVES_PER_SIMD(n)         AMD: registers allocated so that n waves fit per SIMD (a
+//                                     floor the compiler keeps, or it fails); NVIDIA: nothing
 //   kWaveSize                         lanes per wave (constexpr int)
 //   lane_id(), wave_index()           lane within the wave; wave within a 1-D block (wave-uniform)
 //   thread_index_x/y(), block_index_x/y/z()

@@ -63,6 +63,12 @@ struct PrefillPolicy {
   // j's math, with one barrier per tile. AMD: one (its copies are synchronous, and two would
   // not fit gfx942's 64 KiB of LDS at head_dim 256).
   static constexpr int kKvStages = kWaveSize == 32 ? 2 : 1;
+  // AMD's planned kernels at head_dim 64 and 256 sit just under the vector registers of 4 and 2
+  // waves per SIMD (128, 256); held there, so that small changes to the code around the tile
+  // loop do not tip them into one wave fewer. At 128 they sit on both sides of 168 (3 waves),
+  // and holding 3 spills to scratch.
+  static constexpr int kMinWavesPerSimd =
+      kWaveSize == 64 && kPlanned ? (kHeadDim == 64 ? 4 : kHeadDim == 256 ? 2 : 1) : 1;
   // Q + K + V tiles; planned launches also stage float32 partial rows there.
   static constexpr int kTileBytes = (kTileRows + 2 * kKvStages * kKvTile) * kHeadDim * 2;
   static constexpr int kStageBytes = kPlanned ? kTileRows * kHeadDim * 4 : 0;
@@ -615,6 +621,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
 // Planned batch: grid (grid_blocks), persistent over the plan's items x kv heads x row chunks.
 template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores>
 TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned, kTransformScores>::kThreads))
+    TFO_MIN_WAVES_PER_SIMD((PrefillPolicy<kHeadDim, kPlanned, kTransformScores>::kMinWavesPerSimd))
     prefill_kernel(const PrefillParams p, int grid_blocks) {
   using Policy = PrefillPolicy<kHeadDim, kPlanned, kTransformScores>;
   extern TFO_SHARED __attribute__((aligned(128))) uint8_t prefill_smem[];

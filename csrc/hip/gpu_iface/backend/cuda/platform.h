@@ -9,6 +9,7 @@
 #define TFO_GLOBAL __global__
 #define TFO_SHARED __shared__
 #define TFO_LAUNCH_BOUNDS(max_threads) __launch_bounds__(max_threads)
+#define TFO_MIN_WAVES_PER_SIMD(n)
 
 namespace tfo::gpu {
 

@@ -12,6 +12,7 @@
 #define TFO_GLOBAL __attribute__((global))
 #define TFO_SHARED __attribute__((shared))
 #define TFO_LAUNCH_BOUNDS(max_threads) __attribute__((amdgpu_flat_work_group_size(1, max_threads)))
+#define TFO_MIN_WAVES_PER_SIMD(n) __attribute__((amdgpu_waves_per_eu(n)))
 #endif
 
 namespace tfo::gpu {
