@@ -215,6 +215,48 @@ def test_batch_paged(case):
     check(out, lse, ref_out, ref_lse, dtype, f"paged {_pids(case)}")
 
 
+@pytest.mark.parametrize("kind", ["ragged", "paged"])
+def test_batch_work_lists(kind, monkeypatch):
+    """plan() gives each block of the persistent grid a list of units balanced by cost (causal
+    q tiles of uneven requests); the kernel runs them, and the output equals, bit for bit, the
+    run of a plan without lists (units taken in turn), and the reference."""
+    from torch_flashinfer_ops import prefill as prefill_module
+    from torch_flashinfer_ops._ops import prefill_grid_blocks
+
+    dtype, d, hq, hkv, page_size = torch.float16, 128, 8, 2, 16
+    qo_lens, kv_lens = [300, 1, 77, 1024, 129], [300, 900, 500, 1024, 129]
+    qs, ks, vs = make_batch(qo_lens, kv_lens, hq, hkv, d, dtype)
+    ref_out, ref_lse = batch_reference(qs, ks, vs, True)
+    q = torch.cat(qs).to(DEV)
+    paged = R.build_paged_kv(ks, vs, page_size, "NHD", single_tensor=False, pad_fill=float("nan"))
+    cache = (paged.cache[0].to(DEV), paged.cache[1].to(DEV))
+    k, v = torch.cat(ks).to(DEV), torch.cat(vs).to(DEV)
+
+    def run():
+        if kind == "paged":
+            w = flashinfer.BatchPrefillWithPagedKVCacheWrapper(workspace(), "NHD", backend="fa2")
+            w.plan(R.indptr_from_lens(qo_lens), paged.indptr, paged.indices, paged.last_page_len, hq, hkv, d,
+                   page_size, causal=True, q_data_type=dtype)
+        else:
+            w = flashinfer.BatchPrefillWithRaggedKVCacheWrapper(workspace(), "NHD", backend="fa2")
+            w.plan(R.indptr_from_lens(qo_lens), R.indptr_from_lens(kv_lens), hq, hkv, d, causal=True,
+                   q_data_type=dtype)
+        out, lse = poisoned(q.shape, dtype), poisoned(q.shape[:2], torch.float32)
+        if kind == "paged":
+            w.run(q, cache, out=out, lse=lse, return_lse=True)
+        else:
+            w.run(q, k, v, out=out, lse=lse, return_lse=True)
+        return out, lse, int(w._plan.plan_info[3])
+
+    out, lse, lists = run()
+    assert lists == prefill_grid_blocks(dtype, d, kind == "paged", False) > 0, "the plan carries no work lists"
+    check(out, lse, ref_out, ref_lse, dtype, f"{kind} with work lists")
+    monkeypatch.setattr(prefill_module._PrefillWrapperBase, "_work_lists", lambda self, *args: {})
+    out_turns, lse_turns, lists = run()
+    assert lists == 0
+    assert torch.equal(out, out_turns) and torch.equal(lse, lse_turns)
+
+
 def test_paged_cuda_graph_replays_a_later_plan():
     """A graph captured for one plan replays correctly after plan() rewrites the schedule."""
     dtype, d, hq, hkv, page_size, batch, total_qo = torch.float16, 128, 8, 2, 16, 4, 256
