@@ -147,6 +147,8 @@ BATCH_CASES = [
     (torch.float16, 64, [16] * 64, [(i * 37) % 200 + 16 for i in range(64)], 4, 4, True, "NHD", {}),
     (torch.float16, 256, [100, 3], [300, 1000], 8, 8, True, "NHD", {}),
     (torch.float16, 128, [16], [4096], 8, 2, True, "NHD", {}),  # split kv + merge
+    # 16 tokens on a 32k cache beside a 4k prompt: the long unit is split to balance the grid
+    (torch.float16, 128, [16, 4096], [32768, 4096], 8, 2, True, "NHD", {}),
     (torch.bfloat16, 128, [200, 64], [3000, 2500], 4, 1, False, "HND", {"window_left": 500}),
     (torch.float16, 128, [100, 57], [300, 200], 8, 2, False, "NHD", {"cap": 20.0}),
     (torch.float16, 128, [100, 57, 9], [120, 200, 9], 8, 2, False, "NHD", {"mask": True}),

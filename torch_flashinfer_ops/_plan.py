@@ -74,15 +74,17 @@ def _workers(platform: str) -> int:
 
 
 def choose_kv_chunk_size(platform: str, qo_lens: np.ndarray, kv_lens: np.ndarray,
-                         num_kv_heads: int, q_tile_rows: int, decode_grid: int = 0) -> int:
+                         num_kv_heads: int, q_tile_rows: int, decode_grid: int = 0, prefill_grid: int = 0,
+                         causal: bool = False, window_left: int = -1) -> int:
     """0 (no split) unless splitting requests gives the workers a fuller or better balanced load
-    (the policy of csrc/cpu/plan_host.cpp, which plan() runs). decode_grid: the blocks of the
-    persistent decode grid, when the caller knows them."""
+    (the policy of csrc/cpu/plan_host.cpp, which plan() runs). decode_grid / prefill_grid: the
+    blocks of the persistent decode / prefill grid, when the caller knows them."""
     qo_indptr = np.zeros(len(qo_lens) + 1, dtype=np.int32)
     np.cumsum(qo_lens, out=qo_indptr[1:])
     kv = torch.from_numpy(np.ascontiguousarray(kv_lens, dtype=np.int32))
     return int(_C.choose_kv_chunk_size(platform != "cpu", torch.from_numpy(qo_indptr), kv, num_kv_heads,
-                                       q_tile_rows, _workers(platform), decode_grid))
+                                       q_tile_rows, _workers(platform), decode_grid, prefill_grid, causal,
+                                       window_left))
 
 
 @dataclasses.dataclass

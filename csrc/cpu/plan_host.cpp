@@ -19,6 +19,7 @@
 
 #include "../include/plan_info.h"
 #include "attention_cpu.h"
+#include "unit_cost.h"
 
 namespace flashinfer_ops {
 namespace cpu {
@@ -93,8 +94,34 @@ int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t num
   return best == 0 ? 0 : chunks[best];
 }
 
+// Prefill on a persistent grid of `grid` blocks: the kv chunk that keeps every unit within twice
+// the mean block load, or 0 when no unit exceeds it. A unit longer than that (a request with a
+// long kv cache and few new tokens, beside requests that fill the grid) would finish last
+// whatever the work lists do; split into chunks of about the mean load, it spreads over the
+// grid. Twice, because a split costs partial rows and a merge: a single causal request, whose
+// longest q tile is under twice the mean, is better unsplit (kernel_notes.md).
+int64_t balancing_prefill_chunk(const int32_t* qo_indptr, const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads,
+                                int64_t q_tile_rows, int64_t grid, bool causal, int64_t window_left) {
+  double total = 0.0;
+  int64_t longest = 0;
+  for (int64_t r = 0; r < batch; ++r) {
+    const int64_t qo = qo_indptr[r + 1] - qo_indptr[r], kv = kv_lens[r];
+    for (int64_t q0 = 0; q0 < std::max<int64_t>(qo, 1); q0 += q_tile_rows) {
+      const int64_t rows = visible_kv_rows(q0, std::min(q0 + q_tile_rows, qo), 0, kv, qo, kv, causal, window_left);
+      total += static_cast<double>(rows + kUnitFixedRows);
+      longest = std::max(longest, rows);
+    }
+  }
+  const double mean = total * static_cast<double>(num_kv_heads) / static_cast<double>(grid);
+  if (static_cast<double>(longest + kUnitFixedRows) <= 2.0 * mean) return 0;
+  return round_up_64(std::max<int64_t>(kMinKvChunk, static_cast<int64_t>(mean)));
+}
+
+// prefill_grid: the blocks of the GPU prefill kernels' persistent grid (0: unknown), with causal
+// and window_left for its cost model.
 int64_t choose_kv_chunk_size(bool gpu, const int32_t* qo_indptr, const int32_t* kv_lens, int64_t batch,
-                             int64_t num_kv_heads, int64_t q_tile_rows, int64_t workers, int64_t decode_grid) {
+                             int64_t num_kv_heads, int64_t q_tile_rows, int64_t workers, int64_t decode_grid,
+                             int64_t prefill_grid = 0, bool causal = false, int64_t window_left = -1) {
   if (batch == 0) return 0;
   int64_t max_qo = 0, tiles = 0, max_kv = 0;
   for (int64_t r = 0; r < batch; ++r) {
@@ -116,6 +143,11 @@ int64_t choose_kv_chunk_size(bool gpu, const int32_t* qo_indptr, const int32_t* 
     const int64_t splits = ceil_div(workers, tasks);
     const int64_t chunk = std::max(kMinKvChunk, ceil_div(max_kv, splits));
     return round_up_64(chunk);
+  }
+  if (gpu && !decode && prefill_grid > 0) {
+    const int64_t chunk = balancing_prefill_chunk(qo_indptr, kv_lens, batch, num_kv_heads, q_tile_rows, prefill_grid,
+                                                  causal, window_left);
+    return chunk < max_kv ? chunk : 0;
   }
   return 0;
 }
@@ -190,7 +222,8 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
   }
   const int32_t* lens = kv_lens.data_ptr<int32_t>();
   if (kv_chunk_size < 0) {
-    kv_chunk_size = choose_kv_chunk_size(gpu, qo, lens, batch, num_kv_heads, q_tile_rows, workers, decode_grid);
+    kv_chunk_size = choose_kv_chunk_size(gpu, qo, lens, batch, num_kv_heads, q_tile_rows, workers, decode_grid,
+                                         decode_indptr.empty() ? work_lists : 0, causal, window_left);
   }
   int32_t* out = schedule.data_ptr<int32_t>();
   plan_schedule(qo, lens, batch, q_tile_rows, kv_chunk_size, out, schedule.numel());
@@ -201,13 +234,14 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
 }
 
 int64_t choose_kv_chunk_size_py(bool gpu, const at::Tensor& qo_indptr, const at::Tensor& kv_lens,
-                                int64_t num_kv_heads, int64_t q_tile_rows, int64_t workers, int64_t decode_grid) {
+                                int64_t num_kv_heads, int64_t q_tile_rows, int64_t workers, int64_t decode_grid,
+                                int64_t prefill_grid, bool causal, int64_t window_left) {
   check_host_int32(qo_indptr, "qo_indptr");
   check_host_int32(kv_lens, "kv_lens");
   TORCH_CHECK(qo_indptr.numel() == kv_lens.numel() + 1, "choose_kv_chunk_size: qo_indptr must have ",
               kv_lens.numel() + 1, " entries");
   return choose_kv_chunk_size(gpu, qo_indptr.data_ptr<int32_t>(), kv_lens.data_ptr<int32_t>(), kv_lens.numel(),
-                              num_kv_heads, q_tile_rows, workers, decode_grid);
+                              num_kv_heads, q_tile_rows, workers, decode_grid, prefill_grid, causal, window_left);
 }
 
 }  // namespace
@@ -218,7 +252,8 @@ void bind_plan_host(pybind11::module_& m) {
   m.def("fill_kv_lens", &fill_kv_lens,
         "(kv_indptr, last_page_len, page_size, num_indices, kv_lens out) -> valid; see plan_host.cpp");
   m.def("choose_kv_chunk_size", &choose_kv_chunk_size_py,
-        "the kv split policy: (gpu, qo_indptr, kv_lens, num_kv_heads, q_tile_rows, workers, decode_grid)");
+        "the kv split policy: (gpu, qo_indptr, kv_lens, num_kv_heads, q_tile_rows, workers, decode_grid, "
+        "prefill_grid, causal, window_left)");
   m.attr("MIN_KV_CHUNK") = kMinKvChunk;
   m.attr("DECODE_TASK_COST") = kDecodeTaskCost;
   m.attr("DECODE_MIN_KV_CHUNK") = kDecodeMinKvChunk;

@@ -7,8 +7,8 @@
 // The lists are built by list scheduling: pairs in request order (so that the blocks work on
 // neighbouring requests at any time and their K/V stays in the L2 cache), each request's items
 // longest first (so that the schedule ends on short ones), each pair to the least loaded block.
-// Its cost: the kv rows the kernel streams for it (after the causal and window bounds) plus a
-// fixed cost for the q tile's load and the output's store.
+// Its cost: unit_cost.h's (the kv rows the kernel streams for it, after the causal and window
+// bounds, plus a fixed cost for the q tile's load and the output's store).
 #include <torch/library.h>
 
 #include <algorithm>
@@ -17,26 +17,11 @@
 
 #include "../include/plan_info.h"
 #include "attention_cpu.h"
+#include "unit_cost.h"
 
 namespace flashinfer_ops {
 namespace cpu {
 namespace {
-
-// A unit's fixed cost in kv rows: its prologue (Q tile load) and epilogue (output staging and
-// store) take about as many instructions as two 64-row kv tiles of the loop.
-constexpr int64_t kUnitFixedRows = 128;
-
-// kv rows a work item streams (prefill_kernel.h's run_unit bounds, for the item's whole q range).
-int64_t item_rows(const int32_t* item, int64_t qo_len, int64_t kv_len, bool causal, int64_t window_left) {
-  using namespace plan_info;
-  const int64_t q_begin = item[kQBegin], q_end = item[kQEnd];
-  if (q_end <= q_begin) return 0;  // an empty request: the kernel skips it
-  const int64_t delta = kv_len - qo_len;
-  int64_t lo = item[kKvBegin], hi = std::min<int64_t>(item[kKvEnd], kv_len);
-  if (causal) hi = std::min(hi, q_end - 1 + delta + 1);
-  if (window_left >= 0) lo = std::max(lo, q_begin + delta - window_left);
-  return std::max<int64_t>(hi - lo, 0);
-}
 
 // The blocks by load, to pick the least loaded one in O(1): a bucket queue over loads in
 // buckets of kBucketRows rows (so the pick is least loaded to within one bucket). Every load
@@ -94,7 +79,9 @@ int64_t plan_work_lists(int32_t* plan, int64_t plan_size, const int32_t* qo_indp
   for (int64_t i = 0; i < num_items; ++i) {
     const int32_t* item = view.item(static_cast<int32_t>(i));
     const int64_t r = item[kRequest];
-    cost[i] = item_rows(item, qo_indptr[r + 1] - qo_indptr[r], kv_lens[r], causal, window_left) + kUnitFixedRows;
+    cost[i] = visible_kv_rows(item[kQBegin], item[kQEnd], item[kKvBegin], item[kKvEnd], qo_indptr[r + 1] - qo_indptr[r],
+                              kv_lens[r], causal, window_left) +
+              kUnitFixedRows;
     uniform = uniform && cost[i] == cost[0];
     max_cost = std::max(max_cost, cost[i]);
   }
