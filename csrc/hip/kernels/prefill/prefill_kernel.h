@@ -11,8 +11,8 @@
 //
 // Work units: single-request launches take one q tile per block (grid = q tiles x kv heads,
 // heaviest causal tiles first); batch launches run a persistent grid over the plan's items
-// (csrc/include/plan_info.h) x kv heads x row chunks, read on the device, so a captured graph
-// replays any later plan. Items that are one split of a request write float32 partial rows;
+// (csrc/include/plan_info.h) x kv heads x row chunks, each block in the order of its work list
+// from the plan, read on the device, so a captured graph replays any later plan. Items that are one split of a request write float32 partial rows;
 // merge_partials_kernel combines them afterwards, as the CPU path does.
 #pragma once
 
@@ -618,7 +618,8 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
 }
 
 // Single request (kPlanned false): grid (q tiles, num_kv_heads), one unit per block.
-// Planned batch: grid (grid_blocks), persistent over the plan's items x kv heads x row chunks.
+// Planned batch: grid (grid_blocks), persistent over the plan's items x kv heads x row chunks,
+// each block through its work list when the plan has lists for this grid.
 template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores>
 TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned, kTransformScores>::kThreads))
     TFO_MIN_WAVES_PER_SIMD((PrefillPolicy<kHeadDim, kPlanned, kTransformScores>::kMinWavesPerSimd))
