@@ -290,6 +290,8 @@ BATCH_PREFILL_CASES = {
     "paged-bf16-gqa2-p16-hnd": ([3, 20], [50, 20], 4, 2, 64, torch.bfloat16, "paged", 16, "HND", False, 0),
     "paged-f16-mqa-p1-split": ([9, 2], [9, 40], 4, 1, 64, torch.float16, "paged", 1, "NHD", True, 16),
     "ragged-bf16-gqa3-causal-split": ([7, 25], [40, 25], 6, 2, 64, torch.bfloat16, "ragged", 0, "NHD", True, 16),
+    # A request with no query rows between two others (its item is in a work list and does nothing).
+    "ragged-f16-empty-request": ([6, 0, 40], [30, 20, 70], 8, 2, 128, torch.float16, "ragged", 0, "NHD", True, 0),
 }
 
 
