@@ -74,7 +74,8 @@ std::string gpu_instantiations();
 namespace gpu_binding {
 int64_t decode_grid_blocks(const std::string& q_dtype, const std::string& kv_dtype, int64_t head_dim,
                            int64_t num_qo_heads, int64_t num_kv_heads, bool use_tensor_cores);
-int64_t prefill_grid_blocks(const std::string& dtype, int64_t head_dim, bool paged, bool transform_scores);
+int64_t prefill_grid_blocks(const std::string& dtype, int64_t head_dim, bool paged, bool transform_scores,
+                            bool masked);
 }
 namespace cpu {
 void bind_plan_host(pybind11::module_& m);
@@ -93,6 +94,6 @@ PYBIND11_MODULE(_C, module) {
              "head_dim, num_qo_heads, num_kv_heads, use_tensor_cores); 0 when not served");
   module.def("prefill_grid_blocks", &flashinfer_ops::gpu_binding::prefill_grid_blocks,
              "blocks of the persistent batch-prefill grid on the current GPU for (dtype, head_dim, paged, "
-             "transform_scores); 0 when not served");
+             "transform_scores, masked); 0 when not served");
   flashinfer_ops::cpu::bind_plan_host(module);
 }

@@ -220,8 +220,8 @@ def _kv_strides(t, kv_layout, paged):
 
 def _emulated_prefill(lib, kind, q, k, v, kv_layout, *, qo_indptr=None, kv_indptr=None, kv_indices=None,
                       last_page_len=None, page_size=0, kv_lens=None, kv_chunk_size=0, causal=False, sm_scale,
-                      logits_soft_cap=0.0, window_left=-1, packed_mask=None, grid_blocks=3, work_lists=0,
-                      row_chunks=1):
+                      logits_soft_cap=0.0, window_left=-1, packed_mask=None, mask_indptr=None, grid_blocks=3,
+                      work_lists=0, row_chunks=1):
     """Runs the AMD prefill kernels as the bindings launch them; returns (out, lse, partial rows).
     row_chunks: the 64-row tiles each work item spans (plan() makes it one)."""
     tokens, hq, d = q.shape
@@ -247,7 +247,7 @@ def _emulated_prefill(lib, kind, q, k, v, kv_layout, *, qo_indptr=None, kv_indpt
         i32(out.stride(1)), ptr(lse), ptr(k), ptr(v), i32(stride_page), i32(stride_token), i32(stride_head),
         i32(page_size), ptr(qo_indptr), ptr(kv_indptr), ptr(kv_indices), ptr(last_page_len), ptr(plan),
         i32(tokens if kind == "single" else 0), i32(kv_len), ptr(partial_o), ptr(partial_lse), ptr(packed_mask),
-        ptr(None), i32(hq), i32(hkv), i32(int(causal)), i32(window_left), f32(logit_scale),
+        ptr(mask_indptr), i32(hq), i32(hkv), i32(int(causal)), i32(window_left), f32(logit_scale),
         f32(logits_soft_cap * log2e), f32(1.0))
     assert status == 0
     return out, lse, rows
@@ -353,6 +353,45 @@ def test_batch_prefill_items_of_two_tiles_under_emulation(prefill_libs, arch, wo
     for b in range(len(qo_lens)):
         lo, hi = int(qo_indptr[b]), int(qo_indptr[b + 1])
         r_out, r_lse = ref.attention_ref(qs[b], ks[b], vs[b], causal=True, sm_scale=d ** -0.5)
+        ref.assert_attention_close(out[lo:hi], r_out, dtype, f"request {b}:")
+        ref.assert_lse_close(lse[lo:hi], r_lse, f"request {b}:")
+
+
+@pytest.mark.parametrize("work_lists", [0, 3], ids=["rotation", "lists"])
+@pytest.mark.parametrize("kind", ["ragged", "paged"])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_batch_prefill_custom_masks_under_emulation(prefill_libs, arch, kind, work_lists):
+    """Batches with per-request custom masks (tree / speculative decoding): AMD's planned kernels
+    take their masked instantiation, as the bindings pick it; a split request, a window, and the
+    causal flag, which a mask replaces."""
+    from torch_flashinfer_ops._mask import pack_custom_mask
+
+    qo_lens, kv_lens, hq, hkv, d, dtype = [9, 40, 3], [30, 70, 3], 8, 2, 64, torch.bfloat16
+    torch.manual_seed(_seed("masks", arch, kind, work_lists))
+    qs = [torch.randn(n, hq, d).to(dtype) for n in qo_lens]
+    ks = [torch.randn(n, hkv, d).to(dtype) for n in kv_lens]
+    vs = [torch.randn(n, hkv, d).to(dtype) for n in kv_lens]
+    masks = [ref.random_mask(a, b) for a, b in zip(qo_lens, kv_lens)]
+    packed, mask_indptr = pack_custom_mask(torch.cat([m.reshape(-1) for m in masks]), torch.tensor(qo_lens),
+                                           torch.tensor(kv_lens))
+    qo_indptr = ref.indptr_from_lens(qo_lens)
+    window, sm_scale = 25, d ** -0.5
+    common = dict(qo_indptr=qo_indptr, kv_lens=kv_lens, kv_chunk_size=32, causal=True, sm_scale=sm_scale,
+                  window_left=window, packed_mask=packed, mask_indptr=mask_indptr.to(torch.int32),
+                  work_lists=work_lists)
+    if kind == "ragged":
+        out, lse, rows = _emulated_prefill(prefill_libs[arch], kind, torch.cat(qs), torch.cat(ks), torch.cat(vs),
+                                           "NHD", kv_indptr=ref.indptr_from_lens(kv_lens), **common)
+    else:
+        paged = ref.build_paged_kv(ks, vs, 16, kv_layout="NHD", single_tensor=False)
+        out, lse, rows = _emulated_prefill(prefill_libs[arch], kind, torch.cat(qs), paged.cache[0], paged.cache[1],
+                                           "NHD", kv_indptr=paged.indptr, kv_indices=paged.indices,
+                                           last_page_len=paged.last_page_len, page_size=16, **common)
+    assert rows > 0
+    for b in range(len(qo_lens)):
+        lo, hi = int(qo_indptr[b]), int(qo_indptr[b + 1])
+        r_out, r_lse = ref.attention_ref(qs[b], ks[b], vs[b], sm_scale=sm_scale, window_left=window,
+                                         custom_mask=masks[b])
         ref.assert_attention_close(out[lo:hi], r_out, dtype, f"request {b}:")
         ref.assert_lse_close(lse[lo:hi], r_lse, f"request {b}:")
 

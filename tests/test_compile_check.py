@@ -7,6 +7,7 @@ which turns it into a failure.
 
 import importlib.util
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -70,7 +71,7 @@ amdhsa.kernels:
     .name:           {name}
     .private_segment_fixed_size: {scratch}
     .sgpr_count:     20
-    .sgpr_spill_count: 0
+    .sgpr_spill_count: {sgpr_spills}
     .uses_dynamic_stack: false
     .vgpr_count:     64
     .vgpr_spill_count: {spills}
@@ -83,11 +84,10 @@ amdhsa.version:
 """
 
 
-def _amd_asm(body, scratch=0, spills=0):
-    name = "_Z6kernelv"
+def _amd_asm(body, scratch=0, spills=0, sgpr_spills=0, name="_Z6kernelv"):
     return (
         f"{name}:\n{body}\n.Lfunc_end0:\n; Occupancy: 8\n"
-        + _AMD_KERNEL_META.format(name=name, scratch=scratch, spills=spills)
+        + _AMD_KERNEL_META.format(name=name, scratch=scratch, spills=spills, sgpr_spills=sgpr_spills)
     )
 
 
@@ -113,6 +113,27 @@ def test_amd_check_accepts_clean_isa():
 def test_amd_check_rejects(asm, needle):
     _, problems = cc.evaluate_amd(asm, uses_matrix_cores=True)
     assert any(needle in p for p in problems), problems
+
+
+def test_amd_sgpr_lane_spills_pass_only_in_the_kernels_a_source_names():
+    """SGPRs spilled into VGPR lanes (no memory) are allowed where a source names the kernel;
+    anywhere else, and VGPR spills everywhere, fail."""
+    allowed = r"^_Z6masked"
+    _, problems = cc.evaluate_amd(_amd_asm(_MFMA, sgpr_spills=6, name="_Z6maskedv"), True, allowed)
+    assert problems == []
+    _, problems = cc.evaluate_amd(_amd_asm(_MFMA, sgpr_spills=6), True, allowed)
+    assert any("spills" in p for p in problems), problems
+    _, problems = cc.evaluate_amd(_amd_asm(_MFMA, spills=2, sgpr_spills=6, name="_Z6maskedv"), True, allowed)
+    assert any("spills" in p for p in problems), problems
+    _, problems = cc.evaluate_amd(_amd_asm(_MFMA, scratch=8, sgpr_spills=6, name="_Z6maskedv"), True, allowed)
+    assert any("scratch" in p for p in problems), problems
+
+
+def test_prefill_allows_lane_spills_in_its_masked_kernels_only():
+    [source] = [s for s in cc.SOURCES if s.path.endswith("prefill_kernels.cu")]
+    base = "_ZN3tfo7kernels7prefill14prefill_kernelIDF16_Li128ELb1ELb1ELb0EL"
+    assert re.search(source.sgpr_spills_allowed, base + "b1EEEvNS1_13PrefillParamsEi")
+    assert not re.search(source.sgpr_spills_allowed, base + "b0EEEvNS1_13PrefillParamsEi")
 
 
 _PTXAS = """\

@@ -27,12 +27,13 @@ def gpu_instantiations():
             frozenset(getattr(torch, t) for t in dtypes.split(",") if t))
 
 
-def prefill_grid_blocks(dtype: torch.dtype, head_dim: int, paged: bool, transform_scores: bool) -> int:
+def prefill_grid_blocks(dtype: torch.dtype, head_dim: int, paged: bool, transform_scores: bool,
+                        masked: bool = False) -> int:
     """Blocks of the persistent batch-prefill grid run() launches on the current GPU for this
-    configuration (transform_scores: a soft cap), for plan()'s work lists (0 without GPU kernels
-    or when the configuration is not served)."""
+    configuration (transform_scores: a soft cap; masked: custom masks), for plan()'s work lists
+    (0 without GPU kernels or when the configuration is not served)."""
     return int(_C.prefill_grid_blocks(str(dtype).replace("torch.", ""), int(head_dim), bool(paged),
-                                      bool(transform_scores)))
+                                      bool(transform_scores), bool(masked)))
 
 
 def decode_grid_blocks(q_dtype: torch.dtype, kv_dtype: torch.dtype, head_dim: int, num_qo_heads: int,

@@ -128,10 +128,10 @@ def single_prefill_with_kv_cache(
 
 
 @functools.lru_cache(maxsize=None)
-def _prefill_grid(device_index: int, q_dtype, head_dim, paged, transform_scores):
+def _prefill_grid(device_index: int, q_dtype, head_dim, paged, transform_scores, masked):
     """prefill_grid_blocks per GPU and configuration: an occupancy query, asked once."""
     with torch.cuda.device(device_index):
-        return prefill_grid_blocks(q_dtype, head_dim, paged, transform_scores)
+        return prefill_grid_blocks(q_dtype, head_dim, paged, transform_scores, masked)
 
 
 class _PrefillWrapperBase(BatchWrapperBase):
@@ -174,7 +174,7 @@ class _PrefillWrapperBase(BatchWrapperBase):
         if self._chosen == "aiter" or self.device.type != "cuda":
             return {}
         index = self.device.index if self.device.index is not None else torch.cuda.current_device()
-        grid = _prefill_grid(index, q_dtype, head_dim, paged, bool(cap))
+        grid = _prefill_grid(index, q_dtype, head_dim, paged, bool(cap), packed is not None)
         return {"work_lists": grid, "causal": bool(causal) and packed is None, "window_left": window_left}
 
     def _send_arrays_and_mask(self, upload, arrays, packed, mask_indptr, non_blocking):

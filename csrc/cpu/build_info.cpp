@@ -46,7 +46,7 @@ int64_t decode_grid_blocks(const std::string&, const std::string&, int64_t, int6
   return 0;
 }
 // Nor a prefill grid (bindings/prefill.cu).
-int64_t prefill_grid_blocks(const std::string&, int64_t, bool, bool) { return 0; }
+int64_t prefill_grid_blocks(const std::string&, int64_t, bool, bool, bool) { return 0; }
 }  // namespace gpu_binding
 #endif
 

@@ -18,9 +18,9 @@ namespace pk = tfo::kernels::prefill;
 using tfo::gpu::bf16_t;
 using tfo::gpu::half_t;
 
-template <typename T, int D, bool kPaged, bool kPlanned, bool kTransform>
+template <typename T, int D, bool kPaged, bool kPlanned, bool kTransform, bool kMasked = false>
 void run(const pk::PrefillParams& p, int qo_tokens, int grid_blocks) {
-  using Policy = pk::PrefillPolicy<D, kPlanned>;
+  using Policy = pk::PrefillPolicy<D, kPlanned, kTransform, kMasked>;
   static_assert(Policy::kSmemBytes <= static_cast<int>(sizeof(pk::prefill_smem)), "shared memory");
   if constexpr (!kPlanned) {
     const int rows = qo_tokens * (p.num_qo_heads / p.num_kv_heads);
@@ -29,7 +29,7 @@ void run(const pk::PrefillParams& p, int qo_tokens, int grid_blocks) {
                     [&] { pk::prefill_kernel<T, D, kPaged, kPlanned, kTransform>(p, 0); }, p.num_kv_heads);
   } else {
     tfo_emu::launch(grid_blocks, Policy::kThreads, 1,
-                    [&] { pk::prefill_kernel<T, D, kPaged, kPlanned, kTransform>(p, grid_blocks); });
+                    [&] { pk::prefill_kernel<T, D, kPaged, kPlanned, kTransform, kMasked>(p, grid_blocks); });
     tfo_emu::launch(2, pk::kMergeThreads, 1, [&] { pk::merge_partials_kernel<T, D>(p, qo_tokens, 2); });
   }
 }
@@ -39,6 +39,14 @@ void run_kind(const pk::PrefillParams& p, int kind, int qo_tokens, int grid_bloc
   const bool transform = p.cap_log2e > 0.0f || !(p.logit_scale > 0.0f);
   auto go = [&](auto paged, auto planned) {
     constexpr bool kPaged = decltype(paged)::value, kPlanned = decltype(planned)::value;
+    // Batches with custom masks: the planned kernels' masked instantiation, as the bindings pick.
+    if constexpr (pk::PrefillPolicy<D, kPlanned>::kHasMaskedVariant) {
+      if (p.custom_mask != nullptr) {
+        if (transform) run<T, D, kPaged, kPlanned, true, true>(p, qo_tokens, grid_blocks);
+        else run<T, D, kPaged, kPlanned, false, true>(p, qo_tokens, grid_blocks);
+        return;
+      }
+    }
     if (transform) run<T, D, kPaged, kPlanned, true>(p, qo_tokens, grid_blocks);
     else run<T, D, kPaged, kPlanned, false>(p, qo_tokens, grid_blocks);
   };

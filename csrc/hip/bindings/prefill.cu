@@ -47,11 +47,11 @@ std::string served_configs() {
 
 // Resident blocks per multiprocessor of one instantiation (an occupancy query, asked once; it
 // also lifts the kernel's dynamic shared memory limit, which every launch needs).
-template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores>
+template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores, bool kMasked>
 int blocks_per_multiprocessor() {
-  using Policy = pk::PrefillPolicy<kHeadDim, kPlanned, kTransformScores>;
+  using Policy = pk::PrefillPolicy<kHeadDim, kPlanned, kTransformScores, kMasked>;
   static const int blocks = [] {
-    auto* kernel = &pk::prefill_kernel<T, kHeadDim, kPaged, kPlanned, kTransformScores>;
+    auto* kernel = &pk::prefill_kernel<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked>;
     C10_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, Policy::kSmemBytes));
     int n = 0;
@@ -63,17 +63,18 @@ int blocks_per_multiprocessor() {
 
 // The persistent grid of a planned launch: as many blocks as the device holds at once. plan()
 // asks for the same number (prefill_grid_blocks) to build the schedule's work lists.
-template <typename T, int kHeadDim, bool kPaged, bool kTransformScores>
+template <typename T, int kHeadDim, bool kPaged, bool kTransformScores, bool kMasked>
 int planned_grid_blocks() {
-  return gpu_binding::num_multiprocessors() * blocks_per_multiprocessor<T, kHeadDim, kPaged, true, kTransformScores>();
+  return gpu_binding::num_multiprocessors() *
+         blocks_per_multiprocessor<T, kHeadDim, kPaged, true, kTransformScores, kMasked>();
 }
 
-template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores>
+template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores, bool kMasked = false>
 void launch_scores(const pk::PrefillParams& params, int64_t qo_tokens) {
-  using Policy = pk::PrefillPolicy<kHeadDim, kPlanned, kTransformScores>;
-  auto* kernel = &pk::prefill_kernel<T, kHeadDim, kPaged, kPlanned, kTransformScores>;
+  using Policy = pk::PrefillPolicy<kHeadDim, kPlanned, kTransformScores, kMasked>;
+  auto* kernel = &pk::prefill_kernel<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked>;
   constexpr int kSmem = Policy::kSmemBytes;
-  blocks_per_multiprocessor<T, kHeadDim, kPaged, kPlanned, kTransformScores>();  // sets the smem limit
+  blocks_per_multiprocessor<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked>();  // sets the smem limit
   const cudaStream_t stream = gpu_binding::current_stream();
   if constexpr (!kPlanned) {
     const int64_t rows = qo_tokens * (params.num_qo_heads / params.num_kv_heads);
@@ -86,7 +87,7 @@ void launch_scores(const pk::PrefillParams& params, int64_t qo_tokens) {
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }
-  const int grid = planned_grid_blocks<T, kHeadDim, kPaged, kTransformScores>();
+  const int grid = planned_grid_blocks<T, kHeadDim, kPaged, kTransformScores, kMasked>();
   kernel<<<grid, Policy::kThreads, kSmem, stream>>>(params, grid);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (qo_tokens == 0) return;
@@ -97,9 +98,21 @@ void launch_scores(const pk::PrefillParams& params, int64_t qo_tokens) {
 }
 
 // Scores with a soft cap (or a non-positive scale) take the kernels that transform every score.
+// Batches with custom masks take the masked instantiation where the platform has one (AMD).
 template <typename T, int kHeadDim, bool kPaged, bool kPlanned>
 void launch(const pk::PrefillParams& params, int64_t qo_tokens) {
-  if (params.cap_log2e > 0.0f || !(params.logit_scale > 0.0f)) {
+  const bool transform = params.cap_log2e > 0.0f || !(params.logit_scale > 0.0f);
+  if constexpr (pk::PrefillPolicy<kHeadDim, kPlanned>::kHasMaskedVariant) {
+    if (params.custom_mask != nullptr) {
+      if (transform) {
+        launch_scores<T, kHeadDim, kPaged, kPlanned, true, true>(params, qo_tokens);
+      } else {
+        launch_scores<T, kHeadDim, kPaged, kPlanned, false, true>(params, qo_tokens);
+      }
+      return;
+    }
+  }
+  if (transform) {
     launch_scores<T, kHeadDim, kPaged, kPlanned, true>(params, qo_tokens);
   } else {
     launch_scores<T, kHeadDim, kPaged, kPlanned, false>(params, qo_tokens);
@@ -264,10 +277,6 @@ void set_custom_mask(pk::PrefillParams& p, const std::optional<at::Tensor>& pack
               op, ": packed_custom_mask must be contiguous uint8");
   p.custom_mask = packed_custom_mask->data_ptr<uint8_t>();
   if (batch) {
-    constexpr bool kBatchCustomMask = pk::PrefillPolicy<128, true>::kCustomMask;
-    TORCH_CHECK(kBatchCustomMask, op,
-                ": custom masks are not served by the batch prefill kernels on this GPU "
-                "(single_prefill serves them)");
     TORCH_CHECK(mask_indptr.has_value(), op, ": packed_custom_mask needs mask_indptr");
     check_int32(*mask_indptr, "mask_indptr", op);
     p.mask_indptr = mask_indptr->data_ptr<int32_t>();
@@ -403,17 +412,25 @@ void batch_prefill_ragged_run(const at::Tensor& q, const at::Tensor& k, const at
 namespace gpu_binding {
 
 // The persistent grid of batch prefill launches on the current device for (dtype, head_dim,
-// paged, scores transformed: a soft cap or a non-positive scale), for plan()'s work lists; 0
-// when this build holds no such instantiation. No device work.
-int64_t prefill_grid_blocks(const std::string& dtype, int64_t head_dim, bool paged, bool transform_scores) {
-  const at::ScalarType type = dtype == "float16" ? at::kHalf : dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
-#define TFO_PREFILL_GRID(T, D)                                                                        \
-  if (type == scalar_type_of<T>() && head_dim == D) {                                                 \
-    if (paged) {                                                                                      \
-      return transform_scores ? planned_grid_blocks<T, D, true, true>() : planned_grid_blocks<T, D, true, false>(); \
-    }                                                                                                 \
-    return transform_scores ? planned_grid_blocks<T, D, false, true>() : planned_grid_blocks<T, D, false, false>(); \
+// paged, scores transformed: a soft cap or a non-positive scale, custom masks), for plan()'s
+// work lists; 0 when this build holds no such instantiation. No device work.
+template <typename T, int D>
+int64_t grid_for(bool paged, bool transform, bool masked) {
+  if constexpr (pk::PrefillPolicy<D, true>::kHasMaskedVariant) {
+    if (masked) {
+      if (paged) return transform ? planned_grid_blocks<T, D, true, true, true>() : planned_grid_blocks<T, D, true, false, true>();
+      return transform ? planned_grid_blocks<T, D, false, true, true>() : planned_grid_blocks<T, D, false, false, true>();
+    }
   }
+  if (paged) return transform ? planned_grid_blocks<T, D, true, true, false>() : planned_grid_blocks<T, D, true, false, false>();
+  return transform ? planned_grid_blocks<T, D, false, true, false>() : planned_grid_blocks<T, D, false, false, false>();
+}
+
+int64_t prefill_grid_blocks(const std::string& dtype, int64_t head_dim, bool paged, bool transform_scores,
+                            bool masked) {
+  const at::ScalarType type = dtype == "float16" ? at::kHalf : dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
+#define TFO_PREFILL_GRID(T, D) \
+  if (type == scalar_type_of<T>() && head_dim == D) return grid_for<T, D>(paged, transform_scores, masked);
   TFO_PREFILL_FOR_EACH_CONFIG(TFO_PREFILL_GRID)
 #undef TFO_PREFILL_GRID
   return 0;

@@ -43,9 +43,9 @@ using namespace tfo::gpu;
 //   Otherwise one 16-row fragment per wave: 4 waves (AMD: with 8 a wave gets at most 256
 //     VGPRs; NVIDIA head_dim 256), K/V tiles of 64 rows (32 at head_dim 256, which also keeps
 //     shared memory within gfx942's 64 KiB).
-// Custom masks: served everywhere but by AMD's planned kernels, whose scalar registers they
-// would overflow (the bindings refuse them there).
-template <int kHeadDim, bool kPlanned, bool kTransformScores = false>
+// Custom masks: served by every kernel but AMD's planned ones, whose scalar registers they would
+// overflow; there a separate instantiation (kMasked) serves batches with masks.
+template <int kHeadDim, bool kPlanned, bool kTransformScores = false, bool kMasked = false>
 struct PrefillPolicy {
   static constexpr bool kTwoFrags = kWaveSize == 32 && kHeadDim <= 128;
   // Planned head_dim 256 on NVIDIA: two warps share each 16-row fragment, each accumulating
@@ -58,7 +58,10 @@ struct PrefillPolicy {
   // 64 rows would not fit in registers beside the transform.
   static constexpr int kKvTile = kHeadDim == 256 || (kTwoFrags && kTransformScores && kHeadDim == 128) ? 32 : 64;
   static constexpr int kThreads = kWaves * kWaveSize;
-  static constexpr bool kCustomMask = !(kWaveSize == 64 && kPlanned);
+  static constexpr bool kCustomMask = kMasked || !(kWaveSize == 64 && kPlanned);
+  // AMD's planned kernels without custom masks are the common ones; a batch with masks takes a
+  // separate instantiation (kMasked), whose extra scalar state spills SGPRs into VGPR lanes.
+  static constexpr bool kHasMaskedVariant = kWaveSize == 64 && kPlanned && !kMasked;
   // K/V buffers per matrix. NVIDIA: two, so tile j + 1 streams in (cp.async) during all of tile
   // j's math, with one barrier per tile. AMD: one (its copies are synchronous, and two would
   // not fit gfx942's 64 KiB of LDS at head_dim 256).
@@ -68,7 +71,7 @@ struct PrefillPolicy {
   // loop do not tip them into one wave fewer. At 128 they sit on both sides of 168 (3 waves),
   // and holding 3 spills to scratch.
   static constexpr int kMinWavesPerSimd =
-      kWaveSize == 64 && kPlanned ? (kHeadDim == 64 ? 4 : kHeadDim == 256 ? 2 : 1) : 1;
+      kWaveSize == 64 && kPlanned && !kMasked ? (kHeadDim == 64 ? 4 : kHeadDim == 256 ? 2 : 1) : 1;
   // Q + K + V tiles; planned launches also stage float32 partial rows there.
   static constexpr int kTileBytes = (kTileRows + 2 * kKvStages * kKvTile) * kHeadDim * 2;
   static constexpr int kStageBytes = kPlanned ? kTileRows * kHeadDim * 4 : 0;
@@ -125,9 +128,9 @@ struct WorkUnit {
 // kTransformScores: the scores go through a soft cap (or a non-positive scale) before the
 // softmax; a separate instantiation, so that the common kernel carries none of that code (if
 // converted, it would cost issue slots on every tile).
-template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores>
+template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores, bool kMasked>
 TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, uint8_t* smem) {
-  using Policy = PrefillPolicy<kHeadDim, kPlanned, kTransformScores>;
+  using Policy = PrefillPolicy<kHeadDim, kPlanned, kTransformScores, kMasked>;
   constexpr int R = Policy::kRowFrags;
   constexpr int C = Policy::kKvTile / 16;
   constexpr int DF = kHeadDim / 16 / Policy::kColSplit;  // O column fragments of this wave
@@ -620,11 +623,11 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
 // Single request (kPlanned false): grid (q tiles, num_kv_heads), one unit per block.
 // Planned batch: grid (grid_blocks), persistent over the plan's items x kv heads x row chunks,
 // each block through its work list when the plan has lists for this grid.
-template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores>
-TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned, kTransformScores>::kThreads))
-    TFO_MIN_WAVES_PER_SIMD((PrefillPolicy<kHeadDim, kPlanned, kTransformScores>::kMinWavesPerSimd))
+template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores, bool kMasked = false>
+TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned, kTransformScores, kMasked>::kThreads))
+    TFO_MIN_WAVES_PER_SIMD((PrefillPolicy<kHeadDim, kPlanned, kTransformScores, kMasked>::kMinWavesPerSimd))
     prefill_kernel(const PrefillParams p, int grid_blocks) {
-  using Policy = PrefillPolicy<kHeadDim, kPlanned, kTransformScores>;
+  using Policy = PrefillPolicy<kHeadDim, kPlanned, kTransformScores, kMasked>;
   extern TFO_SHARED __attribute__((aligned(128))) uint8_t prefill_smem[];
   check_tile_alignment(prefill_smem);  // tile offsets below are multiples of 128 bytes
   const int group = p.num_qo_heads / p.num_kv_heads;
@@ -635,7 +638,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned, kTransformS
     const int row_begin = tile * Policy::kTileRows;
     const WorkUnit u{0, row_begin, min_int(row_begin + Policy::kTileRows, rows), 0, p.kv_len,
                      block_index_y(), -1, 0};
-    run_unit<T, kHeadDim, kPaged, kPlanned, kTransformScores>(p, u, group, prefill_smem);
+    run_unit<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked>(p, u, group, prefill_smem);
   } else {
     namespace pi = flashinfer_ops::plan_info;
     // This block's units (item, kv head, row chunk), in order: the entries of work list b when
@@ -671,7 +674,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned, kTransformS
       if (row_begin >= row_end) continue;
       const WorkUnit u{item[pi::kRequest], row_begin,     row_end, item[pi::kKvBegin],
                        item[pi::kKvEnd],   rest / chunks(), item[pi::kPartialRow], q_begin};
-      run_unit<T, kHeadDim, kPaged, kPlanned, kTransformScores>(p, u, group, prefill_smem);
+      run_unit<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked>(p, u, group, prefill_smem);
     }
   }
 }

@@ -6,6 +6,17 @@
 
 namespace tfo::kernels::prefill {
 
+// The planned kernels' masked instantiations, where the platform has them (AMD).
+template <typename T, int D>
+void instantiate_masked_variants() {
+  if constexpr (PrefillPolicy<D, true>::kHasMaskedVariant) {
+    (void)&prefill_kernel<T, D, false, true, false, true>;
+    (void)&prefill_kernel<T, D, true, true, false, true>;
+    (void)&prefill_kernel<T, D, false, true, true, true>;
+    (void)&prefill_kernel<T, D, true, true, true, true>;
+  }
+}
+
 #define TFO_PREFILL_INSTANTIATE_SCORES(T, D, X)                                             \
   template TFO_GLOBAL void prefill_kernel<T, D, false, false, X>(const PrefillParams, int); \
   template TFO_GLOBAL void prefill_kernel<T, D, false, true, X>(const PrefillParams, int);  \
@@ -13,7 +24,8 @@ namespace tfo::kernels::prefill {
 #define TFO_PREFILL_INSTANTIATE(T, D)          \
   TFO_PREFILL_INSTANTIATE_SCORES(T, D, false) \
   TFO_PREFILL_INSTANTIATE_SCORES(T, D, true)  \
-  template TFO_GLOBAL void merge_partials_kernel<T, D>(const PrefillParams, int, int);
+  template TFO_GLOBAL void merge_partials_kernel<T, D>(const PrefillParams, int, int); \
+  template void instantiate_masked_variants<T, D>();
 
 TFO_PREFILL_FOR_EACH_CONFIG(TFO_PREFILL_INSTANTIATE)
 
