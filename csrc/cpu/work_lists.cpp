@@ -111,8 +111,9 @@ int64_t plan_work_lists(int32_t* plan, int64_t plan_size, const int32_t* qo_indp
       ++count[b];
     }
   }
-  // Offsets, then each list's entries in assignment order (a block runs its longest first).
-  int32_t* offsets = plan + (without);
+  // Offsets, then each list's entries in assignment order (a block runs them request by
+  // request, each request's longest first).
+  int32_t* offsets = plan + without;
   int32_t* entries = offsets + num_lists + 1;
   offsets[0] = 0;
   for (int64_t b = 0; b < num_lists; ++b) offsets[b + 1] = offsets[b] + count[b];
