@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include <string>
+#include <type_traits>
 
 #include "common.h"
 #include "kernels/prefill/prefill_configs.h"
@@ -97,26 +98,29 @@ void launch_scores(const pk::PrefillParams& params, int64_t qo_tokens) {
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// Scores with a soft cap (or a non-positive scale) take the kernels that transform every score.
-// Batches with custom masks take the masked instantiation where the platform has one (AMD).
+// The instantiation a launch takes, as compile-time flags passed to f: scores with a soft cap
+// (or a non-positive scale) take the kernels that transform every score; batches with custom
+// masks the masked instantiation where the platform has one (AMD). The launch and plan()'s grid
+// query (prefill_grid_blocks) both choose through this, so their grids agree.
+template <int kHeadDim, bool kPlanned, typename F>
+auto with_variant(bool transform, bool masked, F&& f) {
+  using Yes = std::true_type;
+  using No = std::false_type;
+  if constexpr (pk::PrefillPolicy<kHeadDim, kPlanned>::kHasMaskedVariant) {
+    if (masked) return transform ? f(Yes{}, Yes{}) : f(No{}, Yes{});
+  }
+  return transform ? f(Yes{}, No{}) : f(No{}, No{});
+}
+
+bool transforms_scores(const pk::PrefillParams& p) { return p.cap_log2e > 0.0f || !(p.logit_scale > 0.0f); }
+
 template <typename T, int kHeadDim, bool kPaged, bool kPlanned>
 void launch(const pk::PrefillParams& params, int64_t qo_tokens) {
-  const bool transform = params.cap_log2e > 0.0f || !(params.logit_scale > 0.0f);
-  if constexpr (pk::PrefillPolicy<kHeadDim, kPlanned>::kHasMaskedVariant) {
-    if (params.custom_mask != nullptr) {
-      if (transform) {
-        launch_scores<T, kHeadDim, kPaged, kPlanned, true, true>(params, qo_tokens);
-      } else {
-        launch_scores<T, kHeadDim, kPaged, kPlanned, false, true>(params, qo_tokens);
-      }
-      return;
-    }
-  }
-  if (transform) {
-    launch_scores<T, kHeadDim, kPaged, kPlanned, true>(params, qo_tokens);
-  } else {
-    launch_scores<T, kHeadDim, kPaged, kPlanned, false>(params, qo_tokens);
-  }
+  with_variant<kHeadDim, kPlanned>(transforms_scores(params), params.custom_mask != nullptr,
+                                   [&](auto transform, auto masked) {
+                                     launch_scores<T, kHeadDim, kPaged, kPlanned, decltype(transform)::value,
+                                                   decltype(masked)::value>(params, qo_tokens);
+                                   });
 }
 
 template <bool kPaged, bool kPlanned>
@@ -416,14 +420,11 @@ namespace gpu_binding {
 // work lists; 0 when this build holds no such instantiation. No device work.
 template <typename T, int D>
 int64_t grid_for(bool paged, bool transform, bool masked) {
-  if constexpr (pk::PrefillPolicy<D, true>::kHasMaskedVariant) {
-    if (masked) {
-      if (paged) return transform ? planned_grid_blocks<T, D, true, true, true>() : planned_grid_blocks<T, D, true, false, true>();
-      return transform ? planned_grid_blocks<T, D, false, true, true>() : planned_grid_blocks<T, D, false, false, true>();
-    }
-  }
-  if (paged) return transform ? planned_grid_blocks<T, D, true, true, false>() : planned_grid_blocks<T, D, true, false, false>();
-  return transform ? planned_grid_blocks<T, D, false, true, false>() : planned_grid_blocks<T, D, false, false, false>();
+  return with_variant<D, true>(transform, masked, [&](auto tr, auto m) -> int64_t {
+    constexpr bool kTransform = decltype(tr)::value, kMasked = decltype(m)::value;
+    return paged ? planned_grid_blocks<T, D, true, kTransform, kMasked>()
+                 : planned_grid_blocks<T, D, false, kTransform, kMasked>();
+  });
 }
 
 int64_t prefill_grid_blocks(const std::string& dtype, int64_t head_dim, bool paged, bool transform_scores,
