@@ -121,7 +121,7 @@ int64_t balancing_prefill_chunk(const int32_t* qo_indptr, const int32_t* kv_lens
 // and window_left for its cost model.
 int64_t choose_kv_chunk_size(bool gpu, const int32_t* qo_indptr, const int32_t* kv_lens, int64_t batch,
                              int64_t num_kv_heads, int64_t q_tile_rows, int64_t workers, int64_t decode_grid,
-                             int64_t prefill_grid = 0, bool causal = false, int64_t window_left = -1) {
+                             int64_t prefill_grid, bool causal, int64_t window_left) {
   if (batch == 0) return 0;
   int64_t max_qo = 0, tiles = 0, max_kv = 0;
   for (int64_t r = 0; r < batch; ++r) {
@@ -221,14 +221,14 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
     }
   }
   const int32_t* lens = kv_lens.data_ptr<int32_t>();
+  // Decode kernels take their own tasks: the prefill grid's lists (and its balance) are for prefill.
+  const int64_t lists = decode_indptr.empty() ? work_lists : 0;
   if (kv_chunk_size < 0) {
     kv_chunk_size = choose_kv_chunk_size(gpu, qo, lens, batch, num_kv_heads, q_tile_rows, workers, decode_grid,
-                                         decode_indptr.empty() ? work_lists : 0, causal, window_left);
+                                         lists, causal, window_left);
   }
   int32_t* out = schedule.data_ptr<int32_t>();
   plan_schedule(qo, lens, batch, q_tile_rows, kv_chunk_size, out, schedule.numel());
-  // Decode kernels take their own tasks: lists are for the prefill kernels.
-  const int64_t lists = decode_indptr.empty() ? work_lists : 0;
   const int64_t needed = plan_work_lists(out, schedule.numel(), qo, lens, num_kv_heads, lists, causal, window_left);
   return std::make_tuple(true, kv_chunk_size, needed, int64_t{out[layout::kPartialRows]}, int64_t{qo[batch]});
 }
