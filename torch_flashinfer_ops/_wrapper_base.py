@@ -142,6 +142,11 @@ class BatchWrapperBase:
     def platform(self) -> str:
         return platform_of(self.device)
 
+    def _gpu_index(self) -> int:
+        """The workspace's GPU, as an index (the current one for a bare "cuda")."""
+        index = self.device.index
+        return index if index is not None else torch.cuda.current_device()
+
     def reset_workspace_buffer(self, float_workspace_buffer: torch.Tensor, *unused) -> None:
         self._workspace = Workspace(float_workspace_buffer)
         self._plan = None

@@ -156,8 +156,7 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
         self._chosen = resolve_backend(self._backend, self._request)
         grid = 0
         if self._chosen != "aiter" and self.device.type == "cuda":
-            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
-            grid = _decode_grid(index, q_dtype, kv_dtype, head_dim, num_qo_heads, num_kv_heads,
+            grid = _decode_grid(self._gpu_index(), q_dtype, kv_dtype, head_dim, num_qo_heads, num_kv_heads,
                                 self._use_tensor_cores)
         upload = self._new_upload(non_blocking)
         # The schedule is built in host scratch; nothing reaches the device before upload.send().

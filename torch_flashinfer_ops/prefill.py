@@ -173,8 +173,7 @@ class _PrefillWrapperBase(BatchWrapperBase):
         blocks and what the lists' costs depend on (a custom mask replaces the causal bound)."""
         if self._chosen == "aiter" or self.device.type != "cuda":
             return {}
-        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
-        grid = _prefill_grid(index, q_dtype, head_dim, paged, bool(cap), packed is not None)
+        grid = _prefill_grid(self._gpu_index(), q_dtype, head_dim, paged, bool(cap), packed is not None)
         return {"work_lists": grid, "causal": bool(causal) and packed is None, "window_left": window_left}
 
     def _send_arrays_and_mask(self, upload, arrays, packed, mask_indptr, non_blocking):
