@@ -12,8 +12,9 @@
 // Work units: single-request launches take one q tile per block (grid = q tiles x kv heads,
 // heaviest causal tiles first); batch launches run a persistent grid over the plan's items
 // (csrc/include/plan_info.h) x kv heads x row chunks, each block in the order of its work list
-// from the plan, read on the device, so a captured graph replays any later plan. Items that are one split of a request write float32 partial rows;
-// merge_partials_kernel combines them afterwards, as the CPU path does.
+// from the plan, read on the device, so a captured graph replays any later plan. Items that are
+// one split of a request write float32 partial rows; merge_partials_kernel combines them
+// afterwards, as the CPU path does.
 #pragma once
 
 #include <cstdint>
