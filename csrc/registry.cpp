@@ -79,6 +79,7 @@ int64_t prefill_grid_blocks(const std::string& dtype, int64_t head_dim, bool pag
 }
 namespace cpu {
 void bind_plan_host(pybind11::module_& m);
+void bind_upload(pybind11::module_& m);
 }
 }
 
@@ -96,4 +97,5 @@ PYBIND11_MODULE(_C, module) {
              "blocks of the persistent batch-prefill grid on the current GPU for (dtype, head_dim, paged, "
              "transform_scores, masked); 0 when not served");
   flashinfer_ops::cpu::bind_plan_host(module);
+  flashinfer_ops::cpu::bind_upload(module);
 }
