@@ -509,6 +509,23 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   // launches, whose split items write float32 partial rows.
   const bool partial = u.partial_row >= 0;
   float* float_stage = reinterpret_cast<float*>(smem);
+  // The float32 stage's rows are kHeadDim floats, a multiple of the 128 bytes of the banks, so
+  // the accumulator's stores (a fragment's rows at one column) would all hit the same banks.
+  // Where the accumulator holds column pairs (NVIDIA: one 8-byte store covers rows r..r+3, r %
+  // 4 == 0, in each half warp) the stage's 32-byte blocks are XOR-swizzled within a row by
+  // (row ^ row / 2) % 4, distinct over those four rows; a block stays whole, so each copy-out
+  // read is still one contiguous run. AMD's planned kernels keep the plain layout: the
+  // swizzle's per-store address math sends their head_dim 256 kernels (held at 2 waves) and
+  // the soft-capped bf16 head_dim 64 one to scratch.
+  constexpr bool kSwizzledStage = kAccColRun == 2;
+  auto stage_at = [&](int row, int col) {
+    if constexpr (kSwizzledStage) {
+      return row * kHeadDim + (((col >> 3) ^ ((row ^ (row >> 1)) & 3)) << 3) + (col & 7);
+    } else {
+      return row * kHeadDim + col;
+    }
+  };
+  static_assert(kHeadDim / 8 >= 4, "the stage swizzle permutes 32-byte blocks in groups of 4");
   static_assert(!kPlanned || Policy::kTileRows * kHeadDim * 4 <= Policy::kSmemBytes,
                 "the float32 output tile must fit in shared memory");
   const int num_qo_heads = p.num_qo_heads;
@@ -538,12 +555,12 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
           struct alignas(8) Pair {
             float lo, hi;
           };
-          *reinterpret_cast<Pair*>(float_stage + row * kHeadDim + col) =
+          *reinterpret_cast<Pair*>(float_stage + stage_at(row, col)) =
               Pair{o[i][dn].v[e] * scale, o[i][dn].v[e + 1] * scale};
         } else {
           const float val = o[i][dn].v[e] * scale;
           if constexpr (kPlanned) {
-            float_stage[row * kHeadDim + col] = val;
+            float_stage[stage_at(row, col)] = val;
           } else {
             // Row = a multiple of 16 plus the lane's row in the fragment: the chunk swizzle then
             // depends on the latter alone, one term per lane for every store.
@@ -585,7 +602,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
       const int64_t prow = u.partial_row + token - u.q_begin;
       float* dst = p.partial_o + (prow * num_qo_heads + head) * kHeadDim + chunk * 4;
       *reinterpret_cast<Chunk16*>(dst) =
-          *reinterpret_cast<const Chunk16*>(float_stage + row * kHeadDim + chunk * 4);
+          *reinterpret_cast<const Chunk16*>(float_stage + stage_at(row, chunk * 4));
     }
   } else if constexpr (kPlanned) {
     T* out = static_cast<T*>(p.o);
@@ -596,7 +613,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
       if (packed >= u.row_end) continue;
       const int token = token_of(packed);
       const int head = u.kv_head * group + (packed - token * group);
-      const float* src = float_stage + row * kHeadDim + chunk * 8;
+      const float* src = float_stage + stage_at(row, chunk * 8);
       Chunk16 packed_out;
 #pragma unroll
       for (int w = 0; w < 4; ++w) packed_out.w[w] = pack2<T>(src[2 * w], src[2 * w + 1]);
