@@ -514,15 +514,21 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   // Where the accumulator holds column pairs (NVIDIA: one 8-byte store covers rows r..r+3, r %
   // 4 == 0, in each half warp) the stage's 32-byte blocks are XOR-swizzled within a row by
   // (row ^ row / 2) % 4, distinct over those four rows; a block stays whole, so each copy-out
-  // read is still one contiguous run. AMD's planned kernels keep the plain layout: the
-  // swizzle's per-store address math sends their head_dim 256 kernels (held at 2 waves) and
-  // the soft-capped bf16 head_dim 64 one to scratch.
+  // read is still one contiguous run. Where it holds single columns (AMD: one store covers rows
+  // e, e + 4, e + 8, e + 12 at 16 columns, two rows per half wave) the rows are padded by 4
+  // floats, which puts rows 4 apart 16 banks apart: no per-store address math (the swizzle's
+  // sent AMD's planned head_dim 256 kernels, held at 2 waves, to scratch). The padded stage
+  // must fit in the shared memory the kernel has: not at head_dim 256 on AMD (64 KiB), which
+  // keeps the plain layout.
   constexpr bool kSwizzledStage = kAccColRun == 2;
+  constexpr int kPaddedRow = kHeadDim + 4;
+  constexpr int kStageRow =
+      !kSwizzledStage && Policy::kTileRows * kPaddedRow * 4 <= Policy::kRowOffsetBase ? kPaddedRow : kHeadDim;
   auto stage_at = [&](int row, int col) {
     if constexpr (kSwizzledStage) {
       return row * kHeadDim + (((col >> 3) ^ ((row ^ (row >> 1)) & 3)) << 3) + (col & 7);
     } else {
-      return row * kHeadDim + col;
+      return row * kStageRow + col;
     }
   };
   static_assert(kHeadDim / 8 >= 4, "the stage swizzle permutes 32-byte blocks in groups of 4");
