@@ -516,8 +516,8 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   // (row ^ row / 2) % 4, distinct over those four rows; a block stays whole, so each copy-out
   // read is still one contiguous run. Where it holds single columns (AMD: one store covers rows
   // e, e + 4, e + 8, e + 12 at 16 columns, two rows per half wave) the rows are padded by 4
-  // floats, which puts rows 4 apart 16 banks apart: no per-store address math (the swizzle's
-  // sent AMD's planned head_dim 256 kernels, held at 2 waves, to scratch). The padded stage
+  // floats, which puts rows 4 apart 16 banks apart at no per-store address math (the swizzle's
+  // math sent AMD's planned head_dim 256 kernels, held at 2 waves, to scratch). The padded stage
   // must fit in the shared memory the kernel has: not at head_dim 256 on AMD (64 KiB), which
   // keeps the plain layout.
   constexpr bool kSwizzledStage = kAccColRun == 2;
