@@ -44,3 +44,14 @@ def test_a_destination_of_another_length_is_refused():
     with pytest.raises(ValueError, match="destination holds 3 entries, source 9"):
         _C.upload([torch.arange(9, dtype=torch.int32)], [torch.zeros(3, dtype=torch.int32)],
                   torch.device("cpu"), False, True)
+
+
+def test_empty_arrays_take_no_room_and_leave_the_others_in_place():
+    # A batch whose requests have no pages sends an empty page-id array.
+    sources = [torch.arange(3, dtype=torch.int32), torch.empty(0, dtype=torch.int32),
+               torch.empty(0, dtype=torch.int64), torch.tensor([4, 5], dtype=torch.int32)]
+    destinations = [None, None, torch.empty(0, dtype=torch.int32), None]
+    results = _C.upload(sources, destinations, torch.device("cpu"), False, True)
+    assert [r.numel() for r in results] == [3, 0, 0, 2]
+    assert torch.equal(results[0], sources[0]) and torch.equal(results[3], sources[3])
+    assert (results[3].data_ptr() - results[0].data_ptr()) // 4 == 32

@@ -63,6 +63,7 @@ std::vector<at::Tensor> upload(const std::vector<at::Tensor>& sources,
   for (const auto* group : {&free, &fixed}) {
     for (size_t i : *group) {
       const at::Tensor& source = sources[i];
+      if (source.numel() == 0) continue;  // an empty array's data pointer may be null
       if (source.scalar_type() == at::kInt && source.is_contiguous()) {
         std::memcpy(staged.data_ptr<int32_t>() + offsets[i], source.data_ptr<int32_t>(),
                     sizeof(int32_t) * source.numel());
