@@ -2,7 +2,7 @@
 FlashInfer's fa2 backend and the device's GEMM ceiling.
 
     python benchmarks/bench_prefill.py --out DIR [--quick] [--lengths 1024,4096,16384]
-        [--dims 128,64,256] [--batches 16x1024,4x4096] [--calls 10]
+        [--dims 128,64,256] [--batches 16x1024,4x4096] [--uneven prefix,mixed] [--calls 10]
 
 Single request: 32 query / 8 kv heads, qo_len = kv_len = L, NHD; head_dim 128 in fp16 and bf16,
 head_dim 64 and 256 in fp16 only; causal and not. Peers: SDPA with the FLASH_ATTENTION and
@@ -14,6 +14,11 @@ BatchPrefillWithRaggedKVCacheWrapper against upstream's wrappers of the same nam
 (backend="fa2"), 128 MiB workspace each; plan() untimed, run() timed. "batch / single" is our
 batch TFLOP/s over our single-prefill TFLOP/s at the same dtype, causality and L (needs L in
 --lengths).
+
+Uneven batches (--uneven, names from UNEVEN_SHAPES): the same wrappers on batches whose
+requests differ, causal, fp16: "prefix" (16 new tokens on a 32k cached prefix beside a 4k
+prompt: one long unit among many short ones) and "mixed" (eight prompts of 128..4k tokens, as a
+serving step collects them). Their FLOPs count the (query, key) pairs the causal mask keeps.
 
 FLOPs = 4 * sum(qo_len * kv_len) * head_dim * num_qo_heads, halved for causal. Every library
 is timed the same way: `--calls` back-to-back calls between one pair of CUDA events, divided
@@ -39,8 +44,13 @@ BATCH_HEAD_DIM = 128
 WORKSPACE_BYTES = 128 << 20
 SINGLE_PEERS = ("sdpa-flash", "sdpa-cudnn", "flashinfer-fa2")
 BATCH_PEER = "flashinfer-fa2"
-FULL = dict(lengths="1024,4096,16384", dims="128,64,256", batches="16x1024,4x4096")
-QUICK = dict(lengths="1024", dims="128", batches="4x1024")
+FULL = dict(lengths="1024,4096,16384", dims="128,64,256", batches="16x1024,4x4096", uneven="prefix,mixed")
+QUICK = dict(lengths="1024", dims="128", batches="4x1024", uneven="mixed")
+# name: (qo_lens, kv_lens); each request's queries are the last qo_len of its kv_len tokens.
+UNEVEN_SHAPES = {
+    "prefix": ([16, 4096], [32768, 4096]),
+    "mixed": ([4096, 512, 2048, 128, 1024, 3072, 256, 768], [4096, 512, 2048, 128, 1024, 3072, 256, 768]),
+}
 SHORT_DTYPE = {"float16": "fp16", "bfloat16": "bf16"}
 
 
@@ -50,8 +60,14 @@ def parse_args(argv=None):
     parser.add_argument("--dims", help=f"single-prefill head_dims; 128 in fp16 and bf16, others in fp16 only "
                                        f"(default {FULL['dims']})")
     parser.add_argument("--batches", help=f"batch shapes, requests x tokens (default {FULL['batches']})")
+    parser.add_argument("--uneven", help=f"uneven batches, names from {', '.join(UNEVEN_SHAPES)}, or '' for none "
+                                         f"(default {FULL['uneven']})")
     parser.add_argument("--calls", type=int, default=10, help="calls per CUDA-event pair (default %(default)s)")
     args = parse_with_shape_defaults(parser, QUICK, FULL, argv)
+    args.uneven = [x for x in args.uneven.split(",") if x]
+    unknown = [x for x in args.uneven if x not in UNEVEN_SHAPES]
+    if unknown:
+        parser.error(f"--uneven: unknown shape(s) {', '.join(unknown)}; known: {', '.join(UNEVEN_SHAPES)}")
     args.lengths = [int(x) for x in args.lengths.split(",")]
     args.dims = [int(x) for x in args.dims.split(",")]
     args.batches = [tuple(int(v) for v in x.split("x")) for x in args.batches.split(",")]
@@ -137,26 +153,40 @@ def bench_single(tfo, fi, config, calls, gemm):
 
 def batch_inputs(n, L, dtype):
     """n requests of L query and L kv tokens: q, ragged k/v, and a page-16 NHD cache."""
-    pages_per = -(-L // PAGE)
-    num_pages = n * pages_per
-    ints = dict(dtype=torch.int32, device="cuda")
-    heads = dict(dtype=dtype, device="cuda")
+    return uneven_inputs([L] * n, [L] * n, dtype)
+
+
+def uneven_inputs(qo_lens, kv_lens, dtype, device="cuda"):
+    """Requests of qo_lens query and kv_lens kv tokens: q, ragged k/v, and a page-16 NHD cache
+    (random page order)."""
+    def indptr(lengths):
+        return torch.tensor([0] + lengths, dtype=torch.int32).cumsum(0).to(torch.int32).to(device)
+
+    pages = [-(-kv // PAGE) for kv in kv_lens]
+    heads = dict(dtype=dtype, device=device)
     return SimpleNamespace(
         dtype=dtype,
-        q=torch.randn(n * L, HQ, BATCH_HEAD_DIM, **heads),
-        k=torch.randn(n * L, HKV, BATCH_HEAD_DIM, **heads),
-        v=torch.randn(n * L, HKV, BATCH_HEAD_DIM, **heads),
-        indptr=torch.arange(n + 1, **ints) * L,
-        kv_cache=torch.randn(num_pages, 2, PAGE, HKV, BATCH_HEAD_DIM, **heads),
-        page_indptr=torch.arange(n + 1, **ints) * pages_per,
-        page_indices=torch.randperm(num_pages, device="cuda").to(torch.int32),
-        last_page_len=torch.full((n,), L - (pages_per - 1) * PAGE, **ints),
+        q=torch.randn(sum(qo_lens), HQ, BATCH_HEAD_DIM, **heads),
+        k=torch.randn(sum(kv_lens), HKV, BATCH_HEAD_DIM, **heads),
+        v=torch.randn(sum(kv_lens), HKV, BATCH_HEAD_DIM, **heads),
+        indptr=indptr(qo_lens),
+        kv_indptr=indptr(kv_lens),
+        kv_cache=torch.randn(sum(pages), 2, PAGE, HKV, BATCH_HEAD_DIM, **heads),
+        page_indptr=indptr(pages),
+        page_indices=torch.randperm(sum(pages), device=device).to(torch.int32),
+        last_page_len=torch.tensor([kv - (n - 1) * PAGE for kv, n in zip(kv_lens, pages)], dtype=torch.int32,
+                                   device=device),
     )
+
+
+def causal_pairs(qo_lens, kv_lens):
+    """(query, key) pairs a causal mask keeps, queries aligned to the end of their keys."""
+    return sum(qo * (kv - qo) + qo * (qo + 1) // 2 for qo, kv in zip(qo_lens, kv_lens))
 
 
 def wrapper_call(lib, kind, x, causal):
     """Plans lib's paged or ragged prefill wrapper (backend fa2) on x; returns its run()."""
-    workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device="cuda")
+    workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=x.q.device)
     options = dict(causal=causal, q_data_type=x.dtype, kv_data_type=x.dtype)
     if kind == "paged":
         wrapper = lib.BatchPrefillWithPagedKVCacheWrapper(workspace, "NHD", backend="fa2")
@@ -164,7 +194,7 @@ def wrapper_call(lib, kind, x, causal):
                      **options)
         return lambda: wrapper.run(x.q, x.kv_cache)
     wrapper = lib.BatchPrefillWithRaggedKVCacheWrapper(workspace, "NHD", backend="fa2")
-    wrapper.plan(x.indptr, x.indptr, HQ, HKV, BATCH_HEAD_DIM, **options)
+    wrapper.plan(x.indptr, x.kv_indptr, HQ, HKV, BATCH_HEAD_DIM, **options)
     return lambda: wrapper.run(x.q, x.k, x.v)
 
 
@@ -197,6 +227,26 @@ def bench_batch(tfo, fi, config, calls, gemm, single_ours):
     return rows
 
 
+def bench_uneven(tfo, fi, name, calls, gemm):
+    qo_lens, kv_lens = UNEVEN_SHAPES[name]
+    x = uneven_inputs(qo_lens, kv_lens, torch.float16)
+    flops = attention_flops(causal_pairs(qo_lens, kv_lens), BATCH_HEAD_DIM, False)
+    iters = iters_for(max(kv_lens))
+    rows = []
+    for kind in ("paged", "ragged"):
+        makers = {"ours": lambda: wrapper_call(tfo, kind, x, True),
+                  BATCH_PEER: (lambda: wrapper_call(fi, kind, x, True)) if fi else None}
+        tflops = {peer: measure_tflops(f"{peer} {kind} {name}", make, flops, lambda fn: timed_batch(fn, calls, iters))
+                  for peer, make in makers.items()}
+        rows.append({
+            "section": "uneven", "shape": name, "qo_lens": qo_lens, "kv_lens": kv_lens, "kind": kind,
+            "dtype": "float16", "head_dim": BATCH_HEAD_DIM, "causal": True, "flops": flops, "tflops": tflops,
+            "ours_vs": {BATCH_PEER: ratio(tflops["ours"], tflops[BATCH_PEER])},
+            "ours_pct_gemm": percent(tflops["ours"], gemm.get("float16")),
+        })
+    return rows
+
+
 # ---- report ---------------------------------------------------------------------------------
 
 def single_table(rows):
@@ -217,8 +267,19 @@ def batch_table(rows):
     return markdown_table(headers, body)
 
 
+def uneven_table(rows):
+    headers = ["shape", "qo lengths", "kv lengths", "kv", "ours TFLOP/s", "ours % GEMM", f"{BATCH_PEER} TFLOP/s",
+               f"ours / {BATCH_PEER}"]
+    body = [[r["shape"], "/".join(map(str, r["qo_lens"])), "/".join(map(str, r["kv_lens"])), r["kind"],
+             fmt(r["tflops"]["ours"]), fmt(r["ours_pct_gemm"], ".0f", "%"), fmt(r["tflops"][BATCH_PEER]),
+             fmt(r["ours_vs"][BATCH_PEER], ".2f")] for r in rows]
+    return markdown_table(headers, body)
+
+
 def plot_panel(title, rows, names):
     def label(r):
+        if r["section"] == "uneven":
+            return f"{r['kind']} {r['shape']} causal"
         prefix = f"{r['kind']} {r['batch']}x" if r["section"] == "batch" else f"d{r['head_dim']} "
         return f"{SHORT_DTYPE[r['dtype']]} {prefix}{r['L']} {'causal' if r['causal'] else 'full'}"
 
@@ -228,8 +289,9 @@ def plot_panel(title, rows, names):
 
 def progress(row):
     cells = ", ".join(f"{name} {fmt(value)}" for name, value in row["tflops"].items())
-    print(f"{row['kind']} {row['dtype']} d{row['head_dim']} causal={row['causal']} {row['batch']}x{row['L']}: "
-          f"{cells} TFLOP/s", flush=True)
+    shape = row["shape"] if row["section"] == "uneven" else f"{row['batch']}x{row['L']}"
+    print(f"{row['kind']} {row['dtype']} d{row['head_dim']} causal={row['causal']} {shape}: {cells} TFLOP/s",
+          flush=True)
 
 
 def main(argv=None):
@@ -254,19 +316,26 @@ def main(argv=None):
         batches += bench_batch(tfo, fi, config, args.calls, gemm, single_ours)
         for row in batches[-2:]:
             progress(row)
+    unevens = []
+    for name in args.uneven:
+        unevens += bench_uneven(tfo, fi, name, args.calls, gemm)
+        for row in unevens[-2:]:
+            progress(row)
     gemm_note = ", ".join(f"{k} {fmt(v)}" for k, v in gemm.items())
     notes = [timing, f"GEMM ceiling (torch.matmul, 8192 x 8192 x 8192) TFLOP/s: {gemm_note}",
              f"{HQ} query / {HKV} kv heads, NHD; batch: page {PAGE}, head_dim {BATCH_HEAD_DIM}, 128 MiB workspace "
              "per wrapper; upstream's batch wrappers run with their default enable_pdl"]
     text = "\n".join(header_lines(meta, *notes) + [
         "", "## Single prefill", "", single_table(singles),
-        "", "## Batch prefill (qo_len = kv_len = L per request)", "", batch_table(batches)])
+        "", "## Batch prefill (qo_len = kv_len = L per request)", "", batch_table(batches)]
+        + (["", "## Uneven batches (causal, fp16)", "", uneven_table(unevens)] if unevens else []))
     print(text)
-    write_results(args.out, "prefill", meta, singles + batches, text)
-    save_bar_plot(os.path.join(args.out, "prefill.png"), [
-        plot_panel("Single prefill", singles, ("ours",) + SINGLE_PEERS),
-        plot_panel("Batch prefill", batches, ("ours", BATCH_PEER)),
-    ])
+    write_results(args.out, "prefill", meta, singles + batches + unevens, text)
+    panels = [plot_panel("Single prefill", singles, ("ours",) + SINGLE_PEERS),
+              plot_panel("Batch prefill", batches, ("ours", BATCH_PEER))]
+    if unevens:
+        panels.append(plot_panel("Uneven batches", unevens, ("ours", BATCH_PEER)))
+    save_bar_plot(os.path.join(args.out, "prefill.png"), panels)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,41 @@
+"""The prefill benchmark's batch inputs and FLOP counts, on the host: the uneven batches' causal
+pair count against a count of the mask, and its paged and ragged inputs describing the same
+requests (both wrappers, run here on the CPU path, see the same lengths)."""
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks"))
+bench_prefill = pytest.importorskip("bench_prefill")
+
+
+@pytest.mark.parametrize("qo_lens,kv_lens", [([3, 20, 1], [40, 20, 17]), ([16, 50], [300, 50])])
+def test_causal_pairs_count_the_kept_mask_entries(qo_lens, kv_lens):
+    kept = 0
+    for qo, kv in zip(qo_lens, kv_lens):
+        i = torch.arange(qo).unsqueeze(1)
+        j = torch.arange(kv).unsqueeze(0)
+        kept += int((j <= i + kv - qo).sum())
+    assert bench_prefill.causal_pairs(qo_lens, kv_lens) == kept
+
+
+def test_uneven_inputs_page_the_ragged_requests():
+    import torch_flashinfer_ops as tfo
+
+    qo_lens, kv_lens = [3, 20, 1], [40, 20, 17]
+    x = bench_prefill.uneven_inputs(qo_lens, kv_lens, torch.float16, device="cpu")
+    assert x.indptr.tolist() == [0, 3, 23, 24] and x.kv_indptr.tolist() == [0, 40, 60, 77]
+    # Write the ragged K/V into the pages the paged inputs name: both wrappers must then agree.
+    page_size = bench_prefill.PAGE
+    for r, kv in enumerate(kv_lens):
+        pages = x.page_indices[x.page_indptr[r]:x.page_indptr[r + 1]].long()
+        assert len(pages) == -(-kv // page_size) and int(x.last_page_len[r]) == kv - (len(pages) - 1) * page_size
+        for t in range(kv):
+            page, slot = pages[t // page_size], t % page_size
+            x.kv_cache[page, 0, slot] = x.k[x.kv_indptr[r] + t]
+            x.kv_cache[page, 1, slot] = x.v[x.kv_indptr[r] + t]
+    paged = bench_prefill.wrapper_call(tfo, "paged", x, True)()
+    ragged = bench_prefill.wrapper_call(tfo, "ragged", x, True)()
+    torch.testing.assert_close(paged, ragged)
