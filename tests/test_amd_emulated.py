@@ -118,12 +118,19 @@ def test_tile_gemm_probe_under_emulation(probe_libs, arch, dtype, b_layout):
     np.testing.assert_allclose(row_sum.double().numpy(), ref_sum, rtol=1e-4)
 
 
-def _plan_and_partials(qo_indptr, kv_lens, q_tile_tokens, kv_chunk_size, hq, d, work_lists=0, hkv=1, causal=False):
+def _plan_and_partials(qo_indptr, kv_lens, q_tile_tokens, kv_chunk_size, hq, d, work_lists=0, hkv=1, causal=False,
+                       decode_grid=0):
     """The library's schedule (plan_info) and NaN-poisoned split-KV partial buffers for it;
-    work_lists > 0: with plan()'s work lists for a grid of that many blocks (csrc/cpu/work_lists.cpp)."""
+    work_lists > 0: with plan()'s work lists for a grid of that many blocks (csrc/cpu/work_lists.cpp);
+    decode_grid > 0: a decode plan as plan() makes it for a grid of that many blocks, its items
+    in the grid's order (csrc/cpu/decode_order.cpp)."""
     plan = torch.empty(1 << 16, dtype=torch.int32)
     kv = torch.tensor(kv_lens, dtype=torch.int32)
-    if work_lists:
+    if decode_grid:
+        valid, *_ = flashinfer._C.plan_host(torch.empty(0, dtype=torch.int32), kv, plan, q_tile_tokens, hkv, 1,
+                                            decode_grid, kv_chunk_size, True, 0, False, -1)
+        assert valid
+    elif work_lists:
         valid, *_ = flashinfer._C.plan_host(qo_indptr, kv, plan, q_tile_tokens, hkv, 1, 0, kv_chunk_size, True,
                                             work_lists, causal, -1)
         assert valid and plan[3] == work_lists, "the case must take work lists"
@@ -144,7 +151,8 @@ def _emulated_batch_decode(lib, q, k_cache, v_cache, kv_layout, paged, kv_chunk_
     hkv = k_cache.shape[head]
     kv_kind, factor = FP8.get(k_cache.dtype, (0, 1.0))
     plan, rows, partial_o, partial_lse = _plan_and_partials(torch.arange(batch + 1, dtype=torch.int32),
-                                                            paged.seq_lens, 1, kv_chunk_size, hq, d)
+                                                            paged.seq_lens, 1, kv_chunk_size, hq, d, hkv=hkv,
+                                                            decode_grid=num_blocks)
     out = torch.full(q.shape, float("nan"), dtype=q.dtype)
     lse = torch.full((batch, hq), float("nan"))
     log2e = 1.0 / math.log(2.0)

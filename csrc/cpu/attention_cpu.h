@@ -60,6 +60,12 @@ void plan_schedule(const int32_t* qo_indptr, const int32_t* kv_lens, int64_t bat
 int64_t plan_work_lists(int32_t* plan_info, int64_t plan_size, const int32_t* qo_indptr, const int32_t* kv_lens,
                         int64_t num_kv_heads, int64_t num_lists, bool causal, int64_t window_left);
 
+// Reorders the items of a decode plan written by plan_schedule for a persistent GPU grid of
+// `grid` blocks that takes its tasks (item, kv head) in turn (decode_order.cpp): costlier items
+// first, alternate rounds reversed, so that uneven batches load the blocks evenly. Plans whose
+// items cost the same, or whose tasks fit one round, keep their order.
+void order_decode_items(int32_t* plan_info, int64_t num_kv_heads, int64_t grid);
+
 // Plan size (in int32) that plan_schedule needs for this batch.
 int64_t plan_size_for(const int32_t* qo_indptr, const int32_t* kv_lens, int64_t batch,
                       int64_t q_tile_rows, int64_t kv_chunk_size);

@@ -27,10 +27,6 @@ namespace {
 
 // Split policy. Minimum kv chunk when splitting a prefill request over several workers.
 constexpr int64_t kMinKvChunk = 256;
-// A decode task's fixed cost (its start, first tile, merge) in kv rows streamed: fitted to
-// H200 timings of one-round schedules (batch 16, kv 1k and 4k: 30 and 79 us per round of
-// 384-row and 1408-row tasks, ~0.048 us per row plus ~12 us).
-constexpr int64_t kDecodeTaskCost = 256;
 // The shortest decode task: two 64-row tiles. Small batches are latency-bound (batch 1 at kv
 // 4k streams 4 tiles per task at kMinKvChunk); shorter tasks put more blocks to work at once.
 constexpr int64_t kDecodeMinKvChunk = 128;
@@ -229,6 +225,7 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
   }
   int32_t* out = schedule.data_ptr<int32_t>();
   plan_schedule(qo, lens, batch, q_tile_rows, kv_chunk_size, out, schedule.numel());
+  if (!decode_indptr.empty() && gpu) order_decode_items(out, num_kv_heads, decode_grid);
   const int64_t needed = plan_work_lists(out, schedule.numel(), qo, lens, num_kv_heads, lists, causal, window_left);
   return std::make_tuple(true, kv_chunk_size, needed, int64_t{out[layout::kPartialRows]}, int64_t{qo[batch]});
 }
