@@ -88,3 +88,26 @@ def test_split_requests_keep_their_partial_rows():
     assert sorted(map(tuple, items)) == sorted(map(tuple, before))
     assert not np.array_equal(items, before)
     assert _slowest_over_mean(items) < _slowest_over_mean(before)
+
+
+@pytest.mark.parametrize("batch", [128, 256, 512])
+def test_heavy_tailed_batches_split_their_longest_requests(batch):
+    # Log-normal kv lengths (median ~1.1k, up to 32k): the longest tasks exceed a block's share,
+    # so plan() splits them (plan_host.cpp's balancing_decode_chunk) and the order spreads the rest.
+    rng = np.random.default_rng(batch)
+    kv_lens = np.minimum(32768, rng.lognormal(7.0, 1.0, batch).astype(int) + 1).tolist()
+    plan, chunk = _decode_plan(kv_lens)
+    assert 0 < chunk < max(kv_lens)
+    items = _items(plan)
+    cost = items[:, KV_END] - items[:, KV_BEGIN] + int(_C.DECODE_TASK_COST)
+    loads = np.zeros(GRID)
+    np.add.at(loads, np.arange(len(items) * HEADS) % GRID, np.repeat(cost, HEADS))
+    unsplit_mean = (np.array(kv_lens) + int(_C.DECODE_TASK_COST)).sum() * HEADS / GRID
+    in_turn = _slowest_over_mean(_items(_request_order(kv_lens, 0)))
+    assert loads.max() / unsplit_mean < 1.25 < in_turn, (loads.max() / unsplit_mean, in_turn)
+
+
+@pytest.mark.parametrize("batch,kv_len", [(128, 1024), (128, 16384), (256, 4096), (512, 2048)])
+def test_equal_lengths_over_two_rounds_are_not_split(batch, kv_len):
+    _, chunk = _decode_plan([kv_len] * batch)
+    assert chunk == 0
