@@ -205,6 +205,19 @@ def batch_configs(batches):
                 yield n, L, dtype, causal
 
 
+def wrapper_row(tfo, fi, kind, x, causal, flops, calls, iters, gemm, label):
+    """Our and upstream's `kind` batch wrappers on x, timed: the row fields every batch section
+    has, and the maker of our call (for further timings)."""
+    makers = {"ours": lambda: wrapper_call(tfo, kind, x, causal),
+              BATCH_PEER: (lambda: wrapper_call(fi, kind, x, causal)) if fi else None}
+    tflops = {peer: measure_tflops(f"{peer} {label}", make, flops, lambda fn: timed_batch(fn, calls, iters))
+              for peer, make in makers.items()}
+    row = {"kind": kind, "dtype": dtype_name(x.dtype), "head_dim": BATCH_HEAD_DIM, "causal": causal, "flops": flops,
+           "tflops": tflops, "ours_vs": {BATCH_PEER: ratio(tflops["ours"], tflops[BATCH_PEER])},
+           "ours_pct_gemm": percent(tflops["ours"], gemm.get(dtype_name(x.dtype)))}
+    return row, makers["ours"]
+
+
 def bench_batch(tfo, fi, config, calls, gemm, single_ours):
     n, L, dtype, causal = config
     x = batch_inputs(n, L, dtype)
@@ -212,18 +225,11 @@ def bench_batch(tfo, fi, config, calls, gemm, single_ours):
     single = single_ours.get((dtype_name(dtype), BATCH_HEAD_DIM, causal, L))
     rows = []
     for kind in ("paged", "ragged"):
-        makers = {"ours": lambda: wrapper_call(tfo, kind, x, causal),
-                  BATCH_PEER: (lambda: wrapper_call(fi, kind, x, causal)) if fi else None}
-        tflops = {name: measure_tflops(f"{name} {kind}", make, flops, lambda fn: timed_batch(fn, calls, iters))
-                  for name, make in makers.items()}
-        rows.append({
-            "section": "batch", "kind": kind, "dtype": dtype_name(dtype), "head_dim": BATCH_HEAD_DIM,
-            "causal": causal, "batch": n, "L": L, "flops": flops, "tflops": tflops,
-            "ours_vs": {BATCH_PEER: ratio(tflops["ours"], tflops[BATCH_PEER])},
-            "ours_pct_gemm": percent(tflops["ours"], gemm.get(dtype_name(dtype))),
-            "batch_vs_single": ratio(tflops["ours"], single),
-            "ours_1call_tflops": measure_tflops(f"ours {kind}", makers["ours"], flops, lambda fn: timed(fn, iters)),
-        })
+        row, make_ours = wrapper_row(tfo, fi, kind, x, causal, flops, calls, iters, gemm, kind)
+        rows.append(dict(row, section="batch", batch=n, L=L,
+                         batch_vs_single=ratio(row["tflops"]["ours"], single),
+                         ours_1call_tflops=measure_tflops(f"ours {kind}", make_ours, flops,
+                                                          lambda fn: timed(fn, iters))))
     return rows
 
 
@@ -234,16 +240,8 @@ def bench_uneven(tfo, fi, name, calls, gemm):
     iters = iters_for(max(kv_lens))
     rows = []
     for kind in ("paged", "ragged"):
-        makers = {"ours": lambda: wrapper_call(tfo, kind, x, True),
-                  BATCH_PEER: (lambda: wrapper_call(fi, kind, x, True)) if fi else None}
-        tflops = {peer: measure_tflops(f"{peer} {kind} {name}", make, flops, lambda fn: timed_batch(fn, calls, iters))
-                  for peer, make in makers.items()}
-        rows.append({
-            "section": "uneven", "shape": name, "qo_lens": qo_lens, "kv_lens": kv_lens, "kind": kind,
-            "dtype": "float16", "head_dim": BATCH_HEAD_DIM, "causal": True, "flops": flops, "tflops": tflops,
-            "ours_vs": {BATCH_PEER: ratio(tflops["ours"], tflops[BATCH_PEER])},
-            "ours_pct_gemm": percent(tflops["ours"], gemm.get("float16")),
-        })
+        row, _ = wrapper_row(tfo, fi, kind, x, True, flops, calls, iters, gemm, f"{kind} {name}")
+        rows.append(dict(row, section="uneven", shape=name, qo_lens=qo_lens, kv_lens=kv_lens))
     return rows
 
 
