@@ -9,17 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from plan_layout import KV_BEGIN, KV_END, items as _items
 from torch_flashinfer_ops import _C, _ops
 
-HEADER, REQUEST_FIELDS, ITEM_FIELDS = 8, 2, 6
-NUM_ITEMS, NUM_REQUESTS, KV_CHUNK = 0, 1, 6
-KV_BEGIN, KV_END = 3, 4
 GRID, HEADS = 396, 8  # an H200's decode grid (132 SMs x 3 blocks), 8 kv heads
-
-
-def _items(plan):
-    start = HEADER + REQUEST_FIELDS * plan[NUM_REQUESTS]
-    return plan[start : start + ITEM_FIELDS * plan[NUM_ITEMS]].reshape(-1, ITEM_FIELDS)
 
 
 def _decode_plan(kv_lens, *, gpu=True, grid=GRID, chunk=-1):
@@ -39,12 +32,16 @@ def _request_order(kv_lens, chunk):
     return plan.numpy().copy()
 
 
-def _slowest_over_mean(items, grid=GRID):
+def _block_loads(items, grid=GRID):
     """Block loads under the kernels' rotation: task t = item * HEADS + head runs on block t % grid."""
     cost = items[:, KV_END] - items[:, KV_BEGIN] + int(_C.DECODE_TASK_COST)
     loads = np.zeros(grid)
-    task = np.arange(len(items) * HEADS)
-    np.add.at(loads, task % grid, np.repeat(cost, HEADS))
+    np.add.at(loads, np.arange(len(items) * HEADS) % grid, np.repeat(cost, HEADS))
+    return loads
+
+
+def _slowest_over_mean(items):
+    loads = _block_loads(items)
     return loads.max() / loads.mean()
 
 
@@ -98,10 +95,7 @@ def test_heavy_tailed_batches_split_their_longest_requests(batch):
     kv_lens = np.minimum(32768, rng.lognormal(7.0, 1.0, batch).astype(int) + 1).tolist()
     plan, chunk = _decode_plan(kv_lens)
     assert 0 < chunk < max(kv_lens)
-    items = _items(plan)
-    cost = items[:, KV_END] - items[:, KV_BEGIN] + int(_C.DECODE_TASK_COST)
-    loads = np.zeros(GRID)
-    np.add.at(loads, np.arange(len(items) * HEADS) % GRID, np.repeat(cost, HEADS))
+    loads = _block_loads(_items(plan))
     unsplit_mean = (np.array(kv_lens) + int(_C.DECODE_TASK_COST)).sum() * HEADS / GRID
     in_turn = _slowest_over_mean(_items(_request_order(kv_lens, 0)))
     assert loads.max() / unsplit_mean < 1.25 < in_turn, (loads.max() / unsplit_mean, in_turn)

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from plan_layout import HEADER, ITEM_FIELDS, NUM_LISTS, NUM_ITEMS, REQUEST_FIELDS, items as _items, lists_start
 from torch_flashinfer_ops import _C, _ops
 
-HEADER, REQUEST_FIELDS, ITEM_FIELDS = 8, 2, 6
-NUM_ITEMS, NUM_REQUESTS, NUM_LISTS = 0, 1, 3
 FIXED_ROWS = 128  # a unit's fixed cost in kv rows, as work_lists.cpp counts it
 BUCKET_ROWS = 32  # its least-loaded pick is exact to within this many rows
 
@@ -27,15 +26,10 @@ def _plan(qo_lens, kv_lens, heads, lists, *, causal, window_left=-1, q_tile=32, 
     return plan[:needed].numpy().copy(), needed
 
 
-def _items(plan):
-    start = HEADER + REQUEST_FIELDS * plan[NUM_REQUESTS]
-    return plan[start : start + ITEM_FIELDS * plan[NUM_ITEMS]].reshape(-1, ITEM_FIELDS)
-
-
 def _lists(plan, heads):
     """[(entries of list b)] for b < num_lists, each entry (item, kv head)."""
     num_lists = int(plan[NUM_LISTS])
-    start = HEADER + REQUEST_FIELDS * plan[NUM_REQUESTS] + ITEM_FIELDS * plan[NUM_ITEMS]
+    start = lists_start(plan)
     offsets = plan[start : start + num_lists + 1]
     entries = plan[start + num_lists + 1 :]
     return [[divmod(int(e), heads) for e in entries[offsets[b] : offsets[b + 1]]] for b in range(num_lists)]

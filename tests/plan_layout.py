@@ -1,0 +1,18 @@
+"""The plan_info layout (csrc/include/plan_info.h) as the host tests read it: header fields,
+per-request fields, then the work items (request, q_begin, q_end, kv_begin, kv_end,
+partial_row), then, in prefill plans with work lists, the lists."""
+
+HEADER, REQUEST_FIELDS, ITEM_FIELDS = 8, 2, 6
+NUM_ITEMS, NUM_REQUESTS, NUM_LISTS = 0, 1, 3  # header fields
+KV_BEGIN, KV_END = 3, 4  # item fields
+
+
+def items(plan):
+    """The work items of a plan (numpy int32), one row each."""
+    start = HEADER + REQUEST_FIELDS * plan[NUM_REQUESTS]
+    return plan[start : start + ITEM_FIELDS * plan[NUM_ITEMS]].reshape(-1, ITEM_FIELDS)
+
+
+def lists_start(plan):
+    """Where the work lists' offsets begin: after the items."""
+    return HEADER + REQUEST_FIELDS * plan[NUM_REQUESTS] + ITEM_FIELDS * plan[NUM_ITEMS]
