@@ -3,6 +3,7 @@ against upstream FlashInfer (both paths) and the device's copy bandwidth.
 
     python benchmarks/bench_decode.py --out DIR [--quick] [--batches 1,16,64,128,256]
         [--kv 1024,2048,4096,16384] [--kv-dtypes float16,float8_e4m3fn] [--timing graph|events]
+        [--uneven uniform,lognormal] [--uneven-batches 128,256,512]
 
 Shapes: page size 16, 32 query / 8 kv heads, head_dim 128, q fp16, KV fp16 or FP8 e4m3 (FP8
 runs pass k_scale = v_scale = 1.0 to run()), every request kv_len long, pages in random order.
@@ -16,6 +17,10 @@ serving loops run decode; no Python or launch overhead), after warm-up, on rando
 between runs (caches of a few MB may be read from L2). Ratios are ours GB/s over upstream's:
 best of our two paths vs best of upstream's, and per path. Upstream 0.2.14 applies v_scale
 after attention as a separate `out *= v_scale` kernel, which is part of its FP8 time.
+Uneven batches (--uneven, names from UNEVEN_LENGTHS; '' for none): the same paths on batches
+whose requests' kv lengths differ (drawn with the batch size as seed, so every run and library
+sees the same lengths), at each of --uneven-batches: how well a plan balances the GPU when
+requests are not alike, as in serving.
 Also prints plan() host time at the largest batch. Writes DIR/decode.json (every row and the
 run's metadata), decode.md (the printed table) and decode.png.
 """
@@ -36,8 +41,14 @@ Q_DTYPE = torch.float16
 WORKSPACE_BYTES = 256 << 20
 ITERS = 20
 PATHS = ("ours-simt", "ours-mma", "flashinfer-simt", "flashinfer-mma")
-FULL = dict(batches="1,16,64,128,256", kv="1024,2048,4096,16384")
-QUICK = dict(batches="1,16", kv="1024")
+FULL = dict(batches="1,16,64,128,256", kv="1024,2048,4096,16384", uneven="uniform,lognormal",
+            uneven_batches="128,256,512")
+QUICK = dict(batches="1,16", kv="1024", uneven="uniform", uneven_batches="16")
+# name: how an uneven batch's kv lengths are drawn (uneven_kv_lens).
+UNEVEN_LENGTHS = {
+    "uniform": "uniform in 64..8192",
+    "lognormal": "log-normal, median e^7 ~ 1.1k, capped at 32k (a few long requests among many short)",
+}
 
 
 def parse_args(argv=None):
@@ -48,11 +59,19 @@ def parse_args(argv=None):
     parser.add_argument("--timing", choices=("graph", "events"), default="graph",
                         help="graph: replay of a CUDA graph holding one run(); events: 10 back-to-back calls "
                              "per CUDA-event pair (default %(default)s)")
+    parser.add_argument("--uneven", help=f"uneven batches, names from {', '.join(UNEVEN_LENGTHS)}, or '' for "
+                                         f"none (default {FULL['uneven']})")
+    parser.add_argument("--uneven-batches", help=f"batch sizes of the uneven batches (default {FULL['uneven_batches']})")
     parser.add_argument("--max-cache-gb", type=float, default=40.0, help="skip larger caches (default %(default)s)")
     args = parse_with_shape_defaults(parser, QUICK, FULL, argv)
     args.batches = [int(x) for x in args.batches.split(",")]
     args.kv = [int(x) for x in args.kv.split(",")]
     args.kv_dtypes = [getattr(torch, name) for name in args.kv_dtypes.split(",")]
+    args.uneven = [x for x in args.uneven.split(",") if x]
+    unknown = [x for x in args.uneven if x not in UNEVEN_LENGTHS]
+    if unknown:
+        parser.error(f"--uneven: unknown length model(s) {', '.join(unknown)}; known: {', '.join(UNEVEN_LENGTHS)}")
+    args.uneven_batches = [int(x) for x in args.uneven_batches.split(",")]
     return args
 
 
@@ -69,18 +88,41 @@ def random_cache(num_pages, kv_dtype, chunk_pages=8192):
     return cache
 
 
-def decode_inputs(bs, kv_len, kv_dtype):
-    pages_per = -(-kv_len // PAGE)
-    num_pages = bs * pages_per
-    ints = dict(dtype=torch.int32, device="cuda")
+def uneven_kv_lens(name, bs):
+    """The kv lengths (int64, host) of uneven batch `name` at batch size bs, seeded by bs."""
+    gen = torch.Generator().manual_seed(bs)
+    if name == "uniform":
+        return torch.randint(64, 8193, (bs,), generator=gen)
+    if name == "lognormal":
+        normal = torch.randn(bs, generator=gen, dtype=torch.float64)
+        return (normal.add(7.0).exp().long() + 1).clamp(max=32768)
+    raise ValueError(f"unknown uneven length model {name!r}")
+
+
+def paged_layout(kv_lens):
+    """kv_indptr (pages per request, cumulated) and kv_last_page_len for kv_lens, int32 on the host."""
+    pages = (kv_lens + PAGE - 1) // PAGE
+    indptr = torch.zeros(len(kv_lens) + 1, dtype=torch.int32)
+    indptr[1:] = torch.cumsum(pages, 0)
+    return indptr, ((kv_lens - 1) % PAGE + 1).to(torch.int32)
+
+
+def paged_inputs(kv_lens, kv_dtype):
+    """A random paged cache holding requests of kv_lens tokens, pages in random order, and their queries."""
+    indptr, last = paged_layout(kv_lens)
+    num_pages = int(indptr[-1])
     return SimpleNamespace(
         kv_dtype=kv_dtype,
         cache=random_cache(num_pages, kv_dtype),
         indices=torch.randperm(num_pages, device="cuda").to(torch.int32),
-        indptr=torch.arange(bs + 1, **ints) * pages_per,
-        last=torch.full((bs,), kv_len - (pages_per - 1) * PAGE, **ints),
-        q=torch.randn(bs, HQ, D, dtype=Q_DTYPE, device="cuda"),
+        indptr=indptr.cuda(),
+        last=last.cuda(),
+        q=torch.randn(len(kv_lens), HQ, D, dtype=Q_DTYPE, device="cuda"),
     )
+
+
+def decode_inputs(bs, kv_len, kv_dtype):
+    return paged_inputs(torch.full((bs,), kv_len, dtype=torch.int64), kv_dtype)
 
 
 def decode_call(lib, use_tensor_cores, x, workspace):
@@ -98,7 +140,21 @@ def decode_call(lib, use_tensor_cores, x, workspace):
 
 
 def bench_shape(libs, workspaces, bs, kv_len, kv_dtype, timer, ceiling):
-    x = decode_inputs(bs, kv_len, kv_dtype)
+    return dict(bench_inputs(libs, workspaces, decode_inputs(bs, kv_len, kv_dtype), timer, ceiling),
+                section="equal", batch=bs, kv_len=kv_len)
+
+
+def bench_uneven(libs, workspaces, name, bs, kv_dtype, timer, ceiling):
+    kv_lens = uneven_kv_lens(name, bs)
+    row = bench_inputs(libs, workspaces, paged_inputs(kv_lens, kv_dtype), timer, ceiling)
+    lens = sorted(kv_lens.tolist())
+    return dict(row, section="uneven", lengths=name, batch=bs, kv_lens=lens,
+                kv_len=f"{name} {lens[0]}..{lens[-1]} (median {lens[len(lens) // 2]})")
+
+
+def bench_inputs(libs, workspaces, x, timer, ceiling):
+    """Every path on the inputs x: the row's times, bandwidths and ratios."""
+    kv_dtype = x.kv_dtype
     nbytes = x.cache.numel() * x.cache.element_size() + 2 * x.q.numel() * x.q.element_size()
     seconds = {}
     for path in PATHS:
@@ -111,7 +167,7 @@ def bench_shape(libs, workspaces, bs, kv_len, kv_dtype, timer, ceiling):
     best = {lib: max((gbps[p] for p in PATHS if p.startswith(lib) and gbps[p]), default=None)
             for lib in ("ours", "flashinfer")}
     return {
-        "kv_dtype": dtype_name(kv_dtype), "batch": bs, "kv_len": kv_len, "bytes": nbytes,
+        "kv_dtype": dtype_name(kv_dtype), "bytes": nbytes,
         "us": {p: s * 1e6 if s else None for p, s in seconds.items()},
         "gbps": gbps,
         "pct_copy": {p: 100 * g * 1e9 / ceiling if g and ceiling else None for p, g in gbps.items()},
@@ -161,10 +217,16 @@ def plot_panels(rows, kv_dtypes, ceiling):
     for kv_dtype in map(dtype_name, kv_dtypes):
         sel = [r for r in rows if r["kv_dtype"] == kv_dtype]
         panels.append({"title": f"Batch decode, KV {kv_dtype}", "ylabel": "GB/s",
-                       "labels": [f"bs{r['batch']} kv{r['kv_len']}" for r in sel],
+                       "labels": [f"bs{r['batch']} " + (r["lengths"] if r["section"] == "uneven" else f"kv{r['kv_len']}")
+                                  for r in sel],
                        "series": {p: [r["gbps"][p] for r in sel] for p in PATHS},
                        "hlines": {"copy ceiling": ceiling / 1e9} if ceiling else {}})
     return panels
+
+
+def progress(row):
+    print(f"{row['kv_dtype']} bs {row['batch']} kv {row['kv_len']}: "
+          + ", ".join(f"{p} {fmt(row['gbps'][p], '.0f')}" for p in PATHS) + " GB/s", flush=True)
 
 
 def main(argv=None):
@@ -189,8 +251,12 @@ def main(argv=None):
                     continue
                 rows.append(bench_shape(libs, workspaces, bs, kv_len, kv_dtype, timer, ceiling))
                 torch.cuda.empty_cache()
-                print(f"{dtype_name(kv_dtype)} bs {bs} kv {kv_len}: "
-                      + ", ".join(f"{p} {fmt(rows[-1]['gbps'][p], '.0f')}" for p in PATHS) + " GB/s", flush=True)
+                progress(rows[-1])
+        for name in args.uneven:
+            for bs in args.uneven_batches:
+                rows.append(bench_uneven(libs, workspaces, name, bs, kv_dtype, timer, ceiling))
+                torch.cuda.empty_cache()
+                progress(rows[-1])
     plan_bs = max(args.batches)
     meta["plan_host_us"] = {"batch": plan_bs, **plan_host_us(libs, plan_bs)}
     plan_note = ", ".join(f"{k} {fmt(v, '.0f')} us" for k, v in meta["plan_host_us"].items() if k != "batch")

@@ -1,0 +1,49 @@
+"""The decode benchmark's inputs, on the host: the uneven batches' kv lengths (seeded, in their
+stated ranges) and the paged layout that holds any list of lengths."""
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks"))
+bench_decode = pytest.importorskip("bench_decode")
+
+
+@pytest.mark.parametrize("name", sorted(bench_decode.UNEVEN_LENGTHS))
+def test_uneven_lengths_repeat_for_a_batch_size_and_differ_across_sizes(name):
+    a, b = bench_decode.uneven_kv_lens(name, 256), bench_decode.uneven_kv_lens(name, 256)
+    assert torch.equal(a, b) and len(a) == 256
+    assert not torch.equal(bench_decode.uneven_kv_lens(name, 128), a[:128])
+    assert int(a.min()) >= 1 and len(set(a.tolist())) > 100  # uneven, and never empty
+
+
+def test_uniform_lengths_span_their_range():
+    lens = bench_decode.uneven_kv_lens("uniform", 4096)
+    assert int(lens.min()) >= 64 and int(lens.max()) <= 8192
+    assert int(lens.min()) < 200 and int(lens.max()) > 8000
+
+
+def test_lognormal_lengths_are_heavy_tailed_and_capped():
+    lens = bench_decode.uneven_kv_lens("lognormal", 4096).double()
+    assert int(lens.max()) <= 32768
+    assert 900 < float(lens.median()) < 1400  # e^7 ~ 1097
+    assert float(lens.max()) > 10 * float(lens.median())
+
+
+@pytest.mark.parametrize("kv_lens", [[1, 16, 17, 33], [5000, 64, 3], [16] * 4])
+def test_paged_layout_holds_each_request_exactly(kv_lens):
+    lens = torch.tensor(kv_lens)
+    indptr, last = bench_decode.paged_layout(lens)
+    assert indptr.dtype == torch.int32 and last.dtype == torch.int32 and int(indptr[0]) == 0
+    pages = (indptr[1:] - indptr[:-1]).tolist()
+    for n, pg, lp in zip(kv_lens, pages, last.tolist()):
+        assert 1 <= lp <= bench_decode.PAGE and (pg - 1) * bench_decode.PAGE + lp == n
+
+
+def test_uneven_arguments_are_checked():
+    args = bench_decode.parse_args(["--out", "x", "--uneven", "lognormal", "--uneven-batches", "64,512"])
+    assert args.uneven == ["lognormal"] and args.uneven_batches == [64, 512]
+    assert bench_decode.parse_args(["--out", "x", "--uneven", ""]).uneven == []
+    with pytest.raises(SystemExit):
+        bench_decode.parse_args(["--out", "x", "--uneven", "zipf"])
