@@ -283,9 +283,10 @@ def test_single_decode(kv_len, hq, hkv, kv_layout, use_tensor_cores):
 
 @pytest.mark.parametrize("kv_dtype", [E4M3, E5M2], ids=["e4m3", "e5m2"])
 @pytest.mark.parametrize("head_dim", [64, 256])
+@pytest.mark.parametrize("dtype", [F16, BF16])
 @pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
-def test_single_decode_fp8_head_dims(kv_dtype, head_dim, use_tensor_cores):
-    hq, hkv, kv_len, dtype = 8, 2, 3000, BF16
+def test_single_decode_fp8_head_dims(kv_dtype, head_dim, dtype, use_tensor_cores):
+    hq, hkv, kv_len = 8, 2, 3000
     q = torch.randn(hq, head_dim, dtype=dtype)
     k, v = _rand_kv(kv_len, hkv, head_dim, kv_dtype), _rand_kv(kv_len, hkv, head_dim, kv_dtype)
     r_out, r_lse = ref.decode_ref(q, ref.dequant(k, 0.5), ref.dequant(v, 3.0), logits_soft_cap=20.0)
