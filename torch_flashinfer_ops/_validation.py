@@ -54,11 +54,14 @@ def check_q(q: torch.Tensor, name: str = "q", dims: int = 3) -> None:
         raise ValueError(f"{name} must be contiguous in its last dimension (stride {q.stride(-1)})")
 
 
+_KV_DTYPES = HALF_DTYPES | FP8_DTYPES
+
+
 def check_kv(k: torch.Tensor, v: torch.Tensor, names=("k", "v")) -> None:
     for t, name in zip((k, v), names):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in HALF_DTYPES | FP8_DTYPES:
+        if t.dtype not in _KV_DTYPES:
             raise ValueError(f"{name} must be float16, bfloat16 or float8, got {t.dtype}")
         if t.stride(-1) != 1:
             raise ValueError(f"{name} must be contiguous in its last dimension")

@@ -233,6 +233,24 @@ def resolve_backend(backend: str, req: Request) -> str:
     return _resolve(backend, req)
 
 
+def resolve_call(backend: str, op: str, platform: str, q_dtype: torch.dtype, kv_dtype: torch.dtype,
+                 head_dim: int, options: FrozenSet[str]) -> str:
+    """resolve_backend for a per-call operator (single prefill/decode): the fa2 answer is looked
+    up by the plain arguments, without building and hashing a Request on every call."""
+    from . import _ops
+
+    if backend in ("auto", "fa2") and _fa2_serves_call(op, platform, q_dtype, kv_dtype, head_dim, options,
+                                                        _ops.gpu_kernels_built(), _ops.gpu_instantiations()):
+        return "fa2"
+    return resolve_backend(backend, Request(op, platform, q_dtype, kv_dtype, head_dim, options=options))
+
+
+@functools.lru_cache(maxsize=4096)
+def _fa2_serves_call(op, platform, q_dtype, kv_dtype, head_dim, options, *build) -> bool:
+    """_fa2_serves by plain arguments (`build` again part of the key only)."""
+    return _fa2_serves(Request(op, platform, q_dtype, kv_dtype, head_dim, options=options), *build)
+
+
 @functools.lru_cache(maxsize=4096)
 def _fa2_serves(req: Request, *build) -> bool:
     """Whether fa2 serves `req`. Its answer depends on the request and on what the build holds

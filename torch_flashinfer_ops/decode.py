@@ -24,7 +24,7 @@ from ._wrapper_base import (
     parse_dtype,
     unpack_paged_kv_cache,
 )
-from .capabilities import Request, platform_of, resolve_backend
+from .capabilities import Request, platform_of, resolve_backend, resolve_call
 
 
 def _options(window_left, cap, return_lse, kv_layout):
@@ -73,8 +73,8 @@ def single_decode_with_kv_cache(
     V.check_window_left(window_left)
     cap = V.check_soft_cap(logits_soft_cap)
     ks, vs = V.check_scale("k_scale", k_scale), V.check_scale("v_scale", v_scale)
-    resolve_backend("auto", Request("single_decode", platform_of(device), q.dtype, k.dtype, head_dim,
-                                    options=_options(window_left, cap, return_lse, kv_layout)))
+    resolve_call("auto", "single_decode", platform_of(device), q.dtype, k.dtype, head_dim,
+                 _options(window_left, cap, return_lse, kv_layout))
     out = torch.empty_like(q)
     lse = torch.empty(num_qo_heads, dtype=torch.float32, device=q.device) if return_lse else None
     ops.single_decode(q, k, v, out, lse, layout, window_left, V.resolve_sm_scale(sm_scale, head_dim, q_scale),
