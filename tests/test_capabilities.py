@@ -1,5 +1,7 @@
 """The capability table: routing, the errors it gives, and the GPU rows' dependence on what the
 build contains (device-independent: the GPU state is simulated through the build queries)."""
+import re
+
 import pytest
 import torch
 
@@ -55,3 +57,27 @@ def test_aiter_rows_refuse_what_aiter_does_not_serve(monkeypatch):
 def test_readme_matrix_lists_every_row():
     matrix = capabilities.markdown_matrix()
     assert len(matrix.splitlines()) == 2 + len(capabilities.TABLE)
+
+
+@pytest.mark.parametrize("built", [True, False])
+def test_per_call_resolution_agrees_with_the_table(monkeypatch, built):
+    """resolve_call (the single prefill/decode fast path, cached by plain arguments) gives the
+    table's answer and its errors, also after the build queries change between calls."""
+    monkeypatch.setattr(_ops, "gpu_kernels_built", lambda: built)
+    monkeypatch.setattr(_ops, "gpu_instantiations",
+                        lambda: (frozenset({128}), frozenset({torch.float16})) if built else (frozenset(), frozenset()))
+    cases = [("single_prefill", "cpu", 128, torch.float16, ()), ("single_prefill", "cuda", 128, torch.float16, ("causal",)),
+             ("single_prefill", "cuda", 64, torch.float16, ()), ("single_decode", "cuda", 128, torch.bfloat16, ()),
+             ("single_prefill", "cuda", 96, torch.float16, ()), ("single_decode", "cpu", 256, torch.float16,
+                                                                 ("sliding_window", "return_lse"))]
+    for backend in ("auto", "fa2"):
+        for op, platform, head_dim, dtype, options in cases:
+            req = Request(op, platform, dtype, dtype, head_dim, options=frozenset(options))
+            try:
+                expected = resolve_backend(backend, req)
+            except ValueError as e:
+                with pytest.raises(ValueError, match=re.escape(str(e))):
+                    capabilities.resolve_call(backend, op, platform, dtype, dtype, head_dim, frozenset(options))
+                continue
+            assert capabilities.resolve_call(backend, op, platform, dtype, dtype, head_dim,
+                                             frozenset(options)) == expected
