@@ -38,7 +38,7 @@ def unpack_paged_kv_cache(
                 "paged_kv_cache must be [num_pages, 2, page_size, num_kv_heads, head_dim] (NHD) or "
                 f"[num_pages, 2, num_kv_heads, page_size, head_dim] (HND), got {tuple(paged_kv_cache.shape)}"
             )
-        k_cache, v_cache = paged_kv_cache[:, 0], paged_kv_cache[:, 1]
+        k_cache, v_cache = paged_kv_cache.unbind(1)  # one call for both views (half of two indexings' host cost)
     else:
         raise TypeError(f"paged_kv_cache must be a tensor or a (k, v) tuple, got {type(paged_kv_cache).__name__}")
     for t, name in ((k_cache, "paged_kv_cache (k)"), (v_cache, "paged_kv_cache (v)")):
