@@ -3,9 +3,10 @@ against upstream FlashInfer (both paths) and the device's copy bandwidth.
 
     python benchmarks/bench_decode.py --out DIR [--quick] [--batches 1,16,64,128,256]
         [--kv 1024,2048,4096,16384] [--kv-dtypes float16,float8_e4m3fn] [--timing graph|events]
-        [--uneven uniform,lognormal] [--uneven-batches 128,256,512]
+        [--uneven uniform,lognormal] [--uneven-batches 128,256,512] [--q-dtype float16|bfloat16]
 
-Shapes: page size 16, 32 query / 8 kv heads, head_dim 128, q fp16, KV fp16 or FP8 e4m3 (FP8
+Shapes: page size 16, 32 query / 8 kv heads, head_dim 128, q fp16 (--q-dtype: or bf16, as
+models served in bf16 give with an FP8 cache; a 16-bit cache then takes q's dtype), KV fp16 or FP8 e4m3 (FP8
 runs pass k_scale = v_scale = 1.0 to run()), every request kv_len long, pages in random order.
 Shapes whose cache exceeds --max-cache-gb (default 40) are skipped. Paths, for both libraries:
 simt = use_tensor_cores=False, mma = use_tensor_cores=True (backend "fa2").
@@ -37,7 +38,7 @@ from cuda_timing import timer_for
 from device_ceilings import copy_bandwidth
 
 HQ, HKV, D, PAGE = 32, 8, 128, 16
-Q_DTYPE = torch.float16
+Q_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 WORKSPACE_BYTES = 256 << 20
 ITERS = 20
 PATHS = ("ours-simt", "ours-mma", "flashinfer-simt", "flashinfer-mma")
@@ -55,18 +56,26 @@ def parse_args(argv=None):
     parser = benchmark_parser(__doc__, "decode", QUICK)
     parser.add_argument("--batches", help=f"batch sizes (default {FULL['batches']})")
     parser.add_argument("--kv", help=f"kv lengths per request (default {FULL['kv']})")
-    parser.add_argument("--kv-dtypes", default="float16,float8_e4m3fn", help="KV cache dtypes (default %(default)s)")
+    parser.add_argument("--kv-dtypes", help="KV cache dtypes (default: q's dtype and float8_e4m3fn; a 16-bit "
+                                             "cache must be q's dtype)")
     parser.add_argument("--timing", choices=("graph", "events"), default="graph",
                         help="graph: replay of a CUDA graph holding one run(); events: 10 back-to-back calls "
                              "per CUDA-event pair (default %(default)s)")
     parser.add_argument("--uneven", help=f"uneven batches, names from {', '.join(UNEVEN_LENGTHS)}, or '' for "
                                          f"none (default {FULL['uneven']})")
     parser.add_argument("--uneven-batches", help=f"batch sizes of the uneven batches (default {FULL['uneven_batches']})")
+    parser.add_argument("--q-dtype", choices=tuple(Q_DTYPES), default="float16",
+                        help="query dtype (default %(default)s)")
     parser.add_argument("--max-cache-gb", type=float, default=40.0, help="skip larger caches (default %(default)s)")
     args = parse_with_shape_defaults(parser, QUICK, FULL, argv)
     args.batches = [int(x) for x in args.batches.split(",")]
     args.kv = [int(x) for x in args.kv.split(",")]
-    args.kv_dtypes = [getattr(torch, name) for name in args.kv_dtypes.split(",")]
+    args.q_dtype = Q_DTYPES[args.q_dtype]
+    names = (args.kv_dtypes or f"{dtype_name(args.q_dtype)},float8_e4m3fn").split(",")
+    mixed = [n for n in names if n in Q_DTYPES and Q_DTYPES[n] != args.q_dtype]
+    if mixed:  # both libraries refuse a 16-bit cache of another dtype than q
+        parser.error(f"--kv-dtypes: a 16-bit cache must be q's dtype ({dtype_name(args.q_dtype)}), got {', '.join(mixed)}")
+    args.kv_dtypes = [getattr(torch, n) for n in names]
     args.uneven = [x for x in args.uneven.split(",") if x]
     unknown = [x for x in args.uneven if x not in UNEVEN_LENGTHS]
     if unknown:
@@ -107,7 +116,7 @@ def paged_layout(kv_lens):
     return indptr, ((kv_lens - 1) % PAGE + 1).to(torch.int32)
 
 
-def paged_inputs(kv_lens, kv_dtype):
+def paged_inputs(kv_lens, kv_dtype, q_dtype=torch.float16):
     """A random paged cache holding requests of kv_lens tokens, pages in random order, and their queries."""
     indptr, last = paged_layout(kv_lens)
     num_pages = int(indptr[-1])
@@ -117,12 +126,12 @@ def paged_inputs(kv_lens, kv_dtype):
         indices=torch.randperm(num_pages, device="cuda").to(torch.int32),
         indptr=indptr.cuda(),
         last=last.cuda(),
-        q=torch.randn(len(kv_lens), HQ, D, dtype=Q_DTYPE, device="cuda"),
+        q=torch.randn(len(kv_lens), HQ, D, dtype=q_dtype, device="cuda"),
     )
 
 
-def decode_inputs(bs, kv_len, kv_dtype):
-    return paged_inputs(torch.full((bs,), kv_len, dtype=torch.int64), kv_dtype)
+def decode_inputs(bs, kv_len, kv_dtype, q_dtype=torch.float16):
+    return paged_inputs(torch.full((bs,), kv_len, dtype=torch.int64), kv_dtype, q_dtype)
 
 
 def decode_call(lib, use_tensor_cores, x, workspace):
@@ -133,20 +142,20 @@ def decode_call(lib, use_tensor_cores, x, workspace):
     while torch_flashinfer_ops' data_type overrides both and would plan an FP8 query."""
     wrapper = lib.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD", use_tensor_cores=use_tensor_cores,
                                                      backend="fa2")
-    wrapper.plan(x.indptr, x.indices, x.last, HQ, HKV, D, PAGE, q_data_type=Q_DTYPE, kv_data_type=x.kv_dtype)
+    wrapper.plan(x.indptr, x.indices, x.last, HQ, HKV, D, PAGE, q_data_type=x.q.dtype, kv_data_type=x.kv_dtype)
     out = torch.empty_like(x.q)
     scales = dict(k_scale=1.0, v_scale=1.0) if x.kv_dtype.itemsize == 1 else {}
     return lambda: wrapper.run(x.q, x.cache, out=out, **scales)
 
 
-def bench_shape(libs, workspaces, bs, kv_len, kv_dtype, timer, ceiling):
-    return dict(bench_inputs(libs, workspaces, decode_inputs(bs, kv_len, kv_dtype), timer, ceiling),
+def bench_shape(libs, workspaces, bs, kv_len, kv_dtype, q_dtype, timer, ceiling):
+    return dict(bench_inputs(libs, workspaces, decode_inputs(bs, kv_len, kv_dtype, q_dtype), timer, ceiling),
                 section="equal", batch=bs, kv_len=kv_len)
 
 
-def bench_uneven(libs, workspaces, name, bs, kv_dtype, timer, ceiling):
+def bench_uneven(libs, workspaces, name, bs, kv_dtype, q_dtype, timer, ceiling):
     kv_lens = uneven_kv_lens(name, bs)
-    row = bench_inputs(libs, workspaces, paged_inputs(kv_lens, kv_dtype), timer, ceiling)
+    row = bench_inputs(libs, workspaces, paged_inputs(kv_lens, kv_dtype, q_dtype), timer, ceiling)
     lens = sorted(kv_lens.tolist())
     return dict(row, section="uneven", lengths=name, batch=bs, kv_lens=lens,
                 kv_len=f"{name} {lens[0]}..{lens[-1]} (median {lens[len(lens) // 2]})")
@@ -167,7 +176,7 @@ def bench_inputs(libs, workspaces, x, timer, ceiling):
     best = {lib: max((gbps[p] for p in PATHS if p.startswith(lib) and gbps[p]), default=None)
             for lib in ("ours", "flashinfer")}
     return {
-        "kv_dtype": dtype_name(kv_dtype), "bytes": nbytes,
+        "kv_dtype": dtype_name(kv_dtype), "q_dtype": dtype_name(x.q.dtype), "bytes": nbytes,
         "us": {p: s * 1e6 if s else None for p, s in seconds.items()},
         "gbps": gbps,
         "pct_copy": {p: 100 * g * 1e9 / ceiling if g and ceiling else None for p, g in gbps.items()},
@@ -177,7 +186,7 @@ def bench_inputs(libs, workspaces, x, timer, ceiling):
     }
 
 
-def plan_host_us(libs, bs, repeat=20):
+def plan_host_us(libs, bs, q_dtype=torch.float16, repeat=20):
     """Host microseconds of one decode plan() at batch bs (64 pages per request, host index arrays)."""
     indptr = torch.arange(bs + 1, dtype=torch.int32) * 64
     indices = torch.arange(bs * 64, dtype=torch.int32)
@@ -187,7 +196,7 @@ def plan_host_us(libs, bs, repeat=20):
         def run():
             workspace = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device="cuda")
             wrapper = lib.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD", backend="fa2")
-            plan = lambda: wrapper.plan(indptr, indices, last, HQ, HKV, D, PAGE, q_data_type=Q_DTYPE)
+            plan = lambda: wrapper.plan(indptr, indices, last, HQ, HKV, D, PAGE, q_data_type=q_dtype)
             for _ in range(3):
                 plan()
             start = time.perf_counter()
@@ -240,7 +249,7 @@ def main(argv=None):
     ceiling = attempt("copy ceiling", copy_bandwidth)
     workspaces = {name: torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device="cuda") for name in libs}
     meta = run_metadata(flashinfer=getattr(fi, "__version__", None), copy_ceiling_gbps=ceiling and ceiling / 1e9,
-                        timing=timing, iters=ITERS, shape=f"page {PAGE}, {HQ}/{HKV} heads, d{D}, q fp16",
+                        timing=timing, iters=ITERS, shape=f"page {PAGE}, {HQ}/{HKV} heads, d{D}, q {dtype_name(args.q_dtype)}",
                         quick=args.quick)
     rows = []
     for kv_dtype in args.kv_dtypes:
@@ -249,19 +258,19 @@ def main(argv=None):
                 if cache_bytes(bs, kv_len, kv_dtype) > args.max_cache_gb * 1e9:
                     print(f"skip bs {bs} kv {kv_len} {dtype_name(kv_dtype)}: cache over {args.max_cache_gb} GB")
                     continue
-                rows.append(bench_shape(libs, workspaces, bs, kv_len, kv_dtype, timer, ceiling))
+                rows.append(bench_shape(libs, workspaces, bs, kv_len, kv_dtype, args.q_dtype, timer, ceiling))
                 torch.cuda.empty_cache()
                 progress(rows[-1])
         for name in args.uneven:
             for bs in args.uneven_batches:
-                rows.append(bench_uneven(libs, workspaces, name, bs, kv_dtype, timer, ceiling))
+                rows.append(bench_uneven(libs, workspaces, name, bs, kv_dtype, args.q_dtype, timer, ceiling))
                 torch.cuda.empty_cache()
                 progress(rows[-1])
     plan_bs = max(args.batches)
-    meta["plan_host_us"] = {"batch": plan_bs, **plan_host_us(libs, plan_bs)}
+    meta["plan_host_us"] = {"batch": plan_bs, **plan_host_us(libs, plan_bs, args.q_dtype)}
     plan_note = ", ".join(f"{k} {fmt(v, '.0f')} us" for k, v in meta["plan_host_us"].items() if k != "batch")
     notes = [f"{timing}; median of {ITERS}",
-             f"page {PAGE}, {HQ}/{HKV} heads, d{D}, q fp16; simt = use_tensor_cores=False, mma = "
+             f"page {PAGE}, {HQ}/{HKV} heads, d{D}, q {dtype_name(args.q_dtype)}; simt = use_tensor_cores=False, mma = "
              "use_tensor_cores=True; FP8 runs pass k_scale = v_scale = 1.0 (upstream applies v_scale as a "
              "separate out *= v_scale kernel); upstream runs with its default enable_pdl",
              f"copy ceiling {fmt(meta['copy_ceiling_gbps'], '.0f')} GB/s (2 GiB device-to-device, read + write)",

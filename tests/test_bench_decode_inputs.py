@@ -47,3 +47,12 @@ def test_uneven_arguments_are_checked():
     assert bench_decode.parse_args(["--out", "x", "--uneven", ""]).uneven == []
     with pytest.raises(SystemExit):
         bench_decode.parse_args(["--out", "x", "--uneven", "zipf"])
+
+
+def test_query_dtype_sets_the_default_16_bit_cache_and_refuses_another():
+    args = bench_decode.parse_args(["--out", "x", "--q-dtype", "bfloat16"])
+    assert args.q_dtype == torch.bfloat16 and args.kv_dtypes == [torch.bfloat16, torch.float8_e4m3fn]
+    args = bench_decode.parse_args(["--out", "x"])
+    assert args.q_dtype == torch.float16 and args.kv_dtypes == [torch.float16, torch.float8_e4m3fn]
+    with pytest.raises(SystemExit):
+        bench_decode.parse_args(["--out", "x", "--q-dtype", "bfloat16", "--kv-dtypes", "float16"])
