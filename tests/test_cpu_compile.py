@@ -146,3 +146,29 @@ def test_no_recompilation_when_batch_composition_changes(phase, device):
             q = torch.randn(sum(qo_lens), HQ, D).half().to(device)
         torch.testing.assert_close(step(q, cache), wrapper.run(q, cache) * 2, rtol=0, atol=0)
     assert counter.frame_count == 1, f"recompiled: {counter.frame_count} frames for {len(compositions)} plans"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_single_request_operators_compile_with_fullgraph(device):
+    """single_prefill_with_kv_cache and single_decode_with_kv_cache inside torch.compile(fullgraph
+    =True): the backend choice is made at trace time (no host call left in the graph), the
+    result matches eager, and new lengths reuse the graph after one automatic-dynamic recompile."""
+    import torch._dynamo.testing
+
+    torch._dynamo.reset()
+    torch.manual_seed(3)
+    counter = torch._dynamo.testing.CompileCounter()
+
+    def step(q, k, v, q1):
+        out = flashinfer.single_prefill_with_kv_cache(q, k, v, causal=True)
+        dec, lse = flashinfer.single_decode_with_kv_cache(q1, k, v, return_lse=True)
+        return out * 2, dec + 1, lse
+
+    compiled = torch.compile(step, backend=counter, fullgraph=True)
+    for qo_len, kv_len in ((8, 16), (5, 24), (7, 40), (3, 9)):
+        q = torch.randn(qo_len, HQ, D).half().to(device)
+        k, v = (torch.randn(kv_len, HKV, D).half().to(device) for _ in range(2))
+        q1 = torch.randn(HQ, D).half().to(device)
+        for got, want in zip(compiled(q, k, v, q1), step(q, k, v, q1)):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert counter.frame_count <= 2, counter.frame_count  # the static first trace, then one dynamic

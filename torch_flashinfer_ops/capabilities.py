@@ -233,10 +233,13 @@ def resolve_backend(backend: str, req: Request) -> str:
     return _resolve(backend, req)
 
 
+@torch.compiler.assume_constant_result
 def resolve_call(backend: str, op: str, platform: str, q_dtype: torch.dtype, kv_dtype: torch.dtype,
                  head_dim: int, options: FrozenSet[str]) -> str:
     """resolve_backend for a per-call operator (single prefill/decode): the fa2 answer is looked
-    up by the plain arguments, without building and hashing a Request on every call."""
+    up by the plain arguments, without building and hashing a Request on every call. Under
+    torch.compile the answer is taken at trace time as a constant (its arguments are; the build
+    queries it makes are host calls a graph cannot hold)."""
     from . import _ops
 
     if backend in ("auto", "fa2") and _fa2_serves_call(op, platform, q_dtype, kv_dtype, head_dim, options,
