@@ -226,41 +226,33 @@ def check_backend_name(backend: str) -> None:
 
 def resolve_backend(backend: str, req: Request) -> str:
     """The concrete backend that serves `req`, or a ValueError saying why none does."""
-    from . import _ops
-
-    if backend in ("auto", "fa2") and _fa2_serves(req, _ops.gpu_kernels_built(), _ops.gpu_instantiations()):
-        return "fa2"
-    return _resolve(backend, req)
+    return resolve_call(backend, req.op, req.platform, req.q_dtype, req.kv_dtype, req.head_dim, req.options,
+                        req.page_size)
 
 
 @torch.compiler.assume_constant_result
 def resolve_call(backend: str, op: str, platform: str, q_dtype: torch.dtype, kv_dtype: torch.dtype,
-                 head_dim: int, options: FrozenSet[str]) -> str:
-    """resolve_backend for a per-call operator (single prefill/decode): the fa2 answer is looked
-    up by the plain arguments, without building and hashing a Request on every call. Under
-    torch.compile the answer is taken at trace time as a constant (its arguments are; the build
-    queries it makes are host calls a graph cannot hold)."""
+                 head_dim: int, options: FrozenSet[str], page_size: Optional[int] = None) -> str:
+    """resolve_backend by the request's fields, for the per-call operators (single prefill and
+    decode): the fa2 answer is looked up without building and hashing a Request on every call.
+    Under torch.compile the answer is taken at trace time as a constant (its arguments are; the
+    build queries it makes are host calls a graph cannot hold)."""
     from . import _ops
 
-    if backend in ("auto", "fa2") and _fa2_serves_call(op, platform, q_dtype, kv_dtype, head_dim, options,
-                                                        _ops.gpu_kernels_built(), _ops.gpu_instantiations()):
+    if backend in ("auto", "fa2") and _fa2_serves(op, platform, q_dtype, kv_dtype, head_dim, page_size, options,
+                                                  _ops.gpu_kernels_built(), _ops.gpu_instantiations()):
         return "fa2"
-    return resolve_backend(backend, Request(op, platform, q_dtype, kv_dtype, head_dim, options=options))
+    return _resolve(backend, Request(op, platform, q_dtype, kv_dtype, head_dim, page_size, options))
 
 
 @functools.lru_cache(maxsize=4096)
-def _fa2_serves_call(op, platform, q_dtype, kv_dtype, head_dim, options, *build) -> bool:
-    """_fa2_serves by plain arguments (`build` again part of the key only)."""
-    return _fa2_serves(Request(op, platform, q_dtype, kv_dtype, head_dim, options=options), *build)
-
-
-@functools.lru_cache(maxsize=4096)
-def _fa2_serves(req: Request, *build) -> bool:
-    """Whether fa2 serves `req`. Its answer depends on the request and on what the build holds
-    (`build`, part of the key only), so plan(), which asks on every call, walks the table once
-    per request shape. AITER's availability can change (its opt-in): never cached."""
+def _fa2_serves(op, platform, q_dtype, kv_dtype, head_dim, page_size, options, *build) -> bool:
+    """Whether fa2 serves the request with these fields. Its answer depends on the request and on
+    what the build holds (`build`, part of the key only), so plan(), which asks on every call,
+    walks the table once per request shape. AITER's availability can change (its opt-in): never
+    cached."""
     try:
-        return _resolve("fa2", req) == "fa2"
+        return _resolve("fa2", Request(op, platform, q_dtype, kv_dtype, head_dim, page_size, options)) == "fa2"
     except ValueError:
         return False
 
