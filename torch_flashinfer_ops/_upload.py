@@ -30,9 +30,8 @@ class Upload:
         self._destinations: List[Optional[torch.Tensor]] = []
 
     def add(self, source: torch.Tensor, destination: Optional[torch.Tensor] = None) -> int:
-        """Queues one array; its result is send()'s entry at the returned index."""
-        if destination is not None and destination.numel() != source.numel():
-            raise ValueError(f"upload: destination holds {destination.numel()} entries, source {source.numel()}")
+        """Queues one array; its result is send()'s entry at the returned index (send() refuses a
+        destination of another length than its source)."""
         self._sources.append(source)
         self._destinations.append(destination)
         return len(self._sources) - 1

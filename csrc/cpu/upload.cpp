@@ -33,7 +33,6 @@ std::vector<at::Tensor> upload(const std::vector<at::Tensor>& sources,
   const size_t n = sources.size();
   std::vector<at::Tensor> results(n);
   std::vector<size_t> free, fixed;  // host sources headed for a fresh home / a fixed one
-  const bool staging = stage;
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& source = sources[i];
     TORCH_CHECK(source.dim() == 1, "upload: sources must be 1-D");
@@ -41,7 +40,7 @@ std::vector<at::Tensor> upload(const std::vector<at::Tensor>& sources,
       TORCH_CHECK_VALUE(destinations[i]->numel() == source.numel(), "upload: destination holds ",
                         destinations[i]->numel(), " entries, source ", source.numel());
     }
-    if (!staging || !source.device().is_cpu()) {
+    if (!stage || !source.device().is_cpu()) {
       at::Tensor src = source.to(at::kInt).contiguous();
       results[i] = destinations[i] ? destinations[i]->copy_(src, non_blocking) : src.to(device);
     } else {
