@@ -6,10 +6,11 @@
 //   from_float<T>(float)              round to nearest even
 //   pack2<T>(float lo, float hi)      two converted elements in one 32-bit word, lo in bits 0..15
 //   kHardwareE4M3Fn                   whether this target converts OCP e4m3fn in hardware
-//   e4m3fn_x4_to_half_x4_scaled(word, scale2, lo, hi)
-//                                     where kHardwareE4M3Fn: the four e4m3fn bytes of word (byte 0
-//                                     first) as binary16, each times scale2 (a binary16 pair), in
-//                                     two words (bytes 0-1 in lo)
+//   e4m3fn_x4_to_half_pairs(word, lo, hi)
+//                                     where kHardwareE4M3Fn: the four e4m3fn bytes e0..e3 of word
+//                                     (e0 the low byte) as binary16 pairs, exact: lo = (e0, e1),
+//                                     hi = (e2, e3)
+//   e4m3fn_x4_to_half_strided(word, lo, hi)   the same, paired lo = (e0, e2), hi = (e1, e3)
 #pragma once
 
 #include "gpu_iface/platform.h"

@@ -10,9 +10,10 @@
 // with the fragment interface (mma.sync on NVIDIA, MFMA on AMD). Each wave keeps its own
 // (m, l, O) over the tokens it owns; the waves merge through shared memory at the end. Where
 // copies are asynchronous (NVIDIA) the K/V tiles are double-buffered: tile j + 1 streams in while
-// tile j is used, FP8 tiles as raw bytes that are widened to T in shared memory once they land.
-// With synchronous copies (AMD) FP8 is widened on its way in. The widening is exact (fp8.h's
-// scaled binary16).
+// tile j is used, FP8 tiles as raw bytes that go to the mma as 8-bit fragments, widened in
+// registers (mma.h's load_b_*_8bit; q's columns take the order those fragments give k). With
+// synchronous copies (AMD) FP8 is widened on its way in. The widening is exact (fp8.h's scaled
+// binary16, or the hardware's exact values with the scale folded into the softmax).
 #include "decode_common.h"
 #include "split_merge.h"
 #include "gpu_iface/memory.h"
@@ -38,10 +39,10 @@ inline constexpr int kMmaDecodeThreads = MmaDecodeShape<D>::kThreads;
 // Row addresses: two buffers of the cache addresses of a tile's K rows then V rows (RowAddresses).
 //
 // The K/V region holds kStages (K, V) tile pairs as stored in the cache. A 16-bit cache's pairs
-// are the swizzled T tiles the mma reads. An FP8 cache with asynchronous copies stages raw bytes
-// (row-major) and widens each tile into one (K, V) pair of T tiles after the raw pairs; with
-// synchronous copies the bytes are widened on their way in, straight into the T tiles. After the
-// last tile, the region is the buffer in which the waves merge their outputs.
+// are the swizzled T tiles the mma reads. An FP8 cache with asynchronous copies stages its raw
+// bytes (swizzled rows of bytes, RawTile) that the 8-bit fragments read; with synchronous copies
+// the bytes are widened on their way in, straight into T tiles. After the last tile, the region
+// is the buffer in which the waves merge their outputs.
 template <typename T, typename KV, int D>
 struct MmaDecodeSmem {
   using Shape = MmaDecodeShape<D>;
@@ -50,6 +51,9 @@ struct MmaDecodeSmem {
   static constexpr int kStages = kWaveSize == 32 ? 2 : 1;
   static constexpr bool kStageRaw = kIsFp8<KV> && kStages > 1;
   static constexpr bool kWidenOnLoad = kIsFp8<KV> && !kStageRaw;
+  // Raw bytes straight into 8-bit fragments (the platforms with asynchronous copies have them).
+  static constexpr bool kFragments8Bit = kStageRaw;
+  static_assert(!kStageRaw || kHas8BitB, "staged FP8 tiles are read as 8-bit fragments");
   static constexpr int kTTileBytes = Shape::kTokens * D * static_cast<int>(sizeof(T));
   static constexpr int kRawTileBytes = Shape::kTokens * D * static_cast<int>(sizeof(KV));
   static constexpr int kRawRowChunks = D * static_cast<int>(sizeof(KV)) / 16;
@@ -61,38 +65,21 @@ struct MmaDecodeSmem {
   static constexpr int kAddrBytes = 2 * Shape::kTokens * 8;  // one buffer
   static constexpr int kKv = kAddr + 2 * kAddrBytes;
   static constexpr int kStageBytes = 2 * (kWidenOnLoad ? kTTileBytes : kRawTileBytes);
-  static constexpr int kWidened = kKv + kStages * kStageBytes;  // kStageRaw only
   // Tiles the fragment loaders read start on 128-byte boundaries (check_tile_alignment).
   static_assert(kQ % 128 == 0 && kKv % 128 == 0 && kStageBytes % 128 == 0 &&
-                    kTTileBytes % 128 == 0 && kWidened % 128 == 0,
+                    kTTileBytes % 128 == 0,
                 "decode tiles must be 128-byte aligned");
-  static constexpr int kKvBytes = kStages * kStageBytes + (kStageRaw ? 2 * kTTileBytes : 0);
+  static constexpr int kKvBytes = kStages * kStageBytes;
   static constexpr int kMergeBytes = Shape::kWaves * Shape::kRows * D * 4;
   static constexpr int kBytes = kKv + (kKvBytes > kMergeBytes ? kKvBytes : kMergeBytes);
   static_assert(kAddr % 8 == 0 && kKv % 16 == 0 && kStageBytes % 16 == 0, "aligned regions");
+  // A staged FP8 tile: rows of D bytes, read as 16-bit pairs (swizzled like the T tiles).
+  using RawTile = SmemTile<half_t, Shape::kTokens, D * static_cast<int>(sizeof(KV)) / 2>;
   static_assert(2 * Shape::kTokens <= Shape::kThreads, "one row address per thread");
 };
 
 template <typename T, typename KV, int D>
 inline constexpr int kMmaDecodeSmemBytes = MmaDecodeSmem<T, KV, D>::kBytes;
-
-// Sixteen FP8 elements (one 16-byte chunk) as sixteen T elements (two 16-byte chunks), before
-// the decode factor (which the scales carry). For binary16 the widened bits are the result.
-template <typename T, typename KV>
-TFO_INLINE void widen_fp8x16(const uint32_t (&in)[4], uint32_t (&lo)[4], uint32_t (&hi)[4]) {
-#pragma unroll
-  for (int w = 0; w < 4; ++w) {
-    uint32_t* out = w < 2 ? lo + 2 * w : hi + 2 * (w - 2);
-    if constexpr (std::is_same_v<T, half_t>) {
-      fp8x4_to_half_pairs<KV>(in[w], out[0], out[1]);
-    } else {
-      float f[4];
-      fp8x4_to_float<KV>(in[w], f);
-      out[0] = pack2<T>(f[0], f[1]);
-      out[1] = pack2<T>(f[2], f[3]);
-    }
-  }
-}
 
 // The cache address of every K and V row of a tile, computed once per row by one thread and
 // handed to the copies through shared memory, one iteration ahead: otherwise every thread that
@@ -160,10 +147,11 @@ TFO_INLINE void issue_kv_tile(const KV* const* rows, int32_t tile0, int32_t kv_h
     } else {
       const KV* k_src = k_row + chunk * (16 / sizeof(KV));
       const KV* v_src = v_row + chunk * (16 / sizeof(KV));
-      if constexpr (Smem::kStageRaw) {  // row-major bytes
-        copy_global_to_shared_16b(stage + row * (D * sizeof(KV)) + chunk * 16, k_src, in);
-        copy_global_to_shared_16b(stage + Smem::kRawTileBytes + row * (D * sizeof(KV)) + chunk * 16,
-                                  v_src, in);
+      if constexpr (Smem::kFragments8Bit) {  // rows of bytes, swizzled for the fragment loads
+        using RawTile = typename Smem::RawTile;
+        copy_global_to_shared_16b(RawTile{reinterpret_cast<half_t*>(stage)}.chunk_ptr(row, chunk), k_src, in);
+        copy_global_to_shared_16b(
+            RawTile{reinterpret_cast<half_t*>(stage + Smem::kRawTileBytes)}.chunk_ptr(row, chunk), v_src, in);
       } else {  // the T tiles themselves
         copy_global_to_shared_16b(k_tile.chunk_ptr(row, chunk), k_src, in);
         copy_global_to_shared_16b(v_tile.chunk_ptr(row, chunk), v_src, in);
@@ -172,49 +160,46 @@ TFO_INLINE void issue_kv_tile(const KV* const* rows, int32_t tile0, int32_t kv_h
   }
 }
 
-// 2^-8 in both halves of a binary16 pair: scaling by it is exact (the smallest e4m3
-// subnormal, 2^-9, becomes 2^-17), so the hardware conversion lands on fp8.h's values.
-inline constexpr uint32_t kTwoToMinus8 = 0x1C001C00u;
-
-// FP8 staged in raw bytes: widens the 16 K rows and 16 V rows of a stage that wave `wave` owns
-// into the T tiles (the waves read only their own rows, so a warp barrier orders the widening
-// before the wave's fragment loads). kHardware: OCP e4m3fn into binary16 by the hardware
-// conversion (vec_types.h's kHardwareE4M3Fn); fnuz caches keep the bit path, their 0x7f is
-// finite where the hardware's is NaN.
-template <typename T, typename KV, int D, bool kHardware = false>
-TFO_INLINE void widen_kv_tile(const uint8_t* stage, uint8_t* widened, int wave, int lane) {
-  using Shape = MmaDecodeShape<D>;
-  using Smem = MmaDecodeSmem<T, KV, D>;
-  using KvTile = SmemTile<T, Shape::kTokens, D>;
-  constexpr int kChunks = Smem::kRawRowChunks;
-  static_assert(16 * kChunks % kWaveSize == 0, "a wave's rows split evenly over its lanes");
-#pragma unroll
-  for (int kv = 0; kv < 2; ++kv) {
-    const KvTile tile{reinterpret_cast<T*>(widened + kv * Smem::kTTileBytes)};
-    const uint8_t* raw = stage + kv * Smem::kRawTileBytes;
-#pragma unroll
-    for (int i = 0; i < 16 * kChunks / kWaveSize; ++i) {
-      const int idx = 16 * wave * kChunks + i * kWaveSize + lane;
-      const int row = idx / kChunks, chunk = idx % kChunks;
-      struct alignas(16) Chunk {
-        uint32_t w[4];
-      };
-      const Chunk in = *reinterpret_cast<const Chunk*>(raw + idx * 16);
-      Chunk lo, hi;
-      if constexpr (kHardware) {
-        // fp8.h's convention: the binary16 holds value / 256.
-        e4m3fn_x4_to_half_x4_scaled(in.w[0], kTwoToMinus8, lo.w[0], lo.w[1]);
-        e4m3fn_x4_to_half_x4_scaled(in.w[1], kTwoToMinus8, lo.w[2], lo.w[3]);
-        e4m3fn_x4_to_half_x4_scaled(in.w[2], kTwoToMinus8, hi.w[0], hi.w[1]);
-        e4m3fn_x4_to_half_x4_scaled(in.w[3], kTwoToMinus8, hi.w[2], hi.w[3]);
-      } else {
-        widen_fp8x16<T, KV>(in.w, lo.w, hi.w);
-      }
-      *reinterpret_cast<Chunk*>(tile.chunk_ptr(row, 2 * chunk)) = lo;
-      *reinterpret_cast<Chunk*>(tile.chunk_ptr(row, 2 * chunk + 1)) = hi;
-    }
+// The widenings the 8-bit fragments take (mma.h's load_b_*_8bit), into pairs of T: fp8.h's
+// scaled binary16 (bf16: through float, exactly), or (OCP e4m3fn) the hardware's exact values,
+// 2^8 times those, which the kernel folds into its score and output scales instead of scaling
+// every element.
+template <typename T>
+TFO_INLINE uint32_t half_pair_as(uint32_t h2) {
+  if constexpr (std::is_same_v<T, half_t>) {
+    return h2;
+  } else {
+    return pack2<T>(to_float(bits_to<half_t>(static_cast<uint16_t>(h2 & 0xffffu))),
+                    to_float(bits_to<half_t>(static_cast<uint16_t>(h2 >> 16))));
   }
 }
+template <typename T, typename KV>
+struct BitWiden {
+  TFO_INLINE void pairs(uint32_t w, uint32_t& lo, uint32_t& hi) const {
+    fp8x4_to_half_pairs<KV>(w, lo, hi);
+    lo = half_pair_as<T>(lo);
+    hi = half_pair_as<T>(hi);
+  }
+  TFO_INLINE void strided(uint32_t w, uint32_t& lo, uint32_t& hi) const {
+    fp8x4_to_half_bits<KV>(w, lo, hi);
+    lo = half_pair_as<T>(lo);
+    hi = half_pair_as<T>(hi);
+  }
+};
+template <typename T>
+struct HardwareWiden {
+  static constexpr float kUnit = 1.0f / 256.0f;  // fp8.h's e4m3 binary16 over the exact value
+  TFO_INLINE void pairs(uint32_t w, uint32_t& lo, uint32_t& hi) const {
+    e4m3fn_x4_to_half_pairs(w, lo, hi);
+    lo = half_pair_as<T>(lo);
+    hi = half_pair_as<T>(hi);
+  }
+  TFO_INLINE void strided(uint32_t w, uint32_t& lo, uint32_t& hi) const {
+    e4m3fn_x4_to_half_strided(w, lo, hi);
+    lo = half_pair_as<T>(lo);
+    hi = half_pair_as<T>(hi);
+  }
+};
 
 template <typename T, typename KV, int D>
 TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const DecodeParams p) {
@@ -230,6 +215,19 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
   using QTile = SmemTile<T, kRows, D>;
   using KvTile = SmemTile<T, kTokens, D>;
   using PTile = SmemTile<T, 16, 16>;
+  using RawTile = typename Smem::RawTile;
+  // The 8-bit fragments of an OCP e4m3fn cache widen in hardware (exact values: the scales
+  // shrink). fnuz caches keep fp8.h's bit path: their 0x7f is finite where the hardware's is NaN.
+  constexpr bool kMayUseHardware = kHardwareE4M3Fn && std::is_same_v<KV, Fp8E4M3> && Smem::kFragments8Bit;
+  const bool hardware = kMayUseHardware && p.kv_ocp_e4m3;
+  const float kv_unit = hardware ? HardwareWiden<T>::kUnit : 1.0f;
+  const float q_scale = p.q_scale * kv_unit;
+  auto with_widen = [&](auto&& f) {
+    if constexpr (kMayUseHardware) {
+      if (hardware) return f(HardwareWiden<T>{});
+    }
+    return f(BitWiden<T, KV>{});
+  };
 
   extern TFO_SHARED __attribute__((aligned(128))) uint8_t decode_smem[];
   check_tile_alignment(decode_smem);  // the layout's offsets are multiples of 128 bytes
@@ -258,12 +256,18 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
 
     block_sync();  // the previous task is done with shared memory
     const T* q_req = static_cast<const T*>(p.q) + static_cast<int64_t>(req) * p.q_stride_batch;
-    for (int idx = tid; idx < kRows * kChunks; idx += kThreads) {
-      const int row = idx / kChunks, chunk = idx % kChunks;
-      const bool in = row < t.num_heads;
-      const int head = in ? t.first_head + row : t.first_head;
-      copy_global_to_shared_16b(q_tile.chunk_ptr(row, chunk),
-                                q_req + head * p.q_stride_head + chunk * 8, in);
+    // With 8-bit fragments a thread copies whole 16-element blocks (two chunks), which it
+    // permutes once they land.
+    constexpr int kQRun = Smem::kFragments8Bit ? 2 : 1;
+    for (int idx = tid; idx < kRows * kChunks / kQRun; idx += kThreads) {
+#pragma unroll
+      for (int u = 0; u < kQRun; ++u) {
+        const int row = (idx * kQRun + u) / kChunks, chunk = (idx * kQRun + u) % kChunks;
+        const bool in = row < t.num_heads;
+        const int head = in ? t.first_head + row : t.first_head;
+        copy_global_to_shared_16b(q_tile.chunk_ptr(row, chunk),
+                                  q_req + head * p.q_stride_head + chunk * 8, in);
+      }
     }
     copy_commit_group();
 
@@ -277,15 +281,35 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
     };
     next_rows(0);
     rows.finish(row_buffer(0), tid);
-    block_sync();
 #pragma unroll
     for (int s = 0; s + 1 < kStages; ++s) {
+      // Tile s's addresses are stored, and tile s - 1's copies have read the buffer that tile
+      // s + 1's addresses go to (two buffers serve any number of stages).
+      block_sync();
       if (s < num_tiles) issue_kv_tile<T, KV, D>(row_buffer(s), kv_lo + s * kTokens, kv_hi, stage_ptr(s), tid);
       copy_commit_group();
       next_rows(s + 1);
       rows.finish(row_buffer(s + 1), tid);
     }
     next_rows(kStages);
+    if constexpr (Smem::kFragments8Bit) {
+      // q's columns in the order the 8-bit K fragments give k (per 16-column block). Each
+      // thread permutes the blocks it copied, once its oldest group (q) has landed; the tile
+      // loop's first barrier orders this before any fragment load of q.
+      copy_wait_groups<kStages - 1>();
+      for (int idx = tid; idx < kRows * kChunks / 2; idx += kThreads) {
+        const int row = 2 * idx / kChunks, chunk = 2 * idx % kChunks;
+        uint32_t* lo = reinterpret_cast<uint32_t*>(q_tile.chunk_ptr(row, chunk));
+        uint32_t* hi = reinterpret_cast<uint32_t*>(q_tile.chunk_ptr(row, chunk + 1));
+        uint32_t w[8] = {lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]};
+        permute_pairs_8bit_b(w);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          lo[i] = w[i];
+          hi[i] = w[4 + i];
+        }
+      }
+    }
 
     FragC o_acc[kColTiles];
 #pragma unroll
@@ -307,33 +331,37 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
       copy_wait_groups<kStages - 1>();  // tile j (and q) have landed
       block_sync();
       uint8_t* kv_tiles = stage_ptr(j % kStages);
-      if constexpr (Smem::kStageRaw) {
-        constexpr bool kMayUseHardware = kHardwareE4M3Fn && std::is_same_v<T, half_t> && std::is_same_v<KV, Fp8E4M3>;
-        if (kMayUseHardware && p.kv_ocp_e4m3) {
-          widen_kv_tile<T, KV, D, kMayUseHardware>(kv_tiles, decode_smem + Smem::kWidened, wave, lane);
-        } else {
-          widen_kv_tile<T, KV, D>(kv_tiles, decode_smem + Smem::kWidened, wave, lane);
-        }
-        kv_tiles = decode_smem + Smem::kWidened;
-        wave_sync();  // this wave's rows are widened (no other wave reads them)
-      }
       const KvTile k_tile{reinterpret_cast<T*>(kv_tiles)};
       const KvTile v_tile{reinterpret_cast<T*>(kv_tiles + Smem::kTTileBytes)};
 
       FragC s[1];
 #pragma unroll
       for (int e = 0; e < kAccElems; ++e) s[0].v[e] = 0.f;
+      if constexpr (Smem::kFragments8Bit) {
+        const RawTile k_raw{reinterpret_cast<half_t*>(kv_tiles)};
+        with_widen([&](const auto& widen) {
 #pragma unroll
-      for (int k0 = 0; k0 < D; k0 += 32) {
-        FragA<T, 32> a;
-        FragB<T, 32> b;
-        load_a(a, q_tile, 0, k0);
-        load_b_nk(b, k_tile, 16 * wave, k0);
-        mma(s[0], a, b);
+          for (int k0 = 0; k0 < D; k0 += 32) {
+            FragA<T, 32> a;
+            FragB<T, 32> b;
+            load_a(a, q_tile, 0, k0);
+            load_b_nk_8bit(b, k_raw, 16 * wave, k0, widen);
+            mma(s[0], a, b);
+          }
+        });
+      } else {
+#pragma unroll
+        for (int k0 = 0; k0 < D; k0 += 32) {
+          FragA<T, 32> a;
+          FragB<T, 32> b;
+          load_a(a, q_tile, 0, k0);
+          load_b_nk(b, k_tile, 16 * wave, k0);
+          mma(s[0], a, b);
+        }
       }
       float x[kAccElems];
 #pragma unroll
-      for (int e = 0; e < kAccElems; ++e) x[e] = s[0].v[e] * p.q_scale;
+      for (int e = 0; e < kAccElems; ++e) x[e] = s[0].v[e] * q_scale;
       soft_cap_scores<kAccElems>(x, p.cap_log2);
 #pragma unroll
       for (int e = 0; e < kAccElems; ++e) {
@@ -368,11 +396,25 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
       wave_sync();
       FragA<T, 16> pa;
       load_a(pa, p_tile, 0, 0);
+      if constexpr (Smem::kFragments8Bit) {
+        // Output tile n = 2c + h holds columns 32c + 16h + acc_col_8bit_b(lane, e).
+        const RawTile v_raw{reinterpret_cast<half_t*>(kv_tiles + Smem::kRawTileBytes)};
+        with_widen([&](const auto& widen) {
 #pragma unroll
-      for (int n = 0; n < kColTiles; ++n) {
-        FragB<T, 16> vb;
-        load_b_kn(vb, v_tile, 16 * wave, 16 * n);
-        mma(o_acc[n], pa, vb);
+          for (int c = 0; c < D / 32; ++c) {
+            FragB<T, 16> vb[2];
+            load_b_kn_8bit(vb, v_raw, 16 * wave, 32 * c, widen);
+            mma(o_acc[2 * c], pa, vb[0]);
+            mma(o_acc[2 * c + 1], pa, vb[1]);
+          }
+        });
+      } else {
+#pragma unroll
+        for (int n = 0; n < kColTiles; ++n) {
+          FragB<T, 16> vb;
+          load_b_kn(vb, v_tile, 16 * wave, 16 * n);
+          mma(o_acc[n], pa, vb);
+        }
       }
       wave_sync();
       rows.finish(row_buffer(j + kStages), tid);  // read after the next iteration's barrier
@@ -385,7 +427,8 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
     for (int n = 0; n < kColTiles; ++n) {
 #pragma unroll
       for (int e = 0; e < kAccElems; ++e) {
-        smem_o[(wave * kRows + acc_row(lane, e)) * D + 16 * n + acc_col(lane, e)] = o_acc[n].v[e];
+        const int col = Smem::kFragments8Bit ? acc_col_8bit_b(lane, e) : acc_col(lane, e);
+        smem_o[(wave * kRows + acc_row(lane, e)) * D + 16 * n + col] = o_acc[n].v[e];
       }
     }
     if (lane % kRowLanes == 0) {
@@ -410,7 +453,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
           o_all += wgt * smem_o[(w * kRows + row) * D + d];
         }
       }
-      const float inv_l = l_all > 0.f ? p.v_scale / l_all : 0.f;
+      const float inv_l = l_all > 0.f ? p.v_scale * kv_unit / l_all : 0.f;
       store_output<T>(p, t.item, t.first_head + row, d, o_all * inv_l, D);
       if (d == 0) store_lse(p, t.item, t.first_head + row, l_all > 0.f ? m_all + log2_f32(l_all) : kNegInf);
     }

@@ -185,4 +185,60 @@ TFO_INLINE void load_b_kn(FragB<T, K>& b, const Tile& tile, int k0, int n0) {
   }
 }
 
+// 8-bit B operands (FP8 K/V caches), widened to binary16 in registers. The tile holds the bytes
+// as stored and is read by the loaders above as 16-bit pairs (Tile = SmemTile<half_t, rows,
+// bytes / 2>, swizzled like any tile); `widen` turns a 32-bit register of bytes e0..e3 into two
+// pairs of the fragment's T:  widen.pairs(w, lo, hi): lo = (e0, e1), hi = (e2, e3);
+//                  widen.strided(w, lo, hi): lo = (e0, e2), hi = (e1, e3).
+// No shared-memory round trip and no barrier between the bytes landing and the mma.
+//
+// load_b_nk_8bit (Bᵀ stored [n][k], 32 k bytes from k0): lane register x[2h + r] of a 16-bit
+// load holds bytes k0 + 16r + 4t .. + 3 of column 8h + g, i.e. k = 2t, 2t + 1 (pairs' lo) and
+// 8 + 2t, 9 + 2t (hi) of a k16 block whose k runs over the block's bytes in the order
+// kperm_8bit_b: 0 1 4 5 8 9 12 13 2 3 6 7 10 11 14 15. The A operand must take its k in that
+// order too: permute_pairs_8bit_b reorders the 8 element pairs of each 16-element block of an A
+// row (before load_a) so that A(i, k) = row(i, 16 kb + kperm_8bit_b(k % 16)).
+//
+// load_b_kn_8bit (B stored [k][n], 32 byte columns from n0; 16 k rows from k0): the transposed
+// 16-bit load gives lane register x[2h + r] the bytes (k, c), (k, c + 1), (k + 1, c), (k + 1, c + 1)
+// for k = k0 + 2t + 8r, c = n0 + 16h + 2g; the strided pairs split them by column parity. So
+// fragment h holds byte columns n0 + 16h + 2j + p as its column 8p + j (even columns, then odd),
+// and element e of an accumulator of it lies at column acc_col_8bit_b(lane, e) of those 16.
+inline constexpr bool kHas8BitB = true;
+
+TFO_HOST_DEVICE constexpr int kperm_8bit_b(int k) { return 4 * (k % 8 / 2) + 2 * (k / 8) + k % 2; }
+
+TFO_INLINE int acc_col_8bit_b(int lane, int e) { return 4 * (lane % 4) + 2 * (e % 2) + e / 4; }
+
+TFO_INLINE void permute_pairs_8bit_b(uint32_t (&w)[8]) {
+  const uint32_t in[8] = {w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]};
+#pragma unroll
+  for (int p = 0; p < 4; ++p) {
+    w[p] = in[2 * p];
+    w[4 + p] = in[2 * p + 1];
+  }
+}
+
+template <typename T, typename Tile, typename Widen>
+TFO_INLINE void load_b_nk_8bit(FragB<T, 32>& b, const Tile& tile, int n0, int k0_bytes, const Widen& widen) {
+  FragB<half_t, 16> raw;
+  load_b_nk(raw, tile, n0, k0_bytes / 2);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) widen.pairs(raw.x[2 * h + r], b.x[4 * r + 2 * h], b.x[4 * r + 2 * h + 1]);
+  }
+}
+
+template <typename T, typename Tile, typename Widen>
+TFO_INLINE void load_b_kn_8bit(FragB<T, 16> (&b)[2], const Tile& tile, int k0, int n0_bytes, const Widen& widen) {
+  FragB<half_t, 16> raw;
+  load_b_kn(raw, tile, k0, n0_bytes / 2);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) widen.strided(raw.x[2 * h + r], b[h].x[r], b[h].x[2 + r]);
+  }
+}
+
 }  // namespace tfo::gpu

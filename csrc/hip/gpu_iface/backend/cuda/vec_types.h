@@ -42,20 +42,24 @@ TFO_INLINE uint32_t pack2<bf16_t>(float lo, float hi) {
 // a binary16 value).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
 inline constexpr bool kHardwareE4M3Fn = true;
-TFO_INLINE void e4m3fn_x4_to_half_x4_scaled(uint32_t word, uint32_t scale2, uint32_t& lo, uint32_t& hi) {
-  uint32_t a, b;
+// The four e4m3fn bytes e0..e3 of a word as two binary16 pairs, exact values (no scale):
+// lo = (e0, e1), hi = (e2, e3).
+TFO_INLINE void e4m3fn_x4_to_half_pairs(uint32_t word, uint32_t& lo, uint32_t& hi) {
   asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.rn.f16x2.e4m3x2 %0, l;\n"
       " cvt.rn.f16x2.e4m3x2 %1, h;\n}"
-      : "=r"(a), "=r"(b)
+      : "=r"(lo), "=r"(hi)
       : "r"(word));
-  asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(lo) : "r"(a), "r"(scale2));
-  asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(hi) : "r"(b), "r"(scale2));
+}
+// The same bytes paired across the word's halves: lo = (e0, e2), hi = (e1, e3).
+TFO_INLINE void e4m3fn_x4_to_half_strided(uint32_t word, uint32_t& lo, uint32_t& hi) {
+  e4m3fn_x4_to_half_pairs(__byte_perm(word, 0u, 0x3120u), lo, hi);
 }
 #else
 // For algorithm code that compiles once: only a branch that kHardwareE4M3Fn rules out calls it,
 // and a call that got through traps instead of returning zeros.
 inline constexpr bool kHardwareE4M3Fn = false;
-TFO_INLINE void e4m3fn_x4_to_half_x4_scaled(uint32_t, uint32_t, uint32_t&, uint32_t&) { __trap(); }
+TFO_INLINE void e4m3fn_x4_to_half_pairs(uint32_t, uint32_t&, uint32_t&) { __trap(); }
+TFO_INLINE void e4m3fn_x4_to_half_strided(uint32_t, uint32_t&, uint32_t&) { __trap(); }
 #endif
 
 }  // namespace tfo::gpu

@@ -117,4 +117,11 @@ TFO_INLINE void load_b_kn(FragB<T, K>& b, const Tile& tile, int k0, int n0) {
   for (int s = 0; s < W; ++s) b.v[s] = *tile.ptr(k_first + s, n0 + lane % 16);
 }
 
+// 8-bit B operands (the NVIDIA backend widens FP8 in registers; here FP8 is widened on its way
+// into shared memory). Declared so that algorithm code compiles once: only branches that
+// kHas8BitB rules out call them, and a call that got through traps.
+inline constexpr bool kHas8BitB = false;
+TFO_INLINE int acc_col_8bit_b(int, int) { __builtin_trap(); }
+TFO_INLINE void permute_pairs_8bit_b(uint32_t (&)[8]) { __builtin_trap(); }
+
 }  // namespace tfo::gpu

@@ -31,6 +31,7 @@ TFO_INLINE uint32_t pack2(float lo, float hi) {
 // branch that kHardwareE4M3Fn rules out calls it, and a call that got through traps instead of
 // returning zeros.
 inline constexpr bool kHardwareE4M3Fn = false;
-TFO_INLINE void e4m3fn_x4_to_half_x4_scaled(uint32_t, uint32_t, uint32_t&, uint32_t&) { __builtin_trap(); }
+TFO_INLINE void e4m3fn_x4_to_half_pairs(uint32_t, uint32_t&, uint32_t&) { __builtin_trap(); }
+TFO_INLINE void e4m3fn_x4_to_half_strided(uint32_t, uint32_t&, uint32_t&) { __builtin_trap(); }
 
 }  // namespace tfo::gpu
