@@ -74,6 +74,7 @@ SINGLE_CASES = [
     (torch.float16, 256, 200, 200, 6, 2, False, "NHD", {}),
     (torch.float16, 128, 1, 1000, 32, 8, True, "NHD", {}),
     (torch.float16, 128, 37, 300, 6, 2, True, "NHD", {}),  # GQA ratio 3
+    (torch.float16, 64, 129, 500, 10, 2, True, "NHD", {}),  # GQA ratio 5: rows 16 apart carry
     (torch.float16, 128, 1000, 1000, 16, 1, True, "NHD", {}),  # MQA
     (torch.float16, 128, 700, 900, 8, 2, True, "NHD", {"window_left": 100}),
     (torch.bfloat16, 64, 300, 300, 4, 2, False, "HND", {"window_left": 31}),
@@ -147,6 +148,8 @@ BATCH_CASES = [
     (torch.float16, 64, [16] * 64, [(i * 37) % 200 + 16 for i in range(64)], 4, 4, True, "NHD", {}),
     (torch.float16, 256, [100, 3], [300, 1000], 8, 8, True, "NHD", {}),
     (torch.float16, 128, [16], [4096], 8, 2, True, "NHD", {}),  # split kv + merge
+    # GQA ratio 3 (the copy-out's rows straddle tokens), one request split
+    (torch.float16, 128, [16, 5, 37], [4096, 300, 100], 6, 2, True, "NHD", {}),
     # 16 tokens on a 32k cache beside a 4k prompt: the long unit is split to balance the grid
     (torch.float16, 128, [16, 4096], [32768, 4096], 8, 2, True, "NHD", {}),
     (torch.bfloat16, 128, [200, 64], [3000, 2500], 4, 1, False, "HND", {"window_left": 500}),

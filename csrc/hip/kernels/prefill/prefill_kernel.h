@@ -26,6 +26,7 @@
 #include "gpu_iface/platform.h"
 #include "gpu_iface/score.h"
 #include "gpu_iface/vec_types.h"
+#include "packed_rows.h"
 #include "prefill_params.h"
 
 namespace tfo::kernels::prefill {
@@ -287,22 +288,40 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
 
   block_sync();  // the previous unit's readers of shared memory are done
   // The Q copy's per-thread rows are derived per unit (persistent launches would otherwise hold
-  // them, or spill them, across units).
+  // them, or spill them, across units). Planned kernels divide each row by the group; single
+  // requests walk their rows (packed_rows.h), whose state does not fit beside the planned
+  // kernels' (spills on sm_80 and AMD).
   const int q_thread = opaque_int(thread);
+  if constexpr (kPlanned) {
 #pragma unroll
-  for (int i = 0; i < Policy::kTileRows * kChunks / kThreads; ++i) {
-    const int linear = i * kThreads + q_thread;
-    const int row = linear / kChunks, chunk = linear % kChunks;
-    const int packed = u.row_begin + row;
-    const bool in_bounds = packed < u.row_end;
-    const T* src = q;
-    if (in_bounds) {
-      const int token = token_of(packed);
-      const int head = u.kv_head * group + (packed - token * group);
-      src = q + static_cast<int64_t>(qo_base + token) * p.q_stride_token + head * p.q_stride_head +
-            chunk * 8;
+    for (int i = 0; i < Policy::kTileRows * kChunks / kThreads; ++i) {
+      const int linear = i * kThreads + q_thread;
+      const int row = linear / kChunks, chunk = linear % kChunks;
+      const int packed = u.row_begin + row;
+      const bool in_bounds = packed < u.row_end;
+      const T* src = q;
+      if (in_bounds) {
+        const int token = token_of(packed);
+        const int head = u.kv_head * group + (packed - token * group);
+        src = q + static_cast<int64_t>(qo_base + token) * p.q_stride_token + head * p.q_stride_head +
+              chunk * 8;
+      }
+      copy_global_to_shared_16b(q_tile.chunk_ptr(row, chunk), src, in_bounds);
     }
-    copy_global_to_shared_16b(q_tile.chunk_ptr(row, chunk), src, in_bounds);
+  } else {
+    // Each thread copies one column chunk of rows kRowsPerPass apart.
+    const int row0 = q_thread / kChunks, chunk = q_thread % kChunks;
+    PackedRowWalk rows(u.row_begin + row0, kRowsPerPass, group, token_of, qo_base, u.kv_head * group,
+                       RowStrides{p.q_stride_token, p.q_stride_head});
+    const T* q_chunk = q + chunk * 8;
+#pragma unroll
+    for (int i = 0; i < Policy::kTileRows / kRowsPerPass; ++i) {
+      const int row = row0 + i * kRowsPerPass;
+      const bool in_bounds = u.row_begin + row < u.row_end;
+      copy_global_to_shared_16b(q_tile.chunk_ptr(row, chunk), in_bounds ? q_chunk + rows.offset() : q,
+                                in_bounds);
+      rows.advance();
+    }
   }
   if (num_kv_tiles > 0) {
     if constexpr (kSharedRows) {
@@ -596,51 +615,56 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     }
   }
   block_sync();
-  if (partial) {
-    constexpr int kFloatChunks = kHeadDim / 4;
+  if constexpr (kPlanned) {
+    // A division per row, as in the Q copy.
+    if (partial) {
+      constexpr int kFloatChunks = kHeadDim / 4;
 #pragma unroll 1
-    for (int linear = thread; linear < Policy::kTileRows * kFloatChunks; linear += kThreads) {
-      const int row = linear / kFloatChunks, chunk = linear % kFloatChunks;
-      const int packed = u.row_begin + row;
-      if (packed >= u.row_end) continue;
-      const int token = token_of(packed);
-      const int head = u.kv_head * group + (packed - token * group);
-      const int64_t prow = u.partial_row + token - u.q_begin;
-      float* dst = p.partial_o + (prow * num_qo_heads + head) * kHeadDim + chunk * 4;
-      *reinterpret_cast<Chunk16*>(dst) =
-          *reinterpret_cast<const Chunk16*>(float_stage + stage_at(row, chunk * 4));
-    }
-  } else if constexpr (kPlanned) {
-    T* out = static_cast<T*>(p.o);
+      for (int linear = thread; linear < Policy::kTileRows * kFloatChunks; linear += kThreads) {
+        const int row = linear / kFloatChunks, chunk = linear % kFloatChunks;
+        const int packed = u.row_begin + row;
+        if (packed >= u.row_end) continue;
+        const int token = token_of(packed);
+        const int head = u.kv_head * group + (packed - token * group);
+        const int64_t prow = u.partial_row + token - u.q_begin;
+        float* dst = p.partial_o + (prow * num_qo_heads + head) * kHeadDim + chunk * 4;
+        *reinterpret_cast<Chunk16*>(dst) =
+            *reinterpret_cast<const Chunk16*>(float_stage + stage_at(row, chunk * 4));
+      }
+    } else {
+      T* out = static_cast<T*>(p.o);
 #pragma unroll 1
-    for (int linear = thread; linear < Policy::kTileRows * kChunks; linear += kThreads) {
-      const int row = linear / kChunks, chunk = linear % kChunks;
-      const int packed = u.row_begin + row;
-      if (packed >= u.row_end) continue;
-      const int token = token_of(packed);
-      const int head = u.kv_head * group + (packed - token * group);
-      const float* src = float_stage + stage_at(row, chunk * 8);
-      Chunk16 packed_out;
+      for (int linear = thread; linear < Policy::kTileRows * kChunks; linear += kThreads) {
+        const int row = linear / kChunks, chunk = linear % kChunks;
+        const int packed = u.row_begin + row;
+        if (packed >= u.row_end) continue;
+        const int token = token_of(packed);
+        const int head = u.kv_head * group + (packed - token * group);
+        const float* src = float_stage + stage_at(row, chunk * 8);
+        Chunk16 packed_out;
 #pragma unroll
-      for (int w = 0; w < 4; ++w) packed_out.w[w] = pack2<T>(src[2 * w], src[2 * w + 1]);
-      T* dst = out + static_cast<int64_t>(qo_base + token) * p.o_stride_token +
-               head * p.o_stride_head + chunk * 8;
-      *reinterpret_cast<Chunk16*>(dst) = packed_out;
+        for (int w = 0; w < 4; ++w) packed_out.w[w] = pack2<T>(src[2 * w], src[2 * w + 1]);
+        T* dst = out + static_cast<int64_t>(qo_base + token) * p.o_stride_token +
+                 head * p.o_stride_head + chunk * 8;
+        *reinterpret_cast<Chunk16*>(dst) = packed_out;
+      }
     }
-  } else {
-    T* out = static_cast<T*>(p.o);
+    return;
+  }
+  // Single request: each thread copies one column chunk of rows kRowsPerPass apart.
+  const int row_limit = u.row_end - u.row_begin;
+  const int row0 = thread / kChunks, chunk = thread % kChunks;
+  PackedRowWalk rows(u.row_begin + row0, kRowsPerPass, group, token_of, qo_base, u.kv_head * group,
+                     RowStrides{p.o_stride_token, p.o_stride_head});
+  T* const dst0 = static_cast<T*>(p.o) + chunk * 8;
 #pragma unroll
-    for (int i = 0; i < Policy::kTileRows * kChunks / kThreads; ++i) {
-      const int linear = i * kThreads + thread;
-      const int row = linear / kChunks, chunk = linear % kChunks;
-      const int packed = u.row_begin + row;
-      if (packed >= u.row_end) continue;
-      const int token = token_of(packed);
-      const int head = u.kv_head * group + (packed - token * group);
-      T* dst = out + static_cast<int64_t>(qo_base + token) * p.o_stride_token +
-               head * p.o_stride_head + chunk * 8;
-      *reinterpret_cast<Chunk16*>(dst) = *reinterpret_cast<const Chunk16*>(q_tile.chunk_ptr(row, chunk));
+  for (int i = 0; i < Policy::kTileRows / kRowsPerPass; ++i) {
+    const int row = row0 + i * kRowsPerPass;
+    if (row < row_limit) {
+      *reinterpret_cast<Chunk16*>(dst0 + rows.offset()) =
+          *reinterpret_cast<const Chunk16*>(q_tile.chunk_ptr(row, chunk));
     }
+    rows.advance();
   }
 }
 
