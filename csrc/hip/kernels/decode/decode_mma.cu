@@ -49,11 +49,11 @@ struct MmaDecodeSmem {
   // NVIDIA's copies are asynchronous: the next K/V tile streams in while this one is used.
   // AMD's copies are synchronous loads, so a second buffer would only cost LDS.
   static constexpr int kStages = kWaveSize == 32 ? 2 : 1;
-  static constexpr bool kStageRaw = kIsFp8<KV> && kStages > 1;
-  static constexpr bool kWidenOnLoad = kIsFp8<KV> && !kStageRaw;
-  // Raw bytes straight into 8-bit fragments (the platforms with asynchronous copies have them).
-  static constexpr bool kFragments8Bit = kStageRaw;
-  static_assert(!kStageRaw || kHas8BitB, "staged FP8 tiles are read as 8-bit fragments");
+  // FP8 with asynchronous copies: the raw bytes are staged and go straight into 8-bit fragments
+  // (the platforms with asynchronous copies have them); otherwise widened on their way in.
+  static constexpr bool kFragments8Bit = kIsFp8<KV> && kStages > 1;
+  static constexpr bool kWidenOnLoad = kIsFp8<KV> && !kFragments8Bit;
+  static_assert(!kFragments8Bit || kHas8BitB, "staged FP8 tiles are read as 8-bit fragments");
   static constexpr int kTTileBytes = Shape::kTokens * D * static_cast<int>(sizeof(T));
   static constexpr int kRawTileBytes = Shape::kTokens * D * static_cast<int>(sizeof(KV));
   static constexpr int kRawRowChunks = D * static_cast<int>(sizeof(KV)) / 16;
@@ -173,33 +173,35 @@ TFO_INLINE uint32_t half_pair_as(uint32_t h2) {
                     to_float(bits_to<half_t>(static_cast<uint16_t>(h2 >> 16))));
   }
 }
+// A widening into pairs of T from a conversion to binary16 pairs (ToHalf: pairs and strided, as
+// mma.h's load_b_*_8bit take them).
+template <typename T, typename ToHalf>
+struct WidenTo {
+  TFO_INLINE void pairs(uint32_t w, uint32_t& lo, uint32_t& hi) const {
+    ToHalf::pairs(w, lo, hi);
+    lo = half_pair_as<T>(lo);
+    hi = half_pair_as<T>(hi);
+  }
+  TFO_INLINE void strided(uint32_t w, uint32_t& lo, uint32_t& hi) const {
+    ToHalf::strided(w, lo, hi);
+    lo = half_pair_as<T>(lo);
+    hi = half_pair_as<T>(hi);
+  }
+};
+template <typename KV>
+struct BitsToHalf {
+  static TFO_INLINE void pairs(uint32_t w, uint32_t& lo, uint32_t& hi) { fp8x4_to_half_pairs<KV>(w, lo, hi); }
+  static TFO_INLINE void strided(uint32_t w, uint32_t& lo, uint32_t& hi) { fp8x4_to_half_bits<KV>(w, lo, hi); }
+};
+struct HardwareToHalf {
+  static TFO_INLINE void pairs(uint32_t w, uint32_t& lo, uint32_t& hi) { e4m3fn_x4_to_half_pairs(w, lo, hi); }
+  static TFO_INLINE void strided(uint32_t w, uint32_t& lo, uint32_t& hi) { e4m3fn_x4_to_half_strided(w, lo, hi); }
+};
 template <typename T, typename KV>
-struct BitWiden {
-  TFO_INLINE void pairs(uint32_t w, uint32_t& lo, uint32_t& hi) const {
-    fp8x4_to_half_pairs<KV>(w, lo, hi);
-    lo = half_pair_as<T>(lo);
-    hi = half_pair_as<T>(hi);
-  }
-  TFO_INLINE void strided(uint32_t w, uint32_t& lo, uint32_t& hi) const {
-    fp8x4_to_half_bits<KV>(w, lo, hi);
-    lo = half_pair_as<T>(lo);
-    hi = half_pair_as<T>(hi);
-  }
-};
+using BitWiden = WidenTo<T, BitsToHalf<KV>>;
 template <typename T>
-struct HardwareWiden {
-  static constexpr float kUnit = 1.0f / 256.0f;  // fp8.h's e4m3 binary16 over the exact value
-  TFO_INLINE void pairs(uint32_t w, uint32_t& lo, uint32_t& hi) const {
-    e4m3fn_x4_to_half_pairs(w, lo, hi);
-    lo = half_pair_as<T>(lo);
-    hi = half_pair_as<T>(hi);
-  }
-  TFO_INLINE void strided(uint32_t w, uint32_t& lo, uint32_t& hi) const {
-    e4m3fn_x4_to_half_strided(w, lo, hi);
-    lo = half_pair_as<T>(lo);
-    hi = half_pair_as<T>(hi);
-  }
-};
+using HardwareWiden = WidenTo<T, HardwareToHalf>;
+inline constexpr float kHardwareE4M3Unit = 1.0f / 256.0f;  // fp8.h's e4m3 binary16 over the exact value
 
 template <typename T, typename KV, int D>
 TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const DecodeParams p) {
@@ -220,7 +222,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
   // shrink). fnuz caches keep fp8.h's bit path: their 0x7f is finite where the hardware's is NaN.
   constexpr bool kMayUseHardware = kHardwareE4M3Fn && std::is_same_v<KV, Fp8E4M3> && Smem::kFragments8Bit;
   const bool hardware = kMayUseHardware && p.kv_ocp_e4m3;
-  const float kv_unit = hardware ? HardwareWiden<T>::kUnit : 1.0f;
+  const float kv_unit = hardware ? kHardwareE4M3Unit : 1.0f;
   const float q_scale = p.q_scale * kv_unit;
   auto with_widen = [&](auto&& f) {
     if constexpr (kMayUseHardware) {
