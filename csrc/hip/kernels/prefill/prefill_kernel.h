@@ -184,6 +184,16 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
       return page_of(packed, p.group_div);
     }
   };
+  // A packed row's token (within the request) and query head, for the copies of Q and O. (The
+  // lse store spells it out: through this helper AMD's single-request kernels take one more
+  // scalar register.)
+  struct TokenHead {
+    int token, head;
+  };
+  auto token_head = [&](int packed) {
+    const int token = token_of(packed);
+    return TokenHead{token, u.kv_head * group + (packed - token * group)};
+  };
   const bool custom = Policy::kCustomMask && p.custom_mask != nullptr;
   int kv_lo = u.kv_begin, kv_hi = min_int(u.kv_end, kv_len);
   if (p.causal && !custom) kv_hi = min_int(kv_hi, t_last + delta + 1);
@@ -301,8 +311,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
       const bool in_bounds = packed < u.row_end;
       const T* src = q;
       if (in_bounds) {
-        const int token = token_of(packed);
-        const int head = u.kv_head * group + (packed - token * group);
+        const auto [token, head] = token_head(packed);
         src = q + static_cast<int64_t>(qo_base + token) * p.q_stride_token + head * p.q_stride_head +
               chunk * 8;
       }
@@ -624,8 +633,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
         const int row = linear / kFloatChunks, chunk = linear % kFloatChunks;
         const int packed = u.row_begin + row;
         if (packed >= u.row_end) continue;
-        const int token = token_of(packed);
-        const int head = u.kv_head * group + (packed - token * group);
+        const auto [token, head] = token_head(packed);
         const int64_t prow = u.partial_row + token - u.q_begin;
         float* dst = p.partial_o + (prow * num_qo_heads + head) * kHeadDim + chunk * 4;
         *reinterpret_cast<Chunk16*>(dst) =
@@ -638,8 +646,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
         const int row = linear / kChunks, chunk = linear % kChunks;
         const int packed = u.row_begin + row;
         if (packed >= u.row_end) continue;
-        const int token = token_of(packed);
-        const int head = u.kv_head * group + (packed - token * group);
+        const auto [token, head] = token_head(packed);
         const float* src = float_stage + stage_at(row, chunk * 8);
         Chunk16 packed_out;
 #pragma unroll
