@@ -4,6 +4,7 @@ partial_row), then, in prefill plans with work lists, the lists."""
 
 HEADER, REQUEST_FIELDS, ITEM_FIELDS = 8, 2, 6
 NUM_ITEMS, NUM_REQUESTS, NUM_LISTS = 0, 1, 3  # header fields
+TASK_BLOCKS = 7  # decode: the blocks its tasks are dealt over (0: the whole grid)
 KV_BEGIN, KV_END = 3, 4  # item fields
 
 

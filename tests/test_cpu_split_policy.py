@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from torch_flashinfer_ops import _ops
-from torch_flashinfer_ops._plan import DECODE_MIN_KV_CHUNK, DECODE_TASK_COST, MIN_KV_CHUNK, choose_kv_chunk_size
+from plan_layout import TASK_BLOCKS
+from torch_flashinfer_ops import _C, _ops
+from torch_flashinfer_ops._plan import (DECODE_MIN_KV_CHUNK, DECODE_SPLIT_GAIN, DECODE_TASK_COST, MIN_KV_CHUNK,
+                                        choose_kv_chunk_size)
 
 GRID = 396  # e.g. 132 multiprocessors x 3 resident blocks
 
@@ -68,7 +70,8 @@ def test_grid_query_without_gpu_kernels_is_zero():
 
 
 def _cost(kv_lens, chunk, heads=8, grid=GRID):
-    """The policy's model: rounds x (the longest task's rows + a task's fixed cost)."""
+    """The policy's model: rounds x (the longest task's rows + a task's fixed cost). (The policy
+    keeps no split unless a split is DECODE_SPLIT_GAIN cheaper.)"""
     kv = np.asarray(kv_lens, dtype=np.int64)
     rows = int(kv.max()) if chunk == 0 else min(chunk, int(kv.max()))
     return -(-_tasks(kv, chunk, heads) // grid) * (rows + DECODE_TASK_COST)
@@ -94,9 +97,34 @@ def test_batch_thirty_two_takes_two_full_rounds_over_one_two_thirds_full():
     assert _tasks(kv, _decode(kv)) == 768
 
 
-def test_batch_sixty_four_at_1k_takes_three_rounds_of_halves_over_four_of_thirds():
-    kv = [1024] * 64  # 2 splits: 1024 tasks in 3 rounds of 512 rows; 3 splits: 4 rounds of 384
-    assert _decode(kv) == 512
+@pytest.mark.parametrize("kv_len", [1024, 2048])
+def test_batch_sixty_four_at_short_lengths_is_not_split(kv_len):
+    # 512 unsplit tasks: two rounds, dealt two per block; 2 splits (1024 tasks in 3 rounds of
+    # half the rows) are cheaper by the model, but not by DECODE_SPLIT_GAIN.
+    assert _decode([kv_len] * 64) == 0
+
+
+def _task_blocks(kv_lens, heads=8, grid=GRID):
+    """plan()'s chunk and the blocks its decode tasks are dealt over (plan_info TASK_BLOCKS)."""
+    plan = torch.zeros(1 << 16, dtype=torch.int32)
+    valid, chunk, _, _, _ = _C.plan_host(torch.empty(0, dtype=torch.int32), torch.tensor(kv_lens, dtype=torch.int32),
+                                         plan, 16, heads, 132, grid, -1, True, 0, False, -1)
+    assert valid
+    return chunk, int(plan[TASK_BLOCKS])
+
+
+def test_task_blocks_deal_one_round_one_each_and_equal_tasks_of_two_rounds_two_each():
+    assert _task_blocks([1024] * 64) == (0, 256)  # 512 equal tasks: two each over 256 blocks
+    assert _task_blocks([4096] * 32) == (1408, 0)  # 768 split tasks of unequal rows (1408, 1408, 1280)
+    assert _task_blocks([200] * 20) == (0, 160)  # one round (too short to split): one block per task
+    assert _task_blocks([4096] * 128) == (0, 0)  # more than two rounds: the whole grid
+    assert _task_blocks([1024, 900] * 32)[1] == 0  # unequal tasks over more than a round: the whole grid
+    chunk, blocks = _task_blocks([4096])  # batch 1: split to fill a round
+    assert blocks == 8 * -(-4096 // chunk)
+    plan = torch.zeros(1 << 16, dtype=torch.int32)  # CPU plans leave it 0
+    _C.plan_host(torch.empty(0, dtype=torch.int32), torch.tensor([1024] * 64, dtype=torch.int32), plan, 16, 8, 132,
+                 GRID, -1, False, 0, False, -1)
+    assert int(plan[TASK_BLOCKS]) == 0
 
 
 def test_batch_sixteen_fills_one_round_instead_of_spilling_into_a_second():
@@ -116,8 +144,11 @@ def _numpy_cheapest_decode_chunk(kv_lens, heads, grid):
     chunks = np.concatenate([[max_kv], chunks]).astype(np.float64)
     per_request = np.maximum(np.floor((kv_lens.astype(np.float64)[None, :] - 1.0) / chunks[:, None]) + 1.0, 1.0)
     cost = np.ceil(per_request.sum(axis=1) * heads / grid) * (chunks + DECODE_TASK_COST)
-    best = int(np.argmin(cost))
-    return 0 if best == 0 else int(chunks[best])
+    # A split must beat no split by DECODE_SPLIT_GAIN; then the cheapest split, the largest of equals.
+    splits = cost[1:]
+    if splits.size == 0 or splits.min() >= cost[0] * (1.0 - DECODE_SPLIT_GAIN):
+        return 0
+    return int(chunks[1 + int(np.argmin(splits))])
 
 
 @pytest.mark.parametrize("seed", range(40))

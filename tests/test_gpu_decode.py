@@ -190,14 +190,39 @@ def test_plan_from_host_arrays_does_not_wait_for_the_gpu(workspace):
 
 
 @pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
+@pytest.mark.parametrize("rounds", [0.6, 1.3])
+def test_batch_decode_task_blocks(workspace, use_tensor_cores, rounds):
+    """plan() deals unsplit tasks of one length to fewer blocks than the resident grid: one each
+    within a round, two each between one and two rounds (plan_info's task blocks, which run()
+    launches). The attention must match the reference, also from a launch of another size: a
+    graph captured with one plan replays its launch after a re-plan."""
+    hq, hkv, d, dtype = 32, 8, 128, F16
+    grid = flashinfer._ops.decode_grid_blocks(dtype, dtype, d, hq, hkv, use_tensor_cores)
+    assert grid > 0
+    batch = max(1, int(rounds * grid) // hkv)
+    P = Paged([200] * batch, 16, hkv, d, dtype, "NHD")  # too short to split
+    q = torch.randn(batch, hq, d, dtype=dtype, device=DEV)
+    w = _wrapper(workspace, "NHD", use_tensor_cores)
+    _plan(w, P, hq, hkv, d, dtype, dtype)
+    tasks = batch * hkv
+    assert _splits(w) == 0 and w._plan.task_blocks == (tasks if tasks <= grid else -(-tasks // 2))
+    r_out, r_lse = P.reference(q)
+    _check(w, q, P, r_out, r_lse, dtype)
+    for blocks in (1, 7, grid + 5):  # any launch size covers every task
+        w._plan.task_blocks = blocks
+        _check(w, q, P, r_out, r_lse, dtype)
+
+
+@pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
 def test_batch_decode_balanced_split(workspace, use_tensor_cores):
     """Between one and two rounds of tasks on the persistent grid, plan() splits requests so the
-    rounds fill evenly; the split plan must give the same attention."""
+    rounds fill evenly (long requests; short ones are dealt two per block unsplit); the split
+    plan must give the same attention."""
     hq, hkv, d, dtype = 32, 8, 128, F16
     grid = flashinfer._ops.decode_grid_blocks(dtype, dtype, d, hq, hkv, use_tensor_cores)
     assert grid > 0
     batch = grid // hkv + 1  # one round and a few tasks over
-    P = Paged([2048] * batch, 16, hkv, d, dtype, "NHD")
+    P = Paged([8192] * batch, 16, hkv, d, dtype, "NHD")
     q = torch.randn(batch, hq, d, dtype=dtype, device=DEV)
     w = _wrapper(workspace, "NHD", use_tensor_cores)
     _plan(w, P, hq, hkv, d, dtype, dtype)

@@ -53,6 +53,7 @@ MIN_KV_CHUNK = _C.MIN_KV_CHUNK
 DECODE_TASK_COST = _C.DECODE_TASK_COST
 DECODE_MIN_KV_CHUNK = _C.DECODE_MIN_KV_CHUNK
 DECODE_BLOCKS_PER_SM = _C.DECODE_BLOCKS_PER_SM
+DECODE_SPLIT_GAIN = _C.DECODE_SPLIT_GAIN
 
 
 def _ceil_div(a, b):
@@ -95,6 +96,7 @@ class BatchPlan:
     split_counters: torch.Tensor  # int32 view of the workspace, zero between runs
     batch_size: int
     total_qo: int
+    task_blocks: int = 0  # GPU decode: the blocks its launch deals the tasks over (0: the whole grid)
 
 
 class Workspace:
@@ -173,7 +175,10 @@ class Workspace:
         device_plan = self.plan_view()
         upload.add(self.plan_host[:needed], device_plan[:needed])
         partial_o, partial_lse = self.partial_views(rows, num_qo_heads, head_dim)
-        return BatchPlan(device_plan, partial_o, partial_lse, self.split_counters, kv_lens_host.numel(), total_qo)
+        task_blocks = int(self.plan_host[_TASK_BLOCKS])
+        return BatchPlan(device_plan, partial_o, partial_lse, self.split_counters, kv_lens_host.numel(), total_qo,
+                         task_blocks)
 
 
 _EMPTY = torch.empty(0, dtype=torch.int32)
+_TASK_BLOCKS = 7  # plan_info header field (csrc/include/plan_info.h)

@@ -235,7 +235,7 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
         ops.batch_decode_paged_run(
             q, k_cache, v_cache, self._kv_indptr, self._kv_indices, self._kv_last_page_len, plan.plan_info,
             plan.partial_o, plan.partial_lse, plan.split_counters, out, lse, V.kv_layout_code(self._kv_layout), wl, sm,
-            p["logits_soft_cap"], ks, vs, self._use_tensor_cores)
+            p["logits_soft_cap"], ks, vs, self._use_tensor_cores, plan.task_blocks)
         return (out, lse) if return_lse else out
 
     def run_return_lse(self, q, paged_kv_cache, *args, **kwargs):

@@ -373,8 +373,9 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
                             at::Tensor& partial_lse, at::Tensor& split_counters, at::Tensor& o,
                             const std::optional<at::Tensor>& maybe_lse, int64_t kv_layout,
                             int64_t window_left, double sm_scale, double logits_soft_cap,
-                            double k_scale, double v_scale, bool use_tensor_cores) {
+                            double k_scale, double v_scale, bool use_tensor_cores, int64_t task_blocks) {
   (void)use_tensor_cores;  // selects a GPU kernel family; identical results on the CPU
+  (void)task_blocks;       // the GPU launch's size
   const char* op = "batch_decode_paged_run";
   // The GPU kernels count split arrivals there and leave it zero; the CPU kernel merges the
   // splits itself and leaves it untouched.

@@ -53,5 +53,33 @@ void order_decode_items(int32_t* plan, int64_t num_kv_heads, int64_t grid) {
   }
 }
 
+// How many blocks the decode launch deals its (item, kv head) tasks over (plan_info
+// kTaskBlocks; 0: the whole grid). One round or less: one block per task, so the blocks that
+// run are the first the hardware spreads over the multiprocessors rather than part of a full
+// grid whose idle blocks would hold places on them. Between one and two rounds of tasks of one
+// length: two per block over ceil(tasks / 2) blocks, rather than a full round followed by a
+// second round of a few blocks, which streams at a fraction of the bandwidth. H200, d128, 8 kv
+// heads, 396 resident blocks, unsplit tasks: batch 32 at kv 4k (256 tasks) 140.7 -> 134.6 us,
+// batch 64 at kv 1k (512) 86.7 -> 80.4 us. Unequal tasks over more than a round keep the whole
+// grid: order_decode_items balances them over it.
+void deal_decode_tasks(int32_t* plan, int64_t num_kv_heads, int64_t grid) {
+  using namespace plan_info;
+  const View view{plan};
+  const int64_t num_items = view.num_items();
+  const int64_t tasks = num_items * num_kv_heads;
+  plan[kTaskBlocks] = 0;
+  if (num_kv_heads <= 0 || grid <= 0 || tasks == 0 || tasks > 2 * grid) return;
+  if (tasks <= grid) {
+    plan[kTaskBlocks] = static_cast<int32_t>(tasks);
+    return;
+  }
+  const int32_t* first = view.item(0);
+  for (int64_t i = 1; i < num_items; ++i) {
+    const int32_t* item = view.item(static_cast<int32_t>(i));
+    if (item[kKvEnd] - item[kKvBegin] != first[kKvEnd] - first[kKvBegin]) return;
+  }
+  plan[kTaskBlocks] = static_cast<int32_t>((tasks + 1) / 2);
+}
+
 }  // namespace cpu
 }  // namespace flashinfer_ops

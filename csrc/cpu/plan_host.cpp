@@ -32,6 +32,13 @@ constexpr int64_t kMinKvChunk = 256;
 constexpr int64_t kDecodeMinKvChunk = 128;
 // Decode blocks per GPU multiprocessor the policy fills when the caller gives no grid.
 constexpr int64_t kDecodeBlocksPerSm = 2;
+// How much cheaper by the decode cost model a split schedule must be than the unsplit one. The
+// model charges a round by its longest task and sees neither the merge of the splits nor that
+// the unsplit tasks of one length, between one and two rounds, stream at the full bandwidth
+// when dealt two per block (deal_decode_tasks): H200, d128, 8 kv heads, 396 blocks, batch 64 at
+// kv 1k / 2k: unsplit and dealt 80.4 / 140.3 us, split in two 89.8 / 150.5 us, where the model
+// had the split 10% / 17% cheaper.
+constexpr double kDecodeSplitGain = 0.2;
 // Decode chunk candidates in units of kDecodeMinKvChunk, 8% apart.
 constexpr int kLadderSteps = 90;
 
@@ -52,10 +59,11 @@ int64_t round_up_64(int64_t x) { return (x + 63) / 64 * 64; }
 // round's time as its longest task's rows plus kDecodeTaskCost. Candidates: no split, s-way
 // splits of the longest request (s = 2..16) and the geometric ladder (for uneven lengths).
 // Fewer tasks win ties (each split costs a merge): candidates go largest first and only a
-// strictly cheaper one replaces the best. Batch 1 fills the grid with the smallest chunk; batch
-// 16 x 8 kv heads on 396 blocks takes 3 splits (one round, 97% full) over 4; batch 32 takes two
-// rounds of 3 splits over one round of 256 unsplit tasks; batch 64 at kv 1k takes 2 splits in 3
-// rounds over 3 splits in 4.
+// strictly cheaper one replaces the best; a split replaces no split only when kDecodeSplitGain
+// cheaper. Batch 1 fills the grid with the smallest chunk; batch 16 x 8 kv heads on 396 blocks
+// takes 3 splits (one round, 97% full) over 4; batch 32 at kv 4k takes two rounds of 3 splits
+// over one round of 256 unsplit tasks; batch 64 is not split at kv 1k and 2k (two rounds of
+// unsplit tasks, dealt two per block) and split in 3 at kv 4k (four rounds of 1408 rows).
 int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads,
                               int64_t grid) {
   int64_t max_kv = 0;
@@ -82,7 +90,8 @@ int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t num
     for (int64_t r = 0; r < batch; ++r) tasks += std::max<int64_t>(ceil_div(kv_lens[r], chunk), 1);
     tasks *= num_kv_heads;
     const double cost = static_cast<double>(ceil_div(tasks, grid)) * static_cast<double>(chunk + kDecodeTaskCost);
-    if (cost < best_cost) {
+    const double bar = i > 0 && best == 0 ? best_cost * (1.0 - kDecodeSplitGain) : best_cost;
+    if (cost < bar) {
       best_cost = cost;
       best = static_cast<int64_t>(i);
     }
@@ -249,7 +258,10 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
   }
   int32_t* out = schedule.data_ptr<int32_t>();
   plan_schedule(qo, lens, batch, q_tile_rows, kv_chunk_size, out, schedule.numel());
-  if (!decode_indptr.empty() && gpu) order_decode_items(out, num_kv_heads, decode_grid);
+  if (!decode_indptr.empty() && gpu) {
+    order_decode_items(out, num_kv_heads, decode_grid);
+    deal_decode_tasks(out, num_kv_heads, decode_grid);
+  }
   const int64_t needed = plan_work_lists(out, schedule.numel(), qo, lens, num_kv_heads, lists, causal, window_left);
   return std::make_tuple(true, kv_chunk_size, needed, int64_t{out[layout::kPartialRows]}, int64_t{qo[batch]});
 }
@@ -279,6 +291,7 @@ void bind_plan_host(pybind11::module_& m) {
   m.attr("DECODE_TASK_COST") = kDecodeTaskCost;
   m.attr("DECODE_MIN_KV_CHUNK") = kDecodeMinKvChunk;
   m.attr("DECODE_BLOCKS_PER_SM") = kDecodeBlocksPerSm;
+  m.attr("DECODE_SPLIT_GAIN") = kDecodeSplitGain;
 }
 
 }  // namespace cpu

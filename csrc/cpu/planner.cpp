@@ -80,7 +80,7 @@ void plan_schedule(const int32_t* qo_indptr, const int32_t* kv_lens, int64_t bat
   out[kPartialRows] = static_cast<int32_t>(partial_rows);
   out[kQTileRows] = static_cast<int32_t>(q_tile_rows);
   out[kKvChunkSize] = static_cast<int32_t>(kv_chunk_size);
-  out[7] = 0;
+  out[kTaskBlocks] = 0;  // decode_order.cpp's deal_decode_tasks may set it
 }
 
 namespace {

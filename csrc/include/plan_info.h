@@ -41,6 +41,7 @@ enum Header : int {
   kPartialRows = 4,
   kQTileRows = 5,
   kKvChunkSize = 6,
+  kTaskBlocks = 7,  // GPU decode: the blocks its (item, kv head) tasks are dealt over (0: the grid)
 };
 
 enum ItemField : int {

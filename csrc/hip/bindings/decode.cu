@@ -112,9 +112,9 @@ int simt_tile(int group, KvKind kv_kind) {
 // Launches the chosen family on its persistent grid (sets p.num_blocks; with grid_only, sets it
 // and launches nothing). False when this build holds no such instantiation.
 bool launch_family(DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind, int head_dim,
-                   bool use_tensor_cores, cudaStream_t stream, bool grid_only) {
+                   bool use_tensor_cores, cudaStream_t stream, bool grid_only, int64_t max_blocks = 0) {
   using namespace tfo::kernels;
-  if (use_tensor_cores) return launch_decode_mma(p, q_dtype, kv_kind, head_dim, stream, grid_only);
+  if (use_tensor_cores) return launch_decode_mma(p, q_dtype, kv_kind, head_dim, stream, grid_only, max_blocks);
   const int tile = simt_tile(p.group_size, kv_kind);
   return with_decode_config(q_dtype, head_dim, kv_kind, [&](auto t_tag, auto d_const, auto kv_tag) {
     using T = typename decltype(t_tag)::type;
@@ -122,7 +122,7 @@ bool launch_family(DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind, int 
     constexpr int D = decltype(d_const)::value;
     auto go = [&](auto g_const) {
       constexpr int G = decltype(g_const)::value;
-      p.num_blocks = persistent_grid<&decode_simt_kernel<T, KV, D, G>>(kDecodeThreads);
+      p.num_blocks = capped_grid(persistent_grid<&decode_simt_kernel<T, KV, D, G>>(kDecodeThreads), max_blocks);
       if (!grid_only) decode_simt_kernel<T, KV, D, G><<<p.num_blocks, kDecodeThreads, 0, stream>>>(p);
     };
     if constexpr (std::is_same_v<KV, T>) {
@@ -135,10 +135,10 @@ bool launch_family(DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind, int 
 
 // Launches the chosen family, then (when requests may be split) the merge of partial results.
 void launch(DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind, int head_dim, int batch,
-            bool use_tensor_cores, bool merge, const char* op) {
+            bool use_tensor_cores, bool merge, const char* op, int64_t max_blocks = 0) {
   using namespace tfo::kernels;
   const cudaStream_t stream = current_stream();
-  const bool launched = launch_family(p, q_dtype, kv_kind, head_dim, use_tensor_cores, stream, false);
+  const bool launched = launch_family(p, q_dtype, kv_kind, head_dim, use_tensor_cores, stream, false, max_blocks);
   TORCH_CHECK(launched, op, ": head_dim ", head_dim, " with q dtype ", q_dtype,
               " is not instantiated in this build (setup.py knobs TFO_HEAD_DIMS / TFO_DTYPES)");
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -248,7 +248,7 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
                             at::Tensor& partial_lse, at::Tensor& split_counters, at::Tensor& o,
                             const std::optional<at::Tensor>& maybe_lse, int64_t kv_layout,
                             int64_t window_left, double sm_scale, double logits_soft_cap,
-                            double k_scale, double v_scale, bool use_tensor_cores) {
+                            double k_scale, double v_scale, bool use_tensor_cores, int64_t task_blocks) {
   const char* op = "batch_decode_paged_run";
   for (auto [t, name] : {std::pair<const at::Tensor*, const char*>{&q, "q"}, {&paged_k, "paged_k"},
                          {&paged_v, "paged_v"}, {&kv_indptr, "kv_indptr"}, {&kv_indices, "kv_indices"},
@@ -327,13 +327,17 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
   // (between one and two rounds, merging in the last block of each group lengthens the tail:
   // 0.95x at batch 64). Shapes only, so a captured graph keeps its choice valid.
   const int64_t groups = batch * p.num_kv_heads * p.head_slices;
+  // plan()'s task blocks count (item, kv head) tasks; each has head_slices blocks' worth of
+  // work. The grid stays a persistent one: whatever its size, its blocks take every task.
+  TORCH_CHECK(task_blocks >= 0, op, ": task_blocks must be >= 0, got ", task_blocks);
+  const int64_t max_blocks = task_blocks * p.head_slices;
   const bool fused_merge = tfo::kernels::kMergeSplitsInLaunch && split_counters.numel() >= groups &&
                            launch_family(p, q.scalar_type(), kv_kind, static_cast<int>(q.size(2)),
-                                         use_tensor_cores, nullptr, /*grid_only=*/true) &&
+                                         use_tensor_cores, nullptr, /*grid_only=*/true, max_blocks) &&
                            groups <= p.num_blocks;
   p.split_counters = fused_merge ? split_counters.data_ptr<int32_t>() : nullptr;
   launch(p, q.scalar_type(), kv_kind, static_cast<int>(q.size(2)), static_cast<int>(batch),
-         use_tensor_cores, !fused_merge, op);
+         use_tensor_cores, !fused_merge, op, max_blocks);
 }
 
 }  // namespace

@@ -16,11 +16,16 @@ enum class KvKind : int { kSameAsQ = 0, kE4M3 = 1, kE5M2 = 2 };
 // The matrix-core family's group tile: the GQA group's query heads are the rows of one tile.
 inline constexpr int kMmaGroupTile = 16;
 
-// Launches decode_mma_kernel for (q dtype, kv kind, head_dim) on a persistent grid (sets
-// p.num_blocks; with grid_only, sets it and launches nothing); false when this build holds no
-// such instantiation.
+// Launches decode_mma_kernel for (q dtype, kv kind, head_dim) on a persistent grid of at most
+// max_blocks blocks (0: no cap) (sets p.num_blocks; with grid_only, sets it and launches
+// nothing); false when this build holds no such instantiation.
 bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind,
-                       int head_dim, cudaStream_t stream, bool grid_only = false);
+                       int head_dim, cudaStream_t stream, bool grid_only = false, int64_t max_blocks = 0);
+
+// The persistent grid, at most max_blocks blocks when that is positive.
+inline int capped_grid(int grid, int64_t max_blocks) {
+  return max_blocks > 0 && max_blocks < grid ? static_cast<int>(max_blocks) : grid;
+}
 
 // Persistent grid: the device's multiprocessors times the blocks of `kernel` that fit on one.
 template <typename Kernel>
