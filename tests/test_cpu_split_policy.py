@@ -10,9 +10,11 @@ import torch
 from plan_layout import TASK_BLOCKS
 from torch_flashinfer_ops import _C, _ops
 from torch_flashinfer_ops._plan import (DECODE_MIN_KV_CHUNK, DECODE_SPLIT_GAIN, DECODE_TASK_COST, MIN_KV_CHUNK,
-                                        choose_kv_chunk_size)
+                                        _workers, choose_kv_chunk_size)
 
 GRID = 396  # e.g. 132 multiprocessors x 3 resident blocks
+# The blocks that stream at the full bandwidth: the decode cost model's bound.
+SATURATING = _C.DECODE_BLOCKS_PER_SM * _workers("cuda")
 
 
 def _decode(kv_lens, heads=8, grid=GRID):
@@ -38,10 +40,16 @@ def test_batch_one_is_split_to_fill_the_grid():
 
 
 def test_between_one_and_two_rounds_the_split_balances_them():
-    kv = [4096] * 64  # 512 tasks on 396 blocks: a second round of 116
+    kv = [16384] * 8 + [1024] * 40  # 384 tasks, 64 of them 16 times longer than the rest
     chunk = _decode(kv)
     assert chunk > 0 and chunk % 64 == 0
-    assert _fill(_tasks(kv, chunk)) > 0.95 > _fill(_tasks(kv, 0))
+    assert _fill(_tasks(kv, chunk)) > 0.95
+
+
+def test_equal_tasks_at_the_bandwidth_bound_are_not_split():
+    # 512 tasks on 396 blocks: two rounds dealt two per block stream at the full bandwidth, which
+    # 3 splits (1536 tasks, four rounds) could only beat by what the bound leaves (6%).
+    assert _decode([4096] * 64) == 0
 
 
 @pytest.mark.parametrize("batch", [128, 256, 512])
@@ -70,11 +78,13 @@ def test_grid_query_without_gpu_kernels_is_zero():
 
 
 def _cost(kv_lens, chunk, heads=8, grid=GRID):
-    """The policy's model: rounds x (the longest task's rows + a task's fixed cost). (The policy
-    keeps no split unless a split is DECODE_SPLIT_GAIN cheaper.)"""
+    """The policy's model: rounds x (the longest task's rows + a task's fixed cost), and no less
+    than every row streamed by SATURATING blocks. (The policy keeps no split unless a split is
+    DECODE_SPLIT_GAIN cheaper.)"""
     kv = np.asarray(kv_lens, dtype=np.int64)
     rows = int(kv.max()) if chunk == 0 else min(chunk, int(kv.max()))
-    return -(-_tasks(kv, chunk, heads) // grid) * (rows + DECODE_TASK_COST)
+    bound = float(kv.sum()) * heads / SATURATING + DECODE_TASK_COST
+    return max(-(-_tasks(kv, chunk, heads) // grid) * (rows + DECODE_TASK_COST), bound)
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -92,15 +102,16 @@ def test_under_two_rounds_the_chunk_is_near_the_cheapest_of_all(seed):
     assert _cost(kv, chunk) <= 1.10 * best
 
 
-def test_batch_thirty_two_takes_two_full_rounds_over_one_two_thirds_full():
-    kv = [4096] * 32  # 256 unsplit tasks: 65% of one round; 3 splits: 768 tasks, 97% of two
-    assert _tasks(kv, _decode(kv)) == 768
+def test_batch_thirty_two_keeps_one_round_at_the_bandwidth_bound():
+    kv = [4096] * 32  # 256 unsplit tasks: 65% of one round, but as many blocks as stream at full bandwidth
+    assert _tasks(kv, _decode(kv)) == 256
 
 
 @pytest.mark.parametrize("kv_len", [1024, 2048])
 def test_batch_sixty_four_at_short_lengths_is_not_split(kv_len):
     # 512 unsplit tasks: two rounds, dealt two per block; 2 splits (1024 tasks in 3 rounds of
     # half the rows) are cheaper by the model, but not by DECODE_SPLIT_GAIN.
+    # (At kv 4k the bandwidth bound keeps them unsplit too: test above.)
     assert _decode([kv_len] * 64) == 0
 
 
@@ -115,7 +126,8 @@ def _task_blocks(kv_lens, heads=8, grid=GRID):
 
 def test_task_blocks_deal_one_round_one_each_and_equal_tasks_of_two_rounds_two_each():
     assert _task_blocks([1024] * 64) == (0, 256)  # 512 equal tasks: two each over 256 blocks
-    assert _task_blocks([4096] * 32) == (1408, 0)  # 768 split tasks of unequal rows (1408, 1408, 1280)
+    assert _task_blocks([4096] * 32) == (0, 256)  # 256 unsplit tasks: one block each
+    assert _task_blocks([16384] * 8 + [1024] * 40)[1] == 0  # split tasks of unequal rows: the whole grid
     assert _task_blocks([200] * 20) == (0, 160)  # one round (too short to split): one block per task
     assert _task_blocks([4096] * 128) == (0, 0)  # more than two rounds: the whole grid
     assert _task_blocks([1024, 900] * 32)[1] == 0  # unequal tasks over more than a round: the whole grid
@@ -144,9 +156,13 @@ def _numpy_cheapest_decode_chunk(kv_lens, heads, grid):
     chunks = np.concatenate([[max_kv], chunks]).astype(np.float64)
     per_request = np.maximum(np.floor((kv_lens.astype(np.float64)[None, :] - 1.0) / chunks[:, None]) + 1.0, 1.0)
     cost = np.ceil(per_request.sum(axis=1) * heads / grid) * (chunks + DECODE_TASK_COST)
-    # A split must beat no split by DECODE_SPLIT_GAIN; then the cheapest split, the largest of equals.
+    # The cheapest split, the largest of equals; it must beat no split by DECODE_SPLIT_GAIN, both
+    # costed as no faster than every row streamed by SATURATING blocks.
     splits = cost[1:]
-    if splits.size == 0 or splits.min() >= cost[0] * (1.0 - DECODE_SPLIT_GAIN):
+    if splits.size == 0:
+        return 0
+    bound = kv_lens.sum() * heads / SATURATING + DECODE_TASK_COST
+    if max(splits.min(), bound) >= max(cost[0], bound) * (1.0 - DECODE_SPLIT_GAIN):
         return 0
     return int(chunks[1 + int(np.argmin(splits))])
 

@@ -30,7 +30,9 @@ constexpr int64_t kMinKvChunk = 256;
 // The shortest decode task: two 64-row tiles. Small batches are latency-bound (batch 1 at kv
 // 4k streams 4 tiles per task at kMinKvChunk); shorter tasks put more blocks to work at once.
 constexpr int64_t kDecodeMinKvChunk = 128;
-// Decode blocks per GPU multiprocessor the policy fills when the caller gives no grid.
+// Decode blocks per GPU multiprocessor the policy fills when the caller gives no grid, and the
+// number that streams at the full memory bandwidth (H200, d128: a round of 256 unsplit tasks at
+// kv 4k, 134.6 us, is as fast as 768 split tasks over the whole grid).
 constexpr int64_t kDecodeBlocksPerSm = 2;
 // How much cheaper by the decode cost model a split schedule must be than the unsplit one. The
 // model charges a round by its longest task and sees neither the merge of the splits nor that
@@ -59,15 +61,22 @@ int64_t round_up_64(int64_t x) { return (x + 63) / 64 * 64; }
 // round's time as its longest task's rows plus kDecodeTaskCost. Candidates: no split, s-way
 // splits of the longest request (s = 2..16) and the geometric ladder (for uneven lengths).
 // Fewer tasks win ties (each split costs a merge): candidates go largest first and only a
-// strictly cheaper one replaces the best; a split replaces no split only when kDecodeSplitGain
-// cheaper. Batch 1 fills the grid with the smallest chunk; batch 16 x 8 kv heads on 396 blocks
-// takes 3 splits (one round, 97% full) over 4; batch 32 at kv 4k takes two rounds of 3 splits
-// over one round of 256 unsplit tasks; batch 64 is not split at kv 1k and 2k (two rounds of
-// unsplit tasks, dealt two per block) and split in 3 at kv 4k (four rounds of 1408 rows).
-int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads,
-                              int64_t grid) {
+// strictly cheaper one replaces the best. The best split replaces no split only when
+// kDecodeSplitGain cheaper, both costed as no faster than their rows streamed by
+// `saturating_blocks` blocks: once that many stream (on the H200 about two per multiprocessor),
+// more blocks or fuller rounds only share the same bandwidth. Batch 1 fills the grid with the
+// smallest chunk; batch 16 x 8 kv heads on 396 blocks takes 3 splits (one round, 97% full) over
+// 4; batch 32 keeps one round of 256 unsplit tasks (at kv 4k, 3 splits in two full rounds are
+// 24% cheaper by the rounds but 3% by the bound) and batch 64 two rounds of 512, dealt two per
+// block.
+int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads, int64_t grid,
+                              int64_t saturating_blocks) {
   int64_t max_kv = 0;
-  for (int64_t r = 0; r < batch; ++r) max_kv = std::max<int64_t>(max_kv, kv_lens[r]);
+  double kv_rows = 0.0;
+  for (int64_t r = 0; r < batch; ++r) {
+    max_kv = std::max<int64_t>(max_kv, kv_lens[r]);
+    kv_rows += static_cast<double>(kv_lens[r]);
+  }
   std::vector<int64_t> chunks;
   for (int64_t s = 2; s <= 16; ++s) chunks.push_back(round_up_64(std::max(ceil_div(max_kv, s), kDecodeMinKvChunk)));
   for (double step : chunk_ladder()) {
@@ -80,23 +89,27 @@ int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t num
                chunks.end());
   std::sort(chunks.begin(), chunks.end(), std::greater<int64_t>());
   chunks.erase(std::unique(chunks.begin(), chunks.end()), chunks.end());
-  chunks.insert(chunks.begin(), max_kv);  // no split
 
-  int64_t best = 0;
-  double best_cost = std::numeric_limits<double>::infinity();
-  for (size_t i = 0; i < chunks.size(); ++i) {
-    const int64_t chunk = chunks[i];
+  auto rounds_cost = [&](int64_t chunk) {
     int64_t tasks = 0;
     for (int64_t r = 0; r < batch; ++r) tasks += std::max<int64_t>(ceil_div(kv_lens[r], chunk), 1);
     tasks *= num_kv_heads;
-    const double cost = static_cast<double>(ceil_div(tasks, grid)) * static_cast<double>(chunk + kDecodeTaskCost);
-    const double bar = i > 0 && best == 0 ? best_cost * (1.0 - kDecodeSplitGain) : best_cost;
-    if (cost < bar) {
+    return static_cast<double>(ceil_div(tasks, grid)) * static_cast<double>(chunk + kDecodeTaskCost);
+  };
+  int64_t best = 0;
+  double best_cost = std::numeric_limits<double>::infinity();
+  for (int64_t chunk : chunks) {
+    const double cost = rounds_cost(chunk);
+    if (cost < best_cost) {
       best_cost = cost;
-      best = static_cast<int64_t>(i);
+      best = chunk;
     }
   }
-  return best == 0 ? 0 : chunks[best];
+  if (best == 0) return 0;
+  const double bound =
+      kv_rows * static_cast<double>(num_kv_heads) / static_cast<double>(saturating_blocks) + kDecodeTaskCost;
+  const double unsplit = std::max(rounds_cost(max_kv), bound);
+  return std::max(best_cost, bound) < unsplit * (1.0 - kDecodeSplitGain) ? best : 0;
 }
 
 // Decode over two rounds or more of a persistent grid of `grid` blocks: when some task exceeds
@@ -158,10 +171,12 @@ int64_t choose_kv_chunk_size(bool gpu, const int32_t* qo_indptr, const int32_t* 
   // Decode: one block per (request, kv head) streams its kv range; split long requests until
   // every block of the grid (or kDecodeBlocksPerSm per multiprocessor) has work.
   const bool decode = gpu && max_qo <= 1;
-  if (decode) workers = decode_grid > 0 ? decode_grid : workers * kDecodeBlocksPerSm;
+  const int64_t saturating_blocks = workers * kDecodeBlocksPerSm;
+  if (decode) workers = decode_grid > 0 ? decode_grid : saturating_blocks;
   const int64_t tasks = tiles * num_kv_heads;
   if (decode && decode_grid > 0 && tasks < 2 * workers) {
-    return max_kv < 2 * kDecodeMinKvChunk ? 0 : cheapest_decode_chunk(kv_lens, batch, num_kv_heads, workers);
+    return max_kv < 2 * kDecodeMinKvChunk ? 0
+                                          : cheapest_decode_chunk(kv_lens, batch, num_kv_heads, workers, saturating_blocks);
   }
   if (decode && decode_grid > 0) {
     const int64_t chunk = balancing_decode_chunk(kv_lens, batch, num_kv_heads, decode_grid);
@@ -292,6 +307,7 @@ void bind_plan_host(pybind11::module_& m) {
   m.attr("DECODE_MIN_KV_CHUNK") = kDecodeMinKvChunk;
   m.attr("DECODE_BLOCKS_PER_SM") = kDecodeBlocksPerSm;
   m.attr("DECODE_SPLIT_GAIN") = kDecodeSplitGain;
+  m.attr("DECODE_BLOCKS_PER_SM") = kDecodeBlocksPerSm;
 }
 
 }  // namespace cpu
