@@ -10,16 +10,18 @@ import torch
 from plan_layout import TASK_BLOCKS
 from torch_flashinfer_ops import _C, _ops
 from torch_flashinfer_ops._plan import (DECODE_MIN_KV_CHUNK, DECODE_SPLIT_GAIN, DECODE_TASK_COST, MIN_KV_CHUNK,
-                                        _workers, choose_kv_chunk_size)
+                                        _workers, choose_kv_chunk_size, decode_bandwidth_bound)
 
 GRID = 396  # e.g. 132 multiprocessors x 3 resident blocks
 # The blocks that stream at the full bandwidth: the decode cost model's bound.
 SATURATING = _C.DECODE_BLOCKS_PER_SM * _workers("cuda")
 
 
-def _decode(kv_lens, heads=8, grid=GRID):
+def _decode(kv_lens, heads=8, grid=GRID, bound=True):
+    """The policy for NVIDIA's tensor-core kernel on a 16-bit cache (bound: its bandwidth bound)."""
     kv = np.asarray(kv_lens, dtype=np.int64)
-    return choose_kv_chunk_size("cuda", np.ones(kv.size, dtype=np.int64), kv, heads, 128, grid)
+    return choose_kv_chunk_size("cuda", np.ones(kv.size, dtype=np.int64), kv, heads, 128, grid,
+                                decode_bandwidth_bound=bound)
 
 
 def _tasks(kv_lens, chunk, heads=8):
@@ -50,6 +52,15 @@ def test_equal_tasks_at_the_bandwidth_bound_are_not_split():
     # 512 tasks on 396 blocks: two rounds dealt two per block stream at the full bandwidth, which
     # 3 splits (1536 tasks, four rounds) could only beat by what the bound leaves (6%).
     assert _decode([4096] * 64) == 0
+    # Kernels without the bound (FP8, CUDA cores) take the 3 splits.
+    assert _tasks([4096] * 64, _decode([4096] * 64, bound=False)) == 1536
+
+
+def test_the_bound_is_for_sixteen_bit_caches_on_nvidia_tensor_cores():
+    assert decode_bandwidth_bound("cuda", torch.float16, True) and decode_bandwidth_bound("cuda", torch.bfloat16, True)
+    assert not decode_bandwidth_bound("cuda", torch.float16, False)
+    assert not decode_bandwidth_bound("cuda", torch.float8_e4m3fn, True)
+    assert not decode_bandwidth_bound("rocm", torch.float16, True)
 
 
 @pytest.mark.parametrize("batch", [128, 256, 512])
@@ -105,6 +116,7 @@ def test_under_two_rounds_the_chunk_is_near_the_cheapest_of_all(seed):
 def test_batch_thirty_two_keeps_one_round_at_the_bandwidth_bound():
     kv = [4096] * 32  # 256 unsplit tasks: 65% of one round, but as many blocks as stream at full bandwidth
     assert _tasks(kv, _decode(kv)) == 256
+    assert _tasks(kv, _decode(kv, bound=False)) == 768  # without it: 3 splits, two full rounds
 
 
 @pytest.mark.parametrize("kv_len", [1024, 2048])
@@ -116,10 +128,11 @@ def test_batch_sixty_four_at_short_lengths_is_not_split(kv_len):
 
 
 def _task_blocks(kv_lens, heads=8, grid=GRID):
-    """plan()'s chunk and the blocks its decode tasks are dealt over (plan_info TASK_BLOCKS)."""
+    """plan()'s chunk and the blocks its decode tasks are dealt over (plan_info TASK_BLOCKS), for
+    a kernel with the bandwidth bound."""
     plan = torch.zeros(1 << 16, dtype=torch.int32)
     valid, chunk, _, _, _ = _C.plan_host(torch.empty(0, dtype=torch.int32), torch.tensor(kv_lens, dtype=torch.int32),
-                                         plan, 16, heads, 132, grid, -1, True, 0, False, -1)
+                                         plan, 16, heads, 132, grid, -1, True, 0, False, -1, True)
     assert valid
     return chunk, int(plan[TASK_BLOCKS])
 
@@ -144,7 +157,7 @@ def test_batch_sixteen_fills_one_round_instead_of_spilling_into_a_second():
     assert _tasks(kv, _decode(kv)) == 384
 
 
-def _numpy_cheapest_decode_chunk(kv_lens, heads, grid):
+def _numpy_cheapest_decode_chunk(kv_lens, heads, grid, bound):
     """The decode cost rule written directly in numpy (float arithmetic, every candidate costed
     at once): the reference for the host planner's C++ loop over the same candidates."""
     max_kv = int(kv_lens.max())
@@ -161,7 +174,7 @@ def _numpy_cheapest_decode_chunk(kv_lens, heads, grid):
     splits = cost[1:]
     if splits.size == 0:
         return 0
-    bound = kv_lens.sum() * heads / SATURATING + DECODE_TASK_COST
+    bound = kv_lens.sum() * heads / SATURATING + DECODE_TASK_COST if bound else 0.0
     if max(splits.min(), bound) >= max(cost[0], bound) * (1.0 - DECODE_SPLIT_GAIN):
         return 0
     return int(chunks[1 + int(np.argmin(splits))])
@@ -175,7 +188,8 @@ def test_decode_rule_matches_its_numpy_formulation(seed):
     kv = rng.integers(0, int(rng.choice([600, 5000, 70000])), size=int(rng.integers(1, 2 * grid // heads)))
     if int(kv.max()) < 2 * DECODE_MIN_KV_CHUNK:
         kv[0] = 2 * DECODE_MIN_KV_CHUNK
-    assert _decode(kv, heads=heads, grid=grid) == _numpy_cheapest_decode_chunk(kv, heads, grid)
+    bound = bool(seed % 2)
+    assert _decode(kv, heads=heads, grid=grid, bound=bound) == _numpy_cheapest_decode_chunk(kv, heads, grid, bound)
 
 
 # Prefill on a persistent grid of known size: a unit longer than twice the mean block load is split.

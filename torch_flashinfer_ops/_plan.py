@@ -74,18 +74,28 @@ def _workers(platform: str) -> int:
     return 132
 
 
+def decode_bandwidth_bound(platform: str, kv_dtype: torch.dtype, use_tensor_cores: bool) -> bool:
+    """Whether the decode kernel streams at the full memory bandwidth from two blocks per
+    multiprocessor, so that plan() need not split requests to fill the rest of its grid: measured
+    for NVIDIA's tensor-core kernel on 16-bit caches (its FP8 and CUDA-core kernels need more
+    blocks; AMD's are not measured)."""
+    return platform == "cuda" and use_tensor_cores and kv_dtype.itemsize == 2
+
+
 def choose_kv_chunk_size(platform: str, qo_lens: np.ndarray, kv_lens: np.ndarray,
                          num_kv_heads: int, q_tile_rows: int, decode_grid: int = 0, prefill_grid: int = 0,
-                         causal: bool = False, window_left: int = -1) -> int:
+                         causal: bool = False, window_left: int = -1, decode_bandwidth_bound: bool = False) -> int:
     """0 (no split) unless splitting requests gives the workers a fuller or better balanced load
     (the policy of csrc/cpu/plan_host.cpp, which plan() runs). decode_grid / prefill_grid: the
-    blocks of the persistent decode / prefill grid, when the caller knows them."""
+    blocks of the persistent decode / prefill grid, when the caller knows them.
+    decode_bandwidth_bound: the decode kernel reaches the full memory bandwidth from two blocks
+    per multiprocessor (see decode_bandwidth_bound)."""
     qo_indptr = np.zeros(len(qo_lens) + 1, dtype=np.int32)
     np.cumsum(qo_lens, out=qo_indptr[1:])
     kv = torch.from_numpy(np.ascontiguousarray(kv_lens, dtype=np.int32))
     return int(_C.choose_kv_chunk_size(platform != "cpu", torch.from_numpy(qo_indptr), kv, num_kv_heads,
                                        q_tile_rows, _workers(platform), decode_grid, prefill_grid, causal,
-                                       window_left))
+                                       window_left, decode_bandwidth_bound))
 
 
 @dataclasses.dataclass
@@ -158,17 +168,19 @@ class Workspace:
     def plan(self, platform: str, qo_indptr_host: Optional[torch.Tensor], kv_lens_host: torch.Tensor,
              num_qo_heads: int, num_kv_heads: int, head_dim: int,
              kv_chunk_size: int | None = None, decode_grid: int = 0, *, upload: Upload,
-             work_lists: int = 0, causal: bool = False, window_left: int = -1) -> BatchPlan:
+             work_lists: int = 0, causal: bool = False, window_left: int = -1,
+             decode_bandwidth_bound: bool = False) -> BatchPlan:
         """Schedules the batch on the host (one call into plan_host.cpp) and queues the schedule's
         copy on `upload`. qo_indptr_host None: one query row per request (decode). work_lists:
         the blocks of the GPU prefill grid, whose per-block work lists the schedule then carries
-        (costed by causal and window_left; csrc/cpu/work_lists.cpp)."""
+        (costed by causal and window_left; csrc/cpu/work_lists.cpp). decode_bandwidth_bound: see
+        choose_kv_chunk_size."""
         q_tile_rows = q_tile_tokens(platform, num_qo_heads, num_kv_heads, head_dim)
         # Raises ValueError, before writing anything, when the plan region is too small.
         valid, _, needed, rows, total_qo = _C.plan_host(
             _EMPTY if qo_indptr_host is None else qo_indptr_host, kv_lens_host, self.plan_host, q_tile_rows,
             num_kv_heads, _workers(platform), decode_grid, -1 if kv_chunk_size is None else kv_chunk_size,
-            platform != "cpu", work_lists, causal, window_left)
+            platform != "cpu", work_lists, causal, window_left, decode_bandwidth_bound)
         if not valid:
             raise ValueError("plan: qo_indptr must start at 0 and be non-decreasing, with batch_size + 1 entries")
         # Only the prefix a run reads travels, with the index arrays (upload.send(), by the caller).

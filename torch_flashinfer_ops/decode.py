@@ -17,6 +17,7 @@ import torch
 from . import _validation as V
 from . import aiter_bridge
 from ._ops import decode_grid_blocks, ops
+from ._plan import decode_bandwidth_bound
 from ._wrapper_base import (
     BatchWrapperBase,
     paged_cache_geometry,
@@ -161,7 +162,9 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
         upload = self._new_upload(non_blocking)
         # The schedule is built in host scratch; nothing reaches the device before upload.send().
         plan = self._workspace.plan(self.platform, None, kv_lens_h, num_qo_heads, num_kv_heads, head_dim,
-                                    decode_grid=grid, upload=upload)
+                                    decode_grid=grid, upload=upload,
+                                    decode_bandwidth_bound=decode_bandwidth_bound(self.platform, kv_dtype,
+                                                                                  self._use_tensor_cores))
         n_pages = int(kv_indptr_h[-1])
         self._check_graph_capacity(paged_kv_indptr_buffer=batch_size + 1, paged_kv_indices_buffer=n_pages,
                                    paged_kv_last_page_len_buffer=batch_size)

@@ -31,8 +31,10 @@ constexpr int64_t kMinKvChunk = 256;
 // 4k streams 4 tiles per task at kMinKvChunk); shorter tasks put more blocks to work at once.
 constexpr int64_t kDecodeMinKvChunk = 128;
 // Decode blocks per GPU multiprocessor the policy fills when the caller gives no grid, and the
-// number that streams at the full memory bandwidth (H200, d128: a round of 256 unsplit tasks at
-// kv 4k, 134.6 us, is as fast as 768 split tasks over the whole grid).
+// number of the tensor-core kernel's blocks on a 16-bit cache that stream at the full memory
+// bandwidth (H200, d128: 256 unsplit tasks of kv 4k in one round, 130-133 us, against 140-145
+// for 768 split tasks over the whole grid of 396). Its FP8 and CUDA-core kernels need more:
+// unsplit at batch 32-64, kv 4k-16k, they lost 1-15% and 12-22%.
 constexpr int64_t kDecodeBlocksPerSm = 2;
 // How much cheaper by the decode cost model a split schedule must be than the unsplit one. The
 // model charges a round by its longest task and sees neither the merge of the splits nor that
@@ -62,13 +64,13 @@ int64_t round_up_64(int64_t x) { return (x + 63) / 64 * 64; }
 // splits of the longest request (s = 2..16) and the geometric ladder (for uneven lengths).
 // Fewer tasks win ties (each split costs a merge): candidates go largest first and only a
 // strictly cheaper one replaces the best. The best split replaces no split only when
-// kDecodeSplitGain cheaper, both costed as no faster than their rows streamed by
-// `saturating_blocks` blocks: once that many stream (on the H200 about two per multiprocessor),
-// more blocks or fuller rounds only share the same bandwidth. Batch 1 fills the grid with the
+// kDecodeSplitGain cheaper, both costed, where saturating_blocks > 0, as no faster than their
+// rows streamed by that many blocks: once that many stream, more blocks or fuller rounds only
+// share the same bandwidth. Batch 1 fills the grid with the
 // smallest chunk; batch 16 x 8 kv heads on 396 blocks takes 3 splits (one round, 97% full) over
-// 4; batch 32 keeps one round of 256 unsplit tasks (at kv 4k, 3 splits in two full rounds are
-// 24% cheaper by the rounds but 3% by the bound) and batch 64 two rounds of 512, dealt two per
-// block.
+// 4; with the bound, batch 32 keeps one round of 256 unsplit tasks (at kv 4k, 3 splits in two
+// full rounds are 24% cheaper by the rounds but 3% by the bound) and batch 64 two rounds of 512,
+// dealt two per block.
 int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads, int64_t grid,
                               int64_t saturating_blocks) {
   int64_t max_kv = 0;
@@ -106,8 +108,10 @@ int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t num
     }
   }
   if (best == 0) return 0;
-  const double bound =
-      kv_rows * static_cast<double>(num_kv_heads) / static_cast<double>(saturating_blocks) + kDecodeTaskCost;
+  const double bound = saturating_blocks > 0 ? kv_rows * static_cast<double>(num_kv_heads) /
+                                                       static_cast<double>(saturating_blocks) +
+                                                   kDecodeTaskCost
+                                             : 0.0;
   const double unsplit = std::max(rounds_cost(max_kv), bound);
   return std::max(best_cost, bound) < unsplit * (1.0 - kDecodeSplitGain) ? best : 0;
 }
@@ -156,10 +160,12 @@ int64_t balancing_prefill_chunk(const int32_t* qo_indptr, const int32_t* kv_lens
 }
 
 // prefill_grid: the blocks of the GPU prefill kernels' persistent grid (0: unknown), with causal
-// and window_left for its cost model.
+// and window_left for its cost model. decode_bandwidth_bound: the decode kernel streams at the
+// full bandwidth from kDecodeBlocksPerSm blocks per multiprocessor (cheapest_decode_chunk).
 int64_t choose_kv_chunk_size(bool gpu, const int32_t* qo_indptr, const int32_t* kv_lens, int64_t batch,
                              int64_t num_kv_heads, int64_t q_tile_rows, int64_t workers, int64_t decode_grid,
-                             int64_t prefill_grid, bool causal, int64_t window_left) {
+                             int64_t prefill_grid, bool causal, int64_t window_left,
+                             bool decode_bandwidth_bound) {
   if (batch == 0) return 0;
   int64_t max_qo = 0, tiles = 0, max_kv = 0;
   for (int64_t r = 0; r < batch; ++r) {
@@ -171,8 +177,8 @@ int64_t choose_kv_chunk_size(bool gpu, const int32_t* qo_indptr, const int32_t* 
   // Decode: one block per (request, kv head) streams its kv range; split long requests until
   // every block of the grid (or kDecodeBlocksPerSm per multiprocessor) has work.
   const bool decode = gpu && max_qo <= 1;
-  const int64_t saturating_blocks = workers * kDecodeBlocksPerSm;
-  if (decode) workers = decode_grid > 0 ? decode_grid : saturating_blocks;
+  const int64_t saturating_blocks = decode_bandwidth_bound ? workers * kDecodeBlocksPerSm : 0;
+  if (decode) workers = decode_grid > 0 ? decode_grid : workers * kDecodeBlocksPerSm;
   const int64_t tasks = tiles * num_kv_heads;
   if (decode && decode_grid > 0 && tasks < 2 * workers) {
     return max_kv < 2 * kDecodeMinKvChunk ? 0
@@ -246,7 +252,8 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
                                                                at::Tensor schedule, int64_t q_tile_rows,
                                                                int64_t num_kv_heads, int64_t workers,
                                                                int64_t decode_grid, int64_t kv_chunk_size, bool gpu,
-                                                               int64_t work_lists, bool causal, int64_t window_left) {
+                                                               int64_t work_lists, bool causal, int64_t window_left,
+                                                               bool decode_bandwidth_bound) {
   namespace layout = ::flashinfer_ops::plan_info;
   check_host_int32(kv_lens, "kv_lens");
   check_host_int32(schedule, "schedule");
@@ -269,7 +276,7 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
   const int64_t lists = decode_indptr.empty() ? work_lists : 0;
   if (kv_chunk_size < 0) {
     kv_chunk_size = choose_kv_chunk_size(gpu, qo, lens, batch, num_kv_heads, q_tile_rows, workers, decode_grid,
-                                         lists, causal, window_left);
+                                         lists, causal, window_left, decode_bandwidth_bound);
   }
   int32_t* out = schedule.data_ptr<int32_t>();
   plan_schedule(qo, lens, batch, q_tile_rows, kv_chunk_size, out, schedule.numel());
@@ -283,31 +290,37 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
 
 int64_t choose_kv_chunk_size_py(bool gpu, const at::Tensor& qo_indptr, const at::Tensor& kv_lens,
                                 int64_t num_kv_heads, int64_t q_tile_rows, int64_t workers, int64_t decode_grid,
-                                int64_t prefill_grid, bool causal, int64_t window_left) {
+                                int64_t prefill_grid, bool causal, int64_t window_left,
+                                bool decode_bandwidth_bound) {
   check_host_int32(qo_indptr, "qo_indptr");
   check_host_int32(kv_lens, "kv_lens");
   TORCH_CHECK(qo_indptr.numel() == kv_lens.numel() + 1, "choose_kv_chunk_size: qo_indptr must have ",
               kv_lens.numel() + 1, " entries");
   return choose_kv_chunk_size(gpu, qo_indptr.data_ptr<int32_t>(), kv_lens.data_ptr<int32_t>(), kv_lens.numel(),
-                              num_kv_heads, q_tile_rows, workers, decode_grid, prefill_grid, causal, window_left);
+                              num_kv_heads, q_tile_rows, workers, decode_grid, prefill_grid, causal, window_left,
+                              decode_bandwidth_bound);
 }
 
 }  // namespace
 
 void bind_plan_host(pybind11::module_& m) {
+  namespace py = pybind11;
   m.def("plan_host", &plan_host,
-        "plan()'s host work: (valid, kv_chunk_size, needed, partial_rows, total_qo); see plan_host.cpp");
+        "plan()'s host work: (valid, kv_chunk_size, needed, partial_rows, total_qo); see plan_host.cpp",
+        py::arg("qo_indptr"), py::arg("kv_lens"), py::arg("schedule"), py::arg("q_tile_rows"), py::arg("num_kv_heads"),
+        py::arg("workers"), py::arg("decode_grid"), py::arg("kv_chunk_size"), py::arg("gpu"), py::arg("work_lists"),
+        py::arg("causal"), py::arg("window_left"), py::arg("decode_bandwidth_bound") = false);
   m.def("fill_kv_lens", &fill_kv_lens,
         "(kv_indptr, last_page_len, page_size, num_indices, kv_lens out) -> valid; see plan_host.cpp");
-  m.def("choose_kv_chunk_size", &choose_kv_chunk_size_py,
-        "the kv split policy: (gpu, qo_indptr, kv_lens, num_kv_heads, q_tile_rows, workers, decode_grid, "
-        "prefill_grid, causal, window_left)");
+  m.def("choose_kv_chunk_size", &choose_kv_chunk_size_py, "the kv split policy; see plan_host.cpp", py::arg("gpu"),
+        py::arg("qo_indptr"), py::arg("kv_lens"), py::arg("num_kv_heads"), py::arg("q_tile_rows"), py::arg("workers"),
+        py::arg("decode_grid"), py::arg("prefill_grid"), py::arg("causal"), py::arg("window_left"),
+        py::arg("decode_bandwidth_bound") = false);
   m.attr("MIN_KV_CHUNK") = kMinKvChunk;
   m.attr("DECODE_TASK_COST") = kDecodeTaskCost;
   m.attr("DECODE_MIN_KV_CHUNK") = kDecodeMinKvChunk;
   m.attr("DECODE_BLOCKS_PER_SM") = kDecodeBlocksPerSm;
   m.attr("DECODE_SPLIT_GAIN") = kDecodeSplitGain;
-  m.attr("DECODE_BLOCKS_PER_SM") = kDecodeBlocksPerSm;
 }
 
 }  // namespace cpu
