@@ -172,3 +172,32 @@ def test_single_request_operators_compile_with_fullgraph(device):
         for got, want in zip(compiled(q, k, v, q1), step(q, k, v, q1)):
             torch.testing.assert_close(got, want, rtol=0, atol=0)
     assert counter.frame_count <= 2, counter.frame_count  # the static first trace, then one dynamic
+
+
+@pytest.mark.parametrize("phase", ["prefill", "decode"])
+def test_compiled_run_writes_the_workspace_in_place(phase):
+    """run() writes the split-KV partial results (and, in decode, the split counters) in place:
+    the compiled code copies no workspace region around the call. (Were two written tensors
+    views of one storage, inductor would clone that storage from its start up to one of them
+    and copy it back on every call: megabytes per layer and step.)"""
+    from torch._inductor.utils import run_and_get_code
+
+    kv_lens = [300, 5, 40]
+    kv_indptr, kv_indices, last = _batch(kv_lens)
+    cache = torch.randn(int(kv_indptr[-1]), 2, PAGE, HKV, D).half()
+    workspace = torch.empty(16 << 20, dtype=torch.uint8)
+    if phase == "prefill":
+        qo_indptr = torch.tensor([0, 7, 8, 20], dtype=torch.int32)
+        wrapper = flashinfer.BatchPrefillWithPagedKVCacheWrapper(workspace, "NHD")
+        wrapper.plan(qo_indptr, kv_indptr, kv_indices, last, HQ, HKV, D, PAGE, causal=True)
+        rows = int(qo_indptr[-1])
+    else:
+        wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
+        wrapper.plan(kv_indptr, kv_indices, last, HQ, HKV, D, PAGE)
+        rows = len(kv_lens)
+    q = torch.randn(rows, HQ, D).half()
+    eager = wrapper.run(q, cache)
+    torch._dynamo.reset()
+    out, codes = run_and_get_code(torch.compile(lambda x: wrapper.run(x, cache) * 2, fullgraph=True), q)
+    torch.testing.assert_close(out, eager * 2)
+    assert codes and not any("clone" in code for code in codes), "a workspace region is copied around run()"

@@ -74,18 +74,22 @@ def test_workspace_too_small_for_the_schedule_raises_before_writing():
     assert bool((plan_region == -5).all()), "the plan region was written by a plan that did not fit"
 
 
-def test_split_counters_are_a_zeroed_region_apart_from_schedule_and_partials():
-    """The GPU decode kernels count split arrivals in an int32 region of the workspace and leave
-    it at zero: the workspace zeroes it when created (whatever the buffer held), and neither the
-    schedule nor the partial results of any plan overlap it."""
+def _span(t):
+    return t.data_ptr(), t.data_ptr() + t.element_size() * t.numel()
+
+
+def test_split_counters_and_partials_are_zeroed_and_apart():
+    """The GPU decode kernels count split arrivals in an int32 buffer and leave it at zero: the
+    wrapper allocates it zeroed, apart from the user's workspace, and neither the schedule nor
+    the partial results of any plan overlap it. partial_o lies in the workspace after the
+    schedule; partial_lse in a buffer of its own (no two tensors that run() writes share a
+    storage, so torch.compile writes them in place)."""
     torch.manual_seed(0)
     buffer = torch.full((8 << 20,), 0x5A, dtype=torch.uint8)
     w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(buffer, "NHD")
     counters = w._workspace.split_counters
     assert counters.dtype == torch.int32 and counters.numel() >= 1024
     assert int(counters.count_nonzero()) == 0
-    start, end = counters.data_ptr(), counters.data_ptr() + 4 * counters.numel()
-    assert buffer.data_ptr() <= start and end <= buffer.data_ptr() + buffer.numel()
     kv_lens = [700, 3, 1500]
     ks = [torch.randn(n, HKV, D).half() for n in kv_lens]
     paged = ref.build_paged_kv(ks, ks, PAGE)
@@ -93,8 +97,15 @@ def test_split_counters_are_a_zeroed_region_apart_from_schedule_and_partials():
     plan = w._plan
     assert plan.split_counters is counters
     schedule = w._workspace.plan_view()
-    assert schedule.data_ptr() + 4 * schedule.numel() <= start
-    for partial in (plan.partial_o, plan.partial_lse):
-        assert partial.data_ptr() >= end
+    ws_start, ws_end = _span(buffer)
+    s_start, s_end = _span(schedule)
+    o_start, o_end = _span(plan.partial_o)
+    assert ws_start <= s_start and s_end <= o_start and o_end <= ws_end
+    written = [counters, plan.partial_o, plan.partial_lse]
+    storages = {t.untyped_storage().data_ptr() for t in written}
+    assert len(storages) == 3, "tensors run() writes must not share a storage"
+    for t in (counters, plan.partial_lse):
+        start, end = _span(t)
+        assert end <= ws_start or start >= ws_end
     w.run(torch.randn(len(kv_lens), HQ, D).half(), paged.cache)
     assert int(counters.count_nonzero()) == 0

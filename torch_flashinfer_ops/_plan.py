@@ -3,10 +3,14 @@
 Workspace layout (byte offsets into the user's float workspace buffer, fixed for the
 wrapper's lifetime so a captured graph keeps valid addresses):
 
-    [0, plan_bytes - counter_bytes)          plan_info, int32 (csrc/include/plan_info.h)
-    [plan_bytes - counter_bytes, plan_bytes) split_counters, int32, zero between runs
-    [plan_bytes, ...)                        partial_lse float32 [rows, num_qo_heads], then
-                                             partial_o   float32 [rows, num_qo_heads, head_dim]
+    [0, plan_bytes)      plan_info, int32 (csrc/include/plan_info.h)
+    [plan_bytes, ...)    partial_o float32 [rows, num_qo_heads, head_dim]
+
+and two small device buffers of the wrapper's own: the split counters (int32, zero between
+runs) and partial_lse (float32 [rows, num_qo_heads]). A run writes partial_o, partial_lse and
+the counters; were two of them views of one storage, torch.compile would copy that storage from
+its start up to one of them, and back, around every call (it mutates in place only a written
+tensor whose storage no other written tensor shares).
 
 Split-KV partial results only exist for requests the planner splits. On the GPU, batch decode
 counts the arrivals of each split request's tasks in split_counters so that the last one merges
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
     from ._upload import Upload
 
 _ALIGN = 256
+_COUNTERS = 1 << 16  # split counters: (request, kv head, head slice) groups merged in the launch
 
 # Tile rows per work item, by platform. The CPU kernel takes any value; 32 keeps the
 # per-task scratch small while amortising K/V conversion over the GQA group.
@@ -122,15 +127,12 @@ class Workspace:
         total = self.bytes.numel()
         if total < 64 * 1024:
             raise ValueError(f"float_workspace_buffer is too small ({total} bytes); give at least 64 KiB")
-        # The plan region: a quarter of the workspace, at most 8 MiB; its last eighth (at most
-        # 256 KiB: 64Ki requests x kv heads) holds the split counters.
+        # The plan region: a quarter of the workspace, at most 8 MiB. The split counters: one per
+        # (request, kv head, head slice), up to 64Ki.
         self.plan_bytes = min(8 << 20, (total // 4) // _ALIGN * _ALIGN)
-        self.counter_bytes = min(256 << 10, (self.plan_bytes // 8) // _ALIGN * _ALIGN)
-        self.plan_info_bytes = self.plan_bytes - self.counter_bytes
-        self.plan_host = torch.empty(self.plan_info_bytes // 4, dtype=torch.int32)  # host scratch
-        self._plan_view = self.bytes[: self.plan_info_bytes].view(torch.int32)
-        self.split_counters = self.bytes[self.plan_info_bytes : self.plan_bytes].view(torch.int32)
-        self.split_counters.zero_()
+        self.plan_host = torch.empty(self.plan_bytes // 4, dtype=torch.int32)  # host scratch
+        self._plan_view = self.bytes[: self.plan_bytes].view(torch.int32)
+        self.split_counters = torch.zeros(_COUNTERS, dtype=torch.int32, device=self.bytes.device)
         torch._dynamo.mark_static_address(self.split_counters)
         self._partials = {}  # (num_qo_heads, head_dim) -> (partial_o, partial_lse)
 
@@ -147,7 +149,7 @@ class Workspace:
         marked as static addresses: run() writes them, and a cudagraph (torch.compile's
         "reduce-overhead") may only mutate inputs whose address never changes."""
         start = _ceil_div(self.plan_bytes, _ALIGN) * _ALIGN
-        capacity_rows = (self.bytes.numel() - start - _ALIGN) // (4 * num_qo_heads * (head_dim + 1))
+        capacity_rows = (self.bytes.numel() - start) // (4 * num_qo_heads * head_dim)
         if rows > capacity_rows:
             raise ValueError(
                 f"float_workspace_buffer ({self.bytes.numel()} bytes) is too small for the split-KV "
@@ -156,10 +158,9 @@ class Workspace:
         key = (num_qo_heads, head_dim)
         if key not in self._partials:
             capacity_rows = max(capacity_rows, 1)
-            lse_bytes = _ceil_div(capacity_rows * num_qo_heads * 4, _ALIGN) * _ALIGN
             o_bytes = capacity_rows * num_qo_heads * head_dim * 4
-            partial_lse = self.bytes[start : start + capacity_rows * num_qo_heads * 4].view(torch.float32)
-            partial_o = self.bytes[start + lse_bytes : start + lse_bytes + o_bytes].view(torch.float32)
+            partial_o = self.bytes[start : start + o_bytes].view(torch.float32)
+            partial_lse = torch.empty(capacity_rows * num_qo_heads, dtype=torch.float32, device=self.bytes.device)
             for t in (partial_o, partial_lse):
                 torch._dynamo.mark_static_address(t)
             self._partials[key] = (partial_o, partial_lse)
