@@ -78,12 +78,11 @@ def _span(t):
     return t.data_ptr(), t.data_ptr() + t.element_size() * t.numel()
 
 
-def test_split_counters_and_partials_are_zeroed_and_apart():
-    """The GPU decode kernels count split arrivals in an int32 buffer and leave it at zero: the
-    wrapper allocates it zeroed, apart from the user's workspace, and neither the schedule nor
-    the partial results of any plan overlap it. partial_o lies in the workspace after the
-    schedule; partial_lse in a buffer of its own (no two tensors that run() writes share a
-    storage, so torch.compile writes them in place)."""
+def test_plan_buffers_are_the_wrappers_and_partials_apart():
+    """The schedule, the split counters (which the GPU decode kernels leave at zero; allocated
+    zeroed) and partial_lse are the wrapper's own buffers; partial_o lies in the user's
+    workspace. No two tensors that run() writes share a storage (so torch.compile writes them in
+    place), and nothing a later run() reads lies in the workspace (so wrappers may share it)."""
     torch.manual_seed(0)
     buffer = torch.full((8 << 20,), 0x5A, dtype=torch.uint8)
     w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(buffer, "NHD")
@@ -95,17 +94,40 @@ def test_split_counters_and_partials_are_zeroed_and_apart():
     paged = ref.build_paged_kv(ks, ks, PAGE)
     w.plan(paged.indptr, paged.indices, paged.last_page_len, HQ, HKV, D, PAGE)
     plan = w._plan
-    assert plan.split_counters is counters
-    schedule = w._workspace.plan_view()
+    assert plan.split_counters is counters and plan.plan_info is w._workspace.plan_view()
     ws_start, ws_end = _span(buffer)
-    s_start, s_end = _span(schedule)
     o_start, o_end = _span(plan.partial_o)
-    assert ws_start <= s_start and s_end <= o_start and o_end <= ws_end
-    written = [counters, plan.partial_o, plan.partial_lse]
-    storages = {t.untyped_storage().data_ptr() for t in written}
-    assert len(storages) == 3, "tensors run() writes must not share a storage"
-    for t in (counters, plan.partial_lse):
+    assert ws_start <= o_start and o_end <= ws_end
+    for t in (plan.plan_info, counters, plan.partial_lse):
         start, end = _span(t)
-        assert end <= ws_start or start >= ws_end
+        assert end <= ws_start or start >= ws_end, "only partial_o lies in the workspace"
+    written = [counters, plan.partial_o, plan.partial_lse]
+    assert len({t.untyped_storage().data_ptr() for t in written}) == 3, "written tensors must not share a storage"
     w.run(torch.randn(len(kv_lens), HQ, D).half(), paged.cache)
     assert int(counters.count_nonzero()) == 0
+
+
+def test_wrappers_sharing_one_workspace_keep_their_plans():
+    """Serving engines hand one workspace buffer to their prefill and decode wrappers and plan
+    both before running either: each run must use its own wrapper's plan."""
+    torch.manual_seed(0)
+    kv_lens = [300, 40, 17]
+    ks = [torch.randn(n, HKV, D).half() for n in kv_lens]
+    vs = [torch.randn(n, HKV, D).half() for n in kv_lens]
+    paged = ref.build_paged_kv(ks, vs, PAGE)
+    shared = torch.empty(8 << 20, dtype=torch.uint8)
+    decode = flashinfer.BatchDecodeWithPagedKVCacheWrapper(shared, "NHD")
+    prefill = flashinfer.BatchPrefillWithPagedKVCacheWrapper(shared, "NHD")
+    decode.plan(paged.indptr, paged.indices, paged.last_page_len, HQ, HKV, D, PAGE)
+    qo_indptr = torch.tensor([0, 5, 6, 20], dtype=torch.int32)
+    prefill.plan(qo_indptr, paged.indptr, paged.indices, paged.last_page_len, HQ, HKV, D, PAGE, causal=True)
+    q_decode = torch.randn(len(kv_lens), HQ, D).half()
+    q_prefill = torch.randn(int(qo_indptr[-1]), HQ, D).half()
+    out_decode = decode.run(q_decode, paged.cache)
+    out_prefill = prefill.run(q_prefill, paged.cache)
+    for r in range(len(kv_lens)):
+        want, _ = ref.decode_ref(q_decode[r], ks[r], vs[r])
+        ref.assert_attention_close(out_decode[r], want, torch.float16, f"decode request {r}")
+        lo, hi = int(qo_indptr[r]), int(qo_indptr[r + 1])
+        want, _ = ref.attention_ref(q_prefill[lo:hi], ks[r], vs[r], causal=True)
+        ref.assert_attention_close(out_prefill[lo:hi], want, torch.float16, f"prefill request {r}")

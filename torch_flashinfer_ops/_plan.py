@@ -1,21 +1,24 @@
-"""plan(): schedules a batch on the host and writes the schedule into the workspace.
+"""plan(): schedules a batch on the host and writes the schedule to the device.
 
-Workspace layout (byte offsets into the user's float workspace buffer, fixed for the
-wrapper's lifetime so a captured graph keeps valid addresses):
+What a wrapper keeps on the device, fixed for its lifetime so a captured graph keeps valid
+addresses:
 
-    [0, plan_bytes)      plan_info, int32 (csrc/include/plan_info.h)
-    [plan_bytes, ...)    partial_o float32 [rows, num_qo_heads, head_dim]
+    plan_info       int32, the wrapper's own (csrc/include/plan_info.h); plan() rewrites it
+    split_counters  int32, the wrapper's own, zero between runs
+    partial_lse     float32 [rows, num_qo_heads], the wrapper's own
+    partial_o       float32 [rows, num_qo_heads, head_dim], the user's float workspace buffer
 
-and two small device buffers of the wrapper's own: the split counters (int32, zero between
-runs) and partial_lse (float32 [rows, num_qo_heads]). A run writes partial_o, partial_lse and
-the counters; were two of them views of one storage, torch.compile would copy that storage from
-its start up to one of them, and back, around every call (it mutates in place only a written
-tensor whose storage no other written tensor shares).
+The schedule lives with the wrapper, so wrappers may share one workspace buffer, as serving
+engines share FlashInfer's between their prefill and decode wrappers: the workspace holds only
+what a run writes and reads back within itself. And no two tensors that a run writes share a
+storage: torch.compile would otherwise copy that storage from its start up to one of them, and
+back, around every call (it mutates in place only a written tensor whose storage no other
+written tensor shares).
 
 Split-KV partial results only exist for requests the planner splits. On the GPU, batch decode
 counts the arrivals of each split request's tasks in split_counters so that the last one merges
-the splits in the same launch; the kernel leaves the counters at zero, and the workspace zeroes
-them once when it is created.
+the splits in the same launch; the kernel leaves the counters at zero, and they are allocated
+zeroed.
 """
 from __future__ import annotations
 
@@ -61,10 +64,6 @@ DECODE_BLOCKS_PER_SM = _C.DECODE_BLOCKS_PER_SM
 DECODE_SPLIT_GAIN = _C.DECODE_SPLIT_GAIN
 
 
-def _ceil_div(a, b):
-    return -(-a // b)
-
-
 @functools.lru_cache(maxsize=None)
 def _multiprocessors(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
@@ -105,17 +104,17 @@ def choose_kv_chunk_size(platform: str, qo_lens: np.ndarray, kv_lens: np.ndarray
 
 @dataclasses.dataclass
 class BatchPlan:
-    plan_info: torch.Tensor  # int32, on the workspace's device
+    plan_info: torch.Tensor  # int32, the wrapper's, on the workspace's device
     partial_o: torch.Tensor  # float32 view of the workspace
-    partial_lse: torch.Tensor
-    split_counters: torch.Tensor  # int32 view of the workspace, zero between runs
+    partial_lse: torch.Tensor  # float32, the wrapper's
+    split_counters: torch.Tensor  # int32, the wrapper's, zero between runs
     batch_size: int
     total_qo: int
     task_blocks: int = 0  # GPU decode: the blocks its launch deals the tasks over (0: the whole grid)
 
 
 class Workspace:
-    """Carves the plan and the split-KV buffers out of the user's workspace."""
+    """A wrapper's plan buffers, and its split-KV partial outputs in the user's workspace."""
 
     def __init__(self, buffer: torch.Tensor):
         if not isinstance(buffer, torch.Tensor):
@@ -127,11 +126,11 @@ class Workspace:
         total = self.bytes.numel()
         if total < 64 * 1024:
             raise ValueError(f"float_workspace_buffer is too small ({total} bytes); give at least 64 KiB")
-        # The plan region: a quarter of the workspace, at most 8 MiB. The split counters: one per
-        # (request, kv head, head slice), up to 64Ki.
+        # The plan: as large as a quarter of the workspace, at most 8 MiB (upstream's int
+        # workspace). The split counters: one per (request, kv head, head slice), up to 64Ki.
         self.plan_bytes = min(8 << 20, (total // 4) // _ALIGN * _ALIGN)
         self.plan_host = torch.empty(self.plan_bytes // 4, dtype=torch.int32)  # host scratch
-        self._plan_view = self.bytes[: self.plan_bytes].view(torch.int32)
+        self._plan_view = torch.empty(self.plan_bytes // 4, dtype=torch.int32, device=self.bytes.device)
         self.split_counters = torch.zeros(_COUNTERS, dtype=torch.int32, device=self.bytes.device)
         torch._dynamo.mark_static_address(self.split_counters)
         self._partials = {}  # (num_qo_heads, head_dim) -> (partial_o, partial_lse)
@@ -148,8 +147,7 @@ class Workspace:
         plan of one head configuration, so compiled graphs see the same inputs. They are
         marked as static addresses: run() writes them, and a cudagraph (torch.compile's
         "reduce-overhead") may only mutate inputs whose address never changes."""
-        start = _ceil_div(self.plan_bytes, _ALIGN) * _ALIGN
-        capacity_rows = (self.bytes.numel() - start) // (4 * num_qo_heads * head_dim)
+        capacity_rows = self.bytes.numel() // (4 * num_qo_heads * head_dim)
         if rows > capacity_rows:
             raise ValueError(
                 f"float_workspace_buffer ({self.bytes.numel()} bytes) is too small for the split-KV "
@@ -159,7 +157,7 @@ class Workspace:
         if key not in self._partials:
             capacity_rows = max(capacity_rows, 1)
             o_bytes = capacity_rows * num_qo_heads * head_dim * 4
-            partial_o = self.bytes[start : start + o_bytes].view(torch.float32)
+            partial_o = self.bytes[:o_bytes].view(torch.float32)
             partial_lse = torch.empty(capacity_rows * num_qo_heads, dtype=torch.float32, device=self.bytes.device)
             for t in (partial_o, partial_lse):
                 torch._dynamo.mark_static_address(t)
@@ -177,7 +175,7 @@ class Workspace:
         (costed by causal and window_left; csrc/cpu/work_lists.cpp). decode_bandwidth_bound: see
         choose_kv_chunk_size."""
         q_tile_rows = q_tile_tokens(platform, num_qo_heads, num_kv_heads, head_dim)
-        # Raises ValueError, before writing anything, when the plan region is too small.
+        # Raises ValueError, before writing anything, when the plan buffer is too small.
         valid, _, needed, rows, total_qo = _C.plan_host(
             _EMPTY if qo_indptr_host is None else qo_indptr_host, kv_lens_host, self.plan_host, q_tile_rows,
             num_kv_heads, _workers(platform), decode_grid, -1 if kv_chunk_size is None else kv_chunk_size,

@@ -5,7 +5,7 @@ arrays without a fixed home) a device allocation. plan() moves up to five int32 
 gathers them into one pinned block of the caching host allocator (kept until the copies have
 run, so the host scratch they came from is free again at once and nothing waits for the GPU)
 and sends that block with one copy for the arrays that get a fresh device home (views of one
-device tensor) and one copy per array that has a fixed home (the workspace's plan region, or a
+device tensor) and one copy per array that has a fixed home (the wrapper's plan buffer, or a
 CUDA-graph buffer). Arrays already on the workspace's device never go up from the host."""
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class Upload:
 
     source: an int32-convertible 1-D tensor on the host or on the workspace's device.
     destination: None (the result gets a fresh device home) or a device tensor of the source's
-    length (a fixed home: the plan region, a CUDA-graph buffer prefix)."""
+    length (a fixed home: the plan buffer, a CUDA-graph buffer prefix)."""
 
     def __init__(self, device: torch.device, non_blocking: bool):
         self.device = device
