@@ -103,6 +103,9 @@ def test_plan_buffers_are_the_wrappers_and_partials_apart():
         assert end <= ws_start or start >= ws_end, "only partial_o lies in the workspace"
     written = [counters, plan.partial_o, plan.partial_lse]
     assert len({t.untyped_storage().data_ptr() for t in written}) == 3, "written tensors must not share a storage"
+    # Fixed addresses, marked static for cudagraphs (which otherwise copy an input before each replay).
+    for t in (plan.plan_info, *written):
+        assert getattr(t, "_dynamo_static_input_type", None) is not None
     w.run(torch.randn(len(kv_lens), HQ, D).half(), paged.cache)
     assert int(counters.count_nonzero()) == 0
 

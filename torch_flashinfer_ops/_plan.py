@@ -131,6 +131,10 @@ class Workspace:
         self.plan_bytes = min(8 << 20, (total // 4) // _ALIGN * _ALIGN)
         self.plan_host = torch.empty(self.plan_bytes // 4, dtype=torch.int32)  # host scratch
         self._plan_view = torch.empty(self.plan_bytes // 4, dtype=torch.int32, device=self.bytes.device)
+        # Static for cudagraphs (torch.compile's "reduce-overhead"): its address never changes and
+        # plan() rewrites it in place, so a replay reads it where it is instead of first copying
+        # all of it (up to 8 MiB) into the graph's own input.
+        torch._dynamo.mark_static_address(self._plan_view)
         self.split_counters = torch.zeros(_COUNTERS, dtype=torch.int32, device=self.bytes.device)
         torch._dynamo.mark_static_address(self.split_counters)
         self._partials = {}  # (num_qo_heads, head_dim) -> (partial_o, partial_lse)
