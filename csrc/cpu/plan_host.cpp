@@ -66,11 +66,10 @@ int64_t round_up_64(int64_t x) { return (x + 63) / 64 * 64; }
 // strictly cheaper one replaces the best. The best split replaces no split only when
 // kDecodeSplitGain cheaper, both costed, where saturating_blocks > 0, as no faster than their
 // rows streamed by that many blocks: once that many stream, more blocks or fuller rounds only
-// share the same bandwidth. Batch 1 fills the grid with the
-// smallest chunk; batch 16 x 8 kv heads on 396 blocks takes 3 splits (one round, 97% full) over
-// 4; with the bound, batch 32 keeps one round of 256 unsplit tasks (at kv 4k, 3 splits in two
-// full rounds are 24% cheaper by the rounds but 3% by the bound) and batch 64 two rounds of 512,
-// dealt two per block.
+// share the same bandwidth. Batch 1 fills the grid with the smallest chunk; batch 16 x 8 kv
+// heads on 396 blocks takes 3 splits (one round, 97% full) over 4; with the bound, batch 32
+// keeps one round of 256 unsplit tasks (at kv 4k, 3 splits in two full rounds are 24% cheaper by
+// the rounds but 3% by the bound) and batch 64 two rounds of 512, dealt two per block.
 int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads, int64_t grid,
                               int64_t saturating_blocks) {
   int64_t max_kv = 0;
@@ -177,8 +176,9 @@ int64_t choose_kv_chunk_size(bool gpu, const int32_t* qo_indptr, const int32_t* 
   // Decode: one block per (request, kv head) streams its kv range; split long requests until
   // every block of the grid (or kDecodeBlocksPerSm per multiprocessor) has work.
   const bool decode = gpu && max_qo <= 1;
-  const int64_t saturating_blocks = decode_bandwidth_bound ? workers * kDecodeBlocksPerSm : 0;
-  if (decode) workers = decode_grid > 0 ? decode_grid : workers * kDecodeBlocksPerSm;
+  const int64_t device_blocks = workers * kDecodeBlocksPerSm;  // kDecodeBlocksPerSm on every multiprocessor
+  const int64_t saturating_blocks = decode_bandwidth_bound ? device_blocks : 0;
+  if (decode) workers = decode_grid > 0 ? decode_grid : device_blocks;
   const int64_t tasks = tiles * num_kv_heads;
   if (decode && decode_grid > 0 && tasks < 2 * workers) {
     return max_kv < 2 * kDecodeMinKvChunk ? 0
