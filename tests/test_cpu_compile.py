@@ -148,6 +148,42 @@ def test_no_recompilation_when_batch_composition_changes(phase, device):
     assert counter.frame_count == 1, f"recompiled: {counter.frame_count} frames for {len(compositions)} plans"
 
 
+def test_decode_launch_size_is_not_a_compiled_constant(monkeypatch):
+    """On a GPU, plan() sizes the decode launch (task_blocks, a host integer that changes with the
+    batch composition). A compiled run() must not read it: traced, it is a constant the graph guards
+    on, so every new plan would recompile. The CPU plans carry 0, so the test gives them sizes."""
+    import dataclasses
+    import types
+    import torch._dynamo.testing
+    from torch_flashinfer_ops import decode as decode_module
+
+    torch._dynamo.reset()
+    torch.manual_seed(4)
+    launched = []
+    real_ops = decode_module.ops
+
+    def recording_run(*args):
+        launched.append(args[-1])
+        return real_ops.batch_decode_paged_run(*args)
+
+    recording_ops = types.SimpleNamespace(batch_decode_paged_run=recording_run)
+
+    cache = torch.randn(64, 2, PAGE, HKV, D).half()
+    wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(torch.empty(16 << 20, dtype=torch.uint8), "NHD")
+    counter = torch._dynamo.testing.CompileCounter()
+    step = torch.compile(lambda q, c: wrapper.run(q, c) * 2, backend=counter, fullgraph=True)
+    for task_blocks, kv_lens in ((3, [20, 3, 50]), (17, [70, 1, 33]), (5, [5, 5, 500])):
+        wrapper.plan(*_plan_inputs(kv_lens, 64), HQ, HKV, D, PAGE)
+        wrapper._plan = dataclasses.replace(wrapper._plan, task_blocks=task_blocks)
+        q = torch.randn(len(kv_lens), HQ, D).half()
+        monkeypatch.setattr(decode_module, "ops", recording_ops)
+        eager = wrapper.run(q, cache)
+        monkeypatch.setattr(decode_module, "ops", real_ops)
+        torch.testing.assert_close(step(q, cache), eager * 2, rtol=0, atol=0)
+        assert launched[-1] == task_blocks  # eager runs launch the plan's size
+    assert counter.frame_count == 1, f"recompiled: {counter.frame_count} frames for 3 plans"
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_single_request_operators_compile_with_fullgraph(device):
     """single_prefill_with_kv_cache and single_decode_with_kv_cache inside torch.compile(fullgraph

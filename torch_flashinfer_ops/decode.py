@@ -238,8 +238,18 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
         ops.batch_decode_paged_run(
             q, k_cache, v_cache, self._kv_indptr, self._kv_indices, self._kv_last_page_len, plan.plan_info,
             plan.partial_o, plan.partial_lse, plan.split_counters, out, lse, V.kv_layout_code(self._kv_layout), wl, sm,
-            p["logits_soft_cap"], ks, vs, self._use_tensor_cores, plan.task_blocks)
+            p["logits_soft_cap"], ks, vs, self._use_tensor_cores, self._launch_task_blocks(plan))
         return (out, lse) if return_lse else out
+
+    def _launch_task_blocks(self, plan) -> int:
+        """The launch size plan() chose (0: the whole persistent grid). A size from the plan is a
+        host integer that changes with the batch composition: traced by torch.compile it would be a
+        constant the graph guards on (a recompile per new plan), and captured in a CUDA graph it
+        would stay the captured plan's for every later plan. Both get the whole grid, which runs
+        any plan (its blocks take the tasks in turn); only eager runs get the plan's size."""
+        if torch.compiler.is_compiling() or self._use_cuda_graph:
+            return 0
+        return plan.task_blocks
 
     def run_return_lse(self, q, paged_kv_cache, *args, **kwargs):
         kwargs["return_lse"] = True
