@@ -4,6 +4,7 @@ against upstream FlashInfer (both paths) and the device's copy bandwidth.
     python benchmarks/bench_decode.py --out DIR [--quick] [--batches 1,16,64,128,256]
         [--kv 1024,2048,4096,16384] [--kv-dtypes float16,float8_e4m3fn] [--timing graph|events]
         [--uneven uniform,lognormal] [--uneven-batches 128,256,512] [--q-dtype float16|bfloat16]
+        [--graph-calls 1]
 
 Shapes: page size 16, 32 query / 8 kv heads, head_dim 128, q fp16 (--q-dtype: or bf16, as
 models served in bf16 give with an FP8 cache; a 16-bit cache then takes q's dtype), KV fp16 or FP8 e4m3 (FP8
@@ -14,7 +15,10 @@ Bytes: K + V pages read + q read + out written. The ceiling is a 2 GiB device-to
 (bytes read + written per second), measured at startup. Every path is timed the same way:
 by default the median of CUDA-event-timed replays of a CUDA graph holding one run() (how
 serving loops run decode; no Python or launch overhead), after warm-up, on random inputs;
-`--timing events` times 10 back-to-back run() calls per event pair instead. L2 is not flushed
+`--graph-calls N` captures N run() calls in the graph and divides (a decode step of a model runs
+one per layer back to back, so a replay's own launch cost, several us, is shared as it is there;
+it weighs most at batch 1); `--timing events` times 10 back-to-back run() calls per event pair
+instead. L2 is not flushed
 between runs (caches of a few MB may be read from L2). Ratios are ours GB/s over upstream's:
 best of our two paths vs best of upstream's, and per path. Upstream 0.2.14 applies v_scale
 after attention as a separate `out *= v_scale` kernel, which is part of its FP8 time.
@@ -58,8 +62,10 @@ def parse_args(argv=None):
     parser.add_argument("--kv", help=f"kv lengths per request (default {FULL['kv']})")
     parser.add_argument("--kv-dtypes", help="KV cache dtypes (default: q's dtype and float8_e4m3fn; a 16-bit "
                                              "cache must be q's dtype)")
+    parser.add_argument("--graph-calls", type=int, default=1,
+                        help="run() calls captured in one CUDA graph with --timing graph (default %(default)s)")
     parser.add_argument("--timing", choices=("graph", "events"), default="graph",
-                        help="graph: replay of a CUDA graph holding one run(); events: 10 back-to-back calls "
+                        help="graph: replay of a CUDA graph holding --graph-calls run() calls; events: 10 back-to-back calls "
                              "per CUDA-event pair (default %(default)s)")
     parser.add_argument("--uneven", help=f"uneven batches, names from {', '.join(UNEVEN_LENGTHS)}, or '' for "
                                          f"none (default {FULL['uneven']})")
@@ -76,6 +82,8 @@ def parse_args(argv=None):
     if mixed:  # both libraries refuse a 16-bit cache of another dtype than q
         parser.error(f"--kv-dtypes: a 16-bit cache must be q's dtype ({dtype_name(args.q_dtype)}), got {', '.join(mixed)}")
     args.kv_dtypes = [getattr(torch, n) for n in names]
+    if args.graph_calls < 1:
+        parser.error(f"--graph-calls must be >= 1, got {args.graph_calls}")
     args.uneven = [x for x in args.uneven.split(",") if x]
     unknown = [x for x in args.uneven if x not in UNEVEN_LENGTHS]
     if unknown:
@@ -245,7 +253,7 @@ def main(argv=None):
     tfo = import_ours()
     fi = optional_import("flashinfer", "upstream flashinfer")
     libs = {"ours": tfo, **({"flashinfer": fi} if fi else {})}
-    timer, timing = timer_for(args.timing, 1 if args.timing == "graph" else 10)
+    timer, timing = timer_for(args.timing, args.graph_calls if args.timing == "graph" else 10)
     ceiling = attempt("copy ceiling", copy_bandwidth)
     workspaces = {name: torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device="cuda") for name in libs}
     meta = run_metadata(flashinfer=getattr(fi, "__version__", None), copy_ceiling_gbps=ceiling and ceiling / 1e9,

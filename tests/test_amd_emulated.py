@@ -180,6 +180,8 @@ DECODE_CASES = {
     "f16-gqa8-d256": ([90], 16, 8, 1, 256, torch.float16, torch.float16, "NHD", 64),
     "f16-e4m3-gqa4": ([50, 200], 16, 8, 2, 128, torch.float16, torch.float8_e4m3fn, "NHD", 128),
     "bf16-e5m2-gqa2": ([130], 16, 4, 2, 64, torch.bfloat16, torch.float8_e5m2, "NHD", 64),
+    # 69 splits: the merge takes the splits' weights a wave at a time (64 lanes, then 5)
+    "f16-gqa4-69-splits": ([1100, 9], 16, 8, 2, 128, torch.float16, torch.float16, "NHD", 16),
 }
 
 

@@ -9,6 +9,7 @@
 //   lane_id(), wave_index()           lane within the wave; wave within a 1-D block (wave-uniform)
 //   thread_index_x/y(), block_index_x/y/z()
 //   shfl_xor(float v, int lane_mask)  value of lane (lane_id() ^ lane_mask)
+//   shfl_idx(float v, int src_lane)   value of lane src_lane (every lane of the wave takes part)
 //   group_allreduce<kGroup>(v, op)    op-reduce over each aligned group of kGroup consecutive
 //                                     lanes (power of two <= kWaveSize); every lane gets the result
 //   wave_all(pred)                    true when pred holds on every active lane (wave-uniform)

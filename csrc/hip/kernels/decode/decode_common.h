@@ -82,15 +82,23 @@ struct WorkItem {
   int32_t request, kv_begin, kv_end, partial_row;
 };
 
-TFO_INLINE int32_t schedule_num_items(const DecodeParams& p) {
-  return p.plan != nullptr ? p.plan[flashinfer_ops::plan_info::kNumItems] : p.single_splits;
+// The schedule's header words a block needs, read once per block and together: the items' place
+// depends on the number of requests, and reading it only after the item count had been tested
+// made two dependent round trips of the block's first three.
+struct ScheduleHeader {
+  int32_t num_items, num_requests;
+};
+
+TFO_INLINE ScheduleHeader schedule_header(const DecodeParams& p) {
+  using namespace flashinfer_ops::plan_info;
+  if (p.plan != nullptr) return {p.plan[kNumItems], p.plan[kNumRequests]};
+  return {p.single_splits, 1};
 }
 
-TFO_INLINE WorkItem schedule_item(const DecodeParams& p, int32_t i) {
+TFO_INLINE WorkItem schedule_item(const DecodeParams& p, const ScheduleHeader& h, int32_t i) {
   using namespace flashinfer_ops::plan_info;
   if (p.plan != nullptr) {
-    const int32_t* item =
-        p.plan + kHeaderSize + kRequestFields * p.plan[kNumRequests] + kItemFields * i;
+    const int32_t* item = p.plan + kHeaderSize + kRequestFields * h.num_requests + kItemFields * i;
     return {item[kRequest], item[kKvBegin], item[kKvEnd], item[kPartialRow]};
   }
   const int32_t begin = i * p.single_chunk;
@@ -113,13 +121,17 @@ TFO_INLINE void schedule_request(const DecodeParams& p, int32_t r, int32_t& part
   }
 }
 
+// A request's kv length: its three index loads issued together (the last page's length is read
+// whether or not the request has pages, so it does not wait for the page count).
 TFO_INLINE int32_t request_kv_len(const DecodeParams& p, int32_t r) {
   if (p.plan == nullptr) return p.single_kv_len;
-  const int32_t pages = p.kv_indptr[r + 1] - p.kv_indptr[r];
-  return pages > 0 ? (pages - 1) * p.page_div.size + p.kv_last_page_len[r] : 0;
+  const int32_t first = p.kv_indptr[r], end = p.kv_indptr[r + 1], last = p.kv_last_page_len[r];
+  const int32_t pages = end - first;
+  return pages > 0 ? (pages - 1) * p.page_div.size + last : 0;
 }
 
-// The page ids of a request.
+// The page ids of a request (kv_indptr[r] read again where they are needed: held from the kv
+// length on, the pointer cost AMD's kernels two scalar registers they do not have).
 TFO_INLINE const int32_t* request_pages(const DecodeParams& p, int32_t r) {
   return p.plan != nullptr ? p.kv_indices + p.kv_indptr[r] : p.kv_indices;
 }
@@ -240,10 +252,11 @@ struct TaskHeads {
   int32_t slot;  // kv_head * head_slices + slice: the task's place within its item
 };
 
-TFO_INLINE TaskHeads decode_task(const DecodeParams& p, int32_t task, int group_tile) {
+TFO_INLINE TaskHeads decode_task(const DecodeParams& p, const ScheduleHeader& h, int32_t task,
+                                 int group_tile) {
   const int32_t per_item = p.num_kv_heads * p.head_slices;
   TaskHeads t;
-  t.item = schedule_item(p, task / per_item);
+  t.item = schedule_item(p, h, task / per_item);
   const int32_t rest = task % per_item;
   t.slot = rest;
   t.kv_head = rest / p.head_slices;

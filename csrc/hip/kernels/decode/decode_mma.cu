@@ -246,9 +246,10 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
     return reinterpret_cast<const KV**>(decode_smem + Smem::kAddr + (tile % 2) * Smem::kAddrBytes);
   };
 
-  const int32_t num_tasks = schedule_num_items(p) * p.num_kv_heads * p.head_slices;
+  const ScheduleHeader schedule = schedule_header(p);
+  const int32_t num_tasks = schedule.num_items * p.num_kv_heads * p.head_slices;
   for (int32_t task = block_index_x(); task < num_tasks; task += p.num_blocks) {
-    const TaskHeads t = decode_task(p, task, kRows);
+    const TaskHeads t = decode_task(p, schedule, task, kRows);
     const int32_t req = t.item.request;
     const int32_t kv_len = request_kv_len(p, req);
     int32_t kv_lo = t.item.kv_begin;

@@ -57,9 +57,10 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const Decod
   const int tx = tid % kTx;
   const int ty = tid / kTx;
 
-  const int32_t num_tasks = schedule_num_items(p) * p.num_kv_heads * p.head_slices;
+  const ScheduleHeader schedule = schedule_header(p);
+  const int32_t num_tasks = schedule.num_items * p.num_kv_heads * p.head_slices;
   for (int32_t task = block_index_x(); task < num_tasks; task += p.num_blocks) {
-    const TaskHeads t = decode_task(p, task, G);
+    const TaskHeads t = decode_task(p, schedule, task, G);
     const int32_t req = t.item.request;
     const int32_t kv_len = request_kv_len(p, req);
     int32_t kv_lo = t.item.kv_begin;

@@ -20,41 +20,75 @@ namespace tfo::kernels {
 // (gfx942 and gfx950, clang-22), so splits merge in a second launch (the bindings read this).
 inline constexpr bool kMergeSplitsInLaunch = kWaveSize == 32;
 
-// One wave merges the splits of (request req, query head `head`): the lanes read different
-// splits' lse at once (wave reductions give the max and the sum), then each lane accumulates 4
-// consecutive dims over the splits with the loads of several splits in flight (a chain of one
-// latency per split otherwise).
+// One wave merges the splits of (request req, query head `head`). The splits' lse are read once,
+// a lane's split each (lane s: splits s, s + kWaveSize, ...), and the wave reduces them to the
+// max and the sum of the weights; lane s keeps its weight, and the loop over the splits takes it
+// by shuffle, so that loop's only loads are the partial rows, kMergeLoadsInFlight of them issued
+// before the first is used. (A lse load per split beside each row load made every split a round
+// trip: 2 + splits / 4 dependent rounds of L2 latency for one head at batch 1.)
+inline constexpr int kMergeLoadsInFlight = 8;
+static_assert(kWaveSize % kMergeLoadsInFlight == 0, "a group of splits lies within one chunk of kWaveSize");
+inline constexpr int kMergeMaxHeadDim = 256;
+
 template <typename T>
 TFO_DEVICE void merge_split_row(const DecodeParams& p, int32_t req, int32_t head, int32_t base,
                                 int32_t splits, int32_t head_dim) {
   const int lane = lane_id();
   const int32_t H = p.num_qo_heads;
   const float* lse = p.partial_lse + static_cast<int64_t>(base) * H + head;  // split s at s * H
-  float m_all = kNegInf;
-  for (int32_t s = lane; s < splits; s += kWaveSize) m_all = max_f32(m_all, load_coherent_f32(lse + s * H));
+  const float lse_first = lane < splits ? load_coherent_f32(lse + lane * H) : kNegInf;
+  float m_all = lse_first;
+  for (int32_t s = lane + kWaveSize; s < splits; s += kWaveSize) m_all = max_f32(m_all, load_coherent_f32(lse + s * H));
   m_all = group_max<kWaveSize>(m_all);
-  float l_all = 0.f;
-  if (m_all != kNegInf) {
-    for (int32_t s = lane; s < splits; s += kWaveSize) l_all += fast_exp2(load_coherent_f32(lse + s * H) - m_all);
-  }
-  l_all = group_sum<kWaveSize>(l_all);
-  const float inv_l = l_all > 0.f ? 1.f / l_all : 0.f;
+  const bool empty = m_all == kNegInf;  // no split saw a key (wave-uniform): the row is zero
   const float* part = p.partial_o + (static_cast<int64_t>(base) * H + head) * head_dim;  // split s at s * H * head_dim
   const int64_t split_stride = static_cast<int64_t>(H) * head_dim;
-  T* out = static_cast<T*>(p.o) + static_cast<int64_t>(req) * p.o_stride_batch + head * p.o_stride_head;
-  for (int32_t d = 4 * lane; d < head_dim; d += 4 * kWaveSize) {  // head_dim: a multiple of 8
-    float o[4] = {0.f, 0.f, 0.f, 0.f};
-    if (m_all != kNegInf) {
-#pragma unroll 4
-      for (int32_t s = 0; s < splits; ++s) {
-        const Float4 x = load_coherent_f32x4(part + s * split_stride + d);
-        const float w = fast_exp2(load_coherent_f32(lse + s * H) - m_all);
+  // A lane's 4 consecutive dims per pass of the wave over the row (head_dim: a multiple of 8).
+  // Lanes past the row read its first dims (a valid address) and keep nothing, so every lane
+  // runs the loop and its shuffles.
+  constexpr int kPasses = (kMergeMaxHeadDim + 4 * kWaveSize - 1) / (4 * kWaveSize);
+  float o[kPasses][4] = {};
+  float l_lane = 0.f;
+  for (int32_t c = 0; c < splits; c += kWaveSize) {
+    const float lse_c = c == 0 ? lse_first : (c + lane < splits ? load_coherent_f32(lse + (c + lane) * H) : kNegInf);
+    const float w_lane = empty ? 0.f : fast_exp2(lse_c - m_all);  // 0 for lanes past the splits
+    l_lane += w_lane;
+    const int32_t n = splits - c < kWaveSize ? splits - c : kWaveSize;
+    const float* part_c = part + c * split_stride;
 #pragma unroll
-        for (int i = 0; i < 4; ++i) o[i] += w * x.v[i];
+    for (int pass = 0; pass < kPasses; ++pass) {
+      if (pass * 4 * kWaveSize >= head_dim) break;
+      const int32_t d = pass * 4 * kWaveSize + 4 * lane;
+      const int32_t d_read = d < head_dim ? d : 0;
+      // Groups of kMergeLoadsInFlight splits, their rows loaded first. A group's slots past the
+      // chunk read its last split again and weigh it by 0 (lanes past the splits hold weight 0;
+      // kWaveSize is a multiple of the group, so the shuffles stay within the wave).
+      for (int32_t s0 = 0; s0 < n; s0 += kMergeLoadsInFlight) {
+        Float4 x[kMergeLoadsInFlight];
+#pragma unroll
+        for (int u = 0; u < kMergeLoadsInFlight; ++u) {
+          const int32_t s = s0 + u < n ? s0 + u : n - 1;
+          x[u] = load_coherent_f32x4(part_c + s * split_stride + d_read);
+        }
+#pragma unroll
+        for (int u = 0; u < kMergeLoadsInFlight; ++u) {
+          const float w = shfl_idx(w_lane, s0 + u);
+#pragma unroll
+          for (int i = 0; i < 4; ++i) o[pass][i] += w * x[u].v[i];
+        }
       }
     }
+  }
+  const float l_all = group_sum<kWaveSize>(l_lane);
+  const float inv_l = l_all > 0.f ? 1.f / l_all : 0.f;
+  T* out = static_cast<T*>(p.o) + static_cast<int64_t>(req) * p.o_stride_batch + head * p.o_stride_head;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) out[d + i] = from_float<T>(o[i] * inv_l);
+  for (int pass = 0; pass < kPasses; ++pass) {
+    const int32_t d = pass * 4 * kWaveSize + 4 * lane;
+    if (d < head_dim) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) out[d + i] = from_float<T>(o[pass][i] * inv_l);
+    }
   }
   if (lane == 0 && p.lse != nullptr) {
     p.lse[static_cast<int64_t>(req) * H + head] = l_all > 0.f ? m_all + log2_f32(l_all) : kNegInf;
@@ -74,16 +108,16 @@ TFO_DEVICE void finish_split_task_in_launch(const DecodeParams& p, const TaskHea
   int32_t* counter = p.split_counters + static_cast<int64_t>(req) * p.num_kv_heads * p.head_slices + t.slot;
   device_fence();  // this thread's partial rows, visible before the arrival is counted
   block_sync();
-  if (thread_index_x() == 0) {
-    completes = atomic_add_device(counter, 1) == splits - 1;
-    if (completes) *counter = 0;  // every split has arrived: nothing else touches it this launch
-  }
+  if (thread_index_x() == 0) completes = atomic_add_device(counter, 1) == splits - 1;
   block_sync();
   if (!completes) return;
   device_fence();  // the other splits' rows, stored before their arrivals
   for (int32_t row = wave_index(); row < t.num_heads; row += kWaves) {
     merge_split_row<T>(p, req, t.first_head + row, base, splits, head_dim);
   }
+  // Every split has arrived, so nothing else touches the counter this launch. Reset after the
+  // merge: the fence above then has no store of this block's to wait for.
+  if (thread_index_x() == 0) *counter = 0;
 }
 
 // Called by every thread of a decode block once its task's outputs are stored.

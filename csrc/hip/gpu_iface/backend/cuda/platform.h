@@ -35,6 +35,8 @@ TFO_INLINE float shfl_xor(float v, int lane_mask) {
   return __shfl_xor_sync(kFullWaveMask, v, lane_mask);
 }
 
+TFO_INLINE float shfl_idx(float v, int src_lane) { return __shfl_sync(kFullWaveMask, v, src_lane); }
+
 template <int kGroup, typename Op>
 TFO_INLINE float group_allreduce(float v, Op op) {
   static_assert(kGroup >= 1 && kGroup <= kWaveSize && (kGroup & (kGroup - 1)) == 0,

@@ -39,6 +39,10 @@ TFO_INLINE float shfl_xor(float v, int lane_mask) {
       float, __builtin_amdgcn_ds_bpermute(src_byte_addr, __builtin_bit_cast(int, v)));
 }
 
+TFO_INLINE float shfl_idx(float v, int src_lane) {
+  return __builtin_bit_cast(float, __builtin_amdgcn_ds_bpermute(src_lane << 2, __builtin_bit_cast(int, v)));
+}
+
 namespace detail {
 
 // DPP controls (CDNA3 ISA, "DPP_CTRL"). They permute within a row of 16 lanes at VALU speed.
