@@ -67,14 +67,6 @@ TFO_INLINE void store_converted(Dst* dst, const float* x) {
   }
 }
 
-// 8 elements of a 16-bit type, moved as they are.
-struct alignas(16) Chunk16 {
-  uint32_t w[4];
-};
-
-template <typename Src, typename Dst>
-inline constexpr bool kSameType = std::is_same_v<Src, Dst>;
-
 template <typename Src>
 TFO_INLINE void load8(const Src* src, float scale, float* out) {
   struct alignas(16) Chunk {
@@ -97,37 +89,24 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kPageThreads) append_paged_kv_kernel(const App
     const int32_t b = p.batch_indices[i];
     const int32_t pos = p.positions[i];
     for (int32_t head = static_cast<int32_t>(thread_index_y()); head < p.num_heads; head += p.heads_per_block) {
-      const Src* key = static_cast<const Src*>(p.key) + i * p.key_stride_token + head * p.key_stride_head + chunk * 8;
-      const Src* value =
-          static_cast<const Src*>(p.value) + i * p.value_stride_token + head * p.value_stride_head + chunk * 8;
-      // A cache of the appended type takes the 16 bytes as they are (no conversion on the way);
-      // an FP8 cache takes the values divided by its scale.
-      Chunk16 k_raw, v_raw;
       float k[8], v[8];
-      if constexpr (kSameType<Src, Dst>) {
-        k_raw = *reinterpret_cast<const Chunk16*>(key);
-        v_raw = *reinterpret_cast<const Chunk16*>(value);
-      } else {
-        load8(key, p.inv_k_scale, k);
-        load8(value, p.inv_v_scale, v);
-      }
+      load8(static_cast<const Src*>(p.key) + i * p.key_stride_token + head * p.key_stride_head + chunk * 8,
+            p.inv_k_scale, k);
+      load8(static_cast<const Src*>(p.value) + i * p.value_stride_token + head * p.value_stride_head +
+                chunk * 8,
+            p.inv_v_scale, v);
       if (b < 0 || pos < 0) continue;
       const PageSlot at = page_slot(pos, p.page_div);
       const int32_t page_idx = p.kv_indptr[b] + at.page;
       if (page_idx >= p.kv_indptr[b + 1]) continue;
       const int64_t page = p.kv_indices[page_idx];
       const int32_t slot = at.slot;
-      Dst* k_dst = static_cast<Dst*>(p.k_cache) + page * p.k_stride_page + slot * p.k_stride_token +
-                   head * p.k_stride_head + chunk * 8;
-      Dst* v_dst = static_cast<Dst*>(p.v_cache) + page * p.v_stride_page + slot * p.v_stride_token +
-                   head * p.v_stride_head + chunk * 8;
-      if constexpr (kSameType<Src, Dst>) {
-        *reinterpret_cast<Chunk16*>(k_dst) = k_raw;
-        *reinterpret_cast<Chunk16*>(v_dst) = v_raw;
-      } else {
-        store_converted(k_dst, k);
-        store_converted(v_dst, v);
-      }
+      store_converted(static_cast<Dst*>(p.k_cache) + page * p.k_stride_page + slot * p.k_stride_token +
+                          head * p.k_stride_head + chunk * 8,
+                      k);
+      store_converted(static_cast<Dst*>(p.v_cache) + page * p.v_stride_page + slot * p.v_stride_token +
+                          head * p.v_stride_head + chunk * 8,
+                      v);
     }
   }
 }
