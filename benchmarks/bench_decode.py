@@ -4,11 +4,13 @@ against upstream FlashInfer (both paths) and the device's copy bandwidth.
     python benchmarks/bench_decode.py --out DIR [--quick] [--batches 1,16,64,128,256]
         [--kv 1024,2048,4096,16384] [--kv-dtypes float16,float8_e4m3fn] [--timing graph|events]
         [--uneven uniform,lognormal] [--uneven-batches 128,256,512] [--q-dtype float16|bfloat16]
-        [--graph-calls 1]
+        [--graph-calls 1] [--ours-pdl default|off]
 
 Shapes: page size 16, 32 query / 8 kv heads, head_dim 128, q fp16 (--q-dtype: or bf16, as
 models served in bf16 give with an FP8 cache; a 16-bit cache then takes q's dtype), KV fp16 or FP8 e4m3 (FP8
 runs pass k_scale = v_scale = 1.0 to run()), every request kv_len long, pages in random order.
+Both libraries run with their default enable_pdl (programmatic dependent launch on sm_90+;
+--ours-pdl off: ours without).
 Shapes whose cache exceeds --max-cache-gb (default 40) are skipped. Paths, for both libraries:
 simt = use_tensor_cores=False, mma = use_tensor_cores=True (backend "fa2").
 Bytes: K + V pages read + q read + out written. The ceiling is a 2 GiB device-to-device copy
@@ -56,6 +58,11 @@ UNEVEN_LENGTHS = {
 }
 
 
+# run() options of ours (--ours-pdl off: enable_pdl=False; by default both libraries take their
+# default, programmatic dependent launch where the device has it).
+OURS_RUN_KW = {}
+
+
 def parse_args(argv=None):
     parser = benchmark_parser(__doc__, "decode", QUICK)
     parser.add_argument("--batches", help=f"batch sizes (default {FULL['batches']})")
@@ -64,6 +71,8 @@ def parse_args(argv=None):
                                              "cache must be q's dtype)")
     parser.add_argument("--graph-calls", type=int, default=1,
                         help="run() calls captured in one CUDA graph with --timing graph (default %(default)s)")
+    parser.add_argument("--ours-pdl", choices=("default", "off"), default="default",
+                        help="ours with its default enable_pdl or with enable_pdl=False (default %(default)s)")
     parser.add_argument("--timing", choices=("graph", "events"), default="graph",
                         help="graph: replay of a CUDA graph holding --graph-calls run() calls; events: 10 back-to-back calls "
                              "per CUDA-event pair (default %(default)s)")
@@ -142,7 +151,7 @@ def decode_inputs(bs, kv_len, kv_dtype, q_dtype=torch.float16):
     return paged_inputs(torch.full((bs,), kv_len, dtype=torch.int64), kv_dtype, q_dtype)
 
 
-def decode_call(lib, use_tensor_cores, x, workspace):
+def decode_call(lib, use_tensor_cores, x, workspace, **run_kw):
     """Plans lib's BatchDecodeWithPagedKVCacheWrapper on x; returns its run() into a fixed out.
 
     q_data_type and kv_data_type are both given, not data_type=: FlashInfer 0.2.14's data_type
@@ -153,7 +162,7 @@ def decode_call(lib, use_tensor_cores, x, workspace):
     wrapper.plan(x.indptr, x.indices, x.last, HQ, HKV, D, PAGE, q_data_type=x.q.dtype, kv_data_type=x.kv_dtype)
     out = torch.empty_like(x.q)
     scales = dict(k_scale=1.0, v_scale=1.0) if x.kv_dtype.itemsize == 1 else {}
-    return lambda: wrapper.run(x.q, x.cache, out=out, **scales)
+    return lambda: wrapper.run(x.q, x.cache, out=out, **scales, **run_kw)
 
 
 def bench_shape(libs, workspaces, bs, kv_len, kv_dtype, q_dtype, timer, ceiling):
@@ -179,7 +188,8 @@ def bench_inputs(libs, workspaces, x, timer, ceiling):
         lib = libs.get(lib_name)
         seconds[path] = None if lib is None else attempt(
             f"{path} {dtype_name(kv_dtype)}",
-            lambda: timer(decode_call(lib, kernel == "mma", x, workspaces[lib_name]), ITERS))
+            lambda: timer(decode_call(lib, kernel == "mma", x, workspaces[lib_name],
+                                      **(OURS_RUN_KW if lib_name == "ours" else {})), ITERS))
     gbps = {p: nbytes / s / 1e9 if s else None for p, s in seconds.items()}
     best = {lib: max((gbps[p] for p in PATHS if p.startswith(lib) and gbps[p]), default=None)
             for lib in ("ours", "flashinfer")}
@@ -253,6 +263,8 @@ def main(argv=None):
     tfo = import_ours()
     fi = optional_import("flashinfer", "upstream flashinfer")
     libs = {"ours": tfo, **({"flashinfer": fi} if fi else {})}
+    if args.ours_pdl == "off":
+        OURS_RUN_KW["enable_pdl"] = False
     timer, timing = timer_for(args.timing, args.graph_calls if args.timing == "graph" else 10)
     ceiling = attempt("copy ceiling", copy_bandwidth)
     workspaces = {name: torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device="cuda") for name in libs}
@@ -280,7 +292,8 @@ def main(argv=None):
     notes = [f"{timing}; median of {ITERS}",
              f"page {PAGE}, {HQ}/{HKV} heads, d{D}, q {dtype_name(args.q_dtype)}; simt = use_tensor_cores=False, mma = "
              "use_tensor_cores=True; FP8 runs pass k_scale = v_scale = 1.0 (upstream applies v_scale as a "
-             "separate out *= v_scale kernel); upstream runs with its default enable_pdl",
+             "separate out *= v_scale kernel); enable_pdl: upstream its default, ours "
+             f"{'False' if OURS_RUN_KW.get('enable_pdl') is False else 'its default'}",
              f"copy ceiling {fmt(meta['copy_ceiling_gbps'], '.0f')} GB/s (2 GiB device-to-device, read + write)",
              f"plan() host time at bs {plan_bs}: {plan_note}"]
     text = "\n".join(header_lines(meta, *notes) + ["", table(rows)])

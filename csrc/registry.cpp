@@ -45,7 +45,7 @@ TORCH_LIBRARY(flashinfer, m) {
       "Tensor(b!) partial_lse, Tensor(c!) split_counters, Tensor(d!) o, Tensor(e!)? maybe_lse, "
       "int kv_layout, "
       "int window_left, float sm_scale, float logits_soft_cap, float k_scale, float v_scale, "
-      "bool use_tensor_cores, int task_blocks=0) -> ()");
+      "bool use_tensor_cores, int task_blocks=0, bool enable_pdl=False) -> ()");
 
   // Cascade building blocks (base-2 lse).
   m.def("merge_state(Tensor v_a, Tensor s_a, Tensor v_b, Tensor s_b) -> (Tensor, Tensor)");

@@ -35,5 +35,5 @@ def batch_prefill_ragged_run(q, k, v, qo_indptr, kv_indptr, plan_info, partial_o
 @torch.library.register_fake("flashinfer::batch_decode_paged_run")
 def batch_decode_paged_run(q, paged_k, paged_v, kv_indptr, kv_indices, kv_last_page_len, plan_info, partial_o,
                            partial_lse, split_counters, o, maybe_lse, kv_layout, window_left, sm_scale,
-                           logits_soft_cap, k_scale, v_scale, use_tensor_cores, task_blocks=0):
+                           logits_soft_cap, k_scale, v_scale, use_tensor_cores, task_blocks=0, enable_pdl=False):
     _check_out(o, q, "batch_decode_paged_run")

@@ -207,6 +207,25 @@ def test_run_page_size_differs_from_plan(workspace):
         w.run(q, cache32)
 
 
+def test_decode_enable_pdl_where_the_device_has_none(workspace):
+    """enable_pdl=True asks for programmatic dependent launch (NVIDIA sm_90+): refused on the
+    CPU, not ignored; None and False run. The operator refuses it too."""
+    P = _paged()
+    w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
+    w.plan(P.indptr, P.indices, P.last_page_len, HQ, HKV, D, P.page_size)
+    q = torch.randn(len(P.indptr) - 1, HQ, D, dtype=F16)
+    with pytest.raises(ValueError, match=r"enable_pdl.*sm_90"):
+        w.run(q, P.cache, enable_pdl=True)
+    torch.testing.assert_close(w.run(q, P.cache, enable_pdl=False), w.run(q, P.cache, enable_pdl=None),
+                               rtol=0, atol=0)
+    plan = w._plan
+    k, v = P.cache.unbind(1)
+    with pytest.raises(RuntimeError, match=r"enable_pdl"):
+        torch.ops.flashinfer.batch_decode_paged_run(
+            q, k, v, P.indptr, P.indices, P.last_page_len, plan.plan_info, plan.partial_o, plan.partial_lse,
+            plan.split_counters, torch.empty_like(q), None, 0, -1, D ** -0.5, 0.0, 1.0, 1.0, False, 0, True)
+
+
 # ---------------------------------------------------------------------------
 # index arrays
 # ---------------------------------------------------------------------------

@@ -163,7 +163,7 @@ def test_decode_launch_size_is_not_a_compiled_constant(monkeypatch):
     real_ops = decode_module.ops
 
     def recording_run(*args):
-        launched.append(args[-1])
+        launched.append(args[-2])  # task_blocks, before enable_pdl
         return real_ops.batch_decode_paged_run(*args)
 
     recording_ops = types.SimpleNamespace(batch_decode_paged_run=recording_run)

@@ -260,6 +260,64 @@ def test_split_merge_in_launch(workspace, use_tensor_cores):
     ref.assert_lse_close(lse.cpu(), r_lse, "lse (merge launch):")
 
 
+def _has_pdl():
+    return (torch.cuda.is_available() and torch.version.hip is None
+            and torch.cuda.get_device_capability()[0] >= 9)
+
+
+@pytest.mark.skipif(not _has_pdl(), reason="programmatic dependent launch: NVIDIA sm_90+")
+@pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
+def test_pdl_launches_wait_for_the_kernel_before(workspace, use_tensor_cores):
+    """enable_pdl=True: a decode launch may begin while the kernel before it finishes, and must
+    wait for it before reading. A chain of steps whose q is computed by a kernel from the step
+    before's output, eager and captured in a CUDA graph (outputs poisoned before the replay), is
+    bitwise the chain without PDL; its first step matches the float64 reference; the merge launch
+    (used without split counters) waits for the decode launch's partial rows the same way."""
+    kv_lens, hq, hkv, d, dtype = [9000, 3, 5000, 700], 32, 8, 128, F16
+    P = Paged(kv_lens, 16, hkv, d, dtype, "NHD")
+    w = _wrapper(workspace, "NHD", use_tensor_cores)
+    _plan(w, P, hq, hkv, d, dtype, dtype)
+    assert _splits(w) > 0, "the long requests must be split"
+    q0 = torch.randn(len(kv_lens), hq, d, dtype=dtype, device=DEV)
+
+    def chain(pdl):
+        q, outs = q0, []
+        for _ in range(4):
+            outs.append(w.run(q, P.cache, enable_pdl=pdl))
+            q = outs[-1] * 4 + q0  # the next launch reads what this kernel writes
+        return outs
+
+    want = [o.clone() for o in chain(False)]
+    r_out, _ = P.reference(q0)
+    ref.assert_attention_close(want[0].cpu(), r_out, dtype, "out (step 0):")
+    for got, expected in zip(chain(True), want):
+        assert torch.equal(got, expected)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        chain(True)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static = chain(True)
+    for t in static:
+        t.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    for got, expected in zip(static, want):
+        assert torch.equal(got, expected)
+    plan = w._plan
+    out = torch.full(q0.shape, float("nan"), dtype=dtype, device=DEV)
+    q = q0 * 1  # written by the kernel right before the decode launch
+    no_counters = torch.zeros(0, dtype=torch.int32, device=DEV)
+    flashinfer._ops.ops.batch_decode_paged_run(
+        q, P.cache[:, 0], P.cache[:, 1], w._kv_indptr, w._kv_indices, w._kv_last_page_len, plan.plan_info,
+        plan.partial_o, plan.partial_lse, no_counters, out, None, 0, -1, d ** -0.5, 0.0, 1.0, 1.0,
+        use_tensor_cores, 0, True)
+    torch.cuda.synchronize()
+    ref.assert_attention_close(out.cpu(), r_out, dtype, "out (merge launch):")
+
+
 @pytest.mark.parametrize("kv_dtype", FP8, ids=lambda t: str(t).split(".")[-1])
 @pytest.mark.parametrize("q_dtype", [F16, BF16])
 @pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])

@@ -206,8 +206,26 @@ def check_no_extra_args(args: tuple, where: str) -> None:
         )
 
 
+def device_supports_pdl(device: torch.device) -> bool:
+    """Programmatic dependent launch: NVIDIA sm_90 or newer."""
+    return (device.type == "cuda" and torch.version.hip is None and torch.cuda.is_available()
+            and torch.cuda.get_device_capability(device)[0] >= 9)
+
+
+def resolve_enable_pdl(enable_pdl: Optional[bool], supported: bool) -> bool:
+    """FlashInfer's enable_pdl for batch decode: None takes programmatic dependent launch where
+    the device has it (as FlashInfer does); True where it has not is an error, not ignored."""
+    if enable_pdl is None:
+        return supported
+    if enable_pdl and not supported:
+        raise ValueError(
+            "enable_pdl=True needs programmatic dependent launch (NVIDIA sm_90 or newer); pass None or False"
+        )
+    return bool(enable_pdl)
+
+
 def check_enable_pdl(enable_pdl: Optional[bool]) -> None:
     if enable_pdl:
         raise ValueError(
-            "enable_pdl=True is not served (no programmatic dependent launch); pass None or False"
+            "enable_pdl=True is served by batch decode only; pass None or False"
         )

@@ -110,6 +110,7 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
                          paged_kv_indices_buffer=paged_kv_indices_buffer,
                          paged_kv_last_page_len_buffer=paged_kv_last_page_len_buffer)
         self._use_tensor_cores = bool(use_tensor_cores)
+        self._pdl_supported = V.device_supports_pdl(self.device)
 
     @property
     def use_tensor_cores(self) -> bool:
@@ -200,7 +201,7 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
     ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         """Decode attention of q [batch, num_qo_heads, head_dim] against the paged cache."""
         V.check_no_extra_args(args, "run")
-        V.check_enable_pdl(enable_pdl)
+        pdl = V.resolve_enable_pdl(enable_pdl, self._pdl_supported)
         V.check_unserved(sinks=sinks)
         plan = self._require_plan()
         p = self._params
@@ -238,7 +239,7 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
         ops.batch_decode_paged_run(
             q, k_cache, v_cache, self._kv_indptr, self._kv_indices, self._kv_last_page_len, plan.plan_info,
             plan.partial_o, plan.partial_lse, plan.split_counters, out, lse, V.kv_layout_code(self._kv_layout), wl, sm,
-            p["logits_soft_cap"], ks, vs, self._use_tensor_cores, self._launch_task_blocks(plan))
+            p["logits_soft_cap"], ks, vs, self._use_tensor_cores, self._launch_task_blocks(plan), pdl)
         return (out, lse) if return_lse else out
 
     def _launch_task_blocks(self, plan) -> int:

@@ -373,10 +373,12 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
                             at::Tensor& partial_lse, at::Tensor& split_counters, at::Tensor& o,
                             const std::optional<at::Tensor>& maybe_lse, int64_t kv_layout,
                             int64_t window_left, double sm_scale, double logits_soft_cap,
-                            double k_scale, double v_scale, bool use_tensor_cores, int64_t task_blocks) {
+                            double k_scale, double v_scale, bool use_tensor_cores, int64_t task_blocks,
+                            bool enable_pdl) {
   (void)use_tensor_cores;  // selects a GPU kernel family; identical results on the CPU
   (void)task_blocks;       // the GPU launch's size
   const char* op = "batch_decode_paged_run";
+  TORCH_CHECK(!enable_pdl, op, ": enable_pdl needs programmatic dependent launch (NVIDIA sm_90 or newer)");
   // The GPU kernels count split arrivals there and leave it zero; the CPU kernel merges the
   // splits itself and leaves it untouched.
   TORCH_CHECK(split_counters.scalar_type() == at::kInt && split_counters.dim() == 1 &&

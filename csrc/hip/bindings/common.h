@@ -23,5 +23,40 @@ inline int num_multiprocessors() {
   return at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
 }
 
+// Programmatic dependent launch (NVIDIA sm_90+): the launch may begin while the stream's
+// previous kernel finishes, and the kernel waits for it in grid_dependency_wait() before it
+// touches memory, so the launch's latency overlaps the previous kernel's tail. FlashInfer's
+// enable_pdl.
+inline bool device_supports_pdl() {
+#if defined(USE_ROCM)
+  return false;
+#else
+  return at::cuda::getCurrentDeviceProperties()->major >= 9;
+#endif
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...), as a programmatic dependent launch when pdl.
+template <typename... Params, typename... Args>
+void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                   bool pdl, Args&&... args) {
+#if !defined(USE_ROCM)
+  if (pdl) {
+    cudaLaunchAttribute attribute{};
+    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config{};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = smem;
+    config.stream = stream;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
+    return;
+  }
+#endif
+  kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
+}
+
 }  // namespace gpu_binding
 }  // namespace flashinfer_ops

@@ -112,9 +112,10 @@ int simt_tile(int group, KvKind kv_kind) {
 // Launches the chosen family on its persistent grid (sets p.num_blocks; with grid_only, sets it
 // and launches nothing). False when this build holds no such instantiation.
 bool launch_family(DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind, int head_dim,
-                   bool use_tensor_cores, cudaStream_t stream, bool grid_only, int64_t max_blocks = 0) {
+                   bool use_tensor_cores, cudaStream_t stream, bool grid_only, int64_t max_blocks = 0,
+                   bool pdl = false) {
   using namespace tfo::kernels;
-  if (use_tensor_cores) return launch_decode_mma(p, q_dtype, kv_kind, head_dim, stream, grid_only, max_blocks);
+  if (use_tensor_cores) return launch_decode_mma(p, q_dtype, kv_kind, head_dim, stream, grid_only, max_blocks, pdl);
   const int tile = simt_tile(p.group_size, kv_kind);
   return with_decode_config(q_dtype, head_dim, kv_kind, [&](auto t_tag, auto d_const, auto kv_tag) {
     using T = typename decltype(t_tag)::type;
@@ -123,7 +124,7 @@ bool launch_family(DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind, int 
     auto go = [&](auto g_const) {
       constexpr int G = decltype(g_const)::value;
       p.num_blocks = capped_grid(persistent_grid<&decode_simt_kernel<T, KV, D, G>>(kDecodeThreads), max_blocks);
-      if (!grid_only) decode_simt_kernel<T, KV, D, G><<<p.num_blocks, kDecodeThreads, 0, stream>>>(p);
+      if (!grid_only) launch_kernel(&decode_simt_kernel<T, KV, D, G>, p.num_blocks, kDecodeThreads, 0, stream, pdl, p);
     };
     if constexpr (std::is_same_v<KV, T>) {
       if (tile == 1) return go(std::integral_constant<int, 1>{});
@@ -133,12 +134,14 @@ bool launch_family(DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind, int 
   });
 }
 
-// Launches the chosen family, then (when requests may be split) the merge of partial results.
+// Launches the chosen family, then (when requests may be split) the merge of partial results;
+// both as programmatic dependent launches when pdl.
 void launch(DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind, int head_dim, int batch,
-            bool use_tensor_cores, bool merge, const char* op, int64_t max_blocks = 0) {
+            bool use_tensor_cores, bool merge, const char* op, int64_t max_blocks = 0, bool pdl = false) {
   using namespace tfo::kernels;
   const cudaStream_t stream = current_stream();
-  const bool launched = launch_family(p, q_dtype, kv_kind, head_dim, use_tensor_cores, stream, false, max_blocks);
+  const bool launched =
+      launch_family(p, q_dtype, kv_kind, head_dim, use_tensor_cores, stream, false, max_blocks, pdl);
   TORCH_CHECK(launched, op, ": head_dim ", head_dim, " with q dtype ", q_dtype,
               " is not instantiated in this build (setup.py knobs TFO_HEAD_DIMS / TFO_DTYPES)");
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -147,7 +150,8 @@ void launch(DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind, int head_di
     using T = typename decltype(t_tag)::type;
     const int64_t rows = static_cast<int64_t>(batch) * p.num_qo_heads;
     const int blocks = static_cast<int>(ceil_div(rows, kMergeWaves));
-    decode_merge_kernel<T><<<blocks, kMergeWaves * tfo::gpu::kWaveSize, 0, stream>>>(p, batch, head_dim);
+    launch_kernel(&decode_merge_kernel<T>, blocks, kMergeWaves * tfo::gpu::kWaveSize, 0, stream, pdl, p,
+                  static_cast<int32_t>(batch), static_cast<int32_t>(head_dim));
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -248,7 +252,8 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
                             at::Tensor& partial_lse, at::Tensor& split_counters, at::Tensor& o,
                             const std::optional<at::Tensor>& maybe_lse, int64_t kv_layout,
                             int64_t window_left, double sm_scale, double logits_soft_cap,
-                            double k_scale, double v_scale, bool use_tensor_cores, int64_t task_blocks) {
+                            double k_scale, double v_scale, bool use_tensor_cores, int64_t task_blocks,
+                            bool enable_pdl) {
   const char* op = "batch_decode_paged_run";
   for (auto [t, name] : {std::pair<const at::Tensor*, const char*>{&q, "q"}, {&paged_k, "paged_k"},
                          {&paged_v, "paged_v"}, {&kv_indptr, "kv_indptr"}, {&kv_indices, "kv_indices"},
@@ -330,6 +335,8 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
   // plan()'s task blocks count (item, kv head) tasks; each has head_slices blocks' worth of
   // work. The grid stays a persistent one: whatever its size, its blocks take every task.
   TORCH_CHECK(task_blocks >= 0, op, ": task_blocks must be >= 0, got ", task_blocks);
+  TORCH_CHECK(!enable_pdl || device_supports_pdl(), op,
+              ": enable_pdl needs programmatic dependent launch (NVIDIA sm_90 or newer)");
   const int64_t max_blocks = task_blocks * p.head_slices;
   const bool fused_merge = tfo::kernels::kMergeSplitsInLaunch && split_counters.numel() >= groups &&
                            launch_family(p, q.scalar_type(), kv_kind, static_cast<int>(q.size(2)),
@@ -337,7 +344,7 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
                            groups <= p.num_blocks;
   p.split_counters = fused_merge ? split_counters.data_ptr<int32_t>() : nullptr;
   launch(p, q.scalar_type(), kv_kind, static_cast<int>(q.size(2)), static_cast<int>(batch),
-         use_tensor_cores, !fused_merge, op, max_blocks);
+         use_tensor_cores, !fused_merge, op, max_blocks, enable_pdl);
 }
 
 }  // namespace

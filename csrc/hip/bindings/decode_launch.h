@@ -18,9 +18,11 @@ inline constexpr int kMmaGroupTile = 16;
 
 // Launches decode_mma_kernel for (q dtype, kv kind, head_dim) on a persistent grid of at most
 // max_blocks blocks (0: no cap) (sets p.num_blocks; with grid_only, sets it and launches
-// nothing); false when this build holds no such instantiation.
+// nothing), as a programmatic dependent launch when pdl; false when this build holds no such
+// instantiation.
 bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind,
-                       int head_dim, cudaStream_t stream, bool grid_only = false, int64_t max_blocks = 0);
+                       int head_dim, cudaStream_t stream, bool grid_only = false, int64_t max_blocks = 0,
+                       bool pdl = false);
 
 // The persistent grid, at most max_blocks blocks when that is positive.
 inline int capped_grid(int grid, int64_t max_blocks) {

@@ -7,7 +7,7 @@ namespace flashinfer_ops {
 namespace gpu_binding {
 
 bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind,
-                       int head_dim, cudaStream_t stream, bool grid_only, int64_t max_blocks) {
+                       int head_dim, cudaStream_t stream, bool grid_only, int64_t max_blocks, bool pdl) {
   using namespace tfo::kernels;
   return with_decode_config(q_dtype, head_dim, kv_kind, [&](auto t_tag, auto d_const, auto kv_tag) {
     using T = typename decltype(t_tag)::type;
@@ -16,7 +16,7 @@ bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, Kv
     constexpr int kThreads = kMmaDecodeThreads<D>;
     constexpr int kSmem = kMmaDecodeSmemBytes<T, KV, D>;
     p.num_blocks = capped_grid(persistent_grid<&decode_mma_kernel<T, KV, D>>(kThreads, kSmem), max_blocks);
-    if (!grid_only) decode_mma_kernel<T, KV, D><<<p.num_blocks, kThreads, kSmem, stream>>>(p);
+    if (!grid_only) launch_kernel(&decode_mma_kernel<T, KV, D>, p.num_blocks, kThreads, kSmem, stream, pdl, p);
   });
 }
 

@@ -14,6 +14,11 @@
 //                                     lanes (power of two <= kWaveSize); every lane gets the result
 //   wave_all(pred)                    true when pred holds on every active lane (wave-uniform)
 //   block_sync(), wave_sync()         barrier with shared-memory visibility; wave-level barrier
+//   grid_dependency_wait()            wait until the launches this one depends on have completed
+//                                     and their stores are visible (a programmatic dependent launch
+//                                     on NVIDIA sm_90+); returns at once for plain launches and on AMD
+//   grid_dependents_launch()          let the stream's next programmatic dependent launch begin (it
+//                                     still waits in grid_dependency_wait()); nothing on AMD
 //   fast_exp2(x), fast_rcp(x), fast_log2(x), fast_tanh(x), max_f32(a, b)
 //   opaque_int(x)                     x, hidden from the optimiser: values derived from it are
 //                                     recomputed where used, not hoisted and held in registers

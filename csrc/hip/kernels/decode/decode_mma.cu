@@ -246,6 +246,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
     return reinterpret_cast<const KV**>(decode_smem + Smem::kAddr + (tile % 2) * Smem::kAddrBytes);
   };
 
+  grid_dependency_wait();  // q, the cache and the schedule may come from the launch before
   const ScheduleHeader schedule = schedule_header(p);
   const int32_t num_tasks = schedule.num_items * p.num_kv_heads * p.head_slices;
   for (int32_t task = block_index_x(); task < num_tasks; task += p.num_blocks) {
@@ -462,6 +463,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
     }
     finish_split_task<T, kWaves>(p, t, D);
   }
+  grid_dependents_launch();  // this block's stores are issued
 }
 
 // The instantiations: q/o type x KV storage x head dim.

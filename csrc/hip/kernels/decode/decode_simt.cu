@@ -57,6 +57,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const Decod
   const int tx = tid % kTx;
   const int ty = tid / kTx;
 
+  grid_dependency_wait();  // q, the cache and the schedule may come from the launch before
   const ScheduleHeader schedule = schedule_header(p);
   const int32_t num_tasks = schedule.num_items * p.num_kv_heads * p.head_slices;
   for (int32_t task = block_index_x(); task < num_tasks; task += p.num_blocks) {
@@ -192,6 +193,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const Decod
     finish_split_task<T, kDecodeThreads / kWaveSize>(p, t, D);
     block_sync();
   }
+  grid_dependents_launch();  // this block's stores are issued
 }
 
 // Merges the splits of every split request after a decode launch without split counters
@@ -201,6 +203,7 @@ inline constexpr int kMergeWaves = 4;
 template <typename T>
 TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMergeWaves* kWaveSize)
     decode_merge_kernel(const DecodeParams p, int32_t batch, int32_t head_dim) {
+  grid_dependency_wait();  // the decode launch's partial rows
   const int32_t row = block_index_x() * kMergeWaves + wave_index();
   if (row >= batch * p.num_qo_heads) return;
   const int32_t req = row / p.num_qo_heads;

@@ -51,6 +51,19 @@ TFO_INLINE bool wave_all(bool pred) { return __all_sync(kFullWaveMask, pred); }
 TFO_INLINE void block_sync() { __syncthreads(); }
 TFO_INLINE void wave_sync() { __syncwarp(); }
 
+// griddepcontrol (PTX ISA 7.8, sm_90+); below sm_90 there is no programmatic launch to wait for.
+TFO_INLINE void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+TFO_INLINE void grid_dependents_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 TFO_INLINE float fast_exp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));

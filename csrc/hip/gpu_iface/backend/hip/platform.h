@@ -85,6 +85,10 @@ TFO_INLINE void block_sync() {
 
 TFO_INLINE void wave_sync() { __builtin_amdgcn_wave_barrier(); }
 
+// No programmatic dependent launch: launches in a stream run one after another.
+TFO_INLINE void grid_dependency_wait() {}
+TFO_INLINE void grid_dependents_launch() {}
+
 TFO_INLINE float fast_exp2(float x) { return __builtin_amdgcn_exp2f(x); }
 TFO_INLINE float fast_rcp(float x) { return __builtin_amdgcn_rcpf(x); }
 TFO_INLINE float fast_log2(float x) { return __builtin_amdgcn_logf(x); }
