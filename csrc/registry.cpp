@@ -59,7 +59,7 @@ TORCH_LIBRARY(flashinfer, m) {
       "append_paged_kv_cache(Tensor append_key, Tensor append_value, Tensor batch_indices, "
       "Tensor positions, Tensor(a!) paged_k_cache, Tensor(b!) paged_v_cache, Tensor kv_indices, "
       "Tensor kv_indptr, Tensor kv_last_page_len, int kv_layout, float k_scale, "
-      "float v_scale) -> ()");
+      "float v_scale, bool enable_pdl=False) -> ()");
   m.def(
       "get_batch_indices_positions(Tensor append_indptr, Tensor seq_lens, int nnz) -> "
       "(Tensor, Tensor)");

@@ -4,7 +4,7 @@ import torch
 
 @torch.library.register_fake("flashinfer::append_paged_kv_cache")
 def append_paged_kv_cache(append_key, append_value, batch_indices, positions, paged_k_cache, paged_v_cache,
-                          kv_indices, kv_indptr, kv_last_page_len, kv_layout, k_scale, v_scale):
+                          kv_indices, kv_indptr, kv_last_page_len, kv_layout, k_scale, v_scale, enable_pdl=False):
     return None
 
 

@@ -318,6 +318,30 @@ def test_append_page_id_out_of_range():
         flashinfer.append_paged_kv_cache(k, v, bi, pos, P.cache, indices, P.indptr, P.last_page_len)
 
 
+def test_append_enable_pdl_where_the_device_has_none():
+    """enable_pdl=True on the CPU: refused (the wrapper and the operator), not ignored; None and
+    False write the same cache."""
+    P = _paged()
+    k = torch.randn(3, HKV, D, dtype=F16)
+    v = torch.randn(3, HKV, D, dtype=F16)
+    bi = torch.tensor([2, 2, 2], dtype=torch.int32)
+    pos = torch.tensor([30, 31, 32], dtype=torch.int32)
+    with pytest.raises(ValueError, match=r"enable_pdl.*sm_90"):
+        flashinfer.append_paged_kv_cache(k, v, bi, pos, P.cache, P.indices, P.indptr, P.last_page_len,
+                                         enable_pdl=True)
+    caches = []
+    for pdl in (None, False):
+        cache = P.cache.clone()
+        flashinfer.append_paged_kv_cache(k, v, bi, pos, cache, P.indices, P.indptr, P.last_page_len,
+                                         enable_pdl=pdl)
+        caches.append(cache)
+    assert torch.equal(caches[0], caches[1]) and not torch.equal(caches[0], P.cache)
+    k_cache, v_cache = P.cache.unbind(1)
+    with pytest.raises(RuntimeError, match=r"enable_pdl"):
+        torch.ops.flashinfer.append_paged_kv_cache(k, v, bi, pos, k_cache, v_cache, P.indices, P.indptr,
+                                                   P.last_page_len, 0, 1.0, 1.0, True)
+
+
 def test_paged_prefill_qo_indptr_last_ne_q_rows(workspace):
     P = _paged()
     w, qo_indptr = _paged_prefill(workspace, P, qo_lens=(3, 4, 5))

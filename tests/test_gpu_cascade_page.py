@@ -205,6 +205,64 @@ def test_append_cuda_graph_replay():
         assert cache.abs().sum() > 0
 
 
+def _has_pdl():
+    return (torch.cuda.is_available() and torch.version.hip is None
+            and torch.cuda.get_device_capability()[0] >= 9)
+
+
+@pytest.mark.skipif(not _has_pdl(), reason="programmatic dependent launch: NVIDIA sm_90+")
+def test_append_pdl_waits_for_the_kernel_before():
+    """enable_pdl=True: the append may launch while the kernel before it finishes and must wait
+    for it before reading. Each step's key is written in place by the kernel right before the
+    append (the indices by the one before that); with PDL, eager and captured in a CUDA graph
+    (cache poisoned before the replay), every step's cache is bitwise the chain without PDL, and
+    the last step's is the reference scatter."""
+    old_lens, appended, page_size, heads, d = [100, 7, 3000, 0], [1000, 1, 2048, 1047], 16, 8, 128
+    new_lens = [o + a for o, a in zip(old_lens, appended)]
+    indptr, indices, last, num_pages = ref.make_page_table(new_lens, page_size)
+    nnz = sum(appended)
+    key0 = torch.randn(nnz, heads, d, dtype=F16, device=DEV)
+    value = torch.randn(nnz, heads, d, dtype=F16, device=DEV)
+    key = torch.empty_like(key0)
+    append_indptr, seq_lens = ref.indptr_from_lens(appended), torch.tensor(new_lens, dtype=torch.int32)
+    append_indptr_dev, seq_lens_dev = append_indptr.to(DEV), seq_lens.to(DEV)
+    args = (indices.to(DEV), indptr.to(DEV), last.to(DEV))
+    cache = torch.full((num_pages, 2, page_size, heads, d), float("nan"), dtype=F16, device=DEV)
+
+    def chain(pdl):
+        snapshots = []
+        for step in range(4):
+            bi, pos = flashinfer.get_batch_indices_positions(append_indptr_dev, seq_lens_dev, nnz)
+            torch.mul(key0, step + 1, out=key)  # the append reads what this kernel writes
+            flashinfer.append_paged_kv_cache(key, value, bi, pos, cache, *args, enable_pdl=pdl)
+            snapshots.append(cache.clone())
+        return snapshots
+
+    want = chain(False)
+    r_bi, r_pos = ref.batch_indices_positions_ref(append_indptr, seq_lens)
+    poisoned = torch.full(cache.shape, float("nan"), dtype=F16)
+    expected = ref.append_ref(poisoned, (key0 * 4).float().cpu(), value.float().cpu(), r_bi, r_pos, indices,
+                              indptr, "NHD")
+    assert torch.equal(want[-1].cpu().view(torch.int16), expected.view(torch.int16))
+    cache.fill_(float("nan"))
+    for got, expected_step in zip(chain(True), want):
+        assert torch.equal(got.view(torch.int16), expected_step.view(torch.int16))
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        chain(True)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static = chain(True)
+    cache.fill_(float("nan"))
+    key.zero_()
+    graph.replay()
+    torch.cuda.synchronize()
+    for got, expected_step in zip(static, want):
+        assert torch.equal(got.view(torch.int16), expected_step.view(torch.int16))
+
+
 def test_append_checked_mode_raises_on_bad_positions(monkeypatch):
     """Without checked mode a slot beyond the request's pages is skipped on the GPU (no host
     sync); with TORCH_FLASHINFER_OPS_DEBUG=1 the call raises the CPU path's error instead."""

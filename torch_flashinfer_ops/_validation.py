@@ -1,6 +1,7 @@
 """Argument checks for the public API: each error names the offending argument."""
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Sequence
 
@@ -206,14 +207,21 @@ def check_no_extra_args(args: tuple, where: str) -> None:
         )
 
 
+@torch.compiler.assume_constant_result
 def device_supports_pdl(device: torch.device) -> bool:
-    """Programmatic dependent launch: NVIDIA sm_90 or newer."""
-    return (device.type == "cuda" and torch.version.hip is None and torch.cuda.is_available()
-            and torch.cuda.get_device_capability(device)[0] >= 9)
+    """Programmatic dependent launch: NVIDIA sm_90 or newer. Under torch.compile a trace-time
+    constant (the device query is a host call a graph cannot hold)."""
+    return _supports_pdl(device.type, device.index)
+
+
+@functools.lru_cache(maxsize=None)
+def _supports_pdl(device_type: str, index: Optional[int]) -> bool:
+    return (device_type == "cuda" and torch.version.hip is None and torch.cuda.is_available()
+            and torch.cuda.get_device_capability(index)[0] >= 9)
 
 
 def resolve_enable_pdl(enable_pdl: Optional[bool], supported: bool) -> bool:
-    """FlashInfer's enable_pdl for batch decode: None takes programmatic dependent launch where
+    """FlashInfer's enable_pdl: None takes programmatic dependent launch where
     the device has it (as FlashInfer does); True where it has not is an error, not ignored."""
     if enable_pdl is None:
         return supported

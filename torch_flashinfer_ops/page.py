@@ -7,7 +7,7 @@ kv_last_page_len[r] tokens.
 """
 from __future__ import annotations
 
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 
@@ -44,9 +44,15 @@ def append_paged_kv_cache(
     kv_layout: str = "NHD",
     k_scale: float = 1.0,
     v_scale: float = 1.0,
+    enable_pdl: Optional[bool] = None,
 ) -> None:
     """Writes append_key/append_value [nnz, num_kv_heads, head_dim] into the cache at
-    (batch_indices[i], positions[i]). An FP8 cache stores value / scale (k_scale, v_scale)."""
+    (batch_indices[i], positions[i]). An FP8 cache stores value / scale (k_scale, v_scale).
+
+    enable_pdl: launch as a programmatic dependent launch, as the attention wrappers do (None:
+    where the device has it, NVIDIA sm_90+; True elsewhere is an error). The kernel waits for the
+    launch before it, so the result is the same either way; the launch's latency overlaps that
+    kernel's tail."""
     layout = V.kv_layout_code(kv_layout)
     k_cache, v_cache = unpack_paged_kv_cache(paged_kv_cache, kv_layout)
     V.check_same_device(append_key=append_key, append_value=append_value, batch_indices=batch_indices,
@@ -58,4 +64,5 @@ def append_paged_kv_cache(
                                   page_size, k_cache.shape[0])
     ops.append_paged_kv_cache(append_key, append_value, batch_indices, positions, k_cache, v_cache,
                               kv_indices, kv_indptr, kv_last_page_len, layout,
-                              V.check_scale("k_scale", k_scale), V.check_scale("v_scale", v_scale))
+                              V.check_scale("k_scale", k_scale), V.check_scale("v_scale", v_scale),
+                              V.resolve_enable_pdl(enable_pdl, V.device_supports_pdl(append_key.device)))

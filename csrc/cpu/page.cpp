@@ -59,8 +59,9 @@ void append_paged_kv_cache(const at::Tensor& append_key, const at::Tensor& appen
                            at::Tensor& paged_k_cache, at::Tensor& paged_v_cache,
                            const at::Tensor& kv_indices, const at::Tensor& kv_indptr,
                            const at::Tensor& kv_last_page_len, int64_t kv_layout, double k_scale,
-                           double v_scale) {
+                           double v_scale, bool enable_pdl) {
   const char* op = "append_paged_kv_cache";
+  TORCH_CHECK(!enable_pdl, op, ": enable_pdl needs programmatic dependent launch (NVIDIA sm_90 or newer)");
   TORCH_CHECK(kv_layout == 0 || kv_layout == 1, op, ": kv_layout must be 0 (NHD) or 1 (HND)");
   TORCH_CHECK(append_key.dim() == 3 && append_key.sizes() == append_value.sizes(), op,
               ": append_key and append_value must be [nnz, num_kv_heads, head_dim] of equal shape");

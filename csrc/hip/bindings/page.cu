@@ -28,7 +28,7 @@ void check_rows(const at::Tensor& t, const char* name, const char* op) {
 }
 
 template <typename Src, typename Dst>
-void launch_append(AppendParams p) {
+void launch_append(AppendParams p, bool pdl) {
   if (p.nnz == 0 || p.num_heads == 0) return;
   const int chunks = p.head_dim / 8;
   p.heads_per_block = std::min(p.num_heads, kPageThreads / chunks);
@@ -36,18 +36,19 @@ void launch_append(AppendParams p) {
   // lookups in flight instead of walking them one after another in few blocks.
   p.grid_tokens = static_cast<int32_t>(std::min<int64_t>(p.nnz, int64_t{num_multiprocessors()} * 64));
   const dim3 block(static_cast<unsigned>(chunks), static_cast<unsigned>(p.heads_per_block));
-  append_paged_kv_kernel<Src, Dst><<<p.grid_tokens, block, 0, current_stream()>>>(p);
+  launch_kernel(&append_paged_kv_kernel<Src, Dst>, dim3(static_cast<unsigned>(p.grid_tokens)), block, 0,
+                current_stream(), pdl, p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename Src>
-void dispatch_cache(at::ScalarType cache_t, const AppendParams& p) {
+void dispatch_cache(at::ScalarType cache_t, const AppendParams& p, bool pdl) {
   switch (cache_t) {
-    case at::kFloat8_e4m3fn: return launch_append<Src, Fp8Store<Fp8Format::kE4M3Fn>>(p);
-    case at::kFloat8_e5m2: return launch_append<Src, Fp8Store<Fp8Format::kE5M2>>(p);
-    case at::kFloat8_e4m3fnuz: return launch_append<Src, Fp8Store<Fp8Format::kE4M3Fnuz>>(p);
-    case at::kFloat8_e5m2fnuz: return launch_append<Src, Fp8Store<Fp8Format::kE5M2Fnuz>>(p);
-    default: return launch_append<Src, Src>(p);
+    case at::kFloat8_e4m3fn: return launch_append<Src, Fp8Store<Fp8Format::kE4M3Fn>>(p, pdl);
+    case at::kFloat8_e5m2: return launch_append<Src, Fp8Store<Fp8Format::kE5M2>>(p, pdl);
+    case at::kFloat8_e4m3fnuz: return launch_append<Src, Fp8Store<Fp8Format::kE4M3Fnuz>>(p, pdl);
+    case at::kFloat8_e5m2fnuz: return launch_append<Src, Fp8Store<Fp8Format::kE5M2Fnuz>>(p, pdl);
+    default: return launch_append<Src, Src>(p, pdl);
   }
 }
 
@@ -56,7 +57,7 @@ void append_paged_kv_cache(const at::Tensor& append_key, const at::Tensor& appen
                            at::Tensor& paged_k_cache, at::Tensor& paged_v_cache,
                            const at::Tensor& kv_indices, const at::Tensor& kv_indptr,
                            const at::Tensor& kv_last_page_len, int64_t kv_layout, double k_scale,
-                           double v_scale) {
+                           double v_scale, bool enable_pdl) {
   const char* op = "append_paged_kv_cache";
   TORCH_CHECK(kv_layout == 0 || kv_layout == 1, op, ": kv_layout must be 0 (NHD) or 1 (HND)");
   check_cuda(append_key, "append_key", op);
@@ -127,10 +128,12 @@ void append_paged_kv_cache(const at::Tensor& append_key, const at::Tensor& appen
   p.head_dim = static_cast<int32_t>(append_key.size(2));
   p.inv_k_scale = static_cast<float>(1.0 / k_scale);
   p.inv_v_scale = static_cast<float>(1.0 / v_scale);
+  TORCH_CHECK(!enable_pdl || device_supports_pdl(), op,
+              ": enable_pdl needs programmatic dependent launch (NVIDIA sm_90 or newer)");
   if (append_key.scalar_type() == at::kHalf) {
-    dispatch_cache<tfo::gpu::half_t>(cache_t, p);
+    dispatch_cache<tfo::gpu::half_t>(cache_t, p, enable_pdl);
   } else {
-    dispatch_cache<tfo::gpu::bf16_t>(cache_t, p);
+    dispatch_cache<tfo::gpu::bf16_t>(cache_t, p, enable_pdl);
   }
 }
 

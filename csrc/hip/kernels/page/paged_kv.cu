@@ -85,6 +85,7 @@ TFO_INLINE void load8(const Src* src, float scale, float* out) {
 template <typename Src, typename Dst>
 TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kPageThreads) append_paged_kv_kernel(const AppendParams p) {
   const int32_t chunk = static_cast<int32_t>(thread_index_x());
+  grid_dependency_wait();  // the appended K/V and the indices may come from the launch before
   for (int32_t i = static_cast<int32_t>(block_index_x()); i < p.nnz; i += p.grid_tokens) {
     const int32_t b = p.batch_indices[i];
     const int32_t pos = p.positions[i];
@@ -109,6 +110,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kPageThreads) append_paged_kv_kernel(const App
                       v);
     }
   }
+  grid_dependents_launch();  // this block's stores are issued
 }
 
 // For each of nnz appended tokens: its request and its position (seq_lens are the lengths
