@@ -213,8 +213,9 @@ def device_supports_pdl(device: torch.device) -> bool:
 
 
 def resolve_enable_pdl(enable_pdl: Optional[bool], supported: bool) -> bool:
-    """FlashInfer's enable_pdl for batch decode: None takes programmatic dependent launch where
-    the device has it (as FlashInfer does); True where it has not is an error, not ignored."""
+    """FlashInfer's enable_pdl of batch decode and prefill: None takes programmatic dependent
+    launch where the device has it (as FlashInfer does); True where it has not is an error, not
+    ignored."""
     if enable_pdl is None:
         return supported
     if enable_pdl and not supported:
@@ -222,10 +223,3 @@ def resolve_enable_pdl(enable_pdl: Optional[bool], supported: bool) -> bool:
             "enable_pdl=True needs programmatic dependent launch (NVIDIA sm_90 or newer); pass None or False"
         )
     return bool(enable_pdl)
-
-
-def check_enable_pdl(enable_pdl: Optional[bool]) -> None:
-    if enable_pdl:
-        raise ValueError(
-            "enable_pdl=True is served by batch decode only; pass None or False"
-        )
