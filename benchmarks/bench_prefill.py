@@ -322,7 +322,7 @@ def main(argv=None):
     gemm_note = ", ".join(f"{k} {fmt(v)}" for k, v in gemm.items())
     notes = [timing, f"GEMM ceiling (torch.matmul, 8192 x 8192 x 8192) TFLOP/s: {gemm_note}",
              f"{HQ} query / {HKV} kv heads, NHD; batch: page {PAGE}, head_dim {BATCH_HEAD_DIM}, 128 MiB workspace "
-             "per wrapper; upstream's batch wrappers run with their default enable_pdl"]
+             "per wrapper; both libraries' batch wrappers run with their default enable_pdl"]
     text = "\n".join(header_lines(meta, *notes) + [
         "", "## Single prefill", "", single_table(singles),
         "", "## Batch prefill (qo_len = kv_len = L per request)", "", batch_table(batches)]

@@ -32,13 +32,14 @@ TORCH_LIBRARY(flashinfer, m) {
       "Tensor kv_indptr, Tensor kv_indices, Tensor kv_last_page_len, Tensor plan_info, "
       "Tensor(a!) partial_o, Tensor(b!) partial_lse, Tensor(c!) o, Tensor(d!)? maybe_lse, "
       "Tensor? packed_custom_mask, Tensor? mask_indptr, int kv_layout, bool causal, "
-      "int window_left, float sm_scale, float logits_soft_cap, float k_scale, float v_scale) -> ()");
+      "int window_left, float sm_scale, float logits_soft_cap, float k_scale, float v_scale, "
+      "bool enable_pdl=False) -> ()");
   m.def(
       "batch_prefill_ragged_run(Tensor q, Tensor k, Tensor v, Tensor qo_indptr, Tensor kv_indptr, "
       "Tensor plan_info, Tensor(a!) partial_o, Tensor(b!) partial_lse, Tensor(c!) o, "
       "Tensor(d!)? maybe_lse, Tensor? packed_custom_mask, Tensor? mask_indptr, int kv_layout, "
       "bool causal, int window_left, float sm_scale, float logits_soft_cap, float k_scale, "
-      "float v_scale) -> ()");
+      "float v_scale, bool enable_pdl=False) -> ()");
   m.def(
       "batch_decode_paged_run(Tensor q, Tensor paged_k, Tensor paged_v, Tensor kv_indptr, "
       "Tensor kv_indices, Tensor kv_last_page_len, Tensor plan_info, Tensor(a!) partial_o, "

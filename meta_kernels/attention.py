@@ -21,14 +21,14 @@ def single_decode(q, k, v, o, maybe_lse, kv_layout, window_left, sm_scale, logit
 @torch.library.register_fake("flashinfer::batch_prefill_paged_run")
 def batch_prefill_paged_run(q, paged_k, paged_v, qo_indptr, kv_indptr, kv_indices, kv_last_page_len, plan_info,
                             partial_o, partial_lse, o, maybe_lse, packed_custom_mask, mask_indptr, kv_layout,
-                            causal, window_left, sm_scale, logits_soft_cap, k_scale, v_scale):
+                            causal, window_left, sm_scale, logits_soft_cap, k_scale, v_scale, enable_pdl=False):
     _check_out(o, q, "batch_prefill_paged_run")
 
 
 @torch.library.register_fake("flashinfer::batch_prefill_ragged_run")
 def batch_prefill_ragged_run(q, k, v, qo_indptr, kv_indptr, plan_info, partial_o, partial_lse, o, maybe_lse,
                              packed_custom_mask, mask_indptr, kv_layout, causal, window_left, sm_scale,
-                             logits_soft_cap, k_scale, v_scale):
+                             logits_soft_cap, k_scale, v_scale, enable_pdl=False):
     _check_out(o, q, "batch_prefill_ragged_run")
 
 

@@ -226,6 +226,40 @@ def test_decode_enable_pdl_where_the_device_has_none(workspace):
             plan.split_counters, torch.empty_like(q), None, 0, -1, D ** -0.5, 0.0, 1.0, 1.0, False, 0, True)
 
 
+def test_paged_prefill_enable_pdl_where_the_device_has_none(workspace):
+    """As batch decode: enable_pdl=True is refused on the CPU by run() and by the operator."""
+    P = _paged()
+    w, qo_indptr = _paged_prefill(workspace, P, causal=True)
+    q = torch.randn(int(qo_indptr[-1]), HQ, D, dtype=F16)
+    with pytest.raises(ValueError, match=r"enable_pdl.*sm_90"):
+        w.run(q, P.cache, enable_pdl=True)
+    torch.testing.assert_close(w.run(q, P.cache, enable_pdl=False), w.run(q, P.cache, enable_pdl=None),
+                               rtol=0, atol=0)
+    plan = w._plan
+    k, v = P.cache.unbind(1)
+    with pytest.raises(RuntimeError, match=r"enable_pdl"):
+        torch.ops.flashinfer.batch_prefill_paged_run(
+            q, k, v, w._qo_indptr, w._kv_indptr, w._kv_indices, w._kv_last_page_len, plan.plan_info, plan.partial_o,
+            plan.partial_lse, torch.empty_like(q), None, None, None, 0, True, -1, D ** -0.5, 0.0, 1.0, 1.0, True)
+
+
+def test_ragged_prefill_enable_pdl_where_the_device_has_none(workspace):
+    """As batch decode: enable_pdl=True is refused on the CPU by run() and by the operator."""
+    qo_lens, kv_lens = (3, 4, 5), (5, 20, 33)
+    w = flashinfer.BatchPrefillWithRaggedKVCacheWrapper(workspace, "NHD")
+    qo_indptr, kv_indptr = ref.indptr_from_lens(qo_lens), ref.indptr_from_lens(kv_lens)
+    w.plan(qo_indptr, kv_indptr, HQ, HKV, D, causal=True)
+    q, k, v = _qkv(sum(qo_lens), sum(kv_lens))
+    with pytest.raises(ValueError, match=r"enable_pdl.*sm_90"):
+        w.run(q, k, v, enable_pdl=True)
+    torch.testing.assert_close(w.run(q, k, v, enable_pdl=False), w.run(q, k, v, enable_pdl=None), rtol=0, atol=0)
+    plan = w._plan
+    with pytest.raises(RuntimeError, match=r"enable_pdl"):
+        torch.ops.flashinfer.batch_prefill_ragged_run(
+            q, k, v, w._qo_indptr, w._kv_indptr, plan.plan_info, plan.partial_o, plan.partial_lse,
+            torch.empty_like(q), None, None, None, 0, True, -1, D ** -0.5, 0.0, 1.0, 1.0, True)
+
+
 # ---------------------------------------------------------------------------
 # index arrays
 # ---------------------------------------------------------------------------

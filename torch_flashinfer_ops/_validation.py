@@ -221,8 +221,9 @@ def _supports_pdl(device_type: str, index: Optional[int]) -> bool:
 
 
 def resolve_enable_pdl(enable_pdl: Optional[bool], supported: bool) -> bool:
-    """FlashInfer's enable_pdl: None takes programmatic dependent launch where
-    the device has it (as FlashInfer does); True where it has not is an error, not ignored."""
+    """FlashInfer's enable_pdl (batch decode and prefill; append_paged_kv_cache too): None takes
+    programmatic dependent launch where the device has it (as FlashInfer does); True where it has
+    not is an error, not ignored."""
     if enable_pdl is None:
         return supported
     if enable_pdl and not supported:
@@ -230,10 +231,3 @@ def resolve_enable_pdl(enable_pdl: Optional[bool], supported: bool) -> bool:
             "enable_pdl=True needs programmatic dependent launch (NVIDIA sm_90 or newer); pass None or False"
         )
     return bool(enable_pdl)
-
-
-def check_enable_pdl(enable_pdl: Optional[bool]) -> None:
-    if enable_pdl:
-        raise ValueError(
-            "enable_pdl=True is served by batch decode only; pass None or False"
-        )

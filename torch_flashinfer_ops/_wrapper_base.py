@@ -129,6 +129,7 @@ class BatchWrapperBase:
                 if buf is not None and buf.device != float_workspace_buffer.device:
                     raise ValueError(f"{name} must be on the workspace's device {float_workspace_buffer.device}")
         self._plan = None
+        self._pdl_supported = V.device_supports_pdl(self.device)
 
     @property
     def is_cuda_graph_enabled(self) -> bool:

@@ -110,7 +110,6 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
                          paged_kv_indices_buffer=paged_kv_indices_buffer,
                          paged_kv_last_page_len_buffer=paged_kv_last_page_len_buffer)
         self._use_tensor_cores = bool(use_tensor_cores)
-        self._pdl_supported = V.device_supports_pdl(self.device)
 
     @property
     def use_tensor_cores(self) -> bool:

@@ -325,7 +325,7 @@ class BatchPrefillWithPagedKVCacheWrapper(_PrefillWrapperBase):
     ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         """Attention of q [total_qo, num_qo_heads, head_dim] against the paged cache."""
         V.check_no_extra_args(args, "run")
-        V.check_enable_pdl(enable_pdl)
+        pdl = V.resolve_enable_pdl(enable_pdl, self._pdl_supported)
         V.check_unserved(sinks=sinks)
         plan = self._require_plan()
         p = self._params
@@ -352,7 +352,7 @@ class BatchPrefillWithPagedKVCacheWrapper(_PrefillWrapperBase):
         ops.batch_prefill_paged_run(
             q, k_cache, v_cache, self._qo_indptr, self._kv_indptr, self._kv_indices, self._kv_last_page_len,
             plan.plan_info, plan.partial_o, plan.partial_lse, out, lse, self._packed_mask, self._mask_indptr,
-            V.kv_layout_code(self._kv_layout), p["causal"], wl, sm, p["logits_soft_cap"], ks, vs)
+            V.kv_layout_code(self._kv_layout), p["causal"], wl, sm, p["logits_soft_cap"], ks, vs, pdl)
         return (out, lse) if return_lse else out
 
     def run_return_lse(self, q, paged_kv_cache, *args, **kwargs):
@@ -479,7 +479,7 @@ class BatchPrefillWithRaggedKVCacheWrapper(_PrefillWrapperBase):
     ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         """Attention of q [total_qo, Hq, D] against k/v [total_kv, Hkv, D] (NHD)."""
         V.check_no_extra_args(args, "run")
-        V.check_enable_pdl(enable_pdl)
+        pdl = V.resolve_enable_pdl(enable_pdl, self._pdl_supported)
         plan = self._require_plan()
         p = self._params
         self._check_q(q)
@@ -505,7 +505,7 @@ class BatchPrefillWithRaggedKVCacheWrapper(_PrefillWrapperBase):
         ops.batch_prefill_ragged_run(
             q, k, v, self._qo_indptr, self._kv_indptr, plan.plan_info, plan.partial_o, plan.partial_lse,
             out, lse, self._packed_mask, self._mask_indptr, V.kv_layout_code(self._kv_layout), p["causal"],
-            p["window_left"], sm, p["logits_soft_cap"], ks, vs)
+            p["window_left"], sm, p["logits_soft_cap"], ks, vs, pdl)
         return (out, lse) if return_lse else out
 
     def run_return_lse(self, q, k, v, *args, **kwargs):

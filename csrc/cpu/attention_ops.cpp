@@ -288,8 +288,9 @@ void batch_prefill_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
                              const std::optional<at::Tensor>& packed_custom_mask,
                              const std::optional<at::Tensor>& mask_indptr, int64_t kv_layout,
                              bool causal, int64_t window_left, double sm_scale,
-                             double logits_soft_cap, double k_scale, double v_scale) {
+                             double logits_soft_cap, double k_scale, double v_scale, bool enable_pdl) {
   const char* op = "batch_prefill_paged_run";
+  TORCH_CHECK(!enable_pdl, op, ": enable_pdl needs programmatic dependent launch (NVIDIA sm_90 or newer)");
   check_q(q, op);
   TORCH_CHECK(q.dim() == 3, op, ": q must be [qo_tokens, num_qo_heads, head_dim]");
   const int64_t batch = kv_last_page_len.numel();
@@ -331,8 +332,9 @@ void batch_prefill_ragged_run(const at::Tensor& q, const at::Tensor& k, const at
                               const std::optional<at::Tensor>& packed_custom_mask,
                               const std::optional<at::Tensor>& mask_indptr, int64_t kv_layout,
                               bool causal, int64_t window_left, double sm_scale,
-                              double logits_soft_cap, double k_scale, double v_scale) {
+                              double logits_soft_cap, double k_scale, double v_scale, bool enable_pdl) {
   const char* op = "batch_prefill_ragged_run";
+  TORCH_CHECK(!enable_pdl, op, ": enable_pdl needs programmatic dependent launch (NVIDIA sm_90 or newer)");
   check_q(q, op);
   TORCH_CHECK(q.dim() == 3, op, ": q must be [qo_tokens, num_qo_heads, head_dim]");
   check_single_kv(q, k, v, kv_layout, op);

@@ -1,8 +1,8 @@
 // CUDA/HIP dispatch of the prefill operators: argument checks (shapes, dtypes, strides; never
 // the contents of device arrays), then one launch of prefill_kernel and, for batches, one of
-// merge_partials_kernel. No host synchronisation and no allocation outside PyTorch's caching
-// allocator; batch grids are sized from the device, not from the plan, so captured graphs
-// replay any later plan.
+// merge_partials_kernel (with enable_pdl, both programmatic dependent launches). No host
+// synchronisation and no allocation outside PyTorch's caching allocator; batch grids are sized
+// from the device, not from the plan, so captured graphs replay any later plan.
 #include <c10/cuda/CUDAException.h>
 #include <torch/library.h>
 
@@ -71,7 +71,7 @@ int planned_grid_blocks() {
 }
 
 template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores, bool kMasked = false>
-void launch_scores(const pk::PrefillParams& params, int64_t qo_tokens) {
+void launch_scores(const pk::PrefillParams& params, int64_t qo_tokens, bool pdl) {
   using Policy = pk::PrefillPolicy<kHeadDim, kPlanned, kTransformScores, kMasked>;
   auto* kernel = &pk::prefill_kernel<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked>;
   constexpr int kSmem = Policy::kSmemBytes;
@@ -89,12 +89,12 @@ void launch_scores(const pk::PrefillParams& params, int64_t qo_tokens) {
     return;
   }
   const int grid = planned_grid_blocks<T, kHeadDim, kPaged, kTransformScores, kMasked>();
-  kernel<<<grid, Policy::kThreads, kSmem, stream>>>(params, grid);
+  gpu_binding::launch_kernel(kernel, grid, Policy::kThreads, kSmem, stream, pdl, params, grid);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (qo_tokens == 0) return;
   const int merge_grid = gpu_binding::num_multiprocessors() * 4;
-  pk::merge_partials_kernel<T, kHeadDim><<<merge_grid, pk::kMergeThreads, 0, stream>>>(
-      params, static_cast<int>(qo_tokens), merge_grid);
+  gpu_binding::launch_kernel(&pk::merge_partials_kernel<T, kHeadDim>, merge_grid, pk::kMergeThreads, 0, stream, pdl,
+                             params, static_cast<int>(qo_tokens), merge_grid);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -115,20 +115,21 @@ auto with_variant(bool transform, bool masked, F&& f) {
 bool transforms_scores(const pk::PrefillParams& p) { return p.cap_log2e > 0.0f || !(p.logit_scale > 0.0f); }
 
 template <typename T, int kHeadDim, bool kPaged, bool kPlanned>
-void launch(const pk::PrefillParams& params, int64_t qo_tokens) {
+void launch(const pk::PrefillParams& params, int64_t qo_tokens, bool pdl) {
   with_variant<kHeadDim, kPlanned>(transforms_scores(params), params.custom_mask != nullptr,
                                    [&](auto transform, auto masked) {
                                      launch_scores<T, kHeadDim, kPaged, kPlanned, decltype(transform)::value,
-                                                   decltype(masked)::value>(params, qo_tokens);
+                                                   decltype(masked)::value>(params, qo_tokens, pdl);
                                    });
 }
 
+// pdl: the batch launches as programmatic dependent launches (single requests never take it).
 template <bool kPaged, bool kPlanned>
 void dispatch(const char* op, at::ScalarType dtype, int64_t head_dim,
-              const pk::PrefillParams& params, int64_t qo_tokens) {
+              const pk::PrefillParams& params, int64_t qo_tokens, bool pdl = false) {
 #define TFO_PREFILL_CASE(T, D)                                     \
   if (dtype == scalar_type_of<T>() && head_dim == D) {             \
-    return launch<T, D, kPaged, kPlanned>(params, qo_tokens);      \
+    return launch<T, D, kPaged, kPlanned>(params, qo_tokens, pdl); \
   }
   TFO_PREFILL_FOR_EACH_CONFIG(TFO_PREFILL_CASE)
 #undef TFO_PREFILL_CASE
@@ -287,6 +288,12 @@ void set_custom_mask(pk::PrefillParams& p, const std::optional<at::Tensor>& pack
   }
 }
 
+// On the current device (the caller's guard sets it).
+void check_pdl(bool enable_pdl, const char* op) {
+  TORCH_CHECK(!enable_pdl || gpu_binding::device_supports_pdl(), op,
+              ": enable_pdl needs programmatic dependent launch (NVIDIA sm_90 or newer)");
+}
+
 void set_plan(pk::PrefillParams& p, const at::Tensor& plan_info, at::Tensor& partial_o,
               at::Tensor& partial_lse, const char* op) {
   check_int32(plan_info, "plan_info", op);
@@ -342,7 +349,7 @@ void batch_prefill_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
                              const std::optional<at::Tensor>& packed_custom_mask,
                              const std::optional<at::Tensor>& mask_indptr, int64_t kv_layout,
                              bool causal, int64_t window_left, double sm_scale,
-                             double logits_soft_cap, double k_scale, double v_scale) {
+                             double logits_soft_cap, double k_scale, double v_scale, bool enable_pdl) {
   const char* op = "batch_prefill_paged_run";
   TORCH_CHECK(kv_layout == kLayoutNHD || kv_layout == kLayoutHND, op,
               ": kv_layout must be 0 (NHD) or 1 (HND), got ", kv_layout);
@@ -350,6 +357,7 @@ void batch_prefill_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
   check_kv(q, paged_k, paged_v, op);
   TORCH_CHECK(paged_k.dim() == 4, op, ": paged k/v caches must be 4-D");
   const c10::cuda::CUDAGuard guard(q.device());
+  check_pdl(enable_pdl, op);
   check_int32(qo_indptr, "qo_indptr", op);
   check_int32(kv_indptr, "kv_indptr", op);
   check_int32(kv_indices, "kv_indices", op);
@@ -372,7 +380,7 @@ void batch_prefill_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
   set_options(p, causal, window_left, sm_scale, logits_soft_cap, k_scale, v_scale, op);
   set_custom_mask(p, packed_custom_mask, mask_indptr, true, op);
   OutputTarget target = set_outputs(p, q, o, maybe_lse, op);
-  dispatch<true, true>(op, q.scalar_type(), q.size(2), p, q.size(0));
+  dispatch<true, true>(op, q.scalar_type(), q.size(2), p, q.size(0), enable_pdl);
   finish_outputs(target);
 }
 
@@ -384,7 +392,7 @@ void batch_prefill_ragged_run(const at::Tensor& q, const at::Tensor& k, const at
                               const std::optional<at::Tensor>& packed_custom_mask,
                               const std::optional<at::Tensor>& mask_indptr, int64_t kv_layout,
                               bool causal, int64_t window_left, double sm_scale,
-                              double logits_soft_cap, double k_scale, double v_scale) {
+                              double logits_soft_cap, double k_scale, double v_scale, bool enable_pdl) {
   const char* op = "batch_prefill_ragged_run";
   TORCH_CHECK(kv_layout == kLayoutNHD || kv_layout == kLayoutHND, op,
               ": kv_layout must be 0 (NHD) or 1 (HND), got ", kv_layout);
@@ -392,6 +400,7 @@ void batch_prefill_ragged_run(const at::Tensor& q, const at::Tensor& k, const at
   check_kv(q, k, v, op);
   TORCH_CHECK(k.dim() == 3, op, ": k and v must be 3-D");
   const c10::cuda::CUDAGuard guard(q.device());
+  check_pdl(enable_pdl, op);
   check_int32(qo_indptr, "qo_indptr", op);
   check_int32(kv_indptr, "kv_indptr", op);
   TORCH_CHECK(qo_indptr.numel() >= 1 && kv_indptr.numel() == qo_indptr.numel(), op,
@@ -407,7 +416,7 @@ void batch_prefill_ragged_run(const at::Tensor& q, const at::Tensor& k, const at
   set_options(p, causal, window_left, sm_scale, logits_soft_cap, k_scale, v_scale, op);
   set_custom_mask(p, packed_custom_mask, mask_indptr, true, op);
   OutputTarget target = set_outputs(p, q, o, maybe_lse, op);
-  dispatch<false, true>(op, q.scalar_type(), q.size(2), p, q.size(0));
+  dispatch<false, true>(op, q.scalar_type(), q.size(2), p, q.size(0), enable_pdl);
   finish_outputs(target);
 }
 

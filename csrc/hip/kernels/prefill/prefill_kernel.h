@@ -685,6 +685,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned, kTransformS
   using Policy = PrefillPolicy<kHeadDim, kPlanned, kTransformScores, kMasked>;
   extern TFO_SHARED __attribute__((aligned(128))) uint8_t prefill_smem[];
   check_tile_alignment(prefill_smem);  // tile offsets below are multiples of 128 bytes
+  grid_dependency_wait();  // q, k/v, the index arrays and the plan may come from the launch before
   const int group = p.num_qo_heads / p.num_kv_heads;
   if constexpr (!kPlanned) {
     const int rows = p.qo_len * group;
@@ -713,12 +714,12 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned, kTransformS
       const int units_per_item = p.num_kv_heads * chunks();
       if (plan[pi::kNumLists] == grid_blocks) {
         const int at = uniform_int(next);
-        if (at >= list_offsets()[block_index_x() + 1] * chunks()) return;
+        if (at >= list_offsets()[block_index_x() + 1] * chunks()) break;
         const int entry = list_offsets()[grid_blocks + 1 + at / chunks()];
         unit = entry / p.num_kv_heads * units_per_item + entry % p.num_kv_heads * chunks() + at % chunks();
         next = at + 1;
       } else if (unit >= plan[pi::kNumItems] * units_per_item) {
-        return;
+        break;
       }
       const int32_t* items = items_at();
       const int32_t* item = items + pi::kItemFields * (unit / units_per_item);
@@ -732,6 +733,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned, kTransformS
       run_unit<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked>(p, u, group, prefill_smem);
     }
   }
+  grid_dependents_launch();  // this block's stores are issued
 }
 
 // Combines the num_splits partial rows of each split request (plan's per-request table) into o
@@ -741,6 +743,7 @@ template <typename T, int kHeadDim>
 TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMergeThreads)
     merge_partials_kernel(const PrefillParams p, int qo_tokens, int grid_blocks) {
   namespace pi = flashinfer_ops::plan_info;
+  grid_dependency_wait();  // the prefill launch's partial rows
   const int32_t* plan = p.plan;
   if (plan[pi::kPartialRows] == 0) return;
   constexpr int kWavesPerBlock = kMergeThreads / kWaveSize;
