@@ -2,7 +2,7 @@
 against upstream flashinfer.page.append_paged_kv_cache and the device's copy bandwidth.
 
     python benchmarks/bench_append.py --out DIR [--quick] [--decode-batches 1,16,64,256]
-        [--prefill 4x4096] [--timing graph|events]
+        [--prefill 4x4096] [--timing graph|events] [--ours-pdl default|off]
 
 Shapes: fp16, 8 kv heads, head_dim 128, page size 16, NHD cache [pages, 2, 16, 8, 128], pages in
 random order. Decode-shaped: bs requests that hold 1000 tokens each get one new token.
@@ -15,7 +15,9 @@ ceiling is a 2 GiB device-to-device copy (bytes read + written per second), meas
 Both libraries are timed the same way: by default 10 calls captured in one CUDA graph, the
 replay timed by CUDA events and divided (median of 20), after warm-up; `--timing events` times
 10 back-to-back calls per event pair instead. L2 is not flushed (decode-shaped appends touch a
-few KB). Writes DIR/append.json (every row and the run's metadata), append.md and append.png.
+few KB). Ours takes its default enable_pdl (programmatic dependent launch on NVIDIA sm_90+, where
+each call's launch overlaps the previous kernel's tail; upstream's append has no such option);
+`--ours-pdl off` passes enable_pdl=False. Writes DIR/append.json (every row and the run's metadata), append.md and append.png.
 """
 import os
 import sys
@@ -44,6 +46,8 @@ def parse_args(argv=None):
     parser.add_argument("--timing", choices=("graph", "events"), default="graph",
                         help=f"graph: {CALLS} calls in one CUDA graph; events: {CALLS} back-to-back calls per "
                              "CUDA-event pair (default %(default)s)")
+    parser.add_argument("--ours-pdl", choices=("default", "off"), default="default",
+                        help="ours with its default enable_pdl, or enable_pdl=False (default %(default)s)")
     args = parse_with_shape_defaults(parser, QUICK, FULL, argv)
     decode = [("decode", int(bs), DECODE_PRIOR_TOKENS, 1) for bs in args.decode_batches.split(",")]
     prefill = [("prefill", *(int(v) for v in shape.split("x"))) for shape in args.prefill.split(",")]
@@ -73,16 +77,22 @@ def append_inputs(page_ops, n, prior, new):
     )
 
 
-def append_call(page_ops, x):
+# Keyword arguments of ours only (--ours-pdl off: enable_pdl=False).
+OURS_KW = {}
+
+
+def append_call(page_ops, x, extra=None):
     return lambda: page_ops.append_paged_kv_cache(x.key, x.value, x.batch_indices, x.positions, x.cache,
-                                                  x.kv_indices, x.kv_indptr, x.last, kv_layout="NHD")
+                                                  x.kv_indices, x.kv_indptr, x.last, kv_layout="NHD",
+                                                  **(extra or {}))
 
 
 def bench_shape(libs, tfo_page, shape, timer, ceiling):
     kind, n, prior, new = shape
     x = append_inputs(tfo_page, n, prior, new)
     nbytes = 2 * (x.key.numel() * x.key.element_size() + x.value.numel() * x.value.element_size())
-    seconds = {name: attempt(f"{name} append", lambda: timer(append_call(libs[name].page, x), ITERS))
+    seconds = {name: attempt(f"{name} append",
+                             lambda: timer(append_call(libs[name].page, x, OURS_KW if name == "ours" else None), ITERS))
                if name in libs else None for name in LIBS}
     gbps = {name: nbytes / s / 1e9 if s else None for name, s in seconds.items()}
     return {
@@ -126,11 +136,14 @@ def main(argv=None):
     tfo = import_ours()
     fi = optional_import("flashinfer", "upstream flashinfer")
     libs = {"ours": tfo, **({"flashinfer": fi} if fi else {})}
+    if args.ours_pdl == "off":
+        OURS_KW["enable_pdl"] = False
     timer, timing = timer_for(args.timing, CALLS)
     ceiling = attempt("copy ceiling", copy_bandwidth)
     meta = run_metadata(flashinfer=getattr(fi, "__version__", None),
                         copy_ceiling_gbps=ceiling and ceiling / 1e9, timing=timing, iters=ITERS,
-                        shape=f"fp16, {HKV} kv heads, d{D}, page {PAGE}, NHD", quick=args.quick)
+                        shape=f"fp16, {HKV} kv heads, d{D}, page {PAGE}, NHD", quick=args.quick,
+                        ours_pdl=args.ours_pdl)
     rows = []
     for shape in args.shapes:
         rows.append(bench_shape(libs, tfo.page, shape, timer, ceiling))
@@ -138,7 +151,8 @@ def main(argv=None):
               + ", ".join(f"{name} {fmt(rows[-1]['us'][name], '.2f')} us" for name in LIBS), flush=True)
     notes = [f"{timing}; median of {ITERS}",
              f"fp16, {HKV} kv heads, d{D}, page {PAGE}, NHD; decode-shaped requests hold {DECODE_PRIOR_TOKENS} tokens",
-             f"copy ceiling {fmt(meta['copy_ceiling_gbps'], '.0f')} GB/s (2 GiB device-to-device, read + write)"]
+             f"copy ceiling {fmt(meta['copy_ceiling_gbps'], '.0f')} GB/s (2 GiB device-to-device, read + write)",
+             f"ours: enable_pdl {'default' if args.ours_pdl == 'default' else 'False'}"]
     text = "\n".join(header_lines(meta, *notes) + ["", table(rows)])
     print(text)
     write_results(args.out, "append", meta, rows, text)
