@@ -11,6 +11,9 @@
 //       traps unless smem is 128-byte aligned where the fragment loaders need it (NVIDIA).
 //   swizzle_chunk<kChunksPerRow>(row, chunk)
 //       physical 16-byte chunk within a row for a logical one, chosen for the platform's banks.
+//   load_global_16b_first(gmem) -> Words16
+//       a 16-byte global load that the compiler keeps ahead of the memory accesses after it
+//       (issued there; the thread waits only where the words are used).
 #pragma once
 
 #include "gpu_iface/platform.h"

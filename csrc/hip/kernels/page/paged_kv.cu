@@ -10,6 +10,7 @@
 
 #include "../decode/fp8.h"
 #include "page_divisor.h"
+#include "gpu_iface/memory.h"
 #include "gpu_iface/platform.h"
 #include "gpu_iface/vec_types.h"
 
@@ -67,41 +68,50 @@ TFO_INLINE void store_converted(Dst* dst, const float* x) {
   }
 }
 
+// The 8 elements of a loaded chunk, times scale, as float.
 template <typename Src>
-TFO_INLINE void load8(const Src* src, float scale, float* out) {
+TFO_INLINE void widen8(const Words16& c, float scale, float* out) {
   struct alignas(16) Chunk {
     Src x[8];
   };
-  const Chunk c = *reinterpret_cast<const Chunk*>(src);
+  const Chunk elems = *reinterpret_cast<const Chunk*>(&c);
 #pragma unroll
-  for (int i = 0; i < 8; ++i) out[i] = to_float(c.x[i]) * scale;
+  for (int i = 0; i < 8; ++i) out[i] = to_float(elems.x[i]) * scale;
 }
 
 // A block of (head_dim / 8) x heads_per_block threads takes one appended token at a time (grid
 // stride), thread (x, y) the 8-element chunk x of heads y, y + blockDim.y, ...: no integer
 // division on the way to an address (the page index is page_divisor.h's multiply and shift).
-// The appended K/V are read before the page lookup: those reads do not depend on it, so
-// their latency overlaps the dependent index loads (batch index, page offset, page id).
+// The appended K/V are read before the page lookup (and held as loaded, 8 registers, until the
+// store converts them): those reads do not depend on it, so their latency overlaps the dependent
+// index loads (batch index, page offset, page id).
+// 16-bit caches: registers capped at 32 per thread (a full SM of threads), so that long appends
+// keep as many tokens' loads in flight as the SM holds threads; the FP8 encoders need more.
 template <typename Src, typename Dst>
-TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kPageThreads) append_paged_kv_kernel(const AppendParams p) {
+inline constexpr int kAppendMinBlocks = std::is_same_v<Src, Dst> ? 2048 / kPageThreads : 1;
+
+template <typename Src, typename Dst>
+TFO_GLOBAL void TFO_LAUNCH_BOUNDS_MIN_BLOCKS(kPageThreads, (kAppendMinBlocks<Src, Dst>))
+    append_paged_kv_kernel(const AppendParams p) {
   const int32_t chunk = static_cast<int32_t>(thread_index_x());
   grid_dependency_wait();  // the appended K/V and the indices may come from the launch before
   for (int32_t i = static_cast<int32_t>(block_index_x()); i < p.nnz; i += p.grid_tokens) {
     const int32_t b = p.batch_indices[i];
     const int32_t pos = p.positions[i];
     for (int32_t head = static_cast<int32_t>(thread_index_y()); head < p.num_heads; head += p.heads_per_block) {
-      float k[8], v[8];
-      load8(static_cast<const Src*>(p.key) + i * p.key_stride_token + head * p.key_stride_head + chunk * 8,
-            p.inv_k_scale, k);
-      load8(static_cast<const Src*>(p.value) + i * p.value_stride_token + head * p.value_stride_head +
-                chunk * 8,
-            p.inv_v_scale, v);
+      const Words16 k_words = load_global_16b_first(static_cast<const Src*>(p.key) + i * p.key_stride_token +
+                                                    head * p.key_stride_head + chunk * 8);
+      const Words16 v_words = load_global_16b_first(static_cast<const Src*>(p.value) + i * p.value_stride_token +
+                                                    head * p.value_stride_head + chunk * 8);
       if (b < 0 || pos < 0) continue;
       const PageSlot at = page_slot(pos, p.page_div);
       const int32_t page_idx = p.kv_indptr[b] + at.page;
       if (page_idx >= p.kv_indptr[b + 1]) continue;
       const int64_t page = p.kv_indices[page_idx];
       const int32_t slot = at.slot;
+      float k[8], v[8];
+      widen8<Src>(k_words, p.inv_k_scale, k);
+      widen8<Src>(v_words, p.inv_v_scale, v);
       store_converted(static_cast<Dst*>(p.k_cache) + page * p.k_stride_page + slot * p.k_stride_token +
                           head * p.k_stride_head + chunk * 8,
                       k);

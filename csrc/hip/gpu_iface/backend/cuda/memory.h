@@ -27,6 +27,23 @@ TFO_INLINE void copy_global_to_shared_16b(void* smem, const void* gmem, bool in_
                : "memory");
 }
 
+struct alignas(16) Words16 {
+  uint32_t w[4];
+};
+
+// A relaxed (strong, GPU-scope) load: the assembler keeps it in program order ahead of the loads
+// after it, where a plain ld.global whose words are only stored later is sunk below the branches
+// and dependent index loads that follow, putting its latency on their chain. Served by L2, as a
+// read-once stream would be anyway.
+TFO_INLINE Words16 load_global_16b_first(const void* gmem) {
+  Words16 r;
+  asm volatile("ld.relaxed.gpu.global.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r.w[0]), "=r"(r.w[1]), "=r"(r.w[2]), "=r"(r.w[3])
+               : "l"(gmem)
+               : "memory");
+  return r;
+}
+
 TFO_INLINE void copy_commit_group() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 
 template <int kPending>

@@ -10,6 +10,8 @@
 #define TFO_SHARED __shared__
 #define TFO_LAUNCH_BOUNDS(max_threads) __launch_bounds__(max_threads)
 #define TFO_MIN_WAVES_PER_SIMD(n)
+// Registers capped so that min_blocks blocks of max_threads fit on an SM.
+#define TFO_LAUNCH_BOUNDS_MIN_BLOCKS(max_threads, min_blocks) __launch_bounds__(max_threads, min_blocks)
 
 namespace tfo::gpu {
 

@@ -17,6 +17,17 @@ TFO_INLINE void copy_global_to_shared_16b(void* smem, const void* gmem, bool in_
   *static_cast<Chunk*>(smem) = v;
 }
 
+struct alignas(16) Words16 {
+  uint32_t w[4];
+};
+
+// A plain load followed by a compiler barrier, so the accesses after it stay after it.
+TFO_INLINE Words16 load_global_16b_first(const void* gmem) {
+  const Words16 r = *static_cast<const Words16*>(gmem);
+  asm volatile("" ::: "memory");
+  return r;
+}
+
 TFO_INLINE void copy_commit_group() {}
 
 template <int kPending>
