@@ -13,9 +13,9 @@
 #define TFO_SHARED __attribute__((shared))
 #define TFO_LAUNCH_BOUNDS(max_threads) __attribute__((amdgpu_flat_work_group_size(1, max_threads)))
 #define TFO_MIN_WAVES_PER_SIMD(n) __attribute__((amdgpu_waves_per_eu(n)))
+#endif
 // NVIDIA's register cap for an occupancy target; AMD kernels set theirs with TFO_MIN_WAVES_PER_SIMD.
 #define TFO_LAUNCH_BOUNDS_MIN_BLOCKS(max_threads, min_blocks) TFO_LAUNCH_BOUNDS(max_threads)
-#endif
 
 namespace tfo::gpu {
 
