@@ -207,57 +207,56 @@ def test_run_page_size_differs_from_plan(workspace):
         w.run(q, cache32)
 
 
+def _assert_enable_pdl_refused(run, op_with_pdl):
+    """enable_pdl=True asks for programmatic dependent launch (NVIDIA sm_90+): on the CPU,
+    run(True) raises a ValueError and the operator with enable_pdl its own error, not ignored;
+    run(False) and run(None) give the same result."""
+    with pytest.raises(ValueError, match=r"enable_pdl.*sm_90"):
+        run(True)
+    torch.testing.assert_close(run(False), run(None), rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match=r"enable_pdl"):
+        op_with_pdl()
+
+
 def test_decode_enable_pdl_where_the_device_has_none(workspace):
-    """enable_pdl=True asks for programmatic dependent launch (NVIDIA sm_90+): refused on the
-    CPU, not ignored; None and False run. The operator refuses it too."""
     P = _paged()
     w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
     w.plan(P.indptr, P.indices, P.last_page_len, HQ, HKV, D, P.page_size)
     q = torch.randn(len(P.indptr) - 1, HQ, D, dtype=F16)
-    with pytest.raises(ValueError, match=r"enable_pdl.*sm_90"):
-        w.run(q, P.cache, enable_pdl=True)
-    torch.testing.assert_close(w.run(q, P.cache, enable_pdl=False), w.run(q, P.cache, enable_pdl=None),
-                               rtol=0, atol=0)
     plan = w._plan
     k, v = P.cache.unbind(1)
-    with pytest.raises(RuntimeError, match=r"enable_pdl"):
-        torch.ops.flashinfer.batch_decode_paged_run(
+    _assert_enable_pdl_refused(
+        lambda pdl: w.run(q, P.cache, enable_pdl=pdl),
+        lambda: torch.ops.flashinfer.batch_decode_paged_run(
             q, k, v, P.indptr, P.indices, P.last_page_len, plan.plan_info, plan.partial_o, plan.partial_lse,
-            plan.split_counters, torch.empty_like(q), None, 0, -1, D ** -0.5, 0.0, 1.0, 1.0, False, 0, True)
+            plan.split_counters, torch.empty_like(q), None, 0, -1, D ** -0.5, 0.0, 1.0, 1.0, False, 0, True))
 
 
 def test_paged_prefill_enable_pdl_where_the_device_has_none(workspace):
-    """As batch decode: enable_pdl=True is refused on the CPU by run() and by the operator."""
     P = _paged()
     w, qo_indptr = _paged_prefill(workspace, P, causal=True)
     q = torch.randn(int(qo_indptr[-1]), HQ, D, dtype=F16)
-    with pytest.raises(ValueError, match=r"enable_pdl.*sm_90"):
-        w.run(q, P.cache, enable_pdl=True)
-    torch.testing.assert_close(w.run(q, P.cache, enable_pdl=False), w.run(q, P.cache, enable_pdl=None),
-                               rtol=0, atol=0)
     plan = w._plan
     k, v = P.cache.unbind(1)
-    with pytest.raises(RuntimeError, match=r"enable_pdl"):
-        torch.ops.flashinfer.batch_prefill_paged_run(
+    _assert_enable_pdl_refused(
+        lambda pdl: w.run(q, P.cache, enable_pdl=pdl),
+        lambda: torch.ops.flashinfer.batch_prefill_paged_run(
             q, k, v, w._qo_indptr, w._kv_indptr, w._kv_indices, w._kv_last_page_len, plan.plan_info, plan.partial_o,
-            plan.partial_lse, torch.empty_like(q), None, None, None, 0, True, -1, D ** -0.5, 0.0, 1.0, 1.0, True)
+            plan.partial_lse, torch.empty_like(q), None, None, None, 0, True, -1, D ** -0.5, 0.0, 1.0, 1.0, True))
 
 
 def test_ragged_prefill_enable_pdl_where_the_device_has_none(workspace):
-    """As batch decode: enable_pdl=True is refused on the CPU by run() and by the operator."""
     qo_lens, kv_lens = (3, 4, 5), (5, 20, 33)
     w = flashinfer.BatchPrefillWithRaggedKVCacheWrapper(workspace, "NHD")
     qo_indptr, kv_indptr = ref.indptr_from_lens(qo_lens), ref.indptr_from_lens(kv_lens)
     w.plan(qo_indptr, kv_indptr, HQ, HKV, D, causal=True)
     q, k, v = _qkv(sum(qo_lens), sum(kv_lens))
-    with pytest.raises(ValueError, match=r"enable_pdl.*sm_90"):
-        w.run(q, k, v, enable_pdl=True)
-    torch.testing.assert_close(w.run(q, k, v, enable_pdl=False), w.run(q, k, v, enable_pdl=None), rtol=0, atol=0)
     plan = w._plan
-    with pytest.raises(RuntimeError, match=r"enable_pdl"):
-        torch.ops.flashinfer.batch_prefill_ragged_run(
+    _assert_enable_pdl_refused(
+        lambda pdl: w.run(q, k, v, enable_pdl=pdl),
+        lambda: torch.ops.flashinfer.batch_prefill_ragged_run(
             q, k, v, w._qo_indptr, w._kv_indptr, plan.plan_info, plan.partial_o, plan.partial_lse,
-            torch.empty_like(q), None, None, None, 0, True, -1, D ** -0.5, 0.0, 1.0, 1.0, True)
+            torch.empty_like(q), None, None, None, 0, True, -1, D ** -0.5, 0.0, 1.0, 1.0, True))
 
 
 # ---------------------------------------------------------------------------
@@ -353,27 +352,25 @@ def test_append_page_id_out_of_range():
 
 
 def test_append_enable_pdl_where_the_device_has_none():
-    """enable_pdl=True on the CPU: refused (the wrapper and the operator), not ignored; None and
-    False write the same cache."""
+    """As batch decode; run() here is the append into a copy of the cache, which it changes."""
     P = _paged()
     k = torch.randn(3, HKV, D, dtype=F16)
     v = torch.randn(3, HKV, D, dtype=F16)
     bi = torch.tensor([2, 2, 2], dtype=torch.int32)
     pos = torch.tensor([30, 31, 32], dtype=torch.int32)
-    with pytest.raises(ValueError, match=r"enable_pdl.*sm_90"):
-        flashinfer.append_paged_kv_cache(k, v, bi, pos, P.cache, P.indices, P.indptr, P.last_page_len,
-                                         enable_pdl=True)
-    caches = []
-    for pdl in (None, False):
+
+    def append(pdl):
         cache = P.cache.clone()
         flashinfer.append_paged_kv_cache(k, v, bi, pos, cache, P.indices, P.indptr, P.last_page_len,
                                          enable_pdl=pdl)
-        caches.append(cache)
-    assert torch.equal(caches[0], caches[1]) and not torch.equal(caches[0], P.cache)
+        return cache
+
+    assert not torch.equal(append(None), P.cache)
     k_cache, v_cache = P.cache.unbind(1)
-    with pytest.raises(RuntimeError, match=r"enable_pdl"):
-        torch.ops.flashinfer.append_paged_kv_cache(k, v, bi, pos, k_cache, v_cache, P.indices, P.indptr,
-                                                   P.last_page_len, 0, 1.0, 1.0, True)
+    _assert_enable_pdl_refused(
+        append,
+        lambda: torch.ops.flashinfer.append_paged_kv_cache(k, v, bi, pos, k_cache, v_cache, P.indices, P.indptr,
+                                                           P.last_page_len, 0, 1.0, 1.0, True))
 
 
 def test_paged_prefill_qo_indptr_last_ne_q_rows(workspace):

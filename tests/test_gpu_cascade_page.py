@@ -8,8 +8,10 @@ import torch_flashinfer_ops as flashinfer
 
 try:
     from . import reference as ref
+    from .pdl_chain import assert_pdl_chain_matches, device_has_pdl
 except ImportError:
     import reference as ref
+    from pdl_chain import assert_pdl_chain_matches, device_has_pdl
 
 pytestmark = [
     pytest.mark.gpu,
@@ -205,12 +207,7 @@ def test_append_cuda_graph_replay():
         assert cache.abs().sum() > 0
 
 
-def _has_pdl():
-    return (torch.cuda.is_available() and torch.version.hip is None
-            and torch.cuda.get_device_capability()[0] >= 9)
-
-
-@pytest.mark.skipif(not _has_pdl(), reason="programmatic dependent launch: NVIDIA sm_90+")
+@pytest.mark.skipif(not device_has_pdl(), reason="programmatic dependent launch: NVIDIA sm_90+")
 def test_append_pdl_waits_for_the_kernel_before():
     """enable_pdl=True: the append may launch while the kernel before it finishes and must wait
     for it before reading. Each step's key is written in place by the kernel right before the
@@ -244,23 +241,12 @@ def test_append_pdl_waits_for_the_kernel_before():
     expected = ref.append_ref(poisoned, (key0 * 4).float().cpu(), value.float().cpu(), r_bi, r_pos, indices,
                               indptr, "NHD")
     assert torch.equal(want[-1].cpu().view(torch.int16), expected.view(torch.int16))
-    cache.fill_(float("nan"))
-    for got, expected_step in zip(chain(True), want):
-        assert torch.equal(got.view(torch.int16), expected_step.view(torch.int16))
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        chain(True)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static = chain(True)
-    cache.fill_(float("nan"))
-    key.zero_()
-    graph.replay()
-    torch.cuda.synchronize()
-    for got, expected_step in zip(static, want):
-        assert torch.equal(got.view(torch.int16), expected_step.view(torch.int16))
+
+    def poison():
+        cache.fill_(float("nan"))
+        key.zero_()
+
+    assert_pdl_chain_matches(chain, want, poison)
 
 
 def test_append_checked_mode_raises_on_bad_positions(monkeypatch):

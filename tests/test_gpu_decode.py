@@ -8,8 +8,10 @@ import torch_flashinfer_ops as flashinfer
 
 try:
     from . import reference as ref
+    from .pdl_chain import assert_pdl_chain_matches, attention_chain, device_has_pdl
 except ImportError:
     import reference as ref
+    from pdl_chain import assert_pdl_chain_matches, attention_chain, device_has_pdl
 
 pytestmark = [
     pytest.mark.gpu,
@@ -260,12 +262,7 @@ def test_split_merge_in_launch(workspace, use_tensor_cores):
     ref.assert_lse_close(lse.cpu(), r_lse, "lse (merge launch):")
 
 
-def _has_pdl():
-    return (torch.cuda.is_available() and torch.version.hip is None
-            and torch.cuda.get_device_capability()[0] >= 9)
-
-
-@pytest.mark.skipif(not _has_pdl(), reason="programmatic dependent launch: NVIDIA sm_90+")
+@pytest.mark.skipif(not device_has_pdl(), reason="programmatic dependent launch: NVIDIA sm_90+")
 @pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
 def test_pdl_launches_wait_for_the_kernel_before(workspace, use_tensor_cores):
     """enable_pdl=True: a decode launch may begin while the kernel before it finishes, and must
@@ -279,33 +276,11 @@ def test_pdl_launches_wait_for_the_kernel_before(workspace, use_tensor_cores):
     _plan(w, P, hq, hkv, d, dtype, dtype)
     assert _splits(w) > 0, "the long requests must be split"
     q0 = torch.randn(len(kv_lens), hq, d, dtype=dtype, device=DEV)
-
-    def chain(pdl):
-        q, outs = q0, []
-        for _ in range(4):
-            outs.append(w.run(q, P.cache, enable_pdl=pdl))
-            q = outs[-1] * 4 + q0  # the next launch reads what this kernel writes
-        return outs
-
+    chain = attention_chain(lambda q, pdl: w.run(q, P.cache, enable_pdl=pdl), q0)
     want = [o.clone() for o in chain(False)]
     r_out, _ = P.reference(q0)
     ref.assert_attention_close(want[0].cpu(), r_out, dtype, "out (step 0):")
-    for got, expected in zip(chain(True), want):
-        assert torch.equal(got, expected)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        chain(True)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static = chain(True)
-    for t in static:
-        t.fill_(float("nan"))
-    graph.replay()
-    torch.cuda.synchronize()
-    for got, expected in zip(static, want):
-        assert torch.equal(got, expected)
+    assert_pdl_chain_matches(chain, want)
     plan = w._plan
     out = torch.full(q0.shape, float("nan"), dtype=dtype, device=DEV)
     q = q0 * 1  # written by the kernel right before the decode launch

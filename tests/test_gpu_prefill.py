@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import reference as R
+from pdl_chain import assert_pdl_chain_matches, attention_chain, device_has_pdl
 
 pytestmark = pytest.mark.gpu
 
@@ -310,51 +311,24 @@ def test_paged_cuda_graph_replays_a_later_plan():
     R.assert_attention_close(out.cpu(), ref_b, dtype, "graph, later plan")
 
 
-def _has_pdl():
-    return (torch.cuda.is_available() and torch.version.hip is None
-            and torch.cuda.get_device_capability()[0] >= 9)
-
-
 def _pdl_chain(w, run, q0, ref_out, dtype):
     """A chain of runs whose q a kernel computes from the run before's output, with enable_pdl
     True against False: eager, and captured in a CUDA graph (outputs poisoned before the replay),
-    bitwise equal; the first run matches the float64 reference. The plan must split a request,
-    so that the merge launch (itself a dependent launch) waits for the prefill launch's partial
-    rows."""
+    bitwise equal (pdl_chain.py); the first run matches the float64 reference. The plan must
+    split a request, so that the merge launch (itself a dependent launch) waits for the prefill
+    launch's partial rows."""
     assert int(w._workspace.plan_host[4]) > 0, "a request must be split (plan_info: partial rows)"
-
-    def chain(pdl):
-        q, outs = q0, []
-        for _ in range(4):
-            outs.append(run(q, pdl))
-            q = outs[-1] * 4 + q0  # the next launch reads what this kernel writes
-        return outs
-
+    chain = attention_chain(run, q0)
     want = [o.clone() for o in chain(False)]
     R.assert_attention_close(want[0].cpu(), ref_out, dtype, "out (run 0):")
-    for got, expected in zip(chain(True), want):
-        assert torch.equal(got, expected)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        chain(True)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static = chain(True)
-    for t in static:
-        t.fill_(float("nan"))
-    graph.replay()
-    torch.cuda.synchronize()
-    for got, expected in zip(static, want):
-        assert torch.equal(got, expected)
+    assert_pdl_chain_matches(chain, want)
 
 
 # The first request (16 tokens on 8k) is split; the others are not.
 PDL_BATCH = dict(qo_lens=[16, 300, 37], kv_lens=[8192, 300, 100], hq=8, hkv=2, d=128, dtype=torch.float16)
 
 
-@pytest.mark.skipif(not _has_pdl(), reason="programmatic dependent launch: NVIDIA sm_90+")
+@pytest.mark.skipif(not device_has_pdl(), reason="programmatic dependent launch: NVIDIA sm_90+")
 def test_batch_ragged_pdl_waits_for_the_kernel_before():
     """enable_pdl=True: a prefill launch and its merge launch may begin while the kernel before
     finishes, and must wait for it before reading (_pdl_chain)."""
@@ -368,7 +342,7 @@ def test_batch_ragged_pdl_waits_for_the_kernel_before():
     _pdl_chain(w, lambda q, pdl: w.run(q, k, v, enable_pdl=pdl), torch.cat(qs).to(DEV), ref_out, b["dtype"])
 
 
-@pytest.mark.skipif(not _has_pdl(), reason="programmatic dependent launch: NVIDIA sm_90+")
+@pytest.mark.skipif(not device_has_pdl(), reason="programmatic dependent launch: NVIDIA sm_90+")
 def test_batch_paged_pdl_waits_for_the_kernel_before():
     """As the ragged test, through the paged cache."""
     b, page_size = PDL_BATCH, 16

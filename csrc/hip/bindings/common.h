@@ -35,6 +35,12 @@ inline bool device_supports_pdl() {
 #endif
 }
 
+// enable_pdl refused where the current device (the caller's guard sets it) has no such launch.
+inline void check_pdl(bool enable_pdl, const char* op) {
+  TORCH_CHECK(!enable_pdl || device_supports_pdl(), op,
+              ": enable_pdl needs programmatic dependent launch (NVIDIA sm_90 or newer)");
+}
+
 // kernel<<<grid, block, smem, stream>>>(args...), as a programmatic dependent launch when pdl.
 template <typename... Params, typename... Args>
 void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,

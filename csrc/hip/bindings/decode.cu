@@ -335,8 +335,7 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
   // plan()'s task blocks count (item, kv head) tasks; each has head_slices blocks' worth of
   // work. The grid stays a persistent one: whatever its size, its blocks take every task.
   TORCH_CHECK(task_blocks >= 0, op, ": task_blocks must be >= 0, got ", task_blocks);
-  TORCH_CHECK(!enable_pdl || device_supports_pdl(), op,
-              ": enable_pdl needs programmatic dependent launch (NVIDIA sm_90 or newer)");
+  check_pdl(enable_pdl, op);
   const int64_t max_blocks = task_blocks * p.head_slices;
   const bool fused_merge = tfo::kernels::kMergeSplitsInLaunch && split_counters.numel() >= groups &&
                            launch_family(p, q.scalar_type(), kv_kind, static_cast<int>(q.size(2)),

@@ -128,8 +128,7 @@ void append_paged_kv_cache(const at::Tensor& append_key, const at::Tensor& appen
   p.head_dim = static_cast<int32_t>(append_key.size(2));
   p.inv_k_scale = static_cast<float>(1.0 / k_scale);
   p.inv_v_scale = static_cast<float>(1.0 / v_scale);
-  TORCH_CHECK(!enable_pdl || device_supports_pdl(), op,
-              ": enable_pdl needs programmatic dependent launch (NVIDIA sm_90 or newer)");
+  check_pdl(enable_pdl, op);
   if (append_key.scalar_type() == at::kHalf) {
     dispatch_cache<tfo::gpu::half_t>(cache_t, p, enable_pdl);
   } else {

@@ -18,6 +18,7 @@ namespace {
 
 namespace pk = tfo::kernels::prefill;
 using gpu_binding::check_cuda;
+using gpu_binding::check_pdl;
 
 constexpr int64_t kLayoutNHD = 0, kLayoutHND = 1;
 
@@ -286,12 +287,6 @@ void set_custom_mask(pk::PrefillParams& p, const std::optional<at::Tensor>& pack
     check_int32(*mask_indptr, "mask_indptr", op);
     p.mask_indptr = mask_indptr->data_ptr<int32_t>();
   }
-}
-
-// On the current device (the caller's guard sets it).
-void check_pdl(bool enable_pdl, const char* op) {
-  TORCH_CHECK(!enable_pdl || gpu_binding::device_supports_pdl(), op,
-              ": enable_pdl needs programmatic dependent launch (NVIDIA sm_90 or newer)");
 }
 
 void set_plan(pk::PrefillParams& p, const at::Tensor& plan_info, at::Tensor& partial_o,
