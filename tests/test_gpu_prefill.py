@@ -108,6 +108,20 @@ def test_single_prefill(case):
     check(o, lse, ref_out, ref_lse, dtype, f"single {case}")
 
 
+def test_single_prefill_grid_past_65535_tiles():
+    """More q tiles than a grid's y dimension holds (65535): the launch continues in z. MQA with
+    a group of 32 at head_dim 64 packs 32 query rows per token into tiles of at most 128 rows,
+    so 262144 + 100 tokens make more than 65536 tiles; a short kv keeps the reference cheap."""
+    qo_len, kv_len, hq, d = 262144 + 100, 96, 32, 64
+    q, k, v = rand(qo_len, hq, d, dtype=torch.float16), rand(kv_len, 1, d, dtype=torch.float16), \
+        rand(kv_len, 1, d, dtype=torch.float16)
+    ref_out, ref_lse = reference(q, k, v, causal=False)
+    o = poisoned((qo_len, hq, d), torch.float16)
+    lse = poisoned((qo_len, hq), torch.float32)
+    ops.single_prefill(q.to(DEV), k.to(DEV), v.to(DEV), o, lse, None, NHD, False, -1, d ** -0.5, 0.0, 1.0, 1.0)
+    check(o, lse, ref_out, ref_lse, torch.float16, "single, grid past 65535 tiles")
+
+
 def test_single_prefill_api_and_o_dtype():
     q, k, v = (rand(n, h, 128, dtype=torch.float16) for n, h in ((300, 8), (500, 2), (500, 2)))
     ref_out, ref_lse = reference(q, k, v, causal=True)

@@ -1,6 +1,6 @@
 // The prefill kernels (csrc/hip/kernels/prefill) built on the AMD backend and run under the
 // wave64 host emulation, launched as the bindings launch them (csrc/hip/bindings/prefill.cu):
-// a single request on a (q tiles, kv heads) grid; a planned batch (ragged or paged) on a
+// a single request on a (kv heads, q tiles) grid; a planned batch (ragged or paged) on a
 // persistent grid, then merge_partials_kernel. Built by tests/test_amd_emulated.py per arch.
 #define TFO_SHARED  // the kernels declare their shared memory extern: the buffer below
 #include "wave64_emulation.h"
@@ -25,8 +25,8 @@ void run(const pk::PrefillParams& p, int qo_tokens, int grid_blocks) {
   if constexpr (!kPlanned) {
     const int rows = qo_tokens * (p.num_qo_heads / p.num_kv_heads);
     const int tiles = (rows + Policy::kTileRows - 1) / Policy::kTileRows;
-    tfo_emu::launch(tiles, Policy::kThreads, 1,
-                    [&] { pk::prefill_kernel<T, D, kPaged, kPlanned, kTransform>(p, 0); }, p.num_kv_heads);
+    tfo_emu::launch(p.num_kv_heads, Policy::kThreads, 1,
+                    [&] { pk::prefill_kernel<T, D, kPaged, kPlanned, kTransform>(p, 0); }, tiles);
   } else {
     tfo_emu::launch(grid_blocks, Policy::kThreads, 1,
                     [&] { pk::prefill_kernel<T, D, kPaged, kPlanned, kTransform, kMasked>(p, grid_blocks); });

@@ -6,6 +6,7 @@
 #include <c10/cuda/CUDAException.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <string>
 #include <type_traits>
 
@@ -82,9 +83,11 @@ void launch_scores(const pk::PrefillParams& params, int64_t qo_tokens, bool pdl)
     const int64_t rows = qo_tokens * (params.num_qo_heads / params.num_kv_heads);
     const int64_t tiles = (rows + Policy::kTileRows - 1) / Policy::kTileRows;
     if (tiles == 0) return;
-    TORCH_CHECK(tiles < (int64_t{1} << 31) && params.num_kv_heads <= 65535,
-                "single_prefill: problem too large for one launch");
-    const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(params.num_kv_heads));
+    // (kv heads, q tiles), tiles past kSingleGridRows continuing in z (prefill_kernel.h).
+    const int64_t z = (tiles + pk::kSingleGridRows - 1) / pk::kSingleGridRows;
+    TORCH_CHECK(rows < (int64_t{1} << 31) && z <= 65535, "single_prefill: problem too large for one launch");
+    const dim3 grid(static_cast<unsigned>(params.num_kv_heads),
+                    static_cast<unsigned>(std::min<int64_t>(tiles, pk::kSingleGridRows)), static_cast<unsigned>(z));
     kernel<<<grid, Policy::kThreads, kSmem, stream>>>(params, 0);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;

@@ -9,7 +9,7 @@
 //
 //   Q, K0 ->  | wait, sync | V_j -> | S = Q K_jᵀ, softmax | wait, sync | K_j+1 -> | O += P V_j |
 //
-// Work units: single-request launches take one q tile per block (grid = q tiles x kv heads,
+// Work units: single-request launches take one q tile per block (grid = kv heads x q tiles,
 // heaviest causal tiles first); batch launches run a persistent grid over the plan's items
 // (csrc/include/plan_info.h) x kv heads x row chunks, each block in the order of its work list
 // from the plan, read on the device, so a captured graph replays any later plan. Items that are
@@ -88,6 +88,8 @@ struct PrefillPolicy {
 };
 
 inline constexpr int kMergeThreads = 256;
+// Single-request grids: q tiles per grid row (blockIdx.y), the rest in blockIdx.z.
+inline constexpr int kSingleGridRows = 65535;
 
 struct alignas(16) Chunk16 {
   uint32_t w[4];
@@ -675,7 +677,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   }
 }
 
-// Single request (kPlanned false): grid (q tiles, num_kv_heads), one unit per block.
+// Single request (kPlanned false): grid (num_kv_heads, q tiles), one unit per block.
 // Planned batch: grid (grid_blocks), persistent over the plan's items x kv heads x row chunks,
 // each block through its work list when the plan has lists for this grid.
 template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores, bool kMasked = false>
@@ -688,12 +690,17 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned, kTransformS
   grid_dependency_wait();  // q, k/v, the index arrays and the plan may come from the launch before
   const int group = p.num_qo_heads / p.num_kv_heads;
   if constexpr (!kPlanned) {
+    // Grid (kv heads, q tiles): the scheduler starts blocks x first, so the heads interleave and
+    // every head's longest causal tiles start first (longest first keeps the tail short; head by
+    // head, the last head's longest tiles started late). Tile index y + kSingleGridRows * z
+    // (y holds at most 65535), counted from the last tile.
     const int rows = p.qo_len * group;
     const int tiles = ceil_div(rows, Policy::kTileRows);
-    const int tile = tiles - 1 - block_index_x();  // causal: the longest tiles start first
+    const int tile = tiles - 1 - (block_index_y() + kSingleGridRows * block_index_z());
+    if (tile < 0) return;
     const int row_begin = tile * Policy::kTileRows;
     const WorkUnit u{0, row_begin, min_int(row_begin + Policy::kTileRows, rows), 0, p.kv_len,
-                     block_index_y(), -1, 0};
+                     block_index_x(), -1, 0};
     run_unit<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked>(p, u, group, prefill_smem);
   } else {
     namespace pi = flashinfer_ops::plan_info;
