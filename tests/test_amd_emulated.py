@@ -231,9 +231,10 @@ def _kv_strides(t, kv_layout, paged):
 def _emulated_prefill(lib, kind, q, k, v, kv_layout, *, qo_indptr=None, kv_indptr=None, kv_indices=None,
                       last_page_len=None, page_size=0, kv_lens=None, kv_chunk_size=0, causal=False, sm_scale,
                       logits_soft_cap=0.0, window_left=-1, packed_mask=None, mask_indptr=None, grid_blocks=3,
-                      work_lists=0, row_chunks=1):
+                      work_lists=0, row_chunks=1, chunk_tiles=0):
     """Runs the AMD prefill kernels as the bindings launch them; returns (out, lse, partial rows).
-    row_chunks: the 64-row tiles each work item spans (plan() makes it one)."""
+    row_chunks: the 64-row tiles each work item spans (plan() makes it one). chunk_tiles > 0: a
+    single request split over kv in chunks of that many K/V tiles, then merged."""
     tokens, hq, d = q.shape
     paged = kind == "paged"
     hkv = k.shape[(2 if kv_layout == "NHD" else 1) if paged else (1 if kv_layout == "NHD" else 0)]
@@ -258,13 +259,19 @@ def _emulated_prefill(lib, kind, q, k, v, kv_layout, *, qo_indptr=None, kv_indpt
         i32(page_size), ptr(qo_indptr), ptr(kv_indptr), ptr(kv_indices), ptr(last_page_len), ptr(plan),
         i32(tokens if kind == "single" else 0), i32(kv_len), ptr(partial_o), ptr(partial_lse), ptr(packed_mask),
         ptr(mask_indptr), i32(hq), i32(hkv), i32(int(causal)), i32(window_left), f32(logit_scale),
-        f32(logits_soft_cap * log2e), f32(1.0))
+        f32(logits_soft_cap * log2e), f32(1.0), i32(chunk_tiles))
     assert status == 0
     return out, lse, rows
 
 
 # (qo_len, kv_len, hq, hkv, head_dim, dtype, kv_layout, causal, logits_soft_cap, window_left, custom mask)
 SINGLE_PREFILL_CASES = {
+    # Long enough for several K/V tiles per q tile (AMD: 64 rows; 32 at head_dim 256): the split
+    # launches cut them into chunks.
+    "f16-gqa4-causal-long": (150, 200, 8, 2, 64, torch.float16, "NHD", True, 0.0, -1, False),
+    "bf16-gqa2-window-long": (90, 260, 4, 2, 128, torch.bfloat16, "HND", False, 0.0, 100, False),
+    # A few queries against a long kv: chunks of one K/V tile make 11, past the merge's groups of 8.
+    "f16-few-queries-long-kv": (8, 700, 4, 2, 64, torch.float16, "NHD", True, 0.0, -1, False),
     "f16-gqa4-causal": (40, 70, 8, 2, 128, torch.float16, "NHD", True, 0.0, -1, False),
     "bf16-mha-cap-window-hnd": (33, 33, 4, 4, 64, torch.bfloat16, "HND", True, 30.0, 10, False),
     "f16-d256-custom-mask": (17, 50, 4, 2, 256, torch.float16, "NHD", False, 0.0, -1, True),
@@ -274,12 +281,14 @@ SINGLE_PREFILL_CASES = {
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("chunk_tiles", [0, 1, 2], ids=["unsplit", "chunks-of-1", "chunks-of-2"])
 @pytest.mark.parametrize("case", list(SINGLE_PREFILL_CASES), ids=list(SINGLE_PREFILL_CASES))
-def test_single_prefill_under_emulation(prefill_libs, case, arch):
+def test_single_prefill_under_emulation(prefill_libs, case, chunk_tiles, arch):
     """The AMD single-request prefill kernel (transposed score fragments, DPP row reductions,
-    masks, soft cap, lse) against the float64 reference."""
+    masks, soft cap, lse) against the float64 reference; unsplit, and split over kv in chunks of
+    one and two K/V tiles with the merge after it (csrc/include/single_prefill_split.h)."""
     qo, kv, hq, hkv, d, dtype, layout, causal, cap, window, use_mask = SINGLE_PREFILL_CASES[case]
-    torch.manual_seed(_seed(case, arch))
+    torch.manual_seed(_seed(case, arch, chunk_tiles))
     q = torch.randn(qo, hq, d).to(dtype)
     k, v = torch.randn(kv, hkv, d).to(dtype), torch.randn(kv, hkv, d).to(dtype)
     mask = ref.random_mask(qo, kv) if use_mask else None
@@ -287,7 +296,8 @@ def test_single_prefill_under_emulation(prefill_libs, case, arch):
     out, lse, _ = _emulated_prefill(prefill_libs[arch], "single", q, ref.to_layout(k, layout),
                                     ref.to_layout(v, layout), layout, causal=causal, sm_scale=sm_scale,
                                     logits_soft_cap=cap, window_left=window,
-                                    packed_mask=ref.packbits_little(mask) if use_mask else None)
+                                    packed_mask=ref.packbits_little(mask) if use_mask else None,
+                                    chunk_tiles=chunk_tiles)
     r_out, r_lse = ref.attention_ref(q, k, v, causal=causal, sm_scale=sm_scale, logits_soft_cap=cap or None,
                                      window_left=window, custom_mask=mask)
     ref.assert_attention_close(out, r_out, dtype)

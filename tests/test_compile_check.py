@@ -131,9 +131,12 @@ def test_amd_sgpr_lane_spills_pass_only_in_the_kernels_a_source_names():
 
 def test_prefill_allows_lane_spills_in_its_masked_kernels_only():
     [source] = [s for s in cc.SOURCES if s.path.endswith("prefill_kernels.cu")]
+    # <T, head_dim, kPaged, kPlanned, kTransformScores, kMasked, kSplitKv>
     base = "_ZN3tfo7kernels7prefill14prefill_kernelIDF16_Li128ELb1ELb1ELb0EL"
-    assert re.search(source.sgpr_spills_allowed, base + "b1EEEvNS1_13PrefillParamsEi")
-    assert not re.search(source.sgpr_spills_allowed, base + "b0EEEvNS1_13PrefillParamsEi")
+    assert re.search(source.sgpr_spills_allowed, base + "b1ELb0EEEvNS1_13PrefillParamsEi")
+    assert not re.search(source.sgpr_spills_allowed, base + "b0ELb0EEEvNS1_13PrefillParamsEi")
+    single = "_ZN3tfo7kernels7prefill14prefill_kernelIDF16_Li128ELb0ELb0ELb0ELb0EL"
+    assert not re.search(source.sgpr_spills_allowed, single + "b1EEEvNS1_13PrefillParamsEi")
 
 
 _PTXAS = """\

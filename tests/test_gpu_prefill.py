@@ -85,12 +85,22 @@ SINGLE_CASES = [
     (torch.bfloat16, 64, 64, 64, 4, 4, False, "HND", {"mask": True}),
     (torch.float16, 128, 16384, 16384, 2, 1, True, "NHD", {}),
     (torch.float16, 128, 256, 4096, 4, 2, False, "NHD", {"k_scale": 0.5, "v_scale": 2.0}),
+    # A few query tokens against a long kv at the benchmark's heads: split into many chunks.
+    (torch.float16, 128, 16, 8192, 32, 8, True, "NHD", {}),
+    (torch.bfloat16, 128, 128, 4096, 32, 8, False, "NHD", {}),
+    (torch.float16, 128, 70, 3000, 32, 8, True, "HND", {"window_left": 1000}),
 ]
 
 
+# Launches that leave most of the GPU idle are split over kv (csrc/include/single_prefill_split.h;
+# on an H100/H200 the short-q, long-kv cases above are): each case runs as the policy launches it
+# and with the split off.
+@pytest.mark.parametrize("max_splits", ["policy", "1"])
 @pytest.mark.parametrize("case", SINGLE_CASES, ids=lambda c: "-".join(
     str(x).replace("torch.", "") for x in c[:8]) + ("-" + "-".join(c[8]) if c[8] else ""))
-def test_single_prefill(case):
+def test_single_prefill(case, max_splits, monkeypatch):
+    if max_splits != "policy":
+        monkeypatch.setenv("TFO_SINGLE_PREFILL_MAX_SPLITS", max_splits)
     dtype, d, qo_len, kv_len, hq, hkv, causal, layout, opt = case
     q, k, v = rand(qo_len, hq, d, dtype=dtype), rand(kv_len, hkv, d, dtype=dtype), rand(kv_len, hkv, d, dtype=dtype)
     mask = R.random_mask(qo_len, kv_len) if opt.get("mask") else None

@@ -44,10 +44,11 @@ class KernelSource:
 # Every kernel source that must compile for both vendors. New kernel files are added here.
 SOURCES = [
     KernelSource("csrc/hip/kernels/tile_gemm_probe.cu"),
-    # AMD's planned prefill kernels for batches with custom masks (the last template argument,
-    # kMasked, true): the mask's state exceeds the scalar registers the common kernels leave.
+    # AMD's planned prefill kernels for batches with custom masks (the fourth bool template
+    # argument, kMasked, true; kSplitKv after it): the mask's state exceeds the scalar registers
+    # the common kernels leave.
     KernelSource("csrc/hip/kernels/prefill/prefill_kernels.cu",
-                 sgpr_spills_allowed=r"^_ZN3tfo7kernels7prefill14prefill_kernelI.*(?:Lb[01]E){3}Lb1EEEv"),
+                 sgpr_spills_allowed=r"^_ZN3tfo7kernels7prefill14prefill_kernelI.*(?:Lb[01]E){3}Lb1ELb[01]EEEv"),
     KernelSource("csrc/hip/kernels/decode/decode_simt.cu", uses_matrix_cores=False),
     KernelSource("csrc/hip/kernels/decode/decode_mma.cu"),
     KernelSource("csrc/hip/kernels/cascade/merge_state.cu", uses_matrix_cores=False),

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../include/plan_info.h"
+#include "../include/single_prefill_split.h"
 #include "attention_cpu.h"
 #include "unit_cost.h"
 
@@ -301,6 +302,24 @@ int64_t choose_kv_chunk_size_py(bool gpu, const at::Tensor& qo_indptr, const at:
                               decode_bandwidth_bound);
 }
 
+// single_prefill's kv split on a GPU of `slots` resident blocks, for tiles of tile_rows packed
+// query rows and kv_tile K/V rows: (splits, chunk_tiles); see single_prefill_split.h.
+std::tuple<int64_t, int64_t> single_prefill_split_py(int64_t qo_len, int64_t kv_len, int64_t num_qo_heads,
+                                                     int64_t num_kv_heads, int64_t tile_rows, int64_t kv_tile,
+                                                     bool causal, int64_t window_left, int64_t slots,
+                                                     int64_t max_splits) {
+  TORCH_CHECK(qo_len >= 0 && kv_len >= 0 && num_kv_heads > 0 && num_qo_heads % num_kv_heads == 0 && tile_rows > 0 &&
+                  kv_tile > 0 && qo_len * (num_qo_heads / num_kv_heads) < (int64_t{1} << 31),
+              "single_prefill_split: invalid geometry");
+  namespace ss = flashinfer_ops::single_split;
+  const ss::Geometry g{static_cast<int>(qo_len),    static_cast<int>(kv_len),  static_cast<int>(num_qo_heads / num_kv_heads),
+                       static_cast<int>(tile_rows), static_cast<int>(kv_tile), causal,
+                       static_cast<int>(window_left)};
+  const ss::Split split = ss::choose_single_prefill_split(g, static_cast<int>(num_kv_heads), static_cast<int>(slots),
+                                                          static_cast<int>(max_splits));
+  return std::make_tuple(int64_t{split.splits}, int64_t{split.chunk_tiles});
+}
+
 }  // namespace
 
 void bind_plan_host(pybind11::module_& m) {
@@ -316,6 +335,11 @@ void bind_plan_host(pybind11::module_& m) {
         py::arg("qo_indptr"), py::arg("kv_lens"), py::arg("num_kv_heads"), py::arg("q_tile_rows"), py::arg("workers"),
         py::arg("decode_grid"), py::arg("prefill_grid"), py::arg("causal"), py::arg("window_left"),
         py::arg("decode_bandwidth_bound") = false);
+  m.def("single_prefill_split", &single_prefill_split_py,
+        "single_prefill's kv split: (splits, chunk_tiles); see csrc/include/single_prefill_split.h",
+        py::arg("qo_len"), py::arg("kv_len"), py::arg("num_qo_heads"), py::arg("num_kv_heads"), py::arg("tile_rows"),
+        py::arg("kv_tile"), py::arg("causal"), py::arg("window_left"), py::arg("slots"),
+        py::arg("max_splits") = flashinfer_ops::single_split::kMaxSplits);
   m.attr("MIN_KV_CHUNK") = kMinKvChunk;
   m.attr("DECODE_TASK_COST") = kDecodeTaskCost;
   m.attr("DECODE_MIN_KV_CHUNK") = kDecodeMinKvChunk;

@@ -7,9 +7,11 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 #include <type_traits>
 
+#include "../../include/single_prefill_split.h"
 #include "common.h"
 #include "kernels/prefill/prefill_configs.h"
 #include "kernels/prefill/prefill_kernel.h"
@@ -50,11 +52,12 @@ std::string served_configs() {
 
 // Resident blocks per multiprocessor of one instantiation (an occupancy query, asked once; it
 // also lifts the kernel's dynamic shared memory limit, which every launch needs).
-template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores, bool kMasked>
+template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores, bool kMasked,
+          bool kSplitKv = false>
 int blocks_per_multiprocessor() {
   using Policy = pk::PrefillPolicy<kHeadDim, kPlanned, kTransformScores, kMasked>;
   static const int blocks = [] {
-    auto* kernel = &pk::prefill_kernel<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked>;
+    auto* kernel = &pk::prefill_kernel<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked, kSplitKv>;
     C10_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, Policy::kSmemBytes));
     int n = 0;
@@ -72,6 +75,15 @@ int planned_grid_blocks() {
          blocks_per_multiprocessor<T, kHeadDim, kPaged, true, kTransformScores, kMasked>();
 }
 
+// The most kv chunks per q tile a single-request launch takes: TFO_SINGLE_PREFILL_MAX_SPLITS
+// when set (1: never split; for measuring the split), else the policy's own bound.
+int single_prefill_max_splits() {
+  const char* env = std::getenv("TFO_SINGLE_PREFILL_MAX_SPLITS");
+  if (env == nullptr || *env == '\0') return flashinfer_ops::single_split::kMaxSplits;
+  const int n = std::atoi(env);
+  return n > 1 ? n : 1;
+}
+
 template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores, bool kMasked = false>
 void launch_scores(const pk::PrefillParams& params, int64_t qo_tokens, bool pdl) {
   using Policy = pk::PrefillPolicy<kHeadDim, kPlanned, kTransformScores, kMasked>;
@@ -80,15 +92,49 @@ void launch_scores(const pk::PrefillParams& params, int64_t qo_tokens, bool pdl)
   blocks_per_multiprocessor<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked>();  // sets the smem limit
   const cudaStream_t stream = gpu_binding::current_stream();
   if constexpr (!kPlanned) {
-    const int64_t rows = qo_tokens * (params.num_qo_heads / params.num_kv_heads);
+    namespace ss = flashinfer_ops::single_split;
+    const int group = params.num_qo_heads / params.num_kv_heads;
+    const int64_t rows = qo_tokens * group;
     const int64_t tiles = (rows + Policy::kTileRows - 1) / Policy::kTileRows;
     if (tiles == 0) return;
-    // (kv heads, q tiles), tiles past kSingleGridRows continuing in z (prefill_kernel.h).
-    const int64_t z = (tiles + pk::kSingleGridRows - 1) / pk::kSingleGridRows;
-    TORCH_CHECK(rows < (int64_t{1} << 31) && z <= 65535, "single_prefill: problem too large for one launch");
-    const dim3 grid(static_cast<unsigned>(params.num_kv_heads),
-                    static_cast<unsigned>(std::min<int64_t>(tiles, pk::kSingleGridRows)), static_cast<unsigned>(z));
-    kernel<<<grid, Policy::kThreads, kSmem, stream>>>(params, 0);
+    TORCH_CHECK(rows < (int64_t{1} << 31), "single_prefill: problem too large for one launch");
+    // Split over kv where the launch would leave most of the GPU idle (single_prefill_split.h).
+    const ss::Geometry g{params.qo_len, params.kv_len,   group, Policy::kTileRows, Policy::kKvTile,
+                         params.causal && params.custom_mask == nullptr, params.window_left};
+    const int slots = gpu_binding::num_multiprocessors() *
+                      blocks_per_multiprocessor<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked>();
+    const ss::Split split = ss::choose_single_prefill_split(g, params.num_kv_heads, slots, single_prefill_max_splits());
+    // (kv heads, units): units past kSingleGridRows continue in z (prefill_kernel.h).
+    auto grid_of = [&](int64_t units) {
+      const int64_t z = (units + pk::kSingleGridRows - 1) / pk::kSingleGridRows;
+      TORCH_CHECK(units < (int64_t{1} << 31) && z <= 65535, "single_prefill: problem too large for one launch");
+      return dim3(static_cast<unsigned>(params.num_kv_heads),
+                  static_cast<unsigned>(std::min<int64_t>(units, pk::kSingleGridRows)), static_cast<unsigned>(z));
+    };
+    if (split.splits == 1) {
+      kernel<<<grid_of(tiles), Policy::kThreads, kSmem, stream>>>(params, 0);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
+    // The chunks' rows (O / l in q's dtype) and lse, through the caching allocator.
+    auto* split_kernel = &pk::prefill_kernel<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked, true>;
+    blocks_per_multiprocessor<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked, true>();  // smem limit
+    const auto opts = at::TensorOptions().device(at::kCUDA, c10::cuda::current_device());
+    const int64_t partial_rows = int64_t{split.splits} * params.qo_len * params.num_qo_heads;
+    const at::Tensor split_o = at::empty({partial_rows, kHeadDim}, opts.dtype(scalar_type_of<T>()));
+    const at::Tensor split_lse = at::empty({partial_rows}, opts.dtype(at::kFloat));
+    pk::PrefillParams p = params;
+    p.split_o = split_o.data_ptr();
+    p.partial_lse = split_lse.data_ptr<float>();
+    p.kv_splits = split.splits;
+    p.kv_chunk_tiles = split.chunk_tiles;
+    split_kernel<<<grid_of(tiles * split.splits), Policy::kThreads, kSmem, stream>>>(p, 0);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const int64_t merge_threads = int64_t{params.qo_len} * params.num_qo_heads * (kHeadDim / 8);
+    const int64_t merge_blocks = (merge_threads + pk::kMergeThreads - 1) / pk::kMergeThreads;
+    const int merge_grid = static_cast<int>(std::min<int64_t>(gpu_binding::num_multiprocessors() * 8, merge_blocks));
+    pk::merge_split_tiles_kernel<T, kHeadDim><<<merge_grid, pk::kMergeThreads, 0, stream>>>(
+        p, Policy::kTileRows, Policy::kKvTile, merge_grid);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }

@@ -10,7 +10,8 @@
 //   Q, K0 ->  | wait, sync | V_j -> | S = Q K_jᵀ, softmax | wait, sync | K_j+1 -> | O += P V_j |
 //
 // Work units: single-request launches take one q tile per block (grid = kv heads x q tiles,
-// heaviest causal tiles first); batch launches run a persistent grid over the plan's items
+// heaviest causal tiles first), or one kv chunk of a q tile (csrc/include/single_prefill_split.h);
+// batch launches run a persistent grid over the plan's items
 // (csrc/include/plan_info.h) x kv heads x row chunks, each block in the order of its work list
 // from the plan, read on the device, so a captured graph replays any later plan. Items that are
 // one split of a request write float32 partial rows; merge_partials_kernel combines them
@@ -21,6 +22,7 @@
 #include <type_traits>
 
 #include "../../../include/plan_info.h"
+#include "../../../include/single_prefill_split.h"
 #include "gpu_iface/memory.h"
 #include "gpu_iface/mma.h"
 #include "gpu_iface/platform.h"
@@ -88,8 +90,6 @@ struct PrefillPolicy {
 };
 
 inline constexpr int kMergeThreads = 256;
-// Single-request grids: q tiles per grid row (blockIdx.y), the rest in blockIdx.z.
-inline constexpr int kSingleGridRows = 65535;
 
 struct alignas(16) Chunk16 {
   uint32_t w[4];
@@ -129,10 +129,38 @@ struct WorkUnit {
   int q_begin;
 };
 
+// A single-request block's unit (single_prefill_split.h): the grid is (kv heads, units), and
+// the scheduler starts blocks x first, so every head's longest tiles start first; unit u =
+// blockIdx.y + kSingleGridRows * blockIdx.z (y alone holds at most 65535) -> q tile
+// tiles - 1 - u / splits, kv chunk u % splits. Without kSplitKv every tile is one chunk.
+inline constexpr int kSingleGridRows = 65535;
+
+struct SingleUnit {
+  int tile, kv_head, chunk, chunks;  // chunk >= chunks: no work (past the last chunk or tile)
+  flashinfer_ops::single_split::KvRange range;  // the tile's kv range (set when split)
+};
+
+template <typename Policy, bool kSplitKv>
+TFO_INLINE SingleUnit single_unit(const PrefillParams& p, int group, int unit) {
+  namespace ss = flashinfer_ops::single_split;
+  const int tiles = ceil_div(p.qo_len * group, Policy::kTileRows);
+  const int splits = kSplitKv ? p.kv_splits : 1;
+  const int order = kSplitKv ? unit / splits : unit;
+  SingleUnit su{tiles - 1 - order, block_index_x(), unit - order * splits, 1, {0, 0}};
+  if constexpr (kSplitKv) {
+    const bool causal = p.causal && !(Policy::kCustomMask && p.custom_mask != nullptr);
+    const ss::Geometry g{p.qo_len, p.kv_len, group, Policy::kTileRows, Policy::kKvTile, causal, p.window_left};
+    su.range = ss::tile_kv_range(g, su.tile);
+    su.chunks = ss::tile_chunks(ss::range_tiles(su.range, Policy::kKvTile), p.kv_chunk_tiles);
+  }
+  if (su.tile < 0) su.chunk = su.chunks;
+  return su;
+}
+
 // kTransformScores: the scores go through a soft cap (or a non-positive scale) before the
 // softmax; a separate instantiation, so that the common kernel carries none of that code (if
 // converted, it would cost issue slots on every tile).
-template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores, bool kMasked>
+template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores, bool kMasked, bool kSplitKv>
 TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, uint8_t* smem) {
   using Policy = PrefillPolicy<kHeadDim, kPlanned, kTransformScores, kMasked>;
   constexpr int R = Policy::kRowFrags;
@@ -197,9 +225,9 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     return TokenHead{token, u.kv_head * group + (packed - token * group)};
   };
   const bool custom = Policy::kCustomMask && p.custom_mask != nullptr;
-  int kv_lo = u.kv_begin, kv_hi = min_int(u.kv_end, kv_len);
-  if (p.causal && !custom) kv_hi = min_int(kv_hi, t_last + delta + 1);
-  if (p.window_left >= 0) kv_lo = max_int(kv_lo, t_first + delta - p.window_left);
+  const flashinfer_ops::single_split::KvRange visible = flashinfer_ops::single_split::visible_kv(
+      t_first, t_last, delta, u.kv_begin, min_int(u.kv_end, kv_len), p.causal && !custom, p.window_left);
+  const int kv_lo = visible.lo, kv_hi = visible.hi;
   const int num_kv_tiles = kv_hi > kv_lo ? ceil_div(kv_hi - kv_lo, Policy::kKvTile) : 0;
 
   const T* q = static_cast<const T*>(p.q);
@@ -535,9 +563,20 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   copy_wait_groups<0>();
   block_sync();  // no copy into shared memory is in flight and every wave is done reading it
   // The output tile is staged in shared memory, then written with 16-byte stores: as T in the
-  // Q tile for single requests; as float32 over the whole (now free) shared memory for planned
-  // launches, whose split items write float32 partial rows.
-  const bool partial = u.partial_row >= 0;
+  // Q tile for single requests (split launches: to their partial rows, below); as float32 over
+  // the whole (now free) shared memory for planned launches, whose split items write float32
+  // partial rows.
+  // Every block of a split single-request launch writes partial rows (one chunk or several:
+  // their layout and the merge are then the same for every tile, and the kernel has no
+  // registers for the choice); the chunk is derived here, from an opaque block index, so that
+  // nothing of it is held through the tile loop.
+  int partial_row = u.partial_row, q_begin = u.q_begin;
+  if constexpr (!kPlanned && kSplitKv) {
+    const int unit = opaque_int(block_index_y() + kSingleGridRows * block_index_z());
+    partial_row = single_unit<Policy, true>(p, group, unit).chunk * p.qo_len;
+    q_begin = 0;
+  }
+  const bool partial = (!kPlanned && kSplitKv) || partial_row >= 0;
   float* float_stage = reinterpret_cast<float*>(smem);
   // The float32 stage's rows are kHeadDim floats, a multiple of the 128 bytes of the banks, so
   // the accumulator's stores (a fragment's rows at one column) would all hit the same banks.
@@ -617,7 +656,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
         const int head = u.kv_head * group + (packed - token * group);
         const float lse = sum.v[slot] > 0.0f ? m[i].v[slot] + fast_log2(sum.v[slot]) : neg_inf;
         if (partial) {
-          p.partial_lse[static_cast<int64_t>(u.partial_row + token - u.q_begin) * num_qo_heads +
+          p.partial_lse[static_cast<int64_t>(partial_row + token - q_begin) * num_qo_heads +
                         head] = lse;
         } else if (p.lse != nullptr) {
           p.lse[static_cast<int64_t>(qo_base + token) * num_qo_heads + head] = lse;
@@ -636,7 +675,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
         const int packed = u.row_begin + row;
         if (packed >= u.row_end) continue;
         const auto [token, head] = token_head(packed);
-        const int64_t prow = u.partial_row + token - u.q_begin;
+        const int64_t prow = partial_row + token - q_begin;
         float* dst = p.partial_o + (prow * num_qo_heads + head) * kHeadDim + chunk * 4;
         *reinterpret_cast<Chunk16*>(dst) =
             *reinterpret_cast<const Chunk16*>(float_stage + stage_at(row, chunk * 4));
@@ -661,11 +700,15 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     return;
   }
   // Single request: each thread copies one column chunk of rows kRowsPerPass apart.
+  // A split launch's chunk writes its rows (O / l, in T, as FlashInfer's split launches do) to
+  // split_o, [chunks x qo_len, num_qo_heads, kHeadDim], for the merge.
   const int row_limit = u.row_end - u.row_begin;
   const int row0 = thread / kChunks, chunk = thread % kChunks;
-  PackedRowWalk rows(u.row_begin + row0, kRowsPerPass, group, token_of, qo_base, u.kv_head * group,
-                     RowStrides{p.o_stride_token, p.o_stride_head});
-  T* const dst0 = static_cast<T*>(p.o) + chunk * 8;
+  const RowStrides strides =
+      partial ? RowStrides{num_qo_heads * kHeadDim, kHeadDim} : RowStrides{p.o_stride_token, p.o_stride_head};
+  PackedRowWalk rows(u.row_begin + row0, kRowsPerPass, group, token_of, partial ? partial_row - q_begin : qo_base,
+                     u.kv_head * group, strides);
+  T* const dst0 = static_cast<T*>(partial ? p.split_o : p.o) + chunk * 8;
 #pragma unroll
   for (int i = 0; i < Policy::kTileRows / kRowsPerPass; ++i) {
     const int row = row0 + i * kRowsPerPass;
@@ -677,10 +720,13 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   }
 }
 
-// Single request (kPlanned false): grid (num_kv_heads, q tiles), one unit per block.
+// Single request (kPlanned false): grid (num_kv_heads, q tiles), or (num_kv_heads, q tiles x kv
+// chunks) with kSplitKv, a separate instantiation (the unsplit kernel's registers have no room
+// for the chunks' outputs); one unit per block (single_unit, single_prefill_split.h).
 // Planned batch: grid (grid_blocks), persistent over the plan's items x kv heads x row chunks,
 // each block through its work list when the plan has lists for this grid.
-template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores, bool kMasked = false>
+template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores, bool kMasked = false,
+          bool kSplitKv = false>
 TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned, kTransformScores, kMasked>::kThreads))
     TFO_MIN_WAVES_PER_SIMD((PrefillPolicy<kHeadDim, kPlanned, kTransformScores, kMasked>::kMinWavesPerSimd))
     prefill_kernel(const PrefillParams p, int grid_blocks) {
@@ -690,18 +736,18 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned, kTransformS
   grid_dependency_wait();  // q, k/v, the index arrays and the plan may come from the launch before
   const int group = p.num_qo_heads / p.num_kv_heads;
   if constexpr (!kPlanned) {
-    // Grid (kv heads, q tiles): the scheduler starts blocks x first, so the heads interleave and
-    // every head's longest causal tiles start first (longest first keeps the tail short; head by
-    // head, the last head's longest tiles started late). Tile index y + kSingleGridRows * z
-    // (y holds at most 65535), counted from the last tile.
+    const SingleUnit su =
+        single_unit<Policy, kSplitKv>(p, group, block_index_y() + kSingleGridRows * block_index_z());
+    if (su.chunk >= su.chunks) return;
     const int rows = p.qo_len * group;
-    const int tiles = ceil_div(rows, Policy::kTileRows);
-    const int tile = tiles - 1 - (block_index_y() + kSingleGridRows * block_index_z());
-    if (tile < 0) return;
-    const int row_begin = tile * Policy::kTileRows;
-    const WorkUnit u{0, row_begin, min_int(row_begin + Policy::kTileRows, rows), 0, p.kv_len,
-                     block_index_x(), -1, 0};
-    run_unit<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked>(p, u, group, prefill_smem);
+    const int row_begin = su.tile * Policy::kTileRows;
+    WorkUnit u{0, row_begin, min_int(row_begin + Policy::kTileRows, rows), 0, p.kv_len, su.kv_head, -1, 0};
+    if (su.chunks > 1) {
+      const int span = p.kv_chunk_tiles * Policy::kKvTile;
+      u.kv_begin = su.range.lo + su.chunk * span;
+      u.kv_end = min_int(u.kv_begin + span, su.range.hi);
+    }
+    run_unit<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked, kSplitKv>(p, u, group, prefill_smem);
   } else {
     namespace pi = flashinfer_ops::plan_info;
     // This block's units (item, kv head, row chunk), in order: the entries of work list b when
@@ -737,7 +783,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned, kTransformS
       if (row_begin >= row_end) continue;
       const WorkUnit u{item[pi::kRequest], row_begin,     row_end, item[pi::kKvBegin],
                        item[pi::kKvEnd],   rest / chunks(), item[pi::kPartialRow], q_begin};
-      run_unit<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked>(p, u, group, prefill_smem);
+      run_unit<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked, kSplitKv>(p, u, group, prefill_smem);
     }
   }
   grid_dependents_launch();  // this block's stores are issued
@@ -812,6 +858,66 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMergeThreads)
     if (lane == 0 && p.lse != nullptr) {
       p.lse[static_cast<int64_t>(token) * heads + head] = sum > 0.0f ? m + fast_log2(sum) : neg_inf;
     }
+  }
+}
+
+// Combines the kv chunks of a split single-request launch (single_prefill_split.h): one thread
+// per 16-byte chunk of a (token, head) row, the kv chunks' partial rows loaded 8 at a time before
+// any is used (a row at a time per wave left the merge a chain of dependent loads); a tile of
+// one chunk is copied.
+template <typename T, int kHeadDim>
+TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMergeThreads)
+    merge_split_tiles_kernel(const PrefillParams p, int tile_rows, int kv_tile, int grid_blocks) {
+  namespace ss = flashinfer_ops::single_split;
+  constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks per row
+  constexpr int kGroup = 8;  // chunks loaded before any is used
+  const int heads = p.num_qo_heads;
+  const int group = heads / p.num_kv_heads;
+  const ss::Geometry g{p.qo_len, p.kv_len, group, tile_rows, kv_tile, p.causal && p.custom_mask == nullptr,
+                       p.window_left};
+  const int64_t rows = static_cast<int64_t>(p.qo_len) * heads;  // partial rows per chunk
+  const float neg_inf = -__builtin_huge_valf();
+  for (int64_t item = static_cast<int64_t>(block_index_x()) * kMergeThreads + thread_index_x();
+       item < rows * kChunks; item += static_cast<int64_t>(grid_blocks) * kMergeThreads) {
+    const int64_t row = item / kChunks;
+    const int col = static_cast<int>(item % kChunks) * 8;
+    const int token = static_cast<int>(row / heads), head = static_cast<int>(row % heads);
+    const int tile = (token * group + head % group) / tile_rows;
+    const int chunks = ss::tile_chunks(ss::range_tiles(ss::tile_kv_range(g, tile), kv_tile), p.kv_chunk_tiles);
+    const T* src = static_cast<const T*>(p.split_o) + row * kHeadDim + col;
+    float m = neg_inf;
+    for (int s = 0; s < chunks; ++s) m = max_f32(m, p.partial_lse[row + s * rows]);
+    float acc[8] = {};
+    float sum = 0.0f;
+    if (m != neg_inf) {
+      for (int s0 = 0; s0 < chunks; s0 += kGroup) {
+        Chunk16 part[kGroup];
+        float w[kGroup];
+#pragma unroll
+        for (int j = 0; j < kGroup; ++j) {
+          if (s0 + j < chunks) {
+            part[j] = *reinterpret_cast<const Chunk16*>(src + (s0 + j) * rows * kHeadDim);
+            w[j] = fast_exp2(p.partial_lse[row + (s0 + j) * rows] - m);
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < kGroup; ++j) {
+          if (s0 + j < chunks) {
+            sum += w[j];
+            const T* e = reinterpret_cast<const T*>(&part[j]);
+#pragma unroll
+            for (int x = 0; x < 8; ++x) acc[x] += w[j] * to_float(e[x]);
+          }
+        }
+      }
+    }
+    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    Chunk16 out;
+#pragma unroll
+    for (int w = 0; w < 4; ++w) out.w[w] = pack2<T>(acc[2 * w] * inv, acc[2 * w + 1] * inv);
+    *reinterpret_cast<Chunk16*>(static_cast<T*>(p.o) + static_cast<int64_t>(token) * p.o_stride_token +
+                                static_cast<int64_t>(head) * p.o_stride_head + col) = out;
+    if (col == 0 && p.lse != nullptr) p.lse[row] = sum > 0.0f ? m + fast_log2(sum) : neg_inf;
   }
 }
 

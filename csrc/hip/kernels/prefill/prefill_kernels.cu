@@ -17,14 +17,16 @@ void instantiate_masked_variants() {
   }
 }
 
-#define TFO_PREFILL_INSTANTIATE_SCORES(T, D, X)                                             \
-  template TFO_GLOBAL void prefill_kernel<T, D, false, false, X>(const PrefillParams, int); \
+#define TFO_PREFILL_INSTANTIATE_SCORES(T, D, X)                                                    \
+  template TFO_GLOBAL void prefill_kernel<T, D, false, false, X>(const PrefillParams, int);        \
+  template TFO_GLOBAL void prefill_kernel<T, D, false, false, X, false, true>(const PrefillParams, int); \
   template TFO_GLOBAL void prefill_kernel<T, D, false, true, X>(const PrefillParams, int);  \
   template TFO_GLOBAL void prefill_kernel<T, D, true, true, X>(const PrefillParams, int);
 #define TFO_PREFILL_INSTANTIATE(T, D)          \
   TFO_PREFILL_INSTANTIATE_SCORES(T, D, false) \
   TFO_PREFILL_INSTANTIATE_SCORES(T, D, true)  \
   template TFO_GLOBAL void merge_partials_kernel<T, D>(const PrefillParams, int, int); \
+  template TFO_GLOBAL void merge_split_tiles_kernel<T, D>(const PrefillParams, int, int, int); \
   template void instantiate_masked_variants<T, D>();
 
 TFO_PREFILL_FOR_EACH_CONFIG(TFO_PREFILL_INSTANTIATE)

@@ -33,9 +33,14 @@ struct PrefillParams {
   const int32_t* plan = nullptr;  // plan_info (csrc/include/plan_info.h); null: single request
   int qo_len = 0, kv_len = 0;
 
-  // Split-KV partial results (batch only): [rows, num_qo_heads, head_dim] and [rows, heads].
+  // Split-KV partial results: [rows, num_qo_heads, head_dim] and [rows, heads].
   float* partial_o = nullptr;
   float* partial_lse = nullptr;
+  // Single-request launches split over kv (csrc/include/single_prefill_split.h): chunks of the
+  // longest tile (1: no split), K/V tiles per chunk, and the chunks' rows of O / l in q's dtype,
+  // [kv_splits x qo_len, num_qo_heads, head_dim] (their lse in partial_lse).
+  int kv_splits = 1, kv_chunk_tiles = 0;
+  void* split_o = nullptr;
 
   // Custom mask: bit (qi * kv_len + kj) of the bytes from mask_indptr[r] (0 when null), little
   // bit order. It replaces the causal mask.
