@@ -89,6 +89,9 @@ SINGLE_CASES = [
     (torch.float16, 128, 16, 8192, 32, 8, True, "NHD", {}),
     (torch.bfloat16, 128, 128, 4096, 32, 8, False, "NHD", {}),
     (torch.float16, 128, 70, 3000, 32, 8, True, "HND", {"window_left": 1000}),
+    # Split launches of the custom-mask and soft-cap paths (the latter with 32-row K/V tiles).
+    (torch.float16, 128, 16, 2048, 8, 2, False, "NHD", {"mask": True}),
+    (torch.bfloat16, 128, 20, 3000, 8, 2, True, "NHD", {"cap": 30.0}),
 ]
 
 
