@@ -29,9 +29,8 @@ void run(const pk::PrefillParams& params, int qo_tokens, int grid_blocks, int ch
   if constexpr (!kPlanned) {
     namespace ss = flashinfer_ops::single_split;
     const int group = p.num_qo_heads / p.num_kv_heads;
-    const int tiles = (qo_tokens * group + Policy::kTileRows - 1) / Policy::kTileRows;
-    const ss::Geometry g{p.qo_len,        p.kv_len, group, Policy::kTileRows,
-                         Policy::kKvTile, p.causal && p.custom_mask == nullptr, p.window_left};
+    const ss::Geometry g = pk::single_geometry(p, group, Policy::kTileRows, Policy::kKvTile);
+    const int tiles = ss::num_tiles(g);
     const ss::Split split = chunk_tiles > 0 ? ss::split_with_chunk(g, chunk_tiles) : ss::Split{};
     if (split.splits == 1) {
       tfo_emu::launch(p.num_kv_heads, Policy::kThreads, 1,

@@ -99,8 +99,7 @@ void launch_scores(const pk::PrefillParams& params, int64_t qo_tokens, bool pdl)
     if (tiles == 0) return;
     TORCH_CHECK(rows < (int64_t{1} << 31), "single_prefill: problem too large for one launch");
     // Split over kv where the launch would leave most of the GPU idle (single_prefill_split.h).
-    const ss::Geometry g{params.qo_len, params.kv_len,   group, Policy::kTileRows, Policy::kKvTile,
-                         params.causal && params.custom_mask == nullptr, params.window_left};
+    const ss::Geometry g = pk::single_geometry(params, group, Policy::kTileRows, Policy::kKvTile);
     const int slots = gpu_binding::num_multiprocessors() *
                       blocks_per_multiprocessor<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked>();
     const ss::Split split = ss::choose_single_prefill_split(g, params.num_kv_heads, slots, single_prefill_max_splits());

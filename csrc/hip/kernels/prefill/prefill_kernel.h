@@ -140,6 +140,15 @@ struct SingleUnit {
   flashinfer_ops::single_split::KvRange range;  // the tile's kv range (set when split)
 };
 
+// A single-request launch's tile geometry for single_prefill_split.h, the one place that says a
+// custom mask replaces the causal bound there (every single-request kernel serves custom masks):
+// the launch's split choice, the kernel's chunks and the merge all derive from it.
+// group: num_qo_heads / num_kv_heads.
+TFO_HOST_DEVICE inline flashinfer_ops::single_split::Geometry single_geometry(const PrefillParams& p, int group,
+                                                                              int tile_rows, int kv_tile) {
+  return {p.qo_len, p.kv_len, group, tile_rows, kv_tile, p.causal && p.custom_mask == nullptr, p.window_left};
+}
+
 template <typename Policy, bool kSplitKv>
 TFO_INLINE SingleUnit single_unit(const PrefillParams& p, int group, int unit) {
   namespace ss = flashinfer_ops::single_split;
@@ -148,9 +157,8 @@ TFO_INLINE SingleUnit single_unit(const PrefillParams& p, int group, int unit) {
   const int order = kSplitKv ? unit / splits : unit;
   SingleUnit su{tiles - 1 - order, block_index_x(), unit - order * splits, 1, {0, 0}};
   if constexpr (kSplitKv) {
-    const bool causal = p.causal && !(Policy::kCustomMask && p.custom_mask != nullptr);
-    const ss::Geometry g{p.qo_len, p.kv_len, group, Policy::kTileRows, Policy::kKvTile, causal, p.window_left};
-    su.range = ss::tile_kv_range(g, su.tile);
+    static_assert(Policy::kCustomMask, "single_geometry: single-request kernels serve custom masks");
+    su.range = ss::tile_kv_range(single_geometry(p, group, Policy::kTileRows, Policy::kKvTile), su.tile);
     su.chunks = ss::tile_chunks(ss::range_tiles(su.range, Policy::kKvTile), p.kv_chunk_tiles);
   }
   if (su.tile < 0) su.chunk = su.chunks;
@@ -873,8 +881,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMergeThreads)
   constexpr int kGroup = 8;  // chunks loaded before any is used
   const int heads = p.num_qo_heads;
   const int group = heads / p.num_kv_heads;
-  const ss::Geometry g{p.qo_len, p.kv_len, group, tile_rows, kv_tile, p.causal && p.custom_mask == nullptr,
-                       p.window_left};
+  const ss::Geometry g = single_geometry(p, group, tile_rows, kv_tile);
   const int64_t rows = static_cast<int64_t>(p.qo_len) * heads;  // partial rows per chunk
   const float neg_inf = -__builtin_huge_valf();
   for (int64_t item = static_cast<int64_t>(block_index_x()) * kMergeThreads + thread_index_x();
