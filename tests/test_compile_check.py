@@ -165,3 +165,35 @@ def test_nvidia_check_accepts_clean_ptxas():
 def test_nvidia_check_rejects(text, needle):
     _, problems = cc.evaluate_nvidia(text)
     assert any(needle in p for p in problems), problems
+
+
+def test_nvidia_spills_allowed_only_where_named_and_within_the_limit():
+    text = _PTXAS.format(stack=16, stores=20, loads=32)
+    _, problems = cc.evaluate_nvidia(text, r"^_Z6kernel", 64)
+    assert problems == []
+    _, problems = cc.evaluate_nvidia(text, r"^_Z6other", 64)  # another kernel named
+    assert any("spill" in p for p in problems) and any("stack frame" in p for p in problems)
+    _, problems = cc.evaluate_nvidia(_PTXAS.format(stack=16, stores=40, loads=32), r"^_Z6kernel", 64)
+    assert any("72 bytes of spill" in p for p in problems), problems
+    _, problems = cc.evaluate_nvidia(_PTXAS.format(stack=80, stores=0, loads=0), r"^_Z6kernel", 64)
+    assert any("stack frame" in p for p in problems), problems
+
+
+def test_prefill_nvidia_spill_allowance_names_the_single_request_fp16_d128_kernels():
+    source = next(s for s in cc.SOURCES if s.path.endswith("prefill_kernels.cu"))
+    allowed = source.nvidia_spills_allowed
+
+    def name(dtype, d, flags):  # flags: kPaged, kPlanned, kTransformScores, kMasked, kSplitKv
+        return (f"_ZN3tfo7kernels7prefill14prefill_kernelI{dtype}Li{d}E" + "".join(f"Lb{f}E" for f in flags) +
+                "EEvNS1_13PrefillParamsEi")
+
+    assert not re.search(allowed, name("13__nv_bfloat16", 128, (0, 0, 0, 0, 0)))
+    for dtype in ("6__half",):
+        assert re.search(allowed, name(dtype, 128, (0, 0, 0, 0, 0)))
+        assert re.search(allowed, name(dtype, 128, (0, 0, 0, 0, 1)))
+        assert not re.search(allowed, name(dtype, 128, (0, 1, 0, 0, 0)))  # planned
+        assert not re.search(allowed, name(dtype, 128, (1, 1, 0, 0, 0)))  # paged planned
+        assert not re.search(allowed, name(dtype, 128, (0, 0, 1, 0, 0)))  # soft cap
+        assert not re.search(allowed, name(dtype, 64, (0, 0, 0, 0, 0)))
+        assert not re.search(allowed, name(dtype, 256, (0, 0, 0, 0, 0)))
+    assert 0 < source.nvidia_spill_limit <= 64

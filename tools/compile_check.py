@@ -7,7 +7,8 @@ AMD (gfx942, gfx950), with Debian's clang-22, device code only, to assembly:
     SGPRs into VGPR lanes, still without scratch); VGPR/AGPR/SGPR counts and occupancy are
     reported.
 NVIDIA (sm_80, sm_90a), with nvcc, to a cubin with ptxas resource usage:
-    no kernel spills or has a stack frame; register counts are reported.
+    no kernel spills or has a stack frame (but the kernels a source names, which may spill up to
+    the source's limit, measured faster so); register counts are reported.
 
 Usage: python tools/compile_check.py [--vendor amd|nvidia] [--out-dir DIR] [--require-compilers]
 A missing compiler skips its vendor, unless --require-compilers or TFO_REQUIRE_COMPILERS=1.
@@ -39,6 +40,10 @@ class KernelSource:
     # AMD kernels (a regular expression on the mangled name) allowed to spill SGPRs into VGPR
     # lanes: v_writelane/v_readlane, no memory; scratch stays forbidden.
     sgpr_spills_allowed: str | None = None
+    # NVIDIA kernels (a regular expression on the mangled name) allowed to spill, up to
+    # nvidia_spill_limit bytes of spill stores + loads and of stack frame each.
+    nvidia_spills_allowed: str | None = None
+    nvidia_spill_limit: int = 0
 
 
 # Every kernel source that must compile for both vendors. New kernel files are added here.
@@ -47,8 +52,14 @@ SOURCES = [
     # AMD's planned prefill kernels for batches with custom masks (the fourth bool template
     # argument, kMasked, true; kSplitKv after it): the mask's state exceeds the scalar registers
     # the common kernels leave.
+    # NVIDIA's single-request fp16 head_dim 128 kernels (not paged, not planned, no score
+    # transform, not masked; split or not) with every S k step unrolled and P's row sums on the
+    # tensor cores: a few loop values spill (16-byte frame, 28-52 bytes of traffic), and the
+    # kernels still run 2-5% faster than the spill-free loop (docs/kernel_notes.md).
     KernelSource("csrc/hip/kernels/prefill/prefill_kernels.cu",
-                 sgpr_spills_allowed=r"^_ZN3tfo7kernels7prefill14prefill_kernelI.*(?:Lb[01]E){3}Lb1ELb[01]EEEv"),
+                 sgpr_spills_allowed=r"^_ZN3tfo7kernels7prefill14prefill_kernelI.*(?:Lb[01]E){3}Lb1ELb[01]EEEv",
+                 nvidia_spills_allowed=r"^_ZN3tfo7kernels7prefill14prefill_kernelI6__halfLi128E(?:Lb0E){4}Lb[01]EEEv",
+                 nvidia_spill_limit=64),
     KernelSource("csrc/hip/kernels/decode/decode_simt.cu", uses_matrix_cores=False),
     KernelSource("csrc/hip/kernels/decode/decode_mma.cu"),
     KernelSource("csrc/hip/kernels/cascade/merge_state.cu", uses_matrix_cores=False),
@@ -217,16 +228,18 @@ def parse_ptxas(text: str) -> list[KernelResources]:
     return kernels
 
 
-def evaluate_nvidia(text: str) -> tuple[list[KernelResources], list[str]]:
+def evaluate_nvidia(text: str, spills_allowed: str | None = None,
+                    spill_limit: int = 0) -> tuple[list[KernelResources], list[str]]:
     kernels = parse_ptxas(text)
     problems = []
     if not kernels:
         problems.append("no kernels in the ptxas output (are the templates instantiated?)")
     for k in kernels:
-        if k.spill_bytes != 0:
-            problems.append(f"{k.name}: {k.spill_bytes} bytes of spill stores + loads")
-        if k.scratch_bytes != 0:
-            problems.append(f"{k.name}: {k.scratch_bytes} bytes stack frame (local memory)")
+        limit = spill_limit if spills_allowed is not None and re.search(spills_allowed, k.name) else 0
+        if k.spill_bytes > limit:
+            problems.append(f"{k.name}: {k.spill_bytes} bytes of spill stores + loads (limit {limit})")
+        if k.scratch_bytes > limit:
+            problems.append(f"{k.name}: {k.scratch_bytes} bytes stack frame (local memory, limit {limit})")
         if k.registers < 0:
             problems.append(f"{k.name}: no register count in the ptxas output")
     return kernels, problems
@@ -258,7 +271,8 @@ def _compile(result: TargetResult, source: KernelSource) -> TargetResult:
         result.kernels, problems = evaluate_amd(result.output.read_text(), source.uses_matrix_cores,
                                                 source.sgpr_spills_allowed)
     else:
-        result.kernels, problems = evaluate_nvidia(result.log)
+        result.kernels, problems = evaluate_nvidia(result.log, source.nvidia_spills_allowed,
+                                                   source.nvidia_spill_limit)
     result.problems += problems
     result.ok = not result.problems
     return result

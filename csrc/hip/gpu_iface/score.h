@@ -6,9 +6,11 @@
 // rows and kv columns; which product is formed stays here.
 //
 // Contract (namespace tfo::gpu), implemented by backend/<vendor>/score.h:
-//   score_block<kHeadDim>(s[R][C], q_tile, q_row0, k_tile, kv_row0)
+//   score_block<kHeadDim, T, kUnrollAll>(s[R][C], q_tile, q_row0, k_tile, kv_row0)
 //       s[i][j] = Q(q_row0 + 16i.., 0..kHeadDim) · K(kv_row0 + 16j.., 0..kHeadDim)ᵀ (overwrites)
 //       q_tile, k_tile: [rows][kHeadDim] tiles with T* ptr(row, col) (SmemTile)
+//       kUnrollAll: every k step unrolled, where the backend would otherwise keep a loop
+//   kScoreRowSumsByMma, RowSums<by_mma>    the softmax denominators (below)
 //   kScoreRowsPerLane, score_row_slot(e)   query rows a lane holds; the slot of element e
 //   score_row(lane, e), score_col(lane, e) query row / kv column (within 16) of element e
 //   score_slot_row(lane, slot)             query row of a slot
@@ -29,6 +31,10 @@ struct ScoreRowsN {
   float v[kSlots];
 };
 
+// The softmax denominators (below); RowSums<true> comes from the backends that have it.
+template <bool kByMma>
+struct RowSums;
+
 }  // namespace tfo::gpu
 
 #if defined(TFO_GPU_BACKEND_HIP)
@@ -47,6 +53,35 @@ TFO_INLINE ScoreRows score_rows_filled(float x) {
   for (int s = 0; s < kScoreRowsPerLane; ++s) r.v[s] = x;
   return r;
 }
+
+// The row sums of P (the softmax denominators l), kept tile by tile:
+//   scale(slot, f)       l *= f for the lane's row slot
+//   add(slot, p)         one probability of the lane's row slot, as a float
+//   add_block<T>(a)      one 16 x 16 block of P as the A operand of P·V
+//   total()              the rows' sums, complete across the lanes that share a row
+// RowSums<false> adds the floats; RowSums<true> (backends with kScoreRowSumsByMma) multiplies
+// the P blocks by a B of ones on the matrix cores, beside P·V, so the exponentials feed no chain
+// of adds and issue next to the products that use them. A kernel calls all four; each variant
+// ignores the call that is not its own.
+template <>
+struct RowSums<false> {
+  ScoreRowsN<kScoreRowsPerLane> sums;
+  TFO_INLINE static RowSums zero() {
+    RowSums r;
+#pragma unroll
+    for (int s = 0; s < kScoreRowsPerLane; ++s) r.sums.v[s] = 0.0f;
+    return r;
+  }
+  TFO_INLINE void scale(int slot, float f) { sums.v[slot] *= f; }
+  TFO_INLINE void add(int slot, float p) { sums.v[slot] += p; }
+  template <typename T, typename FragP>
+  TFO_INLINE void add_block(const FragP&) {}
+  TFO_INLINE ScoreRowsN<kScoreRowsPerLane> total() const {
+    ScoreRowsN<kScoreRowsPerLane> t = sums;
+    score_row_allreduce(t, SumOp{});
+    return t;
+  }
+};
 
 // Folds this lane's elements of a row strip of score blocks into its row slots.
 template <int N, typename Op>

@@ -396,12 +396,18 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   if (custom) mask = p.custom_mask + (p.mask_indptr != nullptr ? p.mask_indptr[r] : 0);
   const float neg_inf = -__builtin_huge_valf();
 
+  // Single-request fp16 kernels on NVIDIA sum P's rows on the tensor cores and unroll every k
+  // step of S: measured faster there (docs/kernel_notes.md). Not bf16: summed as the rounded
+  // operand, P's 8-bit mantissa moves lse by up to ~1.4e-3 (log2 units) on rows of few keys,
+  // past the lse tolerance; not the planned kernels, whose loop state would spill.
+  constexpr bool kRowSumsByMma = kScoreRowSumsByMma && !kPlanned && std::is_same_v<T, half_t>;
   FragC o[R][DF];
-  ScoreRows m[R], l[R];
+  ScoreRows m[R];
+  RowSums<kRowSumsByMma> l[R];
 #pragma unroll
   for (int i = 0; i < R; ++i) {
     m[i] = score_rows_filled(neg_inf);
-    l[i] = score_rows_filled(0.0f);
+    l[i] = RowSums<kRowSumsByMma>::zero();
 #pragma unroll
     for (int dn = 0; dn < DF; ++dn) {
 #pragma unroll
@@ -437,7 +443,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     }
 
     FragC s[R][C];
-    score_block<kHeadDim, T>(s, q_tile, wave_row0, k_tile, 0);
+    score_block<kHeadDim, T, kRowSumsByMma>(s, q_tile, wave_row0, k_tile, 0);
 
     // Logits to base-2 units. With a soft cap (or a non-positive scale) every score is
     // transformed here; otherwise the scale is folded into the exponent below (one FFMA per
@@ -522,7 +528,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
         base.v[slot] = m_new == neg_inf ? 0.0f : m_new;
         rescale.v[slot] = fast_exp2(m[i].v[slot] - base.v[slot]);
         m[i].v[slot] = m_new;
-        l[i].v[slot] *= rescale.v[slot];
+        l[i].scale(slot, rescale.v[slot]);
       }
 #pragma unroll
       for (int j = 0; j < C; ++j) {
@@ -531,7 +537,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
           const int slot = score_row_slot(e);
           const float pe = fast_exp2(s[i][j].v[e] * exp_scale - base.v[slot]);
           s[i][j].v[e] = pe;
-          l[i].v[slot] += pe;
+          l[i].add(slot, pe);
         }
         score_to_operand(prob[i][j], s[i][j]);
       }
@@ -564,6 +570,8 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
 #pragma unroll
         for (int i = 0; i < R; ++i) mma(o[i][dn], prob[i][j], vb);
       }
+#pragma unroll
+      for (int i = 0; i < R; ++i) l[i].template add_block<T>(prob[i][j]);
     }
   }
 
@@ -614,8 +622,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   const int num_qo_heads = p.num_qo_heads;
 #pragma unroll
   for (int i = 0; i < R; ++i) {
-    ScoreRows sum = l[i];
-    score_row_allreduce(sum, SumOp{});
+    const ScoreRows sum = l[i].total();
     ScoreRows inv;
 #pragma unroll
     for (int slot = 0; slot < kScoreRowsPerLane; ++slot) {

@@ -19,7 +19,7 @@ TFO_INLINE void score_row_allreduce(ScoreRowsN<kScoreRowsPerLane>& rows, Op op) 
   for (int s = 0; s < kScoreRowsPerLane; ++s) rows.v[s] = group_allreduce<kRowLanes>(rows.v[s], op);
 }
 
-template <int kHeadDim, typename T, int R, int C, typename QTile, typename KTile>
+template <int kHeadDim, typename T, bool kUnrollAll = false, int R, int C, typename QTile, typename KTile>
 TFO_INLINE void score_block(FragC (&s)[R][C], const QTile& q_tile, int q_row0, const KTile& k_tile,
                             int kv_row0) {
 #pragma unroll
@@ -33,9 +33,13 @@ TFO_INLINE void score_block(FragC (&s)[R][C], const QTile& q_tile, int q_row0, c
   // With two row fragments, k steps of 16 keep fewer fragments live (O fills the registers);
   // at head_dim 256 the steps stay a loop, so that no more fragments are fetched ahead. Head dim
   // 128 with 64-row K/V tiles (64 S registers beside 128 of O) runs them two at a time for the
-  // same reason: fully unrolled, the fragments fetched ahead push the loop's state into spills.
+  // same reason (fully unrolled, the fragments fetched ahead push the loop's state into spills),
+  // unless the kernel asks for every step (kUnrollAll): the loop's trips (uniform-datapath
+  // address math, a branch, and the first products of each trip waiting for their fragments)
+  // cost more than the few values a full unroll spills, in the single-request kernels.
   constexpr int kStep = R > 1 ? 16 : 32;
-  constexpr int kUnroll = kHeadDim >= 256 ? 1 : (kHeadDim == 128 && R > 1 && C >= 4 ? 2 : kHeadDim / kStep);
+  constexpr int kUnroll =
+      kHeadDim >= 256 ? 1 : (kHeadDim == 128 && R > 1 && C >= 4 && !kUnrollAll ? 2 : kHeadDim / kStep);
 #pragma unroll(kUnroll)
   for (int d0 = 0; d0 < kHeadDim; d0 += kStep) {
     FragA<T, kStep> q[R];
@@ -56,6 +60,29 @@ TFO_INLINE void score_to_operand(FragA<T, 16>& a, const FragC& s) {
 #pragma unroll
   for (int r = 0; r < 4; ++r) a.x[r] = pack2<T>(s.v[2 * r], s.v[2 * r + 1]);
 }
+
+// Row sums on the tensor cores: one m16n8k16 of a P block against a B of ones adds the block's
+// row sums to every column of an accumulator, so each lane holds its two rows' whole sums
+// (v[0] = v[1]: row g, v[2] = v[3]: row g + 8) and total() needs no cross-lane step. P enters as
+// the rounded 16-bit operand that P·V multiplies, so l sums what O accumulates.
+inline constexpr bool kScoreRowSumsByMma = true;
+
+template <>
+struct RowSums<true> {
+  float acc[4];
+  TFO_INLINE static RowSums zero() { return RowSums{{0.0f, 0.0f, 0.0f, 0.0f}}; }
+  TFO_INLINE void scale(int slot, float f) {
+    acc[2 * slot] *= f;
+    acc[2 * slot + 1] *= f;
+  }
+  TFO_INLINE void add(int, float) {}
+  template <typename T>
+  TFO_INLINE void add_block(const FragA<T, 16>& p) {
+    constexpr uint32_t kOnes = std::is_same_v<T, half_t> ? 0x3c003c00u : 0x3f803f80u;  // (1, 1)
+    detail::mma_m16n8k16<T>(acc, p.x, kOnes, kOnes);
+  }
+  TFO_INLINE ScoreRowsN<kScoreRowsPerLane> total() const { return {{acc[0], acc[2]}}; }
+};
 
 // O's rows are S's rows: nothing moves.
 TFO_INLINE RowVals acc_rows_from_score_rows(const ScoreRowsN<kScoreRowsPerLane>& rows) {

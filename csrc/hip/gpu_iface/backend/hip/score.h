@@ -15,13 +15,17 @@ TFO_INLINE int score_col(int lane, int e) { return 4 * (lane / 16) + e; }
 TFO_INLINE int score_slot_row(int lane, int /*slot*/) { return lane % 16; }
 TFO_INLINE bool score_row_leader(int lane) { return lane < 16; }
 
+// A row's scores spread over 4 lanes in the layout of B, not of a matrix-core accumulator's
+// rows: the row sums stay float adds (RowSums<false>).
+inline constexpr bool kScoreRowSumsByMma = false;
+
 template <typename Op>
 TFO_INLINE void score_row_allreduce(ScoreRowsN<kScoreRowsPerLane>& rows, Op op) {
   rows.v[0] = op(rows.v[0], shfl_xor(rows.v[0], 16));
   rows.v[0] = op(rows.v[0], shfl_xor(rows.v[0], 32));
 }
 
-template <int kHeadDim, typename T, int R, int C, typename QTile, typename KTile>
+template <int kHeadDim, typename T, bool kUnrollAll = false, int R, int C, typename QTile, typename KTile>
 TFO_INLINE void score_block(FragC (&s)[R][C], const QTile& q_tile, int q_row0, const KTile& k_tile,
                             int kv_row0) {
 #pragma unroll
