@@ -61,8 +61,8 @@ TFO_INLINE ScoreRows score_rows_filled(float x) {
 //   total()              the rows' sums, complete across the lanes that share a row
 // RowSums<false> adds the floats; RowSums<true> (backends with kScoreRowSumsByMma) multiplies
 // the P blocks by a B of ones on the matrix cores, beside P·V, so the exponentials feed no chain
-// of adds and issue next to the products that use them. A kernel calls all four; each variant
-// ignores the call that is not its own.
+// of float adds (faster only together with score_block's kUnrollAll: docs/kernel_notes.md). A
+// kernel calls all four; each variant ignores the call that is not its own.
 template <>
 struct RowSums<false> {
   ScoreRowsN<kScoreRowsPerLane> sums;
