@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from plan_layout import TASK_BLOCKS
+from plan_layout import KV_CHUNK_SIZE, PARTIAL_ROWS, TASK_BLOCKS
 from torch_flashinfer_ops import _C, _ops
-from torch_flashinfer_ops._plan import (DECODE_MIN_KV_CHUNK, DECODE_SPLIT_GAIN, DECODE_TASK_COST, MIN_KV_CHUNK,
+from torch_flashinfer_ops._plan import (DECODE_MIN_KV_CHUNK, DECODE_ROUND_FILL_GAIN, DECODE_SPLIT_GAIN,
+                                        DECODE_TASK_COST, MIN_KV_CHUNK,
                                         _workers, choose_kv_chunk_size, decode_bandwidth_bound)
 
 GRID = 396  # e.g. 132 multiprocessors x 3 resident blocks
@@ -64,8 +65,66 @@ def test_the_bound_is_for_sixteen_bit_caches_on_nvidia_tensor_cores():
 
 
 @pytest.mark.parametrize("batch", [128, 256, 512])
-def test_two_rounds_or_more_are_not_split(batch):
+def test_two_rounds_or_more_of_kv_4k_are_not_split(batch):
+    # Splits of these would fill the last round, but by less than DECODE_ROUND_FILL_GAIN.
     assert _decode([4096] * batch) == 0
+
+
+@pytest.mark.parametrize("batch, chunk", [(256, 4096), (128, 5504)])
+def test_equal_long_tasks_are_split_to_fill_the_last_round(batch, chunk):
+    # 2048 tasks on 396 blocks are 5 rounds and 68 tasks; 4 splits make 8192, 20.7 rounds.
+    # 1024 tasks are 2.6 rounds; 3 splits make 3072, 7.8 rounds.
+    assert _decode([16384] * batch) == chunk
+    assert _decode([16384 - 1000] + [16384] * (batch - 1)) == chunk  # within 1/16 of the longest
+    assert _decode([16384] * batch, bound=False) == chunk  # the same for every decode kernel
+
+
+def test_unequal_long_tasks_are_left_to_the_item_order():
+    kv = np.linspace(8192, 16384, 256).astype(np.int64)  # no task over the mean block load
+    assert _decode(kv) == 0
+
+
+def _numpy_round_filling_chunk(kv_lens, heads, grid):
+    """The round-filling rule (two rounds or more of about equal tasks) written directly in numpy."""
+    max_kv, min_kv = int(kv_lens.max()), int(kv_lens.min())
+    if max_kv - min_kv > max_kv // 16:
+        return 0
+    chunks = (-(-max_kv // np.arange(1, 9)) + 63) // 64 * 64
+    chunks[0] = max_kv
+    tasks = np.maximum(-(-kv_lens[None, :] // chunks[:, None]), 1).sum(axis=1) * heads
+    cost = -(-tasks // grid) * (np.minimum(chunks, max_kv) + DECODE_TASK_COST).astype(np.float64)
+    ok = (chunks >= MIN_KV_CHUNK) & (chunks < max_kv) & (cost < cost[0] * (1.0 - DECODE_ROUND_FILL_GAIN))
+    if not ok.any():
+        return 0
+    cost[~ok] = np.inf
+    return int(chunks[int(np.argmin(cost))])  # the first of equals: the fewest splits
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_round_filling_rule_matches_its_numpy_formulation(seed):
+    rng = np.random.default_rng(2000 + seed)
+    heads = int(rng.choice([1, 2, 4, 8]))
+    grid = int(rng.choice([132, 264, 396, 912]))
+    longest = int(rng.integers(1024, 70000))
+    batch = int(rng.integers(-(-2 * grid // heads), 6 * grid // heads + 1))  # two rounds or more
+    kv = rng.integers(longest - longest // int(rng.choice([8, 16, 64])), longest + 1, size=batch)
+    assert _decode(kv, heads=heads, grid=grid) == _numpy_round_filling_chunk(kv, heads, grid)
+
+
+def test_a_workspace_too_small_for_the_split_runs_unsplit():
+    from torch_flashinfer_ops._plan import Workspace
+    from torch_flashinfer_ops._upload import Upload
+
+    def plan(workspace_bytes):
+        workspace = Workspace(torch.empty(workspace_bytes, dtype=torch.uint8))
+        upload = Upload(torch.device("cpu"), False)
+        kv = torch.full((256,), 16384, dtype=torch.int32)
+        plan = workspace.plan("cuda", None, kv, 32, 8, 128, decode_grid=GRID, upload=upload,
+                              decode_bandwidth_bound=True)
+        return int(workspace.plan_host[KV_CHUNK_SIZE]), int(workspace.plan_host[PARTIAL_ROWS])
+
+    assert plan(32 << 20) == (4096, 1024)  # 1024 partial rows of 32 x 128 floats: 16 MiB
+    assert plan(1 << 20) == (0, 0)  # 64 rows fit: unsplit, not an error
 
 
 def test_unknown_grid_keeps_the_fill_rule_only():

@@ -62,6 +62,7 @@ DECODE_TASK_COST = _C.DECODE_TASK_COST
 DECODE_MIN_KV_CHUNK = _C.DECODE_MIN_KV_CHUNK
 DECODE_BLOCKS_PER_SM = _C.DECODE_BLOCKS_PER_SM
 DECODE_SPLIT_GAIN = _C.DECODE_SPLIT_GAIN
+DECODE_ROUND_FILL_GAIN = _C.DECODE_ROUND_FILL_GAIN
 
 
 @functools.lru_cache(maxsize=None)
@@ -146,12 +147,16 @@ class Workspace:
     def plan_view(self) -> torch.Tensor:
         return self._plan_view
 
+    def partial_capacity(self, num_qo_heads: int, head_dim: int) -> int:
+        """The split-KV partial rows the float workspace holds."""
+        return self.bytes.numel() // (4 * num_qo_heads * head_dim)
+
     def partial_views(self, rows: int, num_qo_heads: int, head_dim: int):
         """Fixed views for the split-KV partial results: the same tensor objects for every
         plan of one head configuration, so compiled graphs see the same inputs. They are
         marked as static addresses: run() writes them, and a cudagraph (torch.compile's
         "reduce-overhead") may only mutate inputs whose address never changes."""
-        capacity_rows = self.bytes.numel() // (4 * num_qo_heads * head_dim)
+        capacity_rows = self.partial_capacity(num_qo_heads, head_dim)
         if rows > capacity_rows:
             raise ValueError(
                 f"float_workspace_buffer ({self.bytes.numel()} bytes) is too small for the split-KV "
@@ -179,13 +184,21 @@ class Workspace:
         (costed by causal and window_left; csrc/cpu/work_lists.cpp). decode_bandwidth_bound: see
         choose_kv_chunk_size."""
         q_tile_rows = q_tile_tokens(platform, num_qo_heads, num_kv_heads, head_dim)
-        # Raises ValueError, before writing anything, when the plan buffer is too small.
-        valid, _, needed, rows, total_qo = _C.plan_host(
-            _EMPTY if qo_indptr_host is None else qo_indptr_host, kv_lens_host, self.plan_host, q_tile_rows,
-            num_kv_heads, _workers(platform), decode_grid, -1 if kv_chunk_size is None else kv_chunk_size,
-            platform != "cpu", work_lists, causal, window_left, decode_bandwidth_bound)
+
+        def schedule(chunk: int):
+            # Raises ValueError, before writing anything, when the plan buffer is too small.
+            return _C.plan_host(
+                _EMPTY if qo_indptr_host is None else qo_indptr_host, kv_lens_host, self.plan_host, q_tile_rows,
+                num_kv_heads, _workers(platform), decode_grid, chunk, platform != "cpu", work_lists, causal,
+                window_left, decode_bandwidth_bound)
+
+        valid, _, needed, rows, total_qo = schedule(-1 if kv_chunk_size is None else kv_chunk_size)
         if not valid:
             raise ValueError("plan: qo_indptr must start at 0 and be non-decreasing, with batch_size + 1 entries")
+        if kv_chunk_size is None and rows > self.partial_capacity(num_qo_heads, head_dim):
+            # The policy splits only for speed: with a workspace too small for the split's partial
+            # results, the batch runs unsplit rather than failing.
+            valid, _, needed, rows, total_qo = schedule(0)
         # Only the prefix a run reads travels, with the index arrays (upload.send(), by the caller).
         device_plan = self.plan_view()
         upload.add(self.plan_host[:needed], device_plan[:needed])
