@@ -234,6 +234,24 @@ def test_batch_decode_balanced_split(workspace, use_tensor_cores):
 
 
 @pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
+def test_batch_decode_round_filling_split(workspace, use_tensor_cores):
+    """Just over two rounds of equal tasks on the persistent grid: plan() splits every request
+    in two so that the last round is not a few tasks alone (plan_host.cpp's round-filling rule),
+    and the split requests merge in the launch."""
+    hq, hkv, d, dtype = 32, 8, 128, F16
+    grid = flashinfer._ops.decode_grid_blocks(dtype, dtype, d, hq, hkv, use_tensor_cores)
+    assert grid > 0
+    batch = 2 * grid // hkv + 1
+    P = Paged([2048] * batch, 16, hkv, d, dtype, "NHD")
+    q = torch.randn(batch, hq, d, dtype=dtype, device=DEV)
+    w = _wrapper(workspace, "NHD", use_tensor_cores)
+    _plan(w, P, hq, hkv, d, dtype, dtype)
+    assert _splits(w) == 2 * batch, f"{batch * hkv} tasks on {grid} blocks: every request split in two"
+    r_out, r_lse = P.reference(q)
+    _check(w, q, P, r_out, r_lse, dtype)
+
+
+@pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
 def test_split_merge_in_launch(workspace, use_tensor_cores):
     """Split requests merge inside the decode launch: the last task of a (request, kv head) to
     finish combines the splits, counted in the workspace's split counters. The counters are back
