@@ -119,8 +119,7 @@ def test_a_workspace_too_small_for_the_split_runs_unsplit():
         workspace = Workspace(torch.empty(workspace_bytes, dtype=torch.uint8))
         upload = Upload(torch.device("cpu"), False)
         kv = torch.full((256,), 16384, dtype=torch.int32)
-        plan = workspace.plan("cuda", None, kv, 32, 8, 128, decode_grid=GRID, upload=upload,
-                              decode_bandwidth_bound=True)
+        workspace.plan("cuda", None, kv, 32, 8, 128, decode_grid=GRID, upload=upload, decode_bandwidth_bound=True)
         return int(workspace.plan_host[KV_CHUNK_SIZE]), int(workspace.plan_host[PARTIAL_ROWS])
 
     assert plan(32 << 20) == (4096, 1024)  # 1024 partial rows of 32 x 128 floats: 16 MiB

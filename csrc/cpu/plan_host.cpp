@@ -66,6 +66,15 @@ const std::array<double, kLadderSteps>& chunk_ladder() {
 
 int64_t round_up_64(int64_t x) { return (x + 63) / 64 * 64; }
 
+// The decode rounds model: ceil(tasks / grid) rounds of the grid, each costed as its longest
+// task, `chunk` rows (the longest request when unsplit) plus kDecodeTaskCost.
+double decode_rounds_cost(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads, int64_t grid, int64_t chunk) {
+  int64_t tasks = 0;
+  for (int64_t r = 0; r < batch; ++r) tasks += std::max<int64_t>(ceil_div(kv_lens[r], chunk), 1);
+  tasks *= num_kv_heads;
+  return static_cast<double>(ceil_div(tasks, grid)) * static_cast<double>(chunk + kDecodeTaskCost);
+}
+
 // Under two rounds of decode tasks: the chunk whose schedule should finish first, taking a
 // round's time as its longest task's rows plus kDecodeTaskCost. Candidates: no split, s-way
 // splits of the longest request (s = 2..16) and the geometric ladder (for uneven lengths).
@@ -98,12 +107,7 @@ int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t num
   std::sort(chunks.begin(), chunks.end(), std::greater<int64_t>());
   chunks.erase(std::unique(chunks.begin(), chunks.end()), chunks.end());
 
-  auto rounds_cost = [&](int64_t chunk) {
-    int64_t tasks = 0;
-    for (int64_t r = 0; r < batch; ++r) tasks += std::max<int64_t>(ceil_div(kv_lens[r], chunk), 1);
-    tasks *= num_kv_heads;
-    return static_cast<double>(ceil_div(tasks, grid)) * static_cast<double>(chunk + kDecodeTaskCost);
-  };
+  auto rounds_cost = [&](int64_t chunk) { return decode_rounds_cost(kv_lens, batch, num_kv_heads, grid, chunk); };
   int64_t best = 0;
   double best_cost = std::numeric_limits<double>::infinity();
   for (int64_t chunk : chunks) {
@@ -147,8 +151,8 @@ int64_t balancing_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t nu
 // blocks take the tasks in turn, so k full rounds and a last one of a few tasks leave most of
 // the grid idle while those few stream (batch 256 at kv 16k, 8 kv heads, 396 blocks: 2048 tasks,
 // 5 rounds and 68). Split s ways (s = 2..8, fewest first on ties), the tasks fill the rounds
-// better; a split is taken when the rounds model, ceil(tasks / grid) x (chunk +
-// kDecodeTaskCost), has it kDecodeRoundFillGain cheaper than no split. Unequal lengths are left
+// better; a split is taken when the rounds model (decode_rounds_cost) has it
+// kDecodeRoundFillGain cheaper than no split. Unequal lengths are left
 // to the item order (decode_order.cpp), which the model does not price.
 int64_t round_filling_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads, int64_t grid) {
   int64_t min_kv = std::numeric_limits<int64_t>::max(), max_kv = 0;
@@ -157,12 +161,7 @@ int64_t round_filling_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_
     max_kv = std::max<int64_t>(max_kv, kv_lens[r]);
   }
   if (max_kv - min_kv > max_kv / 16) return 0;
-  auto rounds_cost = [&](int64_t chunk) {
-    int64_t tasks = 0;
-    for (int64_t r = 0; r < batch; ++r) tasks += std::max<int64_t>(ceil_div(kv_lens[r], chunk), 1);
-    tasks *= num_kv_heads;
-    return static_cast<double>(ceil_div(tasks, grid)) * static_cast<double>(std::min(chunk, max_kv) + kDecodeTaskCost);
-  };
+  auto rounds_cost = [&](int64_t chunk) { return decode_rounds_cost(kv_lens, batch, num_kv_heads, grid, chunk); };
   int64_t best = 0;
   double best_cost = rounds_cost(max_kv) * (1.0 - kDecodeRoundFillGain);
   for (int64_t s = 2; s <= 8; ++s) {
