@@ -401,6 +401,11 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   // operand, P's 8-bit mantissa moves lse by up to ~1.4e-3 (log2 units) on rows of few keys,
   // past the lse tolerance; not the planned kernels, whose loop state would spill.
   constexpr bool kRowSumsByMma = kScoreRowSumsByMma && !kPlanned && std::is_same_v<T, half_t>;
+  // The same kernels rescale O (when a row maximum moved) before the exponentials rather than
+  // after them, so that the exponentials and P.V form one straight block the compiler
+  // interleaves, as fa2's. The others keep the order that fits their registers (bf16 single:
+  // 76-108 bytes of spills the other way; the ragged planned kernels 4).
+  constexpr bool kRescaleBeforeExp = kRowSumsByMma;
   FragC o[R][DF];
   ScoreRows m[R];
   RowSums<kRowSumsByMma> l[R];
@@ -514,40 +519,92 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     // Online softmax (base 2); rows that have seen nothing keep m = -inf and use 0 as the base.
     // m is kept in base-2 units (exp_scale > 0 preserves the order of the maxima).
     FragA<T, 16> prob[R][C];
-#pragma unroll
-    for (int i = 0; i < R; ++i) {
-      ScoreRows row_max = score_rows_filled(neg_inf);
-      score_row_fold(s[i], row_max, MaxOp{});
-      score_row_allreduce(row_max, MaxOp{});
-      ScoreRows rescale, base;
+    if constexpr (kRescaleBeforeExp) {
+      // The maxima, bases and rescale of every row fragment first, then O's rescale (skipped,
+      // behind one wave vote, once the maxima settle), so that the exponentials and P.V follow as
+      // one straight block the compiler may interleave.
+      ScoreRows base[R], m_new[R];
       bool unchanged = true;
 #pragma unroll
-      for (int slot = 0; slot < kScoreRowsPerLane; ++slot) {
-        const float m_new = max_f32(m[i].v[slot], row_max.v[slot] * exp_scale);
-        unchanged = unchanged && m_new == m[i].v[slot];
-        base.v[slot] = m_new == neg_inf ? 0.0f : m_new;
-        rescale.v[slot] = fast_exp2(m[i].v[slot] - base.v[slot]);
-        m[i].v[slot] = m_new;
-        l[i].scale(slot, rescale.v[slot]);
-      }
+      for (int i = 0; i < R; ++i) {
+        ScoreRows row_max = score_rows_filled(neg_inf);
+        score_row_fold(s[i], row_max, MaxOp{});
+        score_row_allreduce(row_max, MaxOp{});
 #pragma unroll
-      for (int j = 0; j < C; ++j) {
-#pragma unroll
-        for (int e = 0; e < kAccElems; ++e) {
-          const int slot = score_row_slot(e);
-          const float pe = fast_exp2(s[i][j].v[e] * exp_scale - base.v[slot]);
-          s[i][j].v[e] = pe;
-          l[i].add(slot, pe);
+        for (int slot = 0; slot < kScoreRowsPerLane; ++slot) {
+          m_new[i].v[slot] = max_f32(m[i].v[slot], row_max.v[slot] * exp_scale);
+          unchanged = unchanged && m_new[i].v[slot] == m[i].v[slot];
+          base[i].v[slot] = m_new[i].v[slot] == neg_inf ? 0.0f : m_new[i].v[slot];
         }
-        score_to_operand(prob[i][j], s[i][j]);
       }
-      // Once the row maxima settle, whole tiles pass without a change: skip the rescale of O.
       if (!wave_all(unchanged)) {
-        const RowVals acc_rescale = acc_rows_from_score_rows(rescale);
 #pragma unroll
-        for (int dn = 0; dn < DF; ++dn) {
+        for (int i = 0; i < R; ++i) {
+          ScoreRows rescale;
 #pragma unroll
-          for (int e = 0; e < kAccElems; ++e) o[i][dn].v[e] *= acc_rescale.v[acc_row_slot(e)];
+          for (int slot = 0; slot < kScoreRowsPerLane; ++slot) {
+            rescale.v[slot] = fast_exp2(m[i].v[slot] - base[i].v[slot]);
+            l[i].scale(slot, rescale.v[slot]);
+          }
+          const RowVals acc_rescale = acc_rows_from_score_rows(rescale);
+#pragma unroll
+          for (int dn = 0; dn < DF; ++dn) {
+#pragma unroll
+            for (int e = 0; e < kAccElems; ++e) o[i][dn].v[e] *= acc_rescale.v[acc_row_slot(e)];
+          }
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < R; ++i) {
+        m[i] = m_new[i];
+#pragma unroll
+        for (int j = 0; j < C; ++j) {
+#pragma unroll
+          for (int e = 0; e < kAccElems; ++e) {
+            const int slot = score_row_slot(e);
+            const float pe = fast_exp2(s[i][j].v[e] * exp_scale - base[i].v[slot]);
+            s[i][j].v[e] = pe;
+            l[i].add(slot, pe);
+          }
+          score_to_operand(prob[i][j], s[i][j]);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < R; ++i) {
+        ScoreRows row_max = score_rows_filled(neg_inf);
+        score_row_fold(s[i], row_max, MaxOp{});
+        score_row_allreduce(row_max, MaxOp{});
+        ScoreRows rescale, base;
+        bool unchanged = true;
+#pragma unroll
+        for (int slot = 0; slot < kScoreRowsPerLane; ++slot) {
+          const float m_new = max_f32(m[i].v[slot], row_max.v[slot] * exp_scale);
+          unchanged = unchanged && m_new == m[i].v[slot];
+          base.v[slot] = m_new == neg_inf ? 0.0f : m_new;
+          rescale.v[slot] = fast_exp2(m[i].v[slot] - base.v[slot]);
+          m[i].v[slot] = m_new;
+          l[i].scale(slot, rescale.v[slot]);
+        }
+#pragma unroll
+        for (int j = 0; j < C; ++j) {
+#pragma unroll
+          for (int e = 0; e < kAccElems; ++e) {
+            const int slot = score_row_slot(e);
+            const float pe = fast_exp2(s[i][j].v[e] * exp_scale - base.v[slot]);
+            s[i][j].v[e] = pe;
+            l[i].add(slot, pe);
+          }
+          score_to_operand(prob[i][j], s[i][j]);
+        }
+        // Once the row maxima settle, whole tiles pass without a change: skip the rescale of O.
+        if (!wave_all(unchanged)) {
+          const RowVals acc_rescale = acc_rows_from_score_rows(rescale);
+#pragma unroll
+          for (int dn = 0; dn < DF; ++dn) {
+#pragma unroll
+            for (int e = 0; e < kAccElems; ++e) o[i][dn].v[e] *= acc_rescale.v[acc_row_slot(e)];
+          }
         }
       }
     }
