@@ -375,6 +375,18 @@ def random_mask(qo_len: int, kv_len: int, p: float = 0.6) -> torch.Tensor:
     return torch.rand(qo_len, kv_len) < p
 
 
+def climbing_scores(qo_len: int, kv_len: int, hq: int, hkv: int, d: int, dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(q, k) whose attention rows' running maxima climb along the kv sequence: key norms ramp
+    from 0.25 to 3.25 (the maxima creep up over most tiles, a few base-2 units in all), and at
+    3/4 of the sequence one key along q's common direction raises most rows' maximum by ~10-20
+    base-2 units at once. Kernels that rescale O only past some slack must stay exact on both."""
+    q = torch.randn(qo_len, hq, d) + 0.5
+    ramp = 0.25 + 3.0 * torch.arange(kv_len, dtype=torch.float32) / max(1, kv_len - 1)
+    k = torch.randn(kv_len, hkv, d) * ramp[:, None, None]
+    k[(3 * kv_len) // 4] = 3.0
+    return q.to(dtype), k.to(dtype)
+
+
 # --------------------------------------------------------------------------
 # Merge
 # --------------------------------------------------------------------------

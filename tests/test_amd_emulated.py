@@ -304,6 +304,34 @@ def test_single_prefill_under_emulation(prefill_libs, case, chunk_tiles, arch):
     ref.assert_lse_close(lse, r_lse)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("kind", ["single", "ragged"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_prefill_climbing_maxima_under_emulation(prefill_libs, kind, dtype, arch):
+    """Row maxima that creep up over the K/V tiles and then jump (reference.climbing_scores): O
+    is rescaled only once a maximum passes the one in use by more than the kernels' slack, so
+    both the small moves and the jump must stay exact."""
+    torch.manual_seed(_seed(kind, str(dtype), arch))
+    qo_lens, kv_lens, hq, hkv, d = [40, 9], [700, 500], 4, 2, 64
+    qs, ks = zip(*(ref.climbing_scores(a, b, hq, hkv, d, dtype) for a, b in zip(qo_lens, kv_lens)))
+    vs = [torch.randn(n, hkv, d).to(dtype) for n in kv_lens]
+    if kind == "single":
+        qs, ks, vs = qs[:1], ks[:1], vs[:1]
+        out, lse, _ = _emulated_prefill(prefill_libs[arch], "single", qs[0], ks[0], vs[0], "NHD", causal=True,
+                                        sm_scale=d ** -0.5)
+    else:
+        out, lse, _ = _emulated_prefill(prefill_libs[arch], "ragged", torch.cat(qs), torch.cat(ks), torch.cat(vs),
+                                        "NHD", qo_indptr=ref.indptr_from_lens(qo_lens),
+                                        kv_indptr=ref.indptr_from_lens(kv_lens), kv_lens=kv_lens, causal=True,
+                                        sm_scale=d ** -0.5)
+    row = 0
+    for b, q in enumerate(qs):
+        r_out, r_lse = ref.attention_ref(q, ks[b], vs[b], causal=True, sm_scale=d ** -0.5)
+        ref.assert_attention_close(out[row:row + len(q)], r_out, dtype, f"request {b}:")
+        ref.assert_lse_close(lse[row:row + len(q)], r_lse, f"request {b}:")
+        row += len(q)
+
+
 # (qo_lens, kv_lens, hq, hkv, head_dim, dtype, kind, page_size, kv_layout, causal, kv_chunk_size)
 BATCH_PREFILL_CASES = {
     "ragged-f16-gqa4-causal-split": ([5, 40, 1], [30, 70, 90], 8, 2, 128, torch.float16, "ragged", 0, "NHD", True, 32),

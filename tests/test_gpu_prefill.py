@@ -146,6 +146,22 @@ def test_single_prefill_api_and_o_dtype():
     R.assert_attention_close(out.cpu(), ref_out, torch.bfloat16, "o_dtype bf16")
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("d,causal", [(128, False), (128, True), (64, True), (256, False)])
+def test_single_prefill_climbing_maxima(dtype, d, causal):
+    """Row maxima that creep up over many tiles and then jump (tests/reference.py's
+    climbing_scores): the kernels rescale O only once a maximum passes the one in use by more
+    than their slack, so both the small moves and the jump must stay exact."""
+    qo_len, kv_len, hq, hkv = 300, 1500, 8, 2
+    q, k = R.climbing_scores(qo_len, kv_len, hq, hkv, d, dtype)
+    v = rand(kv_len, hkv, d, dtype=dtype)
+    ref_out, ref_lse = reference(q, k, v, causal)
+    o = poisoned((qo_len, hq, d), dtype)
+    lse = poisoned((qo_len, hq), torch.float32)
+    ops.single_prefill(q.to(DEV), k.to(DEV), v.to(DEV), o, lse, None, NHD, causal, -1, d ** -0.5, 0.0, 1.0, 1.0)
+    check(o, lse, ref_out, ref_lse, dtype, f"single, climbing maxima, d{d}")
+
+
 # ----------------------------------------------------------------------------------------------
 # Batches (ragged and paged) through the wrappers
 
@@ -246,6 +262,30 @@ def test_batch_paged(case):
     out, lse = poisoned(q.shape, dtype), poisoned(q.shape[:2], torch.float32)
     w.run(q, cache, out=out, lse=lse, return_lse=True)
     check(out, lse, ref_out, ref_lse, dtype, f"paged {_pids(case)}")
+
+
+@pytest.mark.parametrize("kind", ["ragged", "paged"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_batch_climbing_maxima(kind, dtype):
+    """The planned kernels on rows whose maxima creep up and then jump (see
+    test_single_prefill_climbing_maxima), one request split over kv."""
+    qo_lens, kv_lens, hq, hkv, d = [40, 16, 300], [900, 4096, 700], 8, 2, 128
+    qs, ks = zip(*(R.climbing_scores(a, b, hq, hkv, d, dtype) for a, b in zip(qo_lens, kv_lens)))
+    vs = [rand(n, hkv, d, dtype=dtype) for n in kv_lens]
+    ref_out, ref_lse = batch_reference(qs, ks, vs, True)
+    q = torch.cat(qs).to(DEV)
+    out, lse = poisoned(q.shape, dtype), poisoned(q.shape[:2], torch.float32)
+    if kind == "ragged":
+        w = flashinfer.BatchPrefillWithRaggedKVCacheWrapper(workspace(), "NHD", backend="fa2")
+        w.plan(R.indptr_from_lens(qo_lens), R.indptr_from_lens(kv_lens), hq, hkv, d, causal=True, q_data_type=dtype)
+        w.run(q, torch.cat(ks).to(DEV), torch.cat(vs).to(DEV), out=out, lse=lse, return_lse=True)
+    else:
+        paged = R.build_paged_kv(list(ks), vs, 16, "NHD", single_tensor=False, pad_fill=float("nan"))
+        w = flashinfer.BatchPrefillWithPagedKVCacheWrapper(workspace(), "NHD", backend="fa2")
+        w.plan(R.indptr_from_lens(qo_lens), paged.indptr, paged.indices, paged.last_page_len, hq, hkv, d, 16,
+               causal=True, q_data_type=dtype)
+        w.run(q, (paged.cache[0].to(DEV), paged.cache[1].to(DEV)), out=out, lse=lse, return_lse=True)
+    check(out, lse, ref_out, ref_lse, dtype, f"{kind}, climbing maxima")
 
 
 @pytest.mark.parametrize("kind", ["ragged", "paged"])
