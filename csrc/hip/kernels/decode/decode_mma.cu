@@ -16,6 +16,7 @@
 // binary16, or the hardware's exact values with the scale folded into the softmax).
 #include "decode_common.h"
 #include "split_merge.h"
+#include "../online_softmax.h"
 #include "gpu_iface/memory.h"
 #include "gpu_iface/mma.h"
 
@@ -373,12 +374,17 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
         s[0].v[e] = pos < kv_hi ? x[e] : kNegInf;
       }
       const RowVals tile_max = row_max(s);
+      // The running maximum moves only past online_softmax.h's slack; a row whose maximum stays
+      // keeps a factor of exactly 1, and O is rescaled only when some row of the wave moved.
       RowVals m_use, rescale;
+      bool unchanged = true;
 #pragma unroll
       for (int r = 0; r < kAccRowsPerLane; ++r) {
-        const float m_new = max_f32(m_run.v[r], tile_max.v[r]);
+        const float m_new = next_running_max(m_run.v[r], tile_max.v[r]);
         m_use.v[r] = max_f32(m_new, kMaxFloor);
-        rescale.v[r] = fast_exp2(m_run.v[r] - m_use.v[r]);
+        const bool same = m_new == m_run.v[r];
+        rescale.v[r] = same ? 1.0f : fast_exp2(m_run.v[r] - m_use.v[r]);
+        unchanged = unchanged && same;
         m_run.v[r] = m_new;
       }
 #pragma unroll
@@ -386,10 +392,12 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
       const RowVals tile_sum = row_sum(s);
 #pragma unroll
       for (int r = 0; r < kAccRowsPerLane; ++r) l_run.v[r] = l_run.v[r] * rescale.v[r] + tile_sum.v[r];
+      if (!wave_all(unchanged)) {
 #pragma unroll
-      for (int n = 0; n < kColTiles; ++n) {
+        for (int n = 0; n < kColTiles; ++n) {
 #pragma unroll
-        for (int e = 0; e < kAccElems; ++e) o_acc[n].v[e] *= rescale.v[acc_row_slot(e)];
+          for (int e = 0; e < kAccElems; ++e) o_acc[n].v[e] *= rescale.v[acc_row_slot(e)];
+        }
       }
 
       // P to the A-operand layout through this wave's 16 x 16 tile.

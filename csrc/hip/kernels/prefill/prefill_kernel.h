@@ -23,6 +23,7 @@
 
 #include "../../../include/plan_info.h"
 #include "../../../include/single_prefill_split.h"
+#include "../online_softmax.h"
 #include "gpu_iface/memory.h"
 #include "gpu_iface/mma.h"
 #include "gpu_iface/platform.h"
@@ -94,11 +95,6 @@ inline constexpr int kMergeThreads = 256;
 struct alignas(16) Chunk16 {
   uint32_t w[4];
 };
-
-// How far (base 2) the maximum a row's exponentials are taken against may trail the row's true
-// maximum before O and l are rescaled: probabilities stay at most 2^8, exact as fp16 or bf16
-// operands (same relative precision as below 1) and far inside fp16's range.
-constexpr float kRescaleSlackLog2 = 8.0f;
 
 TFO_INLINE int ceil_div(int a, int b) { return (a + b - 1) / b; }
 TFO_INLINE int min_int(int a, int b) { return a < b ? a : b; }
@@ -425,14 +421,6 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     }
   }
 
-  // The maximum a row's exponentials are taken against moves only when a tile's maximum passes
-  // it by more than kRescaleSlackLog2, so that O and l are rescaled (behind the wave vote below)
-  // a few times per row rather than on most tiles while the maxima still creep up. l and
-  // lse = m + log2(l) use the same maximum, so the result is the same.
-  auto next_row_max = [&](float m_old, float tile_max) {
-    return tile_max > m_old + kRescaleSlackLog2 ? tile_max : m_old;
-  };
-
   for (int tile = 0; tile < num_kv_tiles; ++tile) {
     const int kv0 = kv_lo + tile * Policy::kKvTile;
     const int stage = kStages == 2 ? tile & 1 : 0;
@@ -529,8 +517,9 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
       }
     }
 
-    // Online softmax (base 2); rows that have seen nothing keep m = -inf and use 0 as the base.
-    // m is kept in base-2 units (exp_scale > 0 preserves the order of the maxima).
+    // Online softmax (base 2, online_softmax.h); rows that have seen nothing keep m = -inf and
+    // use 0 as the base. m is kept in base-2 units (exp_scale > 0 preserves the order of the
+    // maxima).
     FragA<T, 16> prob[R][C];
     if constexpr (kRescaleBeforeExp) {
       // The maxima, bases and rescale of every row fragment first, then O's rescale (skipped,
@@ -545,7 +534,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
         score_row_allreduce(row_max, MaxOp{});
 #pragma unroll
         for (int slot = 0; slot < kScoreRowsPerLane; ++slot) {
-          m_new[i].v[slot] = next_row_max(m[i].v[slot], row_max.v[slot] * exp_scale);
+          m_new[i].v[slot] = next_running_max(m[i].v[slot], row_max.v[slot] * exp_scale);
           unchanged = unchanged && m_new[i].v[slot] == m[i].v[slot];
           base[i].v[slot] = m_new[i].v[slot] == neg_inf ? 0.0f : m_new[i].v[slot];
         }
@@ -592,7 +581,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
         bool unchanged = true;
 #pragma unroll
         for (int slot = 0; slot < kScoreRowsPerLane; ++slot) {
-          const float m_new = next_row_max(m[i].v[slot], row_max.v[slot] * exp_scale);
+          const float m_new = next_running_max(m[i].v[slot], row_max.v[slot] * exp_scale);
           unchanged = unchanged && m_new == m[i].v[slot];
           base.v[slot] = m_new == neg_inf ? 0.0f : m_new;
           rescale.v[slot] = fast_exp2(m[i].v[slot] - base.v[slot]);
