@@ -216,6 +216,29 @@ def test_batch_decode_under_emulation(decode_libs, case, family, arch):
         ref.assert_lse_close(lse[b], r_lse, f"request {b}:")
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("family", ["simt", "mma"])
+def test_batch_decode_climbing_maxima_under_emulation(decode_libs, family, arch):
+    """Scores whose running maxima creep up over the tiles and then jump
+    (reference.climbing_scores): O is rescaled only once a maximum passes the one in use by more
+    than online_softmax.h's slack; unsplit and split requests."""
+    torch.manual_seed(_seed("climbing", family, arch))
+    kv_lens, hq, hkv, d = [700, 300], 8, 2, 128
+    pairs = [ref.climbing_scores(1, n, hq, hkv, d, torch.float16) for n in kv_lens]
+    q = torch.cat([p[0] for p in pairs])
+    ks = [p[1] for p in pairs]
+    vs = [torch.randn(n, hkv, d).to(torch.float16) for n in kv_lens]
+    paged = ref.build_paged_kv(ks, vs, 16, kv_layout="NHD", single_tensor=False)
+    for chunk in (0, 256):
+        out, lse, rows = _emulated_batch_decode(decode_libs[(family, arch)], q, paged.cache[0], paged.cache[1],
+                                                "NHD", paged, chunk, sm_scale=d ** -0.5)
+        assert (rows > 0) == (chunk > 0)
+        for b in range(len(kv_lens)):
+            r_out, r_lse = ref.decode_ref(q[b], ks[b], vs[b], sm_scale=d ** -0.5)
+            ref.assert_attention_close(out[b], r_out, torch.float16, f"chunk {chunk}, request {b}:")
+            ref.assert_lse_close(lse[b], r_lse, f"chunk {chunk}, request {b}:")
+
+
 @pytest.fixture(scope="module")
 def prefill_libs(build_dir):
     return {arch: _build(build_dir, "prefill_emulated.cpp", "prefill", arch) for arch in ARCHS}

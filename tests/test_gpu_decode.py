@@ -47,10 +47,10 @@ class Paged:
     builder loops per token, too slow for 512 requests or 32k tokens); the per-request K/V
     it holds stay on the host for the float64 reference."""
 
-    def __init__(self, kv_lens, page_size, hkv, d, dtype, kv_layout, single_tensor=True):
+    def __init__(self, kv_lens, page_size, hkv, d, dtype, kv_layout, single_tensor=True, ks=None):
         self.kv_lens = list(kv_lens)
         self.page_size = page_size
-        self.ks = [_rand_kv(n, hkv, d, dtype) for n in kv_lens]
+        self.ks = list(ks) if ks is not None else [_rand_kv(n, hkv, d, dtype) for n in kv_lens]
         self.vs = [_rand_kv(n, hkv, d, dtype) for n in kv_lens]
         self.indptr, self.indices, self.last, num_pages = ref.make_page_table(self.kv_lens, page_size)
         shape = (page_size, hkv, d) if kv_layout == "NHD" else (hkv, page_size, d)
@@ -247,6 +247,23 @@ def test_batch_decode_round_filling_split(workspace, use_tensor_cores):
     w = _wrapper(workspace, "NHD", use_tensor_cores)
     _plan(w, P, hq, hkv, d, dtype, dtype)
     assert _splits(w) == 2 * batch, f"{batch * hkv} tasks on {grid} blocks: every request split in two"
+    r_out, r_lse = P.reference(q)
+    _check(w, q, P, r_out, r_lse, dtype)
+
+
+@pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
+def test_batch_decode_climbing_maxima(workspace, use_tensor_cores):
+    """Scores whose running maxima creep up over the tiles and then jump
+    (reference.climbing_scores): the tensor-core kernel rescales O only once a maximum passes
+    the one in use by more than online_softmax.h's slack, so both must stay exact. Three
+    requests on the whole grid: split, so the partial rows and their merge see it too."""
+    kv_lens, hq, hkv, d, dtype = [3000, 700, 1500], 32, 8, 128, F16
+    pairs = [ref.climbing_scores(1, n, hq, hkv, d, dtype) for n in kv_lens]
+    q = torch.cat([p[0] for p in pairs]).to(DEV)
+    P = Paged(kv_lens, 16, hkv, d, dtype, "NHD", ks=[p[1] for p in pairs])
+    w = _wrapper(workspace, "NHD", use_tensor_cores)
+    _plan(w, P, hq, hkv, d, dtype, dtype)
+    assert _splits(w) > 0, "the requests must be split"
     r_out, r_lse = P.reference(q)
     _check(w, q, P, r_out, r_lse, dtype)
 
