@@ -8,9 +8,11 @@
 // through shared memory at the end.
 //
 //   scores (base 2):  s[g] = sum over the kTx lanes of q[g][8 lanes' d] . k[d]   (q pre-scaled)
-//   online softmax:   m' = max(m, s), acc = acc * 2^(m - m') + 2^(s - m') v
+//   online softmax:   m' = max(m, s), acc = acc * 2^(m - m') + 2^(s - m') v, where m' stays m
+//                     while s passes m by no more than online_softmax.h's slack
 #include "decode_common.h"
 #include "split_merge.h"
+#include "../online_softmax.h"
 
 namespace tfo::kernels {
 
@@ -131,20 +133,31 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const Decod
           for (int g = 0; g < G; ++g) s[u][g] = valid[u] ? s[u][g] : kNegInf;
         }
       }
+      // The running maximum moves only past online_softmax.h's slack; the accumulators are
+      // rescaled only when some lane's maximum moved (one wave-uniform test per step).
+      float rescale[G];
+      bool unchanged = true;
 #pragma unroll
       for (int g = 0; g < G; ++g) {
         float block_max = s[0][g];
 #pragma unroll
         for (int u = 1; u < kUnroll; ++u) block_max = max_f32(block_max, s[u][g]);
-        const float m_new = max_f32(m[g], block_max);
+        const float m_new = next_running_max(m[g], block_max);
         const float m_use = max_f32(m_new, kMaxFloor);
-        const float rescale = fast_exp2(m[g] - m_use);
+        const bool same = m_new == m[g];
+        rescale[g] = same ? 1.0f : fast_exp2(m[g] - m_use);
+        unchanged = unchanged && same;
         m[g] = m_new;
-        l[g] *= rescale;
-#pragma unroll
-        for (int i = 0; i < kVec; ++i) acc[g][i] *= rescale;
+        l[g] *= rescale[g];
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) s[u][g] = fast_exp2(s[u][g] - m_use);
+      }
+      if (!wave_all(unchanged)) {
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+#pragma unroll
+          for (int i = 0; i < kVec; ++i) acc[g][i] *= rescale[g];
+        }
       }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
