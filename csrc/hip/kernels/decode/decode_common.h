@@ -221,6 +221,11 @@ TFO_INLINE void soft_cap_scores(float* x, float cap_log2) {
 // 64-lane waves, where those kernels already use all 106 scalar registers and the block's
 // branch pushes some into spills.
 inline constexpr bool kSimtSoftCapPerBlock = kWaveSize == 32;
+// Whether the CUDA-core decode keeps a slack on its running maxima and skips the accumulators'
+// rescale when none of the wave's moved (one vote per step): with 32-lane warps; 64-lane waves
+// rescale every step, since the slack and the vote spill scalar registers there (gfx942, bf16
+// queries on FP8 caches at head dim 256).
+inline constexpr bool kSimtRescaleVote = kWaveSize == 32;
 
 TFO_INLINE float log2_f32(float x) { return __builtin_log2f(x); }
 

@@ -133,8 +133,9 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const Decod
           for (int g = 0; g < G; ++g) s[u][g] = valid[u] ? s[u][g] : kNegInf;
         }
       }
-      // The running maximum moves only past online_softmax.h's slack; the accumulators are
-      // rescaled only when some lane's maximum moved (one wave-uniform test per step).
+      // With kSimtRescaleVote the running maximum moves only past online_softmax.h's slack and
+      // the accumulators are rescaled only when some lane's maximum moved (one wave-uniform
+      // test); otherwise on every step, against the true maximum.
       float rescale[G];
       bool unchanged = true;
 #pragma unroll
@@ -142,17 +143,17 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const Decod
         float block_max = s[0][g];
 #pragma unroll
         for (int u = 1; u < kUnroll; ++u) block_max = max_f32(block_max, s[u][g]);
-        const float m_new = next_running_max(m[g], block_max);
+        const float m_new = kSimtRescaleVote ? next_running_max(m[g], block_max) : max_f32(m[g], block_max);
         const float m_use = max_f32(m_new, kMaxFloor);
         const bool same = m_new == m[g];
-        rescale[g] = same ? 1.0f : fast_exp2(m[g] - m_use);
+        rescale[g] = kSimtRescaleVote && same ? 1.0f : fast_exp2(m[g] - m_use);
         unchanged = unchanged && same;
         m[g] = m_new;
         l[g] *= rescale[g];
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) s[u][g] = fast_exp2(s[u][g] - m_use);
       }
-      if (!wave_all(unchanged)) {
+      if (!kSimtRescaleVote || !wave_all(unchanged)) {
 #pragma unroll
         for (int g = 0; g < G; ++g) {
 #pragma unroll
