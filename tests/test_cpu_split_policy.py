@@ -9,8 +9,8 @@ import torch
 
 from plan_layout import KV_CHUNK_SIZE, PARTIAL_ROWS, TASK_BLOCKS
 from torch_flashinfer_ops import _C, _ops
-from torch_flashinfer_ops._plan import (DECODE_MIN_KV_CHUNK, DECODE_ROUND_FILL_GAIN, DECODE_SPLIT_GAIN,
-                                        DECODE_TASK_COST, MIN_KV_CHUNK,
+from torch_flashinfer_ops._plan import (DECODE_MERGE_GROUP_COST, DECODE_MERGE_ROWS_IN_FLIGHT, DECODE_MIN_KV_CHUNK,
+                                        DECODE_ROUND_FILL_GAIN, DECODE_SPLIT_GAIN, DECODE_TASK_COST, MIN_KV_CHUNK,
                                         _workers, choose_kv_chunk_size, decode_bandwidth_bound)
 
 GRID = 396  # e.g. 132 multiprocessors x 3 resident blocks
@@ -36,10 +36,20 @@ def _fill(tasks, grid=GRID):
     return tasks / (grid * -(-tasks // grid))
 
 
-def test_batch_one_is_split_to_fill_the_grid():
-    chunk = _decode([4096])
-    assert chunk == DECODE_MIN_KV_CHUNK  # 8 kv heads x 32 chunks: 256 tasks, the most the minimum chunk allows
-    assert _tasks([4096], chunk) == 256
+def _merge_cost(kv_lens, chunk):
+    """A split's merge tail in the decode model: DECODE_MERGE_GROUP_COST per group of
+    DECODE_MERGE_ROWS_IN_FLIGHT splits of the longest request."""
+    splits = -(-int(np.max(kv_lens)) // chunk)
+    return -(-splits // DECODE_MERGE_ROWS_IN_FLIGHT) * DECODE_MERGE_GROUP_COST
+
+
+def test_batch_one_takes_fewer_splits_than_would_fill_the_grid():
+    # Every split count below fills the 396 blocks in one round; the merge tail (8 splits per
+    # L2 round trip) makes the longer splits the faster ones, as measured on an H200.
+    assert _decode([4096]) == 256  # 16 splits (128 tasks), not 32 of the minimum chunk (256 tasks)
+    assert _decode([16384]) == 512  # 32 splits (256 tasks), not 43 of 384 rows (344 tasks)
+    assert _decode([2048]) == DECODE_MIN_KV_CHUNK  # 16 splits: 2 merge groups either way
+    assert _merge_cost([16384], 384) == 6 * DECODE_MERGE_GROUP_COST
 
 
 def test_between_one_and_two_rounds_the_split_balances_them():
@@ -148,12 +158,13 @@ def test_grid_query_without_gpu_kernels_is_zero():
 
 def _cost(kv_lens, chunk, heads=8, grid=GRID):
     """The policy's model: rounds x (the longest task's rows + a task's fixed cost), and no less
-    than every row streamed by SATURATING blocks. (The policy keeps no split unless a split is
-    DECODE_SPLIT_GAIN cheaper.)"""
+    than every row streamed by SATURATING blocks, plus a split's merge tail. (The policy keeps no
+    split unless a split is DECODE_SPLIT_GAIN cheaper.)"""
     kv = np.asarray(kv_lens, dtype=np.int64)
     rows = int(kv.max()) if chunk == 0 else min(chunk, int(kv.max()))
     bound = float(kv.sum()) * heads / SATURATING + DECODE_TASK_COST
-    return max(-(-_tasks(kv, chunk, heads) // grid) * (rows + DECODE_TASK_COST), bound)
+    merge = 0 if chunk == 0 else _merge_cost(kv, chunk)
+    return max(-(-_tasks(kv, chunk, heads) // grid) * (rows + DECODE_TASK_COST), bound) + merge
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -227,15 +238,17 @@ def _numpy_cheapest_decode_chunk(kv_lens, heads, grid, bound):
     chunks = np.concatenate([[max_kv], chunks]).astype(np.float64)
     per_request = np.maximum(np.floor((kv_lens.astype(np.float64)[None, :] - 1.0) / chunks[:, None]) + 1.0, 1.0)
     cost = np.ceil(per_request.sum(axis=1) * heads / grid) * (chunks + DECODE_TASK_COST)
-    # The cheapest split, the largest of equals; it must beat no split by DECODE_SPLIT_GAIN, both
-    # costed as no faster than every row streamed by SATURATING blocks.
-    splits = cost[1:]
+    merge = np.ceil(np.ceil(max_kv / chunks) / DECODE_MERGE_ROWS_IN_FLIGHT) * DECODE_MERGE_GROUP_COST
+    # The cheapest split with its merge tail, the largest of equals; it must beat no split by
+    # DECODE_SPLIT_GAIN, both costed as no faster than every row streamed by SATURATING blocks.
+    splits = cost[1:] + merge[1:]
     if splits.size == 0:
         return 0
+    best = 1 + int(np.argmin(splits))
     bound = kv_lens.sum() * heads / SATURATING + DECODE_TASK_COST if bound else 0.0
-    if max(splits.min(), bound) >= max(cost[0], bound) * (1.0 - DECODE_SPLIT_GAIN):
+    if max(cost[best], bound) + merge[best] >= max(cost[0], bound) * (1.0 - DECODE_SPLIT_GAIN):
         return 0
-    return int(chunks[1 + int(np.argmin(splits))])
+    return int(chunks[best])
 
 
 @pytest.mark.parametrize("seed", range(40))

@@ -50,6 +50,15 @@ constexpr double kDecodeSplitGain = 0.2;
 // the model's (H200, d128, 8 kv heads, 396 blocks: batch 256 at kv 16k, 4 splits, 8.5% by the
 // model, 2.8% measured; at kv 4k the best split is 2.9% by the model and measured no faster).
 constexpr double kDecodeRoundFillGain = 0.05;
+// The merge of a split request: one wave per query head reads the splits' partial rows
+// kDecodeMergeRowsInFlight at a time, one L2 round trip each (split_merge.h's
+// kMergeLoadsInFlight), after the request's last task, so at small batches each group of that
+// many splits lengthens the launch's tail by kDecodeMergeGroupCost rows' time. Fitted to batch 1
+// with the chunk forced (H200, d128, 8 kv heads, 396 blocks, one round): kv 16k at 384 / 512 /
+// 640 rows per split (43 / 32 / 26 splits) 27.6-28.9 / 26.4-26.9 / 26.5 us; kv 4k at 128 / 256
+// (32 / 16 splits) 11.6-11.8 / 11.2-11.3 us; kv 2k at 128 / 256 (16 / 8) 8.9-9.1 / 10.7-10.8 us.
+constexpr int64_t kDecodeMergeRowsInFlight = 8;
+constexpr int64_t kDecodeMergeGroupCost = 70;
 // Decode chunk candidates in units of kDecodeMinKvChunk, 8% apart.
 constexpr int kLadderSteps = 90;
 
@@ -75,14 +84,22 @@ double decode_rounds_cost(const int32_t* kv_lens, int64_t batch, int64_t num_kv_
   return static_cast<double>(ceil_div(tasks, grid)) * static_cast<double>(chunk + kDecodeTaskCost);
 }
 
+// The merge's tail for splits of `chunk` rows of the longest request (kDecodeMergeGroupCost).
+double decode_merge_cost(int64_t max_kv, int64_t chunk) {
+  return static_cast<double>(ceil_div(ceil_div(max_kv, chunk), kDecodeMergeRowsInFlight) * kDecodeMergeGroupCost);
+}
+
 // Under two rounds of decode tasks: the chunk whose schedule should finish first, taking a
-// round's time as its longest task's rows plus kDecodeTaskCost. Candidates: no split, s-way
+// round's time as its longest task's rows plus kDecodeTaskCost, and a split's merge tail
+// (decode_merge_cost). Candidates: no split, s-way
 // splits of the longest request (s = 2..16) and the geometric ladder (for uneven lengths).
 // Fewer tasks win ties (each split costs a merge): candidates go largest first and only a
 // strictly cheaper one replaces the best. The best split replaces no split only when
 // kDecodeSplitGain cheaper, both costed, where saturating_blocks > 0, as no faster than their
 // rows streamed by that many blocks: once that many stream, more blocks or fuller rounds only
-// share the same bandwidth. Batch 1 fills the grid with the smallest chunk; batch 16 x 8 kv
+// share the same bandwidth. Batch 1 takes fewer, longer splits than would fill the grid, as the
+// merge tail has it (kv 4k: 16 splits of 256 rows, not 32 of 128; kv 16k: 32 of 512, not 43 of
+// 384); batch 16 x 8 kv
 // heads on 396 blocks takes 3 splits (one round, 97% full) over 4; with the bound, batch 32
 // keeps one round of 256 unsplit tasks (at kv 4k, 3 splits in two full rounds are 24% cheaper by
 // the rounds but 3% by the bound) and batch 64 two rounds of 512, dealt two per block.
@@ -111,7 +128,7 @@ int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t num
   int64_t best = 0;
   double best_cost = std::numeric_limits<double>::infinity();
   for (int64_t chunk : chunks) {
-    const double cost = rounds_cost(chunk);
+    const double cost = rounds_cost(chunk) + decode_merge_cost(max_kv, chunk);
     if (cost < best_cost) {
       best_cost = cost;
       best = chunk;
@@ -123,7 +140,8 @@ int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t num
                                                    kDecodeTaskCost
                                              : 0.0;
   const double unsplit = std::max(rounds_cost(max_kv), bound);
-  return std::max(best_cost, bound) < unsplit * (1.0 - kDecodeSplitGain) ? best : 0;
+  const double split = std::max(rounds_cost(best), bound) + decode_merge_cost(max_kv, best);
+  return split < unsplit * (1.0 - kDecodeSplitGain) ? best : 0;
 }
 
 // Decode over two rounds or more of a persistent grid of `grid` blocks: when some task exceeds
@@ -387,6 +405,8 @@ void bind_plan_host(pybind11::module_& m) {
   m.attr("DECODE_BLOCKS_PER_SM") = kDecodeBlocksPerSm;
   m.attr("DECODE_SPLIT_GAIN") = kDecodeSplitGain;
   m.attr("DECODE_ROUND_FILL_GAIN") = kDecodeRoundFillGain;
+  m.attr("DECODE_MERGE_ROWS_IN_FLIGHT") = kDecodeMergeRowsInFlight;
+  m.attr("DECODE_MERGE_GROUP_COST") = kDecodeMergeGroupCost;
 }
 
 }  // namespace cpu
