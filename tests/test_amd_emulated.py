@@ -220,8 +220,9 @@ def test_batch_decode_under_emulation(decode_libs, case, family, arch):
 @pytest.mark.parametrize("family", ["simt", "mma"])
 def test_batch_decode_climbing_maxima_under_emulation(decode_libs, family, arch):
     """Scores whose running maxima creep up over the tiles and then jump
-    (reference.climbing_scores): O is rescaled only once a maximum passes the one in use by more
-    than online_softmax.h's slack; unsplit and split requests."""
+    (reference.climbing_scores): the tensor-core kernel rescales O only once a maximum passes the
+    one in use by more than online_softmax.h's slack (64-lane waves keep the CUDA-core kernel's
+    rescale on every step, kSimtRescaleVote); unsplit and split requests."""
     torch.manual_seed(_seed("climbing", family, arch))
     kv_lens, hq, hkv, d = [700, 300], 8, 2, 128
     pairs = [ref.climbing_scores(1, n, hq, hkv, d, torch.float16) for n in kv_lens]

@@ -254,8 +254,8 @@ def test_batch_decode_round_filling_split(workspace, use_tensor_cores):
 @pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
 def test_batch_decode_climbing_maxima(workspace, use_tensor_cores):
     """Scores whose running maxima creep up over the tiles and then jump
-    (reference.climbing_scores): the tensor-core kernel rescales O only once a maximum passes
-    the one in use by more than online_softmax.h's slack, so both must stay exact. Three
+    (reference.climbing_scores): on NVIDIA both kernels rescale O only once a maximum passes
+    the one in use by more than online_softmax.h's slack, and must stay exact. Three
     requests on the whole grid: split, so the partial rows and their merge see it too."""
     kv_lens, hq, hkv, d, dtype = [3000, 700, 1500], 32, 8, 128, F16
     pairs = [ref.climbing_scores(1, n, hq, hkv, d, dtype) for n in kv_lens]

@@ -51,13 +51,11 @@ constexpr double kDecodeSplitGain = 0.2;
 // model, 2.8% measured; at kv 4k the best split is 2.9% by the model and measured no faster).
 constexpr double kDecodeRoundFillGain = 0.05;
 // The merge of a split request: one wave per query head reads the splits' partial rows
-// kDecodeMergeRowsInFlight at a time, one L2 round trip each (split_merge.h's
-// kMergeLoadsInFlight), after the request's last task, so at small batches each group of that
-// many splits lengthens the launch's tail by kDecodeMergeGroupCost rows' time. Fitted to batch 1
+// plan_info::kMergeRowsInFlight at a time, one L2 round trip each (split_merge.h), after the
+// request's last task, so at small batches each group of that many splits lengthens the launch's tail by kDecodeMergeGroupCost rows' time. Fitted to batch 1
 // with the chunk forced (H200, d128, 8 kv heads, 396 blocks, one round): kv 16k at 384 / 512 /
 // 640 rows per split (43 / 32 / 26 splits) 27.6-28.9 / 26.4-26.9 / 26.5 us; kv 4k at 128 / 256
 // (32 / 16 splits) 11.6-11.8 / 11.2-11.3 us; kv 2k at 128 / 256 (16 / 8) 8.9-9.1 / 10.7-10.8 us.
-constexpr int64_t kDecodeMergeRowsInFlight = 8;
 constexpr int64_t kDecodeMergeGroupCost = 70;
 // Decode chunk candidates in units of kDecodeMinKvChunk, 8% apart.
 constexpr int kLadderSteps = 90;
@@ -86,7 +84,7 @@ double decode_rounds_cost(const int32_t* kv_lens, int64_t batch, int64_t num_kv_
 
 // The merge's tail for splits of `chunk` rows of the longest request (kDecodeMergeGroupCost).
 double decode_merge_cost(int64_t max_kv, int64_t chunk) {
-  return static_cast<double>(ceil_div(ceil_div(max_kv, chunk), kDecodeMergeRowsInFlight) * kDecodeMergeGroupCost);
+  return static_cast<double>(ceil_div(ceil_div(max_kv, chunk), plan_info::kMergeRowsInFlight) * kDecodeMergeGroupCost);
 }
 
 // Under two rounds of decode tasks: the chunk whose schedule should finish first, taking a
@@ -405,7 +403,7 @@ void bind_plan_host(pybind11::module_& m) {
   m.attr("DECODE_BLOCKS_PER_SM") = kDecodeBlocksPerSm;
   m.attr("DECODE_SPLIT_GAIN") = kDecodeSplitGain;
   m.attr("DECODE_ROUND_FILL_GAIN") = kDecodeRoundFillGain;
-  m.attr("DECODE_MERGE_ROWS_IN_FLIGHT") = kDecodeMergeRowsInFlight;
+  m.attr("DECODE_MERGE_ROWS_IN_FLIGHT") = plan_info::kMergeRowsInFlight;
   m.attr("DECODE_MERGE_GROUP_COST") = kDecodeMergeGroupCost;
 }
 

@@ -33,6 +33,11 @@ constexpr int kHeaderSize = 8;
 constexpr int kItemFields = 6;
 constexpr int kRequestFields = 2;
 
+// Partial rows a wave of the split merge loads before it uses the first (split_merge.h): after a
+// split request's last task the merge takes one L2 round trip per this many splits, which the
+// decode split model charges (plan_host.cpp, decode_merge_cost).
+constexpr int kMergeRowsInFlight = 8;
+
 enum Header : int {
   kNumItems = 0,
   kNumRequests = 1,

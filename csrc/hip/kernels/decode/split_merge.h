@@ -26,7 +26,7 @@ inline constexpr bool kMergeSplitsInLaunch = kWaveSize == 32;
 // by shuffle, so that loop's only loads are the partial rows, kMergeLoadsInFlight of them issued
 // before the first is used. (A lse load per split beside each row load made every split a round
 // trip: 2 + splits / 4 dependent rounds of L2 latency for one head at batch 1.)
-inline constexpr int kMergeLoadsInFlight = 8;
+inline constexpr int kMergeLoadsInFlight = flashinfer_ops::plan_info::kMergeRowsInFlight;
 static_assert(kWaveSize % kMergeLoadsInFlight == 0, "a group of splits lies within one chunk of kWaveSize");
 inline constexpr int kMergeMaxHeadDim = 256;
 
