@@ -10,6 +10,8 @@
 //   load_b_kn(b, tile, k0, n0)                B(k, j) = tile(k0 + k, n0 + j)     row-major B (V)
 //     tile: anything with T* ptr(row, col), e.g. SmemTile. Both operands of one mma must come
 //     from these loaders (with K = 32 the AMD backend permutes k, identically in A and B).
+//   store_c<T>(tile, row0, n0, c, scale)    tile(row0 + i, n0 + j) = T(C(i, j) * scale.v[slot of row i])
+//     a 16-bit tile; scale: kAccRowsPerLane floats (RowVals), per acc_row_slot.
 //   Accumulator layout, for the softmax:
 //     kAccElems                 floats per lane
 //     kAccRowsPerLane           distinct tile rows a lane holds ("slots")

@@ -690,35 +690,33 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     const RowVals acc_inv = acc_rows_from_score_rows(inv);
     // Planned launches stage O as float32: where the platform's accumulator holds adjacent
     // columns of a row in consecutive elements (kAccColRun 2), each pair leaves in one 8-byte
-    // store. (The single-request kernels' 16-bit stores stay per element: paired, the
-    // d128 kernel's registers spill on sm_90a.)
-    constexpr int kRun = kPlanned ? kAccColRun : 1;
+    // store. Single requests stage it as T in the Q tile through the fragment store (store_c:
+    // on sm_90 one stmatrix per fragment). That code runs once per block, so its length is
+    // what it costs: a store per element with its swizzled address made the epilogue ~2000
+    // instructions, fetched cold (ncu: most of the kernel's stalls at one K/V tile waited on
+    // instruction fetch there).
+    if constexpr (kPlanned) {
 #pragma unroll
-    for (int dn = 0; dn < DF; ++dn) {
+      for (int dn = 0; dn < DF; ++dn) {
 #pragma unroll
-      for (int e = 0; e < kAccElems; e += kRun) {
-        const int row = wave_row0 + 16 * i + acc_row(lane, e);
-        const int col = col0 + 16 * dn + acc_col(lane, e);
-        const float scale = acc_inv.v[acc_row_slot(e)];
-        if constexpr (kRun == 2) {
-          struct alignas(8) Pair {
-            float lo, hi;
-          };
-          *reinterpret_cast<Pair*>(float_stage + stage_at(row, col)) =
-              Pair{o[i][dn].v[e] * scale, o[i][dn].v[e + 1] * scale};
-        } else {
-          const float val = o[i][dn].v[e] * scale;
-          if constexpr (kPlanned) {
-            float_stage[stage_at(row, col)] = val;
+        for (int e = 0; e < kAccElems; e += kAccColRun) {
+          const int row = wave_row0 + 16 * i + acc_row(lane, e);
+          const int col = col0 + 16 * dn + acc_col(lane, e);
+          const float scale = acc_inv.v[acc_row_slot(e)];
+          if constexpr (kAccColRun == 2) {
+            struct alignas(8) Pair {
+              float lo, hi;
+            };
+            *reinterpret_cast<Pair*>(float_stage + stage_at(row, col)) =
+                Pair{o[i][dn].v[e] * scale, o[i][dn].v[e + 1] * scale};
           } else {
-            // Row = a multiple of 16 plus the lane's row in the fragment: the chunk swizzle then
-            // depends on the latter alone, one term per lane for every store.
-            constexpr int kElems = QTile::kChunkElems;
-            *(q_tile.chunk_ptr_in_block(wave_row0 + 16 * i, acc_row(lane, e), col / kElems) + col % kElems) =
-                from_float<T>(val);
+            float_stage[stage_at(row, col)] = o[i][dn].v[e] * scale;
           }
         }
       }
+    } else {
+#pragma unroll
+      for (int dn = 0; dn < DF; ++dn) store_c<T>(q_tile, wave_row0 + 16 * i, col0 + 16 * dn, o[i][dn], acc_inv);
     }
     // lse after O has left the registers.
     if (score_row_leader(lane) && col0 == 0) {

@@ -185,6 +185,34 @@ TFO_INLINE void load_b_kn(FragB<T, K>& b, const Tile& tile, int k0, int n0) {
   }
 }
 
+// C scaled per row and stored as T into a 16-bit tile. sm_90: one stmatrix.x4 per fragment, whose
+// matrix m = lane / 8 takes the rows and columns load_a's matrix m reads (register m: v[2m],
+// v[2m + 1] of the C layout above), so its addresses are load_a's. Before sm_90: a 32-bit store
+// per adjacent column pair.
+template <typename T, typename Tile, typename Scales>
+TFO_INLINE void store_c(const Tile& tile, int row0, int n0, const FragC& c, const Scales& scale) {
+  const int lane = opaque_int(lane_id());
+  uint32_t w[4];
+#pragma unroll
+  for (int m = 0; m < 4; ++m) w[m] = pack2<T>(c.v[2 * m] * scale.v[m % 2], c.v[2 * m + 1] * scale.v[m % 2]);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  uint32_t address;
+  if constexpr (detail::kXorAddressed<Tile>) {
+    address = detail::fragment_address<Tile>(detail::lane_fragment_base(tile, lane % 16, lane / 16), row0, n0 * 2);
+  } else {
+    address = shared_address(tile.chunk_ptr_in_block(row0, lane % 16, n0 / 8 | (lane / 16)));
+  }
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(address), "r"(w[0]),
+               "r"(w[1]), "r"(w[2]), "r"(w[3])
+               : "memory");
+#else
+#pragma unroll
+  for (int m = 0; m < 4; ++m) {
+    *reinterpret_cast<uint32_t*>(tile.ptr(row0 + lane / 4 + 8 * (m % 2), n0 + 8 * (m / 2) + 2 * (lane % 4))) = w[m];
+  }
+#endif
+}
+
 // 8-bit B operands (FP8 K/V caches), widened to binary16 in registers. The tile holds the bytes
 // as stored and is read by the loaders above as 16-bit pairs (Tile = SmemTile<half_t, rows,
 // bytes / 2>, swizzled like any tile); `widen` turns a 32-bit register of bytes e0..e3 into two

@@ -117,6 +117,19 @@ TFO_INLINE void load_b_kn(FragB<T, K>& b, const Tile& tile, int k0, int n0) {
   for (int s = 0; s < W; ++s) b.v[s] = *tile.ptr(k_first + s, n0 + lane % 16);
 }
 
+// C scaled per row and stored as T into a 16-bit tile: a lane's elements lie in one column, so
+// one 16-bit store each.
+template <typename T, typename Tile, typename Scales>
+TFO_INLINE void store_c(const Tile& tile, int row0, int n0, const FragC& c, const Scales& scale) {
+  const int lane = lane_id();
+  constexpr int kElems = Tile::kChunkElems;
+#pragma unroll
+  for (int e = 0; e < kAccElems; ++e) {
+    const int col = n0 + acc_col(lane, e);
+    *(tile.chunk_ptr_in_block(row0, acc_row(lane, e), col / kElems) + col % kElems) = from_float<T>(c.v[e] * scale.v[e]);
+  }
+}
+
 // 8-bit B operands (the NVIDIA backend widens FP8 in registers; here FP8 is widened on its way
 // into shared memory). Declared so that algorithm code compiles once: only branches that
 // kHas8BitB rules out call them, and a call that got through traps.
