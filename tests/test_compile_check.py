@@ -131,12 +131,13 @@ def test_amd_sgpr_lane_spills_pass_only_in_the_kernels_a_source_names():
 
 def test_prefill_allows_lane_spills_in_its_masked_kernels_only():
     [source] = [s for s in cc.SOURCES if s.path.endswith("prefill_kernels.cu")]
-    # <T, head_dim, kPaged, kPlanned, kTransformScores, kMasked, kSplitKv>
+    # <T, head_dim, kPaged, kPlanned, kTransformScores, kMasked, kSplitKv, kFewTiles>
     base = "_ZN3tfo7kernels7prefill14prefill_kernelIDF16_Li128ELb1ELb1ELb0EL"
-    assert re.search(source.sgpr_spills_allowed, base + "b1ELb0EEEvNS1_13PrefillParamsEi")
-    assert not re.search(source.sgpr_spills_allowed, base + "b0ELb0EEEvNS1_13PrefillParamsEi")
+    assert re.search(source.sgpr_spills_allowed, base + "b1ELb0ELb0EEEvNS1_13PrefillParamsEi")
+    assert not re.search(source.sgpr_spills_allowed, base + "b0ELb0ELb0EEEvNS1_13PrefillParamsEi")
     single = "_ZN3tfo7kernels7prefill14prefill_kernelIDF16_Li128ELb0ELb0ELb0ELb0EL"
-    assert not re.search(source.sgpr_spills_allowed, single + "b1EEEvNS1_13PrefillParamsEi")
+    assert not re.search(source.sgpr_spills_allowed, single + "b1ELb0EEEvNS1_13PrefillParamsEi")
+    assert not re.search(source.sgpr_spills_allowed, single + "b0ELb1EEEvNS1_13PrefillParamsEi")
 
 
 _PTXAS = """\
@@ -179,21 +180,25 @@ def test_nvidia_spills_allowed_only_where_named_and_within_the_limit():
     assert any("stack frame" in p for p in problems), problems
 
 
-def test_prefill_nvidia_spill_allowance_names_the_single_request_fp16_d128_kernels():
+def test_prefill_nvidia_spill_allowance_names_the_single_request_d128_kernels():
     source = next(s for s in cc.SOURCES if s.path.endswith("prefill_kernels.cu"))
     allowed = source.nvidia_spills_allowed
 
-    def name(dtype, d, flags):  # flags: kPaged, kPlanned, kTransformScores, kMasked, kSplitKv
+    def name(dtype, d, flags):  # flags: kPaged, kPlanned, kTransformScores, kMasked, kSplitKv, kFewTiles
         return (f"_ZN3tfo7kernels7prefill14prefill_kernelI{dtype}Li{d}E" + "".join(f"Lb{f}E" for f in flags) +
                 "EEvNS1_13PrefillParamsEi")
 
-    fp16 = "6__half"
-    assert re.search(allowed, name(fp16, 128, (0, 0, 0, 0, 0)))
-    assert re.search(allowed, name(fp16, 128, (0, 0, 0, 0, 1)))
-    assert not re.search(allowed, name("13__nv_bfloat16", 128, (0, 0, 0, 0, 0)))
-    assert not re.search(allowed, name(fp16, 128, (0, 1, 0, 0, 0)))  # planned
-    assert not re.search(allowed, name(fp16, 128, (1, 1, 0, 0, 0)))  # paged planned
-    assert not re.search(allowed, name(fp16, 128, (0, 0, 1, 0, 0)))  # soft cap
-    assert not re.search(allowed, name(fp16, 64, (0, 0, 0, 0, 0)))
-    assert not re.search(allowed, name(fp16, 256, (0, 0, 0, 0, 0)))
+    fp16, bf16 = "6__half", "13__nv_bfloat16"
+    assert re.search(allowed, name(fp16, 128, (0, 0, 0, 0, 0, 0)))
+    assert re.search(allowed, name(fp16, 128, (0, 0, 0, 0, 1, 0)))
+    assert re.search(allowed, name(fp16, 128, (0, 0, 0, 0, 0, 1)))
+    assert re.search(allowed, name(bf16, 128, (0, 0, 0, 0, 0, 1)))  # bf16: the few-tiles epilogue only
+    assert not re.search(allowed, name(bf16, 128, (0, 0, 0, 0, 0, 0)))
+    assert not re.search(allowed, name(bf16, 128, (0, 0, 0, 0, 1, 0)))
+    assert not re.search(allowed, name(fp16, 128, (0, 1, 0, 0, 0, 0)))  # planned
+    assert not re.search(allowed, name(fp16, 128, (1, 1, 0, 0, 0, 0)))  # paged planned
+    assert not re.search(allowed, name(fp16, 128, (0, 0, 1, 0, 0, 0)))  # soft cap
+    assert not re.search(allowed, name(fp16, 64, (0, 0, 0, 0, 0, 0)))
+    assert not re.search(allowed, name(fp16, 256, (0, 0, 0, 0, 0, 0)))
+    assert not re.search(allowed, name(bf16, 256, (0, 0, 0, 0, 0, 1)))
     assert 0 < source.nvidia_spill_limit <= 64

@@ -162,6 +162,48 @@ def test_single_prefill_climbing_maxima(dtype, d, causal):
     check(o, lse, ref_out, ref_lse, dtype, f"single, climbing maxima, d{d}")
 
 
+# NVIDIA's head_dim 128 single-request kernels come in two epilogues (prefill_kernel.h,
+# PrefillPolicy::kEpilogueByLength): launches whose blocks run at most kFewTilesMax (64) K/V
+# tiles stage O through fragment stores, longer ones store each element. Each case runs as the
+# policy launches it and with either epilogue forced (TFO_SINGLE_PREFILL_FEW_TILES_MAX 0: never
+# the few-tiles one; a large value: always), each against the reference; the three differ only
+# in how O is staged, so they agree bit for bit. The kv split is off (TFO_SINGLE_PREFILL_MAX_SPLITS
+# 1): split launches take neither (these few-block cases would split on an H100/H200).
+EPILOGUE_CASES = [
+    # dtype, qo_len, kv_len, hq, hkv, causal, layout
+    (torch.float16, 1024, 1024, 8, 2, False, "NHD"),
+    (torch.bfloat16, 1024, 1024, 8, 2, True, "NHD"),
+    (torch.bfloat16, 300, 5000, 8, 1, False, "HND"),  # 79 K/V tiles: the long epilogue by policy
+    (torch.float16, 4200, 4200, 4, 2, True, "NHD"),  # the last tile runs 66
+    (torch.bfloat16, 77, 4096, 12, 4, True, "NHD"),  # exactly 64
+]
+
+
+@pytest.mark.parametrize("case", EPILOGUE_CASES, ids=lambda c: "-".join(str(x).replace("torch.", "") for x in c))
+def test_single_prefill_epilogues_agree(case, monkeypatch):
+    dtype, qo_len, kv_len, hq, hkv, causal, layout = case
+    d = 128
+    monkeypatch.setenv("TFO_SINGLE_PREFILL_MAX_SPLITS", "1")
+    q, k, v = rand(qo_len, hq, d, dtype=dtype), rand(kv_len, hkv, d, dtype=dtype), rand(kv_len, hkv, d, dtype=dtype)
+    ref_out, ref_lse = reference(q, k, v, causal)
+    qq, kk, vv = q.to(DEV), R.to_layout(k, layout).to(DEV), R.to_layout(v, layout).to(DEV)
+    results = {}
+    for few_tiles_max in ("policy", "0", "1000000"):
+        if few_tiles_max == "policy":
+            monkeypatch.delenv("TFO_SINGLE_PREFILL_FEW_TILES_MAX", raising=False)
+        else:
+            monkeypatch.setenv("TFO_SINGLE_PREFILL_FEW_TILES_MAX", few_tiles_max)
+        o = poisoned((qo_len, hq, d), dtype)
+        lse = poisoned((qo_len, hq), torch.float32)
+        ops.single_prefill(qq, kk, vv, o, lse, None, NHD if layout == "NHD" else HND, causal, -1, d ** -0.5,
+                           0.0, 1.0, 1.0)
+        check(o, lse, ref_out, ref_lse, dtype, f"single {case}, few-tiles max {few_tiles_max}")
+        results[few_tiles_max] = (o.cpu(), lse.cpu())
+    for name, (o, lse) in results.items():
+        torch.testing.assert_close(o, results["0"][0], rtol=0, atol=0, msg=lambda m: f"{name} vs 0: {m}")
+        torch.testing.assert_close(lse, results["0"][1], rtol=0, atol=0, msg=lambda m: f"{name} vs 0: {m}")
+
+
 # ----------------------------------------------------------------------------------------------
 # Batches (ragged and paged) through the wrappers
 

@@ -50,15 +50,19 @@ class KernelSource:
 SOURCES = [
     KernelSource("csrc/hip/kernels/tile_gemm_probe.cu"),
     # AMD's planned prefill kernels for batches with custom masks (the fourth bool template
-    # argument, kMasked, true; kSplitKv after it): the mask's state exceeds the scalar registers
-    # the common kernels leave.
-    # NVIDIA's single-request fp16 head_dim 128 kernels (not paged, not planned, no score
-    # transform, not masked; split or not) with every S k step unrolled and P's row sums on the
-    # tensor cores: a few loop values spill (16-byte frame, 28-52 bytes of traffic), and the
-    # kernels still run 2-5% faster than the spill-free loop (docs/kernel_notes.md).
+    # argument, kMasked, true; kSplitKv and kFewTiles after it): the mask's state exceeds the
+    # scalar registers the common kernels leave.
+    # NVIDIA's single-request head_dim 128 kernels (not paged, not planned, no score transform,
+    # not masked) whose loop sits at the edge of 255 registers: a few loop values spill
+    # (16-byte frame, up to 60 bytes of traffic). fp16 (split or not, either epilogue), with
+    # every S k step unrolled and P's row sums on the tensor cores, still runs 2-5% faster than
+    # the spill-free loop; bf16 in its few-tiles instantiation only (kFewTiles), whose fragment
+    # store moves the loop's allocation, in launches short enough that the store's ~1350 fewer
+    # instructions per block gain more (docs/kernel_notes.md).
     KernelSource("csrc/hip/kernels/prefill/prefill_kernels.cu",
-                 sgpr_spills_allowed=r"^_ZN3tfo7kernels7prefill14prefill_kernelI.*(?:Lb[01]E){3}Lb1ELb[01]EEEv",
-                 nvidia_spills_allowed=r"^_ZN3tfo7kernels7prefill14prefill_kernelI6__halfLi128E(?:Lb0E){4}Lb[01]EEEv",
+                 sgpr_spills_allowed=r"^_ZN3tfo7kernels7prefill14prefill_kernelI.*(?:Lb[01]E){3}Lb1E(?:Lb[01]E){2}EEv",
+                 nvidia_spills_allowed=(r"^_ZN3tfo7kernels7prefill14prefill_kernelI(?:6__halfLi128E(?:Lb0E){4}"
+                                        r"Lb[01]ELb[01]E|13__nv_bfloat16Li128E(?:Lb0E){5}Lb1E)EEv"),
                  nvidia_spill_limit=64),
     KernelSource("csrc/hip/kernels/decode/decode_simt.cu", uses_matrix_cores=False),
     KernelSource("csrc/hip/kernels/decode/decode_mma.cu"),

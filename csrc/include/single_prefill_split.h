@@ -71,6 +71,16 @@ TFO_SPLIT_HOST_DEVICE inline int tile_chunks(int n, int chunk_tiles) {
   return n > chunk_tiles ? (n + chunk_tiles - 1) / chunk_tiles : 1;
 }
 
+// The most K/V tiles of any q tile of the launch.
+TFO_SPLIT_HOST_DEVICE inline int longest_tile(const Geometry& g) {
+  int longest = 0;
+  for (int t = 0, tiles = num_tiles(g); t < tiles; ++t) {
+    const int n = range_tiles(tile_kv_range(g, t), g.kv_tile);
+    longest = n > longest ? n : longest;
+  }
+  return longest;
+}
+
 struct Split {
   int splits = 1;       // chunks of the longest tile (1: no split)
   int chunk_tiles = 0;  // K/V tiles per chunk
@@ -104,11 +114,7 @@ inline Split choose_single_prefill_split(const Geometry& g, int num_kv_heads, in
   const int tiles = num_tiles(g);
   const int64_t blocks = static_cast<int64_t>(tiles) * num_kv_heads;
   if (tiles == 0 || max_splits <= 1 || blocks * kMaxFillDivisor > slots) return Split{};
-  int longest = 0;
-  for (int t = 0; t < tiles; ++t) {
-    const int n = range_tiles(tile_kv_range(g, t), g.kv_tile);
-    longest = n > longest ? n : longest;
-  }
+  const int longest = longest_tile(g);
   int splits = static_cast<int>(slots / blocks);  // >= kMaxFillDivisor
   const int cap = max_splits < kMaxSplits ? max_splits : kMaxSplits;
   splits = splits < cap ? splits : cap;

@@ -53,11 +53,12 @@ std::string served_configs() {
 // Resident blocks per multiprocessor of one instantiation (an occupancy query, asked once; it
 // also lifts the kernel's dynamic shared memory limit, which every launch needs).
 template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores, bool kMasked,
-          bool kSplitKv = false>
+          bool kSplitKv = false, bool kFewTiles = false>
 int blocks_per_multiprocessor() {
   using Policy = pk::PrefillPolicy<kHeadDim, kPlanned, kTransformScores, kMasked>;
   static const int blocks = [] {
-    auto* kernel = &pk::prefill_kernel<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked, kSplitKv>;
+    auto* kernel =
+        &pk::prefill_kernel<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked, kSplitKv, kFewTiles>;
     C10_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, Policy::kSmemBytes));
     int n = 0;
@@ -82,6 +83,15 @@ int single_prefill_max_splits() {
   if (env == nullptr || *env == '\0') return flashinfer_ops::single_split::kMaxSplits;
   const int n = std::atoi(env);
   return n > 1 ? n : 1;
+}
+
+// The most K/V tiles per block for which an unsplit single-request launch takes the kFewTiles
+// instantiation (where the policy has two epilogues): TFO_SINGLE_PREFILL_FEW_TILES_MAX when set
+// (0: never; for measuring either epilogue at any length), else pk::kFewTilesMax.
+int single_prefill_few_tiles_max() {
+  const char* env = std::getenv("TFO_SINGLE_PREFILL_FEW_TILES_MAX");
+  if (env == nullptr || *env == '\0') return pk::kFewTilesMax;
+  return std::atoi(env);
 }
 
 template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores, bool kMasked = false>
@@ -111,6 +121,16 @@ void launch_scores(const pk::PrefillParams& params, int64_t qo_tokens, bool pdl)
                   static_cast<unsigned>(std::min<int64_t>(units, pk::kSingleGridRows)), static_cast<unsigned>(z));
     };
     if (split.splits == 1) {
+      if constexpr (Policy::kEpilogueByLength) {
+        if (ss::longest_tile(g) <= single_prefill_few_tiles_max()) {
+          auto* few_tiles_kernel =
+              &pk::prefill_kernel<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked, false, true>;
+          blocks_per_multiprocessor<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked, false, true>();
+          few_tiles_kernel<<<grid_of(tiles), Policy::kThreads, kSmem, stream>>>(params, 0);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+          return;
+        }
+      }
       kernel<<<grid_of(tiles), Policy::kThreads, kSmem, stream>>>(params, 0);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       return;

@@ -75,6 +75,14 @@ struct PrefillPolicy {
   // waves per SIMD (128, 256); held there, so that small changes to the code around the tile
   // loop do not tip them into one wave fewer. At 128 they sit on both sides of 168 (3 waves),
   // and holding 3 spills to scratch.
+  // The single-request kernels stage O through one fragment store per 16x16 accumulator
+  // (store_c): that code runs once per block, fetched cold, so its length is what it costs.
+  // NVIDIA's head_dim 128 kernels without a score transform sit at the edge of 255 registers,
+  // where the store moves the tile loop's allocation (bf16 then spills three row sums per tile,
+  // and 16k-token launches ran 1-2% slower while 1k ran 3-4% faster): they come in two
+  // instantiations, the fragment store for launches whose blocks run few K/V tiles (kFewTiles)
+  // and a store per element for the rest.
+  static constexpr bool kEpilogueByLength = kWaveSize == 32 && kHeadDim == 128 && !kPlanned && !kTransformScores;
   static constexpr int kMinWavesPerSimd =
       kWaveSize == 64 && kPlanned && !kMasked ? (kHeadDim == 64 ? 4 : kHeadDim == 256 ? 2 : 1) : 1;
   // Q + K + V tiles; planned launches also stage float32 partial rows there.
@@ -89,6 +97,11 @@ struct PrefillPolicy {
   static_assert(kTileRows * kHeadDim * 2 % 128 == 0 && kKvTile * kHeadDim * 2 % 128 == 0,
                 "prefill tiles must be 128-byte aligned");
 };
+
+// The most K/V tiles of any block for which a launch takes the kFewTiles instantiation
+// (PrefillPolicy::kEpilogueByLength): measured on an H200 (d128), the fragment store gained at
+// kv 1k and 4k and lost at 16k.
+inline constexpr int kFewTilesMax = 64;
 
 inline constexpr int kMergeThreads = 256;
 
@@ -169,7 +182,8 @@ TFO_INLINE SingleUnit single_unit(const PrefillParams& p, int group, int unit) {
 // kTransformScores: the scores go through a soft cap (or a non-positive scale) before the
 // softmax; a separate instantiation, so that the common kernel carries none of that code (if
 // converted, it would cost issue slots on every tile).
-template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores, bool kMasked, bool kSplitKv>
+template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores, bool kMasked, bool kSplitKv,
+          bool kFewTiles>
 TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, uint8_t* smem) {
   using Policy = PrefillPolicy<kHeadDim, kPlanned, kTransformScores, kMasked>;
   constexpr int R = Policy::kRowFrags;
@@ -690,11 +704,12 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     const RowVals acc_inv = acc_rows_from_score_rows(inv);
     // Planned launches stage O as float32: where the platform's accumulator holds adjacent
     // columns of a row in consecutive elements (kAccColRun 2), each pair leaves in one 8-byte
-    // store. Single requests stage it as T in the Q tile through the fragment store (store_c:
-    // on sm_90 one stmatrix per fragment). That code runs once per block, so its length is
-    // what it costs: a store per element with its swizzled address made the epilogue ~2000
-    // instructions, fetched cold (ncu: most of the kernel's stalls at one K/V tile waited on
-    // instruction fetch there).
+    // store. Single requests stage it as T in the Q tile, through the fragment store (store_c:
+    // on sm_90 one stmatrix per fragment) but in the long-launch instantiation of the kernels
+    // at the edge of their registers (PrefillPolicy::kEpilogueByLength), which store each
+    // element. (ncu, one K/V tile: most of the kernel's stalls waited on instruction fetch in
+    // the ~2000 instructions of the per-element stage.)
+    constexpr bool kFragmentStore = !Policy::kEpilogueByLength || kFewTiles;
     if constexpr (kPlanned) {
 #pragma unroll
       for (int dn = 0; dn < DF; ++dn) {
@@ -714,9 +729,22 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
           }
         }
       }
-    } else {
+    } else if constexpr (kFragmentStore) {
 #pragma unroll
       for (int dn = 0; dn < DF; ++dn) store_c<T>(q_tile, wave_row0 + 16 * i, col0 + 16 * dn, o[i][dn], acc_inv);
+    } else {
+#pragma unroll
+      for (int dn = 0; dn < DF; ++dn) {
+#pragma unroll
+        for (int e = 0; e < kAccElems; ++e) {
+          // Row = a multiple of 16 plus the lane's row in the fragment: the chunk swizzle then
+          // depends on the latter alone, one term per lane for every store.
+          const int col = col0 + 16 * dn + acc_col(lane, e);
+          constexpr int kElems = QTile::kChunkElems;
+          *(q_tile.chunk_ptr_in_block(wave_row0 + 16 * i, acc_row(lane, e), col / kElems) + col % kElems) =
+              from_float<T>(o[i][dn].v[e] * acc_inv.v[acc_row_slot(e)]);
+        }
+      }
     }
     // lse after O has left the registers.
     if (score_row_leader(lane) && col0 == 0) {
@@ -794,15 +822,19 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
 
 // Single request (kPlanned false): grid (num_kv_heads, q tiles), or (num_kv_heads, q tiles x kv
 // chunks) with kSplitKv, a separate instantiation (the unsplit kernel's registers have no room
-// for the chunks' outputs); one unit per block (single_unit, single_prefill_split.h).
+// for the chunks' outputs); one unit per block (single_unit, single_prefill_split.h). kFewTiles:
+// the unsplit launch whose blocks run at most kFewTilesMax K/V tiles, where the policy has two
+// epilogues (PrefillPolicy::kEpilogueByLength).
 // Planned batch: grid (grid_blocks), persistent over the plan's items x kv heads x row chunks,
 // each block through its work list when the plan has lists for this grid.
 template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores, bool kMasked = false,
-          bool kSplitKv = false>
+          bool kSplitKv = false, bool kFewTiles = false>
 TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned, kTransformScores, kMasked>::kThreads))
     TFO_MIN_WAVES_PER_SIMD((PrefillPolicy<kHeadDim, kPlanned, kTransformScores, kMasked>::kMinWavesPerSimd))
     prefill_kernel(const PrefillParams p, int grid_blocks) {
   using Policy = PrefillPolicy<kHeadDim, kPlanned, kTransformScores, kMasked>;
+  static_assert(!kFewTiles || (Policy::kEpilogueByLength && !kSplitKv),
+                "kFewTiles: the unsplit single-request kernels with two epilogues");
   extern TFO_SHARED __attribute__((aligned(128))) uint8_t prefill_smem[];
   check_tile_alignment(prefill_smem);  // tile offsets below are multiples of 128 bytes
   grid_dependency_wait();  // q, k/v, the index arrays and the plan may come from the launch before
@@ -819,7 +851,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned, kTransformS
       u.kv_begin = su.range.lo + su.chunk * span;
       u.kv_end = min_int(u.kv_begin + span, su.range.hi);
     }
-    run_unit<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked, kSplitKv>(p, u, group, prefill_smem);
+    run_unit<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked, kSplitKv, kFewTiles>(p, u, group, prefill_smem);
   } else {
     namespace pi = flashinfer_ops::plan_info;
     // This block's units (item, kv head, row chunk), in order: the entries of work list b when
@@ -855,7 +887,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned, kTransformS
       if (row_begin >= row_end) continue;
       const WorkUnit u{item[pi::kRequest], row_begin,     row_end, item[pi::kKvBegin],
                        item[pi::kKvEnd],   rest / chunks(), item[pi::kPartialRow], q_begin};
-      run_unit<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked, kSplitKv>(p, u, group, prefill_smem);
+      run_unit<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked, kSplitKv, kFewTiles>(p, u, group, prefill_smem);
     }
   }
   grid_dependents_launch();  // this block's stores are issued

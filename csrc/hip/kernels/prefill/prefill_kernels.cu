@@ -17,6 +17,14 @@ void instantiate_masked_variants() {
   }
 }
 
+// The single-request kernels' epilogue for launches of few K/V tiles, where the policy has two.
+template <typename T, int D>
+void instantiate_few_tiles_variants() {
+  if constexpr (PrefillPolicy<D, false>::kEpilogueByLength) {
+    (void)&prefill_kernel<T, D, false, false, false, false, false, true>;
+  }
+}
+
 #define TFO_PREFILL_INSTANTIATE_SCORES(T, D, X)                                                    \
   template TFO_GLOBAL void prefill_kernel<T, D, false, false, X>(const PrefillParams, int);        \
   template TFO_GLOBAL void prefill_kernel<T, D, false, false, X, false, true>(const PrefillParams, int); \
@@ -27,7 +35,8 @@ void instantiate_masked_variants() {
   TFO_PREFILL_INSTANTIATE_SCORES(T, D, true)  \
   template TFO_GLOBAL void merge_partials_kernel<T, D>(const PrefillParams, int, int); \
   template TFO_GLOBAL void merge_split_tiles_kernel<T, D>(const PrefillParams, int, int, int); \
-  template void instantiate_masked_variants<T, D>();
+  template void instantiate_masked_variants<T, D>(); \
+  template void instantiate_few_tiles_variants<T, D>();
 
 TFO_PREFILL_FOR_EACH_CONFIG(TFO_PREFILL_INSTANTIATE)
 
