@@ -192,9 +192,10 @@ def test_prefill_nvidia_spill_allowance_names_the_single_request_d128_kernels():
     assert re.search(allowed, name(fp16, 128, (0, 0, 0, 0, 0, 0)))
     assert re.search(allowed, name(fp16, 128, (0, 0, 0, 0, 1, 0)))
     assert re.search(allowed, name(fp16, 128, (0, 0, 0, 0, 0, 1)))
-    assert re.search(allowed, name(bf16, 128, (0, 0, 0, 0, 0, 1)))  # bf16: the few-tiles epilogue only
-    assert not re.search(allowed, name(bf16, 128, (0, 0, 0, 0, 0, 0)))
-    assert not re.search(allowed, name(bf16, 128, (0, 0, 0, 0, 1, 0)))
+    assert re.search(allowed, name(bf16, 128, (0, 0, 0, 0, 0, 0)))
+    assert re.search(allowed, name(bf16, 128, (0, 0, 0, 0, 1, 0)))
+    assert re.search(allowed, name(bf16, 128, (0, 0, 0, 0, 0, 1)))
+    assert not re.search(allowed, name(bf16, 128, (0, 1, 0, 0, 0, 0)))
     assert not re.search(allowed, name(fp16, 128, (0, 1, 0, 0, 0, 0)))  # planned
     assert not re.search(allowed, name(fp16, 128, (1, 1, 0, 0, 0, 0)))  # paged planned
     assert not re.search(allowed, name(fp16, 128, (0, 0, 1, 0, 0, 0)))  # soft cap

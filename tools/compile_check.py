@@ -53,16 +53,14 @@ SOURCES = [
     # argument, kMasked, true; kSplitKv and kFewTiles after it): the mask's state exceeds the
     # scalar registers the common kernels leave.
     # NVIDIA's single-request head_dim 128 kernels (not paged, not planned, no score transform,
-    # not masked) whose loop sits at the edge of 255 registers: a few loop values spill
-    # (16-byte frame, up to 60 bytes of traffic). fp16 (split or not, either epilogue), with
-    # every S k step unrolled and P's row sums on the tensor cores, still runs 2-5% faster than
-    # the spill-free loop; bf16 in its few-tiles instantiation only (kFewTiles), whose fragment
-    # store moves the loop's allocation, in launches short enough that the store's ~1350 fewer
-    # instructions per block gain more (docs/kernel_notes.md).
+    # not masked; split or not, either epilogue), whose tile loop, with every S k step unrolled,
+    # sits at the edge of 255 registers: a few loop values spill (8-16-byte frame, up to 60 bytes
+    # of traffic), and the unrolled loop still runs faster than the spill-free rolled one (fp16
+    # also sums P's rows on the tensor cores; docs/kernel_notes.md).
     KernelSource("csrc/hip/kernels/prefill/prefill_kernels.cu",
                  sgpr_spills_allowed=r"^_ZN3tfo7kernels7prefill14prefill_kernelI.*(?:Lb[01]E){3}Lb1E(?:Lb[01]E){2}EEv",
-                 nvidia_spills_allowed=(r"^_ZN3tfo7kernels7prefill14prefill_kernelI(?:6__halfLi128E(?:Lb0E){4}"
-                                        r"Lb[01]ELb[01]E|13__nv_bfloat16Li128E(?:Lb0E){5}Lb1E)EEv"),
+                 nvidia_spills_allowed=(r"^_ZN3tfo7kernels7prefill14prefill_kernelI(?:6__half|13__nv_bfloat16)"
+                                        r"Li128E(?:Lb0E){4}Lb[01]ELb[01]EEEv"),
                  nvidia_spill_limit=64),
     KernelSource("csrc/hip/kernels/decode/decode_simt.cu", uses_matrix_cores=False),
     KernelSource("csrc/hip/kernels/decode/decode_mma.cu"),

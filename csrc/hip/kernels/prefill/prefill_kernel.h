@@ -411,11 +411,15 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   if (custom) mask = p.custom_mask + (p.mask_indptr != nullptr ? p.mask_indptr[r] : 0);
   const float neg_inf = -__builtin_huge_valf();
 
-  // Single-request fp16 kernels on NVIDIA sum P's rows on the tensor cores and unroll every k
-  // step of S: measured faster there (docs/kernel_notes.md). Not bf16: summed as the rounded
+  // Single-request fp16 kernels on NVIDIA sum P's rows on the tensor cores (and unroll every k
+  // step of S, below): measured faster there (docs/kernel_notes.md). Not bf16: summed as the rounded
   // operand, P's 8-bit mantissa moves lse by up to ~1.4e-3 (log2 units) on rows of few keys,
   // past the lse tolerance; not the planned kernels, whose loop state would spill.
   constexpr bool kRowSumsByMma = kScoreRowSumsByMma && !kPlanned && std::is_same_v<T, half_t>;
+  // Every single-request kernel without a score transform unrolls S's k steps (where the backend
+  // would keep a loop: NVIDIA, head_dim 128): bf16 too, with its float row sums (its loop then
+  // spills 32 bytes of traffic, the few-tiles kernel none), as fp16's measured faster.
+  constexpr bool kUnrollScoreSteps = kRowSumsByMma || (!kPlanned && !kTransformScores);
   // The same kernels rescale O (when a row maximum moved) before the exponentials rather than
   // after them, so that the exponentials and P.V form one straight block the compiler
   // interleaves, as fa2's. The others keep the order that fits their registers (bf16 single:
@@ -463,7 +467,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     }
 
     FragC s[R][C];
-    score_block<kHeadDim, T, kRowSumsByMma>(s, q_tile, wave_row0, k_tile, 0);
+    score_block<kHeadDim, T, kUnrollScoreSteps>(s, q_tile, wave_row0, k_tile, 0);
 
     // Logits to base-2 units. With a soft cap (or a non-positive scale) every score is
     // transformed here; otherwise the scale is folded into the exponent below (one FFMA per
