@@ -78,10 +78,10 @@ struct PrefillPolicy {
   // The single-request kernels stage O through one fragment store per 16x16 accumulator
   // (store_c): that code runs once per block, fetched cold, so its length is what it costs.
   // NVIDIA's head_dim 128 kernels without a score transform sit at the edge of 255 registers,
-  // where the store moves the tile loop's allocation (bf16 then spills three row sums per tile,
-  // and 16k-token launches ran 1-2% slower while 1k ran 3-4% faster): they come in two
-  // instantiations, the fragment store for launches whose blocks run few K/V tiles (kFewTiles)
-  // and a store per element for the rest.
+  // where the store moves the tile loop's allocation and spills (fp16: 16k-token launches ran
+  // 1-2% slower while 1k ran 3-4% faster): they come in two instantiations, the fragment store
+  // for launches whose blocks run few K/V tiles (kFewTiles) and a store per element for the
+  // rest.
   static constexpr bool kEpilogueByLength = kWaveSize == 32 && kHeadDim == 128 && !kPlanned && !kTransformScores;
   static constexpr int kMinWavesPerSimd =
       kWaveSize == 64 && kPlanned && !kMasked ? (kHeadDim == 64 ? 4 : kHeadDim == 256 ? 2 : 1) : 1;
@@ -100,7 +100,7 @@ struct PrefillPolicy {
 
 // The most K/V tiles of any block for which a launch takes the kFewTiles instantiation
 // (PrefillPolicy::kEpilogueByLength): measured on an H200 (d128), the fragment store gained at
-// kv 1k and 4k and lost at 16k.
+// kv 1k-2k and causal 4k, was level non-causal at 4k and lost 1-2% (fp16) at 8k-16k.
 inline constexpr int kFewTilesMax = 64;
 
 inline constexpr int kMergeThreads = 256;

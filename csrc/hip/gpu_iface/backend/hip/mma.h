@@ -126,7 +126,8 @@ TFO_INLINE void store_c(const Tile& tile, int row0, int n0, const FragC& c, cons
 #pragma unroll
   for (int e = 0; e < kAccElems; ++e) {
     const int col = n0 + acc_col(lane, e);
-    *(tile.chunk_ptr_in_block(row0, acc_row(lane, e), col / kElems) + col % kElems) = from_float<T>(c.v[e] * scale.v[e]);
+    *(tile.chunk_ptr_in_block(row0, acc_row(lane, e), col / kElems) + col % kElems) =
+        from_float<T>(c.v[e] * scale.v[acc_row_slot(e)]);
   }
 }
 
