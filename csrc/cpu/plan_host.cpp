@@ -52,8 +52,8 @@ constexpr double kDecodeSplitGain = 0.2;
 constexpr double kDecodeRoundFillGain = 0.05;
 // The merge of a split request: one wave per query head reads the splits' partial rows
 // plan_info::kMergeRowsInFlight at a time, one L2 round trip each (split_merge.h), after the
-// request's last task, so at small batches each group of that many splits lengthens the launch's tail by kDecodeMergeGroupCost rows' time. Fitted to batch 1
-// with the chunk forced (H200, d128, 8 kv heads, 396 blocks, one round): kv 16k at 384 / 512 /
+// request's last task, so at small batches each group of that many splits lengthens the
+// launch's tail by kDecodeMergeGroupCost rows' time. Fitted to batch 1 with the chunk forced (H200, d128, 8 kv heads, 396 blocks, one round): kv 16k at 384 / 512 /
 // 640 rows per split (43 / 32 / 26 splits) 27.6-28.9 / 26.4-26.9 / 26.5 us; kv 4k at 128 / 256
 // (32 / 16 splits) 11.6-11.8 / 11.2-11.3 us; kv 2k at 128 / 256 (16 / 8) 8.9-9.1 / 10.7-10.8 us.
 constexpr int64_t kDecodeMergeGroupCost = 70;
@@ -124,12 +124,14 @@ int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t num
 
   auto rounds_cost = [&](int64_t chunk) { return decode_rounds_cost(kv_lens, batch, num_kv_heads, grid, chunk); };
   int64_t best = 0;
-  double best_cost = std::numeric_limits<double>::infinity();
+  double best_cost = std::numeric_limits<double>::infinity(), best_rounds = 0.0, best_merge = 0.0;
   for (int64_t chunk : chunks) {
-    const double cost = rounds_cost(chunk) + decode_merge_cost(max_kv, chunk);
-    if (cost < best_cost) {
-      best_cost = cost;
+    const double rounds = rounds_cost(chunk), merge = decode_merge_cost(max_kv, chunk);
+    if (rounds + merge < best_cost) {
+      best_cost = rounds + merge;
       best = chunk;
+      best_rounds = rounds;
+      best_merge = merge;
     }
   }
   if (best == 0) return 0;
@@ -138,7 +140,7 @@ int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t num
                                                    kDecodeTaskCost
                                              : 0.0;
   const double unsplit = std::max(rounds_cost(max_kv), bound);
-  const double split = std::max(rounds_cost(best), bound) + decode_merge_cost(max_kv, best);
+  const double split = std::max(best_rounds, bound) + best_merge;
   return split < unsplit * (1.0 - kDecodeSplitGain) ? best : 0;
 }
 

@@ -737,6 +737,9 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
 #pragma unroll
       for (int dn = 0; dn < DF; ++dn) store_c<T>(q_tile, wave_row0 + 16 * i, col0 + 16 * dn, o[i][dn], acc_inv);
     } else {
+      // Written out here rather than as a backend store (the HIP store_c is the same loop): moved
+      // behind that interface unchanged, these stores shifted the d128 tile loop's allocation
+      // into spills (docs/kernel_notes.md, the fragment store).
 #pragma unroll
       for (int dn = 0; dn < DF; ++dn) {
 #pragma unroll
