@@ -416,10 +416,11 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   // operand, P's 8-bit mantissa moves lse by up to ~1.4e-3 (log2 units) on rows of few keys,
   // past the lse tolerance; not the planned kernels, whose loop state would spill.
   constexpr bool kRowSumsByMma = kScoreRowSumsByMma && !kPlanned && std::is_same_v<T, half_t>;
-  // Every single-request kernel without a score transform unrolls S's k steps (where the backend
-  // would keep a loop: NVIDIA, head_dim 128): bf16 too, with its float row sums (its loop then
-  // spills 32 bytes of traffic, the few-tiles kernel none), as fp16's measured faster.
-  constexpr bool kUnrollScoreSteps = kRowSumsByMma || (!kPlanned && !kTransformScores);
+  // Every kernel without a score transform unrolls S's k steps (where the backend would keep a
+  // loop: NVIDIA, head_dim 128), as the fp16 single-request kernels measured faster: bf16 too,
+  // with its float row sums (its loop then spills 32 bytes of traffic, the few-tiles kernel
+  // none), and the planned kernels (28 bytes ragged, 60 paged).
+  constexpr bool kUnrollScoreSteps = kRowSumsByMma || !kTransformScores;
   // The same kernels rescale O (when a row maximum moved) before the exponentials rather than
   // after them, so that the exponentials and P.V form one straight block the compiler
   // interleaves, as fa2's. The others keep the order that fits their registers (bf16 single:
