@@ -52,15 +52,16 @@ SOURCES = [
     # AMD's planned prefill kernels for batches with custom masks (the fourth bool template
     # argument, kMasked, true; kSplitKv and kFewTiles after it): the mask's state exceeds the
     # scalar registers the common kernels leave.
-    # NVIDIA's single-request head_dim 128 kernels (not paged, not planned, no score transform,
-    # not masked; split or not, either epilogue), whose tile loop, with every S k step unrolled,
-    # sits at the edge of 255 registers: a few loop values spill (8-16-byte frame, up to 60 bytes
-    # of traffic), and the unrolled loop still runs faster than the spill-free rolled one (fp16
-    # also sums P's rows on the tensor cores; docs/kernel_notes.md).
+    # NVIDIA's head_dim 128 kernels without a score transform or custom-mask instantiation:
+    # single-request (not paged; split or not, either epilogue) and planned (paged or not), whose
+    # tile loop, with every S k step unrolled, sits at the edge of 255 registers: a few loop values
+    # spill (up to a 24-byte frame and 60 bytes of traffic), and the unrolled loop still runs
+    # faster than the spill-free rolled one (fp16's single-request kernels also sum P's rows on
+    # the tensor cores; docs/kernel_notes.md).
     KernelSource("csrc/hip/kernels/prefill/prefill_kernels.cu",
                  sgpr_spills_allowed=r"^_ZN3tfo7kernels7prefill14prefill_kernelI.*(?:Lb[01]E){3}Lb1E(?:Lb[01]E){2}EEv",
                  nvidia_spills_allowed=(r"^_ZN3tfo7kernels7prefill14prefill_kernelI(?:6__half|13__nv_bfloat16)"
-                                        r"Li128E(?:Lb0E){4}Lb[01]ELb[01]EEEv"),
+                                        r"Li128E(?:(?:Lb0E){4}Lb[01]ELb[01]E|Lb[01]ELb1E(?:Lb0E){4})EEv"),
                  nvidia_spill_limit=64),
     KernelSource("csrc/hip/kernels/decode/decode_simt.cu", uses_matrix_cores=False),
     KernelSource("csrc/hip/kernels/decode/decode_mma.cu"),
