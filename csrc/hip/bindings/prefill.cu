@@ -121,7 +121,7 @@ void launch_scores(const pk::PrefillParams& params, int64_t qo_tokens, bool pdl)
                   static_cast<unsigned>(std::min<int64_t>(units, pk::kSingleGridRows)), static_cast<unsigned>(z));
     };
     if (split.splits == 1) {
-      if constexpr (Policy::kEpilogueByLength) {
+      if constexpr (pk::kEpilogueByLength<T, kHeadDim, kPlanned, kTransformScores>) {
         if (ss::longest_tile(g) <= single_prefill_few_tiles_max()) {
           auto* few_tiles_kernel =
               &pk::prefill_kernel<T, kHeadDim, kPaged, kPlanned, kTransformScores, kMasked, false, true>;

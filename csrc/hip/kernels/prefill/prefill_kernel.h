@@ -75,14 +75,6 @@ struct PrefillPolicy {
   // waves per SIMD (128, 256); held there, so that small changes to the code around the tile
   // loop do not tip them into one wave fewer. At 128 they sit on both sides of 168 (3 waves),
   // and holding 3 spills to scratch.
-  // The single-request kernels stage O through one fragment store per 16x16 accumulator
-  // (store_c): that code runs once per block, fetched cold, so its length is what it costs.
-  // NVIDIA's head_dim 128 kernels without a score transform sit at the edge of 255 registers,
-  // where the store moves the tile loop's allocation and spills (fp16: 16k-token launches ran
-  // 1-2% slower while 1k ran 3-4% faster): they come in two instantiations, the fragment store
-  // for launches whose blocks run few K/V tiles (kFewTiles) and a store per element for the
-  // rest.
-  static constexpr bool kEpilogueByLength = kWaveSize == 32 && kHeadDim == 128 && !kPlanned && !kTransformScores;
   static constexpr int kMinWavesPerSimd =
       kWaveSize == 64 && kPlanned && !kMasked ? (kHeadDim == 64 ? 4 : kHeadDim == 256 ? 2 : 1) : 1;
   // Q + K + V tiles; planned launches also stage float32 partial rows there.
@@ -98,8 +90,19 @@ struct PrefillPolicy {
                 "prefill tiles must be 128-byte aligned");
 };
 
+// The single-request kernels stage O through one fragment store per 16x16 accumulator
+// (store_c): that code runs once per block, fetched cold, so its length is what it costs.
+// NVIDIA's fp16 head_dim 128 kernels without a score transform sit at the edge of 255 registers,
+// where the store moves the tile loop's allocation and spills (16k-token launches ran 1-2%
+// slower while 1k ran 3-4% faster): they come in two instantiations, the fragment store for
+// launches whose blocks run few K/V tiles (kFewTiles) and a store per element for the rest.
+// (bf16's, with float row sums, keep one: with the fragment store their loop does not spill.)
+template <typename T, int kHeadDim, bool kPlanned, bool kTransformScores>
+inline constexpr bool kEpilogueByLength =
+    kWaveSize == 32 && kHeadDim == 128 && !kPlanned && !kTransformScores && std::is_same_v<T, half_t>;
+
 // The most K/V tiles of any block for which a launch takes the kFewTiles instantiation
-// (PrefillPolicy::kEpilogueByLength): measured on an H200 (d128), the fragment store gained at
+// (kEpilogueByLength): measured on an H200 (d128), the fragment store gained at
 // kv 1k-2k and causal 4k, was level non-causal at 4k and lost 1-2% (fp16) at 8k-16k.
 inline constexpr int kFewTilesMax = 64;
 
@@ -711,10 +714,10 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     // columns of a row in consecutive elements (kAccColRun 2), each pair leaves in one 8-byte
     // store. Single requests stage it as T in the Q tile, through the fragment store (store_c:
     // on sm_90 one stmatrix per fragment) but in the long-launch instantiation of the kernels
-    // at the edge of their registers (PrefillPolicy::kEpilogueByLength), which store each
+    // at the edge of their registers (kEpilogueByLength), which store each
     // element. (ncu, one K/V tile: most of the kernel's stalls waited on instruction fetch in
     // the ~2000 instructions of the per-element stage.)
-    constexpr bool kFragmentStore = !Policy::kEpilogueByLength || kFewTiles;
+    constexpr bool kFragmentStore = !kEpilogueByLength<T, kHeadDim, kPlanned, kTransformScores> || kFewTiles;
     if constexpr (kPlanned) {
 #pragma unroll
       for (int dn = 0; dn < DF; ++dn) {
@@ -832,7 +835,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
 // chunks) with kSplitKv, a separate instantiation (the unsplit kernel's registers have no room
 // for the chunks' outputs); one unit per block (single_unit, single_prefill_split.h). kFewTiles:
 // the unsplit launch whose blocks run at most kFewTilesMax K/V tiles, where the policy has two
-// epilogues (PrefillPolicy::kEpilogueByLength).
+// epilogues (kEpilogueByLength).
 // Planned batch: grid (grid_blocks), persistent over the plan's items x kv heads x row chunks,
 // each block through its work list when the plan has lists for this grid.
 template <typename T, int kHeadDim, bool kPaged, bool kPlanned, bool kTransformScores, bool kMasked = false,
@@ -841,7 +844,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned, kTransformS
     TFO_MIN_WAVES_PER_SIMD((PrefillPolicy<kHeadDim, kPlanned, kTransformScores, kMasked>::kMinWavesPerSimd))
     prefill_kernel(const PrefillParams p, int grid_blocks) {
   using Policy = PrefillPolicy<kHeadDim, kPlanned, kTransformScores, kMasked>;
-  static_assert(!kFewTiles || (Policy::kEpilogueByLength && !kSplitKv),
+  static_assert(!kFewTiles || (kEpilogueByLength<T, kHeadDim, kPlanned, kTransformScores> && !kSplitKv),
                 "kFewTiles: the unsplit single-request kernels with two epilogues");
   extern TFO_SHARED __attribute__((aligned(128))) uint8_t prefill_smem[];
   check_tile_alignment(prefill_smem);  // tile offsets below are multiples of 128 bytes

@@ -20,7 +20,7 @@ void instantiate_masked_variants() {
 // The single-request kernels' epilogue for launches of few K/V tiles, where the policy has two.
 template <typename T, int D>
 void instantiate_few_tiles_variants() {
-  if constexpr (PrefillPolicy<D, false>::kEpilogueByLength) {
+  if constexpr (kEpilogueByLength<T, D, false, false>) {
     (void)&prefill_kernel<T, D, false, false, false, false, false, true>;
   }
 }
