@@ -96,7 +96,8 @@ struct PrefillPolicy {
 // where the store moves the tile loop's allocation and spills (16k-token launches ran 1-2%
 // slower while 1k ran 3-4% faster): they come in two instantiations, the fragment store for
 // launches whose blocks run few K/V tiles (kFewTiles) and a store per element for the rest.
-// (bf16's, with float row sums, keep one: with the fragment store their loop does not spill.)
+// (bf16's, with float row sums, keep one: with the fragment store their loop does not spill on
+// sm_90a, and ran level or faster at 8k-16k.)
 template <typename T, int kHeadDim, bool kPlanned, bool kTransformScores>
 inline constexpr bool kEpilogueByLength =
     kWaveSize == 32 && kHeadDim == 128 && !kPlanned && !kTransformScores && std::is_same_v<T, half_t>;
@@ -421,7 +422,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   constexpr bool kRowSumsByMma = kScoreRowSumsByMma && !kPlanned && std::is_same_v<T, half_t>;
   // Every kernel without a score transform unrolls S's k steps (where the backend would keep a
   // loop: NVIDIA, head_dim 128), as the fp16 single-request kernels measured faster: bf16 too,
-  // with its float row sums (spill-free with the fragment store), and the planned kernels
+  // with its float row sums (spill-free on sm_90a with the fragment store), and the planned kernels
   // (sm_90a: 28 bytes of spill traffic ragged, 60 paged; 2-4% faster paged, 0-2% ragged).
   constexpr bool kUnrollScoreSteps = kRowSumsByMma || !kTransformScores;
   // The same kernels rescale O (when a row maximum moved) before the exponentials rather than
