@@ -162,7 +162,7 @@ def test_single_prefill_climbing_maxima(dtype, d, causal):
     check(o, lse, ref_out, ref_lse, dtype, f"single, climbing maxima, d{d}")
 
 
-# NVIDIA's fp16 head_dim 128 single-request kernels come in two epilogues (prefill_kernel.h,
+# NVIDIA's fp16 head_dim 128 single-request kernels come in two epilogues (prefill_policy.h,
 # kEpilogueByLength; bf16's have one, the fragment store, and run the same either way):
 # launches whose blocks run at most kFewTilesMax (64) K/V tiles stage O through fragment
 # stores, longer ones store each element. Each case runs as the

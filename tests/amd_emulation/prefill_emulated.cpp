@@ -8,7 +8,7 @@
 
 #include <vector>
 
-#include "kernels/prefill/prefill_kernel.h"
+#include "kernels/prefill/prefill_merge.h"
 
 namespace tfo::kernels::prefill {
 // The dynamic shared memory that prefill_kernel declares extern; blocks run one at a time.

@@ -14,7 +14,7 @@
 #include "../../include/single_prefill_split.h"
 #include "common.h"
 #include "kernels/prefill/prefill_configs.h"
-#include "kernels/prefill/prefill_kernel.h"
+#include "kernels/prefill/prefill_merge.h"
 
 namespace flashinfer_ops {
 namespace {

@@ -14,8 +14,8 @@
 // batch launches run a persistent grid over the plan's items
 // (csrc/include/plan_info.h) x kv heads x row chunks, each block in the order of its work list
 // from the plan, read on the device, so a captured graph replays any later plan. Items that are
-// one split of a request write float32 partial rows; merge_partials_kernel combines them
-// afterwards, as the CPU path does.
+// one split of a request write float32 partial rows; merge_partials_kernel (prefill_merge.h)
+// combines them afterwards, as the CPU path does. Tile shapes: prefill_policy.h.
 #pragma once
 
 #include <cstdint>
@@ -31,83 +31,11 @@
 #include "gpu_iface/vec_types.h"
 #include "packed_rows.h"
 #include "prefill_params.h"
+#include "prefill_policy.h"
 
 namespace tfo::kernels::prefill {
 
 using namespace tfo::gpu;
-
-// Tile shapes (the one dispatch table of shapes), by head dim and by launch kind: planned
-// (batch, persistent) or single-request. Registers are the limit: O lives in registers.
-//   NVIDIA, head_dim <= 128: 4 warps x 32 rows (two 16-row fragments per warp, so each K/V
-//     fragment read from shared memory feeds two MMAs), K/V tiles of 64 rows (each warp runs 16
-//     independent S products per k step; 32-row tiles left it waiting on its own dependency
-//     chains), 32 in the soft-capped kernels at head_dim 128. It fits in 255 registers by
-//     deriving the masks' row tokens, the Q copy's rows and the K/V copy's destination where
-//     they are used instead of holding them, and by running head_dim 128's S k steps two at a
-//     time (score.h).
-//   Otherwise one 16-row fragment per wave: 4 waves (AMD: with 8 a wave gets at most 256
-//     VGPRs; NVIDIA head_dim 256), K/V tiles of 64 rows (32 at head_dim 256, which also keeps
-//     shared memory within gfx942's 64 KiB).
-// Custom masks: served by every kernel but AMD's planned ones, whose scalar registers they would
-// overflow; there a separate instantiation (kMasked) serves batches with masks.
-template <int kHeadDim, bool kPlanned, bool kTransformScores = false, bool kMasked = false>
-struct PrefillPolicy {
-  static constexpr bool kTwoFrags = kWaveSize == 32 && kHeadDim <= 128;
-  // Planned head_dim 256 on NVIDIA: two warps share each 16-row fragment, each accumulating
-  // half of O's columns (both form the same S), so that O fits in registers.
-  static constexpr int kColSplit = (kWaveSize == 32 && kPlanned && kHeadDim == 256) ? 2 : 1;
-  static constexpr int kWaves = kColSplit == 2 ? 8 : 4;
-  static constexpr int kRowFrags = kTwoFrags ? 2 : 1;
-  static constexpr int kTileRows = kWaves / kColSplit * kRowFrags * 16;
-  // The soft-capped kernels (a tanh per score) keep 32-row K/V tiles at head_dim 128 on NVIDIA:
-  // 64 rows would not fit in registers beside the transform.
-  static constexpr int kKvTile = kHeadDim == 256 || (kTwoFrags && kTransformScores && kHeadDim == 128) ? 32 : 64;
-  static constexpr int kThreads = kWaves * kWaveSize;
-  static constexpr bool kCustomMask = kMasked || !(kWaveSize == 64 && kPlanned);
-  // AMD's planned kernels without custom masks are the common ones; a batch with masks takes a
-  // separate instantiation (kMasked), whose extra scalar state spills SGPRs into VGPR lanes.
-  static constexpr bool kHasMaskedVariant = kWaveSize == 64 && kPlanned && !kMasked;
-  // K/V buffers per matrix. NVIDIA: two, so tile j + 1 streams in (cp.async) during all of tile
-  // j's math, with one barrier per tile. AMD: one (its copies are synchronous, and two would
-  // not fit gfx942's 64 KiB of LDS at head_dim 256).
-  static constexpr int kKvStages = kWaveSize == 32 ? 2 : 1;
-  // AMD's planned kernels at head_dim 64 and 256 sit just under the vector registers of 4 and 2
-  // waves per SIMD (128, 256); held there, so that small changes to the code around the tile
-  // loop do not tip them into one wave fewer. At 128 they sit on both sides of 168 (3 waves),
-  // and holding 3 spills to scratch.
-  static constexpr int kMinWavesPerSimd =
-      kWaveSize == 64 && kPlanned && !kMasked ? (kHeadDim == 64 ? 4 : kHeadDim == 256 ? 2 : 1) : 1;
-  // Q + K + V tiles; planned launches also stage float32 partial rows there.
-  static constexpr int kTileBytes = (kTileRows + 2 * kKvStages * kKvTile) * kHeadDim * 2;
-  static constexpr int kStageBytes = kPlanned ? kTileRows * kHeadDim * 4 : 0;
-  // Paged planned launches with two stages: the cache offsets of two tiles' K/V rows (one
-  // page lookup per row, shared by the threads that copy the row's chunks).
-  static constexpr int kRowOffsetBase = kTileBytes > kStageBytes ? kTileBytes : kStageBytes;
-  static constexpr int kRowOffsetBytes = kPlanned && kKvStages == 2 ? 2 * kKvTile * 8 : 0;
-  static constexpr int kSmemBytes = kRowOffsetBase + kRowOffsetBytes;
-  // Q, then the K and V buffers, each on a 128-byte boundary (check_tile_alignment).
-  static_assert(kTileRows * kHeadDim * 2 % 128 == 0 && kKvTile * kHeadDim * 2 % 128 == 0,
-                "prefill tiles must be 128-byte aligned");
-};
-
-// The single-request kernels stage O through one fragment store per 16x16 accumulator
-// (store_c): that code runs once per block, fetched cold, so its length is what it costs.
-// NVIDIA's fp16 head_dim 128 kernels without a score transform sit at the edge of 255 registers,
-// where the store moves the tile loop's allocation and spills (16k-token launches ran 1-2%
-// slower while 1k ran 3-4% faster): they come in two instantiations, the fragment store for
-// launches whose blocks run few K/V tiles (kFewTiles) and a store per element for the rest.
-// (bf16's, with float row sums, keep one: with the fragment store their loop does not spill on
-// sm_90a, and ran level or faster at 8k-16k.)
-template <typename T, int kHeadDim, bool kPlanned, bool kTransformScores>
-inline constexpr bool kEpilogueByLength =
-    kWaveSize == 32 && kHeadDim == 128 && !kPlanned && !kTransformScores && std::is_same_v<T, half_t>;
-
-// The most K/V tiles of any block for which a launch takes the kFewTiles instantiation
-// (kEpilogueByLength): measured on an H200 (d128), the fragment store gained at
-// kv 1k-2k and causal 4k, was level non-causal at 4k and lost 1-2% (fp16) at 8k-16k.
-inline constexpr int kFewTilesMax = 64;
-
-inline constexpr int kMergeThreads = 256;
 
 struct alignas(16) Chunk16 {
   uint32_t w[4];
@@ -903,137 +831,6 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned, kTransformS
     }
   }
   grid_dependents_launch();  // this block's stores are issued
-}
-
-// Combines the num_splits partial rows of each split request (plan's per-request table) into o
-// and lse, exactly as the CPU path: weights 2^(lse_s - max), normalised by their sum.
-// One wave per (token, head); grid-stride over qo_tokens x num_qo_heads.
-template <typename T, int kHeadDim>
-TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMergeThreads)
-    merge_partials_kernel(const PrefillParams p, int qo_tokens, int grid_blocks) {
-  namespace pi = flashinfer_ops::plan_info;
-  grid_dependency_wait();  // the prefill launch's partial rows
-  const int32_t* plan = p.plan;
-  if (plan[pi::kPartialRows] == 0) return;
-  constexpr int kWavesPerBlock = kMergeThreads / kWaveSize;
-  constexpr int kVecsPerLane = (kHeadDim / 4 + kWaveSize - 1) / kWaveSize;
-  const int batch = plan[pi::kNumRequests];
-  const int32_t* requests = plan + pi::kHeaderSize;
-  const int heads = p.num_qo_heads;
-  const int lane = lane_id();
-  const float neg_inf = -__builtin_huge_valf();
-  const int64_t pairs = static_cast<int64_t>(qo_tokens) * heads;
-  for (int64_t pair = static_cast<int64_t>(block_index_x()) * kWavesPerBlock + wave_index();
-       pair < pairs; pair += static_cast<int64_t>(grid_blocks) * kWavesPerBlock) {
-    const int token = static_cast<int>(pair / heads), head = static_cast<int>(pair % heads);
-    int lo = 0, hi = batch - 1;  // the last request starting at or before token
-    while (lo < hi) {
-      const int mid = (lo + hi + 1) / 2;
-      if (p.qo_indptr[mid] <= token) lo = mid; else hi = mid - 1;
-    }
-    const int base = requests[pi::kRequestFields * lo + pi::kPartialBase];
-    if (base < 0) continue;
-    const int splits = requests[pi::kRequestFields * lo + pi::kNumSplits];
-    const int qo_len = p.qo_indptr[lo + 1] - p.qo_indptr[lo];
-    const int i = token - p.qo_indptr[lo];
-    float m = neg_inf;
-    for (int s = 0; s < splits; ++s) {
-      m = max_f32(m, p.partial_lse[static_cast<int64_t>(base + s * qo_len + i) * heads + head]);
-    }
-    float acc[kVecsPerLane][4] = {};
-    float sum = 0.0f;
-    if (m != neg_inf) {
-      for (int s = 0; s < splits; ++s) {
-        const int64_t prow = static_cast<int64_t>(base + s * qo_len + i) * heads + head;
-        const float w = fast_exp2(p.partial_lse[prow] - m);
-        if (w == 0.0f) continue;
-        sum += w;
-        const float* src = p.partial_o + prow * kHeadDim;
-#pragma unroll
-        for (int c = 0; c < kVecsPerLane; ++c) {
-          const int d = 4 * (c * kWaveSize + lane);
-          if (d < kHeadDim) {
-#pragma unroll
-            for (int x = 0; x < 4; ++x) acc[c][x] += w * src[d + x];
-          }
-        }
-      }
-    }
-    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-    T* dst = static_cast<T*>(p.o) + static_cast<int64_t>(token) * p.o_stride_token +
-             static_cast<int64_t>(head) * p.o_stride_head;
-#pragma unroll
-    for (int c = 0; c < kVecsPerLane; ++c) {
-      const int d = 4 * (c * kWaveSize + lane);
-      if (d < kHeadDim) {
-        uint32_t* out = reinterpret_cast<uint32_t*>(dst + d);
-        out[0] = pack2<T>(acc[c][0] * inv, acc[c][1] * inv);
-        out[1] = pack2<T>(acc[c][2] * inv, acc[c][3] * inv);
-      }
-    }
-    if (lane == 0 && p.lse != nullptr) {
-      p.lse[static_cast<int64_t>(token) * heads + head] = sum > 0.0f ? m + fast_log2(sum) : neg_inf;
-    }
-  }
-}
-
-// Combines the kv chunks of a split single-request launch (single_prefill_split.h): one thread
-// per 16-byte chunk of a (token, head) row, the kv chunks' partial rows loaded 8 at a time before
-// any is used (a row at a time per wave left the merge a chain of dependent loads); a tile of
-// one chunk is copied.
-template <typename T, int kHeadDim>
-TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMergeThreads)
-    merge_split_tiles_kernel(const PrefillParams p, int tile_rows, int kv_tile, int grid_blocks) {
-  namespace ss = flashinfer_ops::single_split;
-  constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks per row
-  constexpr int kGroup = 8;  // chunks loaded before any is used
-  const int heads = p.num_qo_heads;
-  const int group = heads / p.num_kv_heads;
-  const ss::Geometry g = single_geometry(p, group, tile_rows, kv_tile);
-  const int64_t rows = static_cast<int64_t>(p.qo_len) * heads;  // partial rows per chunk
-  const float neg_inf = -__builtin_huge_valf();
-  for (int64_t item = static_cast<int64_t>(block_index_x()) * kMergeThreads + thread_index_x();
-       item < rows * kChunks; item += static_cast<int64_t>(grid_blocks) * kMergeThreads) {
-    const int64_t row = item / kChunks;
-    const int col = static_cast<int>(item % kChunks) * 8;
-    const int token = static_cast<int>(row / heads), head = static_cast<int>(row % heads);
-    const int tile = (token * group + head % group) / tile_rows;
-    const int chunks = ss::tile_chunks(ss::range_tiles(ss::tile_kv_range(g, tile), kv_tile), p.kv_chunk_tiles);
-    const T* src = static_cast<const T*>(p.split_o) + row * kHeadDim + col;
-    float m = neg_inf;
-    for (int s = 0; s < chunks; ++s) m = max_f32(m, p.partial_lse[row + s * rows]);
-    float acc[8] = {};
-    float sum = 0.0f;
-    if (m != neg_inf) {
-      for (int s0 = 0; s0 < chunks; s0 += kGroup) {
-        Chunk16 part[kGroup];
-        float w[kGroup];
-#pragma unroll
-        for (int j = 0; j < kGroup; ++j) {
-          if (s0 + j < chunks) {
-            part[j] = *reinterpret_cast<const Chunk16*>(src + (s0 + j) * rows * kHeadDim);
-            w[j] = fast_exp2(p.partial_lse[row + (s0 + j) * rows] - m);
-          }
-        }
-#pragma unroll
-        for (int j = 0; j < kGroup; ++j) {
-          if (s0 + j < chunks) {
-            sum += w[j];
-            const T* e = reinterpret_cast<const T*>(&part[j]);
-#pragma unroll
-            for (int x = 0; x < 8; ++x) acc[x] += w[j] * to_float(e[x]);
-          }
-        }
-      }
-    }
-    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-    Chunk16 out;
-#pragma unroll
-    for (int w = 0; w < 4; ++w) out.w[w] = pack2<T>(acc[2 * w] * inv, acc[2 * w + 1] * inv);
-    *reinterpret_cast<Chunk16*>(static_cast<T*>(p.o) + static_cast<int64_t>(token) * p.o_stride_token +
-                                static_cast<int64_t>(head) * p.o_stride_head + col) = out;
-    if (col == 0 && p.lse != nullptr) p.lse[row] = sum > 0.0f ? m + fast_log2(sum) : neg_inf;
-  }
 }
 
 }  // namespace tfo::kernels::prefill

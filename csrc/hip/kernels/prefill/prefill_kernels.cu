@@ -2,7 +2,7 @@
 // in csrc/hip/bindings/prefill.cu launch the same list). Compiled on its own by
 // tools/compile_check.py for gfx942/gfx950 and sm_80/sm_90a.
 #include "prefill_configs.h"
-#include "prefill_kernel.h"
+#include "prefill_merge.h"
 
 namespace tfo::kernels::prefill {
 
