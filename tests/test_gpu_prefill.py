@@ -165,9 +165,9 @@ def test_single_prefill_climbing_maxima(dtype, d, causal):
 # NVIDIA's fp16 head_dim 128 single-request kernels come in two epilogues (prefill_policy.h,
 # kEpilogueByLength; bf16's have one, the fragment store, and run the same either way):
 # launches whose blocks run at most kFewTilesMax (64) K/V tiles stage O through fragment
-# stores, longer ones store each element. Each case runs as the
-# policy launches it and with either epilogue forced (TFO_SINGLE_PREFILL_FEW_TILES_MAX 0: never
-# the few-tiles one; a large value: always), each against the reference; the three differ only
+# stores, longer ones store each element. Each case runs as the policy launches it and with
+# either epilogue forced (TFO_SINGLE_PREFILL_FEW_TILES_MAX 0: never the few-tiles one; a large
+# value: always), each against the reference; the three differ only
 # in how O is staged, so they agree bit for bit. The kv split is off (TFO_SINGLE_PREFILL_MAX_SPLITS
 # 1): split launches take neither (these few-block cases would split on an H100/H200).
 EPILOGUE_CASES = [

@@ -53,9 +53,10 @@ constexpr double kDecodeRoundFillGain = 0.05;
 // The merge of a split request: one wave per query head reads the splits' partial rows
 // plan_info::kMergeRowsInFlight at a time, one L2 round trip each (split_merge.h), after the
 // request's last task, so at small batches each group of that many splits lengthens the
-// launch's tail by kDecodeMergeGroupCost rows' time. Fitted to batch 1 with the chunk forced (H200, d128, 8 kv heads, 396 blocks, one round): kv 16k at 384 / 512 /
-// 640 rows per split (43 / 32 / 26 splits) 27.6-28.9 / 26.4-26.9 / 26.5 us; kv 4k at 128 / 256
-// (32 / 16 splits) 11.6-11.8 / 11.2-11.3 us; kv 2k at 128 / 256 (16 / 8) 8.9-9.1 / 10.7-10.8 us.
+// launch's tail by kDecodeMergeGroupCost rows' time. Fitted to batch 1 with the chunk forced
+// (H200, d128, 8 kv heads, 396 blocks, one round): kv 16k at 384 / 512 / 640 rows per split
+// (43 / 32 / 26 splits) 27.6-28.9 / 26.4-26.9 / 26.5 us; kv 4k at 128 / 256 (32 / 16 splits)
+// 11.6-11.8 / 11.2-11.3 us; kv 2k at 128 / 256 (16 / 8) 8.9-9.1 / 10.7-10.8 us.
 constexpr int64_t kDecodeMergeGroupCost = 70;
 // Decode chunk candidates in units of kDecodeMinKvChunk, 8% apart.
 constexpr int kLadderSteps = 90;
