@@ -23,7 +23,7 @@ using namespace tfo::gpu;
 //     time (score.h).
 //   Otherwise one 16-row fragment per wave: 4 waves (AMD: with 8 a wave gets at most 256
 //     VGPRs; NVIDIA head_dim 256), K/V tiles of 64 rows (32 at head_dim 256, which also keeps
-//     shared memory within gfx942's 64 KiB).
+//     shared memory within gfx942's 64 KiB; but NVIDIA's single-request kernels, below).
 // Custom masks: served by every kernel but AMD's planned ones, whose scalar registers they would
 // overflow; there a separate instantiation (kMasked) serves batches with masks.
 template <int kHeadDim, bool kPlanned, bool kTransformScores = false, bool kMasked = false>
@@ -35,18 +35,24 @@ struct PrefillPolicy {
   static constexpr int kWaves = kColSplit == 2 ? 8 : 4;
   static constexpr int kRowFrags = kTwoFrags ? 2 : 1;
   static constexpr int kTileRows = kWaves / kColSplit * kRowFrags * 16;
+  // NVIDIA's single-request head_dim 256 kernels: 64-row K/V tiles with one buffer per matrix
+  // (the tile loop's one-stage order: V's copy under S, the next K's under P.V), 96 KiB of
+  // shared memory and two blocks per SM. Two 64-row buffers would take 160 KiB (one block per
+  // SM); 32-row tiles halve the work per barrier and per row-maximum reduction.
+  static constexpr bool kWideOneBufferKv = kWaveSize == 32 && kHeadDim == 256 && !kPlanned;
   // The soft-capped kernels (a tanh per score) keep 32-row K/V tiles at head_dim 128 on NVIDIA:
   // 64 rows would not fit in registers beside the transform.
-  static constexpr int kKvTile = kHeadDim == 256 || (kTwoFrags && kTransformScores && kHeadDim == 128) ? 32 : 64;
+  static constexpr int kKvTile =
+      !kWideOneBufferKv && (kHeadDim == 256 || (kTwoFrags && kTransformScores && kHeadDim == 128)) ? 32 : 64;
   static constexpr int kThreads = kWaves * kWaveSize;
   static constexpr bool kCustomMask = kMasked || !(kWaveSize == 64 && kPlanned);
   // AMD's planned kernels without custom masks are the common ones; a batch with masks takes a
   // separate instantiation (kMasked), whose extra scalar state spills SGPRs into VGPR lanes.
   static constexpr bool kHasMaskedVariant = kWaveSize == 64 && kPlanned && !kMasked;
-  // K/V buffers per matrix. NVIDIA: two, so tile j + 1 streams in (cp.async) during all of tile
-  // j's math, with one barrier per tile. AMD: one (its copies are synchronous, and two would
-  // not fit gfx942's 64 KiB of LDS at head_dim 256).
-  static constexpr int kKvStages = kWaveSize == 32 ? 2 : 1;
+  // K/V buffers per matrix. NVIDIA: two (but kWideOneBufferKv), so tile j + 1 streams in
+  // (cp.async) during all of tile j's math, with one barrier per tile. AMD: one (its copies are
+  // synchronous, and two would not fit gfx942's 64 KiB of LDS at head_dim 256).
+  static constexpr int kKvStages = kWaveSize == 32 && !kWideOneBufferKv ? 2 : 1;
   // AMD's planned kernels at head_dim 64 and 256 sit just under the vector registers of 4 and 2
   // waves per SIMD (128, 256); held there, so that small changes to the code around the tile
   // loop do not tip them into one wave fewer. At 128 they sit on both sides of 168 (3 waves),
