@@ -92,6 +92,11 @@ SINGLE_CASES = [
     # Split launches of the custom-mask and soft-cap paths (the latter with 32-row K/V tiles).
     (torch.float16, 128, 16, 2048, 8, 2, False, "NHD", {"mask": True}),
     (torch.bfloat16, 128, 20, 3000, 8, 2, True, "NHD", {"cap": 30.0}),
+    # head_dim 256's single-request kernels on NVIDIA (64-row K/V tiles, one buffer each): masks,
+    # window and soft cap over many tiles, split and not.
+    (torch.float16, 256, 300, 1500, 8, 2, True, "NHD", {"window_left": 200}),
+    (torch.bfloat16, 256, 16, 4096, 32, 8, False, "NHD", {"mask": True}),
+    (torch.float16, 256, 20, 3000, 8, 2, True, "HND", {"cap": 30.0}),
 ]
 
 
