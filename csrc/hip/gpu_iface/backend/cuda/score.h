@@ -31,7 +31,8 @@ TFO_INLINE void score_block(FragC (&s)[R][C], const QTile& q_tile, int q_row0, c
     }
   }
   // With two row fragments, k steps of 16 keep fewer fragments live (O fills the registers);
-  // at head_dim 256 the steps stay a loop, so that no more fragments are fetched ahead. Head dim
+  // at head_dim 256 the steps stay a loop, so that no more fragments are fetched ahead (four
+  // steps per trip with 64-row K/V tiles: fewer loop values spill than with one or two). Head dim
   // 128 with 64-row K/V tiles (64 S registers beside 128 of O) runs them two at a time for the
   // same reason (fully unrolled, the fragments fetched ahead push the loop's state into spills),
   // unless the kernel asks for every step (kUnrollAll): the loop's trips (uniform-datapath
@@ -39,7 +40,7 @@ TFO_INLINE void score_block(FragC (&s)[R][C], const QTile& q_tile, int q_row0, c
   // cost more than the few values a full unroll spills, in the single-request kernels.
   constexpr int kStep = R > 1 ? 16 : 32;
   constexpr int kUnroll =
-      kHeadDim >= 256 ? 1 : (kHeadDim == 128 && R > 1 && C >= 4 && !kUnrollAll ? 2 : kHeadDim / kStep);
+      kHeadDim >= 256 ? (C >= 4 ? 4 : 1) : (kHeadDim == 128 && R > 1 && C >= 4 && !kUnrollAll ? 2 : kHeadDim / kStep);
 #pragma unroll(kUnroll)
   for (int d0 = 0; d0 < kHeadDim; d0 += kStep) {
     FragA<T, kStep> q[R];
