@@ -59,7 +59,7 @@ SOURCES = [
     # faster than the spill-free rolled one (fp16's single-request kernels also sum P's rows on
     # the tensor cores; docs/kernel_notes.md). NVIDIA's single-request head_dim 256 kernels
     # (64-row K/V tiles, one buffer each: prefill_policy.h) spill a few loop values too (up to a
-    # 24-byte frame and 48 bytes of traffic).
+    # 24-byte frame and 40 bytes of traffic).
     KernelSource("csrc/hip/kernels/prefill/prefill_kernels.cu",
                  sgpr_spills_allowed=r"^_ZN3tfo7kernels7prefill14prefill_kernelI.*(?:Lb[01]E){3}Lb1E(?:Lb[01]E){2}EEv",
                  nvidia_spills_allowed=(r"^_ZN3tfo7kernels7prefill14prefill_kernelI(?:6__half|13__nv_bfloat16)"
