@@ -2,18 +2,20 @@
 FlashInfer's fa2 backend and the device's GEMM ceiling.
 
     python benchmarks/bench_prefill.py --out DIR [--quick] [--lengths 1024,4096,16384]
-        [--dims 128,64,256] [--batches 16x1024,4x4096] [--uneven prefix,mixed] [--calls 10]
+        [--dims 128,64,256] [--batches 16x1024,4x4096] [--batch-dims 128] [--uneven prefix,mixed]
+        [--calls 10]
 
 Single request: 32 query / 8 kv heads, qo_len = kv_len = L, NHD; head_dim 128 in fp16 and bf16,
 head_dim 64 and 256 in fp16 only; causal and not. Peers: SDPA with the FLASH_ATTENTION and
 CUDNN_ATTENTION backends (kv heads repeated to 32), flashinfer.single_prefill_with_kv_cache
 (backend="fa2").
-Batch: n requests of L tokens each (qo_len = kv_len), head_dim 128, fp16 and bf16, causal and
-not: our BatchPrefillWithPagedKVCacheWrapper (page 16, NHD) and
-BatchPrefillWithRaggedKVCacheWrapper against upstream's wrappers of the same names
-(backend="fa2"), 128 MiB workspace each; plan() untimed, run() timed. "batch / single" is our
-batch TFLOP/s over our single-prefill TFLOP/s at the same dtype, causality and L (needs L in
---lengths).
+Batch: n requests of L tokens each (qo_len = kv_len), at each of --batch-dims (head_dim 128 by
+default; --batches '' runs none), fp16 and bf16, causal and not: our
+BatchPrefillWithPagedKVCacheWrapper (page 16, NHD) and BatchPrefillWithRaggedKVCacheWrapper
+against upstream's wrappers of the same names (backend="fa2"), 128 MiB workspace each; plan()
+untimed, run() timed. "batch / single" is our batch TFLOP/s over our single-prefill TFLOP/s at
+the same dtype, head_dim, causality and L (needs that single row: L in --lengths, the head_dim
+in --dims, and fp16 at head dims other than 128).
 
 Uneven batches (--uneven, names from UNEVEN_SHAPES): the same wrappers on batches whose
 requests differ, causal, fp16: "prefix" (16 new tokens on a 32k cached prefix beside a 4k
@@ -40,12 +42,13 @@ from cuda_timing import timed, timed_batch
 from device_ceilings import gemm_tflops
 
 HQ, HKV, PAGE = 32, 8, 16
-BATCH_HEAD_DIM = 128
+BATCH_HEAD_DIM = 128  # of the uneven batches, and the default of --batch-dims
 WORKSPACE_BYTES = 128 << 20
 SINGLE_PEERS = ("sdpa-flash", "sdpa-cudnn", "flashinfer-fa2")
 BATCH_PEER = "flashinfer-fa2"
-FULL = dict(lengths="1024,4096,16384", dims="128,64,256", batches="16x1024,4x4096", uneven="prefix,mixed")
-QUICK = dict(lengths="1024", dims="128", batches="4x1024", uneven="mixed")
+FULL = dict(lengths="1024,4096,16384", dims="128,64,256", batches="16x1024,4x4096", batch_dims="128",
+            uneven="prefix,mixed")
+QUICK = dict(lengths="1024", dims="128", batches="4x1024", batch_dims="128", uneven="mixed")
 # name: (qo_lens, kv_lens); each request's queries are the last qo_len of its kv_len tokens.
 UNEVEN_SHAPES = {
     "prefix": ([16, 4096], [32768, 4096]),
@@ -59,7 +62,9 @@ def parse_args(argv=None):
     parser.add_argument("--lengths", help=f"single-prefill L list (default {FULL['lengths']})")
     parser.add_argument("--dims", help=f"single-prefill head_dims; 128 in fp16 and bf16, others in fp16 only "
                                        f"(default {FULL['dims']})")
-    parser.add_argument("--batches", help=f"batch shapes, requests x tokens (default {FULL['batches']})")
+    parser.add_argument("--batches",
+                        help=f"batch shapes, requests x tokens, or '' for none (default {FULL['batches']})")
+    parser.add_argument("--batch-dims", help=f"head_dims of the batch rows (default {FULL['batch_dims']})")
     parser.add_argument("--uneven", help=f"uneven batches, names from {', '.join(UNEVEN_SHAPES)}, or '' for none "
                                          f"(default {FULL['uneven']})")
     parser.add_argument("--calls", type=int, default=10, help="calls per CUDA-event pair (default %(default)s)")
@@ -70,7 +75,11 @@ def parse_args(argv=None):
         parser.error(f"--uneven: unknown shape(s) {', '.join(unknown)}; known: {', '.join(UNEVEN_SHAPES)}")
     args.lengths = [int(x) for x in args.lengths.split(",")]
     args.dims = [int(x) for x in args.dims.split(",")]
-    args.batches = [tuple(int(v) for v in x.split("x")) for x in args.batches.split(",")]
+    args.batches = [tuple(int(v) for v in x.split("x")) for x in args.batches.split(",") if x]
+    args.batch_dims = [int(x) for x in args.batch_dims.split(",")]
+    unserved = [d for d in args.dims + args.batch_dims if d not in (64, 128, 256)]
+    if unserved:
+        parser.error(f"head_dim {unserved[0]}: the kernels serve 64, 128 and 256")
     return args
 
 
@@ -151,12 +160,12 @@ def bench_single(tfo, fi, config, calls, gemm):
 
 # ---- batch over a paged / ragged KV cache ---------------------------------------------------
 
-def batch_inputs(n, L, dtype):
+def batch_inputs(n, L, dtype, head_dim=BATCH_HEAD_DIM):
     """n requests of L query and L kv tokens: q, ragged k/v, and a page-16 NHD cache."""
-    return uneven_inputs([L] * n, [L] * n, dtype)
+    return uneven_inputs([L] * n, [L] * n, dtype, head_dim=head_dim)
 
 
-def uneven_inputs(qo_lens, kv_lens, dtype, device="cuda"):
+def uneven_inputs(qo_lens, kv_lens, dtype, device="cuda", head_dim=BATCH_HEAD_DIM):
     """Requests of qo_lens query and kv_lens kv tokens: q, ragged k/v, and a page-16 NHD cache
     (random page order)."""
     def indptr(lengths):
@@ -166,12 +175,13 @@ def uneven_inputs(qo_lens, kv_lens, dtype, device="cuda"):
     heads = dict(dtype=dtype, device=device)
     return SimpleNamespace(
         dtype=dtype,
-        q=torch.randn(sum(qo_lens), HQ, BATCH_HEAD_DIM, **heads),
-        k=torch.randn(sum(kv_lens), HKV, BATCH_HEAD_DIM, **heads),
-        v=torch.randn(sum(kv_lens), HKV, BATCH_HEAD_DIM, **heads),
+        head_dim=head_dim,
+        q=torch.randn(sum(qo_lens), HQ, head_dim, **heads),
+        k=torch.randn(sum(kv_lens), HKV, head_dim, **heads),
+        v=torch.randn(sum(kv_lens), HKV, head_dim, **heads),
         indptr=indptr(qo_lens),
         kv_indptr=indptr(kv_lens),
-        kv_cache=torch.randn(sum(pages), 2, PAGE, HKV, BATCH_HEAD_DIM, **heads),
+        kv_cache=torch.randn(sum(pages), 2, PAGE, HKV, head_dim, **heads),
         page_indptr=indptr(pages),
         page_indices=torch.randperm(sum(pages), device=device).to(torch.int32),
         last_page_len=torch.tensor([kv - (n - 1) * PAGE for kv, n in zip(kv_lens, pages)], dtype=torch.int32,
@@ -190,19 +200,20 @@ def wrapper_call(lib, kind, x, causal):
     options = dict(causal=causal, q_data_type=x.dtype, kv_data_type=x.dtype)
     if kind == "paged":
         wrapper = lib.BatchPrefillWithPagedKVCacheWrapper(workspace, "NHD", backend="fa2")
-        wrapper.plan(x.indptr, x.page_indptr, x.page_indices, x.last_page_len, HQ, HKV, BATCH_HEAD_DIM, PAGE,
+        wrapper.plan(x.indptr, x.page_indptr, x.page_indices, x.last_page_len, HQ, HKV, x.head_dim, PAGE,
                      **options)
         return lambda: wrapper.run(x.q, x.kv_cache)
     wrapper = lib.BatchPrefillWithRaggedKVCacheWrapper(workspace, "NHD", backend="fa2")
-    wrapper.plan(x.indptr, x.kv_indptr, HQ, HKV, BATCH_HEAD_DIM, **options)
+    wrapper.plan(x.indptr, x.kv_indptr, HQ, HKV, x.head_dim, **options)
     return lambda: wrapper.run(x.q, x.k, x.v)
 
 
-def batch_configs(batches):
-    for n, L in batches:
-        for dtype in (torch.float16, torch.bfloat16):
-            for causal in (False, True):
-                yield n, L, dtype, causal
+def batch_configs(batches, head_dims=(BATCH_HEAD_DIM,)):
+    for head_dim in head_dims:
+        for n, L in batches:
+            for dtype in (torch.float16, torch.bfloat16):
+                for causal in (False, True):
+                    yield n, L, dtype, causal, head_dim
 
 
 def wrapper_row(tfo, fi, kind, x, causal, flops, calls, iters, gemm, label):
@@ -212,17 +223,17 @@ def wrapper_row(tfo, fi, kind, x, causal, flops, calls, iters, gemm, label):
               BATCH_PEER: (lambda: wrapper_call(fi, kind, x, causal)) if fi else None}
     tflops = {peer: measure_tflops(f"{peer} {label}", make, flops, lambda fn: timed_batch(fn, calls, iters))
               for peer, make in makers.items()}
-    row = {"kind": kind, "dtype": dtype_name(x.dtype), "head_dim": BATCH_HEAD_DIM, "causal": causal, "flops": flops,
+    row = {"kind": kind, "dtype": dtype_name(x.dtype), "head_dim": x.head_dim, "causal": causal, "flops": flops,
            "tflops": tflops, "ours_vs": {BATCH_PEER: ratio(tflops["ours"], tflops[BATCH_PEER])},
            "ours_pct_gemm": percent(tflops["ours"], gemm.get(dtype_name(x.dtype)))}
     return row, makers["ours"]
 
 
 def bench_batch(tfo, fi, config, calls, gemm, single_ours):
-    n, L, dtype, causal = config
-    x = batch_inputs(n, L, dtype)
-    flops, iters = attention_flops(n * L * L, BATCH_HEAD_DIM, causal), iters_for(L)
-    single = single_ours.get((dtype_name(dtype), BATCH_HEAD_DIM, causal, L))
+    n, L, dtype, causal, head_dim = config
+    x = batch_inputs(n, L, dtype, head_dim)
+    flops, iters = attention_flops(n * L * L, head_dim, causal), iters_for(L)
+    single = single_ours.get((dtype_name(dtype), head_dim, causal, L))
     rows = []
     for kind in ("paged", "ragged"):
         row, make_ours = wrapper_row(tfo, fi, kind, x, causal, flops, calls, iters, gemm, kind)
@@ -257,9 +268,9 @@ def single_table(rows):
 
 
 def batch_table(rows):
-    headers = ["dtype", "causal", "requests x L", "kv", "ours TFLOP/s", "ours % GEMM", f"{BATCH_PEER} TFLOP/s",
+    headers = ["dtype", "d", "causal", "requests x L", "kv", "ours TFLOP/s", "ours % GEMM", f"{BATCH_PEER} TFLOP/s",
                f"ours / {BATCH_PEER}", "ours batch / single", "ours 1-call TFLOP/s"]
-    body = [[r["dtype"], r["causal"], f"{r['batch']} x {r['L']}", r["kind"], fmt(r["tflops"]["ours"]),
+    body = [[r["dtype"], r["head_dim"], r["causal"], f"{r['batch']} x {r['L']}", r["kind"], fmt(r["tflops"]["ours"]),
              fmt(r["ours_pct_gemm"], ".0f", "%"), fmt(r["tflops"][BATCH_PEER]), fmt(r["ours_vs"][BATCH_PEER], ".2f"),
              fmt(r["batch_vs_single"], ".2f"), fmt(r["ours_1call_tflops"])] for r in rows]
     return markdown_table(headers, body)
@@ -278,7 +289,7 @@ def plot_panel(title, rows, names):
     def label(r):
         if r["section"] == "uneven":
             return f"{r['kind']} {r['shape']} causal"
-        prefix = f"{r['kind']} {r['batch']}x" if r["section"] == "batch" else f"d{r['head_dim']} "
+        prefix = f"{r['kind']} d{r['head_dim']} {r['batch']}x" if r["section"] == "batch" else f"d{r['head_dim']} "
         return f"{SHORT_DTYPE[r['dtype']]} {prefix}{r['L']} {'causal' if r['causal'] else 'full'}"
 
     return {"title": title, "ylabel": "TFLOP/s", "labels": [label(r) for r in rows],
@@ -315,7 +326,7 @@ def main(argv=None):
         progress(singles[-1])
     single_ours = {(r["dtype"], r["head_dim"], r["causal"], r["L"]): r["tflops"]["ours"] for r in singles}
     batches = []
-    for config in batch_configs(args.batches):
+    for config in batch_configs(args.batches, args.batch_dims):
         batches += bench_batch(tfo, fi, config, args.calls, gemm, single_ours)
         for row in batches[-2:]:
             progress(row)
@@ -326,7 +337,8 @@ def main(argv=None):
             progress(row)
     gemm_note = ", ".join(f"{k} {fmt(v)}" for k, v in gemm.items())
     notes = [timing, f"GEMM ceiling (torch.matmul, 8192 x 8192 x 8192) TFLOP/s: {gemm_note}",
-             f"{HQ} query / {HKV} kv heads, NHD; batch: page {PAGE}, head_dim {BATCH_HEAD_DIM}, 128 MiB workspace "
+             f"{HQ} query / {HKV} kv heads, NHD; batch: page {PAGE}, head_dim "
+             f"{', '.join(map(str, args.batch_dims))} (uneven batches {BATCH_HEAD_DIM}), 128 MiB workspace "
              "per wrapper; both libraries' batch wrappers run with their default enable_pdl"]
     text = "\n".join(header_lines(meta, *notes) + [
         "", "## Single prefill", "", single_table(singles),
@@ -334,8 +346,9 @@ def main(argv=None):
         + (["", "## Uneven batches (causal, fp16)", "", uneven_table(unevens)] if unevens else []))
     print(text)
     write_results(args.out, "prefill", meta, singles + batches + unevens, text)
-    panels = [plot_panel("Single prefill", singles, ("ours",) + SINGLE_PEERS),
-              plot_panel("Batch prefill", batches, ("ours", BATCH_PEER))]
+    panels = [plot_panel("Single prefill", singles, ("ours",) + SINGLE_PEERS)]
+    if batches:
+        panels.append(plot_panel("Batch prefill", batches, ("ours", BATCH_PEER)))
     if unevens:
         panels.append(plot_panel("Uneven batches", unevens, ("ours", BATCH_PEER)))
     save_bar_plot(os.path.join(args.out, "prefill.png"), panels)

@@ -21,12 +21,14 @@ def test_causal_pairs_count_the_kept_mask_entries(qo_lens, kv_lens):
     assert bench_prefill.causal_pairs(qo_lens, kv_lens) == kept
 
 
-def test_uneven_inputs_page_the_ragged_requests():
+@pytest.mark.parametrize("head_dim", [128, 256])
+def test_uneven_inputs_page_the_ragged_requests(head_dim):
     import torch_flashinfer_ops as tfo
 
     qo_lens, kv_lens = [3, 20, 1], [40, 20, 17]
-    x = bench_prefill.uneven_inputs(qo_lens, kv_lens, torch.float16, device="cpu")
+    x = bench_prefill.uneven_inputs(qo_lens, kv_lens, torch.float16, device="cpu", head_dim=head_dim)
     assert x.indptr.tolist() == [0, 3, 23, 24] and x.kv_indptr.tolist() == [0, 40, 60, 77]
+    assert x.q.shape[-1] == x.k.shape[-1] == x.kv_cache.shape[-1] == head_dim
     # Write the ragged K/V into the pages the paged inputs name: both wrappers must then agree.
     page_size = bench_prefill.PAGE
     for r, kv in enumerate(kv_lens):
@@ -39,3 +41,14 @@ def test_uneven_inputs_page_the_ragged_requests():
     paged = bench_prefill.wrapper_call(tfo, "paged", x, True)()
     ragged = bench_prefill.wrapper_call(tfo, "ragged", x, True)()
     torch.testing.assert_close(paged, ragged)
+
+
+def test_batch_shapes_and_head_dims_from_the_command_line():
+    args = bench_prefill.parse_args(["--out", "x", "--batches", "2x64,1x128", "--batch-dims", "128,256"])
+    assert args.batches == [(2, 64), (1, 128)] and args.batch_dims == [128, 256]
+    configs = list(bench_prefill.batch_configs(args.batches, args.batch_dims))
+    assert len(configs) == 2 * 2 * 2 * 2 and {c[-1] for c in configs} == {128, 256}
+    assert bench_prefill.parse_args(["--out", "x", "--batches", ""]).batches == []
+    assert bench_prefill.parse_args(["--out", "x"]).batch_dims == [128]
+    with pytest.raises(SystemExit):
+        bench_prefill.parse_args(["--out", "x", "--batch-dims", "96"])
