@@ -76,7 +76,7 @@ def parse_args(argv=None):
     args.lengths = [int(x) for x in args.lengths.split(",")]
     args.dims = [int(x) for x in args.dims.split(",")]
     args.batches = [tuple(int(v) for v in x.split("x")) for x in args.batches.split(",") if x]
-    args.batch_dims = [int(x) for x in args.batch_dims.split(",")]
+    args.batch_dims = [int(x) for x in args.batch_dims.split(",") if x]
     unserved = [d for d in args.dims + args.batch_dims if d not in (64, 128, 256)]
     if unserved:
         parser.error(f"head_dim {unserved[0]}: the kernels serve 64, 128 and 256")
