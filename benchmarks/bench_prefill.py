@@ -77,9 +77,12 @@ def parse_args(argv=None):
     args.dims = [int(x) for x in args.dims.split(",")]
     args.batches = [tuple(int(v) for v in x.split("x")) for x in args.batches.split(",") if x]
     args.batch_dims = [int(x) for x in args.batch_dims.split(",") if x]
-    unserved = [d for d in args.dims + args.batch_dims if d not in (64, 128, 256)]
+    import_ours()
+    from torch_flashinfer_ops.capabilities import GPU_HEAD_DIMS
+
+    unserved = [d for d in args.dims + args.batch_dims if d not in GPU_HEAD_DIMS]
     if unserved:
-        parser.error(f"head_dim {unserved[0]}: the kernels serve 64, 128 and 256")
+        parser.error(f"head_dim {unserved[0]}: the kernels serve {', '.join(map(str, sorted(GPU_HEAD_DIMS)))}")
     return args
 
 

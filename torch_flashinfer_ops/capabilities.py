@@ -16,6 +16,9 @@ FP8_DTYPES = frozenset(
     {torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e4m3fnuz, torch.float8_e5m2fnuz}
 )
 HALF_DTYPES = frozenset({torch.float16, torch.bfloat16})
+# The head dims the fa2 GPU kernels are written for (a build may instantiate fewer: setup.py's
+# TFO_HEAD_DIMS).
+GPU_HEAD_DIMS = frozenset({64, 128, 256})
 
 OPS = (
     "single_prefill",
@@ -128,7 +131,7 @@ def _gpu_prefill_rows() -> Tuple[Capability, ...]:
             ops=ops,
             q_dtypes=HALF_DTYPES,
             kv_dtypes=HALF_DTYPES,
-            head_dims=frozenset({64, 128, 256}),
+            head_dims=GPU_HEAD_DIMS,
             page_sizes=None,
             options=frozenset(options),
             known_bad=(("kv dtype different from q dtype", lambda req: req.kv_dtype != req.q_dtype),
@@ -165,7 +168,7 @@ TABLE: Tuple[Capability, ...] = (
             ops=("single_decode", "batch_decode_paged"),
             q_dtypes=HALF_DTYPES,
             kv_dtypes=HALF_DTYPES | FP8_DTYPES,
-            head_dims=frozenset({64, 128, 256}),
+            head_dims=GPU_HEAD_DIMS,
             page_sizes=None,
             options=frozenset({"sliding_window", "logits_soft_cap", "return_lse", "kv_layout_HND"}),
             known_bad=(("16-bit kv dtype different from q dtype",
