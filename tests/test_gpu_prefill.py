@@ -172,9 +172,9 @@ def test_single_prefill_climbing_maxima(dtype, d, causal):
 # launches whose blocks run at most kFewTilesMax (64) K/V tiles stage O through fragment
 # stores, longer ones store each element. Each case runs as the policy launches it and with
 # either epilogue forced (TFO_SINGLE_PREFILL_FEW_TILES_MAX 0: never the few-tiles one; a large
-# value: always), each against the reference; the three differ only
-# in how O is staged, so they agree bit for bit. The kv split is off (TFO_SINGLE_PREFILL_MAX_SPLITS
-# 1): split launches take neither (these few-block cases would split on an H100/H200).
+# value: always), each against the reference; the three differ only in how O is staged, so they
+# agree bit for bit. The kv split is off (TFO_SINGLE_PREFILL_MAX_SPLITS 1): split launches take
+# neither (these few-block cases would split on an H100/H200).
 EPILOGUE_CASES = [
     # dtype, qo_len, kv_len, hq, hkv, causal, layout
     (torch.float16, 1024, 1024, 8, 2, False, "NHD"),
