@@ -247,6 +247,11 @@ BATCH_CASES = [
     (torch.bfloat16, 128, [200, 64], [3000, 2500], 4, 1, False, "HND", {"window_left": 500}),
     (torch.float16, 128, [100, 57], [300, 200], 8, 2, False, "NHD", {"cap": 20.0}),
     (torch.float16, 128, [100, 57, 9], [120, 200, 9], 8, 2, False, "NHD", {"mask": True}),
+    # head_dim 256's planned kernels on NVIDIA (64-row K/V tiles, one buffer each): a split long
+    # request beside short ones, window, soft cap, custom masks
+    (torch.bfloat16, 256, [16, 300, 7], [3000, 300, 70], 8, 2, True, "NHD", {}),
+    (torch.float16, 256, [130, 64], [700, 1000], 4, 1, False, "HND", {"window_left": 150, "cap": 30.0}),
+    (torch.bfloat16, 256, [40, 65], [200, 130], 8, 4, False, "NHD", {"mask": True}),
 ]
 
 
@@ -285,6 +290,10 @@ PAGED_CASES = [
     (torch.float16, 128, 16, [60, 90], [160, 300], 8, 2, True, "NHD", {"cap": 30.0, "window_left": 64}),
     (torch.bfloat16, 128, 32, [40, 41], [50, 100], 4, 2, False, "HND", {"mask": True}),
     (torch.float16, 128, 12, [33, 5, 64], [100, 61, 64], 8, 2, True, "NHD", {}),  # page size not a power of two
+    # head_dim 256's planned kernels on NVIDIA (64-row K/V tiles, one buffer each)
+    (torch.float16, 256, 1, [33, 100], [90, 400], 8, 2, True, "NHD", {}),
+    (torch.bfloat16, 256, 16, [16, 200], [3001, 777], 8, 2, True, "HND", {"window_left": 300}),
+    (torch.float16, 256, 64, [50, 31], [129, 2000], 4, 4, False, "NHD", {"cap": 20.0, "mask": True}),
 ]
 
 

@@ -120,7 +120,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   using Policy = PrefillPolicy<kHeadDim, kPlanned, kTransformScores, kMasked>;
   constexpr int R = Policy::kRowFrags;
   constexpr int C = Policy::kKvTile / 16;
-  constexpr int DF = kHeadDim / 16 / Policy::kColSplit;  // O column fragments of this wave
+  constexpr int DF = kHeadDim / 16;  // O column fragments
   constexpr int kThreads = Policy::kThreads;
   constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks per row
   using QTile = SmemTile<T, Policy::kTileRows, kHeadDim>;
@@ -138,8 +138,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
 
   const int thread = thread_index_x();
   const int lane = lane_id();
-  const int wave_row0 = wave_index() / Policy::kColSplit * R * 16;
-  const int col0 = wave_index() % Policy::kColSplit * (kHeadDim / Policy::kColSplit);
+  const int wave_row0 = wave_index() * R * 16;
   const int r = u.request;
 
   int qo_base = 0, qo_len = p.qo_len, kv_len = p.kv_len;
@@ -261,13 +260,21 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
         copy_global_to_shared_16b(dst_chunk(tile, dst0, i), src_base + offs.v[i], in_bounds);
       }
     } else if constexpr (kPaged) {
-#pragma unroll 1
-      for (int i = 0; i < kKvPasses; ++i) {
+      auto copy_pass = [&](int i) {
         const int row = copy_row + i * kRowsPerPass;
         const int pos = kv0 + row;
         const bool in_bounds = pos < kv_hi;
         const T* src = in_bounds ? src_base + kv_addr(pos) : src_base;
         copy_global_to_shared_16b(dst_chunk(tile, dst0, i), src, in_bounds);
+      };
+      if constexpr (kWaveSize == 32) {
+        // NVIDIA (head_dim 256, one stage): unrolled, so that the passes' page-table loads are
+        // in flight together rather than one dependent load before each copy.
+#pragma unroll
+        for (int i = 0; i < kKvPasses; ++i) copy_pass(i);
+      } else {
+#pragma unroll 1
+        for (int i = 0; i < kKvPasses; ++i) copy_pass(i);
       }
     } else {
       const T* first = src_base + kv_addr(kv0 + copy_row);
@@ -576,7 +583,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
 #pragma unroll
       for (int dn = 0; dn < DF; ++dn) {
         FragB<T, 16> vb;
-        load_b_kn(vb, v_tile, 16 * j, col0 + 16 * dn);
+        load_b_kn(vb, v_tile, 16 * j, 16 * dn);
 #pragma unroll
         for (int i = 0; i < R; ++i) mma(o[i][dn], prob[i][j], vb);
       }
@@ -653,7 +660,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
 #pragma unroll
         for (int e = 0; e < kAccElems; e += kAccColRun) {
           const int row = wave_row0 + 16 * i + acc_row(lane, e);
-          const int col = col0 + 16 * dn + acc_col(lane, e);
+          const int col = 16 * dn + acc_col(lane, e);
           const float scale = acc_inv.v[acc_row_slot(e)];
           if constexpr (kAccColRun == 2) {
             struct alignas(8) Pair {
@@ -668,7 +675,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
       }
     } else if constexpr (kFragmentStore) {
 #pragma unroll
-      for (int dn = 0; dn < DF; ++dn) store_c<T>(q_tile, wave_row0 + 16 * i, col0 + 16 * dn, o[i][dn], acc_inv);
+      for (int dn = 0; dn < DF; ++dn) store_c<T>(q_tile, wave_row0 + 16 * i, 16 * dn, o[i][dn], acc_inv);
     } else {
       // Written out here rather than as a backend store (the HIP store_c is the same loop): moved
       // behind that interface unchanged, these stores shifted the d128 tile loop's allocation
@@ -679,7 +686,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
         for (int e = 0; e < kAccElems; ++e) {
           // Row = a multiple of 16 plus the lane's row in the fragment: the chunk swizzle then
           // depends on the latter alone, one term per lane for every store.
-          const int col = col0 + 16 * dn + acc_col(lane, e);
+          const int col = 16 * dn + acc_col(lane, e);
           constexpr int kElems = QTile::kChunkElems;
           *(q_tile.chunk_ptr_in_block(wave_row0 + 16 * i, acc_row(lane, e), col / kElems) + col % kElems) =
               from_float<T>(o[i][dn].v[e] * acc_inv.v[acc_row_slot(e)]);
@@ -687,7 +694,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
       }
     }
     // lse after O has left the registers.
-    if (score_row_leader(lane) && col0 == 0) {
+    if (score_row_leader(lane)) {
 #pragma unroll
       for (int slot = 0; slot < kScoreRowsPerLane; ++slot) {
         const int packed = u.row_begin + wave_row0 + 16 * i + score_slot_row(lane, slot);

@@ -22,24 +22,22 @@ using namespace tfo::gpu;
 //     they are used instead of holding them, and by running head_dim 128's S k steps two at a
 //     time (score.h).
 //   Otherwise one 16-row fragment per wave: 4 waves (AMD: with 8 a wave gets at most 256
-//     VGPRs; NVIDIA head_dim 256), K/V tiles of 64 rows (32 at head_dim 256, which also keeps
-//     shared memory within gfx942's 64 KiB; but NVIDIA's single-request kernels, below).
+//     VGPRs), K/V tiles of 64 rows (AMD head_dim 256: 32, which also keeps shared memory within
+//     gfx942's 64 KiB).
 // Custom masks: served by every kernel but AMD's planned ones, whose scalar registers they would
 // overflow; there a separate instantiation (kMasked) serves batches with masks.
 template <int kHeadDim, bool kPlanned, bool kTransformScores = false, bool kMasked = false>
 struct PrefillPolicy {
   static constexpr bool kTwoFrags = kWaveSize == 32 && kHeadDim <= 128;
-  // Planned head_dim 256 on NVIDIA: two warps share each 16-row fragment, each accumulating
-  // half of O's columns (both form the same S), so that O fits in registers.
-  static constexpr int kColSplit = (kWaveSize == 32 && kPlanned && kHeadDim == 256) ? 2 : 1;
-  static constexpr int kWaves = kColSplit == 2 ? 8 : 4;
+  static constexpr int kWaves = 4;
   static constexpr int kRowFrags = kTwoFrags ? 2 : 1;
-  static constexpr int kTileRows = kWaves / kColSplit * kRowFrags * 16;
-  // NVIDIA's single-request head_dim 256 kernels: 64-row K/V tiles with one buffer per matrix
-  // (the tile loop's one-stage order: V's copy under S, the next K's under P.V), 96 KiB of
-  // shared memory and two blocks per SM. Two 64-row buffers would take 160 KiB (one block per
-  // SM); 32-row tiles halve the work per barrier and per row-maximum reduction.
-  static constexpr bool kWideOneBufferKv = kWaveSize == 32 && kHeadDim == 256 && !kPlanned;
+  static constexpr int kTileRows = kWaves * kRowFrags * 16;
+  // NVIDIA's head_dim 256 kernels: 64-row K/V tiles with one buffer per matrix (the tile loop's
+  // one-stage order: V's copy under S, the next K's under P.V), 96 KiB of shared memory and two
+  // blocks per SM, single-request and planned alike. Two 64-row buffers would take 160 KiB (one
+  // block per SM; sm_86/sm_89 have 99 KiB); 32-row tiles halve the work per barrier and per
+  // row-maximum reduction.
+  static constexpr bool kWideOneBufferKv = kWaveSize == 32 && kHeadDim == 256;
   // The soft-capped kernels (a tanh per score) keep 32-row K/V tiles at head_dim 128 on NVIDIA:
   // 64 rows would not fit in registers beside the transform.
   static constexpr int kKvTile =
