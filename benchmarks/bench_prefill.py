@@ -2,15 +2,15 @@
 FlashInfer's fa2 backend and the device's GEMM ceiling.
 
     python benchmarks/bench_prefill.py --out DIR [--quick] [--lengths 1024,4096,16384]
-        [--dims 128,64,256] [--batches 16x1024,4x4096] [--batch-dims 128] [--uneven prefix,mixed]
+        [--dims 128,64,256] [--batches 16x1024,4x4096] [--batch-dims 128,256] [--uneven prefix,mixed]
         [--calls 10]
 
 Single request: 32 query / 8 kv heads, qo_len = kv_len = L, NHD; head_dim 128 in fp16 and bf16,
 head_dim 64 and 256 in fp16 only; causal and not. Peers: SDPA with the FLASH_ATTENTION and
 CUDNN_ATTENTION backends (kv heads repeated to 32), flashinfer.single_prefill_with_kv_cache
 (backend="fa2").
-Batch: n requests of L tokens each (qo_len = kv_len), at each of --batch-dims (head_dim 128 by
-default; --batches '' runs none), fp16 and bf16, causal and not: our
+Batch: n requests of L tokens each (qo_len = kv_len), at each of --batch-dims (head_dims 128 and
+256 by default; --batches '' runs none), fp16 and bf16, causal and not: our
 BatchPrefillWithPagedKVCacheWrapper (page 16, NHD) and BatchPrefillWithRaggedKVCacheWrapper
 against upstream's wrappers of the same names (backend="fa2"), 128 MiB workspace each; plan()
 untimed, run() timed. "batch / single" is our batch TFLOP/s over our single-prefill TFLOP/s at
@@ -42,11 +42,11 @@ from cuda_timing import timed, timed_batch
 from device_ceilings import gemm_tflops
 
 HQ, HKV, PAGE = 32, 8, 16
-BATCH_HEAD_DIM = 128  # of the uneven batches, and the default of --batch-dims
+BATCH_HEAD_DIM = 128  # of the uneven batches
 WORKSPACE_BYTES = 128 << 20
 SINGLE_PEERS = ("sdpa-flash", "sdpa-cudnn", "flashinfer-fa2")
 BATCH_PEER = "flashinfer-fa2"
-FULL = dict(lengths="1024,4096,16384", dims="128,64,256", batches="16x1024,4x4096", batch_dims="128",
+FULL = dict(lengths="1024,4096,16384", dims="128,64,256", batches="16x1024,4x4096", batch_dims="128,256",
             uneven="prefix,mixed")
 QUICK = dict(lengths="1024", dims="128", batches="4x1024", batch_dims="128", uneven="mixed")
 # name: (qo_lens, kv_lens); each request's queries are the last qo_len of its kv_len tokens.

@@ -49,7 +49,7 @@ def test_batch_shapes_and_head_dims_from_the_command_line():
     configs = list(bench_prefill.batch_configs(args.batches, args.batch_dims))
     assert len(configs) == 2 * 2 * 2 * 2 and {c[-1] for c in configs} == {128, 256}
     assert bench_prefill.parse_args(["--out", "x", "--batches", ""]).batches == []
-    assert bench_prefill.parse_args(["--out", "x"]).batch_dims == [128]
+    assert bench_prefill.parse_args(["--out", "x"]).batch_dims == [128, 256]
     assert bench_prefill.parse_args(["--out", "x", "--batch-dims", ""]).batch_dims == []
     with pytest.raises(SystemExit):
         bench_prefill.parse_args(["--out", "x", "--batch-dims", "96"])
