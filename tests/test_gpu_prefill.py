@@ -247,7 +247,7 @@ BATCH_CASES = [
     (torch.bfloat16, 128, [200, 64], [3000, 2500], 4, 1, False, "HND", {"window_left": 500}),
     (torch.float16, 128, [100, 57], [300, 200], 8, 2, False, "NHD", {"cap": 20.0}),
     (torch.float16, 128, [100, 57, 9], [120, 200, 9], 8, 2, False, "NHD", {"mask": True}),
-    # head_dim 256's planned kernels on NVIDIA (64-row K/V tiles, one buffer each): a split long
+    # head_dim 256's planned kernels on NVIDIA (64-row K/V tiles, one buffer each): a long
     # request beside short ones, window, soft cap, custom masks
     (torch.bfloat16, 256, [16, 300, 7], [3000, 300, 70], 8, 2, True, "NHD", {}),
     (torch.float16, 256, [130, 64], [700, 1000], 4, 1, False, "HND", {"window_left": 150, "cap": 30.0}),
