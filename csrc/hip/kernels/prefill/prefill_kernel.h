@@ -218,11 +218,12 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   const T* v_src = v + copy_chunk * 8;
   // Contiguous K/V: the passes of one thread are rows kRowsPerPass apart, a fixed pointer step.
   const int64_t pass_step = static_cast<int64_t>(kRowsPerPass) * p.kv_stride_token;
-  // Paged K/V with two stages: each row's cache offset is looked up once per tile, by thread
+  // Paged K/V on NVIDIA: each row's cache offset is looked up once per tile, by thread
   // row * kLookupStride, not by each of the kChunks threads that copy the row's chunks, into
-  // row_offsets[tile % 2][row], which the copies read. The page-table load for tile t + 3 is
-  // issued in iteration t and stored in iteration t + 1, so no thread waits on it.
-  constexpr bool kSharedRows = kPaged && kStages == 2;
+  // row_offsets[tile % 2][row], which the copies read. kStages tiles' offsets are in place
+  // before the loop; iteration t stores tile t + kStages's (loaded in iteration t - 1) and
+  // issues the page-table load of tile t + kStages + 1, so no thread waits on a lookup.
+  constexpr bool kSharedRows = kPaged && Policy::kSharedRowOffsets;
   constexpr int kLookupStride = kThreads / Policy::kKvTile;
   static_assert(!kSharedRows || (kThreads % Policy::kKvTile == 0 && Policy::kRowOffsetBytes > 0),
                 "row offsets");
@@ -260,21 +261,14 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
         copy_global_to_shared_16b(dst_chunk(tile, dst0, i), src_base + offs.v[i], in_bounds);
       }
     } else if constexpr (kPaged) {
-      auto copy_pass = [&](int i) {
+      // AMD: a page lookup per row copy, in a rolled loop (its paged kernels' register budget).
+#pragma unroll 1
+      for (int i = 0; i < kKvPasses; ++i) {
         const int row = copy_row + i * kRowsPerPass;
         const int pos = kv0 + row;
         const bool in_bounds = pos < kv_hi;
         const T* src = in_bounds ? src_base + kv_addr(pos) : src_base;
         copy_global_to_shared_16b(dst_chunk(tile, dst0, i), src, in_bounds);
-      };
-      if constexpr (kWaveSize == 32) {
-        // NVIDIA (head_dim 256, one stage): unrolled, so that the passes' page-table loads are
-        // in flight together rather than one dependent load before each copy.
-#pragma unroll
-        for (int i = 0; i < kKvPasses; ++i) copy_pass(i);
-      } else {
-#pragma unroll 1
-        for (int i = 0; i < kKvPasses; ++i) copy_pass(i);
       }
     } else {
       const T* first = src_base + kv_addr(kv0 + copy_row);
@@ -328,10 +322,12 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     if constexpr (kSharedRows) {
       if (looks_up) {
         row_offsets[lookup_row] = row_offset_at(kv_lo);
-        if (num_kv_tiles > 1) row_offsets[Policy::kKvTile + lookup_row] = row_offset_at(kv_lo + Policy::kKvTile);
-        if (num_kv_tiles > 2) pending_offset = row_offset_at(kv_lo + 2 * Policy::kKvTile);
+        if (kStages == 2 && num_kv_tiles > 1) {
+          row_offsets[Policy::kKvTile + lookup_row] = row_offset_at(kv_lo + Policy::kKvTile);
+        }
+        if (num_kv_tiles > kStages) pending_offset = row_offset_at(kv_lo + kStages * Policy::kKvTile);
       }
-      block_sync();  // the first two tiles' row offsets are in place
+      block_sync();  // the first kStages tiles' row offsets are in place
     }
     const RowOffsets offs = read_row_offsets(0);
     load_kv(k_buffer(0), k_src, kv_lo, offs);
@@ -394,15 +390,18 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
         load_kv(v_buffer(stage ^ 1), v_src, kv0 + Policy::kKvTile, offs);
       }
     } else {
-      load_kv(v_tile, v_src, kv0, RowOffsets{});
+      load_kv(v_tile, v_src, kv0, read_row_offsets(tile & 1));
     }
     copy_commit_group();
     if constexpr (kSharedRows) {
-      // Tile t's offsets were last read before this iteration's barrier: their buffer takes
-      // tile t + 2's, which are read after the next one.
+      // Buffer (t + kStages) % 2 was last read before this iteration's barrier (two stages: tile
+      // t's; one stage: tile t - 1's). It takes tile t + kStages's, read after the next barrier.
       if (looks_up) {
-        if (tile + 2 < num_kv_tiles) row_offsets[stage * Policy::kKvTile + lookup_row] = pending_offset;
-        if (tile + 3 < num_kv_tiles) pending_offset = row_offset_at(kv0 + 3 * Policy::kKvTile);
+        const int buffer = (tile + kStages) & 1;
+        if (tile + kStages < num_kv_tiles) row_offsets[buffer * Policy::kKvTile + lookup_row] = pending_offset;
+        if (tile + kStages + 1 < num_kv_tiles) {
+          pending_offset = row_offset_at(kv0 + (kStages + 1) * Policy::kKvTile);
+        }
       }
     }
 
@@ -573,7 +572,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
       copy_wait_groups<0>();
       block_sync();  // V_tile landed; every wave is done with K_tile
       if (tile + 1 < num_kv_tiles) {
-        load_kv(k_tile, k_src, kv0 + Policy::kKvTile, RowOffsets{});
+        load_kv(k_tile, k_src, kv0 + Policy::kKvTile, read_row_offsets((tile + 1) & 1));
         copy_commit_group();
       }
     }

@@ -60,10 +60,11 @@ struct PrefillPolicy {
   // Q + K + V tiles; planned launches also stage float32 partial rows there.
   static constexpr int kTileBytes = (kTileRows + 2 * kKvStages * kKvTile) * kHeadDim * 2;
   static constexpr int kStageBytes = kPlanned ? kTileRows * kHeadDim * 4 : 0;
-  // Paged planned launches with two stages: the cache offsets of two tiles' K/V rows (one
-  // page lookup per row, shared by the threads that copy the row's chunks).
+  // Paged planned launches on NVIDIA: the cache offsets of two tiles' K/V rows (one page lookup
+  // per row, shared by the threads that copy the row's chunks).
+  static constexpr bool kSharedRowOffsets = kPlanned && kWaveSize == 32;
   static constexpr int kRowOffsetBase = kTileBytes > kStageBytes ? kTileBytes : kStageBytes;
-  static constexpr int kRowOffsetBytes = kPlanned && kKvStages == 2 ? 2 * kKvTile * 8 : 0;
+  static constexpr int kRowOffsetBytes = kSharedRowOffsets ? 2 * kKvTile * 8 : 0;
   static constexpr int kSmemBytes = kRowOffsetBase + kRowOffsetBytes;
   // Q, then the K and V buffers, each on a 128-byte boundary (check_tile_alignment).
   static_assert(kTileRows * kHeadDim * 2 % 128 == 0 && kKvTile * kHeadDim * 2 % 128 == 0,
