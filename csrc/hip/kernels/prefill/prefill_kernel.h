@@ -262,14 +262,15 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
       }
     } else if constexpr (kPaged) {
       // AMD: a page lookup per row copy, in a rolled loop (its paged kernels' register budget).
-#pragma unroll 1
-      for (int i = 0; i < kKvPasses; ++i) {
+      auto copy_pass = [&](int i) {
         const int row = copy_row + i * kRowsPerPass;
         const int pos = kv0 + row;
         const bool in_bounds = pos < kv_hi;
         const T* src = in_bounds ? src_base + kv_addr(pos) : src_base;
         copy_global_to_shared_16b(dst_chunk(tile, dst0, i), src, in_bounds);
-      }
+      };
+#pragma unroll 1
+      for (int i = 0; i < kKvPasses; ++i) copy_pass(i);
     } else {
       const T* first = src_base + kv_addr(kv0 + copy_row);
 #pragma unroll
