@@ -60,8 +60,9 @@ struct PrefillPolicy {
   // Q + K + V tiles; planned launches also stage float32 partial rows there.
   static constexpr int kTileBytes = (kTileRows + 2 * kKvStages * kKvTile) * kHeadDim * 2;
   static constexpr int kStageBytes = kPlanned ? kTileRows * kHeadDim * 4 : 0;
-  // Paged planned launches on NVIDIA: the cache offsets of two tiles' K/V rows (one page lookup
-  // per row, shared by the threads that copy the row's chunks).
+  // Planned launches on NVIDIA: room for the cache offsets of two tiles' K/V rows, which the
+  // paged ones use (one page lookup per row, shared by the threads that copy the row's chunks;
+  // the policy does not know whether the cache is paged, so ragged launches reserve it too).
   static constexpr bool kSharedRowOffsets = kPlanned && kWaveSize == 32;
   static constexpr int kRowOffsetBase = kTileBytes > kStageBytes ? kTileBytes : kStageBytes;
   static constexpr int kRowOffsetBytes = kSharedRowOffsets ? 2 * kKvTile * 8 : 0;
