@@ -262,6 +262,8 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
       }
     } else if constexpr (kPaged) {
       // AMD: a page lookup per row copy, in a rolled loop (its paged kernels' register budget).
+      // The body stays a lambda: written inline, clang gives gfx942's masked head_dim 256 paged
+      // kernel 257 VGPRs (one wave per SIMD instead of two).
       auto copy_pass = [&](int i) {
         const int row = copy_row + i * kRowsPerPass;
         const int pos = kv0 + row;
