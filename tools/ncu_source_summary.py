@@ -109,7 +109,6 @@ def parse(lines) -> list[Kernel]:
 def main_loop(kernel: Kernel, min_mma: int = 16) -> tuple[int, int] | None:
     """(first, last) relative address of the longest backward branch's body with >= min_mma matrix ops."""
     best = None
-    addresses = [i.address for i in kernel.instructions]
     for n, ins in enumerate(kernel.instructions):
         if ins.opcode not in ("BRA", "JMP"):
             continue
@@ -119,8 +118,7 @@ def main_loop(kernel: Kernel, min_mma: int = 16) -> tuple[int, int] | None:
         target = int(m.group(1), 16) - kernel.absolute_base
         if not 0 <= target < ins.address:
             continue
-        body = [i for i in kernel.instructions[addresses.index(target) if target in addresses else 0:n + 1]
-                if i.address >= target]
+        body = [i for i in kernel.instructions[:n + 1] if i.address >= target]
         if sum(i.opcode in MATRIX_OPS for i in body) < min_mma:
             continue
         if best is None or ins.address - target > best[1] - best[0]:
