@@ -386,9 +386,11 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     // Two stages: K and V of this tile (and Q) landed; every wave is done with the previous
     // tile, whose buffers now take the next one. One stage: K landed; V streams in under S.
     block_sync();
-    // Candidate: the two-stage single-request kernels issue the next tile's copies after the
-    // softmax, so that the tensor pipe starts right after the barrier.
-    constexpr bool kCopiesAfterScores = kStages == 2 && !kPlanned;
+    // The two-stage single-request kernels issue the next tile's copies after the softmax, so
+    // that every warp starts S right after the barrier (fa2 also issues its copies inside the
+    // math): 1-4% faster fp16 on an H200 at 1k-16k (docs/kernel_notes.md). Not the split ones,
+    // whose loop would spill 100 bytes and more; not the planned ones, not measured that way.
+    constexpr bool kCopiesAfterScores = kStages == 2 && !kPlanned && !kSplitKv;
     auto issue_copies = [&] {
       if constexpr (kStages == 2) {
         if (tile + 1 < num_kv_tiles) {
