@@ -388,8 +388,8 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     block_sync();
     // The two-stage single-request kernels issue the next tile's copies after the softmax
     // instead (below), so that every warp starts S right after the barrier, as fa2 issues its
-    // copies inside the math: 2-5% faster on an H200 (docs/kernel_notes.md). Not the split ones,
-    // whose loop would spill 100 bytes and more; the planned ones were not measured that way.
+    // copies inside the math: 1-4% faster on an H200 (docs/kernel_notes.md). Not the split ones,
+    // whose loop would spill 100 bytes and more; not the planned ones, measured no faster so.
     constexpr bool kCopiesAfterScores = kStages == 2 && !kPlanned && !kSplitKv;
     if constexpr (kStages == 2 && !kCopiesAfterScores) {
       if (tile + 1 < num_kv_tiles) {
