@@ -386,16 +386,22 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     // Two stages: K and V of this tile (and Q) landed; every wave is done with the previous
     // tile, whose buffers now take the next one. One stage: K landed; V streams in under S.
     block_sync();
-    if constexpr (kStages == 2) {
+    // The two-stage single-request kernels issue the next tile's copies after the softmax
+    // instead (below), so that every warp starts S right after the barrier, as fa2 issues its
+    // copies inside the math: 1-4% faster on an H200 (docs/kernel_notes.md). Not the split ones,
+    // whose loop would spill 100 bytes and more; not the planned ones, measured no faster so.
+    constexpr bool kCopiesAfterScores = kStages == 2 && !kPlanned && !kSplitKv;
+    if constexpr (kStages == 2 && !kCopiesAfterScores) {
       if (tile + 1 < num_kv_tiles) {
         const RowOffsets offs = read_row_offsets(stage ^ 1);
         load_kv(k_buffer(stage ^ 1), k_src, kv0 + Policy::kKvTile, offs);
         load_kv(v_buffer(stage ^ 1), v_src, kv0 + Policy::kKvTile, offs);
       }
-    } else {
+      copy_commit_group();
+    } else if constexpr (kStages == 1) {
       load_kv(v_tile, v_src, kv0, read_row_offsets(tile & 1));
+      copy_commit_group();
     }
-    copy_commit_group();
     if constexpr (kSharedRows) {
       // Buffer (t + kStages) % 2 was last read before this iteration's barrier (two stages: tile
       // t's; one stage: tile t - 1's). It takes tile t + kStages's, read after the next barrier.
@@ -571,6 +577,14 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
       }
     }
 
+    if constexpr (kCopiesAfterScores) {  // K and V of the next tile, into the other stage
+      if (tile + 1 < num_kv_tiles) {
+        const RowOffsets offs = read_row_offsets(stage ^ 1);
+        load_kv(k_buffer(stage ^ 1), k_src, kv0 + Policy::kKvTile, offs);
+        load_kv(v_buffer(stage ^ 1), v_src, kv0 + Policy::kKvTile, offs);
+      }
+      copy_commit_group();
+    }
     if constexpr (kStages == 1) {
       copy_wait_groups<0>();
       block_sync();  // V_tile landed; every wave is done with K_tile
