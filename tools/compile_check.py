@@ -56,12 +56,13 @@ SOURCES = [
     # single-request (not paged; split or not, either epilogue) and planned (paged or not), whose
     # tile loop, with every S k step unrolled, sits at the edge of 255 registers: a few loop values
     # spill (up to a 32-byte frame and 68 bytes of traffic: the fp16 single-request kernel, which
-    # also issues the next tile's copies after the softmax, 1-4% faster so), and the unrolled loop
-    # still runs faster than the spill-free rolled one (fp16's single-request kernels also sum P's
-    # rows on the tensor cores; docs/kernel_notes.md). NVIDIA's head_dim 256 kernels (64-row K/V tiles,
-    # one buffer each: prefill_policy.h) spill a few values too: up to a 24-byte frame and 40
-    # bytes of traffic, but the planned paged ones, whose rows' cache offsets for a tile's copy
-    # (16 per thread, read from shared memory) push sm_80 to 64 bytes and one reload per tile.
+    # also issues the next tile's copies after the softmax, 1-4% faster so), and the unrolled
+    # loop still runs faster than the spill-free rolled one (fp16's single-request kernels also
+    # sum P's rows on the tensor cores; docs/kernel_notes.md). NVIDIA's head_dim 256 kernels
+    # (64-row K/V tiles, one buffer each: prefill_policy.h) spill a few values too: up to a
+    # 24-byte frame and 40 bytes of traffic, but the planned paged ones, whose rows' cache
+    # offsets for a tile's copy (16 per thread, read from shared memory) push sm_80 to 64 bytes
+    # and one reload per tile.
     KernelSource("csrc/hip/kernels/prefill/prefill_kernels.cu",
                  sgpr_spills_allowed=r"^_ZN3tfo7kernels7prefill14prefill_kernelI.*(?:Lb[01]E){3}Lb1E(?:Lb[01]E){2}EEv",
                  nvidia_spills_allowed=(r"^_ZN3tfo7kernels7prefill14prefill_kernelI(?:6__half|13__nv_bfloat16)"
