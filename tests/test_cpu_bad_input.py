@@ -131,6 +131,57 @@ def test_single_prefill_k_v_heads_differ():
         flashinfer.single_prefill_with_kv_cache(q, k, v)
 
 
+@pytest.mark.parametrize("fault", ["v dtype", "v float32", "k not a tensor", "shapes", "k stride"])
+def test_single_k_v_faults_are_named(fault):
+    """check_kv answers the common case in one expression; each fault still gets its own message."""
+    q, k, v = _qkv()
+    expected = {
+        "v dtype": (ValueError, r"^k and v must share a dtype"),
+        "v float32": (ValueError, r"^v must be float16, bfloat16 or float8"),
+        "k not a tensor": (TypeError, r"^k must be a torch.Tensor"),
+        "shapes": (ValueError, r"^k and v must have the same shape"),
+        "k stride": (ValueError, r"^k must be contiguous in its last dimension"),
+    }[fault]
+    if fault == "v dtype":
+        v = v.to(torch.bfloat16)
+    elif fault == "v float32":
+        v = v.float()
+    elif fault == "k not a tensor":
+        k = k.numpy()
+    elif fault == "shapes":
+        v = v[:-1]
+    else:
+        k = torch.randn(k.shape[0], HKV, 2 * D, dtype=F16)[..., ::2]
+    with pytest.raises(expected[0], match=expected[1]):
+        flashinfer.single_prefill_with_kv_cache(q, k, v)
+    with pytest.raises(expected[0], match=expected[1]):
+        flashinfer.single_decode_with_kv_cache(q[0], k, v)
+
+
+@pytest.mark.parametrize("name", ["k", "v", "custom_mask"])
+def test_single_prefill_tensor_on_another_device(name):
+    q, k, v = _qkv()
+    args = dict(k=k, v=v, custom_mask=None)
+    args[name] = torch.empty(9, 20, dtype=torch.bool, device="meta") if name == "custom_mask" else \
+        args[name].to("meta")
+    with pytest.raises(ValueError, match=rf"^{name} is on meta but q is on cpu"):
+        flashinfer.single_prefill_with_kv_cache(q, args["k"], args["v"], custom_mask=args["custom_mask"])
+    if name != "custom_mask":
+        with pytest.raises(ValueError, match=rf"^{name} is on meta but q is on cpu"):
+            flashinfer.single_decode_with_kv_cache(q[0], args["k"], args["v"])
+
+
+@pytest.mark.parametrize("arg, value", [("scale_q", 1.0), ("scale_k", 1.0), ("scale_v", 1.0), ("rope_scale", 1.0),
+                                        ("rope_theta", 1e4), ("use_fp16_qk_reduction", True)])
+def test_single_prefill_unserved_arguments(arg, value):
+    q, k, v = _qkv()
+    with pytest.raises(ValueError, match=rf"^{arg}=.* (is not served|not served)"):
+        flashinfer.single_prefill_with_kv_cache(q, k, v, **{arg: value})
+    if arg.startswith("rope"):
+        with pytest.raises(ValueError, match=rf"^{arg}=.* is not served"):
+            flashinfer.single_decode_with_kv_cache(q[0], k, v, **{arg: value})
+
+
 def test_single_prefill_head_dim_mismatch():
     q, _, v = _qkv()
     k = torch.randn(v.shape[0], HKV, 128, dtype=F16)

@@ -59,14 +59,19 @@ def single_decode_with_kv_cache(
     return_lse: bool = False,
 ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     """Decode attention of one request: q [num_qo_heads, head_dim] against k/v."""
-    V.check_pos_encoding_mode(pos_encoding_mode)
-    V.check_rope_args(rope_scale, rope_theta)
+    # Common cases inline first: a decode call's host cost is of the order of its kernel's.
+    if pos_encoding_mode != "NONE":
+        V.check_pos_encoding_mode(pos_encoding_mode)
+    if rope_scale is not None or rope_theta is not None:
+        V.check_rope_args(rope_scale, rope_theta)
     layout = V.kv_layout_code(kv_layout)
     V.check_q(q, dims=2)
     V.check_kv(k, v)
     if k.dim() != 3:
         raise ValueError(f"k must be 3-D, got shape {tuple(k.shape)}")
-    device = V.check_same_device(q=q, k=k, v=v)
+    device = q.device
+    if k.device != device or v.device != device:
+        device = V.check_same_device(q=q, k=k, v=v)
     num_qo_heads, head_dim = q.shape
     num_kv_heads = k.shape[1] if kv_layout == "NHD" else k.shape[0]
     V.check_head_dim("k", k.shape[2], head_dim)
