@@ -49,6 +49,8 @@ def _options(causal, window_left, logits_soft_cap, masked, return_lse, kv_layout
 
 
 def _make_outputs(q, out, lse, return_lse, o_dtype=None):
+    if out is None and lse is None and not return_lse and o_dtype is None and q.is_contiguous():
+        return torch.empty_like(q), None  # the common call, without the checks below (host time)
     o_dtype = o_dtype or q.dtype
     V.check_out(out, q.shape, o_dtype, q.device)
     if out is None:
@@ -125,10 +127,7 @@ def single_prefill_with_kv_cache(
     masked = packed_custom_mask is not None
     chosen = resolve_call(backend, "single_prefill", platform_of(device), q.dtype, k.dtype, head_dim,
                           _options(causal, window_left, cap, masked, return_lse, kv_layout))
-    if o_dtype is None and not return_lse and q.is_contiguous():
-        out, lse = torch.empty_like(q), None  # what _make_outputs gives, without its checks of None
-    else:
-        out, lse = _make_outputs(q, None, None, return_lse, o_dtype)
+    out, lse = _make_outputs(q, None, None, return_lse, o_dtype)
     if chosen == "aiter":
         aiter_bridge.single_prefill(q, k, v, out, lse, causal, V.resolve_sm_scale(sm_scale, head_dim))
     else:

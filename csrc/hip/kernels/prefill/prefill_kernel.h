@@ -577,7 +577,9 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
       }
     }
 
-    if constexpr (kCopiesAfterScores) {  // K and V of the next tile, into the other stage
+    // K and V of the next tile, into the other stage: the block above, written out again (one
+    // lambda called from either place changed the planned kernels' register allocation).
+    if constexpr (kCopiesAfterScores) {
       if (tile + 1 < num_kv_tiles) {
         const RowOffsets offs = read_row_offsets(stage ^ 1);
         load_kv(k_buffer(stage ^ 1), k_src, kv0 + Policy::kKvTile, offs);
