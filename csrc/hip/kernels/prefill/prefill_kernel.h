@@ -220,7 +220,10 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   const int64_t pass_step = static_cast<int64_t>(kRowsPerPass) * p.kv_stride_token;
   // Paged K/V on NVIDIA: each row's cache offset is looked up once per tile, by thread
   // row * kLookupStride, not by each of the kChunks threads that copy the row's chunks, into
-  // row_offsets[tile % 2][row], which the copies read. kStages tiles' offsets are in place
+  // row_offsets[tile % 2][slot of row], which the copies read. The offsets are in bytes, so that
+  // a copy's address is one 64-bit add to the thread's K or V chunk pointer (element offsets
+  // took four: the chunk, the scaling, then K and V; sm_90a tile loop 30-70 instructions
+  // shorter). kStages tiles' offsets are in place
   // before the loop; iteration t stores tile t + kStages's (loaded in iteration t - 1) and
   // issues the page-table load of tile t + kStages + 1, so no thread waits on a lookup.
   constexpr bool kSharedRows = kPaged && Policy::kSharedRowOffsets;
@@ -230,9 +233,12 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   int64_t* const row_offsets = reinterpret_cast<int64_t*>(smem + Policy::kRowOffsetBase);
   const bool looks_up = thread % kLookupStride == 0;
   const int lookup_row = thread / kLookupStride;
+  // Row r's slot: (r % kRowsPerPass) * kKvPasses + r / kRowsPerPass, so that the kKvPasses rows
+  // one thread copies lie side by side (read as 16-byte words, half the shared loads).
+  auto lookup_slot = [&] { return lookup_row % kRowsPerPass * kKvPasses + lookup_row / kRowsPerPass; };
   auto row_offset_at = [&](int kv0) -> int64_t {
     const int pos = kv0 + lookup_row;
-    return pos < kv_hi ? kv_addr(pos) : 0;
+    return pos < kv_hi ? kv_addr(pos) * static_cast<int64_t>(sizeof(T)) : 0;
   };
   int64_t pending_offset = 0;
   // This thread's rows' offsets of one tile, read from shared memory before any of the tile's
@@ -246,7 +252,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     if constexpr (kSharedRows) {
 #pragma unroll
       for (int i = 0; i < kKvPasses; ++i) {
-        offs.v[i] = row_offsets[buffer * Policy::kKvTile + copy_row + i * kRowsPerPass];
+        offs.v[i] = row_offsets[buffer * Policy::kKvTile + copy_row * kKvPasses + i];
       }
     }
     return offs;
@@ -258,7 +264,9 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
       for (int i = 0; i < kKvPasses; ++i) {
         const int row = copy_row + i * kRowsPerPass;
         const bool in_bounds = kv0 + row < kv_hi;
-        copy_global_to_shared_16b(dst_chunk(tile, dst0, i), src_base + offs.v[i], in_bounds);
+        copy_global_to_shared_16b(dst_chunk(tile, dst0, i),
+                                  reinterpret_cast<const T*>(reinterpret_cast<const char*>(src_base) + offs.v[i]),
+                                  in_bounds);
       }
     } else if constexpr (kPaged) {
       // AMD: a page lookup per row copy, in a rolled loop (its paged kernels' register budget).
@@ -324,9 +332,9 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   if (num_kv_tiles > 0) {
     if constexpr (kSharedRows) {
       if (looks_up) {
-        row_offsets[lookup_row] = row_offset_at(kv_lo);
+        row_offsets[lookup_slot()] = row_offset_at(kv_lo);
         if (kStages == 2 && num_kv_tiles > 1) {
-          row_offsets[Policy::kKvTile + lookup_row] = row_offset_at(kv_lo + Policy::kKvTile);
+          row_offsets[Policy::kKvTile + lookup_slot()] = row_offset_at(kv_lo + Policy::kKvTile);
         }
         if (num_kv_tiles > kStages) pending_offset = row_offset_at(kv_lo + kStages * Policy::kKvTile);
       }
@@ -407,7 +415,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
       // t's; one stage: tile t - 1's). It takes tile t + kStages's, read after the next barrier.
       if (looks_up) {
         const int buffer = (tile + kStages) & 1;
-        if (tile + kStages < num_kv_tiles) row_offsets[buffer * Policy::kKvTile + lookup_row] = pending_offset;
+        if (tile + kStages < num_kv_tiles) row_offsets[buffer * Policy::kKvTile + lookup_slot()] = pending_offset;
         if (tile + kStages + 1 < num_kv_tiles) {
           pending_offset = row_offset_at(kv0 + (kStages + 1) * Policy::kKvTile);
         }
