@@ -218,26 +218,35 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   const T* v_src = v + copy_chunk * 8;
   // Contiguous K/V: the passes of one thread are rows kRowsPerPass apart, a fixed pointer step.
   const int64_t pass_step = static_cast<int64_t>(kRowsPerPass) * p.kv_stride_token;
-  // Paged K/V on NVIDIA: each row's cache offset is looked up once per tile, by thread
-  // row * kLookupStride, not by each of the kChunks threads that copy the row's chunks, into
-  // row_offsets[tile % 2][slot of row], which the copies read. The offsets are in bytes, so that
-  // a copy's address is one 64-bit add to the thread's K or V chunk pointer (element offsets
-  // took four: the chunk, the scaling, then K and V; sm_90a tile loop 30-70 instructions
-  // shorter). kStages tiles' offsets are in place
-  // before the loop; iteration t stores tile t + kStages's (loaded in iteration t - 1) and
+  // Paged K/V on NVIDIA: each row's cache offset is looked up once per tile, not by each of the
+  // kChunks threads that copy the row's chunks, into row_offsets[tile % 2][slot of row], which
+  // the copies read. Tile t's kKvTile rows are looked up by the threads of group t % kLookupGroups
+  // (whole warps, one row each), so that each warp looks up every kLookupGroups-th tile with all
+  // its lanes instead of every tile with a part of them. The offsets are in bytes, so that a
+  // copy's address is one 64-bit add to the thread's K or V chunk pointer (element offsets took
+  // four: the chunk, the scaling, then K and V). kStages tiles' offsets are in place before the
+  // loop; iteration t stores tile t + kStages's (loaded in iteration t - 1, by the same group) and
   // issues the page-table load of tile t + kStages + 1, so no thread waits on a lookup.
   constexpr bool kSharedRows = kPaged && Policy::kSharedRowOffsets;
-  constexpr int kLookupStride = kThreads / Policy::kKvTile;
-  static_assert(!kSharedRows || (kThreads % Policy::kKvTile == 0 && Policy::kRowOffsetBytes > 0),
-                "row offsets");
+  constexpr int kLookupGroups = kThreads / Policy::kKvTile;
+  static_assert(!kSharedRows || (kThreads % Policy::kKvTile == 0 && Policy::kKvTile % kWaveSize == 0 &&
+                                 kLookupGroups >= 2 && Policy::kRowOffsetBytes > 0),
+                "row offsets: whole waves per group, a group's lookup stored before its next");
   int64_t* const row_offsets = reinterpret_cast<int64_t*>(smem + Policy::kRowOffsetBase);
-  const bool looks_up = thread % kLookupStride == 0;
-  const int lookup_row = thread / kLookupStride;
+  // Derived from an opaque copy of the thread index where used, not held through the loop.
+  // (Unsigned: the divisions by powers of two are shifts and masks.)
+  auto looks_up = [&](int tile) {
+    return static_cast<unsigned>(opaque_int(thread)) / Policy::kKvTile == static_cast<unsigned>(tile) % kLookupGroups;
+  };
+  auto lookup_row_of = [&] { return static_cast<unsigned>(opaque_int(thread)) % Policy::kKvTile; };
   // Row r's slot: (r % kRowsPerPass) * kKvPasses + r / kRowsPerPass, so that the kKvPasses rows
   // one thread copies lie side by side (read as 16-byte words, half the shared loads).
-  auto lookup_slot = [&] { return lookup_row % kRowsPerPass * kKvPasses + lookup_row / kRowsPerPass; };
+  auto lookup_slot = [&] {
+    const unsigned lookup_row = lookup_row_of();
+    return static_cast<int>(lookup_row % kRowsPerPass * kKvPasses + lookup_row / kRowsPerPass);
+  };
   auto row_offset_at = [&](int kv0) -> int64_t {
-    const int pos = kv0 + lookup_row;
+    const int pos = kv0 + static_cast<int>(lookup_row_of());
     return pos < kv_hi ? kv_addr(pos) * static_cast<int64_t>(sizeof(T)) : 0;
   };
   int64_t pending_offset = 0;
@@ -331,12 +340,12 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   }
   if (num_kv_tiles > 0) {
     if constexpr (kSharedRows) {
-      if (looks_up) {
-        row_offsets[lookup_slot()] = row_offset_at(kv_lo);
-        if (kStages == 2 && num_kv_tiles > 1) {
-          row_offsets[Policy::kKvTile + lookup_slot()] = row_offset_at(kv_lo + Policy::kKvTile);
-        }
-        if (num_kv_tiles > kStages) pending_offset = row_offset_at(kv_lo + kStages * Policy::kKvTile);
+      if (looks_up(0)) row_offsets[lookup_slot()] = row_offset_at(kv_lo);
+      if (kStages == 2 && num_kv_tiles > 1 && looks_up(1)) {
+        row_offsets[Policy::kKvTile + lookup_slot()] = row_offset_at(kv_lo + Policy::kKvTile);
+      }
+      if (num_kv_tiles > kStages && looks_up(kStages)) {
+        pending_offset = row_offset_at(kv_lo + kStages * Policy::kKvTile);
       }
       block_sync();  // the first kStages tiles' row offsets are in place
     }
@@ -413,12 +422,12 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     if constexpr (kSharedRows) {
       // Buffer (t + kStages) % 2 was last read before this iteration's barrier (two stages: tile
       // t's; one stage: tile t - 1's). It takes tile t + kStages's, read after the next barrier.
-      if (looks_up) {
-        const int buffer = (tile + kStages) & 1;
-        if (tile + kStages < num_kv_tiles) row_offsets[buffer * Policy::kKvTile + lookup_slot()] = pending_offset;
-        if (tile + kStages + 1 < num_kv_tiles) {
-          pending_offset = row_offset_at(kv0 + (kStages + 1) * Policy::kKvTile);
-        }
+      const int ahead = tile + kStages;
+      if (ahead < num_kv_tiles && looks_up(ahead)) {
+        row_offsets[(ahead & 1) * Policy::kKvTile + lookup_slot()] = pending_offset;
+      }
+      if (ahead + 1 < num_kv_tiles && looks_up(ahead + 1)) {
+        pending_offset = row_offset_at(kv0 + (kStages + 1) * Policy::kKvTile);
       }
     }
 
