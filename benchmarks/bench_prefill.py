@@ -3,7 +3,7 @@ FlashInfer's fa2 backend and the device's GEMM ceiling.
 
     python benchmarks/bench_prefill.py --out DIR [--quick] [--lengths 1024,4096,16384]
         [--dims 128,64,256] [--batches 16x1024,4x4096] [--batch-dims 128,256] [--uneven prefix,mixed]
-        [--calls 10]
+        [--calls 10] [--timing events|graph]
 
 Single request: 32 query / 8 kv heads, qo_len = kv_len = L, NHD; head_dim 128 in fp16 and bf16,
 head_dim 64 and 256 in fp16 only; causal and not. Peers: SDPA with the FLASH_ATTENTION and
@@ -23,9 +23,12 @@ prompt: one long unit among many short ones) and "mixed" (eight prompts of 128..
 serving step collects them). Their FLOPs count the (query, key) pairs the causal mask keeps.
 
 FLOPs = 4 * sum(qo_len * kv_len) * head_dim * num_qo_heads, halved for causal. Every library
-is timed the same way: `--calls` back-to-back calls between one pair of CUDA events, divided
-(median of 30 samples at L <= 4k, 10 above), after warm-up, on random inputs. "ours 1-call"
-times one call per sample instead (host overhead included). The GEMM ceiling is torch.matmul
+is timed the same way (median of 30 samples at L <= 4k, 10 above, after warm-up, on random
+inputs): with `--timing events` (the default) `--calls` eager back-to-back calls between one pair
+of CUDA events, divided, so a call's host and launch cost shows where it rivals the kernel (1k
+tokens); with `--timing graph` `--calls` calls captured in one CUDA graph, the replay timed and
+divided: the kernels' time alone, as a captured model step runs them. "ours 1-call" times one
+eager call per sample (host overhead included) under either. The GEMM ceiling is torch.matmul
 of two 8192 x 8192 matrices of the row's dtype, measured at startup. Writes DIR/prefill.json
 (every row and the run's metadata), prefill.md (the printed tables) and prefill.png.
 """
@@ -38,7 +41,7 @@ import torch.nn.functional as F
 
 from bench_report import (attempt, benchmark_parser, dtype_name, fmt, header_lines, import_ours, markdown_table,
                           optional_import, parse_with_shape_defaults, ratio, run_metadata, save_bar_plot, write_results)
-from cuda_timing import timed, timed_batch
+from cuda_timing import timed, timer_for
 from device_ceilings import gemm_tflops
 
 HQ, HKV, PAGE = 32, 8, 16
@@ -67,8 +70,14 @@ def parse_args(argv=None):
     parser.add_argument("--batch-dims", help=f"head_dims of the batch rows (default {FULL['batch_dims']})")
     parser.add_argument("--uneven", help=f"uneven batches, names from {', '.join(UNEVEN_SHAPES)}, or '' for none "
                                          f"(default {FULL['uneven']})")
-    parser.add_argument("--calls", type=int, default=10, help="calls per CUDA-event pair (default %(default)s)")
+    parser.add_argument("--calls", type=int, default=10,
+                        help="calls per CUDA-event pair or per captured graph (default %(default)s)")
+    parser.add_argument("--timing", choices=("events", "graph"), default="events",
+                        help="events: eager back-to-back calls per CUDA-event pair; graph: the calls captured "
+                             "in one CUDA graph, replays timed (default %(default)s)")
     args = parse_with_shape_defaults(parser, QUICK, FULL, argv)
+    if args.calls < 1:
+        parser.error(f"--calls must be >= 1, got {args.calls}")
     args.uneven = [x for x in args.uneven.split(",") if x]
     unknown = [x for x in args.uneven if x not in UNEVEN_SHAPES]
     if unknown:
@@ -144,14 +153,13 @@ def single_makers(tfo, fi, q, k, v, causal):
     }
 
 
-def bench_single(tfo, fi, config, calls, gemm):
+def bench_single(tfo, fi, config, timer, gemm):
     dtype, head_dim, causal, L = config
     q = torch.randn(L, HQ, head_dim, dtype=dtype, device="cuda")
     k, v = (torch.randn(L, HKV, head_dim, dtype=dtype, device="cuda") for _ in range(2))
     flops, iters = attention_flops(L * L, head_dim, causal), iters_for(L)
     makers = single_makers(tfo, fi, q, k, v, causal)
-    tflops = {name: measure_tflops(name, make, flops, lambda fn: timed_batch(fn, calls, iters))
-              for name, make in makers.items()}
+    tflops = {name: measure_tflops(name, make, flops, lambda fn: timer(fn, iters)) for name, make in makers.items()}
     return {
         "section": "single", "kind": "single", "dtype": dtype_name(dtype), "head_dim": head_dim,
         "causal": causal, "batch": 1, "L": L, "flops": flops, "tflops": tflops,
@@ -219,12 +227,12 @@ def batch_configs(batches, head_dims=(BATCH_HEAD_DIM,)):
                     yield n, L, dtype, causal, head_dim
 
 
-def wrapper_row(tfo, fi, kind, x, causal, flops, calls, iters, gemm, label):
+def wrapper_row(tfo, fi, kind, x, causal, flops, timer, iters, gemm, label):
     """Our and upstream's `kind` batch wrappers on x, timed: the row fields every batch section
     has, and the maker of our call (for further timings)."""
     makers = {"ours": lambda: wrapper_call(tfo, kind, x, causal),
               BATCH_PEER: (lambda: wrapper_call(fi, kind, x, causal)) if fi else None}
-    tflops = {peer: measure_tflops(f"{peer} {label}", make, flops, lambda fn: timed_batch(fn, calls, iters))
+    tflops = {peer: measure_tflops(f"{peer} {label}", make, flops, lambda fn: timer(fn, iters))
               for peer, make in makers.items()}
     row = {"kind": kind, "dtype": dtype_name(x.dtype), "head_dim": x.head_dim, "causal": causal, "flops": flops,
            "tflops": tflops, "ours_vs": {BATCH_PEER: ratio(tflops["ours"], tflops[BATCH_PEER])},
@@ -232,14 +240,14 @@ def wrapper_row(tfo, fi, kind, x, causal, flops, calls, iters, gemm, label):
     return row, makers["ours"]
 
 
-def bench_batch(tfo, fi, config, calls, gemm, single_ours):
+def bench_batch(tfo, fi, config, timer, gemm, single_ours):
     n, L, dtype, causal, head_dim = config
     x = batch_inputs(n, L, dtype, head_dim)
     flops, iters = attention_flops(n * L * L, head_dim, causal), iters_for(L)
     single = single_ours.get((dtype_name(dtype), head_dim, causal, L))
     rows = []
     for kind in ("paged", "ragged"):
-        row, make_ours = wrapper_row(tfo, fi, kind, x, causal, flops, calls, iters, gemm, kind)
+        row, make_ours = wrapper_row(tfo, fi, kind, x, causal, flops, timer, iters, gemm, kind)
         rows.append(dict(row, section="batch", batch=n, L=L,
                          batch_vs_single=ratio(row["tflops"]["ours"], single),
                          ours_1call_tflops=measure_tflops(f"ours {kind}", make_ours, flops,
@@ -247,14 +255,14 @@ def bench_batch(tfo, fi, config, calls, gemm, single_ours):
     return rows
 
 
-def bench_uneven(tfo, fi, name, calls, gemm):
+def bench_uneven(tfo, fi, name, timer, gemm):
     qo_lens, kv_lens = UNEVEN_SHAPES[name]
     x = uneven_inputs(qo_lens, kv_lens, torch.float16)
     flops = attention_flops(causal_pairs(qo_lens, kv_lens), BATCH_HEAD_DIM, False)
     iters = iters_for(max(kv_lens))
     rows = []
     for kind in ("paged", "ragged"):
-        row, _ = wrapper_row(tfo, fi, kind, x, True, flops, calls, iters, gemm, f"{kind} {name}")
+        row, _ = wrapper_row(tfo, fi, kind, x, True, flops, timer, iters, gemm, f"{kind} {name}")
         rows.append(dict(row, section="uneven", shape=name, qo_lens=qo_lens, kv_lens=kv_lens))
     return rows
 
@@ -314,28 +322,28 @@ def main(argv=None):
     fi = optional_import("flashinfer", "upstream flashinfer")
     gemm = {dtype_name(d): attempt(f"GEMM {dtype_name(d)}", lambda d=d: gemm_tflops(d))
             for d in (torch.float16, torch.bfloat16)}
-    timing = (f"timing: {args.calls} back-to-back calls per CUDA-event pair, divided, for every library; "
-              "median of 30 samples (L <= 4k) or 10 (L > 4k)")
+    timer, timing = timer_for(args.timing, args.calls)
+    timing += ", for every library; median of 30 samples (L <= 4k) or 10 (L > 4k)"
     meta = run_metadata(flashinfer=getattr(fi, "__version__", None), gemm_tflops=gemm, timing=timing,
                         heads=f"{HQ}/{HKV}", page_size=PAGE, quick=args.quick)
     # The first configuration once more, discarded: timed first, right after the GEMM ceiling,
     # our first row once ran at 76.7 us per call against 59.5 us when the same shape was timed
     # on its own (H200, 1k non-causal); a discarded pass keeps such start-up transients out.
     for config in list(single_configs(args.dims, args.lengths))[:1]:
-        bench_single(tfo, fi, config, args.calls, gemm)
+        bench_single(tfo, fi, config, timer, gemm)
     singles = []
     for config in single_configs(args.dims, args.lengths):
-        singles.append(bench_single(tfo, fi, config, args.calls, gemm))
+        singles.append(bench_single(tfo, fi, config, timer, gemm))
         progress(singles[-1])
     single_ours = {(r["dtype"], r["head_dim"], r["causal"], r["L"]): r["tflops"]["ours"] for r in singles}
     batches = []
     for config in batch_configs(args.batches, args.batch_dims):
-        batches += bench_batch(tfo, fi, config, args.calls, gemm, single_ours)
+        batches += bench_batch(tfo, fi, config, timer, gemm, single_ours)
         for row in batches[-2:]:
             progress(row)
     unevens = []
     for name in args.uneven:
-        unevens += bench_uneven(tfo, fi, name, args.calls, gemm)
+        unevens += bench_uneven(tfo, fi, name, timer, gemm)
         for row in unevens[-2:]:
             progress(row)
     gemm_note = ", ".join(f"{k} {fmt(v)}" for k, v in gemm.items())

@@ -53,3 +53,12 @@ def test_batch_shapes_and_head_dims_from_the_command_line():
     assert bench_prefill.parse_args(["--out", "x", "--batch-dims", ""]).batch_dims == []
     with pytest.raises(SystemExit):
         bench_prefill.parse_args(["--out", "x", "--batch-dims", "96"])
+
+
+def test_timing_method_from_the_command_line():
+    assert bench_prefill.parse_args(["--out", "x"]).timing == "events"
+    args = bench_prefill.parse_args(["--out", "x", "--timing", "graph", "--calls", "4"])
+    assert (args.timing, args.calls) == ("graph", 4)
+    for bad in (["--timing", "cupti"], ["--calls", "0"]):
+        with pytest.raises(SystemExit):
+            bench_prefill.parse_args(["--out", "x"] + bad)
