@@ -63,7 +63,7 @@ SOURCES = [
     # sum P's rows on the tensor cores; docs/kernel_notes.md). NVIDIA's head_dim 256 kernels
     # (64-row K/V tiles, one buffer each: prefill_policy.h) spill a few values too: up to a
     # 24-byte frame and 40 bytes of traffic, but the planned paged ones, whose rows' cache
-    # offsets for a tile's copy (16 per thread, read from shared memory) push sm_80 to 64 bytes
+    # offsets for a tile's copy (16 per thread, read from shared memory) push sm_80 to 56 bytes
     # and one reload per tile.
     KernelSource("csrc/hip/kernels/prefill/prefill_kernels.cu",
                  sgpr_spills_allowed=r"^_ZN3tfo7kernels7prefill14prefill_kernelI.*(?:Lb[01]E){3}Lb1E(?:Lb[01]E){2}EEv",
