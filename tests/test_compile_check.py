@@ -178,6 +178,14 @@ def test_nvidia_spills_allowed_only_where_named_and_within_the_limit():
     assert any("72 bytes of spill" in p for p in problems), problems
     _, problems = cc.evaluate_nvidia(_PTXAS.format(stack=80, stores=0, loads=0), r"^_Z6kernel", 64)
     assert any("stack frame" in p for p in problems), problems
+    # A raised limit applies to the kernels it names among the allowed ones, and to no other.
+    text = _PTXAS.format(stack=16, stores=40, loads=32)
+    _, problems = cc.evaluate_nvidia(text, r"^_Z6kernel", 64, (r"^_Z6kernel", 80))
+    assert problems == []
+    _, problems = cc.evaluate_nvidia(text, r"^_Z6kernel", 64, (r"^_Z6other", 80))
+    assert any("72 bytes of spill" in p for p in problems), problems
+    _, problems = cc.evaluate_nvidia(text, r"^_Z6other", 64, (r"^_Z6kernel", 80))
+    assert any("limit 0" in p for p in problems), problems
 
 
 def test_prefill_nvidia_spill_allowance_names_the_unrolled_d128_and_the_d256_kernels():
@@ -210,4 +218,11 @@ def test_prefill_nvidia_spill_allowance_names_the_unrolled_d128_and_the_d256_ker
     assert re.search(allowed, name(fp16, 256, (1, 1, 1, 0, 0, 0)))  # planned paged, soft cap
     assert not re.search(allowed, name(fp16, 256, (0, 1, 0, 1, 0, 0)))  # masked variant
     assert not re.search(allowed, name(bf16, 256, (0, 0, 0, 0, 0, 1)))
-    assert 0 < source.nvidia_spill_limit <= 80
+    assert 0 < source.nvidia_spill_limit <= 68
+    raised, raised_limit = source.nvidia_spill_limit_raised
+    assert raised_limit <= 80
+    assert re.search(raised, name(fp16, 128, (1, 1, 0, 0, 0, 0)))  # paged planned
+    assert re.search(raised, name(bf16, 128, (1, 1, 0, 0, 0, 0)))
+    assert not re.search(raised, name(fp16, 128, (0, 1, 0, 0, 0, 0)))  # ragged planned
+    assert not re.search(raised, name(fp16, 128, (0, 0, 0, 0, 0, 0)))  # single
+    assert not re.search(raised, name(bf16, 256, (1, 1, 0, 0, 0, 0)))

@@ -41,9 +41,11 @@ class KernelSource:
     # lanes: v_writelane/v_readlane, no memory; scratch stays forbidden.
     sgpr_spills_allowed: str | None = None
     # NVIDIA kernels (a regular expression on the mangled name) allowed to spill, up to
-    # nvidia_spill_limit bytes of spill stores + loads and of stack frame each.
+    # nvidia_spill_limit bytes of spill stores + loads and of stack frame each; among them, those
+    # that nvidia_spill_limit_raised names (regular expression, limit) up to its own limit.
     nvidia_spills_allowed: str | None = None
     nvidia_spill_limit: int = 0
+    nvidia_spill_limit_raised: tuple[str, int] | None = None
 
 
 # Every kernel source that must compile for both vendors. New kernel files are added here.
@@ -56,21 +58,23 @@ SOURCES = [
     # single-request (not paged; split or not, either epilogue) and planned (paged or not), whose
     # tile loop, with every S k step unrolled, sits at the edge of 255 registers: a few loop values
     # spill (up to a 32-byte frame and 68 bytes of traffic: the fp16 single-request kernel, which
-    # also issues the next tile's copies after the softmax, 1-4% faster so; on sm_80, compiled
-    # only, the paged planned ones 80: their page-table lookups by whole warps, 1.4-3.3% faster on
-    # sm_90a, where they spill 20), and the unrolled
+    # also issues the next tile's copies after the softmax, 1-4% faster so), and the unrolled
     # loop still runs faster than the spill-free rolled one (fp16's single-request kernels also
     # sum P's rows on the tensor cores; docs/kernel_notes.md). NVIDIA's head_dim 256 kernels
     # (64-row K/V tiles, one buffer each: prefill_policy.h) spill a few values too: up to a
     # 24-byte frame and 40 bytes of traffic, but the planned paged ones, whose rows' cache
     # offsets for a tile's copy (16 per thread, read from shared memory) push sm_80 to 56 bytes
-    # and one reload per tile.
+    # and one reload per tile. The paged planned head_dim 128 kernels alone may take 80 bytes: on
+    # sm_80 (compiled only) their page-table lookups by whole warps, 1.4-3.3% faster on sm_90a
+    # where they spill 20, spill that much.
     KernelSource("csrc/hip/kernels/prefill/prefill_kernels.cu",
                  sgpr_spills_allowed=r"^_ZN3tfo7kernels7prefill14prefill_kernelI.*(?:Lb[01]E){3}Lb1E(?:Lb[01]E){2}EEv",
                  nvidia_spills_allowed=(r"^_ZN3tfo7kernels7prefill14prefill_kernelI(?:6__half|13__nv_bfloat16)"
                                         r"(?:Li128E(?:(?:Lb0E){4}Lb[01]ELb[01]E|Lb[01]ELb1E(?:Lb0E){4})"
                                         r"|Li256E(?:Lb[01]E){3}Lb0ELb[01]ELb0E)EEv"),
-                 nvidia_spill_limit=80),
+                 nvidia_spill_limit=68,
+                 nvidia_spill_limit_raised=(r"^_ZN3tfo7kernels7prefill14prefill_kernelI(?:6__half|13__nv_bfloat16)"
+                                            r"Li128ELb1ELb1E(?:Lb0E){4}EEv", 80)),
     KernelSource("csrc/hip/kernels/decode/decode_simt.cu", uses_matrix_cores=False),
     KernelSource("csrc/hip/kernels/decode/decode_mma.cu"),
     KernelSource("csrc/hip/kernels/cascade/merge_state.cu", uses_matrix_cores=False),
@@ -239,14 +243,16 @@ def parse_ptxas(text: str) -> list[KernelResources]:
     return kernels
 
 
-def evaluate_nvidia(text: str, spills_allowed: str | None = None,
-                    spill_limit: int = 0) -> tuple[list[KernelResources], list[str]]:
+def evaluate_nvidia(text: str, spills_allowed: str | None = None, spill_limit: int = 0,
+                    spill_limit_raised: tuple[str, int] | None = None) -> tuple[list[KernelResources], list[str]]:
     kernels = parse_ptxas(text)
     problems = []
     if not kernels:
         problems.append("no kernels in the ptxas output (are the templates instantiated?)")
     for k in kernels:
         limit = spill_limit if spills_allowed is not None and re.search(spills_allowed, k.name) else 0
+        if limit and spill_limit_raised is not None and re.search(spill_limit_raised[0], k.name):
+            limit = spill_limit_raised[1]
         if k.spill_bytes > limit:
             problems.append(f"{k.name}: {k.spill_bytes} bytes of spill stores + loads (limit {limit})")
         if k.scratch_bytes > limit:
@@ -283,7 +289,7 @@ def _compile(result: TargetResult, source: KernelSource) -> TargetResult:
                                                 source.sgpr_spills_allowed)
     else:
         result.kernels, problems = evaluate_nvidia(result.log, source.nvidia_spills_allowed,
-                                                   source.nvidia_spill_limit)
+                                                   source.nvidia_spill_limit, source.nvidia_spill_limit_raised)
     result.problems += problems
     result.ok = not result.problems
     return result
