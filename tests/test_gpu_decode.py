@@ -328,6 +328,41 @@ def test_pdl_launches_wait_for_the_kernel_before(workspace, use_tensor_cores):
     ref.assert_attention_close(out.cpu(), r_out, dtype, "out (merge launch):")
 
 
+@pytest.mark.skipif(not device_has_pdl(), reason="programmatic dependent launch: NVIDIA sm_90+")
+@pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
+@pytest.mark.parametrize("kv_lens", [[4096], [9000, 3, 5000, 700]], ids=["bs1", "bs4-split"])
+def test_pdl_decode_reads_page_ids_after_the_wait(workspace, use_tensor_cores, kv_lens):
+    """With enable_pdl=True a decode block reads its schedule before it waits for the kernel
+    before it (the schedule is plan()'s upload, which no kernel writes), but the index arrays
+    only after the wait. Here the page ids are device int32 arrays that run() uses in place,
+    another page order sits in them until a kernel right before each decode launch writes the
+    planned one, and each step's q comes from the step before's output; eager and captured in a
+    CUDA graph, the chain is bitwise the chain without PDL, and its first step matches the
+    float64 reference."""
+    hq, hkv, d, page_size = 32, 8, 128, 16
+    P = Paged(kv_lens, page_size, hkv, d, F16, "NHD")
+    planned = P.indices.to(DEV)
+    page_ids = planned.clone()
+    w = _wrapper(workspace, "NHD", use_tensor_cores)
+    w.plan(P.indptr.to(DEV), page_ids, P.last.to(DEV), hq, hkv, d, page_size, q_data_type=F16, kv_data_type=F16)
+    assert w._kv_indices.data_ptr() == page_ids.data_ptr(), "run() must read the caller's page ids in place"
+
+    def run(q, pdl):
+        torch.add(planned, 0, out=page_ids)  # the decode launch reads what this kernel writes
+        return w.run(q, P.cache, enable_pdl=pdl)
+
+    def poison():
+        page_ids.copy_(planned.flip(0))
+
+    q0 = torch.randn(len(kv_lens), hq, d, dtype=F16, device=DEV)
+    chain = attention_chain(run, q0)
+    poison()
+    want = [o.clone() for o in chain(False)]
+    r_out, _ = P.reference(q0)
+    ref.assert_attention_close(want[0].cpu(), r_out, F16, "out (step 0):")
+    assert_pdl_chain_matches(chain, want, poison)
+
+
 @pytest.mark.parametrize("kv_dtype", FP8, ids=lambda t: str(t).split(".")[-1])
 @pytest.mark.parametrize("q_dtype", [F16, BF16])
 @pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])

@@ -7,6 +7,17 @@
 // sized on the host from the device's capacity; blocks loop over the tasks found in the
 // device-side schedule and exit when none is left, so a captured graph replays correctly for
 // any later plan.
+//
+// Programmatic dependent launch (NVIDIA sm_90+): the schedule is plan()'s upload, a copy that
+// no kernel writes, so a block reads its header and its task's item before grid_dependency_wait()
+// (at batch 1 those dependent round trips were a large part of a launch's fixed cost); q, the
+// cache, the index arrays and the split counters may come from the launch before and are read
+// after it. The next launch is let in as each block exits (launch_dependents), so its blocks
+// read their schedule while this grid's last blocks finish. Not earlier: let in once a block's
+// wait had returned, the next launch's blocks started beside this grid's, which took 0.5-0.6 us
+// off batch 1 at kv 1k-4k but made it 13-25% slower at kv 16k (256 blocks, whose successor did
+// not fit beside them); let in at the block's start, a chain of captured calls had every grid
+// resident at once and batch 1 ran 5-26% slower at kv 4k-16k.
 #pragma once
 
 #include <cstdint>

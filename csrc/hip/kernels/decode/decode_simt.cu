@@ -59,11 +59,11 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const Decod
   const int tx = tid % kTx;
   const int ty = tid / kTx;
 
-  grid_dependency_wait();  // q, the cache and the schedule may come from the launch before
-  const ScheduleHeader schedule = schedule_header(p);
+  const ScheduleHeader schedule = schedule_header(p);  // before the wait (decode_common.h)
   const int32_t num_tasks = schedule.num_items * p.num_kv_heads * p.head_slices;
   for (int32_t task = block_index_x(); task < num_tasks; task += p.num_blocks) {
     const TaskHeads t = decode_task(p, schedule, task, G);
+    grid_dependency_wait();  // q, the cache and the index arrays may come from the launch before
     const int32_t req = t.item.request;
     const int32_t kv_len = request_kv_len(p, req);
     int32_t kv_lo = t.item.kv_begin;
