@@ -143,9 +143,12 @@ def _plan_and_partials(qo_indptr, kv_lens, q_tile_tokens, kv_chunk_size, hq, d, 
 
 
 def _emulated_batch_decode(lib, q, k_cache, v_cache, kv_layout, paged, kv_chunk_size, *, sm_scale,
-                           logits_soft_cap=0.0, window_left=-1, k_scale=1.0, v_scale=1.0, num_blocks=3):
+                           logits_soft_cap=0.0, window_left=-1, k_scale=1.0, v_scale=1.0, num_blocks=3,
+                           out_row_pad=0):
     """Plans with the library's planner, then runs lib's decode kernel family and the merge launch
-    as the AMD bindings launch them; returns (out, lse, partial rows)."""
+    as the AMD bindings launch them; returns (out, lse, partial rows). out_row_pad > 0: out is a
+    view whose rows are that many elements longer than head_dim (contiguous only in its last
+    dimension, so most rows' eight-column groups are not 16-byte aligned)."""
     batch, hq, d = q.shape
     tok, head = (1, 2) if kv_layout == "NHD" else (2, 1)
     hkv = k_cache.shape[head]
@@ -153,7 +156,7 @@ def _emulated_batch_decode(lib, q, k_cache, v_cache, kv_layout, paged, kv_chunk_
     plan, rows, partial_o, partial_lse = _plan_and_partials(torch.arange(batch + 1, dtype=torch.int32),
                                                             paged.seq_lens, 1, kv_chunk_size, hq, d, hkv=hkv,
                                                             decode_grid=num_blocks)
-    out = torch.full(q.shape, float("nan"), dtype=q.dtype)
+    out = torch.full((batch, hq, d + out_row_pad), float("nan"), dtype=q.dtype)[..., :d]
     lse = torch.full((batch, hq), float("nan"))
     log2e = 1.0 / math.log(2.0)
     if logits_soft_cap > 0:
@@ -214,6 +217,30 @@ def test_batch_decode_under_emulation(decode_libs, case, family, arch):
                                       logits_soft_cap=cap or None, window_left=window)
         ref.assert_attention_close(out[b], r_out, q_dtype, f"request {b}:")
         ref.assert_lse_close(lse[b], r_lse, f"request {b}:")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("family", ["simt", "mma"])
+def test_batch_decode_unaligned_out_under_emulation(decode_libs, family, arch):
+    """An output whose rows are 129 elements apart (contiguous in its last dimension only, as
+    run() accepts it, so most rows start off a 16-byte boundary): unsplit and split requests
+    match the float64 reference and nothing past head_dim is written."""
+    torch.manual_seed(_seed("unaligned-out", family, arch))
+    kv_lens, hq, hkv, d = [300, 41], 8, 2, 128
+    ks = [torch.randn(n, hkv, d).to(torch.float16) for n in kv_lens]
+    vs = [torch.randn(n, hkv, d).to(torch.float16) for n in kv_lens]
+    paged = ref.build_paged_kv(ks, vs, 16, kv_layout="NHD", single_tensor=False)
+    q = torch.randn(len(kv_lens), hq, d).to(torch.float16)
+    for chunk in (0, 128):
+        out, lse, rows = _emulated_batch_decode(decode_libs[(family, arch)], q, paged.cache[0], paged.cache[1],
+                                                "NHD", paged, chunk, sm_scale=d ** -0.5, out_row_pad=1)
+        assert out.stride(1) == d + 1 and (rows > 0) == (chunk > 0)
+        assert torch.isnan(out.as_strided((len(kv_lens), hq), (hq * (d + 1), d + 1), d)).all(), \
+            "the column past head_dim must stay untouched"
+        for b in range(len(kv_lens)):
+            r_out, r_lse = ref.decode_ref(q[b], ks[b], vs[b], sm_scale=d ** -0.5)
+            ref.assert_attention_close(out[b], r_out, torch.float16, f"chunk {chunk}, request {b}:")
+            ref.assert_lse_close(lse[b], r_lse, f"chunk {chunk}, request {b}:")
 
 
 @pytest.mark.parametrize("arch", ARCHS)
