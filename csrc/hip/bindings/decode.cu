@@ -288,6 +288,8 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
   TORCH_CHECK(partial_o.scalar_type() == at::kFloat && partial_o.is_contiguous() &&
                   partial_lse.scalar_type() == at::kFloat && partial_lse.is_contiguous(),
               op, ": partial_o and partial_lse must be contiguous float32");
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(partial_o.data_ptr()) % 16 == 0, op,
+              ": partial_o must be 16-byte aligned (its rows are read and written 16 bytes at a time)");
   const c10::cuda::CUDAGuard guard(q.device());
 
   float factor = 1.f;

@@ -25,6 +25,7 @@
 #include "../../../include/plan_info.h"
 #include "../page/page_divisor.h"
 #include "fp8.h"
+#include "gpu_iface/atomics.h"
 #include "gpu_iface/platform.h"
 #include "gpu_iface/vec_types.h"
 
@@ -240,16 +241,31 @@ inline constexpr bool kSimtRescaleVote = kWaveSize == 32;
 
 TFO_INLINE float log2_f32(float x) { return __builtin_log2f(x); }
 
-// Where a task's output goes: the final output (with lse) or a partial row of a split request.
+// Eight consecutive outputs of one query head (columns d0 .. d0 + 7, d0 a multiple of 8), already
+// normalised, stored as wide as their destination allows: a partial row (float32, rows of
+// head_dim floats in a 16-byte aligned buffer) takes two 16-byte stores; o takes one 16-byte
+// store where the address is 16-byte aligned, else element stores (o's rows may lie at any
+// element stride).
 template <typename T>
-TFO_INLINE void store_output(const DecodeParams& p, const WorkItem& it, int32_t head, int32_t d,
-                             float value, int head_dim) {
+TFO_INLINE void store_output8(const DecodeParams& p, const WorkItem& it, int32_t head, int32_t d0,
+                              const float* v, int head_dim) {
   if (it.partial_row >= 0) {
-    p.partial_o[(static_cast<int64_t>(it.partial_row) * p.num_qo_heads + head) * head_dim + d] =
-        value;
+    Float4* dst = reinterpret_cast<Float4*>(
+        p.partial_o + (static_cast<int64_t>(it.partial_row) * p.num_qo_heads + head) * head_dim + d0);
+    dst[0] = Float4{{v[0], v[1], v[2], v[3]}};
+    dst[1] = Float4{{v[4], v[5], v[6], v[7]}};
+    return;
+  }
+  T* dst = static_cast<T*>(p.o) + static_cast<int64_t>(it.request) * p.o_stride_batch +
+           head * p.o_stride_head + d0;
+  if (reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
+    KvVec8<T> packed;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) packed.w[e] = pack2<T>(v[2 * e], v[2 * e + 1]);
+    *reinterpret_cast<KvVec8<T>*>(dst) = packed;
   } else {
-    static_cast<T*>(p.o)[static_cast<int64_t>(it.request) * p.o_stride_batch + head * p.o_stride_head + d] =
-        from_float<T>(value);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) dst[i] = from_float<T>(v[i]);
   }
 }
 

@@ -10,6 +10,8 @@
 //   scores (base 2):  s[g] = sum over the kTx lanes of q[g][8 lanes' d] . k[d]   (q pre-scaled)
 //   online softmax:   m' = max(m, s), acc = acc * 2^(m - m') + 2^(s - m') v, where m' stays m
 //                     while s passes m by no more than online_softmax.h's slack
+#include <cstddef>
+
 #include "decode_common.h"
 #include "split_merge.h"
 #include "../online_softmax.h"
@@ -24,8 +26,9 @@ struct SimtUnroll {
   static constexpr int value = G >= 8 ? 2 : 4;
 };
 
+// 16-byte aligned: the merge reads the row-slots' outputs 4 floats at a time.
 template <int D, int G>
-struct SimtMergeSmem {
+struct alignas(16) SimtMergeSmem {
   static constexpr int kTx = D / 8;
   static constexpr int kRowsPerStep = kDecodeThreads / kTx;
   float m[kRowsPerStep][G];
@@ -54,7 +57,9 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const Decod
   constexpr int kStep = kRowsPerStep * kUnroll;
   static_assert(kTx <= kWaveSize && kDecodeThreads % kTx == 0, "a row's lanes share one wave");
 
-  TFO_SHARED SimtMergeSmem<D, G> smem;
+  using MergeSmem = SimtMergeSmem<D, G>;
+  static_assert(offsetof(MergeSmem, o) % 16 == 0, "16-byte reads of the row-slots' outputs");
+  TFO_SHARED MergeSmem smem;
   const int tid = thread_index_x();
   const int tx = tid % kTx;
   const int ty = tid / kTx;
@@ -185,24 +190,34 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const Decod
       }
     }
     block_sync();
-    for (int idx = tid; idx < t.num_heads * D; idx += kDecodeThreads) {
-      const int g = idx / D;
-      const int d = idx % D;
+    // A thread combines the row-slots for 8 columns of one query head: the head's weights once,
+    // 16-byte shared reads, one wide store (store_output8).
+    for (int idx = tid; idx < t.num_heads * kTx; idx += kDecodeThreads) {
+      const int g = idx / kTx;
+      const int d0 = kVec * (idx % kTx);
       float m_all = kNegInf;
 #pragma unroll
       for (int r = 0; r < kRowsPerStep; ++r) m_all = max_f32(m_all, smem.m[r][g]);
-      float l_all = 0.f, o_all = 0.f;
+      float l_all = 0.f, o_all[kVec] = {};
       if (m_all != kNegInf) {
 #pragma unroll
         for (int r = 0; r < kRowsPerStep; ++r) {
           const float w = fast_exp2(smem.m[r][g] - m_all);
           l_all += w * smem.l[r][g];
-          o_all += w * smem.o[r][g][d];
+          const Float4* src = reinterpret_cast<const Float4*>(&smem.o[r][g][d0]);
+          const Float4 lo = src[0], hi = src[1];
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            o_all[i] += w * lo.v[i];
+            o_all[4 + i] += w * hi.v[i];
+          }
         }
       }
       const float inv_l = l_all > 0.f ? p.v_scale / l_all : 0.f;
-      store_output<T>(p, t.item, t.first_head + g, d, o_all * inv_l, D);
-      if (d == 0) store_lse(p, t.item, t.first_head + g, l_all > 0.f ? m_all + log2_f32(l_all) : kNegInf);
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) o_all[i] *= inv_l;
+      store_output8<T>(p, t.item, t.first_head + g, d0, o_all, D);
+      if (d0 == 0) store_lse(p, t.item, t.first_head + g, l_all > 0.f ? m_all + log2_f32(l_all) : kNegInf);
     }
     finish_split_task<T, kDecodeThreads / kWaveSize>(p, t, D);
     block_sync();
