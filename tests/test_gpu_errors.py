@@ -55,6 +55,19 @@ CASES = {
         "multiples of 16 elements",
         ("cuda",),  # the CPU kernels read any stride
     ),
+    # A float workspace view that starts 4 bytes past a 16-byte boundary: the decode kernels
+    # write and merge partial rows 16 bytes at a time, so the binding refuses it.
+    "batch_decode_partial_o_unaligned": (
+        "q = torch.randn(1, 4, 128, dtype=torch.float16, device='{dev}')\n"
+        "kc = torch.randn(2, 16, 1, 128, dtype=torch.float16, device='{dev}')\n"
+        "i32 = lambda *v: torch.tensor(v, dtype=torch.int32, device='{dev}')\n"
+        "partial_o = torch.zeros(1025, device='{dev}')[1:]\n"
+        "ops.batch_decode_paged_run(q, kc, kc, i32(0, 1), i32(0), i32(16), torch.zeros(64, dtype=torch.int32, device='{dev}'), "
+        "partial_o, torch.zeros(16, device='{dev}'), torch.zeros(8, dtype=torch.int32, device='{dev}'), torch.empty_like(q), "
+        "None, 0, -1, 0.1, 0.0, 1.0, 1.0, False, 0, False)",
+        "partial_o must be 16-byte aligned",
+        ("cuda",),  # the CPU kernels read any alignment
+    ),
 }
 
 
