@@ -366,11 +366,19 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   if (custom) mask = p.custom_mask + (p.mask_indptr != nullptr ? p.mask_indptr[r] : 0);
   const float neg_inf = -__builtin_huge_valf();
 
-  // Single-request fp16 kernels on NVIDIA sum P's rows on the tensor cores (and unroll every k
-  // step of S, below): measured faster there (docs/kernel_notes.md). Not bf16: summed as the rounded
+  // The loop of the single-request kernels (fp16: P's row sums on the tensor cores; the next
+  // tile's copies after the scores) serves the planned ragged fp16 kernels too: 1.5-2.7% faster
+  // there on an H200 (d128, 4 x 4k and 1 x 4k). Not the paged ones (0.5-1% slower: their
+  // row-offset table holds registers the loop then spills), nor bf16 (no tensor-core row sums;
+  // the copies' order alone ran 1-1.5% slower in the fp16 ragged kernel), nor head_dim 256 (one
+  // K/V buffer, so only the row sums would change). docs/kernel_notes.md.
+  constexpr bool kSingleRequestLoop =
+      !kPlanned || (!kPaged && std::is_same_v<T, half_t> && kHeadDim <= 128);
+  // fp16 kernels on NVIDIA sum P's rows on the tensor cores (and unroll every k step of S,
+  // below): measured faster there (docs/kernel_notes.md). Not bf16: summed as the rounded
   // operand, P's 8-bit mantissa moves lse by up to ~1.4e-3 (log2 units) on rows of few keys,
-  // past the lse tolerance; not the planned kernels, whose loop state would spill.
-  constexpr bool kRowSumsByMma = kScoreRowSumsByMma && !kPlanned && std::is_same_v<T, half_t>;
+  // past the lse tolerance; not the paged planned kernels (kSingleRequestLoop).
+  constexpr bool kRowSumsByMma = kScoreRowSumsByMma && kSingleRequestLoop && std::is_same_v<T, half_t>;
   // Every kernel without a score transform unrolls S's k steps (where the backend would keep a
   // loop: NVIDIA, head_dim 128), as the fp16 single-request kernels measured faster: bf16 too,
   // with its float row sums (spill-free on sm_90a with the fragment store), and the planned kernels
@@ -378,8 +386,8 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   constexpr bool kUnrollScoreSteps = kRowSumsByMma || !kTransformScores;
   // The same kernels rescale O (when a row maximum moved) before the exponentials rather than
   // after them, so that the exponentials and P.V form one straight block the compiler
-  // interleaves, as fa2's. The others keep the order that fits their registers (bf16 single:
-  // 76-108 bytes of spills the other way; the ragged planned kernels 4).
+  // interleaves, as fa2's. The others (bf16, the paged planned kernels) keep the order that fits
+  // their registers (bf16 single: 76-108 bytes of spills the other way).
   constexpr bool kRescaleBeforeExp = kRowSumsByMma;
   FragC o[R][DF];
   ScoreRows m[R];
@@ -403,11 +411,12 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     // Two stages: K and V of this tile (and Q) landed; every wave is done with the previous
     // tile, whose buffers now take the next one. One stage: K landed; V streams in under S.
     block_sync();
-    // The two-stage single-request kernels issue the next tile's copies after the softmax
-    // instead (below), so that every warp starts S right after the barrier, as fa2 issues its
-    // copies inside the math: 1-4% faster on an H200 (docs/kernel_notes.md). Not the split ones,
-    // whose loop would spill 100 bytes and more; not the planned ones, measured no faster so.
-    constexpr bool kCopiesAfterScores = kStages == 2 && !kPlanned && !kSplitKv;
+    // The two-stage single-request (and planned ragged) kernels issue the next tile's copies
+    // after the softmax instead (below), so that every warp starts S right after the barrier, as
+    // fa2 issues its copies inside the math: 1-4% faster on an H200 (docs/kernel_notes.md). Not
+    // the split ones, whose loop would spill 100 bytes and more; not the other planned ones
+    // (kSingleRequestLoop).
+    constexpr bool kCopiesAfterScores = kStages == 2 && kSingleRequestLoop && !kSplitKv;
     if constexpr (kStages == 2 && !kCopiesAfterScores) {
       if (tile + 1 < num_kv_tiles) {
         const RowOffsets offs = read_row_offsets(stage ^ 1);
