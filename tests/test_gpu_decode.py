@@ -268,6 +268,32 @@ def test_batch_decode_climbing_maxima(workspace, use_tensor_cores):
     _check(w, q, P, r_out, r_lse, dtype)
 
 
+@pytest.mark.parametrize("kv_lens", [[32768], [5, 300, 2000]], ids=["split", "unsplit"])
+@pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
+def test_batch_decode_unaligned_out(workspace, kv_lens, use_tensor_cores):
+    """An out whose rows lie 129 elements apart (a view of a wider buffer): most rows start off
+    a 16-byte boundary, where the kernels store their 8-column groups element by element instead
+    of as one 16-byte store (decode_common.h's store_output8); split and unsplit requests against
+    the float64 reference, and the column past head_dim stays untouched."""
+    hq, hkv, d, dtype = 32, 8, 128, F16
+    P = Paged(kv_lens, 16, hkv, d, dtype, "NHD")
+    q = torch.randn(len(kv_lens), hq, d, dtype=dtype, device=DEV)
+    w = _wrapper(workspace, "NHD", use_tensor_cores)
+    _plan(w, P, hq, hkv, d, dtype, dtype)
+    assert (_splits(w) > 1) == (kv_lens == [32768])
+    wide = torch.full((len(kv_lens), hq, d + 1), float("nan"), dtype=dtype, device=DEV)
+    out = wide[..., :d]
+    assert out.stride(1) == d + 1
+    lse = torch.full(q.shape[:2], float("nan"), dtype=torch.float32, device=DEV)
+    o, l = w.run(q, P.cache, out=out, lse=lse, return_lse=True)
+    assert o is out and l is lse
+    torch.cuda.synchronize()
+    r_out, r_lse = P.reference(q)
+    ref.assert_attention_close(out.cpu(), r_out, dtype, "out:")
+    ref.assert_lse_close(lse.cpu(), r_lse, "lse:")
+    assert torch.isnan(wide[..., d]).all(), "the column past head_dim was written"
+
+
 @pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
 def test_split_merge_in_launch(workspace, use_tensor_cores):
     """Split requests merge inside the decode launch: the last task of a (request, kv head) to
