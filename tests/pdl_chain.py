@@ -51,3 +51,36 @@ def assert_pdl_chain_matches(chain, want, poison=lambda: None):
     torch.cuda.synchronize()
     for got, expected in zip(static, want):
         assert _same_bits(got, expected)
+
+
+def late_copy(src, dst, sleeps=8):
+    """dst.copy_(src) (int32, contiguous) by a kernel that lets the next launch begin as it
+    starts (griddepcontrol.launch_dependents) and stores only after `sleeps` naps of ~0.1 ms:
+    a programmatic dependent launch after it that reads dst before its wait for this kernel
+    sees dst's old contents, every time, not only when the scheduler happens to start it early.
+    Needs Triton (NVIDIA sm_90+)."""
+    import triton
+    import triton.language as tl
+
+    global _late_copy_kernel
+    if _late_copy_kernel is None:
+        @triton.jit
+        def kernel(src_ptr, dst_ptr, n, SLEEPS: tl.constexpr, BLOCK: tl.constexpr):
+            tl.extra.cuda.gdc_launch_dependents()
+            offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+            mask = offs < n
+            x = tl.load(src_ptr + offs, mask=mask, other=0)
+            for _ in tl.static_range(SLEEPS):
+                # The nap takes x and gives it back, so the store waits for every nap.
+                x = tl.inline_asm_elementwise("nanosleep.u32 100000;\n\tmov.b32 $0, $1;", "=r,r", [x],
+                                              dtype=tl.int32, is_pure=False, pack=1)
+            tl.store(dst_ptr + offs, x, mask=mask)
+
+        _late_copy_kernel = kernel
+    assert src.dtype == dst.dtype == torch.int32 and src.is_contiguous() and dst.is_contiguous()
+    n = src.numel()
+    block = 1024
+    _late_copy_kernel[(triton.cdiv(n, block),)](src, dst, n, SLEEPS=sleeps, BLOCK=block)
+
+
+_late_copy_kernel = None

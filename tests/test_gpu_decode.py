@@ -8,10 +8,10 @@ import torch_flashinfer_ops as flashinfer
 
 try:
     from . import reference as ref
-    from .pdl_chain import assert_pdl_chain_matches, attention_chain, device_has_pdl
+    from .pdl_chain import assert_pdl_chain_matches, attention_chain, device_has_pdl, late_copy
 except ImportError:
     import reference as ref
-    from pdl_chain import assert_pdl_chain_matches, attention_chain, device_has_pdl
+    from pdl_chain import assert_pdl_chain_matches, attention_chain, device_has_pdl, late_copy
 
 pytestmark = [
     pytest.mark.gpu,
@@ -362,9 +362,11 @@ def test_pdl_decode_reads_page_ids_after_the_wait(workspace, use_tensor_cores, k
     before it (the schedule is plan()'s upload, which no kernel writes), but the index arrays
     only after the wait. Here the page ids are device int32 arrays that run() uses in place,
     another page order sits in them until a kernel right before each decode launch writes the
-    planned one, and each step's q comes from the step before's output; eager and captured in a
-    CUDA graph, the chain is bitwise the chain without PDL, and its first step matches the
-    float64 reference."""
+    planned one (pdl_chain.late_copy: it lets the decode launch begin at once and writes late,
+    so a read before the wait sees the other order), and each step's q comes from the step
+    before's output; eager and captured in a CUDA graph, the chain is bitwise the chain without
+    PDL, and its first step matches the float64 reference."""
+    pytest.importorskip("triton")
     hq, hkv, d, page_size = 32, 8, 128, 16
     P = Paged(kv_lens, page_size, hkv, d, F16, "NHD")
     planned = P.indices.to(DEV)
@@ -374,7 +376,7 @@ def test_pdl_decode_reads_page_ids_after_the_wait(workspace, use_tensor_cores, k
     assert w._kv_indices.data_ptr() == page_ids.data_ptr(), "run() must read the caller's page ids in place"
 
     def run(q, pdl):
-        torch.add(planned, 0, out=page_ids)  # the decode launch reads what this kernel writes
+        late_copy(planned, page_ids)  # the decode launch reads what this kernel writes
         return w.run(q, P.cache, enable_pdl=pdl)
 
     def poison():
