@@ -268,7 +268,7 @@ def test_batch_decode_climbing_maxima(workspace, use_tensor_cores):
     _check(w, q, P, r_out, r_lse, dtype)
 
 
-@pytest.mark.parametrize("kv_lens", [[32768], [5, 300, 2000]], ids=["split", "unsplit"])
+@pytest.mark.parametrize("kv_lens", [[32768], [5, 300, 2000] * 40], ids=["split", "unsplit"])
 @pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
 def test_batch_decode_unaligned_out(workspace, kv_lens, use_tensor_cores):
     """An out whose rows lie 129 elements apart (a view of a wider buffer): most rows start off
@@ -280,7 +280,7 @@ def test_batch_decode_unaligned_out(workspace, kv_lens, use_tensor_cores):
     q = torch.randn(len(kv_lens), hq, d, dtype=dtype, device=DEV)
     w = _wrapper(workspace, "NHD", use_tensor_cores)
     _plan(w, P, hq, hkv, d, dtype, dtype)
-    assert (_splits(w) > 1) == (kv_lens == [32768])
+    assert (_splits(w) > 0) == (len(kv_lens) == 1), "batch 1 at 32k splits, 120 requests do not"
     wide = torch.full((len(kv_lens), hq, d + 1), float("nan"), dtype=dtype, device=DEV)
     out = wide[..., :d]
     assert out.stride(1) == d + 1
