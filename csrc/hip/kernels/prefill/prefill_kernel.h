@@ -367,11 +367,12 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   const float neg_inf = -__builtin_huge_valf();
 
   // The loop of the single-request kernels (fp16: P's row sums on the tensor cores; the next
-  // tile's copies after the scores) serves the planned ragged fp16 kernels too: 1.5-2.7% faster
-  // there on an H200 (d128, 4 x 4k and 1 x 4k). Not the paged ones (0.5-1% slower: their
-  // row-offset table holds registers the loop then spills), nor bf16 (no tensor-core row sums;
-  // the copies' order alone ran 1-1.5% slower in the fp16 ragged kernel), nor head_dim 256 (one
-  // K/V buffer, so only the row sums would change). docs/kernel_notes.md.
+  // tile's copies after the scores) serves the planned ragged fp16 kernels too: 1.4-2.3% faster
+  // there on an H200 at head_dim 128, 0.7-1.4% at 64 (4 x 4k and 1 x 4k). Not the paged ones,
+  // 1-2% slower so: their row-offset table holds registers the loop then spills (also with the
+  // page lookup ahead held as a 32-bit id). Nor bf16 (no tensor-core row sums; the copies'
+  // order alone ran 1-1.5% slower in the fp16 ragged kernel), nor head_dim 256 (one K/V buffer,
+  // so only the row sums would change). docs/kernel_notes.md.
   constexpr bool kSingleRequestLoop =
       !kPlanned || (!kPaged && std::is_same_v<T, half_t> && kHeadDim <= 128);
   // fp16 kernels on NVIDIA sum P's rows on the tensor cores (and unroll every k step of S,
