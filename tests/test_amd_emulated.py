@@ -188,6 +188,15 @@ DECODE_CASES = {
 }
 
 
+def _assert_decode_matches(out, lse, q, ks, vs, dtype, label="", **ref_kw):
+    """Each request's out and lse against the float64 decode reference (ks, vs: its K/V as
+    the reference takes them, dequantized where the cache is FP8)."""
+    for b in range(q.shape[0]):
+        r_out, r_lse = ref.decode_ref(q[b], ks[b], vs[b], **ref_kw)
+        ref.assert_attention_close(out[b], r_out, dtype, f"{label}request {b}:")
+        ref.assert_lse_close(lse[b], r_lse, f"{label}request {b}:")
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("family", ["simt", "mma"])
 @pytest.mark.parametrize("case", list(DECODE_CASES), ids=list(DECODE_CASES))
@@ -211,12 +220,9 @@ def test_batch_decode_under_emulation(decode_libs, case, family, arch):
                                             k_scale=k_scale, v_scale=v_scale)
     if chunk:
         assert rows > 0, "the case must split a request"
-    for b in range(len(kv_lens)):
-        r_out, r_lse = ref.decode_ref(q[b], ref.dequant(ks[b], k_scale if fp8 else None),
-                                      ref.dequant(vs[b], v_scale if fp8 else None), sm_scale=sm_scale,
-                                      logits_soft_cap=cap or None, window_left=window)
-        ref.assert_attention_close(out[b], r_out, q_dtype, f"request {b}:")
-        ref.assert_lse_close(lse[b], r_lse, f"request {b}:")
+    _assert_decode_matches(out, lse, q, [ref.dequant(k, k_scale if fp8 else None) for k in ks],
+                           [ref.dequant(v, v_scale if fp8 else None) for v in vs], q_dtype,
+                           sm_scale=sm_scale, logits_soft_cap=cap or None, window_left=window)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -237,10 +243,7 @@ def test_batch_decode_unaligned_out_under_emulation(decode_libs, family, arch):
         assert out.stride(1) == d + 1 and (rows > 0) == (chunk > 0)
         assert torch.isnan(out.as_strided((len(kv_lens), hq), (hq * (d + 1), d + 1), d)).all(), \
             "the column past head_dim must stay untouched"
-        for b in range(len(kv_lens)):
-            r_out, r_lse = ref.decode_ref(q[b], ks[b], vs[b], sm_scale=d ** -0.5)
-            ref.assert_attention_close(out[b], r_out, torch.float16, f"chunk {chunk}, request {b}:")
-            ref.assert_lse_close(lse[b], r_lse, f"chunk {chunk}, request {b}:")
+        _assert_decode_matches(out, lse, q, ks, vs, torch.float16, f"chunk {chunk}, ", sm_scale=d ** -0.5)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -261,10 +264,7 @@ def test_batch_decode_climbing_maxima_under_emulation(decode_libs, family, arch)
         out, lse, rows = _emulated_batch_decode(decode_libs[(family, arch)], q, paged.cache[0], paged.cache[1],
                                                 "NHD", paged, chunk, sm_scale=d ** -0.5)
         assert (rows > 0) == (chunk > 0)
-        for b in range(len(kv_lens)):
-            r_out, r_lse = ref.decode_ref(q[b], ks[b], vs[b], sm_scale=d ** -0.5)
-            ref.assert_attention_close(out[b], r_out, torch.float16, f"chunk {chunk}, request {b}:")
-            ref.assert_lse_close(lse[b], r_lse, f"chunk {chunk}, request {b}:")
+        _assert_decode_matches(out, lse, q, ks, vs, torch.float16, f"chunk {chunk}, ", sm_scale=d ** -0.5)
 
 
 @pytest.fixture(scope="module")
