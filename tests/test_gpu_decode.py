@@ -92,14 +92,21 @@ def _plan(w, P, hq, hkv, d, q_dtype, kv_dtype, **kw):
     w.plan(P.indptr, P.indices, P.last, hq, hkv, d, P.page_size, q_data_type=q_dtype, kv_data_type=kv_dtype, **kw)
 
 
-def _check(w, q, P, r_out, r_lse, dtype, **run_kw):
-    out = torch.full(q.shape, float("nan"), dtype=dtype, device=DEV)
+def _check(w, q, P, r_out, r_lse, dtype, out_row_pad=0, **run_kw):
+    """Runs into a NaN-poisoned out and lse and checks them against the reference. out_row_pad >
+    0: out is a view whose rows are that many elements longer than head_dim (contiguous only in
+    its last dimension), and the padding must stay untouched."""
+    d = q.shape[-1]
+    wide = torch.full((*q.shape[:2], d + out_row_pad), float("nan"), dtype=dtype, device=DEV)
+    out = wide[..., :d]
+    assert out.stride(1) == d + out_row_pad
     lse = torch.full(q.shape[:2], float("nan"), dtype=torch.float32, device=DEV)
     o, l = w.run(q, P.cache, out=out, lse=lse, return_lse=True, **run_kw)
     assert o is out and l is lse
     torch.cuda.synchronize()
     ref.assert_attention_close(out.cpu(), r_out, dtype, "out:")
     ref.assert_lse_close(lse.cpu(), r_lse, "lse:")
+    assert torch.isnan(wide[..., d:]).all(), "the padding past head_dim was written"
     return (out.cpu().double() - r_out).abs().max().item()
 
 
@@ -281,17 +288,8 @@ def test_batch_decode_unaligned_out(workspace, kv_lens, use_tensor_cores):
     w = _wrapper(workspace, "NHD", use_tensor_cores)
     _plan(w, P, hq, hkv, d, dtype, dtype)
     assert (_splits(w) > 0) == (len(kv_lens) == 1), "batch 1 at 32k splits, 120 requests do not"
-    wide = torch.full((len(kv_lens), hq, d + 1), float("nan"), dtype=dtype, device=DEV)
-    out = wide[..., :d]
-    assert out.stride(1) == d + 1
-    lse = torch.full(q.shape[:2], float("nan"), dtype=torch.float32, device=DEV)
-    o, l = w.run(q, P.cache, out=out, lse=lse, return_lse=True)
-    assert o is out and l is lse
-    torch.cuda.synchronize()
     r_out, r_lse = P.reference(q)
-    ref.assert_attention_close(out.cpu(), r_out, dtype, "out:")
-    ref.assert_lse_close(lse.cpu(), r_lse, "lse:")
-    assert torch.isnan(wide[..., d]).all(), "the column past head_dim was written"
+    _check(w, q, P, r_out, r_lse, dtype, out_row_pad=1)
 
 
 @pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
