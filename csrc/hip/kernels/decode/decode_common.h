@@ -299,4 +299,41 @@ TFO_INLINE TaskHeads decode_task(const DecodeParams& p, const ScheduleHeader& h,
   return t;
 }
 
+// The end of a decode task: kSlots partial softmax states (m, l, o, base 2) of each of the task's
+// query heads, which the block's waves or row-slots left in shared memory (row r's slot s at
+// m[s * slot_stride + r], l likewise, o at (s * slot_stride + r) * D), combined and stored. A
+// thread takes 8 columns of one row: the row's weights once, 16-byte shared reads (o 16-byte
+// aligned), one wide store (store_output8); out_scale multiplies the normalised output.
+template <typename T, int D, int kSlots, int kThreads>
+TFO_INLINE void combine_slots8(const DecodeParams& p, const TaskHeads& t, const float* m, const float* l,
+                               const float* o, int slot_stride, float out_scale, int tid) {
+  constexpr int kChunks = D / 8;
+  for (int idx = tid; idx < t.num_heads * kChunks; idx += kThreads) {
+    const int row = idx / kChunks, d0 = 8 * (idx % kChunks);
+    float m_all = kNegInf;
+#pragma unroll
+    for (int s = 0; s < kSlots; ++s) m_all = max_f32(m_all, m[s * slot_stride + row]);
+    float l_all = 0.f, o_all[8] = {};
+    if (m_all != kNegInf) {
+#pragma unroll
+      for (int s = 0; s < kSlots; ++s) {
+        const float w = fast_exp2(m[s * slot_stride + row] - m_all);
+        l_all += w * l[s * slot_stride + row];
+        const Float4* src = reinterpret_cast<const Float4*>(o + (s * slot_stride + row) * D + d0);
+        const Float4 lo = src[0], hi = src[1];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          o_all[i] += w * lo.v[i];
+          o_all[4 + i] += w * hi.v[i];
+        }
+      }
+    }
+    const float inv_l = l_all > 0.f ? out_scale / l_all : 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) o_all[i] *= inv_l;
+    store_output8<T>(p, t.item, t.first_head + row, d0, o_all, D);
+    if (d0 == 0) store_lse(p, t.item, t.first_head + row, l_all > 0.f ? m_all + log2_f32(l_all) : kNegInf);
+  }
+}
+
 }  // namespace tfo::kernels

@@ -451,34 +451,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
       }
     }
     block_sync();
-    // A thread combines the waves' outputs for 8 columns of one row: the row's weights once,
-    // 16-byte shared reads, one wide store (store_output8).
-    for (int idx = tid; idx < t.num_heads * kChunks; idx += kThreads) {
-      const int row = idx / kChunks, d0 = 8 * (idx % kChunks);
-      float m_all = kNegInf;
-#pragma unroll
-      for (int w = 0; w < kWaves; ++w) m_all = max_f32(m_all, smem_m[w * kRows + row]);
-      float l_all = 0.f, o_all[8] = {};
-      if (m_all != kNegInf) {
-#pragma unroll
-        for (int w = 0; w < kWaves; ++w) {
-          const float wgt = fast_exp2(smem_m[w * kRows + row] - m_all);
-          l_all += wgt * smem_l[w * kRows + row];
-          const Float4* src = reinterpret_cast<const Float4*>(smem_o + (w * kRows + row) * D + d0);
-          const Float4 lo = src[0], hi = src[1];
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            o_all[i] += wgt * lo.v[i];
-            o_all[4 + i] += wgt * hi.v[i];
-          }
-        }
-      }
-      const float inv_l = l_all > 0.f ? p.v_scale * kv_unit / l_all : 0.f;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) o_all[i] *= inv_l;
-      store_output8<T>(p, t.item, t.first_head + row, d0, o_all, D);
-      if (d0 == 0) store_lse(p, t.item, t.first_head + row, l_all > 0.f ? m_all + log2_f32(l_all) : kNegInf);
-    }
+    combine_slots8<T, D, kWaves, kThreads>(p, t, smem_m, smem_l, smem_o, kRows, p.v_scale * kv_unit, tid);
     finish_split_task<T, kWaves>(p, t, D);
   }
   grid_dependents_launch();  // this block's stores are issued

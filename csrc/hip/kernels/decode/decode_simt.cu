@@ -190,35 +190,8 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const Decod
       }
     }
     block_sync();
-    // A thread combines the row-slots for 8 columns of one query head: the head's weights once,
-    // 16-byte shared reads, one wide store (store_output8).
-    for (int idx = tid; idx < t.num_heads * kTx; idx += kDecodeThreads) {
-      const int g = idx / kTx;
-      const int d0 = kVec * (idx % kTx);
-      float m_all = kNegInf;
-#pragma unroll
-      for (int r = 0; r < kRowsPerStep; ++r) m_all = max_f32(m_all, smem.m[r][g]);
-      float l_all = 0.f, o_all[kVec] = {};
-      if (m_all != kNegInf) {
-#pragma unroll
-        for (int r = 0; r < kRowsPerStep; ++r) {
-          const float w = fast_exp2(smem.m[r][g] - m_all);
-          l_all += w * smem.l[r][g];
-          const Float4* src = reinterpret_cast<const Float4*>(&smem.o[r][g][d0]);
-          const Float4 lo = src[0], hi = src[1];
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            o_all[i] += w * lo.v[i];
-            o_all[4 + i] += w * hi.v[i];
-          }
-        }
-      }
-      const float inv_l = l_all > 0.f ? p.v_scale / l_all : 0.f;
-#pragma unroll
-      for (int i = 0; i < kVec; ++i) o_all[i] *= inv_l;
-      store_output8<T>(p, t.item, t.first_head + g, d0, o_all, D);
-      if (d0 == 0) store_lse(p, t.item, t.first_head + g, l_all > 0.f ? m_all + log2_f32(l_all) : kNegInf);
-    }
+    combine_slots8<T, D, kRowsPerStep, kDecodeThreads>(p, t, &smem.m[0][0], &smem.l[0][0], &smem.o[0][0][0], G,
+                                                       p.v_scale, tid);
     finish_split_task<T, kDecodeThreads / kWaveSize>(p, t, D);
     block_sync();
   }
