@@ -2,7 +2,7 @@
 per-request fields, then the work items (request, q_begin, q_end, kv_begin, kv_end,
 partial_row), then, in prefill plans with work lists, the lists."""
 
-HEADER, REQUEST_FIELDS, ITEM_FIELDS = 8, 2, 6
+HEADER, REQUEST_FIELDS, ITEM_FIELDS = 8, 4, 6
 NUM_ITEMS, NUM_REQUESTS, NUM_LISTS, PARTIAL_ROWS, KV_CHUNK_SIZE = 0, 1, 3, 4, 6  # header fields
 TASK_BLOCKS = 7  # decode: the blocks its tasks are dealt over (0: the whole grid)
 KV_BEGIN, KV_END = 3, 4  # item fields

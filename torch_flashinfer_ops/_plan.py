@@ -102,7 +102,7 @@ def choose_kv_chunk_size(platform: str, qo_lens: np.ndarray, kv_lens: np.ndarray
     kv = torch.from_numpy(np.ascontiguousarray(kv_lens, dtype=np.int32))
     return int(_C.choose_kv_chunk_size(platform != "cpu", torch.from_numpy(qo_indptr), kv, num_kv_heads,
                                        q_tile_rows, _workers(platform), decode_grid, prefill_grid, causal,
-                                       window_left, decode_bandwidth_bound))
+                                       window_left, decode_bandwidth_bound, _EMPTY if page_indptr_host is None else page_indptr_host))
 
 
 @dataclasses.dataclass
@@ -179,12 +179,13 @@ class Workspace:
              num_qo_heads: int, num_kv_heads: int, head_dim: int,
              kv_chunk_size: int | None = None, decode_grid: int = 0, *, upload: Upload,
              work_lists: int = 0, causal: bool = False, window_left: int = -1,
-             decode_bandwidth_bound: bool = False) -> BatchPlan:
+             decode_bandwidth_bound: bool = False, page_indptr_host: Optional[torch.Tensor] = None) -> BatchPlan:
         """Schedules the batch on the host (one call into plan_host.cpp) and queues the schedule's
         copy on `upload`. qo_indptr_host None: one query row per request (decode). work_lists:
         the blocks of the GPU prefill grid, whose per-block work lists the schedule then carries
         (costed by causal and window_left; csrc/cpu/work_lists.cpp). decode_bandwidth_bound: see
-        choose_kv_chunk_size."""
+        choose_kv_chunk_size. page_indptr_host: a paged cache's kv_indptr (host int32), which the
+        schedule carries for the decode kernels (csrc/include/plan_info.h, kPageBase)."""
         q_tile_rows = q_tile_tokens(platform, num_qo_heads, num_kv_heads, head_dim)
 
         def schedule(chunk: int):
@@ -192,7 +193,7 @@ class Workspace:
             return _C.plan_host(
                 _EMPTY if qo_indptr_host is None else qo_indptr_host, kv_lens_host, self.plan_host, q_tile_rows,
                 num_kv_heads, _workers(platform), decode_grid, chunk, platform != "cpu", work_lists, causal,
-                window_left, decode_bandwidth_bound)
+                window_left, decode_bandwidth_bound, _EMPTY if page_indptr_host is None else page_indptr_host)
 
         valid, _, needed, rows, total_qo = schedule(-1 if kv_chunk_size is None else kv_chunk_size)
         if not valid:

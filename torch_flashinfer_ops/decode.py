@@ -167,7 +167,7 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
         upload = self._new_upload(non_blocking)
         # The schedule is built in host scratch; nothing reaches the device before upload.send().
         plan = self._workspace.plan(self.platform, None, kv_lens_h, num_qo_heads, num_kv_heads, head_dim,
-                                    decode_grid=grid, upload=upload,
+                                    decode_grid=grid, upload=upload, page_indptr_host=kv_indptr_h,
                                     decode_bandwidth_bound=decode_bandwidth_bound(self.platform, kv_dtype,
                                                                                   self._use_tensor_cores))
         n_pages = int(kv_indptr_h[-1])

@@ -308,17 +308,24 @@ bool fill_kv_lens(const at::Tensor& kv_indptr, const at::Tensor& last_page_len, 
 // given qo_indptr is not batch + 1 non-decreasing entries from 0, and schedule is then untouched.
 // kv_chunk_size < 0: chosen by the policy. work_lists > 0 (prefill on the GPU: the blocks of the
 // kernel's persistent grid): the schedule also gets work lists for that many blocks, costed
-// with causal and window_left (work_lists.cpp).
+// with causal and window_left (work_lists.cpp). page_indptr (paged caches; may be empty): the
+// requests' offsets into kv_indices, which the schedule then carries (plan_info.h, kPageBase).
 std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor& qo_indptr, const at::Tensor& kv_lens,
                                                                at::Tensor schedule, int64_t q_tile_rows,
                                                                int64_t num_kv_heads, int64_t workers,
                                                                int64_t decode_grid, int64_t kv_chunk_size, bool gpu,
                                                                int64_t work_lists, bool causal, int64_t window_left,
-                                                               bool decode_bandwidth_bound) {
+                                                               bool decode_bandwidth_bound,
+                                                               const at::Tensor& page_indptr) {
   namespace layout = ::flashinfer_ops::plan_info;
   check_host_int32(kv_lens, "kv_lens");
   check_host_int32(schedule, "schedule");
   const int64_t batch = kv_lens.numel();
+  if (page_indptr.numel() > 0) {
+    check_host_int32(page_indptr, "page_indptr");
+    TORCH_CHECK(page_indptr.numel() == batch + 1, "plan_host: page_indptr must have batch + 1 = ", batch + 1,
+                " entries, got ", page_indptr.numel());
+  }
   const int32_t* qo = nullptr;
   std::vector<int32_t> decode_indptr;
   if (qo_indptr.numel() == 0) {  // decode
@@ -341,6 +348,10 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
   }
   int32_t* out = schedule.data_ptr<int32_t>();
   plan_schedule(qo, lens, batch, q_tile_rows, kv_chunk_size, out, schedule.numel());
+  if (page_indptr.numel() > 0) {
+    const int32_t* first_page = page_indptr.data_ptr<int32_t>();
+    for (int64_t r = 0; r < batch; ++r) out[layout::kHeaderSize + layout::kRequestFields * r + layout::kPageBase] = first_page[r];
+  }
   if (!decode_indptr.empty() && gpu) {
     order_decode_items(out, num_kv_heads, decode_grid);
     deal_decode_tasks(out, num_kv_heads, decode_grid);
@@ -388,7 +399,8 @@ void bind_plan_host(pybind11::module_& m) {
         "plan()'s host work: (valid, kv_chunk_size, needed, partial_rows, total_qo); see plan_host.cpp",
         py::arg("qo_indptr"), py::arg("kv_lens"), py::arg("schedule"), py::arg("q_tile_rows"), py::arg("num_kv_heads"),
         py::arg("workers"), py::arg("decode_grid"), py::arg("kv_chunk_size"), py::arg("gpu"), py::arg("work_lists"),
-        py::arg("causal"), py::arg("window_left"), py::arg("decode_bandwidth_bound") = false);
+        py::arg("causal"), py::arg("window_left"), py::arg("decode_bandwidth_bound") = false,
+        py::arg("page_indptr") = at::empty({0}, at::kInt));
   m.def("fill_kv_lens", &fill_kv_lens,
         "(kv_indptr, last_page_len, page_size, num_indices, kv_lens out) -> valid; see plan_host.cpp");
   m.def("choose_kv_chunk_size", &choose_kv_chunk_size_py, "the kv split policy; see plan_host.cpp", py::arg("gpu"),

@@ -59,6 +59,8 @@ void plan_schedule(const int32_t* qo_indptr, const int32_t* kv_lens, int64_t bat
     const int64_t base = splits > 1 ? partial_rows : -1;
     requests[kRequestFields * r + kPartialBase] = static_cast<int32_t>(base);
     requests[kRequestFields * r + kNumSplits] = static_cast<int32_t>(splits);
+    requests[kRequestFields * r + kKvLen] = kv_lens[r];
+    requests[kRequestFields * r + kPageBase] = -1;  // plan_host.cpp's caller may give the page table
     const int64_t chunk = splits > 1 ? kv_chunk_size : std::max<int64_t>(kv_lens[r], 1);
     for (int64_t s = 0; s < splits; ++s) {
       for (int64_t q0 = 0; q0 < std::max<int64_t>(qo_len, 1); q0 += q_tile_rows) {

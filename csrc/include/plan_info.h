@@ -2,7 +2,7 @@
 // run operators read. Torch-free: the CPU kernels and the GPU kernels share it.
 //
 //   [0, kHeaderSize)                         header, see Header
-//   [kHeaderSize, + kRequestFields*batch)    per request: partial_base, num_splits
+//   [kHeaderSize, + kRequestFields*batch)    per request: partial_base, num_splits, kv_len, page_base
 //   [..., + kItemFields*num_items)           work items, one per (request, q tile, kv chunk)
 //   [..., + num_lists + 1)                    work lists (GPU prefill): offsets of each list
 //   [..., + num_kv_heads*num_items)           their entries, item * num_kv_heads + kv head
@@ -31,7 +31,7 @@ namespace plan_info {
 
 constexpr int kHeaderSize = 8;
 constexpr int kItemFields = 6;
-constexpr int kRequestFields = 2;
+constexpr int kRequestFields = 4;
 
 // Partial rows a wave of the split merge loads before it uses the first (split_merge.h): after a
 // split request's last task the merge takes one L2 round trip per this many splits, which the
@@ -61,6 +61,12 @@ enum ItemField : int {
 enum RequestField : int {
   kPartialBase = 0,  // first partial row of the request, -1 when not split
   kNumSplits = 1,
+  // The request's kv length and, for a paged cache, its first page's place in kv_indices
+  // (kv_indptr[r]; -1 where the plan was made without the page table, so that a kernel reads
+  // kv_indptr itself). The tensor-core decode kernel reads both from the plan before the
+  // programmatic-launch wait, so that only its page ids and K/V wait for the launch before.
+  kKvLen = 2,
+  kPageBase = 3,
 };
 
 inline constexpr int64_t size_for(int64_t item_capacity, int64_t request_capacity, int64_t num_lists = 0,

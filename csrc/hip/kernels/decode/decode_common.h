@@ -10,10 +10,11 @@
 //
 // Programmatic dependent launch (NVIDIA sm_90+): the schedule is plan()'s upload, a copy that
 // no kernel writes, so a block reads its header and its task's item before grid_dependency_wait()
-// (at batch 1 those dependent round trips were a large part of a launch's fixed cost); q, the
-// cache, the index arrays and the split counters may come from the launch before and are read
-// after it. The next launch is let in as each block exits (launch_dependents), so its blocks
-// read their schedule while this grid's last blocks finish. Not earlier: let in once a block's
+// (at batch 1 those dependent round trips were a large part of a launch's fixed cost), and the
+// tensor-core kernel the request's kv length and first page offset too, which plan() puts in the
+// schedule (request_kv); q, the cache, the index arrays and the split counters may come from the
+// launch before and are read after it. The next launch is let in as each block exits
+// (launch_dependents), so its blocks read their schedule while this grid's last blocks finish. Not earlier: let in once a block's
 // wait had returned, the next launch's blocks started beside this grid's, which took 0.5-0.6 us
 // off batch 1 at kv 1k-4k but made it 13-25% slower at kv 16k (256 blocks, whose successor did
 // not fit beside them); let in at the block's start, a chain of captured calls had every grid
@@ -133,19 +134,37 @@ TFO_INLINE void schedule_request(const DecodeParams& p, int32_t r, int32_t& part
   }
 }
 
-// A request's kv length: its three index loads issued together (the last page's length is read
-// whether or not the request has pages, so it does not wait for the page count).
-TFO_INLINE int32_t request_kv_len(const DecodeParams& p, int32_t r) {
+// A request's kv length and first page's place in kv_indices, as the schedule carries them
+// (plan_info.h: kKvLen, kPageBase), read before grid_dependency_wait() with the task's item.
+struct RequestKv {
+  int32_t kv_len, page_base;  // page_base -1: not carried (request_pages reads kv_indptr)
+};
+
+TFO_INLINE RequestKv request_kv(const DecodeParams& p, const ScheduleHeader& h, int32_t r) {
+  using namespace flashinfer_ops::plan_info;
+  if (p.plan == nullptr) return {p.single_kv_len, 0};
+  const int32_t* req = p.plan + kHeaderSize + kRequestFields * r;
+  return {req[kKvLen], req[kPageBase]};
+}
+
+// A request's kv length from the index arrays, after the wait: its three loads issued together
+// (the last page's length is read whether or not the request has pages, so it does not wait for
+// the page count). The CUDA-core kernel takes its lengths and pages this way: given them from the
+// schedule (request_kv) it ran 4-7% slower at batch 16-64 on an H200 (outputs bitwise the same,
+// registers and the step loop's size unchanged; docs/kernel_notes.md), where the tensor-core
+// kernel gained 1-5%.
+TFO_INLINE int32_t request_kv_len_from_index_arrays(const DecodeParams& p, int32_t r) {
   if (p.plan == nullptr) return p.single_kv_len;
   const int32_t first = p.kv_indptr[r], end = p.kv_indptr[r + 1], last = p.kv_last_page_len[r];
   const int32_t pages = end - first;
   return pages > 0 ? (pages - 1) * p.page_div.size + last : 0;
 }
 
-// The page ids of a request (kv_indptr[r] read again where they are needed: held from the kv
-// length on, the pointer cost AMD's kernels two scalar registers they do not have).
-TFO_INLINE const int32_t* request_pages(const DecodeParams& p, int32_t r) {
-  return p.plan != nullptr ? p.kv_indices + p.kv_indptr[r] : p.kv_indices;
+// The page ids of a request, after the wait (kv_indices may come from the launch before):
+// kv_indptr[r] is read there unless page_base (the schedule's kPageBase) is given; -1 reads it.
+TFO_INLINE const int32_t* request_pages(const DecodeParams& p, int32_t r, int32_t page_base) {
+  if (p.plan == nullptr) return p.kv_indices;
+  return p.kv_indices + (page_base >= 0 ? page_base : p.kv_indptr[r]);
 }
 
 // Element offsets of kv position pos of one request.

@@ -251,9 +251,10 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
   const int32_t num_tasks = schedule.num_items * p.num_kv_heads * p.head_slices;
   for (int32_t task = block_index_x(); task < num_tasks; task += p.num_blocks) {
     const TaskHeads t = decode_task(p, schedule, task, kRows);
-    grid_dependency_wait();  // q, the cache and the index arrays may come from the launch before
+    const RequestKv request = request_kv(p, schedule, t.item.request);  // the schedule's, before the wait
+    grid_dependency_wait();  // q, the cache and the page ids may come from the launch before
     const int32_t req = t.item.request;
-    const int32_t kv_len = request_kv_len(p, req);
+    const int32_t kv_len = request.kv_len;
     int32_t kv_lo = t.item.kv_begin;
     const int32_t kv_hi = t.item.kv_end < kv_len ? t.item.kv_end : kv_len;
     if (p.window_left >= 0 && kv_len - 1 - p.window_left > kv_lo) kv_lo = kv_len - 1 - p.window_left;
@@ -276,7 +277,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
     }
     copy_commit_group();
 
-    const int32_t* pages = request_pages(p, req);
+    const int32_t* pages = request_pages(p, req, request.page_base);
     // Row addresses run one tile ahead of the copies, which run kStages - 1 tiles ahead of the
     // math: tile s's addresses are stored before tile s - 1's copies are issued.
     RowAddresses<KV, kTokens> rows;

@@ -70,7 +70,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const Decod
     const TaskHeads t = decode_task(p, schedule, task, G);
     grid_dependency_wait();  // q, the cache and the index arrays may come from the launch before
     const int32_t req = t.item.request;
-    const int32_t kv_len = request_kv_len(p, req);
+    const int32_t kv_len = request_kv_len_from_index_arrays(p, req);
     int32_t kv_lo = t.item.kv_begin;
     const int32_t kv_hi = t.item.kv_end < kv_len ? t.item.kv_end : kv_len;
     if (p.window_left >= 0 && kv_len - 1 - p.window_left > kv_lo) kv_lo = kv_len - 1 - p.window_left;
@@ -88,7 +88,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const Decod
       }
     }
 
-    const int32_t* pages = request_pages(p, req);
+    const int32_t* pages = request_pages(p, req, -1);  // from kv_indptr (decode_common.h)
     float m[G], l[G], acc[G][kVec];
 #pragma unroll
     for (int g = 0; g < G; ++g) {
