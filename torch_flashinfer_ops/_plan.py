@@ -102,7 +102,7 @@ def choose_kv_chunk_size(platform: str, qo_lens: np.ndarray, kv_lens: np.ndarray
     kv = torch.from_numpy(np.ascontiguousarray(kv_lens, dtype=np.int32))
     return int(_C.choose_kv_chunk_size(platform != "cpu", torch.from_numpy(qo_indptr), kv, num_kv_heads,
                                        q_tile_rows, _workers(platform), decode_grid, prefill_grid, causal,
-                                       window_left, decode_bandwidth_bound, _EMPTY if page_indptr_host is None else page_indptr_host))
+                                       window_left, decode_bandwidth_bound))
 
 
 @dataclasses.dataclass
@@ -179,7 +179,8 @@ class Workspace:
              num_qo_heads: int, num_kv_heads: int, head_dim: int,
              kv_chunk_size: int | None = None, decode_grid: int = 0, *, upload: Upload,
              work_lists: int = 0, causal: bool = False, window_left: int = -1,
-             decode_bandwidth_bound: bool = False, page_indptr_host: Optional[torch.Tensor] = None) -> BatchPlan:
+             decode_bandwidth_bound: bool = False,
+             page_indptr_host: Optional[torch.Tensor] = None) -> BatchPlan:
         """Schedules the batch on the host (one call into plan_host.cpp) and queues the schedule's
         copy on `upload`. qo_indptr_host None: one query row per request (decode). work_lists:
         the blocks of the GPU prefill grid, whose per-block work lists the schedule then carries

@@ -350,7 +350,8 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
   plan_schedule(qo, lens, batch, q_tile_rows, kv_chunk_size, out, schedule.numel());
   if (page_indptr.numel() > 0) {
     const int32_t* first_page = page_indptr.data_ptr<int32_t>();
-    for (int64_t r = 0; r < batch; ++r) out[layout::kHeaderSize + layout::kRequestFields * r + layout::kPageBase] = first_page[r];
+    int32_t* requests = out + layout::kHeaderSize;
+    for (int64_t r = 0; r < batch; ++r) requests[layout::kRequestFields * r + layout::kPageBase] = first_page[r];
   }
   if (!decode_indptr.empty() && gpu) {
     order_decode_items(out, num_kv_heads, decode_grid);

@@ -14,11 +14,11 @@
 // tensor-core kernel the request's kv length and first page offset too, which plan() puts in the
 // schedule (request_kv); q, the cache, the index arrays and the split counters may come from the
 // launch before and are read after it. The next launch is let in as each block exits
-// (launch_dependents), so its blocks read their schedule while this grid's last blocks finish. Not earlier: let in once a block's
-// wait had returned, the next launch's blocks started beside this grid's, which took 0.5-0.6 us
-// off batch 1 at kv 1k-4k but made it 13-25% slower at kv 16k (256 blocks, whose successor did
-// not fit beside them); let in at the block's start, a chain of captured calls had every grid
-// resident at once and batch 1 ran 5-26% slower at kv 4k-16k.
+// (launch_dependents), so its blocks read their schedule while this grid's last blocks finish.
+// Not earlier: let in once a block's wait had returned, the next launch's blocks started beside
+// this grid's, which took 0.5-0.6 us off batch 1 at kv 1k-4k but made it 13-25% slower at kv 16k
+// (256 blocks, whose successor did not fit beside them); let in at the block's start, a chain of
+// captured calls had every grid resident at once and batch 1 ran 5-26% slower at kv 4k-16k.
 #pragma once
 
 #include <cstdint>
