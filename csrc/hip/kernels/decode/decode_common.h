@@ -150,9 +150,10 @@ TFO_INLINE RequestKv request_kv(const DecodeParams& p, const ScheduleHeader& h, 
 // A request's kv length from the index arrays, after the wait: its three loads issued together
 // (the last page's length is read whether or not the request has pages, so it does not wait for
 // the page count). The CUDA-core kernel takes its lengths and pages this way: given them from the
-// schedule (request_kv) it ran 4-7% slower at batch 16-64 on an H200 (outputs bitwise the same,
-// registers and the step loop's size unchanged; docs/kernel_notes.md), where the tensor-core
-// kernel gained 1-5%.
+// schedule (request_kv), nvcc ordered its step differently (sm_90a: the step's 4 V loads issued
+// a quarter of the way into it, behind the next step's page ids, instead of with its 4 K loads at
+// the top: half the bytes in flight) and it ran 4-7% slower at batch 16-64 on an H200
+// (docs/kernel_notes.md), where the tensor-core kernel gained 1-5%.
 TFO_INLINE int32_t request_kv_len_from_index_arrays(const DecodeParams& p, int32_t r) {
   if (p.plan == nullptr) return p.single_kv_len;
   const int32_t first = p.kv_indptr[r], end = p.kv_indptr[r + 1], last = p.kv_last_page_len[r];
