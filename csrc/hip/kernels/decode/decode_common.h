@@ -120,12 +120,18 @@ TFO_INLINE WorkItem schedule_item(const DecodeParams& p, const ScheduleHeader& h
   return {0, begin, end, p.single_splits > 1 ? i : -1};
 }
 
+// A request's fields in the schedule (plan_info.h's RequestField), p.plan given.
+TFO_INLINE const int32_t* request_fields(const DecodeParams& p, int32_t r) {
+  using namespace flashinfer_ops::plan_info;
+  return p.plan + kHeaderSize + kRequestFields * r;
+}
+
 // (first partial row or -1, number of splits) of a request.
 TFO_INLINE void schedule_request(const DecodeParams& p, int32_t r, int32_t& partial_base,
                                  int32_t& num_splits) {
   using namespace flashinfer_ops::plan_info;
   if (p.plan != nullptr) {
-    const int32_t* req = p.plan + kHeaderSize + kRequestFields * r;
+    const int32_t* req = request_fields(p, r);
     partial_base = req[kPartialBase];
     num_splits = req[kNumSplits];
   } else {
@@ -140,10 +146,10 @@ struct RequestKv {
   int32_t kv_len, page_base;  // page_base -1: not carried (request_pages reads kv_indptr)
 };
 
-TFO_INLINE RequestKv request_kv(const DecodeParams& p, const ScheduleHeader& h, int32_t r) {
+TFO_INLINE RequestKv request_kv(const DecodeParams& p, int32_t r) {
   using namespace flashinfer_ops::plan_info;
   if (p.plan == nullptr) return {p.single_kv_len, 0};
-  const int32_t* req = p.plan + kHeaderSize + kRequestFields * r;
+  const int32_t* req = request_fields(p, r);
   return {req[kKvLen], req[kPageBase]};
 }
 

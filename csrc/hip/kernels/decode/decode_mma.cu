@@ -251,7 +251,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
   const int32_t num_tasks = schedule.num_items * p.num_kv_heads * p.head_slices;
   for (int32_t task = block_index_x(); task < num_tasks; task += p.num_blocks) {
     const TaskHeads t = decode_task(p, schedule, task, kRows);
-    const RequestKv request = request_kv(p, schedule, t.item.request);  // the schedule's, before the wait
+    const RequestKv request = request_kv(p, t.item.request);  // the schedule's, before the wait
     grid_dependency_wait();  // q, the cache and the page ids may come from the launch before
     const int32_t req = t.item.request;
     const int32_t kv_len = request.kv_len;
