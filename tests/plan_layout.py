@@ -6,6 +6,12 @@ HEADER, REQUEST_FIELDS, ITEM_FIELDS = 8, 4, 6
 NUM_ITEMS, NUM_REQUESTS, NUM_LISTS, PARTIAL_ROWS, KV_CHUNK_SIZE = 0, 1, 3, 4, 6  # header fields
 TASK_BLOCKS = 7  # decode: the blocks its tasks are dealt over (0: the whole grid)
 KV_BEGIN, KV_END = 3, 4  # item fields
+KV_LEN, PAGE_BASE = 2, 3  # request fields
+
+
+def requests(plan):
+    """The per-request fields of a plan, one row each."""
+    return plan[HEADER : HEADER + REQUEST_FIELDS * int(plan[NUM_REQUESTS])].reshape(-1, REQUEST_FIELDS)
 
 
 def items(plan):

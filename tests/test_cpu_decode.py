@@ -352,23 +352,22 @@ def test_batch_decode_plan_carries_kv_lengths_and_page_offsets(workspace):
     kv_indices (plan_info.h: kKvLen, kPageBase), which the tensor-core decode kernel reads from
     the plan instead of the index arrays; plan_batch (no page table) marks the offset -1 so that
     a kernel reads kv_indptr itself."""
-    from plan_layout import HEADER, REQUEST_FIELDS
+    from plan_layout import KV_LEN, PAGE_BASE, requests
 
     kv_lens, hq, hkv, d = [1, 16, 17, 300, 5, 64], 8, 2, 64
     q, P, _, _ = _batch_decode_case(kv_lens, hq, hkv, d, F16, F16, 16, "NHD", True)
     w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
     _plan(w, P, hq, hkv, d, F16, F16)
-    plan = w._workspace.plan_host
-    requests = plan[HEADER:HEADER + REQUEST_FIELDS * len(kv_lens)].view(-1, REQUEST_FIELDS)
-    assert requests[:, 2].tolist() == kv_lens
-    assert requests[:, 3].tolist() == P.indptr[:-1].tolist()
+    planned = requests(w._workspace.plan_host)
+    assert planned[:, KV_LEN].tolist() == kv_lens
+    assert planned[:, PAGE_BASE].tolist() == P.indptr[:-1].tolist()
 
     schedule = torch.full((1 << 12,), 7, dtype=torch.int32)
     qo = torch.arange(len(kv_lens) + 1, dtype=torch.int32)
     flashinfer._ops.ops.plan_batch(qo, torch.tensor(kv_lens, dtype=torch.int32), schedule, 16, 0)
-    requests = schedule[HEADER:HEADER + REQUEST_FIELDS * len(kv_lens)].view(-1, REQUEST_FIELDS)
-    assert requests[:, 2].tolist() == kv_lens
-    assert requests[:, 3].tolist() == [-1] * len(kv_lens)
+    batch_planned = requests(schedule)
+    assert batch_planned[:, KV_LEN].tolist() == kv_lens
+    assert batch_planned[:, PAGE_BASE].tolist() == [-1] * len(kv_lens)
 
     with pytest.raises(RuntimeError, match="page_indptr must have"):
         flashinfer._C.plan_host(torch.empty(0, dtype=torch.int32), torch.tensor(kv_lens, dtype=torch.int32),
