@@ -14,6 +14,9 @@
 //   load_global_16b_first(gmem) -> Words16
 //       a 16-byte global load that the compiler keeps ahead of the memory accesses after it
 //       (issued there; the thread waits only where the words are used).
+//   kAsyncCopies, TFO_IF_ASYNC_COPIES(...)
+//       whether the copies above are asynchronous; the macro expands to its arguments where they
+//       are and to nothing elsewhere (instantiations of kernel shapes that only pay off with them).
 #pragma once
 
 #include "gpu_iface/platform.h"

@@ -22,16 +22,23 @@
 
 namespace tfo::kernels {
 
-template <int D>
+// kWide: twice the waves, so a K/V tile of twice the tokens, for launches of at most one block
+// per multiprocessor (batch 1's splits): each block then keeps twice the bytes in flight and
+// runs half the tiles, with two waves per scheduler to hide each other's latencies. Only where
+// copies are asynchronous (kMmaDecodeHasWide): AMD's one synchronous stage has no bytes in flight
+// to add, and a wide d128 tile would not fit gfx942's 64 KiB of LDS.
+inline constexpr bool kMmaDecodeHasWide = kAsyncCopies;
+
+template <int D, bool kWide = false>
 struct MmaDecodeShape {
-  static constexpr int kWaves = D >= 256 ? 2 : 4;
+  static constexpr int kWaves = (D >= 256 ? 2 : 4) * (kWide ? 2 : 1);
   static constexpr int kThreads = kWaves * kWaveSize;
   static constexpr int kTokens = 16 * kWaves;
   static constexpr int kRows = 16;
 };
 
-template <int D>
-inline constexpr int kMmaDecodeThreads = MmaDecodeShape<D>::kThreads;
+template <int D, bool kWide = false>
+inline constexpr int kMmaDecodeThreads = MmaDecodeShape<D, kWide>::kThreads;
 
 // Byte offsets into the kernel's dynamic shared memory.
 //
@@ -44,9 +51,9 @@ inline constexpr int kMmaDecodeThreads = MmaDecodeShape<D>::kThreads;
 // bytes (swizzled rows of bytes, RawTile) that the 8-bit fragments read; with synchronous copies
 // the bytes are widened on their way in, straight into T tiles. After the last tile, the region
 // is the buffer in which the waves merge their outputs.
-template <typename T, typename KV, int D>
+template <typename T, typename KV, int D, bool kWide = false>
 struct MmaDecodeSmem {
-  using Shape = MmaDecodeShape<D>;
+  using Shape = MmaDecodeShape<D, kWide>;
   // NVIDIA's copies are asynchronous: the next K/V tile streams in while this one is used.
   // AMD's copies are synchronous loads, so a second buffer would only cost LDS.
   static constexpr int kStages = kWaveSize == 32 ? 2 : 1;
@@ -79,8 +86,8 @@ struct MmaDecodeSmem {
   static_assert(2 * Shape::kTokens <= Shape::kThreads, "one row address per thread");
 };
 
-template <typename T, typename KV, int D>
-inline constexpr int kMmaDecodeSmemBytes = MmaDecodeSmem<T, KV, D>::kBytes;
+template <typename T, typename KV, int D, bool kWide = false>
+inline constexpr int kMmaDecodeSmemBytes = MmaDecodeSmem<T, KV, D, kWide>::kBytes;
 
 // The cache address of every K and V row of a tile, computed once per row by one thread and
 // handed to the copies through shared memory, one iteration ahead: otherwise every thread that
@@ -117,11 +124,11 @@ struct RowAddresses {
 // Issues the copies of one K/V tile (rows tile0 .. tile0 + kTokens of the task's kv head, whose
 // addresses RowAddresses left in `rows`: K rows, then V rows) into a stage; rows at or past
 // kv_hi are zero-filled. Commit and wait are the caller's.
-template <typename T, typename KV, int D>
+template <typename T, typename KV, int D, bool kWide>
 TFO_INLINE void issue_kv_tile(const KV* const* rows, int32_t tile0, int32_t kv_hi, uint8_t* stage,
                               int tid) {
-  using Shape = MmaDecodeShape<D>;
-  using Smem = MmaDecodeSmem<T, KV, D>;
+  using Shape = MmaDecodeShape<D, kWide>;
+  using Smem = MmaDecodeSmem<T, KV, D, kWide>;
   using KvTile = SmemTile<T, Shape::kTokens, D>;
   // Chunks per row: 16 bytes of the cache, or (widening on load) 8 FP8 bytes in, 16 bytes of T out.
   constexpr int kChunks = Smem::kWidenOnLoad ? D / 8 : Smem::kRawRowChunks;
@@ -204,10 +211,11 @@ template <typename T>
 using HardwareWiden = WidenTo<T, HardwareToHalf>;
 inline constexpr float kHardwareE4M3Unit = 1.0f / 256.0f;  // fp8.h's e4m3 binary16 over the exact value
 
-template <typename T, typename KV, int D>
-TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const DecodeParams p) {
-  using Shape = MmaDecodeShape<D>;
-  using Smem = MmaDecodeSmem<T, KV, D>;
+template <typename T, typename KV, int D, bool kWide>
+TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kernel(const DecodeParams p) {
+  static_assert(!kWide || kMmaDecodeHasWide, "the wide shape needs asynchronous copies");
+  using Shape = MmaDecodeShape<D, kWide>;
+  using Smem = MmaDecodeSmem<T, KV, D, kWide>;
   constexpr int kWaves = Shape::kWaves;
   constexpr int kThreads = Shape::kThreads;
   constexpr int kTokens = Shape::kTokens;
@@ -292,7 +300,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
       // Tile s's addresses are stored, and tile s - 1's copies have read the buffer that tile
       // s + 1's addresses go to (two buffers serve any number of stages).
       block_sync();
-      if (s < num_tiles) issue_kv_tile<T, KV, D>(row_buffer(s), kv_lo + s * kTokens, kv_hi, stage_ptr(s), tid);
+      if (s < num_tiles) issue_kv_tile<T, KV, D, kWide>(row_buffer(s), kv_lo + s * kTokens, kv_hi, stage_ptr(s), tid);
       copy_commit_group();
       next_rows(s + 1);
       rows.finish(row_buffer(s + 1), tid);
@@ -330,7 +338,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
       const int32_t tile0 = kv_lo + j * kTokens;
       block_sync();  // every wave is done with tile j - 1: its stage (and the widened tiles) are free
       if (j + kStages - 1 < num_tiles) {
-        issue_kv_tile<T, KV, D>(row_buffer(j + kStages - 1), tile0 + (kStages - 1) * kTokens, kv_hi,
+        issue_kv_tile<T, KV, D, kWide>(row_buffer(j + kStages - 1), tile0 + (kStages - 1) * kTokens, kv_hi,
                                 stage_ptr((j + kStages - 1) % kStages), tid);
       }
       copy_commit_group();
@@ -458,11 +466,13 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMmaDecodeThreads<D>) decode_mma_kernel(const 
   grid_dependents_launch();  // this block's stores are issued
 }
 
-// The instantiations: q/o type x KV storage x head dim.
-#define TFO_DECODE_MMA_KV(T, D)                                                  \
-  template TFO_GLOBAL void decode_mma_kernel<T, T, D>(const DecodeParams);       \
-  template TFO_GLOBAL void decode_mma_kernel<T, Fp8E4M3, D>(const DecodeParams); \
-  template TFO_GLOBAL void decode_mma_kernel<T, Fp8E5M2, D>(const DecodeParams);
+// The instantiations: q/o type x KV storage x head dim, and the wide shape where it exists.
+#define TFO_DECODE_MMA_SHAPE(T, D, W)                                                \
+  template TFO_GLOBAL void decode_mma_kernel<T, T, D, W>(const DecodeParams);       \
+  template TFO_GLOBAL void decode_mma_kernel<T, Fp8E4M3, D, W>(const DecodeParams); \
+  template TFO_GLOBAL void decode_mma_kernel<T, Fp8E5M2, D, W>(const DecodeParams);
+#define TFO_DECODE_MMA_KV(T, D) \
+  TFO_DECODE_MMA_SHAPE(T, D, false) TFO_IF_ASYNC_COPIES(TFO_DECODE_MMA_SHAPE(T, D, true))
 
 #if defined(TFO_DTYPE_F16)
 #if defined(TFO_HEAD_DIM_64)
@@ -488,5 +498,6 @@ TFO_DECODE_MMA_KV(bf16_t, 256)
 #endif
 
 #undef TFO_DECODE_MMA_KV
+#undef TFO_DECODE_MMA_SHAPE
 
 }  // namespace tfo::kernels

@@ -44,6 +44,9 @@ TFO_INLINE Words16 load_global_16b_first(const void* gmem) {
   return r;
 }
 
+inline constexpr bool kAsyncCopies = true;
+#define TFO_IF_ASYNC_COPIES(...) __VA_ARGS__
+
 TFO_INLINE void copy_commit_group() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 
 template <int kPending>

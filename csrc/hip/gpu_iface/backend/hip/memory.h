@@ -29,6 +29,9 @@ TFO_INLINE Words16 load_global_16b_first(const void* gmem) {
   return r;
 }
 
+inline constexpr bool kAsyncCopies = false;
+#define TFO_IF_ASYNC_COPIES(...)
+
 TFO_INLINE void copy_commit_group() {}
 
 template <int kPending>
