@@ -10,7 +10,8 @@ bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, Kv
                        int head_dim, cudaStream_t stream, bool grid_only, int64_t max_blocks, bool pdl) {
   using namespace tfo::kernels;
   // A launch capped at one block per multiprocessor or fewer (batch 1's splits) takes the wide
-  // shape, whose block is resident alone on a multiprocessor (decode_mma.cu).
+  // shape, whose block is resident alone on a multiprocessor (decode_mma.cu), where the device
+  // has the shared memory for it (d128 fp16: 141 KiB).
   const bool wide = kMmaDecodeHasWide && max_blocks > 0 && max_blocks <= num_multiprocessors();
   return with_decode_config(q_dtype, head_dim, kv_kind, [&](auto t_tag, auto d_const, auto kv_tag) {
     using T = typename decltype(t_tag)::type;
@@ -20,12 +21,14 @@ bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, Kv
       constexpr bool kWide = decltype(wide_const)::value;
       constexpr int kThreads = kMmaDecodeThreads<D, kWide>;
       constexpr int kSmem = kMmaDecodeSmemBytes<T, KV, D, kWide>;
-      constexpr auto kernel = &decode_mma_kernel<T, KV, D, kWide>;
-      p.num_blocks = capped_grid(persistent_grid<kernel>(kThreads, kSmem), max_blocks);
-      if (!grid_only) launch_kernel(kernel, p.num_blocks, kThreads, kSmem, stream, pdl, p);
+      p.num_blocks = capped_grid(persistent_grid<&decode_mma_kernel<T, KV, D, kWide>>(kThreads, kSmem), max_blocks);
+      if (!grid_only) {
+        launch_kernel(&decode_mma_kernel<T, KV, D, kWide>, p.num_blocks, kThreads, kSmem, stream, pdl, p);
+      }
     };
     if constexpr (kMmaDecodeHasWide) {
-      if (wide) return go(std::true_type{});
+      constexpr size_t kWideSmem = kMmaDecodeSmemBytes<T, KV, D, true>;
+      if (wide && kWideSmem <= max_block_shared_memory()) return go(std::true_type{});
     }
     go(std::false_type{});
   });

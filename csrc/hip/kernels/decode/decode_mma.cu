@@ -300,7 +300,9 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
       // Tile s's addresses are stored, and tile s - 1's copies have read the buffer that tile
       // s + 1's addresses go to (two buffers serve any number of stages).
       block_sync();
-      if (s < num_tiles) issue_kv_tile<T, KV, D, kWide>(row_buffer(s), kv_lo + s * kTokens, kv_hi, stage_ptr(s), tid);
+      if (s < num_tiles) {
+        issue_kv_tile<T, KV, D, kWide>(row_buffer(s), kv_lo + s * kTokens, kv_hi, stage_ptr(s), tid);
+      }
       copy_commit_group();
       next_rows(s + 1);
       rows.finish(row_buffer(s + 1), tid);
