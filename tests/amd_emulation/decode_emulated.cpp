@@ -43,7 +43,7 @@ void run_family(DecodeParams& p, int batch) {
 #if defined(TFO_EMU_DECODE_MMA)
   constexpr int kThreads = kMmaDecodeThreads<D>;
   static_assert(kMmaDecodeSmemBytes<T, KV, D> <= static_cast<int>(sizeof(decode_smem)), "shared memory");
-  tfo_emu::launch(p.num_blocks, kThreads, 1, [&] { decode_mma_kernel<T, KV, D>(p); });
+  tfo_emu::launch(p.num_blocks, kThreads, 1, [&] { decode_mma_kernel<T, KV, D, false>(p); });
 #else
   auto go = [&](auto g_const) {
     constexpr int G = decltype(g_const)::value;
