@@ -56,7 +56,7 @@ struct MmaDecodeSmem {
   using Shape = MmaDecodeShape<D, kWide>;
   // NVIDIA's copies are asynchronous: the next K/V tile streams in while this one is used.
   // AMD's copies are synchronous loads, so a second buffer would only cost LDS.
-  static constexpr int kStages = kWaveSize == 32 ? 2 : 1;
+  static constexpr int kStages = kAsyncCopies ? 2 : 1;
   // FP8 with asynchronous copies: the raw bytes are staged and go straight into 8-bit fragments
   // (the platforms with asynchronous copies have them); otherwise widened on their way in.
   static constexpr bool kFragments8Bit = kIsFp8<KV> && kStages > 1;
