@@ -222,6 +222,29 @@ def test_batch_decode_task_blocks(workspace, use_tensor_cores, rounds):
         _check(w, q, P, r_out, r_lse, dtype)
 
 
+@pytest.mark.parametrize("kv_dtype", [F16, torch.float8_e4m3fn], ids=["f16", "e4m3"])
+@pytest.mark.parametrize("kv_lens, task_blocks", [([300] * 16, None), ([5000], None), ([1500] * 100, 1),
+                                                  ([1500] * 100, 64)],
+                         ids=["unsplit-3-tiles", "split-3-tiles", "12-tiles-one-block", "12-tiles-64-blocks"])
+def test_batch_decode_wide_shape_many_tiles(workspace, kv_lens, task_blocks, kv_dtype):
+    """A launch of at most one block per multiprocessor runs the tensor-core kernel's wide shape
+    where it has one (NVIDIA: 128-token tiles): tasks of three tiles as plan() makes them at small
+    batches, and of twelve when a launch of 1 or 64 blocks takes a plan of 800 unsplit tasks."""
+    hq, hkv, d, dtype = 32, 8, 128, F16
+    multiprocessors = torch.cuda.get_device_properties(DEV).multi_processor_count
+    P = Paged(kv_lens, 16, hkv, d, kv_dtype, "NHD")
+    q = torch.randn(len(kv_lens), hq, d, dtype=dtype, device=DEV)
+    w = _wrapper(workspace, "NHD", True)
+    _plan(w, P, hq, hkv, d, dtype, kv_dtype)
+    if task_blocks is None:
+        if not 0 < w._plan.task_blocks <= multiprocessors:
+            pytest.skip(f"{w._plan.task_blocks} task blocks on {multiprocessors} multiprocessors: not the wide shape")
+    else:
+        w._plan.task_blocks = task_blocks
+    r_out, r_lse = P.reference(q)
+    _check(w, q, P, r_out, r_lse, dtype)
+
+
 @pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
 def test_batch_decode_balanced_split(workspace, use_tensor_cores):
     """Between one and two rounds of tasks on the persistent grid, plan() either splits requests
