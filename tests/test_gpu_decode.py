@@ -238,7 +238,8 @@ def test_batch_decode_wide_shape_many_tiles(workspace, kv_lens, task_blocks, kv_
     _plan(w, P, hq, hkv, d, dtype, kv_dtype)
     if task_blocks is None:
         if not 0 < w._plan.task_blocks <= multiprocessors:
-            pytest.skip(f"{w._plan.task_blocks} task blocks on {multiprocessors} multiprocessors: not the wide shape")
+            pytest.skip(f"{w._plan.task_blocks} task blocks on {multiprocessors} multiprocessors: "
+                        "not the wide shape")
     else:
         w._plan.task_blocks = task_blocks
     r_out, r_lse = P.reference(q)

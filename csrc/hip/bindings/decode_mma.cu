@@ -21,7 +21,8 @@ bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, Kv
       constexpr bool kWide = decltype(wide_const)::value;
       constexpr int kThreads = kMmaDecodeThreads<D, kWide>;
       constexpr int kSmem = kMmaDecodeSmemBytes<T, KV, D, kWide>;
-      p.num_blocks = capped_grid(persistent_grid<&decode_mma_kernel<T, KV, D, kWide>>(kThreads, kSmem), max_blocks);
+      const int grid = persistent_grid<&decode_mma_kernel<T, KV, D, kWide>>(kThreads, kSmem);
+      p.num_blocks = capped_grid(grid, max_blocks);
       if (!grid_only) {
         launch_kernel(&decode_mma_kernel<T, KV, D, kWide>, p.num_blocks, kThreads, kSmem, stream, pdl, p);
       }

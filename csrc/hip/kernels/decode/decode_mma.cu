@@ -24,9 +24,9 @@ namespace tfo::kernels {
 
 // kWide: twice the waves, so a K/V tile of twice the tokens, for launches of at most one block
 // per multiprocessor (batch 1's splits): each block then keeps twice the bytes in flight and
-// runs half the tiles, with two waves per scheduler to hide each other's latencies. Only where
-// copies are asynchronous (kMmaDecodeHasWide): AMD's one synchronous stage has no bytes in flight
-// to add, and a wide d128 tile would not fit gfx942's 64 KiB of LDS.
+// runs half the tiles, with (head_dim <= 128) two waves per scheduler to hide each other's
+// latencies. Only where copies are asynchronous (kMmaDecodeHasWide): AMD's one synchronous stage
+// has no bytes in flight to add, and a wide d128 tile would not fit gfx942's 64 KiB of LDS.
 inline constexpr bool kMmaDecodeHasWide = kAsyncCopies;
 
 template <int D, bool kWide = false>
