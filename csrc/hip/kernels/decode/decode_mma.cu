@@ -340,8 +340,8 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
       const int32_t tile0 = kv_lo + j * kTokens;
       block_sync();  // every wave is done with tile j - 1: its stage (and the widened tiles) are free
       if (j + kStages - 1 < num_tiles) {
-        issue_kv_tile<T, KV, D, kWide>(row_buffer(j + kStages - 1), tile0 + (kStages - 1) * kTokens, kv_hi,
-                                stage_ptr((j + kStages - 1) % kStages), tid);
+        issue_kv_tile<T, KV, D, kWide>(row_buffer(j + kStages - 1), tile0 + (kStages - 1) * kTokens,
+                                       kv_hi, stage_ptr((j + kStages - 1) % kStages), tid);
       }
       copy_commit_group();
       copy_wait_groups<kStages - 1>();  // tile j (and q) have landed
