@@ -22,9 +22,13 @@ TFO_INLINE void check_tile_alignment(const void* smem) {
 // 85-91% of the copy bandwidth with it against 83-89% without, and less again with L2::256B.
 TFO_INLINE void copy_global_to_shared_16b(void* smem, const void* gmem, bool in_bounds = true) {
   const int src_bytes = in_bounds ? 16 : 0;
+#if defined(TFO_GPU_HOST_EMULATION_CUDA)
+  tfo_emu32::cp_async_16(smem, gmem, src_bytes);
+#else
   asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(shared_address(smem)),
                "l"(gmem), "r"(src_bytes)
                : "memory");
+#endif
 }
 
 struct alignas(16) Words16 {
@@ -37,22 +41,35 @@ struct alignas(16) Words16 {
 // read-once stream would be anyway.
 TFO_INLINE Words16 load_global_16b_first(const void* gmem) {
   Words16 r;
+#if defined(TFO_GPU_HOST_EMULATION_CUDA)
+  tfo_emu32::load_relaxed_16b(r.w, gmem);
+#else
   asm volatile("ld.relaxed.gpu.global.v4.u32 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r.w[0]), "=r"(r.w[1]), "=r"(r.w[2]), "=r"(r.w[3])
                : "l"(gmem)
                : "memory");
+#endif
   return r;
 }
 
 inline constexpr bool kAsyncCopies = true;
 #define TFO_IF_ASYNC_COPIES(...) __VA_ARGS__
 
+#if defined(TFO_GPU_HOST_EMULATION_CUDA)
+TFO_INLINE void copy_commit_group() { tfo_emu32::cp_async_commit(); }
+
+template <int kPending>
+TFO_INLINE void copy_wait_groups() {
+  tfo_emu32::cp_async_wait(kPending);
+}
+#else
 TFO_INLINE void copy_commit_group() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 
 template <int kPending>
 TFO_INLINE void copy_wait_groups() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
+#endif
 
 // 32 banks x 4 bytes: a 128-byte line holds 8 chunks. ldmatrix gathers 8 rows' chunks per phase
 // (and cp.async writes 8 chunks per phase); XOR-ing the chunk with the row index modulo 8 puts 8

@@ -50,6 +50,16 @@ TFO_INLINE int acc_slot_row(int lane, int slot) { return lane / 4 + 8 * slot; }
 
 namespace detail {
 
+#if defined(TFO_GPU_HOST_EMULATION_CUDA)
+template <typename T>
+TFO_INLINE void mma_m16n8k16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  tfo_emu32::mma_m16n8k16<T>(c, a, b0, b1);
+}
+TFO_INLINE void ldmatrix_x4(uint32_t* r, uint32_t address) { tfo_emu32::ldmatrix_x4(r, address, false); }
+TFO_INLINE void ldmatrix_x4_trans(uint32_t* r, uint32_t address) { tfo_emu32::ldmatrix_x4(r, address, true); }
+TFO_INLINE void ldmatrix_x4(uint32_t* r, const void* smem_row) { ldmatrix_x4(r, shared_address(smem_row)); }
+TFO_INLINE void ldmatrix_x4_trans(uint32_t* r, const void* smem_row) { ldmatrix_x4_trans(r, shared_address(smem_row)); }
+#else
 template <typename T>
 TFO_INLINE void mma_m16n8k16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
   if constexpr (std::is_same_v<T, half_t>) {
@@ -90,6 +100,7 @@ TFO_INLINE void ldmatrix_x4_trans(uint32_t* r, uint32_t address) {
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(address));
 }
+#endif
 
 // Fragment row addresses in a swizzled tile whose rows hold at least 8 chunks (the XOR swizzle
 // then permutes the chunks of each 128-byte line by row % 8). A lane's base address carries its

@@ -1,4 +1,7 @@
 // NVIDIA sm_80+: warp32. Thin wrappers over CUDA intrinsics and a little PTX.
+//
+// Under the host emulation (TFO_GPU_HOST_EMULATION_CUDA, tests/cuda_emulation/) each PTX site
+// calls the emulation's function of the same meaning instead; nothing else differs.
 #pragma once
 
 #include <cstdint>
@@ -25,9 +28,13 @@ TFO_INLINE int block_index_y() { return static_cast<int>(blockIdx.y); }
 TFO_INLINE int block_index_z() { return static_cast<int>(blockIdx.z); }
 
 TFO_INLINE int lane_id() {
+#if defined(TFO_GPU_HOST_EMULATION_CUDA)
+  return tfo_emu32::lane_id();
+#else
   unsigned lane;
   asm("mov.u32 %0, %%laneid;" : "=r"(lane));
   return static_cast<int>(lane);
+#endif
 }
 
 // Broadcast from lane 0 so the compiler treats the value as warp-uniform.
@@ -66,6 +73,12 @@ TFO_INLINE void grid_dependents_launch() {
 #endif
 }
 
+#if defined(TFO_GPU_HOST_EMULATION_CUDA)
+TFO_INLINE float fast_exp2(float x) { return tfo_emu32::ex2_approx(x); }
+TFO_INLINE float fast_rcp(float x) { return tfo_emu32::rcp_approx(x); }
+TFO_INLINE float fast_log2(float x) { return tfo_emu32::lg2_approx(x); }
+TFO_INLINE float fast_tanh(float x) { return tfo_emu32::tanh_approx(x); }
+#else
 TFO_INLINE float fast_exp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
@@ -87,12 +100,15 @@ TFO_INLINE float fast_tanh(float x) {
   asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
 }
+#endif
 TFO_INLINE float max_f32(float a, float b) { return fmaxf(a, b); }
 
 // x, as a value the compiler cannot see through: what is derived from it is recomputed where it
 // is used instead of being hoisted out of a loop and held in registers.
 TFO_INLINE int opaque_int(int x) {
+#if !defined(TFO_GPU_HOST_EMULATION_CUDA)
   asm volatile("" : "+r"(x));
+#endif
   return x;
 }
 TFO_INLINE int uniform_int(int x) { return x; }  // no scalar registers to steer values into

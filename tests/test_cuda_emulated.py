@@ -1,0 +1,194 @@
+"""NVIDIA emulated tier: the CUDA backend's decode kernels run on the host under the warp32
+emulation (tests/cuda_emulation/), against a float64 reference.
+
+The decode kernels are built for the host with the CUDA toolkit's fp16/bf16 headers, taking
+the code paths that only NVIDIA builds take: two K/V stages filled by asynchronous copies (which
+land only when their group is waited for), the tensor-core kernel's wide shape with tasks of
+many tiles, FP8 tiles read as 8-bit fragments, and split requests merged inside the launch by
+arrival counters. What this proves: that code computes what the reference computes, given
+mma.sync, ldmatrix and cp.async as the PTX ISA defines them. It does not prove timing, memory
+ordering between blocks (they run one after another), or the PTX the backend emits: the GPU
+tier runs that.
+
+Skips without a C++20 host compiler or the CUDA headers unless TFO_REQUIRE_COMPILERS=1 (CI),
+where a missing one fails.
+"""
+import ctypes
+import glob
+import math
+import os
+import shutil
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+
+import torch_flashinfer_ops as flashinfer
+
+try:
+    from . import reference as ref
+except ImportError:
+    import reference as ref
+
+REPO = Path(__file__).resolve().parents[1]
+EMULATION = REPO / "tests" / "cuda_emulation"
+FP8 = {torch.float8_e4m3fn: (1, 256.0), torch.float8_e5m2: (2, 1.0)}  # kv_kind, fp8_decode_factor
+FAMILIES = {"simt": 0, "mma": 1, "mma-wide": 2}
+
+
+def _seed(*parts):
+    """A stable seed per test case (Python's str hash changes between processes)."""
+    return zlib.crc32(repr(parts).encode())
+
+
+def _missing(what):
+    if os.environ.get("TFO_REQUIRE_COMPILERS") == "1":
+        pytest.fail(f"{what} is required for the NVIDIA emulated tier (TFO_REQUIRE_COMPILERS=1)")
+    pytest.skip(f"{what} not found")
+
+
+def _cuda_include():
+    roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda",
+             *sorted(glob.glob("/usr/local/cuda-*"), reverse=True)]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        roots.append(str(Path(os.path.realpath(nvcc)).parents[1]))
+    for root in roots:
+        if root and (Path(root) / "include" / "cuda_fp16.h").is_file():
+            return Path(root) / "include"
+    _missing("the CUDA toolkit's headers (cuda_fp16.h)")
+
+
+@pytest.fixture(scope="module")
+def decode_lib(tmp_path_factory):
+    cxx = shutil.which(os.environ.get("CXX", "g++"))
+    if cxx is None:
+        _missing("a host C++ compiler (g++)")
+    include = _cuda_include()
+    lib = tmp_path_factory.mktemp("cuda_emulation") / "decode.so"
+    # Hidden visibility: the library keeps its own instantiations of the kernel templates.
+    cmd = [cxx, "-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-fvisibility=hidden",
+           "-I", str(REPO / "csrc" / "hip"), "-I", str(EMULATION), "-I", str(include),
+           str(EMULATION / "decode_emulated.cpp"), "-o", str(lib)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stderr[-4000:]}"
+    return ctypes.CDLL(str(lib))
+
+
+def _emulated_batch_decode(lib, family, q, paged, kv_layout, kv_chunk_size, *, sm_scale, logits_soft_cap=0.0,
+                           window_left=-1, k_scale=1.0, v_scale=1.0, num_blocks=4, fused_merge=False):
+    """Plans with the library's planner (a decode plan for a grid of num_blocks, as plan()
+    makes it), then runs the family's kernel as the NVIDIA bindings launch it: split requests
+    merge inside the launch (fused_merge) or in the merge launch after it. Returns (out, lse,
+    partial rows); out and lse are NaN-poisoned before the run."""
+    k_cache, v_cache = paged.cache
+    batch, hq, d = q.shape
+    tok, head = (1, 2) if kv_layout == "NHD" else (2, 1)
+    hkv = k_cache.shape[head]
+    kv_kind, factor = FP8.get(k_cache.dtype, (0, 1.0))
+    plan = torch.full((1 << 16,), -7, dtype=torch.int32)
+    empty = torch.empty(0, dtype=torch.int32)
+    valid, *_ = flashinfer._C.plan_host(empty, torch.tensor(paged.seq_lens, dtype=torch.int32), plan, 1, hkv, 1,
+                                        num_blocks, kv_chunk_size, True, 0, False, -1, False,
+                                        paged.indptr.to(torch.int32))
+    assert valid
+    rows = int(plan[4])  # plan_info header: partial rows
+    partial_o = torch.full((max(rows, 1), hq, d), float("nan"))
+    partial_lse = torch.full((max(rows, 1), hq), float("nan"))
+    # One counter per (request, kv head, head slice); a head slice holds at least one head.
+    counters = torch.zeros(batch * hq, dtype=torch.int32) if fused_merge else None
+    out = torch.full((batch, hq, d), float("nan"), dtype=q.dtype)
+    lse = torch.full((batch, hq), float("nan"))
+    log2e = 1.0 / math.log(2.0)
+    if logits_soft_cap > 0:
+        q_scale, cap_log2 = sm_scale / logits_soft_cap * k_scale * factor, logits_soft_cap * log2e
+    else:
+        q_scale, cap_log2 = sm_scale * log2e * k_scale * factor, 0.0
+    i32, f32, ptr = ctypes.c_int, ctypes.c_float, lambda t: ctypes.c_void_p(t.data_ptr())
+    status = lib.tfo_emu32_batch_decode(
+        i32(0 if q.dtype == torch.float16 else 1), i32(kv_kind), i32(d), i32(FAMILIES[family]), i32(batch), i32(hq),
+        i32(hkv), i32(num_blocks), ptr(q), i32(q.stride(0)), i32(q.stride(1)), ptr(out), i32(out.stride(0)),
+        i32(out.stride(1)), ptr(lse), ptr(partial_o), ptr(partial_lse),
+        ptr(counters) if fused_merge else ctypes.c_void_p(0), ptr(k_cache), ptr(v_cache), i32(k_cache.stride(0)),
+        i32(k_cache.stride(tok)), i32(k_cache.stride(head)), i32(v_cache.stride(0)), i32(v_cache.stride(tok)),
+        i32(v_cache.stride(head)), i32(k_cache.shape[tok]), ptr(paged.indptr), ptr(paged.indices),
+        ptr(paged.last_page_len), ptr(plan), i32(window_left), f32(q_scale), f32(cap_log2), f32(v_scale * factor))
+    assert status == 0
+    if fused_merge:
+        assert not counters.any(), "the merging blocks must leave the arrival counters at zero"
+    return out, lse, rows
+
+
+def _case(kv_lens, page_size, hq, hkv, d, q_dtype, kv_dtype, layout, seed):
+    torch.manual_seed(seed)
+    ks = [torch.randn(n, hkv, d).to(kv_dtype) for n in kv_lens]
+    vs = [torch.randn(n, hkv, d).to(kv_dtype) for n in kv_lens]
+    paged = ref.build_paged_kv(ks, vs, page_size, kv_layout=layout, single_tensor=False)
+    q = torch.randn(len(kv_lens), hq, d).to(q_dtype)
+    return q, ks, vs, paged
+
+
+def _assert_decode_matches(out, lse, q, ks, vs, dtype, label="", **ref_kw):
+    """Each request's out and lse against the float64 decode reference (ks, vs: its K/V as
+    the reference takes them, dequantized where the cache is FP8)."""
+    for b in range(q.shape[0]):
+        r_out, r_lse = ref.decode_ref(q[b], ks[b], vs[b], **ref_kw)
+        ref.assert_attention_close(out[b], r_out, dtype, f"{label}request {b}:")
+        ref.assert_lse_close(lse[b], r_lse, f"{label}request {b}:")
+
+
+# (kv_lens, page_size, hq, hkv, head_dim, q dtype, kv dtype, kv_layout, kv_chunk_size)
+DECODE_CASES = {
+    "f16-gqa4-p16-split": ([1, 37, 300], 16, 8, 2, 128, torch.float16, torch.float16, "NHD", 128),
+    "bf16-mha-p1-hnd": ([5, 70], 1, 4, 4, 64, torch.bfloat16, torch.bfloat16, "HND", 0),
+    "f16-gqa8-d256": ([90], 16, 8, 1, 256, torch.float16, torch.float16, "NHD", 64),
+    "f16-e4m3-gqa4": ([50, 200], 16, 8, 2, 128, torch.float16, torch.float8_e4m3fn, "NHD", 128),
+    "bf16-e5m2-gqa2": ([130], 16, 4, 2, 64, torch.bfloat16, torch.float8_e5m2, "NHD", 64),
+}
+
+
+@pytest.mark.parametrize("fused_merge", [False, True], ids=["merge-launch", "in-launch"])
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("case", list(DECODE_CASES), ids=list(DECODE_CASES))
+def test_batch_decode_under_cuda_emulation(decode_lib, case, family, fused_merge):
+    """NVIDIA's decode kernels on a shuffled paged cache with partly filled last pages and
+    split requests (soft cap, sliding window, FP8 scales), merged inside the launch or after
+    it, against the float64 reference: out and lse."""
+    kv_lens, page_size, hq, hkv, d, q_dtype, kv_dtype, layout, chunk = DECODE_CASES[case]
+    q, ks, vs, paged = _case(kv_lens, page_size, hq, hkv, d, q_dtype, kv_dtype, layout, _seed(case, family))
+    fp8 = kv_dtype in FP8
+    k_scale, v_scale = (0.7, 1.9) if fp8 else (1.0, 1.0)
+    cap = 20.0 if case == "bf16-mha-p1-hnd" else 0.0
+    window = 40 if case == "f16-gqa4-p16-split" else -1
+    sm_scale = d ** -0.5
+    out, lse, rows = _emulated_batch_decode(decode_lib, family, q, paged, layout, chunk, sm_scale=sm_scale,
+                                            logits_soft_cap=cap, window_left=window, k_scale=k_scale,
+                                            v_scale=v_scale, fused_merge=fused_merge)
+    if chunk:
+        assert rows > 0, "the case must split a request"
+    _assert_decode_matches(out, lse, q, [ref.dequant(k, k_scale if fp8 else None) for k in ks],
+                           [ref.dequant(v, v_scale if fp8 else None) for v in vs], q_dtype,
+                           sm_scale=sm_scale, logits_soft_cap=cap or None, window_left=window)
+
+
+@pytest.mark.parametrize("kv_dtype", [torch.float16, torch.float8_e4m3fn], ids=["f16", "e4m3"])
+@pytest.mark.parametrize("tiles", [3, 12])
+def test_wide_shape_tasks_of_many_tiles_under_cuda_emulation(decode_lib, tiles, kv_dtype):
+    """The tensor-core kernel's wide shape (8 warps, 128-row K/V tiles at head_dim 128) on tasks
+    of 3 and 12 tiles, split (merged in the launch) and unsplit, with a partly filled last tile:
+    its two-stage pipeline and row addresses over many tiles, against the float64 reference."""
+    hq, hkv, d = 8, 2, 128
+    kv_len = 128 * tiles - 37
+    q, ks, vs, paged = _case([kv_len, 128 * tiles], 16, hq, hkv, d, torch.float16, kv_dtype, "NHD",
+                             _seed("wide", tiles, str(kv_dtype)))
+    fp8 = kv_dtype in FP8
+    k_scale, v_scale = (0.8, 1.3) if fp8 else (1.0, 1.0)
+    kk = [ref.dequant(k, k_scale if fp8 else None) for k in ks]
+    vv = [ref.dequant(v, v_scale if fp8 else None) for v in vs]
+    for chunk, fused in ((0, False), (128 * tiles // 2, True)):
+        out, lse, rows = _emulated_batch_decode(decode_lib, "mma-wide", q, paged, "NHD", chunk, sm_scale=d ** -0.5,
+                                                k_scale=k_scale, v_scale=v_scale, num_blocks=8, fused_merge=fused)
+        assert (rows > 0) == (chunk > 0)
+        _assert_decode_matches(out, lse, q, kk, vv, torch.float16, f"chunk {chunk}, ", sm_scale=d ** -0.5)
