@@ -1,11 +1,11 @@
-"""NVIDIA emulated tier: the CUDA backend's decode kernels run on the host under the warp32
-emulation (tests/cuda_emulation/), against a float64 reference.
+"""NVIDIA emulated tier: the CUDA backend's decode and prefill kernels run on the host under the
+warp32 emulation (tests/cuda_emulation/), against a float64 reference.
 
-The decode kernels are built for the host with the CUDA toolkit's fp16/bf16 headers, taking
-the code paths that only NVIDIA builds take: two K/V stages filled by asynchronous copies (which
-land only when their group is waited for), the tensor-core kernel's wide shape with tasks of
-many tiles, FP8 tiles read as 8-bit fragments, and split requests merged inside the launch by
-arrival counters. What this proves: that code computes what the reference computes, given
+The kernels are built for the host with the CUDA toolkit's fp16/bf16 headers, taking the code
+paths that only NVIDIA builds take: two K/V stages filled by asynchronous copies (which land
+only when their group is waited for), the tensor-core decode's wide shape with tasks of many
+tiles, FP8 tiles read as 8-bit fragments, split requests merged inside the decode launch by
+arrival counters, and the paged prefill kernels' shared row-offset table. What this proves: that code computes what the reference computes, given
 mma.sync, ldmatrix and cp.async as the PTX ISA defines them. It does not prove timing, memory
 ordering between blocks (they run one after another), or the PTX the backend emits: the GPU
 tier runs that.
@@ -29,13 +29,16 @@ import torch_flashinfer_ops as flashinfer
 
 try:
     from . import reference as ref
+    from . import test_amd_emulated as amd_tier
 except ImportError:
     import reference as ref
+    import test_amd_emulated as amd_tier
 
 REPO = Path(__file__).resolve().parents[1]
 EMULATION = REPO / "tests" / "cuda_emulation"
 FP8 = {torch.float8_e4m3fn: (1, 256.0), torch.float8_e5m2: (2, 1.0)}  # kv_kind, fp8_decode_factor
 FAMILIES = {"simt": 0, "mma": 1, "mma-wide": 2}
+HOST = "cuda-host"  # the target name the AMD tier's prefill tests are given for this driver
 
 
 def _seed(*parts):
@@ -61,20 +64,36 @@ def _cuda_include():
     _missing("the CUDA toolkit's headers (cuda_fp16.h)")
 
 
-@pytest.fixture(scope="module")
-def decode_lib(tmp_path_factory):
+def _build(out_dir, source):
+    """Builds an emulation driver for the host as a shared library and loads it."""
     cxx = shutil.which(os.environ.get("CXX", "g++"))
     if cxx is None:
         _missing("a host C++ compiler (g++)")
     include = _cuda_include()
-    lib = tmp_path_factory.mktemp("cuda_emulation") / "decode.so"
-    # Hidden visibility: the library keeps its own instantiations of the kernel templates.
+    lib = out_dir / (Path(source).stem + ".so")
+    # Hidden visibility: each library keeps its own instantiations of the kernel templates.
     cmd = [cxx, "-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-fvisibility=hidden",
            "-I", str(REPO / "csrc" / "hip"), "-I", str(EMULATION), "-I", str(include),
-           str(EMULATION / "decode_emulated.cpp"), "-o", str(lib)]
+           str(EMULATION / source), "-o", str(lib)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stderr[-4000:]}"
     return ctypes.CDLL(str(lib))
+
+
+@pytest.fixture(scope="module")
+def build_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cuda_emulation")
+
+
+@pytest.fixture(scope="module")
+def decode_lib(build_dir):
+    return _build(build_dir, "decode_emulated.cpp")
+
+
+@pytest.fixture(scope="module")
+def prefill_libs(build_dir):
+    """The CUDA prefill driver, keyed as the AMD tier's prefill tests take their libraries."""
+    return {HOST: _build(build_dir, "prefill_emulated.cpp")}
 
 
 def _emulated_batch_decode(lib, family, q, paged, kv_layout, kv_chunk_size, *, sm_scale, logits_soft_cap=0.0,
@@ -192,3 +211,30 @@ def test_wide_shape_tasks_of_many_tiles_under_cuda_emulation(decode_lib, tiles, 
                                                 k_scale=k_scale, v_scale=v_scale, num_blocks=8, fused_merge=fused)
         assert (rows > 0) == (chunk > 0)
         _assert_decode_matches(out, lse, q, kk, vv, torch.float16, f"chunk {chunk}, ", sm_scale=d ** -0.5)
+
+
+# The prefill kernels: the AMD tier's prefill tests, whose host driver entry point the CUDA driver
+# shares (tests/cuda_emulation/prefill_emulated.cpp), run on the CUDA backend. Its plans are made
+# for the AMD tiles (64 rows), which the CUDA kernels' tiles cover.
+
+
+@pytest.mark.parametrize("chunk_tiles", [0, 2], ids=["unsplit", "chunks-of-2"])
+@pytest.mark.parametrize("case", list(amd_tier.SINGLE_PREFILL_CASES), ids=list(amd_tier.SINGLE_PREFILL_CASES))
+def test_single_prefill_under_cuda_emulation(prefill_libs, case, chunk_tiles):
+    """NVIDIA's single-request prefill kernel (two K/V stages of asynchronous copies, masks, soft
+    cap, lse), unsplit and split over kv with the merge after it, against the float64 reference."""
+    amd_tier.test_single_prefill_under_emulation(prefill_libs, case, chunk_tiles, HOST)
+
+
+@pytest.mark.parametrize("work_lists", [0, 3], ids=["rotation", "lists"])
+@pytest.mark.parametrize("case", list(amd_tier.BATCH_PREFILL_CASES), ids=list(amd_tier.BATCH_PREFILL_CASES))
+def test_batch_prefill_under_cuda_emulation(prefill_libs, case, work_lists):
+    """NVIDIA's planned prefill kernels on ragged and paged batches (the paged ones with their
+    shared row-offset table), split requests merged after them, in turn or by work lists."""
+    amd_tier.test_batch_prefill_under_emulation(prefill_libs, case, HOST, work_lists)
+
+
+@pytest.mark.parametrize("kind", ["ragged", "paged"])
+def test_batch_prefill_custom_masks_under_cuda_emulation(prefill_libs, kind):
+    """NVIDIA's planned prefill kernels' masked instantiation on batches with custom masks."""
+    amd_tier.test_batch_prefill_custom_masks_under_emulation(prefill_libs, HOST, kind, 3)

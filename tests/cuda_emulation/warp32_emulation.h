@@ -239,11 +239,11 @@ inline void ldmatrix_x4(uint32_t* r, uint32_t address, bool trans) {
   }
 }
 
-// Runs kernel() as a grid of grid_x blocks of `threads` threads, one block at a time, one OS
-// thread per thread; warps are formed from the thread index.
+// Runs kernel() as a grid of grid_x x grid_y blocks of `threads` threads, one block at a time,
+// one OS thread per thread; warps are formed from the thread index.
 template <typename Kernel>
-inline void launch(int grid_x, int threads, Kernel kernel) {
-  for (int b = 0; b < grid_x; ++b) {
+inline void launch(int grid_x, int threads, Kernel kernel, int grid_y = 1) {
+  for (int b = 0; b < grid_x * grid_y; ++b) {
     Block block(threads);
     std::vector<std::thread> workers;
     workers.reserve(threads);
@@ -251,7 +251,7 @@ inline void launch(int grid_x, int threads, Kernel kernel) {
       workers.emplace_back([&, t] {
         LaneState& s = lane_state;
         s.thread = {static_cast<unsigned>(t), 0, 0};
-        s.block = {static_cast<unsigned>(b), 0, 0};
+        s.block = {static_cast<unsigned>(b % grid_x), static_cast<unsigned>(b / grid_x), 0};
         s.lane = t % kWarp;
         s.block_state = &block;
         s.warp = block.warps[t / kWarp].get();
