@@ -1,14 +1,15 @@
 """NVIDIA emulated tier: the CUDA backend's decode and prefill kernels run on the host under the
 warp32 emulation (tests/cuda_emulation/), against a float64 reference.
 
-The kernels are built for the host with the CUDA toolkit's fp16/bf16 headers, taking the code
-paths that only NVIDIA builds take: two K/V stages filled by asynchronous copies (which land
-only when their group is waited for), the tensor-core decode's wide shape with tasks of many
-tiles, FP8 tiles read as 8-bit fragments, split requests merged inside the decode launch by
-arrival counters, and the paged prefill kernels' shared row-offset table. What this proves: that code computes what the reference computes, given
-mma.sync, ldmatrix and cp.async as the PTX ISA defines them. It does not prove timing, memory
-ordering between blocks (they run one after another), or the PTX the backend emits: the GPU
-tier runs that.
+The kernels are built for the host with the CUDA toolkit's fp16/bf16 headers, as sm_80 and as
+sm_90 (stmatrix stores, the e4m3 conversion instruction), taking the code paths that only
+NVIDIA builds take: two K/V stages filled by asynchronous copies (which land only when their
+group is waited for), the tensor-core decode's wide shape with tasks of many tiles, FP8 tiles
+read as 8-bit fragments, split requests merged inside the decode launch by arrival counters,
+and the paged prefill kernels' shared row-offset table. What this proves: that code computes
+what the reference computes, given mma.sync, ldmatrix, stmatrix and cp.async as the PTX ISA
+defines them. It does not prove timing, memory ordering between blocks (they run one after
+another), or the PTX the backend emits: the GPU tier runs that.
 
 Skips without a C++20 host compiler or the CUDA headers unless TFO_REQUIRE_COMPILERS=1 (CI),
 where a missing one fails.
@@ -38,7 +39,10 @@ REPO = Path(__file__).resolve().parents[1]
 EMULATION = REPO / "tests" / "cuda_emulation"
 FP8 = {torch.float8_e4m3fn: (1, 256.0), torch.float8_e5m2: (2, 1.0)}  # kv_kind, fp8_decode_factor
 FAMILIES = {"simt": 0, "mma": 1, "mma-wide": 2}
-HOST = "cuda-host"  # the target name the AMD tier's prefill tests are given for this driver
+# The architectures whose backend paths the host builds take: sm_80's (no __CUDA_ARCH__), and
+# sm_90's (stmatrix stores, the e4m3 conversion instruction; TFO_EMU32_ARCH). Also the target
+# names the AMD tier's prefill tests are given for these drivers.
+ARCHS = {"cuda-sm80": (), "cuda-sm90": ("-DTFO_EMU32_ARCH=900",)}
 
 
 def _seed(*parts):
@@ -64,15 +68,15 @@ def _cuda_include():
     _missing("the CUDA toolkit's headers (cuda_fp16.h)")
 
 
-def _build(out_dir, source):
+def _build(out_dir, source, arch):
     """Builds an emulation driver for the host as a shared library and loads it."""
     cxx = shutil.which(os.environ.get("CXX", "g++"))
     if cxx is None:
         _missing("a host C++ compiler (g++)")
     include = _cuda_include()
-    lib = out_dir / (Path(source).stem + ".so")
+    lib = out_dir / f"{Path(source).stem}_{arch}.so"
     # Hidden visibility: each library keeps its own instantiations of the kernel templates.
-    cmd = [cxx, "-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-fvisibility=hidden",
+    cmd = [cxx, "-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-fvisibility=hidden", *ARCHS[arch],
            "-I", str(REPO / "csrc" / "hip"), "-I", str(EMULATION), "-I", str(include),
            str(EMULATION / source), "-o", str(lib)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -86,14 +90,14 @@ def build_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def decode_lib(build_dir):
-    return _build(build_dir, "decode_emulated.cpp")
+def decode_libs(build_dir):
+    return {arch: _build(build_dir, "decode_emulated.cpp", arch) for arch in ARCHS}
 
 
 @pytest.fixture(scope="module")
 def prefill_libs(build_dir):
-    """The CUDA prefill driver, keyed as the AMD tier's prefill tests take their libraries."""
-    return {HOST: _build(build_dir, "prefill_emulated.cpp")}
+    """The CUDA prefill drivers, keyed as the AMD tier's prefill tests take their libraries."""
+    return {arch: _build(build_dir, "prefill_emulated.cpp", arch) for arch in ARCHS}
 
 
 def _emulated_batch_decode(lib, family, q, paged, kv_layout, kv_chunk_size, *, sm_scale, logits_soft_cap=0.0,
@@ -168,21 +172,22 @@ DECODE_CASES = {
 }
 
 
+@pytest.mark.parametrize("arch", list(ARCHS))
 @pytest.mark.parametrize("fused_merge", [False, True], ids=["merge-launch", "in-launch"])
 @pytest.mark.parametrize("family", list(FAMILIES))
 @pytest.mark.parametrize("case", list(DECODE_CASES), ids=list(DECODE_CASES))
-def test_batch_decode_under_cuda_emulation(decode_lib, case, family, fused_merge):
+def test_batch_decode_under_cuda_emulation(decode_libs, case, family, fused_merge, arch):
     """NVIDIA's decode kernels on a shuffled paged cache with partly filled last pages and
     split requests (soft cap, sliding window, FP8 scales), merged inside the launch or after
     it, against the float64 reference: out and lse."""
     kv_lens, page_size, hq, hkv, d, q_dtype, kv_dtype, layout, chunk = DECODE_CASES[case]
-    q, ks, vs, paged = _case(kv_lens, page_size, hq, hkv, d, q_dtype, kv_dtype, layout, _seed(case, family))
+    q, ks, vs, paged = _case(kv_lens, page_size, hq, hkv, d, q_dtype, kv_dtype, layout, _seed(case, family, arch))
     fp8 = kv_dtype in FP8
     k_scale, v_scale = (0.7, 1.9) if fp8 else (1.0, 1.0)
     cap = 20.0 if case == "bf16-mha-p1-hnd" else 0.0
     window = 40 if case == "f16-gqa4-p16-split" else -1
     sm_scale = d ** -0.5
-    out, lse, rows = _emulated_batch_decode(decode_lib, family, q, paged, layout, chunk, sm_scale=sm_scale,
+    out, lse, rows = _emulated_batch_decode(decode_libs[arch], family, q, paged, layout, chunk, sm_scale=sm_scale,
                                             logits_soft_cap=cap, window_left=window, k_scale=k_scale,
                                             v_scale=v_scale, fused_merge=fused_merge)
     if chunk:
@@ -192,23 +197,25 @@ def test_batch_decode_under_cuda_emulation(decode_lib, case, family, fused_merge
                            sm_scale=sm_scale, logits_soft_cap=cap or None, window_left=window)
 
 
+@pytest.mark.parametrize("arch", list(ARCHS))
 @pytest.mark.parametrize("kv_dtype", [torch.float16, torch.float8_e4m3fn], ids=["f16", "e4m3"])
 @pytest.mark.parametrize("tiles", [3, 12])
-def test_wide_shape_tasks_of_many_tiles_under_cuda_emulation(decode_lib, tiles, kv_dtype):
+def test_wide_shape_tasks_of_many_tiles_under_cuda_emulation(decode_libs, tiles, kv_dtype, arch):
     """The tensor-core kernel's wide shape (8 warps, 128-row K/V tiles at head_dim 128) on tasks
     of 3 and 12 tiles, split (merged in the launch) and unsplit, with a partly filled last tile:
     its two-stage pipeline and row addresses over many tiles, against the float64 reference."""
     hq, hkv, d = 8, 2, 128
     kv_len = 128 * tiles - 37
     q, ks, vs, paged = _case([kv_len, 128 * tiles], 16, hq, hkv, d, torch.float16, kv_dtype, "NHD",
-                             _seed("wide", tiles, str(kv_dtype)))
+                             _seed("wide", tiles, str(kv_dtype), arch))
     fp8 = kv_dtype in FP8
     k_scale, v_scale = (0.8, 1.3) if fp8 else (1.0, 1.0)
     kk = [ref.dequant(k, k_scale if fp8 else None) for k in ks]
     vv = [ref.dequant(v, v_scale if fp8 else None) for v in vs]
     for chunk, fused in ((0, False), (128 * tiles // 2, True)):
-        out, lse, rows = _emulated_batch_decode(decode_lib, "mma-wide", q, paged, "NHD", chunk, sm_scale=d ** -0.5,
-                                                k_scale=k_scale, v_scale=v_scale, num_blocks=8, fused_merge=fused)
+        out, lse, rows = _emulated_batch_decode(decode_libs[arch], "mma-wide", q, paged, "NHD", chunk,
+                                                sm_scale=d ** -0.5, k_scale=k_scale, v_scale=v_scale, num_blocks=8,
+                                                fused_merge=fused)
         assert (rows > 0) == (chunk > 0)
         _assert_decode_matches(out, lse, q, kk, vv, torch.float16, f"chunk {chunk}, ", sm_scale=d ** -0.5)
 
@@ -218,23 +225,26 @@ def test_wide_shape_tasks_of_many_tiles_under_cuda_emulation(decode_lib, tiles, 
 # for the AMD tiles (64 rows), which the CUDA kernels' tiles cover.
 
 
+@pytest.mark.parametrize("arch", list(ARCHS))
 @pytest.mark.parametrize("chunk_tiles", [0, 2], ids=["unsplit", "chunks-of-2"])
 @pytest.mark.parametrize("case", list(amd_tier.SINGLE_PREFILL_CASES), ids=list(amd_tier.SINGLE_PREFILL_CASES))
-def test_single_prefill_under_cuda_emulation(prefill_libs, case, chunk_tiles):
+def test_single_prefill_under_cuda_emulation(prefill_libs, case, chunk_tiles, arch):
     """NVIDIA's single-request prefill kernel (two K/V stages of asynchronous copies, masks, soft
     cap, lse), unsplit and split over kv with the merge after it, against the float64 reference."""
-    amd_tier.test_single_prefill_under_emulation(prefill_libs, case, chunk_tiles, HOST)
+    amd_tier.test_single_prefill_under_emulation(prefill_libs, case, chunk_tiles, arch)
 
 
+@pytest.mark.parametrize("arch", list(ARCHS))
 @pytest.mark.parametrize("work_lists", [0, 3], ids=["rotation", "lists"])
 @pytest.mark.parametrize("case", list(amd_tier.BATCH_PREFILL_CASES), ids=list(amd_tier.BATCH_PREFILL_CASES))
-def test_batch_prefill_under_cuda_emulation(prefill_libs, case, work_lists):
+def test_batch_prefill_under_cuda_emulation(prefill_libs, case, work_lists, arch):
     """NVIDIA's planned prefill kernels on ragged and paged batches (the paged ones with their
     shared row-offset table), split requests merged after them, in turn or by work lists."""
-    amd_tier.test_batch_prefill_under_emulation(prefill_libs, case, HOST, work_lists)
+    amd_tier.test_batch_prefill_under_emulation(prefill_libs, case, arch, work_lists)
 
 
+@pytest.mark.parametrize("arch", list(ARCHS))
 @pytest.mark.parametrize("kind", ["ragged", "paged"])
-def test_batch_prefill_custom_masks_under_cuda_emulation(prefill_libs, kind):
+def test_batch_prefill_custom_masks_under_cuda_emulation(prefill_libs, kind, arch):
     """NVIDIA's planned prefill kernels' masked instantiation on batches with custom masks."""
-    amd_tier.test_batch_prefill_custom_masks_under_emulation(prefill_libs, HOST, kind, 3)
+    amd_tier.test_batch_prefill_custom_masks_under_emulation(prefill_libs, arch, kind, 3)

@@ -14,8 +14,9 @@
 // ("Matrix Fragments for mma.m16n8k16", "ldmatrix"), written here from it, not from the
 // backend's own description of them. cp.async copies are queued per thread and land only when
 // cp.async.wait_group releases their group, so a read of a stage before its wait sees stale
-// bytes. Host builds take the backend's sm_80 paths (no __CUDA_ARCH__): no programmatic launch,
-// no stmatrix, FP8 widened by the bit path.
+// bytes. Host builds take the backend's sm_80 paths (no __CUDA_ARCH__: no stmatrix, FP8
+// widened by the bit path), or with TFO_EMU32_ARCH=900 its sm_90 ones (stmatrix, the e4m3
+// conversion instruction; programmatic launch is a no-op: launches run one at a time).
 //
 // Limits: cross-lane operations are reached by all 32 lanes of a warp (the kernels' warps never
 // diverge around them); shared addresses are offsets from one 128-byte aligned anchor, which a
@@ -239,6 +240,32 @@ inline void ldmatrix_x4(uint32_t* r, uint32_t address, bool trans) {
   }
 }
 
+// stmatrix.sync.aligned.m8n8.x4.shared.b16 (sm_90): ldmatrix's inverse; register m of lane l
+// (row l / 4, elements 2 (l % 4) and 2 (l % 4) + 1 of matrix m) goes to the row address lane
+// 8m + l / 4 gave.
+inline void stmatrix_x4(uint32_t address, const uint32_t* w) {
+  uint32_t rows[kWarp];
+  warp_gather(address, rows);
+  const int l = lane_state.lane;
+  for (int m = 0; m < 4; ++m) std::memcpy(shared_pointer(rows[8 * m + l / 4]) + 4 * (l % 4), &w[m], 4);
+  warp_barrier();  // every lane's stores are done before any lane reads the tile
+}
+
+// cvt.rn.f16x2.e4m3x2 (sm_89+): two OCP e4m3fn bytes (the lower byte to the lower half) as
+// binary16, exactly; 0x7f / 0xff are NaN.
+inline uint32_t cvt_f16x2_e4m3x2(uint32_t pair) {
+  auto one = [](uint32_t b) -> uint32_t {
+    const int sign = (b >> 7) & 1, exp = (b >> 3) & 15, mant = b & 7;
+    float v;
+    if (exp == 15 && mant == 7) v = std::nanf("");
+    else if (exp == 0) v = std::ldexp(static_cast<float>(mant), -9);
+    else v = std::ldexp(static_cast<float>(8 + mant), exp - 10);
+    const __half h = __float2half_rn(sign ? -v : v);
+    return static_cast<__half_raw>(h).x;
+  };
+  return one(pair & 0xffu) | one((pair >> 8) & 0xffu) << 16;
+}
+
 // Runs kernel() as a grid of grid_x x grid_y blocks of `threads` threads, one block at a time,
 // one OS thread per thread; warps are formed from the thread index.
 template <typename Kernel>
@@ -307,3 +334,17 @@ inline float __ldcg(const float* p) { return *p; }
 inline float4 __ldcg(const float4* p) { return *p; }
 inline size_t __cvta_generic_to_shared(const void* p) { return ::tfo_emu32::shared_offset(p); }
 [[noreturn]] inline void __trap() { ::tfo_emu32::fail("__trap"); std::abort(); }
+// Byte i of the result is byte (s >> 4i) & 7 of y:x (x holds bytes 0-3).
+inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+  const uint64_t bytes = static_cast<uint64_t>(y) << 32 | x;
+  unsigned r = 0;
+  for (int i = 0; i < 4; ++i) r |= static_cast<unsigned>((bytes >> (8 * ((s >> (4 * i)) & 7))) & 0xffu) << (8 * i);
+  return r;
+}
+
+// TFO_EMU32_ARCH (e.g. 900): take the backend's paths for that architecture (stmatrix on sm_90,
+// the e4m3 conversion instruction on sm_89+) instead of the host build's sm_80 ones. Defined
+// after the CUDA headers above, whose own code must keep its host paths.
+#if defined(TFO_EMU32_ARCH)
+#define __CUDA_ARCH__ TFO_EMU32_ARCH
+#endif

@@ -213,9 +213,13 @@ TFO_INLINE void store_c(const Tile& tile, int row0, int n0, const FragC& c, cons
   } else {
     address = shared_address(tile.chunk_ptr_in_block(row0, lane % 16, n0 / 8 | (lane / 16)));
   }
+#if defined(TFO_GPU_HOST_EMULATION_CUDA)
+  tfo_emu32::stmatrix_x4(address, w);
+#else
   asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(address), "r"(w[0]),
                "r"(w[1]), "r"(w[2]), "r"(w[3])
                : "memory");
+#endif
 #else
 #pragma unroll
   for (int m = 0; m < 4; ++m) {

@@ -61,14 +61,15 @@ TFO_INLINE void block_sync() { __syncthreads(); }
 TFO_INLINE void wave_sync() { __syncwarp(); }
 
 // griddepcontrol (PTX ISA 7.8, sm_90+); below sm_90 there is no programmatic launch to wait for.
+// (The host emulation runs one launch at a time: nothing to wait for or to let in.)
 TFO_INLINE void grid_dependency_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && !defined(TFO_GPU_HOST_EMULATION_CUDA)
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
 }
 
 TFO_INLINE void grid_dependents_launch() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && !defined(TFO_GPU_HOST_EMULATION_CUDA)
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }

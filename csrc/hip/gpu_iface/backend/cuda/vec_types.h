@@ -45,10 +45,15 @@ inline constexpr bool kHardwareE4M3Fn = true;
 // The four e4m3fn bytes e0..e3 of a word as two binary16 pairs, exact values (no scale):
 // lo = (e0, e1), hi = (e2, e3).
 TFO_INLINE void e4m3fn_x4_to_half_pairs(uint32_t word, uint32_t& lo, uint32_t& hi) {
+#if defined(TFO_GPU_HOST_EMULATION_CUDA)
+  lo = tfo_emu32::cvt_f16x2_e4m3x2(word & 0xffffu);
+  hi = tfo_emu32::cvt_f16x2_e4m3x2(word >> 16);
+#else
   asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.rn.f16x2.e4m3x2 %0, l;\n"
       " cvt.rn.f16x2.e4m3x2 %1, h;\n}"
       : "=r"(lo), "=r"(hi)
       : "r"(word));
+#endif
 }
 // The same bytes paired across the word's halves: lo = (e0, e2), hi = (e1, e3).
 TFO_INLINE void e4m3fn_x4_to_half_strided(uint32_t word, uint32_t& lo, uint32_t& hi) {
