@@ -19,8 +19,9 @@
 // conversion instruction; programmatic launch is a no-op: launches run one at a time).
 //
 // Limits: cross-lane operations are reached by all 32 lanes of a warp (the kernels' warps never
-// diverge around them); shared addresses are offsets from one 128-byte aligned anchor, which a
-// driver defines (tfo_emu32::shared_anchor) in front of its dynamic shared memory.
+// diverge around them; a block whose threads do not all finish within launch()'s timeout fails);
+// shared addresses are offsets from one 128-byte aligned anchor, which a driver defines
+// (tfo_emu32::shared_anchor) in front of its dynamic shared memory.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -29,12 +30,15 @@
 
 #include <atomic>
 #include <barrier>
+#include <chrono>
+#include <condition_variable>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -270,8 +274,12 @@ inline uint32_t cvt_f16x2_e4m3x2(uint32_t pair) {
 // one OS thread per thread; warps are formed from the thread index.
 template <typename Kernel>
 inline void launch(int grid_x, int threads, Kernel kernel, int grid_y = 1) {
+  constexpr int kBlockTimeoutSeconds = 300;
   for (int b = 0; b < grid_x * grid_y; ++b) {
     Block block(threads);
+    std::mutex done_mutex;
+    std::condition_variable done_cv;
+    int done = 0;
     std::vector<std::thread> workers;
     workers.reserve(threads);
     for (int t = 0; t < threads; ++t) {
@@ -285,7 +293,17 @@ inline void launch(int grid_x, int threads, Kernel kernel, int grid_y = 1) {
         s.open_group.clear();
         s.committed.clear();
         kernel();
+        std::lock_guard<std::mutex> lock(done_mutex);
+        ++done;
+        done_cv.notify_one();
       });
+    }
+    // A warp barrier that part of a warp never reaches would hang the test run: fail instead.
+    {
+      std::unique_lock<std::mutex> lock(done_mutex);
+      if (!done_cv.wait_for(lock, std::chrono::seconds(kBlockTimeoutSeconds), [&] { return done == threads; })) {
+        fail("a block did not finish: a barrier that some of its threads never reached?");
+      }
     }
     for (auto& w : workers) w.join();
   }
