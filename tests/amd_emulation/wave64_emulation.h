@@ -13,23 +13,21 @@
 // Limits: cross-lane operations are reached by all 64 lanes of a full wave (the kernels' waves
 // never diverge around them; a block's last, partial wave may not use them); readfirstlane
 // returns the calling lane's value (the kernels only apply it to wave-uniform values); a block
-// whose work-items do not all finish within launch()'s timeout fails.
+// whose work-items do not all finish in time fails (block_threads.h).
 #pragma once
 
 #include <atomic>
 #include <barrier>
-#include <chrono>
 #include <cmath>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <vector>
 
+#include "../emulation_common/block_threads.h"
 #include "mfma_layouts.h"
 
 #define TFO_GPU_HOST_EMULATION 1
@@ -207,40 +205,24 @@ inline VC mfma(const VA& a, const VB& b, const VC& c, const unsigned char (&la)[
 // block at a time, one OS thread per work-item. Waves are formed from the linear work-item index.
 template <typename Kernel>
 inline void launch(int grid_x, int threads_x, int threads_y, Kernel kernel, int grid_y = 1) {
-  constexpr int kBlockTimeoutSeconds = 300;
   const int threads = threads_x * threads_y;
   for (int b = 0; b < grid_x * grid_y; ++b) {
     const int bx = b % grid_x, by = b / grid_x;
     Block block(threads);
-    std::mutex done_mutex;
-    std::condition_variable done_cv;
-    int done = 0;
-    std::vector<std::thread> workers;
-    workers.reserve(threads);
-    for (int t = 0; t < threads; ++t) {
-      workers.emplace_back([&, t] {
-        LaneState& s = lane_state;
-        s.thread_x = t % threads_x;
-        s.thread_y = t / threads_x;
-        s.block_x = bx;
-        s.block_y = by;
-        s.lane = t % kWave;
-        s.block = &block;
-        s.wave = block.waves[t / kWave].get();
-        kernel();
-        std::lock_guard<std::mutex> lock(done_mutex);
-        ++done;
-        done_cv.notify_one();
-      });
-    }
-    // A wave barrier that part of a wave never reaches would hang the test run: fail instead.
-    {
-      std::unique_lock<std::mutex> lock(done_mutex);
-      if (!done_cv.wait_for(lock, std::chrono::seconds(kBlockTimeoutSeconds), [&] { return done == threads; })) {
-        fail("a block did not finish: a barrier that some of its work-items never reached?");
-      }
-    }
-    for (auto& w : workers) w.join();
+    tfo_emu_common::run_block_threads(
+        threads,
+        [&](int t) {
+          LaneState& s = lane_state;
+          s.thread_x = t % threads_x;
+          s.thread_y = t / threads_x;
+          s.block_x = bx;
+          s.block_y = by;
+          s.lane = t % kWave;
+          s.block = &block;
+          s.wave = block.waves[t / kWave].get();
+          kernel();
+        },
+        "wave64");
   }
 }
 

@@ -19,7 +19,7 @@
 // conversion instruction; programmatic launch is a no-op: launches run one at a time).
 //
 // Limits: cross-lane operations are reached by all 32 lanes of a warp (the kernels' warps never
-// diverge around them; a block whose threads do not all finish within launch()'s timeout fails);
+// diverge around them; a block whose threads do not all finish in time fails: block_threads.h);
 // shared addresses are offsets from one 128-byte aligned anchor, which a driver defines
 // (tfo_emu32::shared_anchor) in front of its dynamic shared memory.
 #pragma once
@@ -38,10 +38,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <type_traits>
 #include <vector>
+
+#include "../emulation_common/block_threads.h"
 
 // CUDA's declaration specifiers as plain C++ (the CUDA headers above define them as attributes).
 #undef __device__
@@ -274,38 +275,22 @@ inline uint32_t cvt_f16x2_e4m3x2(uint32_t pair) {
 // one OS thread per thread; warps are formed from the thread index.
 template <typename Kernel>
 inline void launch(int grid_x, int threads, Kernel kernel, int grid_y = 1) {
-  constexpr int kBlockTimeoutSeconds = 300;
   for (int b = 0; b < grid_x * grid_y; ++b) {
     Block block(threads);
-    std::mutex done_mutex;
-    std::condition_variable done_cv;
-    int done = 0;
-    std::vector<std::thread> workers;
-    workers.reserve(threads);
-    for (int t = 0; t < threads; ++t) {
-      workers.emplace_back([&, t] {
-        LaneState& s = lane_state;
-        s.thread = {static_cast<unsigned>(t), 0, 0};
-        s.block = {static_cast<unsigned>(b % grid_x), static_cast<unsigned>(b / grid_x), 0};
-        s.lane = t % kWarp;
-        s.block_state = &block;
-        s.warp = block.warps[t / kWarp].get();
-        s.open_group.clear();
-        s.committed.clear();
-        kernel();
-        std::lock_guard<std::mutex> lock(done_mutex);
-        ++done;
-        done_cv.notify_one();
-      });
-    }
-    // A warp barrier that part of a warp never reaches would hang the test run: fail instead.
-    {
-      std::unique_lock<std::mutex> lock(done_mutex);
-      if (!done_cv.wait_for(lock, std::chrono::seconds(kBlockTimeoutSeconds), [&] { return done == threads; })) {
-        fail("a block did not finish: a barrier that some of its threads never reached?");
-      }
-    }
-    for (auto& w : workers) w.join();
+    tfo_emu_common::run_block_threads(
+        threads,
+        [&](int t) {
+          LaneState& s = lane_state;
+          s.thread = {static_cast<unsigned>(t), 0, 0};
+          s.block = {static_cast<unsigned>(b % grid_x), static_cast<unsigned>(b / grid_x), 0};
+          s.lane = t % kWarp;
+          s.block_state = &block;
+          s.warp = block.warps[t / kWarp].get();
+          s.open_group.clear();
+          s.committed.clear();
+          kernel();
+        },
+        "warp32");
   }
 }
 
