@@ -142,6 +142,14 @@ def _plan_and_partials(qo_indptr, kv_lens, q_tile_tokens, kv_chunk_size, hq, d, 
     return plan, rows, partial_o, partial_lse
 
 
+def _decode_scales(sm_scale, logits_soft_cap, k_scale, fp8_factor):
+    """(q_scale, cap_log2) of DecodeParams as the bindings combine them (decode.cu set_scales)."""
+    log2e = 1.0 / math.log(2.0)
+    if logits_soft_cap > 0:
+        return sm_scale / logits_soft_cap * k_scale * fp8_factor, logits_soft_cap * log2e
+    return sm_scale * log2e * k_scale * fp8_factor, 0.0
+
+
 def _emulated_batch_decode(lib, q, k_cache, v_cache, kv_layout, paged, kv_chunk_size, *, sm_scale,
                            logits_soft_cap=0.0, window_left=-1, k_scale=1.0, v_scale=1.0, num_blocks=3,
                            out_row_pad=0):
@@ -158,11 +166,7 @@ def _emulated_batch_decode(lib, q, k_cache, v_cache, kv_layout, paged, kv_chunk_
                                                             decode_grid=num_blocks)
     out = torch.full((batch, hq, d + out_row_pad), float("nan"), dtype=q.dtype)[..., :d]
     lse = torch.full((batch, hq), float("nan"))
-    log2e = 1.0 / math.log(2.0)
-    if logits_soft_cap > 0:
-        q_scale, cap_log2 = sm_scale / logits_soft_cap * k_scale * factor, logits_soft_cap * log2e
-    else:
-        q_scale, cap_log2 = sm_scale * log2e * k_scale * factor, 0.0
+    q_scale, cap_log2 = _decode_scales(sm_scale, logits_soft_cap, k_scale, factor)
     i32, f32, ptr = ctypes.c_int, ctypes.c_float, lambda t: ctypes.c_void_p(t.data_ptr())
     status = lib.tfo_emu_batch_decode(
         i32(0 if q.dtype == torch.float16 else 1), i32(kv_kind), i32(d), i32(batch), i32(hq), i32(hkv),

@@ -16,11 +16,9 @@ where a missing one fails.
 """
 import ctypes
 import glob
-import math
 import os
 import shutil
 import subprocess
-import zlib
 from pathlib import Path
 
 import pytest
@@ -37,17 +35,14 @@ except ImportError:
 
 REPO = Path(__file__).resolve().parents[1]
 EMULATION = REPO / "tests" / "cuda_emulation"
-FP8 = {torch.float8_e4m3fn: (1, 256.0), torch.float8_e5m2: (2, 1.0)}  # kv_kind, fp8_decode_factor
+# The decode and prefill cases, their seeds, FP8 encodings and checks are the AMD tier's.
+FP8, DECODE_CASES, _seed = amd_tier.FP8, amd_tier.DECODE_CASES, amd_tier._seed
+_assert_decode_matches = amd_tier._assert_decode_matches
 FAMILIES = {"simt": 0, "mma": 1, "mma-wide": 2}
 # The architectures whose backend paths the host builds take: sm_80's (no __CUDA_ARCH__), and
 # sm_90's (stmatrix stores, the e4m3 conversion instruction; TFO_EMU32_ARCH). Also the target
 # names the AMD tier's prefill tests are given for these drivers.
 ARCHS = {"cuda-sm80": (), "cuda-sm90": ("-DTFO_EMU32_ARCH=900",)}
-
-
-def _seed(*parts):
-    """A stable seed per test case (Python's str hash changes between processes)."""
-    return zlib.crc32(repr(parts).encode())
 
 
 def _missing(what):
@@ -124,11 +119,7 @@ def _emulated_batch_decode(lib, family, q, paged, kv_layout, kv_chunk_size, *, s
     counters = torch.zeros(batch * hq, dtype=torch.int32) if fused_merge else None
     out = torch.full((batch, hq, d), float("nan"), dtype=q.dtype)
     lse = torch.full((batch, hq), float("nan"))
-    log2e = 1.0 / math.log(2.0)
-    if logits_soft_cap > 0:
-        q_scale, cap_log2 = sm_scale / logits_soft_cap * k_scale * factor, logits_soft_cap * log2e
-    else:
-        q_scale, cap_log2 = sm_scale * log2e * k_scale * factor, 0.0
+    q_scale, cap_log2 = amd_tier._decode_scales(sm_scale, logits_soft_cap, k_scale, factor)
     i32, f32, ptr = ctypes.c_int, ctypes.c_float, lambda t: ctypes.c_void_p(t.data_ptr())
     status = lib.tfo_emu32_batch_decode(
         i32(0 if q.dtype == torch.float16 else 1), i32(kv_kind), i32(d), i32(FAMILIES[family]), i32(batch), i32(hq),
@@ -151,25 +142,6 @@ def _case(kv_lens, page_size, hq, hkv, d, q_dtype, kv_dtype, layout, seed):
     paged = ref.build_paged_kv(ks, vs, page_size, kv_layout=layout, single_tensor=False)
     q = torch.randn(len(kv_lens), hq, d).to(q_dtype)
     return q, ks, vs, paged
-
-
-def _assert_decode_matches(out, lse, q, ks, vs, dtype, label="", **ref_kw):
-    """Each request's out and lse against the float64 decode reference (ks, vs: its K/V as
-    the reference takes them, dequantized where the cache is FP8)."""
-    for b in range(q.shape[0]):
-        r_out, r_lse = ref.decode_ref(q[b], ks[b], vs[b], **ref_kw)
-        ref.assert_attention_close(out[b], r_out, dtype, f"{label}request {b}:")
-        ref.assert_lse_close(lse[b], r_lse, f"{label}request {b}:")
-
-
-# (kv_lens, page_size, hq, hkv, head_dim, q dtype, kv dtype, kv_layout, kv_chunk_size)
-DECODE_CASES = {
-    "f16-gqa4-p16-split": ([1, 37, 300], 16, 8, 2, 128, torch.float16, torch.float16, "NHD", 128),
-    "bf16-mha-p1-hnd": ([5, 70], 1, 4, 4, 64, torch.bfloat16, torch.bfloat16, "HND", 0),
-    "f16-gqa8-d256": ([90], 16, 8, 1, 256, torch.float16, torch.float16, "NHD", 64),
-    "f16-e4m3-gqa4": ([50, 200], 16, 8, 2, 128, torch.float16, torch.float8_e4m3fn, "NHD", 128),
-    "bf16-e5m2-gqa2": ([130], 16, 4, 2, 64, torch.bfloat16, torch.float8_e5m2, "NHD", 64),
-}
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
