@@ -75,6 +75,8 @@ std::string gpu_instantiations();
 namespace gpu_binding {
 int64_t decode_grid_blocks(const std::string& q_dtype, const std::string& kv_dtype, int64_t head_dim,
                            int64_t num_qo_heads, int64_t num_kv_heads, bool use_tensor_cores);
+int64_t decode_wide_tasks(const std::string& q_dtype, const std::string& kv_dtype, int64_t head_dim,
+                          int64_t num_qo_heads, int64_t num_kv_heads, bool use_tensor_cores);
 int64_t prefill_grid_blocks(const std::string& dtype, int64_t head_dim, bool paged, bool transform_scores,
                             bool masked);
 }
@@ -94,6 +96,9 @@ PYBIND11_MODULE(_C, module) {
   module.def("decode_grid_blocks", &flashinfer_ops::gpu_binding::decode_grid_blocks,
              "blocks of the persistent batch-decode grid on the current GPU for (q_dtype, kv_dtype, "
              "head_dim, num_qo_heads, num_kv_heads, use_tensor_cores); 0 when not served");
+  module.def("decode_wide_tasks", &flashinfer_ops::gpu_binding::decode_wide_tasks,
+             "the most (item, kv head) tasks a batch-decode plan may have for the tensor-core kernel's wide "
+             "shape on the current GPU, for the same arguments; 0 when that shape is never taken");
   module.def("prefill_grid_blocks", &flashinfer_ops::gpu_binding::prefill_grid_blocks,
              "blocks of the persistent batch-prefill grid on the current GPU for (dtype, head_dim, paged, "
              "transform_scores, masked); 0 when not served");

@@ -18,11 +18,15 @@ GRID = 396  # e.g. 132 multiprocessors x 3 resident blocks
 SATURATING = _C.DECODE_BLOCKS_PER_SM * _workers("cuda")
 
 
-def _decode(kv_lens, heads=8, grid=GRID, bound=True):
-    """The policy for NVIDIA's tensor-core kernel on a 16-bit cache (bound: its bandwidth bound)."""
+WIDE = 132  # the wide tensor-core shape: one block per multiprocessor
+
+
+def _decode(kv_lens, heads=8, grid=GRID, bound=True, wide=0):
+    """The policy for NVIDIA's tensor-core kernel on a 16-bit cache (bound: its bandwidth bound;
+    wide: the most tasks its wide shape takes, 0 for none)."""
     kv = np.asarray(kv_lens, dtype=np.int64)
     return choose_kv_chunk_size("cuda", np.ones(kv.size, dtype=np.int64), kv, heads, 128, grid,
-                                decode_bandwidth_bound=bound)
+                                decode_bandwidth_bound=bound, decode_wide_tasks=wide)
 
 
 def _tasks(kv_lens, chunk, heads=8):
@@ -154,6 +158,7 @@ def test_prefill_is_not_balanced_by_the_decode_rule():
 @pytest.mark.skipif(_ops.gpu_kernels_built(), reason="a build with GPU kernels reports its grid")
 def test_grid_query_without_gpu_kernels_is_zero():
     assert _ops.decode_grid_blocks(torch.float16, torch.float16, 128, 32, 8, True) == 0
+    assert _ops.decode_wide_tasks(torch.float16, torch.float16, 128, 32, 8, True) == 0
 
 
 def _cost(kv_lens, chunk, heads=8, grid=GRID):
@@ -261,6 +266,51 @@ def test_decode_rule_matches_its_numpy_formulation(seed):
         kv[0] = 2 * DECODE_MIN_KV_CHUNK
     bound = bool(seed % 2)
     assert _decode(kv, heads=heads, grid=grid, bound=bound) == _numpy_cheapest_decode_chunk(kv, heads, grid, bound)
+
+
+def test_batch_one_takes_the_split_that_fits_the_wide_shape():
+    # The cheapest splits of kv 8k / 16k make 256 tasks (narrow); 16 splits of twice the rows fit
+    # the 132 multiprocessors (measured faster on an H200 with the chunk forced).
+    assert _decode([8192]) == 256 and _decode([8192], wide=WIDE) == 512
+    assert _decode([16384]) == 512 and _decode([16384], wide=WIDE) == 1024
+    assert _decode([4096] * 2) == 256 and _decode([4096] * 2, wide=WIDE) == 512  # 256 -> 128 tasks
+    assert _decode([2048] * 4) == 256 and _decode([2048] * 4, wide=WIDE) == 512
+    # Already within the wide shape: unchanged.
+    assert _decode([4096], wide=WIDE) == _decode([4096]) == 256
+    assert _decode([2048], wide=WIDE) == _decode([2048]) == DECODE_MIN_KV_CHUNK
+    # Fitting would take more than twice the rows: the cheapest split stays (narrow).
+    for kv in ([32768], [16384] * 4):  # the cheapest fills the grid (376 / 384 tasks)
+        assert _decode(kv, wide=WIDE) == _decode(kv) and _tasks(kv, _decode(kv)) > 2 * WIDE
+    # Unsplit plans are never split for the shape.
+    assert _decode([300] * 40, wide=WIDE) == 0
+
+
+def _numpy_wide_decode_chunk(kv_lens, heads, chunk, wide):
+    """The wide-shape rule directly: the smallest multiple of 64 above chunk, at most twice it and
+    under the longest request, whose tasks fit; else chunk."""
+    if chunk == 0 or _tasks(kv_lens, chunk, heads) <= wide:
+        return chunk
+    candidates = np.arange(chunk + 64, min(2 * chunk, int(np.max(kv_lens)) - 1) + 1, 64)
+    fits = [c for c in candidates if _tasks(kv_lens, int(c), heads) <= wide]
+    return int(fits[0]) if fits else chunk
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_wide_rule_matches_its_numpy_formulation_and_fits_the_launch(seed):
+    rng = np.random.default_rng(2000 + seed)
+    heads = int(rng.choice([1, 2, 4, 8]))
+    wide = int(rng.choice([66, 132]))  # 132 multiprocessors, head slices 2 or 1
+    kv = rng.integers(1, int(rng.choice([5000, 40000])), size=int(rng.integers(1, 2 * GRID // heads)))
+    kv[0] = max(int(kv[0]), 2 * DECODE_MIN_KV_CHUNK)
+    narrow = _decode(kv, heads=heads)
+    chunk = _decode(kv, heads=heads, wide=wide)
+    assert chunk == _numpy_wide_decode_chunk(kv, heads, narrow, wide)
+    if chunk != narrow:  # taken for the shape: the launch of its plan takes it
+        plan = torch.zeros(1 << 18, dtype=torch.int32)
+        valid, planned, _, _, _ = _C.plan_host(
+            torch.empty(0, dtype=torch.int32), torch.from_numpy(kv.astype(np.int32)), plan, 16, heads, 132, GRID,
+            -1, True, 0, False, -1, True, decode_wide_tasks=wide)
+        assert valid and planned == chunk and 0 < int(plan[TASK_BLOCKS]) <= wide
 
 
 # Prefill on a persistent grid of known size: a unit longer than twice the mean block load is split.

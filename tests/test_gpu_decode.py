@@ -246,6 +246,36 @@ def test_batch_decode_wide_shape_many_tiles(workspace, kv_lens, task_blocks, kv_
     _check(w, q, P, r_out, r_lse, dtype)
 
 
+@pytest.mark.parametrize("kv_dtype", [F16, torch.float8_e4m3fn], ids=["f16", "e4m3"])
+@pytest.mark.parametrize("kv_lens", [[16384], [4096, 4096]], ids=["bs1-kv16k", "bs2-kv4k"])
+def test_batch_decode_split_for_the_wide_shape(workspace, kv_lens, kv_dtype):
+    """Where the cheapest split has more tasks than the multiprocessors, plan() takes one whose
+    tasks fit the tensor-core kernel's wide shape (chunks of up to twice the rows; plan_host.cpp
+    wide_decode_chunk), and the eager launch runs that shape over tasks of 8 and 4 tiles. A wrapper made for
+    CUDA graphs launches the whole grid, which is narrow: its plan keeps the cheapest split."""
+    hq, hkv, d, dtype = 32, 8, 128, F16
+    wide = flashinfer._ops.decode_wide_tasks(dtype, kv_dtype, d, hq, hkv, True)
+    if wide == 0:
+        pytest.skip("no wide shape on this GPU or build")
+    P = Paged(kv_lens, 16, hkv, d, kv_dtype, "NHD")
+    q = torch.randn(len(kv_lens), hq, d, dtype=dtype, device=DEV)
+    w = _wrapper(workspace, "NHD", True)
+    _plan(w, P, hq, hkv, d, dtype, kv_dtype)
+    assert 0 < w._plan.task_blocks <= wide, f"{w._plan.task_blocks} task blocks for {wide} wide tasks"
+    wide_splits = _splits(w)
+    assert wide_splits > 0
+    r_out, r_lse = P.reference(q)
+    _check(w, q, P, r_out, r_lse, dtype)
+    graph_w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
+        torch.empty_like(workspace), "NHD", use_cuda_graph=True, use_tensor_cores=True,
+        paged_kv_indptr_buffer=torch.empty(len(kv_lens) + 1, dtype=torch.int32, device=DEV),
+        paged_kv_indices_buffer=torch.empty(P.indices.numel(), dtype=torch.int32, device=DEV),
+        paged_kv_last_page_len_buffer=torch.empty(len(kv_lens), dtype=torch.int32, device=DEV))
+    _plan(graph_w, P, hq, hkv, d, dtype, kv_dtype)
+    assert _splits(graph_w) > wide_splits, "the narrow launch's plan has the cheapest (finer) split"
+    _check(graph_w, q, P, r_out, r_lse, dtype)
+
+
 @pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
 def test_batch_decode_balanced_split(workspace, use_tensor_cores):
     """Between one and two rounds of tasks on the persistent grid, plan() either splits requests

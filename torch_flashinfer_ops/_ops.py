@@ -40,7 +40,19 @@ def decode_grid_blocks(q_dtype: torch.dtype, kv_dtype: torch.dtype, head_dim: in
                        num_kv_heads: int, use_tensor_cores: bool) -> int:
     """Blocks of the persistent batch-decode grid run() launches on the current GPU for this
     configuration (0 without GPU kernels or when the configuration is not served)."""
-    name = lambda t: str(t).replace("torch.", "")  # noqa: E731
-    return int(_C.decode_grid_blocks(name(q_dtype), name(kv_dtype), int(head_dim), int(num_qo_heads),
-                                     int(num_kv_heads), bool(use_tensor_cores)))
+    return int(_C.decode_grid_blocks(_dtype_name(q_dtype), _dtype_name(kv_dtype), int(head_dim),
+                                     int(num_qo_heads), int(num_kv_heads), bool(use_tensor_cores)))
+
+
+def decode_wide_tasks(q_dtype: torch.dtype, kv_dtype: torch.dtype, head_dim: int, num_qo_heads: int,
+                      num_kv_heads: int, use_tensor_cores: bool) -> int:
+    """The most (item, kv head) tasks a batch-decode plan may have for run() to launch the
+    tensor-core kernel's wide shape (one block per multiprocessor, twice the K/V bytes in flight)
+    on the current GPU; 0 where that shape is never taken (CUDA cores, AMD, no GPU kernels)."""
+    return int(_C.decode_wide_tasks(_dtype_name(q_dtype), _dtype_name(kv_dtype), int(head_dim),
+                                    int(num_qo_heads), int(num_kv_heads), bool(use_tensor_cores)))
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
 

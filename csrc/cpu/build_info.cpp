@@ -45,6 +45,8 @@ namespace gpu_binding {
 int64_t decode_grid_blocks(const std::string&, const std::string&, int64_t, int64_t, int64_t, bool) {
   return 0;
 }
+// Nor a wide decode shape.
+int64_t decode_wide_tasks(const std::string&, const std::string&, int64_t, int64_t, int64_t, bool) { return 0; }
 // Nor a prefill grid (bindings/prefill.cu).
 int64_t prefill_grid_blocks(const std::string&, int64_t, bool, bool, bool) { return 0; }
 }  // namespace gpu_binding

@@ -145,6 +145,32 @@ int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t num
   return split < unsplit * (1.0 - kDecodeSplitGain) ? best : 0;
 }
 
+// The tensor-core kernel's wide shape (8 warps, 128-row K/V tiles, one block per multiprocessor)
+// runs a plan whose tasks are at most wide_tasks (decode_wide_tasks); the narrow shape runs any
+// other. When the cheapest split has more tasks than that, the split that fits is taken if its
+// chunk is at most twice as long: as many tiles per task in series, half the splits to merge,
+// and each block keeps twice the bytes in flight. Measured with the chunk forced (H200, d128, 8 kv
+// heads, batch 1): kv 8k 256 rows (256 tasks, narrow) 13.2 us against 512 (128, wide) 12.4; kv
+// 16k 512 (narrow) 24.9 against 1024 (wide) 23.8 (fp16; e4m3 8k 13.3 / 12.5, 16k level). Where
+// the fitting split is longer still (kv 2k / 4k: the cheapest already fits; halving its tasks
+// again was 4-16% slower) the cheapest stays. Returns chunk when nothing fits.
+int64_t wide_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads, int64_t chunk,
+                          int64_t wide_tasks) {
+  auto tasks = [&](int64_t c) {
+    int64_t t = 0;
+    for (int64_t r = 0; r < batch; ++r) t += std::max<int64_t>(ceil_div(kv_lens[r], c), 1);
+    return t * num_kv_heads;
+  };
+  if (wide_tasks <= 0 || chunk <= 0 || tasks(chunk) <= wide_tasks) return chunk;
+  int64_t max_kv = 0;
+  for (int64_t r = 0; r < batch; ++r) max_kv = std::max<int64_t>(max_kv, kv_lens[r]);
+  // Chunks stay multiples of 64 (the narrow shape's tile) and below the longest request (a split).
+  for (int64_t c = chunk + 64; c <= 2 * chunk && c < max_kv; c += 64) {
+    if (tasks(c) <= wide_tasks) return c;
+  }
+  return chunk;
+}
+
 // Decode over two rounds or more of a persistent grid of `grid` blocks: when some task exceeds
 // the mean block load, the kv chunk of a quarter of it (else 0). The item order
 // (decode_order.cpp) evens out tasks of similar size; one as long as a block's share (a long
@@ -221,10 +247,12 @@ int64_t balancing_prefill_chunk(const int32_t* qo_indptr, const int32_t* kv_lens
 // prefill_grid: the blocks of the GPU prefill kernels' persistent grid (0: unknown), with causal
 // and window_left for its cost model. decode_bandwidth_bound: the decode kernel streams at the
 // full bandwidth from kDecodeBlocksPerSm blocks per multiprocessor (cheapest_decode_chunk).
+// decode_wide_tasks: the most tasks for which the launch takes the wide shape (0: none;
+// wide_decode_chunk).
 int64_t choose_kv_chunk_size(bool gpu, const int32_t* qo_indptr, const int32_t* kv_lens, int64_t batch,
                              int64_t num_kv_heads, int64_t q_tile_rows, int64_t workers, int64_t decode_grid,
                              int64_t prefill_grid, bool causal, int64_t window_left,
-                             bool decode_bandwidth_bound) {
+                             bool decode_bandwidth_bound, int64_t decode_wide_tasks) {
   if (batch == 0) return 0;
   int64_t max_qo = 0, tiles = 0, max_kv = 0;
   for (int64_t r = 0; r < batch; ++r) {
@@ -241,8 +269,9 @@ int64_t choose_kv_chunk_size(bool gpu, const int32_t* qo_indptr, const int32_t* 
   if (decode) workers = decode_grid > 0 ? decode_grid : device_blocks;
   const int64_t tasks = tiles * num_kv_heads;
   if (decode && decode_grid > 0 && tasks < 2 * workers) {
-    return max_kv < 2 * kDecodeMinKvChunk ? 0
-                                          : cheapest_decode_chunk(kv_lens, batch, num_kv_heads, workers, saturating_blocks);
+    if (max_kv < 2 * kDecodeMinKvChunk) return 0;
+    const int64_t chunk = cheapest_decode_chunk(kv_lens, batch, num_kv_heads, workers, saturating_blocks);
+    return wide_decode_chunk(kv_lens, batch, num_kv_heads, chunk, decode_wide_tasks);
   }
   if (decode && decode_grid > 0) {
     const int64_t chunk = balancing_decode_chunk(kv_lens, batch, num_kv_heads, decode_grid);
@@ -310,13 +339,15 @@ bool fill_kv_lens(const at::Tensor& kv_indptr, const at::Tensor& last_page_len, 
 // kernel's persistent grid): the schedule also gets work lists for that many blocks, costed
 // with causal and window_left (work_lists.cpp). page_indptr (paged caches; may be empty): the
 // requests' offsets into kv_indices, which the schedule then carries (plan_info.h, kPageBase).
+// decode_wide_tasks: see choose_kv_chunk_size.
 std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor& qo_indptr, const at::Tensor& kv_lens,
                                                                at::Tensor schedule, int64_t q_tile_rows,
                                                                int64_t num_kv_heads, int64_t workers,
                                                                int64_t decode_grid, int64_t kv_chunk_size, bool gpu,
                                                                int64_t work_lists, bool causal, int64_t window_left,
                                                                bool decode_bandwidth_bound,
-                                                               const at::Tensor& page_indptr) {
+                                                               const at::Tensor& page_indptr,
+                                                               int64_t decode_wide_tasks) {
   namespace layout = ::flashinfer_ops::plan_info;
   check_host_int32(kv_lens, "kv_lens");
   check_host_int32(schedule, "schedule");
@@ -344,7 +375,7 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
   const int64_t lists = decode_indptr.empty() ? work_lists : 0;
   if (kv_chunk_size < 0) {
     kv_chunk_size = choose_kv_chunk_size(gpu, qo, lens, batch, num_kv_heads, q_tile_rows, workers, decode_grid,
-                                         lists, causal, window_left, decode_bandwidth_bound);
+                                         lists, causal, window_left, decode_bandwidth_bound, decode_wide_tasks);
   }
   int32_t* out = schedule.data_ptr<int32_t>();
   plan_schedule(qo, lens, batch, q_tile_rows, kv_chunk_size, out, schedule.numel());
@@ -364,14 +395,14 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
 int64_t choose_kv_chunk_size_py(bool gpu, const at::Tensor& qo_indptr, const at::Tensor& kv_lens,
                                 int64_t num_kv_heads, int64_t q_tile_rows, int64_t workers, int64_t decode_grid,
                                 int64_t prefill_grid, bool causal, int64_t window_left,
-                                bool decode_bandwidth_bound) {
+                                bool decode_bandwidth_bound, int64_t decode_wide_tasks) {
   check_host_int32(qo_indptr, "qo_indptr");
   check_host_int32(kv_lens, "kv_lens");
   TORCH_CHECK(qo_indptr.numel() == kv_lens.numel() + 1, "choose_kv_chunk_size: qo_indptr must have ",
               kv_lens.numel() + 1, " entries");
   return choose_kv_chunk_size(gpu, qo_indptr.data_ptr<int32_t>(), kv_lens.data_ptr<int32_t>(), kv_lens.numel(),
                               num_kv_heads, q_tile_rows, workers, decode_grid, prefill_grid, causal, window_left,
-                              decode_bandwidth_bound);
+                              decode_bandwidth_bound, decode_wide_tasks);
 }
 
 // single_prefill's kv split on a GPU of `slots` resident blocks, for tiles of tile_rows packed
@@ -401,13 +432,13 @@ void bind_plan_host(pybind11::module_& m) {
         py::arg("qo_indptr"), py::arg("kv_lens"), py::arg("schedule"), py::arg("q_tile_rows"), py::arg("num_kv_heads"),
         py::arg("workers"), py::arg("decode_grid"), py::arg("kv_chunk_size"), py::arg("gpu"), py::arg("work_lists"),
         py::arg("causal"), py::arg("window_left"), py::arg("decode_bandwidth_bound") = false,
-        py::arg("page_indptr") = at::empty({0}, at::kInt));
+        py::arg("page_indptr") = at::empty({0}, at::kInt), py::arg("decode_wide_tasks") = 0);
   m.def("fill_kv_lens", &fill_kv_lens,
         "(kv_indptr, last_page_len, page_size, num_indices, kv_lens out) -> valid; see plan_host.cpp");
   m.def("choose_kv_chunk_size", &choose_kv_chunk_size_py, "the kv split policy; see plan_host.cpp", py::arg("gpu"),
         py::arg("qo_indptr"), py::arg("kv_lens"), py::arg("num_kv_heads"), py::arg("q_tile_rows"), py::arg("workers"),
         py::arg("decode_grid"), py::arg("prefill_grid"), py::arg("causal"), py::arg("window_left"),
-        py::arg("decode_bandwidth_bound") = false);
+        py::arg("decode_bandwidth_bound") = false, py::arg("decode_wide_tasks") = 0);
   m.def("single_prefill_split", &single_prefill_split_py,
         "single_prefill's kv split: (splits, chunk_tiles); see csrc/include/single_prefill_split.h",
         py::arg("qo_len"), py::arg("kv_len"), py::arg("num_qo_heads"), py::arg("num_kv_heads"), py::arg("tile_rows"),

@@ -348,12 +348,10 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
          use_tensor_cores, !fused_merge, op, max_blocks, enable_pdl);
 }
 
-}  // namespace
-
-// The persistent grid run() launches on the current device for a batch decode configuration,
-// for plan()'s split policy; 0 when this build holds no such instantiation. No device work.
-int64_t decode_grid_blocks(const std::string& q_dtype, const std::string& kv_dtype, int64_t head_dim,
-                           int64_t num_qo_heads, int64_t num_kv_heads, bool use_tensor_cores) {
+// A decode configuration named by dtype strings, as plan() queries it: (q dtype, kv kind), or
+// nothing where the pair is not served (q not 16-bit, or a 16-bit cache of another type).
+std::optional<std::pair<at::ScalarType, KvKind>> decode_types(const std::string& q_dtype,
+                                                               const std::string& kv_dtype) {
   const std::pair<const char*, at::ScalarType> names[] = {
       {"float16", at::kHalf},           {"bfloat16", at::kBFloat16},
       {"float8_e4m3fn", at::kFloat8_e4m3fn}, {"float8_e5m2", at::kFloat8_e5m2},
@@ -363,19 +361,41 @@ int64_t decode_grid_blocks(const std::string& q_dtype, const std::string& kv_dty
     if (q_dtype == name) q = type;
     if (kv_dtype == name) kv = type;
   }
-  if (!q || !kv || (*q != at::kHalf && *q != at::kBFloat16) || num_kv_heads <= 0 ||
-      num_qo_heads % num_kv_heads != 0) {
-    return 0;
-  }
+  if (!q || !kv || (*q != at::kHalf && *q != at::kBFloat16)) return std::nullopt;
   KvKind kind = KvKind::kSameAsQ;
   if (*kv != *q) {
-    if (*kv == at::kHalf || *kv == at::kBFloat16) return 0;
+    if (*kv == at::kHalf || *kv == at::kBFloat16) return std::nullopt;
     kind = (*kv == at::kFloat8_e4m3fn || *kv == at::kFloat8_e4m3fnuz) ? KvKind::kE4M3 : KvKind::kE5M2;
   }
+  return std::make_pair(*q, kind);
+}
+
+}  // namespace
+
+// The persistent grid run() launches on the current device for a batch decode configuration,
+// for plan()'s split policy; 0 when this build holds no such instantiation. No device work.
+int64_t decode_grid_blocks(const std::string& q_dtype, const std::string& kv_dtype, int64_t head_dim,
+                           int64_t num_qo_heads, int64_t num_kv_heads, bool use_tensor_cores) {
+  const auto types = decode_types(q_dtype, kv_dtype);
+  if (!types || num_kv_heads <= 0 || num_qo_heads % num_kv_heads != 0) return 0;
   DecodeParams p{};
   p.group_size = static_cast<int32_t>(num_qo_heads / num_kv_heads);
-  const bool served = launch_family(p, *q, kind, static_cast<int>(head_dim), use_tensor_cores, nullptr, true);
+  const bool served =
+      launch_family(p, types->first, types->second, static_cast<int>(head_dim), use_tensor_cores, nullptr, true);
   return served ? p.num_blocks : 0;
+}
+
+// The most (item, kv head) tasks a plan may have for run() to launch the tensor-core kernel's
+// wide shape (a launch of task_blocks x head_slices blocks, at most the multiprocessors;
+// launch_decode_mma), for plan()'s split policy; 0 where that shape is never taken (CUDA cores,
+// AMD, a device without its shared memory, or no such instantiation). No device work.
+int64_t decode_wide_tasks(const std::string& q_dtype, const std::string& kv_dtype, int64_t head_dim,
+                          int64_t num_qo_heads, int64_t num_kv_heads, bool use_tensor_cores) {
+  const auto types = decode_types(q_dtype, kv_dtype);
+  if (!use_tensor_cores || !types || num_kv_heads <= 0 || num_qo_heads % num_kv_heads != 0) return 0;
+  if (!decode_mma_has_wide_shape(types->first, types->second, static_cast<int>(head_dim))) return 0;
+  const int64_t head_slices = ceil_div(num_qo_heads / num_kv_heads, kMmaGroupTile);
+  return num_multiprocessors() / head_slices;
 }
 
 TORCH_LIBRARY_IMPL(flashinfer, CUDA, m) {

@@ -24,6 +24,11 @@ bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, Kv
                        int head_dim, cudaStream_t stream, bool grid_only = false, int64_t max_blocks = 0,
                        bool pdl = false);
 
+// Whether launch_decode_mma takes the wide shape for (q dtype, kv kind, head_dim) when its launch
+// is capped at the multiprocessors or fewer blocks: the shape exists on this platform and the
+// device has its shared memory. False where this build holds no such instantiation.
+bool decode_mma_has_wide_shape(at::ScalarType q_dtype, KvKind kv_kind, int head_dim);
+
 // The persistent grid, at most max_blocks blocks when that is positive.
 inline int capped_grid(int grid, int64_t max_blocks) {
   return max_blocks > 0 && max_blocks < grid ? static_cast<int>(max_blocks) : grid;

@@ -6,13 +6,27 @@
 namespace flashinfer_ops {
 namespace gpu_binding {
 
+namespace {
+
+// Whether the device has the shared memory for the wide shape of this configuration (d128 fp16:
+// 141 KiB); the shape exists only where copies are asynchronous (decode_mma.cu).
+template <typename T, typename KV, int D>
+bool wide_shape_fits() {
+  if constexpr (tfo::kernels::kMmaDecodeHasWide) {
+    return static_cast<size_t>(tfo::kernels::kMmaDecodeSmemBytes<T, KV, D, true>) <= max_block_shared_memory();
+  } else {
+    return false;
+  }
+}
+
+}  // namespace
+
 bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind,
                        int head_dim, cudaStream_t stream, bool grid_only, int64_t max_blocks, bool pdl) {
   using namespace tfo::kernels;
   // A launch capped at one block per multiprocessor or fewer (batch 1's splits) takes the wide
-  // shape, whose block is resident alone on a multiprocessor (decode_mma.cu), where the device
-  // has the shared memory for it (d128 fp16: 141 KiB).
-  const bool wide = kMmaDecodeHasWide && max_blocks > 0 && max_blocks <= num_multiprocessors();
+  // shape, whose block is resident alone on a multiprocessor (decode_mma.cu).
+  const bool capped_to_one_round = max_blocks > 0 && max_blocks <= num_multiprocessors();
   return with_decode_config(q_dtype, head_dim, kv_kind, [&](auto t_tag, auto d_const, auto kv_tag) {
     using T = typename decltype(t_tag)::type;
     using KV = typename decltype(kv_tag)::type;
@@ -28,11 +42,20 @@ bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, Kv
       }
     };
     if constexpr (kMmaDecodeHasWide) {
-      constexpr size_t kWideSmem = kMmaDecodeSmemBytes<T, KV, D, true>;
-      if (wide && kWideSmem <= max_block_shared_memory()) return go(std::true_type{});
+      if (capped_to_one_round && wide_shape_fits<T, KV, D>()) return go(std::true_type{});
     }
     go(std::false_type{});
   });
+}
+
+bool decode_mma_has_wide_shape(at::ScalarType q_dtype, KvKind kv_kind, int head_dim) {
+  bool wide = false;
+  with_decode_config(q_dtype, head_dim, kv_kind, [&](auto t_tag, auto d_const, auto kv_tag) {
+    using T = typename decltype(t_tag)::type;
+    using KV = typename decltype(kv_tag)::type;
+    wide = wide_shape_fits<T, KV, decltype(d_const)::value>();
+  });
+  return wide;
 }
 
 }  // namespace gpu_binding
