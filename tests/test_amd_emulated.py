@@ -27,8 +27,10 @@ import torch_flashinfer_ops as flashinfer
 
 try:
     from . import reference as ref
+    from .plan_layout import decode_plan_size
 except ImportError:
     import reference as ref
+    from plan_layout import decode_plan_size
 
 REPO = Path(__file__).resolve().parents[1]
 EMULATION = REPO / "tests" / "amd_emulation"
@@ -174,8 +176,8 @@ def _emulated_batch_decode(lib, q, k_cache, v_cache, kv_layout, paged, kv_chunk_
         i32(out.stride(0)), i32(out.stride(1)), ptr(lse), ptr(partial_o), ptr(partial_lse), ptr(k_cache),
         ptr(v_cache), i32(k_cache.stride(0)), i32(k_cache.stride(tok)), i32(k_cache.stride(head)),
         i32(v_cache.stride(0)), i32(v_cache.stride(tok)), i32(v_cache.stride(head)), i32(k_cache.shape[tok]),
-        ptr(paged.indptr), ptr(paged.indices), ptr(paged.last_page_len), ptr(plan), i32(window_left),
-        f32(q_scale), f32(cap_log2), f32(v_scale * factor))
+        ptr(paged.indptr), ptr(paged.indices), ptr(paged.last_page_len), ptr(plan), i32(decode_plan_size(plan)),
+        i32(window_left), f32(q_scale), f32(cap_log2), f32(v_scale * factor))
     assert status == 0
     return out, lse, rows
 

@@ -347,27 +347,34 @@ def test_batch_decode_replan(workspace):
         _run_checked(w, q, P.cache, dtype, r_out, r_lse)
 
 
-def test_batch_decode_plan_carries_kv_lengths_and_page_offsets(workspace):
-    """The decode schedule carries each request's kv length and its first page's place in
-    kv_indices (plan_info.h: kKvLen, kPageBase), which the tensor-core decode kernel reads from
-    the plan instead of the index arrays; plan_batch (no page table) marks the offset -1 so that
-    a kernel reads kv_indptr itself."""
-    from plan_layout import KV_LEN, PAGE_BASE, requests
+def test_batch_decode_plan_items_carry_kv_lengths_and_page_offsets(workspace):
+    """Each item of the decode schedule carries its request's kv length and first page's place in
+    kv_indices (plan_info.h: kKvLen, kPageBase), which the tensor-core decode kernel reads with
+    the item instead of from the index arrays; plan_batch (no page table) marks the offset -1 so
+    that a kernel reads kv_indptr itself. The items come right after the header, the requests'
+    (partial_base, num_splits) after the items."""
+    from plan_layout import KV_LEN, NUM_SPLITS, PAGE_BASE, PARTIAL_BASE, PARTIAL_ROW, REQUEST, items, requests
 
     kv_lens, hq, hkv, d = [1, 16, 17, 300, 5, 64], 8, 2, 64
     q, P, _, _ = _batch_decode_case(kv_lens, hq, hkv, d, F16, F16, 16, "NHD", True)
     w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD")
     _plan(w, P, hq, hkv, d, F16, F16)
-    planned = requests(w._workspace.plan_host)
-    assert planned[:, KV_LEN].tolist() == kv_lens
-    assert planned[:, PAGE_BASE].tolist() == P.indptr[:-1].tolist()
+    planned = items(w._workspace.plan_host)
+    assert sorted(set(planned[:, REQUEST].tolist())) == list(range(len(kv_lens)))
+    first_page = P.indptr[:-1].tolist()
+    for item in planned.tolist():
+        assert item[KV_LEN] == kv_lens[item[REQUEST]] and item[PAGE_BASE] == first_page[item[REQUEST]]
 
     schedule = torch.full((1 << 12,), 7, dtype=torch.int32)
     qo = torch.arange(len(kv_lens) + 1, dtype=torch.int32)
-    flashinfer._ops.ops.plan_batch(qo, torch.tensor(kv_lens, dtype=torch.int32), schedule, 16, 0)
-    batch_planned = requests(schedule)
-    assert batch_planned[:, KV_LEN].tolist() == kv_lens
-    assert batch_planned[:, PAGE_BASE].tolist() == [-1] * len(kv_lens)
+    flashinfer._ops.ops.plan_batch(qo, torch.tensor(kv_lens, dtype=torch.int32), schedule, 16, 128)
+    batch_planned = items(schedule)
+    assert batch_planned[:, KV_LEN].tolist() == [kv_lens[r] for r in batch_planned[:, REQUEST].tolist()]
+    assert batch_planned[:, PAGE_BASE].tolist() == [-1] * len(batch_planned)
+    split = requests(schedule)  # request 3 (300 rows) in 3 chunks of 128, the rest whole
+    assert split[:, NUM_SPLITS].tolist() == [1, 1, 1, 3, 1, 1]
+    assert split[3, PARTIAL_BASE] == 0 and (split[[0, 1, 2, 4, 5], PARTIAL_BASE] == -1).all()
+    assert sorted(batch_planned[batch_planned[:, REQUEST] == 3][:, PARTIAL_ROW].tolist()) == [0, 1, 2]
 
     with pytest.raises(RuntimeError, match="page_indptr must have"):
         flashinfer._C.plan_host(torch.empty(0, dtype=torch.int32), torch.tensor(kv_lens, dtype=torch.int32),

@@ -29,9 +29,11 @@ import torch_flashinfer_ops as flashinfer
 try:
     from . import reference as ref
     from . import test_amd_emulated as amd_tier
+    from .plan_layout import decode_plan_size
 except ImportError:
     import reference as ref
     import test_amd_emulated as amd_tier
+    from plan_layout import decode_plan_size
 
 REPO = Path(__file__).resolve().parents[1]
 EMULATION = REPO / "tests" / "cuda_emulation"
@@ -128,7 +130,8 @@ def _emulated_batch_decode(lib, family, q, paged, kv_layout, kv_chunk_size, *, s
         ptr(counters) if fused_merge else ctypes.c_void_p(0), ptr(k_cache), ptr(v_cache), i32(k_cache.stride(0)),
         i32(k_cache.stride(tok)), i32(k_cache.stride(head)), i32(v_cache.stride(0)), i32(v_cache.stride(tok)),
         i32(v_cache.stride(head)), i32(k_cache.shape[tok]), ptr(paged.indptr), ptr(paged.indices),
-        ptr(paged.last_page_len), ptr(plan), i32(window_left), f32(q_scale), f32(cap_log2), f32(v_scale * factor))
+        ptr(paged.last_page_len), ptr(plan), i32(decode_plan_size(plan)), i32(window_left), f32(q_scale),
+        f32(cap_log2), f32(v_scale * factor))
     assert status == 0
     if fused_merge:
         assert not counters.any(), "the merging blocks must leave the arrival counters at zero"

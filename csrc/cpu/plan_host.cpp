@@ -381,8 +381,11 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
   plan_schedule(qo, lens, batch, q_tile_rows, kv_chunk_size, out, schedule.numel());
   if (page_indptr.numel() > 0) {
     const int32_t* first_page = page_indptr.data_ptr<int32_t>();
-    int32_t* requests = out + layout::kHeaderSize;
-    for (int64_t r = 0; r < batch; ++r) requests[layout::kRequestFields * r + layout::kPageBase] = first_page[r];
+    int32_t* items = out + layout::kHeaderSize;
+    for (int64_t i = 0; i < out[layout::kNumItems]; ++i) {
+      int32_t* item = items + layout::kItemFields * i;
+      item[layout::kPageBase] = first_page[item[layout::kRequest]];
+    }
   }
   if (!decode_indptr.empty() && gpu) {
     order_decode_items(out, num_kv_heads, decode_grid);

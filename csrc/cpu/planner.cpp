@@ -25,14 +25,23 @@ int64_t num_q_tiles(int64_t qo_len, int64_t q_tile_rows) {
 
 }  // namespace
 
-int64_t plan_size_for(const int32_t* qo_indptr, const int32_t* kv_lens, int64_t batch,
-                      int64_t q_tile_rows, int64_t kv_chunk_size) {
+namespace {
+
+int64_t count_items(const int32_t* qo_indptr, const int32_t* kv_lens, int64_t batch, int64_t q_tile_rows,
+                    int64_t kv_chunk_size) {
   int64_t items = 0;
   for (int64_t r = 0; r < batch; ++r) {
     items += num_q_tiles(qo_indptr[r + 1] - qo_indptr[r], q_tile_rows) *
              num_splits(kv_lens[r], kv_chunk_size);
   }
-  return plan_info::size_for(items, batch);
+  return items;
+}
+
+}  // namespace
+
+int64_t plan_size_for(const int32_t* qo_indptr, const int32_t* kv_lens, int64_t batch,
+                      int64_t q_tile_rows, int64_t kv_chunk_size) {
+  return plan_info::size_for(count_items(qo_indptr, kv_lens, batch, q_tile_rows, kv_chunk_size), batch);
 }
 
 void plan_schedule(const int32_t* qo_indptr, const int32_t* kv_lens, int64_t batch,
@@ -41,15 +50,16 @@ void plan_schedule(const int32_t* qo_indptr, const int32_t* kv_lens, int64_t bat
   using namespace plan_info;
   TORCH_CHECK(q_tile_rows > 0, "plan_batch: q_tile_rows must be positive, got ", q_tile_rows);
   TORCH_CHECK(out_size >= kHeaderSize, "plan_batch: plan_info too small");
-  // Requests first, items fill the rest of the buffer.
+  // Items first, then the requests (plan_info.h).
   const int64_t item_capacity = (out_size - kHeaderSize - kRequestFields * batch) / kItemFields;
-  const int64_t needed = plan_size_for(qo_indptr, kv_lens, batch, q_tile_rows, kv_chunk_size);
+  const int64_t num_items = count_items(qo_indptr, kv_lens, batch, q_tile_rows, kv_chunk_size);
+  const int64_t needed = size_for(num_items, batch);
   TORCH_CHECK_VALUE(needed <= out_size, "plan_batch: plan_info (the plan region of "
                     "float_workspace_buffer) holds ", out_size, " int32 but this batch needs ", needed,
                     "; give a larger float_workspace_buffer");
 
-  int32_t* requests = out + kHeaderSize;
-  int32_t* items = requests + kRequestFields * batch;
+  int32_t* items = out + kHeaderSize;
+  int32_t* requests = items + kItemFields * num_items;
   int64_t n = 0, partial_rows = 0;
   for (int64_t r = 0; r < batch; ++r) {
     const int64_t qo_len = qo_indptr[r + 1] - qo_indptr[r];
@@ -59,8 +69,6 @@ void plan_schedule(const int32_t* qo_indptr, const int32_t* kv_lens, int64_t bat
     const int64_t base = splits > 1 ? partial_rows : -1;
     requests[kRequestFields * r + kPartialBase] = static_cast<int32_t>(base);
     requests[kRequestFields * r + kNumSplits] = static_cast<int32_t>(splits);
-    requests[kRequestFields * r + kKvLen] = kv_lens[r];
-    requests[kRequestFields * r + kPageBase] = -1;  // plan_host.cpp's caller may give the page table
     const int64_t chunk = splits > 1 ? kv_chunk_size : std::max<int64_t>(kv_lens[r], 1);
     for (int64_t s = 0; s < splits; ++s) {
       for (int64_t q0 = 0; q0 < std::max<int64_t>(qo_len, 1); q0 += q_tile_rows) {
@@ -71,6 +79,8 @@ void plan_schedule(const int32_t* qo_indptr, const int32_t* kv_lens, int64_t bat
         item[kKvBegin] = static_cast<int32_t>(s * chunk);
         item[kKvEnd] = static_cast<int32_t>(std::min<int64_t>((s + 1) * chunk, kv_lens[r]));
         item[kPartialRow] = static_cast<int32_t>(splits > 1 ? base + s * qo_len + q0 : -1);
+        item[kKvLen] = kv_lens[r];
+        item[kPageBase] = -1;  // plan_host.cpp's caller may give the page table
       }
     }
     if (splits > 1) partial_rows += splits * qo_len;

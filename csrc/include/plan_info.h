@@ -1,15 +1,18 @@
-// Layout of the int32 schedule ("plan_info") that plan_batch writes and the batch
-// run operators read. Torch-free: the CPU kernels and the GPU kernels share it.
+// Layout of the int32 schedule ("plan_info") that plan_batch writes and the batch run operators
+// read. Torch-free: the CPU kernels and the GPU kernels share it.
 //
 //   [0, kHeaderSize)                         header, see Header
-//   [kHeaderSize, + kRequestFields*batch)    per request: partial_base, num_splits, kv_len, page_base
-//   [..., + kItemFields*num_items)           work items, one per (request, q tile, kv chunk)
-//   [..., + num_lists + 1)                    work lists (GPU prefill): offsets of each list
-//   [..., + num_kv_heads*num_items)           their entries, item * num_kv_heads + kv head
+//   [kHeaderSize, + kItemFields*num_items)   work items, one per (request, q tile, kv chunk)
+//   [..., + kRequestFields*batch)            per request: partial_base, num_splits
+//   [..., + num_lists + 1)                   work lists (GPU prefill): offsets of each list
+//   [..., + num_kv_heads*num_items)          their entries, item * num_kv_heads + kv head
 //
 // Everything a run reads lies in the prefix of size_for(num_items, batch, num_lists,
 // num_kv_heads), so a plan is copied to the device by its prefix while the buffer itself
-// keeps a fixed size.
+// keeps a fixed size. The items come first, at a fixed offset: a decode block reads its first
+// item together with the header (the item's place does not wait for the header's counts), and
+// each item carries what the block needs of its request before the launch before it has ended
+// (kKvLen, kPageBase).
 //
 // A work item covers query rows [q_begin, q_end) of one request (row indices local to
 // the request) against its kv positions [kv_begin, kv_end), for every kv head. When a
@@ -30,8 +33,8 @@ namespace flashinfer_ops {
 namespace plan_info {
 
 constexpr int kHeaderSize = 8;
-constexpr int kItemFields = 6;
-constexpr int kRequestFields = 4;
+constexpr int kItemFields = 8;
+constexpr int kRequestFields = 2;
 
 // Partial rows a wave of the split merge loads before it uses the first (split_merge.h): after a
 // split request's last task the merge takes one L2 round trip per this many splits, which the
@@ -56,17 +59,17 @@ enum ItemField : int {
   kKvBegin = 3,
   kKvEnd = 4,
   kPartialRow = 5,
+  // The item's request's kv length and, for a paged cache, its first page's place in kv_indices
+  // (kv_indptr[request]; -1 where the plan was made without the page table, so that a kernel
+  // reads kv_indptr itself). The tensor-core decode kernel reads both with the item, before the
+  // programmatic-launch wait, so that only its page ids and K/V wait for the launch before.
+  kKvLen = 6,
+  kPageBase = 7,
 };
 
 enum RequestField : int {
   kPartialBase = 0,  // first partial row of the request, -1 when not split
   kNumSplits = 1,
-  // The request's kv length and, for a paged cache, its first page's place in kv_indices
-  // (kv_indptr[r]; -1 where the plan was made without the page table, so that a kernel reads
-  // kv_indptr itself). The tensor-core decode kernel reads both from the plan before the
-  // programmatic-launch wait, so that only its page ids and K/V wait for the launch before.
-  kKvLen = 2,
-  kPageBase = 3,
 };
 
 inline constexpr int64_t size_for(int64_t item_capacity, int64_t request_capacity, int64_t num_lists = 0,
@@ -75,16 +78,23 @@ inline constexpr int64_t size_for(int64_t item_capacity, int64_t request_capacit
          (num_lists > 0 ? num_lists + 1 + num_kv_heads * item_capacity : 0);
 }
 
+// The item slots at their fixed offsets in a buffer of plan_size int32: a kernel that reads an
+// item before it knows the item count clamps the index to these, so the read stays inside the
+// buffer (its content past num_items is then ignored).
+inline constexpr int64_t item_slots(int64_t plan_size) {
+  return plan_size > kHeaderSize ? (plan_size - kHeaderSize) / kItemFields : 0;
+}
+
 struct View {
   const int32_t* data;
   int32_t num_items() const { return data[kNumItems]; }
   int32_t num_requests() const { return data[kNumRequests]; }
-  const int32_t* request(int32_t r) const { return data + kHeaderSize + kRequestFields * r; }
-  const int32_t* item(int32_t i) const {
-    return data + kHeaderSize + kRequestFields * data[kNumRequests] + kItemFields * i;
+  const int32_t* item(int32_t i) const { return data + kHeaderSize + kItemFields * i; }
+  const int32_t* request(int32_t r) const {
+    return data + kHeaderSize + kItemFields * data[kNumItems] + kRequestFields * r;
   }
   // Offsets of the work lists (num_lists + 1 entries), then their entries.
-  const int32_t* list_offsets() const { return item(data[kNumItems]); }
+  const int32_t* list_offsets() const { return request(data[kNumRequests]); }
 };
 
 }  // namespace plan_info

@@ -7,6 +7,7 @@
 #define TFO_SHARED
 #endif
 #include "wave64_emulation.h"
+#include "../emulation_common/guarded_plan.h"
 
 #include "kernels/decode/decode_simt.cu"
 #if defined(TFO_EMU_DECODE_MMA)
@@ -82,7 +83,8 @@ int run_q(DecodeParams& p, int kv_kind, int batch, int head_dim) {
 
 }  // namespace
 
-// Batch decode over a paged cache with a plan from the library's planner. q_dtype: 0 float16,
+// Batch decode over a paged cache with a plan from the library's planner (plan_size int32: the
+// prefix a run reads, or more). q_dtype: 0 float16,
 // 1 bfloat16; kv_kind: 0 q's dtype, 1 FP8 e4m3, 2 FP8 e5m2. Integer arguments as the bindings
 // set DecodeParams (decode.cu); scales already combined there. Returns 0, or -1 when the
 // configuration is not instantiated.
@@ -91,8 +93,10 @@ extern "C" __attribute__((visibility("default"))) int tfo_emu_batch_decode(
     int o_stride_head, float* lse, float* partial_o, float* partial_lse, const void* k, const void* v,
     int k_stride_page, int k_stride_token, int k_stride_head, int v_stride_page, int v_stride_token,
     int v_stride_head, int page_size, const int32_t* kv_indptr, const int32_t* kv_indices,
-    const int32_t* kv_last_page_len, const int32_t* plan, int window_left, float q_scale, float cap_log2,
-    float v_scale) {
+    const int32_t* kv_last_page_len, const int32_t* plan, int plan_size, int window_left, float q_scale,
+    float cap_log2, float v_scale) {
+  // The kernels see a copy of the plan's plan_size int32 that ends at a page with no access.
+  const tfo_emu_common::GuardedPlan guarded(plan, plan_size);
   DecodeParams p{};
   p.q = q;
   p.q_stride_batch = q_stride_batch;
@@ -116,7 +120,8 @@ extern "C" __attribute__((visibility("default"))) int tfo_emu_batch_decode(
   p.kv_indptr = kv_indptr;
   p.kv_indices = kv_indices;
   p.kv_last_page_len = kv_last_page_len;
-  p.plan = plan;
+  p.plan = guarded.data();
+  p.plan_item_slots = static_cast<int32_t>(flashinfer_ops::plan_info::item_slots(plan_size));
   p.num_qo_heads = num_qo_heads;
   p.num_kv_heads = num_kv_heads;
   p.group_size = num_qo_heads / num_kv_heads;

@@ -5,7 +5,9 @@
 // in a CUDA/HIP graph replays correctly after a later plan() rewrites the schedule in place.
 // use_tensor_cores selects the kernel family: decode_simt (vector units) or decode_mma (matrix
 // cores, the GQA group as the rows of a 16-row tile); both compute the same attention.
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <string>
 #include <utility>
@@ -285,6 +287,10 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
   TORCH_CHECK(kv_indptr.numel() == batch + 1 && kv_last_page_len.numel() == batch, op,
               ": kv_indptr must have batch_size + 1 = ", batch + 1,
               " entries and kv_last_page_len batch_size entries");
+  // A block reads its first item with the header (plan_info.h), before it knows the item count:
+  // the buffer must hold at least the header and one item (plan() buffers hold far more).
+  TORCH_CHECK(plan_info.numel() >= flashinfer_ops::plan_info::size_for(1, 0), op, ": plan_info must hold at least ",
+              flashinfer_ops::plan_info::size_for(1, 0), " int32 (plan() makes it), got ", plan_info.numel());
   TORCH_CHECK(partial_o.scalar_type() == at::kFloat && partial_o.is_contiguous() &&
                   partial_lse.scalar_type() == at::kFloat && partial_lse.is_contiguous(),
               op, ": partial_o and partial_lse must be contiguous float32");
@@ -325,6 +331,8 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
   p.kv_indices = kv_indices.data_ptr<int32_t>();
   p.kv_last_page_len = kv_last_page_len.data_ptr<int32_t>();
   p.plan = plan_info.data_ptr<int32_t>();
+  p.plan_item_slots = static_cast<int32_t>(
+      std::min<int64_t>(flashinfer_ops::plan_info::item_slots(plan_info.numel()), std::numeric_limits<int32_t>::max()));
   set_scales(p, sm_scale, logits_soft_cap, k_scale, v_scale, factor, window_left, op);
   p.kv_ocp_e4m3 = paged_k.scalar_type() == at::kFloat8_e4m3fn;
   if (batch == 0) return;

@@ -10,10 +10,11 @@
 //
 // Programmatic dependent launch (NVIDIA sm_90+): the schedule is plan()'s upload, a copy that
 // no kernel writes, so a block reads its header and its task's item before grid_dependency_wait()
-// (at batch 1 those dependent round trips were a large part of a launch's fixed cost), and the
-// tensor-core kernel the request's kv length and first page offset too, which plan() puts in the
-// schedule (request_kv); q, the cache, the index arrays and the split counters may come from the
-// launch before and are read after it. The next launch is let in as each block exits
+// (at batch 1 those dependent round trips were a large part of a launch's fixed cost). The items
+// sit at a fixed offset and carry their request's kv length and first page offset (plan_info.h),
+// so the tensor-core kernel reads its first item together with the header, one round trip, and
+// its next task's item while the current one merges (schedule_item_ahead); q, the cache, the
+// index arrays and the split counters may come from the launch before and are read after it. The next launch is let in as each block exits
 // (launch_dependents), so its blocks read their schedule while this grid's last blocks finish.
 // Not earlier: let in once a block's wait had returned, the next launch's blocks started beside
 // this grid's, which took 0.5-0.6 us off batch 1 at kv 1k-4k but made it 13-25% slower at kv 16k
@@ -79,6 +80,7 @@ struct DecodeParams {
   // The schedule: plan_info (plan_info.h), or nullptr for a single request split arithmetically
   // into single_splits chunks of single_chunk tokens.
   const int32_t* plan;
+  int32_t plan_item_slots;  // plan_info::item_slots of the plan's buffer (schedule_item_ahead)
   int32_t single_kv_len, single_chunk, single_splits;
 
   int32_t num_qo_heads, num_kv_heads, group_size, head_slices;
@@ -91,13 +93,13 @@ struct DecodeParams {
   int32_t kv_ocp_e4m3;  // 1: an OCP e4m3fn cache (not fnuz), which sm_89+ may widen in hardware
 };
 
+// A work item (plan_info.h's ItemField) with its request's kv length and first page's place in
+// kv_indices (page_base -1: not carried; request_pages then reads kv_indptr).
 struct WorkItem {
-  int32_t request, kv_begin, kv_end, partial_row;
+  int32_t request, kv_begin, kv_end, partial_row, kv_len, page_base;
 };
 
-// The schedule's header words a block needs, read once per block and together: the items' place
-// depends on the number of requests, and reading it only after the item count had been tested
-// made two dependent round trips of the block's first three.
+// The schedule's header words a block needs, read once per block and together.
 struct ScheduleHeader {
   int32_t num_items, num_requests;
 };
@@ -108,30 +110,34 @@ TFO_INLINE ScheduleHeader schedule_header(const DecodeParams& p) {
   return {p.single_splits, 1};
 }
 
-TFO_INLINE WorkItem schedule_item(const DecodeParams& p, const ScheduleHeader& h, int32_t i) {
+// Item i, i < the header's num_items. The items sit at a fixed offset (plan_info.h), so the read
+// needs nothing of the header.
+TFO_INLINE WorkItem schedule_item(const DecodeParams& p, int32_t i) {
   using namespace flashinfer_ops::plan_info;
   if (p.plan != nullptr) {
-    const int32_t* item = p.plan + kHeaderSize + kRequestFields * h.num_requests + kItemFields * i;
-    return {item[kRequest], item[kKvBegin], item[kKvEnd], item[kPartialRow]};
+    const int32_t* item = p.plan + kHeaderSize + kItemFields * i;
+    return {item[kRequest], item[kKvBegin], item[kKvEnd], item[kPartialRow], item[kKvLen], item[kPageBase]};
   }
   const int32_t begin = i * p.single_chunk;
   const int32_t end = begin + p.single_chunk < p.single_kv_len ? begin + p.single_chunk
                                                                 : p.single_kv_len;
-  return {0, begin, end, p.single_splits > 1 ? i : -1};
+  return {0, begin, end, p.single_splits > 1 ? i : -1, p.single_kv_len, 0};
 }
 
-// A request's fields in the schedule (plan_info.h's RequestField), p.plan given.
-TFO_INLINE const int32_t* request_fields(const DecodeParams& p, int32_t r) {
-  using namespace flashinfer_ops::plan_info;
-  return p.plan + kHeaderSize + kRequestFields * r;
+// Item i read before the item count is known (with the header, or for a block's next task while
+// its current one ends): an index past the buffer's item slots reads the last slot instead, so
+// the read stays inside the plan's buffer; what it reads past num_items is never used.
+TFO_INLINE WorkItem schedule_item_ahead(const DecodeParams& p, int32_t i) {
+  const bool in_slots = static_cast<uint32_t>(i) < static_cast<uint32_t>(p.plan_item_slots);
+  return schedule_item(p, p.plan == nullptr || in_slots ? i : p.plan_item_slots - 1);
 }
 
-// (first partial row or -1, number of splits) of a request.
-TFO_INLINE void schedule_request(const DecodeParams& p, int32_t r, int32_t& partial_base,
+// (first partial row or -1, number of splits) of a request. Its place follows the items.
+TFO_INLINE void schedule_request(const DecodeParams& p, const ScheduleHeader& h, int32_t r, int32_t& partial_base,
                                  int32_t& num_splits) {
   using namespace flashinfer_ops::plan_info;
   if (p.plan != nullptr) {
-    const int32_t* req = request_fields(p, r);
+    const int32_t* req = p.plan + kHeaderSize + kItemFields * h.num_items + kRequestFields * r;
     partial_base = req[kPartialBase];
     num_splits = req[kNumSplits];
   } else {
@@ -140,23 +146,10 @@ TFO_INLINE void schedule_request(const DecodeParams& p, int32_t r, int32_t& part
   }
 }
 
-// A request's kv length and first page's place in kv_indices, as the schedule carries them
-// (plan_info.h: kKvLen, kPageBase), read before grid_dependency_wait() with the task's item.
-struct RequestKv {
-  int32_t kv_len, page_base;  // page_base -1: not carried (request_pages reads kv_indptr)
-};
-
-TFO_INLINE RequestKv request_kv(const DecodeParams& p, int32_t r) {
-  using namespace flashinfer_ops::plan_info;
-  if (p.plan == nullptr) return {p.single_kv_len, 0};
-  const int32_t* req = request_fields(p, r);
-  return {req[kKvLen], req[kPageBase]};
-}
-
 // A request's kv length from the index arrays, after the wait: its three loads issued together
 // (the last page's length is read whether or not the request has pages, so it does not wait for
 // the page count). The CUDA-core kernel takes its lengths and pages this way: given them from the
-// schedule (request_kv), nvcc ordered its step differently (sm_90a: the step's 4 V loads issued
+// schedule (WorkItem's kv_len, page_base), nvcc ordered its step differently (sm_90a: the step's 4 V loads issued
 // a quarter of the way into it, behind the next step's page ids, instead of with its 4 K loads at
 // the top: half the bytes in flight) and it ran 4-7% slower at batch 16-64 on an H200
 // (docs/kernel_notes.md), where the tensor-core kernel gained 1-5%.
@@ -310,11 +303,15 @@ struct TaskHeads {
   int32_t slot;  // kv_head * head_slices + slice: the task's place within its item
 };
 
-TFO_INLINE TaskHeads decode_task(const DecodeParams& p, const ScheduleHeader& h, int32_t task,
-                                 int group_tile) {
+// The item a task belongs to: tasks are (item, kv head, head slice) in that order.
+TFO_INLINE int32_t task_item(const DecodeParams& p, int32_t task) {
+  return task / (p.num_kv_heads * p.head_slices);
+}
+
+TFO_INLINE TaskHeads decode_task(const DecodeParams& p, const WorkItem& item, int32_t task, int group_tile) {
   const int32_t per_item = p.num_kv_heads * p.head_slices;
   TaskHeads t;
-  t.item = schedule_item(p, h, task / per_item);
+  t.item = item;
   const int32_t rest = task % per_item;
   t.slot = rest;
   t.kv_head = rest / p.head_slices;

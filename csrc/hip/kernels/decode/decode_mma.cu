@@ -255,14 +255,17 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
     return reinterpret_cast<const KV**>(decode_smem + Smem::kAddr + (tile % 2) * Smem::kAddrBytes);
   };
 
-  const ScheduleHeader schedule = schedule_header(p);  // before the wait (decode_common.h)
+  // The header and the block's first item, read together before the wait (the schedule is
+  // plan()'s copy, never the launch before's output): the item's place needs nothing of the
+  // header (plan_info.h), and it carries the request's kv length and first page.
+  const ScheduleHeader schedule = schedule_header(p);
+  WorkItem item = schedule_item_ahead(p, task_item(p, block_index_x()));
   const int32_t num_tasks = schedule.num_items * p.num_kv_heads * p.head_slices;
   for (int32_t task = block_index_x(); task < num_tasks; task += p.num_blocks) {
-    const TaskHeads t = decode_task(p, schedule, task, kRows);
-    const RequestKv request = request_kv(p, t.item.request);  // the schedule's, before the wait
+    const TaskHeads t = decode_task(p, item, task, kRows);
     grid_dependency_wait();  // q, the cache and the page ids may come from the launch before
     const int32_t req = t.item.request;
-    const int32_t kv_len = request.kv_len;
+    const int32_t kv_len = t.item.kv_len;
     int32_t kv_lo = t.item.kv_begin;
     const int32_t kv_hi = t.item.kv_end < kv_len ? t.item.kv_end : kv_len;
     if (p.window_left >= 0 && kv_len - 1 - p.window_left > kv_lo) kv_lo = kv_len - 1 - p.window_left;
@@ -285,7 +288,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
     }
     copy_commit_group();
 
-    const int32_t* pages = request_pages(p, req, request.page_base);
+    const int32_t* pages = request_pages(p, req, t.item.page_base);
     // Row addresses run one tile ahead of the copies, which run kStages - 1 tiles ahead of the
     // math: tile s's addresses are stored before tile s - 1's copies are issued.
     RowAddresses<KV, kTokens> rows;
@@ -444,7 +447,9 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
       next_rows(j + kStages + 1);
     }
     copy_wait_groups<0>();  // the q tile of a task without kv rows
-    block_sync();           // K/V tiles become the merge buffer
+    // The block's next task's item, in flight while this task's waves merge and store.
+    item = schedule_item_ahead(p, task_item(p, task + p.num_blocks));
+    block_sync();  // K/V tiles become the merge buffer
 
 #pragma unroll
     for (int n = 0; n < kColTiles; ++n) {
@@ -463,7 +468,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
     }
     block_sync();
     combine_slots8<T, D, kWaves, kThreads>(p, t, smem_m, smem_l, smem_o, kRows, p.v_scale * kv_unit, tid);
-    finish_split_task<T, kWaves>(p, t, D);
+    finish_split_task<T, kWaves>(p, schedule, t, D);
   }
   grid_dependents_launch();  // this block's stores are issued
 }

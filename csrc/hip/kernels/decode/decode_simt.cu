@@ -67,7 +67,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const Decod
   const ScheduleHeader schedule = schedule_header(p);  // before the wait (decode_common.h)
   const int32_t num_tasks = schedule.num_items * p.num_kv_heads * p.head_slices;
   for (int32_t task = block_index_x(); task < num_tasks; task += p.num_blocks) {
-    const TaskHeads t = decode_task(p, schedule, task, G);
+    const TaskHeads t = decode_task(p, schedule_item(p, task_item(p, task)), task, G);
     grid_dependency_wait();  // q, the cache and the index arrays may come from the launch before
     const int32_t req = t.item.request;
     const int32_t kv_len = request_kv_len_from_index_arrays(p, req);
@@ -192,7 +192,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const Decod
     block_sync();
     combine_slots8<T, D, kRowsPerStep, kDecodeThreads>(p, t, &smem.m[0][0], &smem.l[0][0], &smem.o[0][0][0], G,
                                                        p.v_scale, tid);
-    finish_split_task<T, kDecodeThreads / kWaveSize>(p, t, D);
+    finish_split_task<T, kDecodeThreads / kWaveSize>(p, schedule, t, D);
     block_sync();
   }
   grid_dependents_launch();  // this block's stores are issued
@@ -211,7 +211,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMergeWaves* kWaveSize)
   const int32_t req = row / p.num_qo_heads;
   const int32_t head = row % p.num_qo_heads;
   int32_t base, splits;
-  schedule_request(p, req, base, splits);
+  schedule_request(p, schedule_header(p), req, base, splits);
   if (base < 0) return;
   merge_split_row<T>(p, req, head, base, splits, head_dim);
 }

@@ -99,12 +99,13 @@ TFO_DEVICE void merge_split_row(const DecodeParams& p, int32_t req, int32_t head
 // merges the request's splits for the task's query heads (its kWaves waves take a head each in
 // turn). Block-uniform: every thread takes the same branches.
 template <typename T, int kWaves>
-TFO_DEVICE void finish_split_task_in_launch(const DecodeParams& p, const TaskHeads& t, int32_t head_dim) {
+TFO_DEVICE void finish_split_task_in_launch(const DecodeParams& p, const ScheduleHeader& schedule, const TaskHeads& t,
+                                            int32_t head_dim) {
   if (p.split_counters == nullptr || t.item.partial_row < 0) return;
   TFO_SHARED int32_t completes;  // the count's verdict, broadcast to the block
   const int32_t req = t.item.request;
   int32_t base, splits;
-  schedule_request(p, req, base, splits);
+  schedule_request(p, schedule, req, base, splits);
   int32_t* counter = p.split_counters + static_cast<int64_t>(req) * p.num_kv_heads * p.head_slices + t.slot;
   device_fence();  // this thread's partial rows, visible before the arrival is counted
   block_sync();
@@ -122,8 +123,9 @@ TFO_DEVICE void finish_split_task_in_launch(const DecodeParams& p, const TaskHea
 
 // Called by every thread of a decode block once its task's outputs are stored.
 template <typename T, int kWaves>
-TFO_DEVICE void finish_split_task(const DecodeParams& p, const TaskHeads& t, int32_t head_dim) {
-  if constexpr (kMergeSplitsInLaunch) finish_split_task_in_launch<T, kWaves>(p, t, head_dim);
+TFO_DEVICE void finish_split_task(const DecodeParams& p, const ScheduleHeader& schedule, const TaskHeads& t,
+                                  int32_t head_dim) {
+  if constexpr (kMergeSplitsInLaunch) finish_split_task_in_launch<T, kWaves>(p, schedule, t, head_dim);
 }
 
 }  // namespace tfo::kernels

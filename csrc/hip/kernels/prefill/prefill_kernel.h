@@ -855,8 +855,10 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((PrefillPolicy<kHeadDim, kPlanned, kTransformS
     const int32_t* plan = p.plan;
     const int chunk_count = ceil_div(plan[pi::kQTileRows] * group, Policy::kTileRows);
     auto chunks = [&] { return uniform_int(chunk_count); };
-    auto items_at = [&] { return plan + pi::kHeaderSize + pi::kRequestFields * plan[pi::kNumRequests]; };
-    auto list_offsets = [&] { return items_at() + pi::kItemFields * plan[pi::kNumItems]; };
+    auto items_at = [&] { return plan + pi::kHeaderSize; };
+    auto list_offsets = [&] {
+      return items_at() + pi::kItemFields * plan[pi::kNumItems] + pi::kRequestFields * plan[pi::kNumRequests];
+    };
     int next = plan[pi::kNumLists] == grid_blocks ? list_offsets()[block_index_x()] * chunks() : 0;
     for (int rotation = block_index_x();; rotation += grid_blocks) {
       int unit = uniform_int(rotation);

@@ -22,7 +22,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kMergeThreads)
   constexpr int kWavesPerBlock = kMergeThreads / kWaveSize;
   constexpr int kVecsPerLane = (kHeadDim / 4 + kWaveSize - 1) / kWaveSize;
   const int batch = plan[pi::kNumRequests];
-  const int32_t* requests = plan + pi::kHeaderSize;
+  const int32_t* requests = plan + pi::kHeaderSize + pi::kItemFields * plan[pi::kNumItems];
   const int heads = p.num_qo_heads;
   const int lane = lane_id();
   const float neg_inf = -__builtin_huge_valf();
