@@ -68,6 +68,18 @@ CASES = {
         "partial_o must be 16-byte aligned",
         ("cuda",),  # the CPU kernels read any alignment
     ),
+    # A schedule buffer shorter than its header and one item: the decode kernels read a block's
+    # first item before they know the item count, so the binding refuses it.
+    "batch_decode_plan_info_too_short": (
+        "q = torch.randn(1, 4, 128, dtype=torch.float16, device='{dev}')\n"
+        "kc = torch.randn(2, 16, 1, 128, dtype=torch.float16, device='{dev}')\n"
+        "i32 = lambda *v: torch.tensor(v, dtype=torch.int32, device='{dev}')\n"
+        "ops.batch_decode_paged_run(q, kc, kc, i32(0, 1), i32(0), i32(16), torch.zeros(12, dtype=torch.int32, device='{dev}'), "
+        "torch.zeros(1024, device='{dev}'), torch.zeros(16, device='{dev}'), torch.zeros(8, dtype=torch.int32, device='{dev}'), "
+        "torch.empty_like(q), None, 0, -1, 0.1, 0.0, 1.0, 1.0, True, 0, False)",
+        "plan_info must hold at least 16 int32",
+        ("cuda",),  # the CPU kernels check the plan against its batch
+    ),
 }
 
 
