@@ -1,0 +1,192 @@
+"""Two or more builds of torch_flashinfer_ops timed against each other on one GPU: a change is
+kept only when it beats the tree it changes in the same session, and one process's timings
+drift by a few percent from the next, so the trees' benchmark processes alternate (A B, B A,
+...) and each row compares the trees' best times over the rounds.
+
+    python benchmarks/ab_trees.py --tree main=CHECKOUT_A --tree new=CHECKOUT_B --bench decode \\
+        [--rounds 2] [--out DIR] -- --batches 1,16 --kv 1024,4096 --graph-calls 10 --uneven ''
+
+Each tree is a checkout whose extension is built in place (`python setup.py build_ext
+--inplace`, with the TFO_HEAD_DIMS / TFO_DTYPES knobs for a short build); its process imports it
+through PYTHONPATH and runs that tree's own benchmarks/bench_<bench>.py with the arguments after
+`--`. Rows are matched by their shape fields; ours is timed by each row's "us" of the ours-*
+paths (decode: lower is faster) or by "tflops"["ours"] (prefill: higher is faster), and the
+table gives every tree's value per round and its best over the first tree's as a time ratio
+(< 1: faster than the first tree). Writes DIR/ab_<bench>.json and ab_<bench>.md.
+
+--outputs: instead of timing, each tree runs benchmarks/decode_outputs.py (a fixed set of seeded
+decode calls) and the trees' outputs are compared bitwise against the first tree's.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, BENCH_DIR)
+
+from bench_report import DEFAULT_OUT, markdown_table  # noqa: E402
+
+# Row fields that are measurements or inputs, not the row's identity.
+_NOT_KEYS = {"bytes", "flops", "kv_lens", "qo_lens"}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tree", action="append", required=True, metavar="LABEL=DIR",
+                        help="a checkout with its extension built in place; give two or more, the first is the base")
+    parser.add_argument("--bench", choices=("decode", "prefill"), default="decode")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--outputs", action="store_true", help="compare decode outputs bitwise instead of timing")
+    parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    args, rest = parser.parse_known_args(argv)
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    args.bench_args = rest
+    trees = []
+    for spec in args.tree:
+        label, sep, path = spec.partition("=")
+        if not sep or not label or not path:
+            parser.error(f"--tree takes LABEL=DIR, got {spec!r}")
+        trees.append((label, os.path.abspath(path)))
+    if len(trees) < 2 or len({label for label, _ in trees}) != len(trees):
+        parser.error("give two or more --tree with distinct labels")
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
+    args.trees = trees
+    return args
+
+
+def schedule(trees, rounds):
+    """(round, label, path) in run order: the trees alternate, each round reversing the last."""
+    order = []
+    for r in range(rounds):
+        for label, path in (trees if r % 2 == 0 else trees[::-1]):
+            order.append((r, label, path))
+    return order
+
+
+def command(path, bench, out_dir, bench_args):
+    """The benchmark process of one tree: its own script, its own package first on the path."""
+    env = dict(os.environ, PYTHONPATH=path + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    script = os.path.join(path, "benchmarks", f"bench_{bench}.py")
+    return [sys.executable, script, "--out", out_dir, *bench_args], env
+
+
+def row_key(row):
+    """The fields that name a row's shape (strings, integers and flags)."""
+    return tuple(sorted((k, v) for k, v in row.items()
+                        if k not in _NOT_KEYS and isinstance(v, (str, int, bool))))
+
+
+def row_times(row):
+    """{path: a time-like value (lower is faster)} of ours in one row."""
+    if "us" in row:
+        return {p: t for p, t in row["us"].items() if p.startswith("ours") and t}
+    tflops = row.get("tflops", {}).get("ours")
+    return {"ours": 1.0 / tflops} if tflops else {}
+
+
+def compare(results, labels):
+    """results: {label: [rows of round 0, rows of round 1, ...]}. Returns one entry per (row, path)
+    of the first tree: its shape, each tree's values per round and best / the first tree's best."""
+    base = labels[0]
+    entries = []
+    for row in results[base][0]:
+        key = row_key(row)
+        for path in row_times(row):
+            values = {}
+            for label in labels:
+                per_round = []
+                for rows in results[label]:
+                    match = next((r for r in rows if row_key(r) == key), None)
+                    per_round.append(row_times(match).get(path) if match else None)
+                values[label] = per_round
+            best = {label: min((v for v in vals if v), default=None) for label, vals in values.items()}
+            entries.append({"shape": dict(key), "path": path, "values": values,
+                            "vs_first": {label: (best[label] / best[base]) if best[label] and best[base] else None
+                                         for label in labels[1:]}})
+    return entries
+
+
+def shape_text(shape):
+    return " ".join(f"{k}={v}" for k, v in shape.items() if k != "section" or v != "equal")
+
+
+def table(entries, labels, prefill):
+    def shown(v):  # prefill times are 1 / TFLOP/s: show TFLOP/s
+        return "n/a" if v is None else (f"{1.0 / v:.1f}" if prefill else f"{v:.1f}")
+
+    unit = "TFLOP/s" if prefill else "us"
+    headers = (["shape", "path"] + [f"{label} {unit} (per round)" for label in labels]
+               + [f"{label} / {labels[0]} (time)" for label in labels[1:]])
+    body = [[shape_text(e["shape"]), e["path"]] + [" / ".join(shown(v) for v in e["values"][label]) for label in labels]
+            + ["n/a" if e["vs_first"][label] is None else f"{e['vs_first'][label]:.3f}" for label in labels[1:]]
+            for e in entries]
+    return markdown_table(headers, body)
+
+
+def compare_outputs(files, labels):
+    """{label: path of decode_outputs.py's file}: per call, whether each tree's out and lse are
+    bitwise the first tree's, and the largest difference where not."""
+    import torch
+
+    loaded = {label: torch.load(files[label]) for label in labels}
+    base = loaded[labels[0]]
+    lines = []
+    for name in base:
+        cells = []
+        for label in labels[1:]:
+            other = loaded[label].get(name)
+            if other is None:
+                cells.append(f"{label}: missing")
+                continue
+            same = all(torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in zip(base[name], other))
+            diff = max(float((a.double() - b.double()).abs().nan_to_num(float("inf")).max()) for a, b in zip(base[name], other))
+            cells.append(f"{label}: " + ("bitwise" if same else f"max |diff| {diff:.3g}"))
+        lines.append(f"{name}: " + ", ".join(cells))
+    return lines
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    labels = [label for label, _ in args.trees]
+    os.makedirs(args.out, exist_ok=True)
+    if args.outputs:
+        files = {}
+        for label, path in args.trees:
+            files[label] = os.path.join(args.out, f"decode_outputs_{label}.pt")
+            env = dict(os.environ, PYTHONPATH=path + os.pathsep + os.environ.get("PYTHONPATH", ""))
+            cmd = [sys.executable, os.path.join(BENCH_DIR, "decode_outputs.py"), "--out", files[label]]
+            print("#", " ".join(cmd), f"(PYTHONPATH={path})", flush=True)
+            if not args.dry_run:
+                subprocess.run(cmd, env=env, check=True)
+        if not args.dry_run:
+            print("\n".join(compare_outputs(files, labels)))
+        return
+    results = {label: [None] * args.rounds for label in labels}
+    for r, label, path in schedule(args.trees, args.rounds):
+        out_dir = os.path.join(args.out, f"ab_{label}_r{r + 1}")
+        cmd, env = command(path, args.bench, out_dir, args.bench_args)
+        print("#", " ".join(cmd), f"(PYTHONPATH={path})", flush=True)
+        if args.dry_run:
+            continue
+        subprocess.run(cmd, env=env, check=True)
+        with open(os.path.join(out_dir, f"{args.bench}.json")) as f:
+            results[label][r] = json.load(f)["rows"]
+    if args.dry_run:
+        return
+    entries = compare(results, labels)
+    text = table(entries, labels, args.bench == "prefill")
+    print(text)
+    with open(os.path.join(args.out, f"ab_{args.bench}.json"), "w") as f:
+        json.dump({"trees": dict(args.trees), "rounds": args.rounds, "bench_args": args.bench_args,
+                   "entries": entries}, f, indent=1)
+    with open(os.path.join(args.out, f"ab_{args.bench}.md"), "w") as f:
+        f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The A/B driver of the benchmarks (benchmarks/ab_trees.py), on the host: the trees' processes
+alternate, each runs its own tree's script with its own package first on the path, and rows are
+matched across trees by their shape and compared by their best round. Also the fixed decode
+calls of benchmarks/decode_outputs.py and their bitwise comparison."""
+import json
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks"))
+ab = pytest.importorskip("ab_trees")
+decode_outputs = pytest.importorskip("decode_outputs")
+
+
+def test_trees_alternate_and_reverse_each_round():
+    trees = [("a", "/x/a"), ("b", "/x/b"), ("c", "/x/c")]
+    order = [(r, label) for r, label, _ in ab.schedule(trees, 3)]
+    assert order == [(0, "a"), (0, "b"), (0, "c"), (1, "c"), (1, "b"), (1, "a"), (2, "a"), (2, "b"), (2, "c")]
+
+
+def test_each_tree_runs_its_own_script_with_its_package_first(tmp_path):
+    cmd, env = ab.command("/x/b", "prefill", str(tmp_path), ["--lengths", "1024"])
+    assert cmd[1] == os.path.join("/x/b", "benchmarks", "bench_prefill.py")
+    assert cmd[2:] == ["--out", str(tmp_path), "--lengths", "1024"]
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == "/x/b"
+
+
+def test_arguments_after_the_separator_go_to_the_benchmark():
+    args = ab.parse_args(["--tree", "main=/x/a", "--tree", "new=/x/b", "--", "--batches", "1", "--uneven", ""])
+    assert [label for label, _ in args.trees] == ["main", "new"] and args.bench_args == ["--batches", "1", "--uneven", ""]
+    for bad in (["--tree", "main=/x/a"], ["--tree", "a=/x/a", "--tree", "a=/x/b"], ["--tree", "/x/a", "--tree", "b=/x/b"]):
+        with pytest.raises(SystemExit):
+            ab.parse_args(bad)
+
+
+def _decode_row(bs, kv, mma_us, simt_us=None, kv_dtype="float16"):
+    return {"section": "equal", "batch": bs, "kv_len": kv, "kv_dtype": kv_dtype, "q_dtype": "float16", "bytes": 123,
+            "us": {"ours-simt": simt_us, "ours-mma": mma_us, "flashinfer-mma": 99.0}}
+
+
+def test_rows_match_by_shape_and_compare_best_rounds():
+    results = {
+        "main": [[_decode_row(1, 4096, 10.0, 12.0), _decode_row(64, 1024, 70.0)],
+                 [_decode_row(1, 4096, 9.8, 12.5), _decode_row(64, 1024, 71.0)]],
+        # Rows in another order, and one row missing in a round: matched by shape, not by place.
+        "new": [[_decode_row(64, 1024, 69.0), _decode_row(1, 4096, 9.4, 12.0)],
+                [_decode_row(1, 4096, 9.1, 11.0)]],
+    }
+    entries = {(e["shape"]["batch"], e["path"]): e for e in ab.compare(results, ["main", "new"])}
+    assert set(entries) == {(1, "ours-simt"), (1, "ours-mma"), (64, "ours-mma")}  # upstream's paths are not ours
+    assert entries[(1, "ours-mma")]["values"] == {"main": [10.0, 9.8], "new": [9.4, 9.1]}
+    assert entries[(1, "ours-mma")]["vs_first"]["new"] == pytest.approx(9.1 / 9.8)
+    assert entries[(1, "ours-simt")]["vs_first"]["new"] == pytest.approx(11.0 / 12.0)
+    assert entries[(64, "ours-mma")]["values"]["new"] == [69.0, None]
+    assert entries[(64, "ours-mma")]["vs_first"]["new"] == pytest.approx(69.0 / 70.0)
+    text = ab.table(list(entries.values()), ["main", "new"], prefill=False)
+    assert "10.0 / 9.8" in text and "0.929" in text
+
+
+def test_prefill_rows_compare_as_times():
+    row = lambda tflops, causal: {"section": "single", "kind": "single", "dtype": "float16", "head_dim": 128,  # noqa: E731
+                                  "causal": causal, "batch": 1, "L": 4096, "flops": 1e12,
+                                  "tflops": {"ours": tflops, "flashinfer-fa2": 300.0}}
+    results = {"main": [[row(350.0, True), row(380.0, False)]], "new": [[row(385.0, True), row(380.0, False)]]}
+    entries = ab.compare(results, ["main", "new"])
+    by_causal = {e["shape"]["causal"]: e for e in entries}
+    assert by_causal[True]["vs_first"]["new"] == pytest.approx(350.0 / 385.0)  # faster: under 1
+    assert by_causal[False]["vs_first"]["new"] == pytest.approx(1.0)
+    assert "385.0" in ab.table(entries, ["main", "new"], prefill=True)
+
+
+def test_a_dry_run_prints_every_process_in_order(tmp_path, capsys):
+    ab.main(["--tree", "a=/x/a", "--tree", "b=/x/b", "--rounds", "2", "--out", str(tmp_path), "--dry-run", "--",
+             "--batches", "1"])
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("#")]
+    assert [l.split("PYTHONPATH=")[1].rstrip(")") for l in lines] == ["/x/a", "/x/b", "/x/b", "/x/a"]
+    assert all("--batches 1" in l and "bench_decode.py" in l for l in lines)
+
+
+def test_outputs_compare_bitwise_and_report_the_largest_difference(tmp_path):
+    out = torch.randn(2, 4, 8, dtype=torch.float16)
+    lse = torch.randn(2, 4)
+    moved = out.clone()
+    moved[0, 0, 0] += 0.25
+    torch.save({"call": (out, lse), "other": (out, lse)}, tmp_path / "a.pt")
+    torch.save({"call": (out.clone(), lse.clone()), "other": (moved, lse)}, tmp_path / "b.pt")
+    lines = ab.compare_outputs({"a": tmp_path / "a.pt", "b": tmp_path / "b.pt"}, ["a", "b"])
+    assert lines[0] == "call: b: bitwise"
+    assert lines[1].startswith("other: b: max |diff| 0.25")
+
+
+def test_decode_output_calls_cover_both_paths_and_caches():
+    table = decode_outputs.calls()
+    assert len(table) == 32 and len(set(table)) == 32
+    assert {mma for _, _, mma in table.values()} == {False, True}
+    assert {kv_dtype for _, kv_dtype, _ in table.values()} == {torch.float16, torch.float8_e4m3fn}
+    with pytest.raises(SystemExit, match="unknown calls"):
+        decode_outputs.main(["--out", "x.pt", "--calls", "mma-f16-bs1-kv4096,no-such-call"])
