@@ -263,7 +263,7 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
         the tensor-core kernel's wide shape where the plan has at most one task per multiprocessor
         (a compiled run of a plan split for that shape runs it narrow: at batch 1 kv 16k, 1024 rows
         per split on the whole narrow grid measured 27.1 us against 26.4-27.0 for the narrow
-        policy's 512 on an H200)."""
+        policy's 512, H200, 2026-12-03, before the wide shape existed)."""
         if torch.compiler.is_compiling() or self._use_cuda_graph:
             return 0
         return plan.task_blocks
