@@ -68,11 +68,15 @@ def schedule(trees, rounds):
     return order
 
 
+def tree_env(path):
+    """The environment of a tree's process: its own package first on the path."""
+    return dict(os.environ, PYTHONPATH=path + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
 def command(path, bench, out_dir, bench_args):
     """The benchmark process of one tree: its own script, its own package first on the path."""
-    env = dict(os.environ, PYTHONPATH=path + os.pathsep + os.environ.get("PYTHONPATH", ""))
     script = os.path.join(path, "benchmarks", f"bench_{bench}.py")
-    return [sys.executable, script, "--out", out_dir, *bench_args], env
+    return [sys.executable, script, "--out", out_dir, *bench_args], tree_env(path)
 
 
 def row_key(row):
@@ -158,11 +162,10 @@ def main(argv=None):
         files = {}
         for label, path in args.trees:
             files[label] = os.path.join(args.out, f"decode_outputs_{label}.pt")
-            env = dict(os.environ, PYTHONPATH=path + os.pathsep + os.environ.get("PYTHONPATH", ""))
             cmd = [sys.executable, os.path.join(BENCH_DIR, "decode_outputs.py"), "--out", files[label]]
             print("#", " ".join(cmd), f"(PYTHONPATH={path})", flush=True)
             if not args.dry_run:
-                subprocess.run(cmd, env=env, check=True)
+                subprocess.run(cmd, env=tree_env(path), check=True)
         if not args.dry_run:
             print("\n".join(compare_outputs(files, labels)))
         return

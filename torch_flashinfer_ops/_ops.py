@@ -32,7 +32,7 @@ def prefill_grid_blocks(dtype: torch.dtype, head_dim: int, paged: bool, transfor
     """Blocks of the persistent batch-prefill grid run() launches on the current GPU for this
     configuration (transform_scores: a soft cap; masked: custom masks), for plan()'s work lists
     (0 without GPU kernels or when the configuration is not served)."""
-    return int(_C.prefill_grid_blocks(str(dtype).replace("torch.", ""), int(head_dim), bool(paged),
+    return int(_C.prefill_grid_blocks(_dtype_name(dtype), int(head_dim), bool(paged),
                                       bool(transform_scores), bool(masked)))
 
 

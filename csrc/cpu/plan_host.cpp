@@ -74,12 +74,17 @@ const std::array<double, kLadderSteps>& chunk_ladder() {
 
 int64_t round_up_64(int64_t x) { return (x + 63) / 64 * 64; }
 
+// The (item, kv head) tasks of a decode batch split into chunks of `chunk` rows.
+int64_t decode_tasks(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads, int64_t chunk) {
+  int64_t tasks = 0;
+  for (int64_t r = 0; r < batch; ++r) tasks += std::max<int64_t>(ceil_div(kv_lens[r], chunk), 1);
+  return tasks * num_kv_heads;
+}
+
 // The decode rounds model: ceil(tasks / grid) rounds of the grid, each costed as its longest
 // task, `chunk` rows (the longest request when unsplit) plus kDecodeTaskCost.
 double decode_rounds_cost(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads, int64_t grid, int64_t chunk) {
-  int64_t tasks = 0;
-  for (int64_t r = 0; r < batch; ++r) tasks += std::max<int64_t>(ceil_div(kv_lens[r], chunk), 1);
-  tasks *= num_kv_heads;
+  const int64_t tasks = decode_tasks(kv_lens, batch, num_kv_heads, chunk);
   return static_cast<double>(ceil_div(tasks, grid)) * static_cast<double>(chunk + kDecodeTaskCost);
 }
 
@@ -154,19 +159,13 @@ int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t num
 // 16k 512 (narrow) 24.9 against 1024 (wide) 23.8 (fp16; e4m3 8k 13.3 / 12.5, 16k level). Where
 // the fitting split is longer still (kv 2k / 4k: the cheapest already fits; halving its tasks
 // again was 4-16% slower) the cheapest stays. Returns chunk when nothing fits.
-int64_t wide_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads, int64_t chunk,
-                          int64_t wide_tasks) {
-  auto tasks = [&](int64_t c) {
-    int64_t t = 0;
-    for (int64_t r = 0; r < batch; ++r) t += std::max<int64_t>(ceil_div(kv_lens[r], c), 1);
-    return t * num_kv_heads;
-  };
-  if (wide_tasks <= 0 || chunk <= 0 || tasks(chunk) <= wide_tasks) return chunk;
-  int64_t max_kv = 0;
-  for (int64_t r = 0; r < batch; ++r) max_kv = std::max<int64_t>(max_kv, kv_lens[r]);
+int64_t wide_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t max_kv, int64_t num_kv_heads,
+                          int64_t chunk, int64_t wide_tasks) {
+  auto fits = [&](int64_t c) { return decode_tasks(kv_lens, batch, num_kv_heads, c) <= wide_tasks; };
+  if (wide_tasks <= 0 || chunk <= 0 || fits(chunk)) return chunk;
   // Chunks stay multiples of 64 (the narrow shape's tile) and below the longest request (a split).
   for (int64_t c = chunk + 64; c <= 2 * chunk && c < max_kv; c += 64) {
-    if (tasks(c) <= wide_tasks) return c;
+    if (fits(c)) return c;
   }
   return chunk;
 }
@@ -271,7 +270,7 @@ int64_t choose_kv_chunk_size(bool gpu, const int32_t* qo_indptr, const int32_t* 
   if (decode && decode_grid > 0 && tasks < 2 * workers) {
     if (max_kv < 2 * kDecodeMinKvChunk) return 0;
     const int64_t chunk = cheapest_decode_chunk(kv_lens, batch, num_kv_heads, workers, saturating_blocks);
-    return wide_decode_chunk(kv_lens, batch, num_kv_heads, chunk, decode_wide_tasks);
+    return wide_decode_chunk(kv_lens, batch, max_kv, num_kv_heads, chunk, decode_wide_tasks);
   }
   if (decode && decode_grid > 0) {
     const int64_t chunk = balancing_decode_chunk(kv_lens, batch, num_kv_heads, decode_grid);
