@@ -394,8 +394,8 @@ BATCH_PREFILL_CASES = {
     "ragged-f16-gqa4-causal-split": ([5, 40, 1], [30, 70, 90], 8, 2, 128, torch.float16, "ragged", 0, "NHD", True, 32),
     "paged-bf16-gqa2-p16-hnd": ([3, 20], [50, 20], 4, 2, 64, torch.bfloat16, "paged", 16, "HND", False, 0),
     "paged-f16-mqa-p1-split": ([9, 2], [9, 40], 4, 1, 64, torch.float16, "paged", 1, "NHD", True, 16),
-    # fp16 paged at head_dim 128 with two kv heads: NVIDIA's row offsets in 16-byte chunks
-    # (kChunkRowOffsets) over pages, tokens and the kv head's offset, two K/V tiles.
+    # fp16 paged at head_dim 128 with two kv heads: NVIDIA's shared row offsets over pages,
+    # tokens and the kv head's offset, two K/V tiles.
     "paged-f16-gqa4-p16-hnd": ([20, 7], [70, 33], 8, 2, 128, torch.float16, "paged", 16, "HND", True, 0),
     "ragged-bf16-gqa3-causal-split": ([7, 25], [40, 25], 6, 2, 64, torch.bfloat16, "ragged", 0, "NHD", True, 16),
     # A request with no query rows between two others (its item is in a work list and does nothing).
