@@ -9,9 +9,13 @@ get the same nvcc front end, template instantiation and host compilation as in a
 the flags torch.utils.cpp_extension gives nvcc. Each source is built with one instantiation
 (float16, head_dim 128) to keep this quick; the GPU build compiles them all.
 
+The objects are then linked together as the extension links them (a relocatable link, `ld -r`):
+a function defined outside a class in a kernel header and not marked inline compiles in each
+binding that includes it and only fails there, as a multiple definition.
+
 Usage: python tools/binding_check.py [--source PATH ...] [--jobs N] [--require-compilers]
-Exit status 0 when every source compiles. A missing nvcc skips, unless --require-compilers or
-TFO_REQUIRE_COMPILERS=1.
+Exit status 0 when every source compiles and the objects link. A missing nvcc skips, unless
+--require-compilers or TFO_REQUIRE_COMPILERS=1.
 """
 
 from __future__ import annotations
@@ -84,7 +88,20 @@ def compile_one(nvcc: str, source: str, includes: list[str], flags: list[str], s
     return source, ok, errors or log[-4000:], time.time() - start
 
 
-def run(sources: list[str], jobs: int | None = None) -> list[tuple[str, bool, str, float]]:
+def link_together(objects: list[Path], out_dir: Path) -> tuple[bool, str]:
+    """(ok, errors) of a relocatable link of the objects: duplicate strong symbols fail it."""
+    ld = shutil.which("ld")
+    if ld is None:
+        return True, "ld not found: link not checked"
+    proc = subprocess.run([ld, "-r", "-o", str(out_dir / "linked.o"), *map(str, objects)], capture_output=True,
+                          text=True, timeout=COMPILE_TIMEOUT_S)
+    return proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+
+
+def run(sources: list[str], jobs: int | None = None,
+        link: list | None = None) -> list[tuple[str, bool, str, float]]:
+    """Compiles each source; where `link` is a list and every source compiled, appends (ok,
+    errors) of linking their objects together to it."""
     nvcc = find_nvcc()
     if nvcc is None:
         raise FileNotFoundError("nvcc not found on PATH or in /usr/local/cuda/bin (or set TFO_NVCC)")
@@ -101,7 +118,10 @@ def run(sources: list[str], jobs: int | None = None) -> list[tuple[str, bool, st
         workers = jobs or max(1, min(len(sources), os.cpu_count() or 1))
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             futures = [pool.submit(compile_one, nvcc, s, includes, flags, stub_root, Path(tmp)) for s in sources]
-            return [f.result() for f in futures]
+            results = [f.result() for f in futures]
+        if link is not None and all(ok for _, ok, _, _ in results):
+            link.append(link_together([Path(tmp) / (Path(s).stem + ".o") for s in sources], Path(tmp)))
+        return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,12 +134,17 @@ def main(argv: list[str] | None = None) -> int:
     if find_nvcc() is None:
         print("nvcc not found: skipped")
         return 1 if args.require_compilers else 0
-    results = run(args.source or BINDINGS, args.jobs)
+    link: list[tuple[bool, str]] = []
+    results = run(args.source or BINDINGS, args.jobs, link)
     for source, ok, errors, seconds in results:
         print(f"[{'ok' if ok else 'FAILED'}] {source}  ({seconds:.1f} s)")
         if not ok:
             print("    " + errors.replace("\n", "\n    "))
-    return 0 if all(ok for _, ok, _, _ in results) else 1
+    for ok, errors in link:
+        print(f"[{'ok' if ok else 'FAILED'}] linked together")
+        if not ok:
+            print("    " + errors.replace("\n", "\n    "))
+    return 0 if all(ok for _, ok, _, _ in results) and all(ok for ok, _ in link) else 1
 
 
 if __name__ == "__main__":
