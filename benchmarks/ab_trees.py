@@ -16,12 +16,20 @@ table gives every tree's value per round and its best over the first tree's as a
 
 --outputs: instead of timing, each tree runs benchmarks/decode_outputs.py (a fixed set of seeded
 decode calls) and the trees' outputs are compared bitwise against the first tree's.
+
+Timed rounds start only on an idle GPU: where nvidia-smi lists compute processes (another
+benchmark, or the workers of a test run that outlived it), a round waits up to --idle-wait
+seconds for them to exit and otherwise stops the run, since their kernels would share the GPU
+with the timed ones and move one tree's rounds but not the other's. --allow-shared-gpu skips
+the check.
 """
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH_DIR)
@@ -41,6 +49,10 @@ def parse_args(argv=None):
     parser.add_argument("--outputs", action="store_true", help="compare decode outputs bitwise instead of timing")
     parser.add_argument("--out", default=DEFAULT_OUT)
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    parser.add_argument("--idle-wait", type=float, default=60.0,
+                        help="seconds a timed round waits for other GPU processes to exit (default 60)")
+    parser.add_argument("--allow-shared-gpu", action="store_true",
+                        help="time rounds even while other processes use the GPU")
     args, rest = parser.parse_known_args(argv)
     if rest and rest[0] == "--":
         rest = rest[1:]
@@ -57,6 +69,30 @@ def parse_args(argv=None):
         parser.error("--rounds must be >= 1")
     args.trees = trees
     return args
+
+
+def other_gpu_processes():
+    """PIDs of the compute processes nvidia-smi lists (this driver runs no kernels itself, so
+    every one is another process's); None where there is no nvidia-smi to ask."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    out = subprocess.run([smi, "--query-compute-apps=pid", "--format=csv,noheader"], capture_output=True,
+                         text=True, timeout=60)
+    if out.returncode != 0:
+        return None
+    return [int(line) for line in out.stdout.split() if line.strip().isdigit()]
+
+
+def wait_for_idle_gpu(wait_s, poll_s=1.0):
+    """[] once no other process uses the GPU (or None where that cannot be asked), else the PIDs
+    still there after wait_s seconds."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        pids = other_gpu_processes()
+        if not pids or time.monotonic() >= deadline:
+            return pids
+        time.sleep(poll_s)
 
 
 def schedule(trees, rounds):
@@ -176,6 +212,13 @@ def main(argv=None):
         print("#", " ".join(cmd), f"(PYTHONPATH={path})", flush=True)
         if args.dry_run:
             continue
+        if not args.allow_shared_gpu:
+            pids = wait_for_idle_gpu(args.idle_wait)
+            if pids is None and r == 0 and label == labels[0]:
+                print("# GPU sharing not checked (no nvidia-smi)", flush=True)
+            if pids:
+                sys.exit(f"ab_trees: processes {pids} still use the GPU after {args.idle_wait:g} s: their kernels "
+                         "would share it with the timed ones. Stop them, or pass --allow-shared-gpu.")
         subprocess.run(cmd, env=env, check=True)
         with open(os.path.join(out_dir, f"{args.bench}.json")) as f:
             results[label][r] = json.load(f)["rows"]

@@ -98,3 +98,26 @@ def test_decode_output_calls_cover_both_paths_and_caches():
     assert {kv_dtype for _, kv_dtype, _ in table.values()} == {torch.float16, torch.float8_e4m3fn}
     with pytest.raises(SystemExit, match="unknown calls"):
         decode_outputs.main(["--out", "x.pt", "--calls", "mma-f16-bs1-kv4096,no-such-call"])
+
+
+def test_a_timed_round_waits_for_other_gpu_processes(monkeypatch):
+    answers = iter([[4242], [4242], []])
+    monkeypatch.setattr(ab, "other_gpu_processes", lambda: next(answers))
+    monkeypatch.setattr(ab.time, "sleep", lambda s: None)
+    assert ab.wait_for_idle_gpu(60.0) == []
+    monkeypatch.setattr(ab, "other_gpu_processes", lambda: None)
+    assert ab.wait_for_idle_gpu(60.0) is None  # nothing to ask: not checked
+
+
+def test_a_gpu_still_shared_stops_the_run_before_any_round(monkeypatch, tmp_path):
+    monkeypatch.setattr(ab, "other_gpu_processes", lambda: [4242])
+    monkeypatch.setattr(ab.time, "sleep", lambda s: None)
+    launched = []
+    monkeypatch.setattr(ab.subprocess, "run", lambda *a, **k: launched.append(a))
+    with pytest.raises(SystemExit, match="4242"):
+        ab.main(["--tree", "a=/x/a", "--tree", "b=/x/b", "--out", str(tmp_path), "--idle-wait", "0"])
+    assert launched == []
+    # --allow-shared-gpu times the rounds anyway (here: the first process is launched).
+    with pytest.raises(FileNotFoundError):
+        ab.main(["--tree", "a=/x/a", "--tree", "b=/x/b", "--out", str(tmp_path), "--allow-shared-gpu"])
+    assert len(launched) == 1
