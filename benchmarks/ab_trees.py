@@ -72,12 +72,14 @@ def parse_args(argv=None):
 
 
 def other_gpu_processes():
-    """PIDs of the compute processes nvidia-smi lists (this driver runs no kernels itself, so
-    every one is another process's); None where there is no nvidia-smi to ask."""
+    """PIDs of the compute processes nvidia-smi lists on the GPU the benchmarks run on (the first
+    of CUDA_VISIBLE_DEVICES, else 0; this driver runs no kernels itself, so every one is another
+    process's); None where there is no nvidia-smi to ask."""
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return None
-    out = subprocess.run([smi, "--query-compute-apps=pid", "--format=csv,noheader"], capture_output=True,
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip() or "0"
+    out = subprocess.run([smi, "-i", gpu, "--query-compute-apps=pid", "--format=csv,noheader"], capture_output=True,
                          text=True, timeout=60)
     if out.returncode != 0:
         return None
