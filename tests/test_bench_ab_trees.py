@@ -121,3 +121,18 @@ def test_a_gpu_still_shared_stops_the_run_before_any_round(monkeypatch, tmp_path
     with pytest.raises(FileNotFoundError):
         ab.main(["--tree", "a=/x/a", "--tree", "b=/x/b", "--out", str(tmp_path), "--allow-shared-gpu"])
     assert len(launched) == 1
+
+
+def test_gpu_processes_are_asked_of_the_benchmarks_gpu(monkeypatch):
+    calls = []
+
+    class Done:
+        returncode, stdout = 0, "123\n456\n"
+
+    monkeypatch.setattr(ab.shutil, "which", lambda name: "/bin/" + name)
+    monkeypatch.setattr(ab.subprocess, "run", lambda cmd, **k: calls.append(cmd) or Done())
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    assert ab.other_gpu_processes() == [123, 456]
+    assert calls[0][1:3] == ["-i", "3"]
+    monkeypatch.setattr(ab.shutil, "which", lambda name: None)
+    assert ab.other_gpu_processes() is None
