@@ -69,10 +69,14 @@ def missing_stubs(include_dirs: list[str], nvcc: str) -> list[Path]:
     return [s for s in stubs if not any((d / s.relative_to(STUB_DIR)).exists() for d in search)]
 
 
+def object_path(source: str, out_dir: Path) -> Path:
+    return out_dir / (Path(source).stem + ".o")
+
+
 def compile_one(nvcc: str, source: str, includes: list[str], flags: list[str], stub_root: str | None,
                 out_dir: Path) -> tuple[str, bool, str, float]:
     start = time.time()
-    output = out_dir / (Path(source).stem + ".o")
+    output = object_path(source, out_dir)
     cmd = [nvcc, "-c", "-O0", f"-arch={ARCH}", "-x", "cu", source, "-o", str(output), *flags, *DEFINES,
            "-I", str(REPO_ROOT / "csrc"), "-I", str(REPO_ROOT / "csrc" / "hip")]
     for d in includes:
@@ -120,7 +124,7 @@ def run(sources: list[str], jobs: int | None = None,
             futures = [pool.submit(compile_one, nvcc, s, includes, flags, stub_root, Path(tmp)) for s in sources]
             results = [f.result() for f in futures]
         if link is not None and all(ok for _, ok, _, _ in results):
-            link.append(link_together([Path(tmp) / (Path(s).stem + ".o") for s in sources], Path(tmp)))
+            link.append(link_together([object_path(s, Path(tmp)) for s in sources], Path(tmp)))
         return results
 
 
@@ -136,14 +140,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if args.require_compilers else 0
     link: list[tuple[bool, str]] = []
     results = run(args.source or BINDINGS, args.jobs, link)
+    def report(what: str, ok: bool, errors: str) -> None:
+        print(f"[{'ok' if ok else 'FAILED'}] {what}")
+        if not ok:
+            print("    " + errors.replace("\n", "\n    "))
+
     for source, ok, errors, seconds in results:
-        print(f"[{'ok' if ok else 'FAILED'}] {source}  ({seconds:.1f} s)")
-        if not ok:
-            print("    " + errors.replace("\n", "\n    "))
+        report(f"{source}  ({seconds:.1f} s)", ok, errors)
     for ok, errors in link:
-        print(f"[{'ok' if ok else 'FAILED'}] linked together")
-        if not ok:
-            print("    " + errors.replace("\n", "\n    "))
+        report("linked together", ok, errors)
     return 0 if all(ok for _, ok, _, _ in results) and all(ok for ok, _ in link) else 1
 
 
