@@ -103,18 +103,14 @@ double decode_merge_cost(int64_t max_kv, int64_t chunk) {
 // rows streamed by that many blocks: once that many stream, more blocks or fuller rounds only
 // share the same bandwidth. Batch 1 takes fewer, longer splits than would fill the grid, as the
 // merge tail has it (kv 4k: 16 splits of 256 rows, not 32 of 128; kv 16k: 32 of 512, not 43 of
-// 384); batch 16 x 8 kv
-// heads on 396 blocks takes 3 splits (one round, 97% full) over 4; with the bound, batch 32
-// keeps one round of 256 unsplit tasks (at kv 4k, 3 splits in two full rounds are 24% cheaper by
-// the rounds but 3% by the bound) and batch 64 two rounds of 512, dealt two per block.
-int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads, int64_t grid,
-                              int64_t saturating_blocks) {
-  int64_t max_kv = 0;
+// 384); batch 16 x 8 kv heads on 396 blocks takes 3 splits (one round, 97% full) over 4; with
+// the bound, batch 32 keeps one round of 256 unsplit tasks (at kv 4k, 3 splits in two full
+// rounds are 24% cheaper by the rounds but 3% by the bound) and batch 64 two rounds of 512,
+// dealt two per block. max_kv: the longest of the batch's kv_lens.
+int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t max_kv, int64_t num_kv_heads,
+                              int64_t grid, int64_t saturating_blocks) {
   double kv_rows = 0.0;
-  for (int64_t r = 0; r < batch; ++r) {
-    max_kv = std::max<int64_t>(max_kv, kv_lens[r]);
-    kv_rows += static_cast<double>(kv_lens[r]);
-  }
+  for (int64_t r = 0; r < batch; ++r) kv_rows += static_cast<double>(kv_lens[r]);
   std::vector<int64_t> chunks;
   for (int64_t s = 2; s <= 16; ++s) chunks.push_back(round_up_64(std::max(ceil_div(max_kv, s), kDecodeMinKvChunk)));
   for (double step : chunk_ladder()) {
@@ -269,7 +265,7 @@ int64_t choose_kv_chunk_size(bool gpu, const int32_t* qo_indptr, const int32_t* 
   const int64_t tasks = tiles * num_kv_heads;
   if (decode && decode_grid > 0 && tasks < 2 * workers) {
     if (max_kv < 2 * kDecodeMinKvChunk) return 0;
-    const int64_t chunk = cheapest_decode_chunk(kv_lens, batch, num_kv_heads, workers, saturating_blocks);
+    const int64_t chunk = cheapest_decode_chunk(kv_lens, batch, max_kv, num_kv_heads, workers, saturating_blocks);
     return wide_decode_chunk(kv_lens, batch, max_kv, num_kv_heads, chunk, decode_wide_tasks);
   }
   if (decode && decode_grid > 0) {
