@@ -10,6 +10,8 @@ Knobs for quick builds (environment variables):
   TFO_HEAD_DIMS    comma list of head dims to instantiate, default "64,128,256"
   TFO_DTYPES       comma list of q/kv dtypes to instantiate, default "f16,bf16"
   TFO_CPU_ONLY=1   build only the CPU kernels, whatever PyTorch supports
+  TFO_TIMELINE=1   a profiling build: the tensor-core decode kernel records per-task launch
+                   timelines (benchmarks/decode_timeline.py); production builds leave it off
   MAX_JOBS         parallel compile jobs (ninja)
 """
 import glob
@@ -35,6 +37,8 @@ def instantiation_defines():
         assert t.strip() in {"f16", "bf16"}, f"TFO_DTYPES: unsupported dtype {t!r}"
     defines = [f"-DTFO_HEAD_DIM_{d.strip()}" for d in head_dims.split(",")]
     defines += [f"-DTFO_DTYPE_{t.strip().upper()}" for t in dtypes.split(",")]
+    if os.environ.get("TFO_TIMELINE", "0") == "1":
+        defines.append("-DTFO_TIMELINE")
     return defines
 
 

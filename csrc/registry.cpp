@@ -72,7 +72,9 @@ TORCH_LIBRARY(flashinfer, m) {
 namespace flashinfer_ops {
 bool gpu_kernels_built();
 std::string gpu_instantiations();
+bool timeline_built();
 namespace gpu_binding {
+void set_decode_timeline(int64_t records, int64_t tasks);
 int64_t decode_grid_blocks(const std::string& q_dtype, const std::string& kv_dtype, int64_t head_dim,
                            int64_t num_qo_heads, int64_t num_kv_heads, bool use_tensor_cores);
 int64_t decode_wide_tasks(const std::string& q_dtype, const std::string& kv_dtype, int64_t head_dim,
@@ -102,6 +104,11 @@ PYBIND11_MODULE(_C, module) {
   module.def("prefill_grid_blocks", &flashinfer_ops::gpu_binding::prefill_grid_blocks,
              "blocks of the persistent batch-prefill grid on the current GPU for (dtype, head_dim, paged, "
              "transform_scores, masked); 0 when not served");
+  module.def("timeline_built", &flashinfer_ops::timeline_built,
+             "True when the GPU kernels record launch timelines (TFO_TIMELINE=1, a profiling build)");
+  module.def("set_decode_timeline", &flashinfer_ops::gpu_binding::set_decode_timeline,
+             "(records data_ptr, tasks): decode launches write per-task timeline records there "
+             "(csrc/include/timeline_record.h); 0 turns it off. Profiling builds only");
   flashinfer_ops::cpu::bind_plan_host(module);
   flashinfer_ops::cpu::bind_upload(module);
 }

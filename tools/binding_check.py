@@ -13,7 +13,9 @@ The objects are then linked together as the extension links them (a relocatable 
 a function defined outside a class in a kernel header and not marked inline compiles in each
 binding that includes it and only fails there, as a multiple definition.
 
-Usage: python tools/binding_check.py [--source PATH ...] [--jobs N] [--require-compilers]
+--define NAME adds a macro to every compile (e.g. --define TFO_TIMELINE: the profiling build).
+
+Usage: python tools/binding_check.py [--source PATH ...] [--define NAME ...] [--jobs N] [--require-compilers]
 Exit status 0 when every source compiles and the objects link. A missing nvcc skips, unless
 --require-compilers or TFO_REQUIRE_COMPILERS=1.
 """
@@ -74,10 +76,11 @@ def object_path(source: str, out_dir: Path) -> Path:
 
 
 def compile_one(nvcc: str, source: str, includes: list[str], flags: list[str], stub_root: str | None,
-                out_dir: Path) -> tuple[str, bool, str, float]:
+                out_dir: Path, extra_defines: tuple[str, ...] = ()) -> tuple[str, bool, str, float]:
     start = time.time()
     output = object_path(source, out_dir)
-    cmd = [nvcc, "-c", "-O0", f"-arch={ARCH}", "-x", "cu", source, "-o", str(output), *flags, *DEFINES,
+    defines = DEFINES + [f"-D{d}" for d in extra_defines]
+    cmd = [nvcc, "-c", "-O0", f"-arch={ARCH}", "-x", "cu", source, "-o", str(output), *flags, *defines,
            "-I", str(REPO_ROOT / "csrc"), "-I", str(REPO_ROOT / "csrc" / "hip")]
     for d in includes:
         cmd += ["-I", d]
@@ -102,10 +105,10 @@ def link_together(objects: list[Path], out_dir: Path) -> tuple[bool, str]:
     return proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
 
 
-def run(sources: list[str], jobs: int | None = None,
-        link: list | None = None) -> list[tuple[str, bool, str, float]]:
-    """Compiles each source; where `link` is a list and every source compiled, appends (ok,
-    errors) of linking their objects together to it."""
+def run(sources: list[str], jobs: int | None = None, link: list | None = None,
+        extra_defines: tuple[str, ...] = ()) -> list[tuple[str, bool, str, float]]:
+    """Compiles each source (with extra_defines as -D macros besides DEFINES); where `link` is a
+    list and every source compiled, appends (ok, errors) of linking their objects together to it."""
     nvcc = find_nvcc()
     if nvcc is None:
         raise FileNotFoundError("nvcc not found on PATH or in /usr/local/cuda/bin (or set TFO_NVCC)")
@@ -121,7 +124,8 @@ def run(sources: list[str], jobs: int | None = None,
                 shutil.copyfile(s, dest)
         workers = jobs or max(1, min(len(sources), os.cpu_count() or 1))
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            futures = [pool.submit(compile_one, nvcc, s, includes, flags, stub_root, Path(tmp)) for s in sources]
+            futures = [pool.submit(compile_one, nvcc, s, includes, flags, stub_root, Path(tmp), tuple(extra_defines))
+                       for s in sources]
             results = [f.result() for f in futures]
         if link is not None and all(ok for _, ok, _, _ in results):
             link.append(link_together([object_path(s, Path(tmp)) for s in sources], Path(tmp)))
@@ -131,6 +135,7 @@ def run(sources: list[str], jobs: int | None = None,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", action="append", help="a binding source (default: all)")
+    parser.add_argument("--define", action="append", default=[], help="a macro for every compile, e.g. TFO_TIMELINE")
     parser.add_argument("--jobs", type=int, default=None)
     parser.add_argument("--require-compilers", action="store_true",
                         default=os.environ.get("TFO_REQUIRE_COMPILERS") == "1")
@@ -139,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         print("nvcc not found: skipped")
         return 1 if args.require_compilers else 0
     link: list[tuple[bool, str]] = []
-    results = run(args.source or BINDINGS, args.jobs, link)
+    results = run(args.source or BINDINGS, args.jobs, link, tuple(args.define))
     def report(what: str, ok: bool, errors: str) -> None:
         print(f"[{'ok' if ok else 'FAILED'}] {what}")
         if not ok:

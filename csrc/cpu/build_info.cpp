@@ -2,6 +2,7 @@
 // may instantiate a subset of head dims and dtypes (setup.py's TFO_HEAD_DIMS / TFO_DTYPES);
 // the same macros reach this file, so routing never sends a call to a missing instantiation.
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 
 namespace flashinfer_ops {
@@ -39,6 +40,15 @@ std::string gpu_instantiations() {
   return gpu_kernels_built() ? dims + ";" + dtypes : std::string();
 }
 
+// Whether the GPU kernels record launch timelines (setup.py's TFO_TIMELINE=1, a profiling build).
+bool timeline_built() {
+#if defined(TFO_WITH_GPU_KERNELS) && defined(TFO_TIMELINE)
+  return true;
+#else
+  return false;
+#endif
+}
+
 #ifndef TFO_WITH_GPU_KERNELS
 namespace gpu_binding {
 // Without GPU kernels there is no decode grid (the GPU build defines this in bindings/decode.cu).
@@ -49,6 +59,10 @@ int64_t decode_grid_blocks(const std::string&, const std::string&, int64_t, int6
 int64_t decode_wide_tasks(const std::string&, const std::string&, int64_t, int64_t, int64_t, bool) { return 0; }
 // Nor a prefill grid (bindings/prefill.cu).
 int64_t prefill_grid_blocks(const std::string&, int64_t, bool, bool, bool) { return 0; }
+// Nor a timeline to record (bindings/decode.cu).
+void set_decode_timeline(int64_t, int64_t) {
+  throw std::runtime_error("set_decode_timeline: this build has no GPU kernels");
+}
 }  // namespace gpu_binding
 #endif
 

@@ -32,6 +32,18 @@ constexpr int kMinSplitChunk = 256;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+#if defined(TFO_TIMELINE)
+// A profiling build's timeline buffer (set_decode_timeline), handed to every decode launch.
+struct TimelineBuffer {
+  int64_t* records = nullptr;
+  int32_t tasks = 0;
+};
+TimelineBuffer& timeline_buffer() {
+  static TimelineBuffer buffer;
+  return buffer;
+}
+#endif
+
 // Element type of the KV cache relative to q, and the power of two its FP8 decode leaves out.
 KvKind kv_kind_of(at::ScalarType kv, at::ScalarType q, float& factor, const char* op) {
   using tfo::kernels::Fp8Format;
@@ -142,6 +154,10 @@ void launch(DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind, int head_di
             bool use_tensor_cores, bool merge, const char* op, int64_t max_blocks = 0, bool pdl = false) {
   using namespace tfo::kernels;
   const cudaStream_t stream = current_stream();
+#if defined(TFO_TIMELINE)
+  p.timeline = timeline_buffer().records;
+  p.timeline_tasks = timeline_buffer().tasks;
+#endif
   const bool launched =
       launch_family(p, q_dtype, kv_kind, head_dim, use_tensor_cores, stream, false, max_blocks, pdl);
   TORCH_CHECK(launched, op, ": head_dim ", head_dim, " with q dtype ", q_dtype,
@@ -404,6 +420,24 @@ int64_t decode_wide_tasks(const std::string& q_dtype, const std::string& kv_dtyp
   if (!decode_mma_has_wide_shape(types->first, types->second, static_cast<int>(head_dim))) return 0;
   const int64_t head_slices = ceil_div(num_qo_heads / num_kv_heads, kMmaGroupTile);
   return num_multiprocessors() / head_slices;
+}
+
+// A profiling build's decode timeline (setup.py's TFO_TIMELINE=1): every later decode launch of
+// the tensor-core kernel writes one record per task (csrc/include/timeline_record.h) into the
+// device buffer at `records` (tasks x timeline::kWords int64, which the caller keeps alive), up
+// to `tasks` tasks; records 0 turns it off. benchmarks/decode_timeline.py drives it.
+void set_decode_timeline(int64_t records, int64_t tasks) {
+#if defined(TFO_TIMELINE)
+  TORCH_CHECK(records == 0 || (tasks > 0 && tasks <= std::numeric_limits<int32_t>::max()),
+              "set_decode_timeline: tasks must be in [1, 2^31), got ", tasks);
+  TORCH_CHECK(records % alignof(int64_t) == 0, "set_decode_timeline: records must be 8-byte aligned");
+  timeline_buffer().records = reinterpret_cast<int64_t*>(records);
+  timeline_buffer().tasks = records == 0 ? 0 : static_cast<int32_t>(tasks);
+#else
+  (void)records;
+  (void)tasks;
+  TORCH_CHECK(false, "set_decode_timeline: this build has no timeline (build with TFO_TIMELINE=1)");
+#endif
 }
 
 TORCH_LIBRARY_IMPL(flashinfer, CUDA, m) {

@@ -26,6 +26,7 @@
 
 #include "../../../include/plan_info.h"
 #include "../page/page_divisor.h"
+#include "../task_timeline.h"
 #include "fp8.h"
 #include "gpu_iface/atomics.h"
 #include "gpu_iface/platform.h"
@@ -91,7 +92,21 @@ struct DecodeParams {
   float cap_log2;       // 0: no soft cap; else cap*log2(e): score = cap_log2 * tanh(q_scale * q.k)
   float v_scale;        // applied to the output
   int32_t kv_ocp_e4m3;  // 1: an OCP e4m3fn cache (not fnuz), which sm_89+ may widen in hardware
+#if defined(TFO_TIMELINE)
+  // A profiling build's launch timeline (task_timeline.h): timeline_tasks records, or null.
+  int64_t* timeline;
+  int32_t timeline_tasks;
+#endif
 };
+
+// The timeline record of task `task` (a profiling build's; otherwise an empty object).
+TFO_INLINE TaskTimeline task_timeline(const DecodeParams& p, int32_t task) {
+#if defined(TFO_TIMELINE)
+  return TaskTimeline(p.timeline, p.timeline_tasks, task);
+#else
+  return TaskTimeline(nullptr, 0, task);
+#endif
+}
 
 // A work item (plan_info.h's ItemField) with its request's kv length and first page's place in
 // kv_indices (page_base -1: not carried; request_pages then reads kv_indptr).

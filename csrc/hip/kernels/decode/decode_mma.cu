@@ -262,8 +262,11 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
   WorkItem item = schedule_item_ahead(p, task_item(p, block_index_x()));
   const int32_t num_tasks = schedule.num_items * p.num_kv_heads * p.head_slices;
   for (int32_t task = block_index_x(); task < num_tasks; task += p.num_blocks) {
+    namespace tl = flashinfer_ops::timeline;
+    const TaskTimeline timeline = task_timeline(p, task);  // a profiling build's (task_timeline.h)
     const TaskHeads t = decode_task(p, item, task, kRows);
     grid_dependency_wait();  // q, the cache and the page ids may come from the launch before
+    timeline.stamp(tl::kWaitDone);
     const int32_t req = t.item.request;
     const int32_t kv_len = t.item.kv_len;
     int32_t kv_lo = t.item.kv_begin;
@@ -349,6 +352,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
       copy_commit_group();
       copy_wait_groups<kStages - 1>();  // tile j (and q) have landed
       block_sync();
+      if (j == 0) timeline.stamp(tl::kFirstTile);
       uint8_t* kv_tiles = stage_ptr(j % kStages);
       const KvTile k_tile{reinterpret_cast<T*>(kv_tiles)};
       const KvTile v_tile{reinterpret_cast<T*>(kv_tiles + Smem::kTTileBytes)};
@@ -447,6 +451,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
       next_rows(j + kStages + 1);
     }
     copy_wait_groups<0>();  // the q tile of a task without kv rows
+    timeline.stamp(tl::kTilesDone);
     // The block's next task's item, in flight while this task's waves merge and store; only
     // where there is one: a load in flight holds up the split's release fence (finish_split_task)
     // by its latency, which at batch 1 (one split task per block) cost 0.2-0.4 us per call.
@@ -470,7 +475,9 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
     }
     block_sync();
     combine_slots8<T, D, kWaves, kThreads>(p, t, smem_m, smem_l, smem_o, kRows, p.v_scale * kv_unit, tid);
+    timeline.stamp(tl::kCombined);
     finish_split_task<T, kWaves>(p, schedule, t, D);
+    timeline.end(tl::kFinished);
   }
   grid_dependents_launch();  // this block's stores are issued
 }

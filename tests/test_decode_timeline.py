@@ -1,0 +1,138 @@
+"""The profiling build's launch timeline (setup.py's TFO_TIMELINE=1): the record layout the kernels
+write and benchmarks/decode_timeline.py reads, the reader's summary on records of known times,
+the knob's kernels and bindings compiling for NVIDIA and AMD without a GPU, production kernels
+untouched by it, and (GPU tier, on a profiling build) the records of real launches."""
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import torch_flashinfer_ops as flashinfer
+from torch_flashinfer_ops import _C
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import decode_timeline as tl  # noqa: E402
+
+KERNEL = ROOT / "csrc" / "hip" / "kernels" / "decode" / "decode_mma.cu"
+INCLUDES = ["-I", str(ROOT / "csrc" / "hip"), "-I", str(ROOT / "csrc" / "include")]
+ONE_CONFIG = ["-DTFO_HEAD_DIM_128", "-DTFO_DTYPE_F16"]
+
+
+def _tool(name):
+    path = shutil.which(name) or (shutil.which(f"/usr/local/cuda/bin/{name}") if name == "nvcc" else None)
+    if path is None:
+        if os.environ.get("TFO_REQUIRE_COMPILERS") == "1":
+            pytest.fail(f"{name} is required (TFO_REQUIRE_COMPILERS=1)")
+        pytest.skip(f"{name} not found")
+    return path
+
+
+def test_the_reader_matches_the_record_header():
+    consts, events = tl.header_layout()
+    assert (consts["kBlock"], consts["kMultiprocessor"], consts["kStartNs"], consts["kEndNs"], consts["kCycles"]) == (
+        tl.BLOCK, tl.MULTIPROCESSOR, tl.START_NS, tl.END_NS, tl.CYCLES)
+    assert consts["kWords"] == tl.WORDS and consts["kEvents"] == len(tl.EVENTS)
+    assert events == ["kTaskStart", "kWaitDone", "kFirstTile", "kTilesDone", "kCombined", "kFinished"]
+
+
+def _record(block, start_ns, end_ns, cycles, sm=0):
+    return [block, sm, start_ns, end_ns, *cycles]
+
+
+def test_summary_of_known_records():
+    # A 2 GHz clock: 2 cycles per ns. Blocks 0 and 1 start 1000 ns apart; block 0 runs a second
+    # task; one row was never written (-1).
+    records = [
+        _record(0, 10_000, 14_000, [0, 2000, 4000, 6000, 7000, 8000]),
+        _record(1, 11_000, 13_000, [100, 1100, 2100, 3100, 3600, 4100]),
+        _record(0, 14_000, 16_000, [8000, 8400, 9000, 11000, 11600, 12000]),
+        [-1] * tl.WORDS,
+    ]
+    s = tl.summarize(records)
+    assert (s["tasks"], s["blocks"]) == (3, 2)
+    assert s["clock_ghz"] == pytest.approx(2.0)  # (8000 + 4000 + 4000) cycles over 8000 ns
+    assert s["spread_us"] == pytest.approx(1.0)
+    assert s["span_us"] == pytest.approx(6.0) and s["end_max_us"] == pytest.approx(6.0)
+    assert s["end_p50_us"] == pytest.approx(4.0)  # ends 4, 3, 6 us after the first start
+    # wait: 1000, 500, 200 ns; tiles: 1000, 500, 1000 ns.
+    assert s["wait_p50_us"] == pytest.approx(0.5) and s["wait_p90_us"] == pytest.approx(1.0)
+    assert s["tiles_p50_us"] == pytest.approx(1.0)
+    assert s["finished_p50_us"] == pytest.approx(0.25)
+
+
+def test_a_task_without_a_first_tile_leaves_that_phase_out():
+    records = [_record(0, 0, 1000, [0, 100, -1, 300, 400, 500]), _record(1, 0, 1000, [0, 100, 200, 300, 400, 2000])]
+    s = tl.summarize(records)
+    assert s["first_tile_p90_us"] == pytest.approx(0.1 / s["clock_ghz"])  # only the second task's
+
+
+def test_no_records_is_an_error():
+    with pytest.raises(ValueError, match="no task was recorded"):
+        tl.summarize([[-1] * tl.WORDS])
+
+
+@pytest.mark.skipif(_C.timeline_built(), reason="a build without the knob")
+def test_a_build_without_the_knob_refuses_a_timeline():
+    with pytest.raises(RuntimeError, match="no GPU kernels" if not _C.gpu_kernels_built() else "no timeline"):
+        _C.set_decode_timeline(0, 0)
+
+
+def _nvcc_ptx(defines):
+    out = subprocess.run([_tool("nvcc"), "-ptx", "-arch=sm_90a", "-O3", "-std=c++17", *INCLUDES, *ONE_CONFIG,
+                          *defines, "-x", "cu", str(KERNEL), "-o", "-"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_nvidia_timeline_kernels_read_the_clocks_and_production_ones_do_not():
+    assert "%globaltimer" in _nvcc_ptx(["-DTFO_TIMELINE"])
+    assert "%globaltimer" not in _nvcc_ptx([]) and "%clock64" not in _nvcc_ptx([])
+
+
+@pytest.mark.parametrize("arch", ["gfx942", "gfx950"])
+def test_amd_timeline_kernels_read_the_clocks(arch):
+    out = subprocess.run([_tool("clang++-22"), "-x", "hip", f"--offload-arch={arch}", "--cuda-device-only",
+                          "-nogpulib", "-O3", "-std=c++17", "-D__AMDGCN_WAVEFRONT_SIZE=64", *INCLUDES, *ONE_CONFIG,
+                          "-DTFO_TIMELINE", "-S", str(KERNEL), "-o", "-"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for instruction in ("s_memrealtime", "s_memtime", "s_getreg_b32"):
+        assert instruction in out.stdout
+
+
+def test_the_timeline_bindings_compile():
+    spec = importlib.util.spec_from_file_location("tfo_binding_check_tl", ROOT / "tools" / "binding_check.py")
+    bc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bc)
+    if bc.find_nvcc() is None:
+        _tool("nvcc")
+    sources = ["csrc/hip/bindings/decode.cu", "csrc/hip/bindings/decode_mma.cu"]
+    for source, ok, errors, _ in bc.run(sources, extra_defines=("TFO_TIMELINE",)):
+        assert ok, f"{source} does not compile with TFO_TIMELINE:\n{errors}"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA/HIP GPU")
+@pytest.mark.skipif(not _C.timeline_built(), reason="needs a profiling build (TFO_TIMELINE=1)")
+def test_launch_records_on_the_gpu():
+    # Batch 1 at kv 4k splits over many blocks; every task's record is whole and in order.
+    from bench_decode import decode_call, decode_inputs
+
+    workspace = torch.zeros(128 << 20, dtype=torch.uint8, device="cuda")
+    call = decode_call(flashinfer, True, decode_inputs(1, 4096, torch.float16), workspace)
+    call()
+    records = tl.record_calls(flashinfer, call, 2)[-1].tolist()
+    written = [r for r in records if r[tl.START_NS] >= 0]
+    assert len(written) >= 8  # at least one task per kv head
+    assert all(r == [-1] * tl.WORDS for r in records[len(written):])  # tasks are numbered densely
+    for r in written:
+        assert r[tl.END_NS] >= r[tl.START_NS]
+        cycles = r[tl.CYCLES:]
+        assert all(b >= a for a, b in zip(cycles, cycles[1:])), r
+    s = tl.summarize(records)
+    assert 0.5 < s["clock_ghz"] < 3.5 and s["span_us"] > 0
