@@ -48,7 +48,8 @@ MAX_TASKS = 1 << 16
 
 
 def header_layout(path=RECORD_HEADER):
-    """The constants of timeline_record.h, as {name: value} (the reader's layout must match)."""
+    """timeline_record.h's constants as {name: value} and its decode events' names in order (the
+    reader's layout must match them)."""
     text = Path(path).read_text()
     consts = {m[0]: int(m[1]) for m in re.findall(r"constexpr int (k\w+) = (\d+);", text)}
     consts["kWords"] = consts["kCycles"] + consts["kEvents"]
