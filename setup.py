@@ -10,8 +10,8 @@ Knobs for quick builds (environment variables):
   TFO_HEAD_DIMS    comma list of head dims to instantiate, default "64,128,256"
   TFO_DTYPES       comma list of q/kv dtypes to instantiate, default "f16,bf16"
   TFO_CPU_ONLY=1   build only the CPU kernels, whatever PyTorch supports
-  TFO_TIMELINE=1   a profiling build: the tensor-core decode kernel records per-task launch
-                   timelines (benchmarks/decode_timeline.py); production builds leave it off
+  TFO_TIMELINE=1   a profiling build: the decode kernels record per-task launch timelines
+                   (benchmarks/decode_timeline.py); production builds leave it off
   MAX_JOBS         parallel compile jobs (ninja)
 """
 import glob

@@ -1,11 +1,13 @@
 """Where a batch decode launch spends its time, task by task: a profiling build's per-task
-timeline of the tensor-core decode kernel (use_tensor_cores=True), summarised per shape.
+timeline of the decode kernels, summarised per shape.
 
     TFO_TIMELINE=1 python setup.py build_ext --inplace      (a profiling build; see setup.py)
     python benchmarks/decode_timeline.py --out DIR [--batches 1,64] [--kv 1024,4096]
-        [--kv-dtypes float16,float8_e4m3fn] [--calls 3]
+        [--kv-dtypes float16,float8_e4m3fn] [--paths mma,simt] [--calls 3]
 
-Shapes as bench_decode.py's (page 16, 32/8 heads, d128, q fp16, pages in random order). Each
+Shapes as bench_decode.py's (page 16, 32/8 heads, d128, q fp16, pages in random order); paths:
+mma = use_tensor_cores=True, simt = False (whose first-tile and tiles-done stamps are its first
+thread's own rows and loop: that kernel has no barrier there). Each
 shape is planned once and run --calls times back to back (programmatic dependent launch as
 run() defaults), each call recording into a buffer of its own; the table summarises the last
 call (the earlier ones warm it up and precede it, as the calls of a decode step do).
@@ -45,6 +47,7 @@ WORDS = CYCLES + len(EVENTS)
 PHASES = ("wait", "first_tile", "tiles", "combined", "finished")  # each: from the event before it
 RECORD_HEADER = Path(__file__).resolve().parents[1] / "csrc" / "include" / "timeline_record.h"
 MAX_TASKS = 1 << 16
+PATHS = {"mma": True, "simt": False}  # name: use_tensor_cores
 
 
 def header_layout(path=RECORD_HEADER):
@@ -96,11 +99,15 @@ def parse_args(argv=None):
     parser.add_argument("--batches", default=None)
     parser.add_argument("--kv", default=None)
     parser.add_argument("--kv-dtypes", default="float16")
+    parser.add_argument("--paths", default="mma", help="mma (tensor cores), simt (CUDA cores), or both")
     parser.add_argument("--calls", type=int, default=3)
     args = parser.parse_args(argv)
     args.batches = [int(b) for b in (args.batches or ("1" if args.quick else "1,16,64")).split(",")]
     args.kv = [int(k) for k in (args.kv or ("4096" if args.quick else "1024,4096,16384")).split(",")]
     args.kv_dtypes = [getattr(torch, name) for name in args.kv_dtypes.split(",")]
+    args.paths = args.paths.split(",")
+    if not set(args.paths) <= set(PATHS):
+        parser.error(f"--paths: choose from {', '.join(PATHS)}")
     return args
 
 
@@ -128,22 +135,21 @@ def main(argv=None):
     assert consts["kWords"] == WORDS and len(events) == len(EVENTS), "timeline_record.h and this reader disagree"
     workspace = torch.zeros(256 << 20, dtype=torch.uint8, device="cuda")
     rows, raw = [], []
-    for kv_dtype in args.kv_dtypes:
-        for bs in args.batches:
-            for kv_len in args.kv:
-                call = decode_call(tfo, True, decode_inputs(bs, kv_len, kv_dtype), workspace)
-                for _ in range(3):
-                    call()
-                buffers = record_calls(tfo, call, args.calls)
-                last = buffers[-1]
-                summary = summarize(last.tolist())
-                row = dict(kv_dtype=dtype_name(kv_dtype), batch=bs, kv_len=kv_len, **summary)
-                rows.append(row)
-                raw.append(dict(kv_dtype=row["kv_dtype"], batch=bs, kv_len=kv_len,
-                                records=[r for r in last.tolist() if r[START_NS] >= 0]))
-                print(f"# {row['kv_dtype']} bs {bs} kv {kv_len}: {summary['tasks']} tasks, span "
-                      f"{summary['span_us']:.1f} us", flush=True)
-    columns = ["kv_dtype", "batch", "kv_len", "tasks", "blocks", "spread_us", "span_us", "end_p50_us", "end_max_us"]
+    for path, kv_dtype, bs, kv_len in ((p, k, b, n) for p in args.paths for k in args.kv_dtypes
+                                        for b in args.batches for n in args.kv):
+        call = decode_call(tfo, PATHS[path], decode_inputs(bs, kv_len, kv_dtype), workspace)
+        for _ in range(3):
+            call()
+        buffers = record_calls(tfo, call, args.calls)
+        last = buffers[-1]
+        summary = summarize(last.tolist())
+        row = dict(path=path, kv_dtype=dtype_name(kv_dtype), batch=bs, kv_len=kv_len, **summary)
+        rows.append(row)
+        raw.append(dict(path=path, kv_dtype=row["kv_dtype"], batch=bs, kv_len=kv_len,
+                        records=[r for r in last.tolist() if r[START_NS] >= 0]))
+        print(f"# {path} {row['kv_dtype']} bs {bs} kv {kv_len}: {summary['tasks']} tasks, span "
+              f"{summary['span_us']:.1f} us", flush=True)
+    columns = ["path", "kv_dtype", "batch", "kv_len", "tasks", "blocks", "spread_us", "span_us", "end_p50_us", "end_max_us"]
     columns += [f"{p}_{q}_us" for p in PHASES for q in ("p50", "p90")]
     table = markdown_table(columns, [[f"{r[c]:.2f}" if isinstance(r[c], float) else r[c] for c in columns] for r in rows])
     print(table)

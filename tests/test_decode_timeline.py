@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import decode_timeline as tl  # noqa: E402
 
-KERNEL = ROOT / "csrc" / "hip" / "kernels" / "decode" / "decode_mma.cu"
+KERNELS = {name: ROOT / "csrc" / "hip" / "kernels" / "decode" / f"{name}.cu" for name in ("decode_mma", "decode_simt")}
 INCLUDES = ["-I", str(ROOT / "csrc" / "hip"), "-I", str(ROOT / "csrc" / "include")]
 ONE_CONFIG = ["-DTFO_HEAD_DIM_128", "-DTFO_DTYPE_F16"]
 
@@ -72,6 +72,12 @@ def test_a_task_without_a_first_tile_leaves_that_phase_out():
     assert s["first_tile_p90_us"] == pytest.approx(0.1 / s["clock_ghz"])  # only the second task's
 
 
+def test_paths_option():
+    assert tl.parse_args(["--paths", "mma,simt"]).paths == ["mma", "simt"]
+    with pytest.raises(SystemExit):
+        tl.parse_args(["--paths", "tensor"])
+
+
 def test_no_records_is_an_error():
     with pytest.raises(ValueError, match="no task was recorded"):
         tl.summarize([[-1] * tl.WORDS])
@@ -83,23 +89,28 @@ def test_a_build_without_the_knob_refuses_a_timeline():
         _C.set_decode_timeline(0, 0)
 
 
-def _nvcc_ptx(defines):
+def _nvcc_ptx(kernel, defines):
     out = subprocess.run([_tool("nvcc"), "-ptx", "-arch=sm_90a", "-O3", "-std=c++17", *INCLUDES, *ONE_CONFIG,
-                          *defines, "-x", "cu", str(KERNEL), "-o", "-"], capture_output=True, text=True, timeout=600)
+                          *defines, "-x", "cu", str(KERNELS[kernel]), "-o", "-"], capture_output=True, text=True,
+                         timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
 
 
-def test_nvidia_timeline_kernels_read_the_clocks_and_production_ones_do_not():
-    assert "%globaltimer" in _nvcc_ptx(["-DTFO_TIMELINE"])
-    assert "%globaltimer" not in _nvcc_ptx([]) and "%clock64" not in _nvcc_ptx([])
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_nvidia_timeline_kernels_read_the_clocks_and_production_ones_do_not(kernel):
+    assert "%globaltimer" in _nvcc_ptx(kernel, ["-DTFO_TIMELINE"])
+    production = _nvcc_ptx(kernel, [])
+    assert "%globaltimer" not in production and "%clock64" not in production
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("arch", ["gfx942", "gfx950"])
-def test_amd_timeline_kernels_read_the_clocks(arch):
+def test_amd_timeline_kernels_read_the_clocks(arch, kernel):
     out = subprocess.run([_tool("clang++-22"), "-x", "hip", f"--offload-arch={arch}", "--cuda-device-only",
                           "-nogpulib", "-O3", "-std=c++17", "-D__AMDGCN_WAVEFRONT_SIZE=64", *INCLUDES, *ONE_CONFIG,
-                          "-DTFO_TIMELINE", "-S", str(KERNEL), "-o", "-"], capture_output=True, text=True, timeout=600)
+                          "-DTFO_TIMELINE", "-S", str(KERNELS[kernel]), "-o", "-"], capture_output=True, text=True,
+                         timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     for instruction in ("s_memrealtime", "s_memtime", "s_getreg_b32"):
         assert instruction in out.stdout
@@ -119,12 +130,13 @@ def test_the_timeline_bindings_compile():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA/HIP GPU")
 @pytest.mark.skipif(not _C.timeline_built(), reason="needs a profiling build (TFO_TIMELINE=1)")
-def test_launch_records_on_the_gpu():
+@pytest.mark.parametrize("use_tensor_cores", [True, False])
+def test_launch_records_on_the_gpu(use_tensor_cores):
     # Batch 1 at kv 4k splits over many blocks; every task's record is whole and in order.
     from bench_decode import decode_call, decode_inputs
 
     workspace = torch.zeros(128 << 20, dtype=torch.uint8, device="cuda")
-    call = decode_call(flashinfer, True, decode_inputs(1, 4096, torch.float16), workspace)
+    call = decode_call(flashinfer, use_tensor_cores, decode_inputs(1, 4096, torch.float16), workspace)
     call()
     records = tl.record_calls(flashinfer, call, 2)[-1].tolist()
     written = [r for r in records if r[tl.START_NS] >= 0]

@@ -26,7 +26,8 @@ constexpr int kCycles = 4;
 constexpr int kEvents = 6;
 constexpr int kWords = kCycles + kEvents;
 
-// The decode kernels' events (decode_mma.cu), in the order a task passes them.
+// The decode kernels' events, in the order a task passes them (decode_mma.cu at block-wide
+// points; decode_simt.cu's first tile and tiles done are its thread 0's own rows and loop).
 enum DecodeEvent : int {
   kTaskStart = 0,  // the task's turn in the block's loop (for a block's first task: its start)
   kWaitDone = 1,   // past grid_dependency_wait(): the launch before has finished

@@ -422,8 +422,8 @@ int64_t decode_wide_tasks(const std::string& q_dtype, const std::string& kv_dtyp
   return num_multiprocessors() / head_slices;
 }
 
-// A profiling build's decode timeline (setup.py's TFO_TIMELINE=1): every later decode launch of
-// the tensor-core kernel writes one record per task (csrc/include/timeline_record.h) into the
+// A profiling build's decode timeline (setup.py's TFO_TIMELINE=1): every later decode launch
+// (either kernel family) writes one record per task (csrc/include/timeline_record.h) into the
 // device buffer at `records` (tasks x timeline::kWords int64, which the caller keeps alive), up
 // to `tasks` tasks; records 0 turns it off. benchmarks/decode_timeline.py drives it.
 void set_decode_timeline(int64_t records, int64_t tasks) {

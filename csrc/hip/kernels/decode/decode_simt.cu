@@ -67,8 +67,11 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const Decod
   const ScheduleHeader schedule = schedule_header(p);  // before the wait (decode_common.h)
   const int32_t num_tasks = schedule.num_items * p.num_kv_heads * p.head_slices;
   for (int32_t task = block_index_x(); task < num_tasks; task += p.num_blocks) {
+    namespace tl = flashinfer_ops::timeline;
+    const TaskTimeline timeline = task_timeline(p, task);  // a profiling build's (task_timeline.h)
     const TaskHeads t = decode_task(p, schedule_item(p, task_item(p, task)), task, G);
     grid_dependency_wait();  // q, the cache and the index arrays may come from the launch before
+    timeline.stamp(tl::kWaitDone);
     const int32_t req = t.item.request;
     const int32_t kv_len = request_kv_len_from_index_arrays(p, req);
     int32_t kv_lo = t.item.kv_begin;
@@ -119,6 +122,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const Decod
       for (int u = 0; u < kUnroll; ++u) {
         float kf[kVec];
         kv8_to_float<KV>(kreg[u], kf);
+        if (u == 0 && base == kv_lo) timeline.stamp(tl::kFirstTile);  // thread 0's first rows landed
 #pragma unroll
         for (int g = 0; g < G; ++g) {
           float dot = 0.f;
@@ -179,6 +183,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const Decod
       }
     }
 
+    timeline.stamp(tl::kTilesDone);  // thread 0's rows (no barrier here)
     // Merge the row-slots.
 #pragma unroll
     for (int g = 0; g < G; ++g) {
@@ -192,7 +197,9 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const Decod
     block_sync();
     combine_slots8<T, D, kRowsPerStep, kDecodeThreads>(p, t, &smem.m[0][0], &smem.l[0][0], &smem.o[0][0][0], G,
                                                        p.v_scale, tid);
+    timeline.stamp(tl::kCombined);
     finish_split_task<T, kDecodeThreads / kWaveSize>(p, schedule, t, D);
+    timeline.end(tl::kFinished);
     block_sync();
   }
   grid_dependents_launch();  // this block's stores are issued
