@@ -425,7 +425,9 @@ int64_t decode_wide_tasks(const std::string& q_dtype, const std::string& kv_dtyp
 // A profiling build's decode timeline (setup.py's TFO_TIMELINE=1): every later decode launch
 // (either kernel family) writes one record per task (csrc/include/timeline_record.h) into the
 // device buffer at `records` (tasks x timeline::kWords int64, which the caller keeps alive), up
-// to `tasks` tasks; records 0 turns it off. benchmarks/decode_timeline.py drives it.
+// to `tasks` tasks; records 0 turns it off. Give each call a buffer of its own: launches that
+// share one overwrite each other's records, in an order programmatic dependent launch leaves
+// open. benchmarks/decode_timeline.py drives it.
 void set_decode_timeline(int64_t records, int64_t tasks) {
 #if defined(TFO_TIMELINE)
   TORCH_CHECK(records == 0 || (tasks > 0 && tasks <= std::numeric_limits<int32_t>::max()),

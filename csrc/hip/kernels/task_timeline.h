@@ -1,7 +1,7 @@
 // One task's record in a profiling build's launch timeline (setup.py's TFO_TIMELINE=1; layout in
 // csrc/include/timeline_record.h): the block's first thread stamps the task's start, its events
-// and its end, at points where the whole block is (so thread 0's clock is the block's). Without
-// the knob the type is empty and every call compiles to nothing.
+// and its end, at the points timeline_record.h names. Without the knob the type is empty and
+// every call compiles to nothing.
 #pragma once
 
 #include <cstdint>
@@ -24,7 +24,7 @@ struct TaskTimeline {
     record[tl::kBlock] = tfo::gpu::block_index_x();
     record[tl::kMultiprocessor] = tfo::gpu::multiprocessor_id();
     record[tl::kStartNs] = tfo::gpu::global_time_ns();
-    record[tl::kCycles + 0] = tfo::gpu::cycle_count();
+    record[tl::kCycles] = tfo::gpu::cycle_count();  // event 0, the task's start
   }
   TFO_INLINE void stamp(int event) const {
     if (record != nullptr) record[flashinfer_ops::timeline::kCycles + event] = tfo::gpu::cycle_count();
