@@ -4,7 +4,6 @@ the knob's kernels and bindings compiling for NVIDIA and AMD without a GPU, prod
 untouched by it, and (GPU tier, on a profiling build) the records of real launches."""
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,16 +19,28 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import decode_timeline as tl  # noqa: E402
 
 KERNELS = {name: ROOT / "csrc" / "hip" / "kernels" / "decode" / f"{name}.cu" for name in ("decode_mma", "decode_simt")}
-INCLUDES = ["-I", str(ROOT / "csrc" / "hip"), "-I", str(ROOT / "csrc" / "include")]
 ONE_CONFIG = ["-DTFO_HEAD_DIM_128", "-DTFO_DTYPE_F16"]
 
 
-def _tool(name):
-    path = shutil.which(name) or (shutil.which(f"/usr/local/cuda/bin/{name}") if name == "nvcc" else None)
+def _load_tool(name):
+    spec = importlib.util.spec_from_file_location(f"tfo_{name}_timeline", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+cc = _load_tool("compile_check")  # its compilers, commands and flags
+bc = _load_tool("binding_check")
+
+
+def _compiler(vendor):
+    """compile_check's compiler for the vendor; skips (fails under TFO_REQUIRE_COMPILERS=1) without."""
+    path = cc.find_compiler(vendor)
     if path is None:
         if os.environ.get("TFO_REQUIRE_COMPILERS") == "1":
-            pytest.fail(f"{name} is required (TFO_REQUIRE_COMPILERS=1)")
-        pytest.skip(f"{name} not found")
+            pytest.fail(f"{cc.INSTALL_HINTS[vendor]}; TFO_REQUIRE_COMPILERS=1 requires it")
+        pytest.skip(cc.INSTALL_HINTS[vendor])
     return path
 
 
@@ -90,9 +101,9 @@ def test_a_build_without_the_knob_refuses_a_timeline():
 
 
 def _nvcc_ptx(kernel, defines):
-    out = subprocess.run([_tool("nvcc"), "-ptx", "-arch=sm_90a", "-O3", "-std=c++17", *INCLUDES, *ONE_CONFIG,
-                          *defines, "-x", "cu", str(KERNELS[kernel]), "-o", "-"], capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run([_compiler("nvidia"), "-ptx", "-arch=sm_90a", *cc.COMMON_FLAGS, "-I", str(cc.INCLUDE_DIR),
+                          *ONE_CONFIG, *defines, "-x", "cu", str(KERNELS[kernel]), "-o", "-"], capture_output=True,
+                         text=True, timeout=cc.COMPILE_TIMEOUT_S)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
 
@@ -105,23 +116,20 @@ def test_nvidia_timeline_kernels_read_the_clocks_and_production_ones_do_not(kern
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-@pytest.mark.parametrize("arch", ["gfx942", "gfx950"])
-def test_amd_timeline_kernels_read_the_clocks(arch, kernel):
-    out = subprocess.run([_tool("clang++-22"), "-x", "hip", f"--offload-arch={arch}", "--cuda-device-only",
-                          "-nogpulib", "-O3", "-std=c++17", "-D__AMDGCN_WAVEFRONT_SIZE=64", *INCLUDES, *ONE_CONFIG,
-                          "-DTFO_TIMELINE", "-S", str(KERNELS[kernel]), "-o", "-"], capture_output=True, text=True,
-                         timeout=600)
+@pytest.mark.parametrize("arch", cc.AMD_ARCHS)
+def test_amd_timeline_kernels_read_the_clocks(arch, kernel, tmp_path):
+    asm = tmp_path / f"{kernel}.s"
+    cmd = cc.amd_command(_compiler("amd"), KERNELS[kernel], arch, asm) + [*ONE_CONFIG, "-DTFO_TIMELINE"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=cc.COMPILE_TIMEOUT_S)
     assert out.returncode == 0, out.stderr[-3000:]
+    text = asm.read_text()
     for instruction in ("s_memrealtime", "s_memtime", "s_getreg_b32"):
-        assert instruction in out.stdout
+        assert instruction in text
 
 
 def test_the_timeline_bindings_compile():
-    spec = importlib.util.spec_from_file_location("tfo_binding_check_tl", ROOT / "tools" / "binding_check.py")
-    bc = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bc)
     if bc.find_nvcc() is None:
-        _tool("nvcc")
+        _compiler("nvidia")
     sources = ["csrc/hip/bindings/decode.cu", "csrc/hip/bindings/decode_mma.cu"]
     for source, ok, errors, _ in bc.run(sources, extra_defines=("TFO_TIMELINE",)):
         assert ok, f"{source} does not compile with TFO_TIMELINE:\n{errors}"
