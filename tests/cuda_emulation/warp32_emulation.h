@@ -150,6 +150,11 @@ inline uint32_t shared_offset(const void* p) {
 
 inline unsigned char* shared_pointer(uint32_t offset) { return shared_anchor + offset; }
 
+// atom.acq_rel.gpu.global.add.s32 (blocks run one after another: only the value matters here).
+inline int32_t atomic_add_acq_rel(int32_t* p, int32_t v) {
+  return std::atomic_ref<int32_t>(*p).fetch_add(v, std::memory_order_acq_rel);
+}
+
 // cp.async.cg ... 16, src_bytes: 16 bytes, or zeros where src_bytes is 0.
 inline void cp_async_16(void* smem, const void* gmem, int src_bytes) {
   if (src_bytes != 0 && src_bytes != 16) fail("cp.async with a partial source is not emulated");
@@ -331,8 +336,6 @@ inline void __syncwarp(unsigned mask = 0xffffffffu) {
   ::tfo_emu32::check_full_mask(mask);
   ::tfo_emu32::warp_barrier();
 }
-inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
-inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v, std::memory_order_seq_cst); }
 inline float __ldcg(const float* p) { return *p; }
 inline float4 __ldcg(const float4* p) { return *p; }
 inline size_t __cvta_generic_to_shared(const void* p) { return ::tfo_emu32::shared_offset(p); }

@@ -2,18 +2,20 @@
 // counter, and loads of data that other blocks of the launch wrote.
 //
 // Contract (namespace tfo::gpu), implemented by backend/<vendor>/atomics.h:
-//   device_fence()                    orders this thread's memory accesses device-wide (release
-//                                     and acquire): stores before it are visible to any block that
-//                                     observes a later atomic, and loads after it see what the
-//                                     blocks whose atomics it observed stored before theirs
-//   atomic_add_device(int32_t* p, v)  atomically adds v at device scope; returns the old value
+//   arrive_acq_rel_device(int32_t* p, v)
+//                                     atomically adds v at device scope, as a release and an
+//                                     acquire; returns the old value. Called by one thread after
+//                                     a block barrier, it publishes every store the block made
+//                                     before that barrier; a block whose add observes other
+//                                     blocks' adds sees, after its next barrier, what they
+//                                     published
 //   load_coherent_f32x4(const float* p), load_coherent_f32(const float* p)
 //                                     loads that do not hit a stale line of a per-multiprocessor
 //                                     cache (p 16-byte aligned for the x4 form)
 //
-// The pattern: every thread stores, device_fence(), block_sync(), one thread counts with
-// atomic_add_device; the block that completes the count runs block_sync(), device_fence() and
-// reads the other blocks' stores with the coherent loads.
+// The pattern: every thread stores, block_sync(), one thread counts with arrive_acq_rel_device;
+// the block that completes the count runs block_sync() and reads the other blocks' stores with
+// the coherent loads.
 #pragma once
 
 #include "gpu_iface/platform.h"

@@ -453,7 +453,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
     copy_wait_groups<0>();  // the q tile of a task without kv rows
     timeline.stamp(tl::kTilesDone);
     // The block's next task's item, in flight while this task's waves merge and store; only
-    // where there is one: a load in flight holds up the split's release fence (finish_split_task)
+    // where there is one: a load in flight holds up the split's release (finish_split_task)
     // by its latency, which at batch 1 (one split task per block) cost 0.2-0.4 us per call.
     if (task + p.num_blocks < num_tasks) item = schedule_item(p, task_item(p, task + p.num_blocks));
     block_sync();  // K/V tiles become the merge buffer
@@ -476,7 +476,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
     block_sync();
     combine_slots8<T, D, kWaves, kThreads>(p, t, smem_m, smem_l, smem_o, kRows, p.v_scale * kv_unit, tid);
     timeline.stamp(tl::kCombined);
-    finish_split_task<T, kWaves>(p, schedule, t, D);
+    finish_split_task<T, kWaves, D>(p, schedule, t);
     timeline.end(tl::kFinished);
   }
   grid_dependents_launch();  // this block's stores are issued

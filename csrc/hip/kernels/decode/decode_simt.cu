@@ -198,7 +198,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const Decod
     combine_slots8<T, D, kRowsPerStep, kDecodeThreads>(p, t, &smem.m[0][0], &smem.l[0][0], &smem.o[0][0][0], G,
                                                        p.v_scale, tid);
     timeline.stamp(tl::kCombined);
-    finish_split_task<T, kDecodeThreads / kWaveSize>(p, schedule, t, D);
+    finish_split_task<T, kDecodeThreads / kWaveSize, D>(p, schedule, t);
     timeline.end(tl::kFinished);
     block_sync();
   }

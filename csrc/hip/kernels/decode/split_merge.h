@@ -20,62 +20,84 @@ namespace tfo::kernels {
 // (gfx942 and gfx950, clang-22), so splits merge in a second launch (the bindings read this).
 inline constexpr bool kMergeSplitsInLaunch = kWaveSize == 32;
 
+inline constexpr int kMergeLoadsInFlight = flashinfer_ops::plan_info::kMergeRowsInFlight;
+static_assert(kWaveSize % kMergeLoadsInFlight == 0, "a group of splits lies within one chunk of kWaveSize");
+inline constexpr int kMergeMaxHeadDim = 256;
+
 // One wave merges the splits of (request req, query head `head`). The splits' lse are read once,
 // a lane's split each (lane s: splits s, s + kWaveSize, ...), and the wave reduces them to the
 // max and the sum of the weights; lane s keeps its weight, and the loop over the splits takes it
 // by shuffle, so that loop's only loads are the partial rows, kMergeLoadsInFlight of them issued
 // before the first is used. (A lse load per split beside each row load made every split a round
 // trip: 2 + splits / 4 dependent rounds of L2 latency for one head at batch 1.)
-inline constexpr int kMergeLoadsInFlight = flashinfer_ops::plan_info::kMergeRowsInFlight;
-static_assert(kWaveSize % kMergeLoadsInFlight == 0, "a group of splits lies within one chunk of kWaveSize");
-inline constexpr int kMergeMaxHeadDim = 256;
-
-template <typename T>
+// kFirstRowsWithLse: the first group's rows are issued with the lse loads (the weights need
+// every lse first, the rows do not), so that group costs no round trip of its own, for 32
+// registers more while the lse are reduced: taken by the merge inside the decode launch, whose
+// round trips lengthen the launch at small batches; not the merge launch (decode_merge_kernel),
+// whose registers it would raise (gfx942: 100 VGPRs against 68, 4 waves per SIMD against 7).
+// kMaxHeadDim bounds head_dim (the registers of a lane's rows).
+template <typename T, int kMaxHeadDim = kMergeMaxHeadDim, bool kFirstRowsWithLse = false>
 TFO_DEVICE void merge_split_row(const DecodeParams& p, int32_t req, int32_t head, int32_t base,
                                 int32_t splits, int32_t head_dim) {
+  static_assert(kMaxHeadDim <= kMergeMaxHeadDim, "merge rows past kMergeMaxHeadDim");
   const int lane = lane_id();
   const int32_t H = p.num_qo_heads;
   const float* lse = p.partial_lse + static_cast<int64_t>(base) * H + head;  // split s at s * H
-  const float lse_first = lane < splits ? load_coherent_f32(lse + lane * H) : kNegInf;
-  float m_all = lse_first;
-  for (int32_t s = lane + kWaveSize; s < splits; s += kWaveSize) m_all = max_f32(m_all, load_coherent_f32(lse + s * H));
-  m_all = group_max<kWaveSize>(m_all);
-  const bool empty = m_all == kNegInf;  // no split saw a key (wave-uniform): the row is zero
   const float* part = p.partial_o + (static_cast<int64_t>(base) * H + head) * head_dim;  // split s at s * H * head_dim
   const int64_t split_stride = static_cast<int64_t>(H) * head_dim;
   // A lane's 4 consecutive dims per pass of the wave over the row (head_dim: a multiple of 8).
   // Lanes past the row read its first dims (a valid address) and keep nothing, so every lane
   // runs the loop and its shuffles.
-  constexpr int kPasses = (kMergeMaxHeadDim + 4 * kWaveSize - 1) / (4 * kWaveSize);
+  constexpr int kPasses = (kMaxHeadDim + 4 * kWaveSize - 1) / (4 * kWaveSize);
+  // Groups of kMergeLoadsInFlight splits, their rows loaded first. A group's slots past the
+  // chunk of kWaveSize splits read its last split again and weigh it by 0 (lanes past the
+  // splits hold weight 0; kWaveSize is a multiple of the group, so the shuffles stay within the
+  // wave).
+  auto load_group = [&](Float4 (&x)[kMergeLoadsInFlight], const float* part_c, int32_t s0, int32_t n, int pass) {
+    const int32_t d = pass * 4 * kWaveSize + 4 * lane;
+    const int32_t d_read = d < head_dim ? d : 0;
+#pragma unroll
+    for (int u = 0; u < kMergeLoadsInFlight; ++u) {
+      const int32_t s = s0 + u < n ? s0 + u : n - 1;
+      x[u] = load_coherent_f32x4(part_c + s * split_stride + d_read);
+    }
+  };
+  // The first pass's first group (a second pass's would take 32 registers more).
+  Float4 first[kFirstRowsWithLse ? kMergeLoadsInFlight : 1];
+  if constexpr (kFirstRowsWithLse) load_group(first, part, 0, splits < kWaveSize ? splits : kWaveSize, 0);
+  const float lse_first = lane < splits ? load_coherent_f32(lse + lane * H) : kNegInf;
+  float m_all = lse_first;
+  for (int32_t s = lane + kWaveSize; s < splits; s += kWaveSize) m_all = max_f32(m_all, load_coherent_f32(lse + s * H));
+  m_all = group_max<kWaveSize>(m_all);
+  const bool empty = m_all == kNegInf;  // no split saw a key (wave-uniform): the row is zero
   float o[kPasses][4] = {};
+  auto accumulate = [&](const Float4 (&x)[kMergeLoadsInFlight], float w_lane, int32_t s0, int pass) {
+#pragma unroll
+    for (int u = 0; u < kMergeLoadsInFlight; ++u) {
+      const float w = shfl_idx(w_lane, s0 + u);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) o[pass][i] += w * x[u].v[i];
+    }
+  };
+  // The first kWaveSize splits' weights; the first group's rows, where loaded above, are used
+  // up before the loop, whose own loads then take their registers.
+  const float w_first = empty ? 0.f : fast_exp2(lse_first - m_all);  // 0 for lanes past the splits
+  if constexpr (kFirstRowsWithLse) accumulate(first, w_first, 0, 0);
+  constexpr int32_t kFirstDone = kFirstRowsWithLse ? kMergeLoadsInFlight : 0;  // splits of pass 0
   float l_lane = 0.f;
   for (int32_t c = 0; c < splits; c += kWaveSize) {
-    const float lse_c = c == 0 ? lse_first : (c + lane < splits ? load_coherent_f32(lse + (c + lane) * H) : kNegInf);
-    const float w_lane = empty ? 0.f : fast_exp2(lse_c - m_all);  // 0 for lanes past the splits
+    const float w_lane = c == 0 ? w_first
+                                : (c + lane < splits && !empty ? fast_exp2(load_coherent_f32(lse + (c + lane) * H) - m_all) : 0.f);
     l_lane += w_lane;
     const int32_t n = splits - c < kWaveSize ? splits - c : kWaveSize;
     const float* part_c = part + c * split_stride;
 #pragma unroll
     for (int pass = 0; pass < kPasses; ++pass) {
       if (pass * 4 * kWaveSize >= head_dim) break;
-      const int32_t d = pass * 4 * kWaveSize + 4 * lane;
-      const int32_t d_read = d < head_dim ? d : 0;
-      // Groups of kMergeLoadsInFlight splits, their rows loaded first. A group's slots past the
-      // chunk read its last split again and weigh it by 0 (lanes past the splits hold weight 0;
-      // kWaveSize is a multiple of the group, so the shuffles stay within the wave).
-      for (int32_t s0 = 0; s0 < n; s0 += kMergeLoadsInFlight) {
+      for (int32_t s0 = c == 0 && pass == 0 ? kFirstDone : 0; s0 < n; s0 += kMergeLoadsInFlight) {
         Float4 x[kMergeLoadsInFlight];
-#pragma unroll
-        for (int u = 0; u < kMergeLoadsInFlight; ++u) {
-          const int32_t s = s0 + u < n ? s0 + u : n - 1;
-          x[u] = load_coherent_f32x4(part_c + s * split_stride + d_read);
-        }
-#pragma unroll
-        for (int u = 0; u < kMergeLoadsInFlight; ++u) {
-          const float w = shfl_idx(w_lane, s0 + u);
-#pragma unroll
-          for (int i = 0; i < 4; ++i) o[pass][i] += w * x[u].v[i];
-        }
+        load_group(x, part_c, s0, n, pass);
+        accumulate(x, w_lane, s0, pass);
       }
     }
   }
@@ -97,35 +119,32 @@ TFO_DEVICE void merge_split_row(const DecodeParams& p, int32_t req, int32_t head
 
 // A task of a split request counts its arrival; the block whose arrival completes the count
 // merges the request's splits for the task's query heads (its kWaves waves take a head each in
-// turn). Block-uniform: every thread takes the same branches.
-template <typename T, int kWaves>
-TFO_DEVICE void finish_split_task_in_launch(const DecodeParams& p, const ScheduleHeader& schedule, const TaskHeads& t,
-                                            int32_t head_dim) {
+// turn). Block-uniform: every thread takes the same branches. The arrival is one thread's
+// acquire-release add after the block's barrier (atomics.h), where a fence in every thread
+// before it waited for each thread's own stores in turn.
+template <typename T, int kWaves, int kHeadDim>
+TFO_DEVICE void finish_split_task_in_launch(const DecodeParams& p, const ScheduleHeader& schedule, const TaskHeads& t) {
   if (p.split_counters == nullptr || t.item.partial_row < 0) return;
   TFO_SHARED int32_t completes;  // the count's verdict, broadcast to the block
   const int32_t req = t.item.request;
   int32_t base, splits;
   schedule_request(p, schedule, req, base, splits);
   int32_t* counter = p.split_counters + static_cast<int64_t>(req) * p.num_kv_heads * p.head_slices + t.slot;
-  device_fence();  // this thread's partial rows, visible before the arrival is counted
-  block_sync();
-  if (thread_index_x() == 0) completes = atomic_add_device(counter, 1) == splits - 1;
-  block_sync();
+  block_sync();  // the block's partial rows are stored: the arrival publishes them
+  if (thread_index_x() == 0) completes = arrive_acq_rel_device(counter, 1) == splits - 1;
+  block_sync();  // the verdict, and with it the other splits' rows, for every thread
   if (!completes) return;
-  device_fence();  // the other splits' rows, stored before their arrivals
   for (int32_t row = wave_index(); row < t.num_heads; row += kWaves) {
-    merge_split_row<T>(p, req, t.first_head + row, base, splits, head_dim);
+    merge_split_row<T, kHeadDim, true>(p, req, t.first_head + row, base, splits, kHeadDim);
   }
-  // Every split has arrived, so nothing else touches the counter this launch. Reset after the
-  // merge: the fence above then has no store of this block's to wait for.
+  // Every split has arrived, so nothing else touches the counter this launch.
   if (thread_index_x() == 0) *counter = 0;
 }
 
 // Called by every thread of a decode block once its task's outputs are stored.
-template <typename T, int kWaves>
-TFO_DEVICE void finish_split_task(const DecodeParams& p, const ScheduleHeader& schedule, const TaskHeads& t,
-                                  int32_t head_dim) {
-  if constexpr (kMergeSplitsInLaunch) finish_split_task_in_launch<T, kWaves>(p, schedule, t, head_dim);
+template <typename T, int kWaves, int kHeadDim>
+TFO_DEVICE void finish_split_task(const DecodeParams& p, const ScheduleHeader& schedule, const TaskHeads& t) {
+  if constexpr (kMergeSplitsInLaunch) finish_split_task_in_launch<T, kWaves, kHeadDim>(p, schedule, t);
 }
 
 }  // namespace tfo::kernels
