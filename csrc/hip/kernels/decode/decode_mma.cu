@@ -452,10 +452,14 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
     }
     copy_wait_groups<0>();  // the q tile of a task without kv rows
     timeline.stamp(tl::kTilesDone);
-    // The block's next task's item, in flight while this task's waves merge and store; only
-    // where there is one: a load in flight holds up the split's release (finish_split_task)
-    // by its latency, which at batch 1 (one split task per block) cost 0.2-0.4 us per call.
-    if (task + p.num_blocks < num_tasks) item = schedule_item(p, task_item(p, task + p.num_blocks));
+    // The block's next task's item, where there is one: in flight while this task's waves merge
+    // and store, unless the task ends in a split's release (finish_split_task), which a
+    // load in flight holds up by its latency (at batch 1, one split task per block, 0.2-0.4 us
+    // per call; FP8 plans at batch 16-64 deal several split tasks per block). A split task reads
+    // it after its arrival instead.
+    const bool has_next = task + p.num_blocks < num_tasks;
+    const bool fences = split_task_fences(p, t);
+    if (has_next && !fences) item = schedule_item(p, task_item(p, task + p.num_blocks));
     block_sync();  // K/V tiles become the merge buffer
 
 #pragma unroll
@@ -477,6 +481,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
     combine_slots8<T, D, kWaves, kThreads>(p, t, smem_m, smem_l, smem_o, kRows, p.v_scale * kv_unit, tid);
     timeline.stamp(tl::kCombined);
     finish_split_task<T, kWaves, D>(p, schedule, t);
+    if (has_next && fences) item = schedule_item(p, task_item(p, task + p.num_blocks));
     timeline.end(tl::kFinished);
   }
   grid_dependents_launch();  // this block's stores are issued
