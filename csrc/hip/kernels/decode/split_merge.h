@@ -141,8 +141,12 @@ TFO_DEVICE void finish_split_task_in_launch(const DecodeParams& p, const Schedul
   if (thread_index_x() == 0) completes = arrive_acq_rel_device(counter, 1) == splits - 1;
   block_sync();  // the verdict, and with it the other splits' rows, for every thread
   if (!completes) return;
+  // The first group's rows with the lse where the decode kernels have the registers for them:
+  // at head_dim 64 they sit just under 128 (four blocks of 128 threads a multiprocessor), and
+  // the group's 32 registers pushed them into spills (sm_80 and sm_90a).
+  constexpr bool kFirstRowsWithLse = kHeadDim > 64;
   for (int32_t row = wave_index(); row < t.num_heads; row += kWaves) {
-    merge_split_row<T, kHeadDim, true>(p, req, t.first_head + row, base, splits, kHeadDim);
+    merge_split_row<T, kHeadDim, kFirstRowsWithLse>(p, req, t.first_head + row, base, splits, kHeadDim);
   }
   // Every split has arrived, so nothing else touches the counter this launch.
   if (thread_index_x() == 0) *counter = 0;
