@@ -19,12 +19,16 @@
 //     acc_row(lane, e), acc_col(lane, e)   tile coordinates of element e
 //     acc_row_slot(e)           the slot element e belongs to
 //     acc_slot_row(lane, slot)  the tile row of a slot
+//   store_acc_f32(dst, c, row0, col0, at)   dst[at(row0 + i, col0 + j)] = C(i, j), float32;
+//     at(row, col) must keep a row's 8-column blocks from a multiple of 8 whole (the stores
+//     are as wide as the layout's adjacent columns: 8 bytes on NVIDIA, 4 on AMD).
 //   8-bit B operands, where kHas8BitB (NVIDIA; AMD widens FP8 before its fragments):
 //     load_b_nk_8bit(b, raw, n0, k0_bytes, widen), load_b_kn_8bit(b[2], raw, k0, n0_bytes, widen)
 //     read a tile of bytes and widen them in registers; the A operand then takes its k in
 //     kperm_8bit_b's order (permute_pairs_8bit_b on its rows) and accumulators of
-//     load_b_kn_8bit's B hold their columns in acc_col_8bit_b's order. backend/cuda/mma.h
-//     has the layouts.
+//     load_b_kn_8bit's B hold their columns in acc_col_8bit_b's order, which
+//     store_acc_f32_8bit_b stores to their places (16-byte stores). backend/cuda/mma.h has the
+//     layouts.
 #pragma once
 
 #include "gpu_iface/memory.h"

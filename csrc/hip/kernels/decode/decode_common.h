@@ -337,12 +337,23 @@ TFO_INLINE TaskHeads decode_task(const DecodeParams& p, const WorkItem& item, in
   return t;
 }
 
+// Where the partial output rows of a task's slots lie in shared memory (combine_slots8's o):
+// column c of row r at at(r, c), rows of kRowFloats floats; a row's 8-column blocks from a
+// multiple of 8 stay whole, so the combination reads each as two 16-byte loads. PlainRows: rows
+// of D floats, as the CUDA-core kernel's row-slots write them (decode_mma.cu has AccRows).
+template <int D>
+struct PlainRows {
+  static constexpr int kRowFloats = D;
+  static TFO_INLINE int at(int row, int col) { return row * D + col; }
+};
+
 // The end of a decode task: kSlots partial softmax states (m, l, o, base 2) of each of the task's
 // query heads, which the block's waves or row-slots left in shared memory (row r's slot s at
-// m[s * slot_stride + r], l likewise, o at (s * slot_stride + r) * D), combined and stored. A
-// thread takes 8 columns of one row: the row's weights once, 16-byte shared reads (o 16-byte
-// aligned), one wide store (store_output8); out_scale multiplies the normalised output.
-template <typename T, int D, int kSlots, int kThreads>
+// m[s * slot_stride + r], l likewise, o's row s * slot_stride + r in the Rows layout above),
+// combined and stored. A thread takes 8 columns of one row: the row's weights once, 16-byte
+// shared reads (o 16-byte aligned), one wide store (store_output8); out_scale multiplies the
+// normalised output.
+template <typename T, int D, int kSlots, int kThreads, typename Rows = PlainRows<D>>
 TFO_INLINE void combine_slots8(const DecodeParams& p, const TaskHeads& t, const float* m, const float* l,
                                const float* o, int slot_stride, float out_scale, int tid) {
   constexpr int kChunks = D / 8;
@@ -357,7 +368,7 @@ TFO_INLINE void combine_slots8(const DecodeParams& p, const TaskHeads& t, const 
       for (int s = 0; s < kSlots; ++s) {
         const float w = fast_exp2(m[s * slot_stride + row] - m_all);
         l_all += w * l[s * slot_stride + row];
-        const Float4* src = reinterpret_cast<const Float4*>(o + (s * slot_stride + row) * D + d0);
+        const Float4* src = reinterpret_cast<const Float4*>(o + Rows::at(s * slot_stride + row, d0));
         const Float4 lo = src[0], hi = src[1];
 #pragma unroll
         for (int i = 0; i < 4; ++i) {

@@ -40,6 +40,30 @@ struct MmaDecodeShape {
 template <int D, bool kWide = false>
 inline constexpr int kMmaDecodeThreads = MmaDecodeShape<D, kWide>::kThreads;
 
+// AccRows: the tensor-core waves' accumulators (store_acc_f32 / store_acc_f32_8bit_b) without
+// bank conflicts. In rows of D floats (D a multiple of 32: every row starts a 128-byte line) the
+// lanes of one store that differ only in their row would hit the same banks (8-way on NVIDIA).
+// NVIDIA: a row's 32-byte blocks are XOR-swizzled by s(r) = 2 (r % 2) + (r / 2) % 2, which is
+// distinct over any 4 rows from a multiple of 4 (a half warp's 8-byte pair stores: 4 rows at one
+// block fill the line's 4 slots) and differs in bit 1 between rows 2k and 2k + 1 (a quarter
+// warp's 16-byte stores: 2 rows at blocks 2j, 2j + 1 take the line's opposite halves). AMD (a
+// store covers rows e, e + 4, e + 8, e + 12 at 16 columns): rows padded by 4 floats put rows 4
+// apart 16 banks apart, as the prefill kernel's float32 stage does.
+template <int D>
+struct AccRows {
+  static_assert(D % 32 == 0, "rows start 128-byte lines");
+  static constexpr bool kSwizzled = kAccColRun == 2;
+  static constexpr int kRowFloats = kSwizzled ? D : D + 4;
+  static TFO_INLINE int at(int row, int col) {
+    if constexpr (kSwizzled) {
+      const int s = 2 * (row & 1) + ((row >> 1) & 1);
+      return row * D + ((((col >> 3) ^ s)) << 3) + (col & 7);
+    } else {
+      return row * kRowFloats + col;
+    }
+  }
+};
+
 // Byte offsets into the kernel's dynamic shared memory.
 //
 //   q | P tiles | m, l | row addresses | K/V region
@@ -78,7 +102,8 @@ struct MmaDecodeSmem {
                     kTTileBytes % 128 == 0,
                 "decode tiles must be 128-byte aligned");
   static constexpr int kKvBytes = kStages * kStageBytes;
-  static constexpr int kMergeBytes = Shape::kWaves * Shape::kRows * D * 4;
+  // The waves' outputs, rows in AccRows' layout (without bank conflicts for their stores).
+  static constexpr int kMergeBytes = Shape::kWaves * Shape::kRows * AccRows<D>::kRowFloats * 4;
   static constexpr int kBytes = kKv + (kKvBytes > kMergeBytes ? kKvBytes : kMergeBytes);
   static_assert(kAddr % 8 == 0 && kKv % 16 == 0 && kStageBytes % 16 == 0, "aligned regions");
   // A staged FP8 tile: rows of D bytes, read as 16-bit pairs (swizzled like the T tiles).
@@ -462,12 +487,14 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
     if (has_next && !fences) item = schedule_item(p, task_item(p, task + p.num_blocks));
     block_sync();  // K/V tiles become the merge buffer
 
+    using Rows = AccRows<D>;
+    const auto rows_at = [](int row, int col) { return Rows::at(row, col); };
 #pragma unroll
     for (int n = 0; n < kColTiles; ++n) {
-#pragma unroll
-      for (int e = 0; e < kAccElems; ++e) {
-        const int col = Smem::kFragments8Bit ? acc_col_8bit_b(lane, e) : acc_col(lane, e);
-        smem_o[(wave * kRows + acc_row(lane, e)) * D + 16 * n + col] = o_acc[n].v[e];
+      if constexpr (Smem::kFragments8Bit) {
+        store_acc_f32_8bit_b(smem_o, o_acc[n], wave * kRows, 16 * n, rows_at);
+      } else {
+        store_acc_f32(smem_o, o_acc[n], wave * kRows, 16 * n, rows_at);
       }
     }
     if (lane % kRowLanes == 0) {
@@ -478,7 +505,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
       }
     }
     block_sync();
-    combine_slots8<T, D, kWaves, kThreads>(p, t, smem_m, smem_l, smem_o, kRows, p.v_scale * kv_unit, tid);
+    combine_slots8<T, D, kWaves, kThreads, Rows>(p, t, smem_m, smem_l, smem_o, kRows, p.v_scale * kv_unit, tid);
     timeline.stamp(tl::kCombined);
     finish_split_task<T, kWaves, D>(p, schedule, t);
     if (has_next && fences) item = schedule_item(p, task_item(p, task + p.num_blocks));

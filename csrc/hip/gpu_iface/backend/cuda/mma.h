@@ -48,6 +48,22 @@ TFO_INLINE int acc_row(int lane, int e) { return lane / 4 + 8 * ((e / 2) % 2); }
 TFO_INLINE int acc_col(int lane, int e) { return 8 * (e / 4) + 2 * (lane % 4) + e % 2; }
 TFO_INLINE int acc_slot_row(int lane, int slot) { return lane / 4 + 8 * slot; }
 
+// C to float32 rows: element (i, j) of the tile to dst[at(row0 + i, col0 + j)], where at keeps
+// a row's 8-column blocks from a multiple of 8 whole. Each lane's column pairs leave as 8-byte
+// stores; a half warp's store covers rows g..g+3 (g % 4 == 0) at one 32-byte block.
+template <typename At>
+TFO_INLINE void store_acc_f32(float* dst, const FragC& c, int row0, int col0, const At& at) {
+  struct alignas(8) Pair {
+    float lo, hi;
+  };
+  const int lane = lane_id();
+#pragma unroll
+  for (int e = 0; e < kAccElems; e += 2) {
+    *reinterpret_cast<Pair*>(dst + at(row0 + acc_row(lane, e), col0 + acc_col(lane, e))) =
+        Pair{c.v[e], c.v[e + 1]};
+  }
+}
+
 namespace detail {
 
 #if defined(TFO_GPU_HOST_EMULATION_CUDA)
@@ -252,6 +268,22 @@ inline constexpr bool kHas8BitB = true;
 TFO_HOST_DEVICE constexpr int kperm_8bit_b(int k) { return 4 * (k % 8 / 2) + 2 * (k / 8) + k % 2; }
 
 TFO_INLINE int acc_col_8bit_b(int lane, int e) { return 4 * (lane % 4) + 2 * (e % 2) + e / 4; }
+
+// store_acc_f32 for accumulators of load_b_kn_8bit's B: row g + 8r of a lane holds columns 4t ..
+// 4t + 3 in v[2r], v[2r + 4], v[2r + 1], v[2r + 5] (acc_col_8bit_b), one 16-byte store each; a
+// quarter warp's store covers rows g, g + 1 (g even) at one 64-byte pair of blocks.
+template <typename At>
+TFO_INLINE void store_acc_f32_8bit_b(float* dst, const FragC& c, int row0, int col0, const At& at) {
+  struct alignas(16) Quad {
+    float v[4];
+  };
+  const int lane = lane_id();
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    *reinterpret_cast<Quad*>(dst + at(row0 + lane / 4 + 8 * r, col0 + 4 * (lane % 4))) =
+        Quad{{c.v[2 * r], c.v[2 * r + 4], c.v[2 * r + 1], c.v[2 * r + 5]}};
+  }
+}
 
 TFO_INLINE void permute_pairs_8bit_b(uint32_t (&w)[8]) {
   const uint32_t in[8] = {w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]};

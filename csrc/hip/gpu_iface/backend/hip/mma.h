@@ -50,6 +50,16 @@ TFO_INLINE int acc_row(int lane, int e) { return 4 * (lane / 16) + e; }
 TFO_INLINE int acc_col(int lane, int /*e*/) { return lane % 16; }
 TFO_INLINE int acc_slot_row(int lane, int slot) { return 4 * (lane / 16) + slot; }
 
+// C to float32 rows: element (i, j) of the tile to dst[at(row0 + i, col0 + j)]. A lane's
+// elements lie in one column, so they leave singly; one store covers rows e, e + 4, e + 8,
+// e + 12 at 16 columns.
+template <typename At>
+TFO_INLINE void store_acc_f32(float* dst, const FragC& c, int row0, int col0, const At& at) {
+  const int lane = lane_id();
+#pragma unroll
+  for (int e = 0; e < kAccElems; ++e) dst[at(row0 + acc_row(lane, e), col0 + acc_col(lane, e))] = c.v[e];
+}
+
 namespace detail {
 
 using f32x4 = vec_t<float, 4>;
@@ -137,5 +147,9 @@ TFO_INLINE void store_c(const Tile& tile, int row0, int n0, const FragC& c, cons
 inline constexpr bool kHas8BitB = false;
 TFO_INLINE int acc_col_8bit_b(int, int) { __builtin_trap(); }
 TFO_INLINE void permute_pairs_8bit_b(uint32_t (&)[8]) { __builtin_trap(); }
+template <typename At>
+TFO_INLINE void store_acc_f32_8bit_b(float*, const FragC&, int, int, const At&) {
+  __builtin_trap();
+}
 
 }  // namespace tfo::gpu
