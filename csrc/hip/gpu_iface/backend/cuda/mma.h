@@ -48,19 +48,41 @@ TFO_INLINE int acc_row(int lane, int e) { return lane / 4 + 8 * ((e / 2) % 2); }
 TFO_INLINE int acc_col(int lane, int e) { return 8 * (e / 4) + 2 * (lane % 4) + e % 2; }
 TFO_INLINE int acc_slot_row(int lane, int slot) { return lane / 4 + 8 * slot; }
 
-// C to float32 rows: element (i, j) of the tile to dst[at(row0 + i, col0 + j)], where at keeps
-// a row's 8-column blocks from a multiple of 8 whole. Each lane's column pairs leave as 8-byte
-// stores; a half warp's store covers rows g..g+3 (g % 4 == 0) at one 32-byte block.
+namespace detail {
+// Vector stores to shared memory, written out: through a cast to an aligned struct the compiler
+// split some of them (those it could not prove aligned) into 4-byte stores.
+TFO_INLINE void store_shared_f32x2(float* p, float x0, float x1) {
+#if defined(TFO_GPU_HOST_EMULATION_CUDA)
+  p[0] = x0;
+  p[1] = x1;
+#else
+  asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(shared_address(p)), "f"(x0), "f"(x1) : "memory");
+#endif
+}
+TFO_INLINE void store_shared_f32x4(float* p, float x0, float x1, float x2, float x3) {
+#if defined(TFO_GPU_HOST_EMULATION_CUDA)
+  p[0] = x0;
+  p[1] = x1;
+  p[2] = x2;
+  p[3] = x3;
+#else
+  asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(shared_address(p)), "f"(x0), "f"(x1),
+               "f"(x2), "f"(x3)
+               : "memory");
+#endif
+}
+}  // namespace detail
+
+// C to float32 rows in shared memory: element (i, j) of the tile to dst[at(row0 + i, col0 + j)],
+// where at keeps a row's 8-column blocks from a multiple of 8 whole. Each lane's column pairs
+// leave as 8-byte stores; a half warp's store covers rows g..g+3 (g % 4 == 0) at one 32-byte
+// block.
 template <typename At>
 TFO_INLINE void store_acc_f32(float* dst, const FragC& c, int row0, int col0, const At& at) {
-  struct alignas(8) Pair {
-    float lo, hi;
-  };
   const int lane = lane_id();
 #pragma unroll
   for (int e = 0; e < kAccElems; e += 2) {
-    *reinterpret_cast<Pair*>(dst + at(row0 + acc_row(lane, e), col0 + acc_col(lane, e))) =
-        Pair{c.v[e], c.v[e + 1]};
+    detail::store_shared_f32x2(dst + at(row0 + acc_row(lane, e), col0 + acc_col(lane, e)), c.v[e], c.v[e + 1]);
   }
 }
 
@@ -274,14 +296,11 @@ TFO_INLINE int acc_col_8bit_b(int lane, int e) { return 4 * (lane % 4) + 2 * (e 
 // quarter warp's store covers rows g, g + 1 (g even) at one 64-byte pair of blocks.
 template <typename At>
 TFO_INLINE void store_acc_f32_8bit_b(float* dst, const FragC& c, int row0, int col0, const At& at) {
-  struct alignas(16) Quad {
-    float v[4];
-  };
   const int lane = lane_id();
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    *reinterpret_cast<Quad*>(dst + at(row0 + lane / 4 + 8 * r, col0 + 4 * (lane % 4))) =
-        Quad{{c.v[2 * r], c.v[2 * r + 4], c.v[2 * r + 1], c.v[2 * r + 5]}};
+    detail::store_shared_f32x4(dst + at(row0 + lane / 4 + 8 * r, col0 + 4 * (lane % 4)), c.v[2 * r],
+                               c.v[2 * r + 4], c.v[2 * r + 1], c.v[2 * r + 5]);
   }
 }
 
