@@ -368,8 +368,13 @@ TFO_INLINE void combine_slots8(const DecodeParams& p, const TaskHeads& t, const 
       for (int s = 0; s < kSlots; ++s) {
         const float w = fast_exp2(m[s * slot_stride + row] - m_all);
         l_all += w * l[s * slot_stride + row];
+        // A quarter warp's 16-byte loads take 8 consecutive blocks, and blocks 4 apart share
+        // banks (rows start 128-byte lines; the swizzles move blocks by less than 4): the upper
+        // four read their second half first, so that each load's 8 halves fall on distinct banks.
         const Float4* src = reinterpret_cast<const Float4*>(o + Rows::at(s * slot_stride + row, d0));
-        const Float4 lo = src[0], hi = src[1];
+        const bool upper = (d0 >> 5) & 1;
+        const Float4 first = src[upper ? 1 : 0], second = src[upper ? 0 : 1];
+        const Float4 lo = upper ? second : first, hi = upper ? first : second;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           o_all[i] += w * lo.v[i];
