@@ -20,7 +20,9 @@ serving loops run decode; no Python or launch overhead), after warm-up, on rando
 `--graph-calls N` captures N run() calls in the graph and divides (a decode step of a model runs
 one per layer back to back, so a replay's own launch cost, several us, is shared as it is there;
 it weighs most at batch 1); `--timing events` times 10 back-to-back run() calls per event pair
-instead. L2 is not flushed
+instead. A shape's four paths are planned and captured first (each its own workspace, since a
+plan lives in its workspace) and their samples taken in turn, so that the GPU's state after
+the previous, heavier shape (clocks, power) weighs on all four alike. L2 is not flushed
 between runs (caches of a few MB may be read from L2). Ratios are ours GB/s over upstream's:
 best of our two paths vs best of upstream's, and per path. Upstream 0.2.14 applies v_scale
 after attention as a separate `out *= v_scale` kernel, which is part of its FP8 time.
@@ -40,7 +42,7 @@ import torch
 
 from bench_report import (attempt, benchmark_parser, dtype_name, fmt, header_lines, import_ours, markdown_table,
                           optional_import, parse_with_shape_defaults, ratio, run_metadata, save_bar_plot, write_results)
-from cuda_timing import timer_for
+from cuda_timing import interleaved_for
 from device_ceilings import copy_bandwidth
 
 HQ, HKV, D, PAGE = 32, 8, 128, 16
@@ -179,17 +181,24 @@ def bench_uneven(libs, workspaces, name, bs, kv_dtype, q_dtype, timer, ceiling):
 
 
 def bench_inputs(libs, workspaces, x, timer, ceiling):
-    """Every path on the inputs x: the row's times, bandwidths and ratios."""
+    """Every path on the inputs x: the row's times, bandwidths and ratios. The paths are
+    prepared first and their samples interleaved (cuda_timing.interleaved_for): timed one after
+    the other, the first path after a heavy shape ran on a GPU still leaving that state."""
+    prepare, seconds_of = timer
     kv_dtype = x.kv_dtype
     nbytes = x.cache.numel() * x.cache.element_size() + 2 * x.q.numel() * x.q.element_size()
-    seconds = {}
+    samplers = {}
     for path in PATHS:
         lib_name, kernel = path.split("-")
         lib = libs.get(lib_name)
-        seconds[path] = None if lib is None else attempt(
+        sampler = None if lib is None else attempt(
             f"{path} {dtype_name(kv_dtype)}",
-            lambda: timer(decode_call(lib, kernel == "mma", x, workspaces[lib_name],
-                                      **(OURS_RUN_KW if lib_name == "ours" else {})), ITERS))
+            lambda: prepare(decode_call(lib, kernel == "mma", x, workspaces[path],
+                                        **(OURS_RUN_KW if lib_name == "ours" else {}))))
+        if sampler is not None:
+            samplers[path] = sampler
+    timed = attempt(f"timing {dtype_name(kv_dtype)}", lambda: seconds_of(samplers, ITERS)) or {}
+    seconds = {p: timed.get(p) for p in PATHS}
     gbps = {p: nbytes / s / 1e9 if s else None for p, s in seconds.items()}
     best = {lib: max((gbps[p] for p in PATHS if p.startswith(lib) and gbps[p]), default=None)
             for lib in ("ours", "flashinfer")}
@@ -265,9 +274,11 @@ def main(argv=None):
     libs = {"ours": tfo, **({"flashinfer": fi} if fi else {})}
     if args.ours_pdl == "off":
         OURS_RUN_KW["enable_pdl"] = False
-    timer, timing = timer_for(args.timing, args.graph_calls if args.timing == "graph" else 10)
+    prepare, seconds_of, timing = interleaved_for(args.timing, args.graph_calls if args.timing == "graph" else 10)
+    timer = (prepare, seconds_of)
     ceiling = attempt("copy ceiling", copy_bandwidth)
-    workspaces = {name: torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device="cuda") for name in libs}
+    workspaces = {path: torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device="cuda")
+                  for path in PATHS if path.split("-")[0] in libs}
     meta = run_metadata(flashinfer=getattr(fi, "__version__", None), copy_ceiling_gbps=ceiling and ceiling / 1e9,
                         timing=timing, iters=ITERS, shape=f"page {PAGE}, {HQ}/{HKV} heads, d{D}, q {dtype_name(args.q_dtype)}",
                         quick=args.quick)

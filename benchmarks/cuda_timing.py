@@ -6,6 +6,11 @@ Three ways to time the same callable, each with one pair of CUDA events per samp
                  host launches the next call, so the time is kernel-dominated
     graph_timed  `calls` calls captured in one CUDA graph, one replay per sample, divided:
                  no Python or launch overhead (how serving loops run decode)
+
+and one way to time several callables against each other: interleaved_for(...) prepares each
+(a graph, or back-to-back calls) and takes their samples in turn, so that a change of the GPU's
+state during the measurement (its clocks and power after a heavy shape, another process) falls
+on every callable alike instead of on whichever was timed first.
 """
 import torch
 
@@ -42,9 +47,9 @@ def timed_batch(fn, calls=10, iters=20):
     return _median([_event_sample(fn, calls) / calls for _ in range(iters)]) * 1e-3
 
 
-def graph_timed(fn, calls=1, iters=20):
-    """Median seconds per call of fn() captured `calls` times in one CUDA graph (warm-up runs
-    on a side stream first, as capture requires); one replay per sample."""
+def captured(fn, calls=1):
+    """fn() captured `calls` times in one CUDA graph (after warm-up runs on a side stream, as
+    capture requires); returns the graph's replay."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -55,7 +60,56 @@ def graph_timed(fn, calls=1, iters=20):
     with torch.cuda.graph(graph):
         for _ in range(calls):
             fn()
-    return timed(graph.replay, iters) / calls
+    return graph.replay
+
+
+def graph_timed(fn, calls=1, iters=20):
+    """Median seconds per call of fn() captured `calls` times in one CUDA graph; one replay per
+    sample."""
+    return timed(captured(fn, calls), iters) / calls
+
+
+def back_to_back(fn, calls=10):
+    """fn() warmed up; returns a callable that runs it `calls` times back to back."""
+    for _ in range(WARMUP):
+        fn()
+    torch.cuda.synchronize()
+
+    def run():
+        for _ in range(calls):
+            fn()
+    return run
+
+
+def interleaved_medians(samplers, iters=20, event_sample=None):
+    """Median milliseconds of one run of each callable in `samplers` (name -> callable), the
+    samples taken in turn: round i times every callable once, starting one further along each
+    round, after one untimed round. Returns name -> median."""
+    event_sample = event_sample or (lambda fn: _event_sample(fn, 1))
+    names = list(samplers)
+    for name in names:
+        samplers[name]()
+    samples = {name: [] for name in names}
+    for i in range(iters):
+        for k in range(len(names)):
+            name = names[(i + k) % len(names)]
+            samples[name].append(event_sample(samplers[name]))
+    return {name: _median(s) for name, s in samples.items()}
+
+
+def interleaved_for(method, calls):
+    """(prepare(fn) -> sampler, seconds(samplers, iters) -> name -> seconds per call, a one-line
+    description) for method "graph" or "events": several callables timed against each other."""
+    if method == "graph":
+        prepare, how = (lambda fn: captured(fn, calls)), f"{calls} call(s) captured in one CUDA graph per sample"
+    elif method == "events":
+        prepare, how = (lambda fn: back_to_back(fn, calls)), f"{calls} back-to-back calls per sample"
+    else:
+        raise ValueError(f"unknown timing method {method!r}: graph or events")
+
+    def seconds(samplers, iters):
+        return {name: ms * 1e-3 / calls for name, ms in interleaved_medians(dict(samplers), iters).items()}
+    return prepare, seconds, f"timing: {how}, CUDA events, divided; the paths' samples interleaved"
 
 
 def timer_for(method, calls):
