@@ -56,3 +56,63 @@ def test_query_dtype_sets_the_default_16_bit_cache_and_refuses_another():
     assert args.q_dtype == torch.float16 and args.kv_dtypes == [torch.float16, torch.float8_e4m3fn]
     with pytest.raises(SystemExit):
         bench_decode.parse_args(["--out", "x", "--q-dtype", "bfloat16", "--kv-dtypes", "float16"])
+
+
+class _Wrapper:
+    """A stand-in for a library's BatchDecodeWithPagedKVCacheWrapper: records its workspace and
+    the order of plan / run calls."""
+
+    def __init__(self, events, lib, workspace, layout, use_tensor_cores, backend):
+        self.events, self.name = events, f"{lib}-{'mma' if use_tensor_cores else 'simt'}"
+        self.workspace = workspace
+        events.append(("new", self.name, workspace.data_ptr()))
+
+    def plan(self, *args, **kwargs):
+        self.events.append(("plan", self.name))
+
+    def run(self, q, cache, out=None, **kwargs):
+        self.events.append(("run", self.name))
+        return self.name
+
+
+def _lib(events, name):
+    from types import SimpleNamespace
+    return SimpleNamespace(BatchDecodeWithPagedKVCacheWrapper=lambda *a, **k: _Wrapper(events, name, *a, **k))
+
+
+def test_bench_inputs_plans_every_path_before_timing_each_in_its_own_workspace():
+    from types import SimpleNamespace
+    events = []
+    libs = {"ours": _lib(events, "ours"), "flashinfer": _lib(events, "flashinfer")}
+    workspaces = {p: torch.zeros(16, dtype=torch.uint8) for p in bench_decode.PATHS}
+    x = SimpleNamespace(kv_dtype=torch.float16, cache=torch.zeros(2, 2, dtype=torch.float16),
+                        indices=None, indptr=None, last=None, q=torch.zeros(1, 2, dtype=torch.float16))
+    prepared = []
+
+    def prepare(fn):
+        prepared.append(fn)
+        return fn
+
+    def seconds_of(samplers, iters):
+        events.append(("timing", tuple(samplers)))
+        return {name: (i + 1) * 1e-6 for i, (name, sampler) in enumerate(samplers.items()) if sampler() == name}
+
+    row = bench_decode.bench_inputs(libs, workspaces, x, (prepare, seconds_of), ceiling=None)
+    assert len(prepared) == 4
+    news = [e for e in events if e[0] == "new"]
+    assert [e[1] for e in news] == list(bench_decode.PATHS)
+    assert len({e[2] for e in news}) == 4  # one workspace per path: a plan lives in its workspace
+    assert events.index(("timing", bench_decode.PATHS)) > max(i for i, e in enumerate(events) if e[0] == "plan")
+    assert row["us"] == {p: pytest.approx(i + 1.0) for i, p in enumerate(bench_decode.PATHS)}
+
+
+def test_bench_inputs_without_upstream_times_ours_alone():
+    from types import SimpleNamespace
+    events = []
+    libs = {"ours": _lib(events, "ours")}
+    workspaces = {p: torch.zeros(16, dtype=torch.uint8) for p in bench_decode.PATHS[:2]}
+    x = SimpleNamespace(kv_dtype=torch.float16, cache=torch.zeros(2, 2, dtype=torch.float16),
+                        indices=None, indptr=None, last=None, q=torch.zeros(1, 2, dtype=torch.float16))
+    row = bench_decode.bench_inputs(libs, workspaces, x,
+                                    (lambda fn: fn, lambda s, iters: {n: 1e-6 for n in s}), ceiling=None)
+    assert row["us"]["ours-mma"] == pytest.approx(1.0) and row["us"]["flashinfer-mma"] is None
