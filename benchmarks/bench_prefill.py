@@ -27,7 +27,9 @@ is timed the same way (median of 30 samples at L <= 4k, 10 above, after warm-up,
 inputs): with `--timing events` (the default) `--calls` eager back-to-back calls between one pair
 of CUDA events, divided, so a call's host and launch cost shows where it rivals the kernel (1k
 tokens); with `--timing graph` `--calls` calls captured in one CUDA graph, the replay timed and
-divided: the kernels' time alone, as a captured model step runs them. "ours 1-call" times one
+divided: the kernels' time alone, as a captured model step runs them. A row's libraries are
+prepared first and their samples taken in turn, so that the state a heavier row before leaves on
+the GPU (clocks, power) weighs on all of them alike. "ours 1-call" times one
 eager call per sample (host overhead included) under either. The GEMM ceiling is torch.matmul
 of two 8192 x 8192 matrices of the row's dtype, measured at startup. Writes DIR/prefill.json
 (every row and the run's metadata), prefill.md (the printed tables) and prefill.png.
@@ -41,7 +43,7 @@ import torch.nn.functional as F
 
 from bench_report import (attempt, benchmark_parser, dtype_name, fmt, header_lines, import_ours, markdown_table,
                           optional_import, parse_with_shape_defaults, ratio, run_metadata, save_bar_plot, write_results)
-from cuda_timing import timed, timer_for
+from cuda_timing import interleaved_for, timed
 from device_ceilings import gemm_tflops
 
 HQ, HKV, PAGE = 32, 8, 16
@@ -111,6 +113,20 @@ def measure_tflops(name, make, flops, timer):
     return attempt(name, lambda: flops / timer(make()) * 1e-12)
 
 
+def measure_row(makers, flops, timer, iters, label=""):
+    """name -> TFLOP/s of each maker's call (None where it is missing or fails): every call
+    built and prepared first (timer = cuda_timing.interleaved_for's prepare and seconds), then
+    their samples taken in turn."""
+    prepare, seconds_of = timer
+    samplers = {}
+    for name, make in makers.items():
+        sampler = None if make is None else attempt(f"{name}{label}", lambda make=make: prepare(make()))
+        if sampler is not None:
+            samplers[name] = sampler
+    seconds = (attempt(f"timing{label}", lambda: seconds_of(samplers, iters)) if samplers else None) or {}
+    return {name: flops / seconds[name] * 1e-12 if seconds.get(name) else None for name in makers}
+
+
 def percent(value, ceiling):
     return 100.0 * value / ceiling if value and ceiling else None
 
@@ -159,7 +175,7 @@ def bench_single(tfo, fi, config, timer, gemm):
     k, v = (torch.randn(L, HKV, head_dim, dtype=dtype, device="cuda") for _ in range(2))
     flops, iters = attention_flops(L * L, head_dim, causal), iters_for(L)
     makers = single_makers(tfo, fi, q, k, v, causal)
-    tflops = {name: measure_tflops(name, make, flops, lambda fn: timer(fn, iters)) for name, make in makers.items()}
+    tflops = measure_row(makers, flops, timer, iters)
     return {
         "section": "single", "kind": "single", "dtype": dtype_name(dtype), "head_dim": head_dim,
         "causal": causal, "batch": 1, "L": L, "flops": flops, "tflops": tflops,
@@ -232,8 +248,7 @@ def wrapper_row(tfo, fi, kind, x, causal, flops, timer, iters, gemm, label):
     has, and the maker of our call (for further timings)."""
     makers = {"ours": lambda: wrapper_call(tfo, kind, x, causal),
               BATCH_PEER: (lambda: wrapper_call(fi, kind, x, causal)) if fi else None}
-    tflops = {peer: measure_tflops(f"{peer} {label}", make, flops, lambda fn: timer(fn, iters))
-              for peer, make in makers.items()}
+    tflops = measure_row(makers, flops, timer, iters, f" {label}")
     row = {"kind": kind, "dtype": dtype_name(x.dtype), "head_dim": x.head_dim, "causal": causal, "flops": flops,
            "tflops": tflops, "ours_vs": {BATCH_PEER: ratio(tflops["ours"], tflops[BATCH_PEER])},
            "ours_pct_gemm": percent(tflops["ours"], gemm.get(dtype_name(x.dtype)))}
@@ -322,7 +337,8 @@ def main(argv=None):
     fi = optional_import("flashinfer", "upstream flashinfer")
     gemm = {dtype_name(d): attempt(f"GEMM {dtype_name(d)}", lambda d=d: gemm_tflops(d))
             for d in (torch.float16, torch.bfloat16)}
-    timer, timing = timer_for(args.timing, args.calls)
+    prepare, seconds_of, timing = interleaved_for(args.timing, args.calls)
+    timer = (prepare, seconds_of)
     timing += ", for every library; median of 30 samples (L <= 4k) or 10 (L > 4k)"
     meta = run_metadata(flashinfer=getattr(fi, "__version__", None), gemm_tflops=gemm, timing=timing,
                         heads=f"{HQ}/{HKV}", page_size=PAGE, quick=args.quick)

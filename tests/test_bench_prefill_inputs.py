@@ -62,3 +62,36 @@ def test_timing_method_from_the_command_line():
     for bad in (["--timing", "cupti"], ["--calls", "0"]):
         with pytest.raises(SystemExit):
             bench_prefill.parse_args(["--out", "x"] + bad)
+
+
+def test_measure_row_prepares_every_call_before_timing_them_together():
+    events = []
+
+    def make(name):
+        def build():
+            events.append(("build", name))
+            return lambda: name
+        return build
+
+    def failing_build():
+        raise RuntimeError("no kernel for this shape")
+
+    def prepare(fn):
+        events.append(("prepare", fn()))
+        return fn
+
+    def seconds_of(samplers, iters):
+        events.append(("timing", tuple(samplers), iters))
+        return {name: {"ours": 2e-3, "peer": 4e-3}[sampler()] for name, sampler in samplers.items()}
+
+    makers = {"ours": make("ours"), "missing": None, "broken": failing_build, "peer": make("peer")}
+    tflops = bench_prefill.measure_row(makers, 8e9, (prepare, seconds_of), 30)
+    assert tflops == {"ours": pytest.approx(4.0), "missing": None, "broken": None, "peer": pytest.approx(2.0)}
+    assert events[-1] == ("timing", ("ours", "peer"), 30)  # one timing of both, after every build
+    assert [e[0] for e in events[:-1]] == ["build", "prepare", "build", "prepare"]
+
+
+def test_measure_row_with_nothing_to_time():
+    def seconds_of(samplers, iters):
+        raise AssertionError("nothing to time")
+    assert bench_prefill.measure_row({"ours": None}, 1.0, (lambda fn: fn, seconds_of), 10) == {"ours": None}
