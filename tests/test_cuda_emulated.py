@@ -43,8 +43,11 @@ _assert_decode_matches = amd_tier._assert_decode_matches
 FAMILIES = {"simt": 0, "mma": 1, "mma-wide": 2}
 # The architectures whose backend paths the host builds take: sm_80's (no __CUDA_ARCH__), and
 # sm_90's (stmatrix stores, the e4m3 conversion instruction; TFO_EMU32_ARCH). Also the target
-# names the AMD tier's prefill tests are given for these drivers.
-ARCHS = {"cuda-sm80": (), "cuda-sm90": ("-DTFO_EMU32_ARCH=900",)}
+# names the AMD tier's prefill tests are given for these drivers. The sm_80 build lands cp.async
+# copies at their wait (the latest the hardware may), the sm_90 build at their commit (the
+# earliest): a read before its wait fails the first, a stage overwritten while still read the
+# second.
+ARCHS = {"cuda-sm80": (), "cuda-sm90": ("-DTFO_EMU32_ARCH=900", "-DTFO_EMU32_COPIES_LAND_AT_COMMIT")}
 
 
 def _missing(what):

@@ -14,7 +14,9 @@
 // ("Matrix Fragments for mma.m16n8k16", "ldmatrix"), written here from it, not from the
 // backend's own description of them. cp.async copies are queued per thread and land only when
 // cp.async.wait_group releases their group, so a read of a stage before its wait sees stale
-// bytes. Host builds take the backend's sm_80 paths (no __CUDA_ARCH__: no stmatrix, FP8
+// bytes; with TFO_EMU32_COPIES_LAND_AT_COMMIT they land as their group is committed instead,
+// the other end of what the hardware allows, so a stage overwritten while it is still read
+// (a copy issued too early) sees the new bytes. Host builds take the backend's sm_80 paths (no __CUDA_ARCH__: no stmatrix, FP8
 // widened by the bit path), or with TFO_EMU32_ARCH=900 its sm_90 ones (stmatrix, the e4m3
 // conversion instruction; programmatic launch is a no-op: launches run one at a time).
 //
@@ -161,7 +163,16 @@ inline void cp_async_16(void* smem, const void* gmem, int src_bytes) {
   lane_state.open_group.push_back({smem, gmem, src_bytes});
 }
 
+inline void land(const PendingCopy& c) {
+  if (c.src_bytes == 16) std::memcpy(c.dst, c.src, 16);
+  else std::memset(c.dst, 0, 16);
+}
+
 inline void cp_async_commit() {
+#if defined(TFO_EMU32_COPIES_LAND_AT_COMMIT)
+  for (const PendingCopy& c : lane_state.open_group) land(c);
+  lane_state.open_group.clear();
+#endif
   lane_state.committed.push_back(std::move(lane_state.open_group));
   lane_state.open_group.clear();
 }
@@ -170,10 +181,7 @@ inline void cp_async_commit() {
 inline void cp_async_wait(int pending) {
   auto& groups = lane_state.committed;
   while (static_cast<int>(groups.size()) > pending) {
-    for (const PendingCopy& c : groups.front()) {
-      if (c.src_bytes == 16) std::memcpy(c.dst, c.src, 16);
-      else std::memset(c.dst, 0, 16);
-    }
+    for (const PendingCopy& c : groups.front()) land(c);
     groups.erase(groups.begin());
   }
 }
