@@ -198,6 +198,36 @@ def test_wide_shape_tasks_of_many_tiles_under_cuda_emulation(decode_libs, tiles,
         _assert_decode_matches(out, lse, q, kk, vv, torch.float16, f"chunk {chunk}, ", sm_scale=d ** -0.5)
 
 
+@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("fused_merge", [False, True], ids=["merge-launch", "in-launch"])
+@pytest.mark.parametrize("shape", [("mma", 128, torch.float16, "NHD"), ("mma", 64, torch.bfloat16, "HND"),
+                                   ("mma-wide", 128, torch.bfloat16, "NHD"), ("mma", 128, torch.float8_e4m3fn, "NHD")],
+                         ids=["narrow-d128-f16", "narrow-d64-bf16-hnd", "wide-d128-bf16", "narrow-d128-e4m3"])
+def test_blocks_of_several_tasks_under_cuda_emulation(decode_libs, shape, fused_merge, arch):
+    """Blocks that run several tasks in turn, long and short, split and unsplit, some with no
+    rows in the sliding window (what a task leaves in shared memory and in flight for the next
+    one), against the float64 reference."""
+    family, d, kv_dtype, layout = shape
+    hq, hkv = 8, 2
+    tokens = 128 if family == "mma-wide" else (64 if d <= 128 else 32)
+    q_dtype = torch.float16 if kv_dtype in FP8 else kv_dtype
+    # In tiles: 9, 4.5, 1, 0.1 and 12 (split by the chunk).
+    kv_lens = [9 * tokens, tokens // 2 + 4 * tokens, tokens, 7, 12 * tokens - 5]
+    q, ks, vs, paged = _case(kv_lens, 16, hq, hkv, d, q_dtype, kv_dtype, layout,
+                             _seed("several", family, d, str(kv_dtype), arch, fused_merge))
+    fp8 = kv_dtype in FP8
+    k_scale, v_scale = (0.8, 1.3) if fp8 else (1.0, 1.0)
+    kk = [ref.dequant(k, k_scale if fp8 else None) for k in ks]
+    vv = [ref.dequant(v, v_scale if fp8 else None) for v in vs]
+    for chunk, window in ((0, -1), (10 * tokens, -1), (0, 3 * tokens + 9)):
+        out, lse, rows = _emulated_batch_decode(decode_libs[arch], family, q, paged, layout, chunk,
+                                                sm_scale=d ** -0.5, window_left=window, k_scale=k_scale,
+                                                v_scale=v_scale, num_blocks=3, fused_merge=fused_merge)
+        assert (rows > 0) == (chunk > 0)
+        _assert_decode_matches(out, lse, q, kk, vv, q_dtype, f"chunk {chunk} window {window}, ",
+                               sm_scale=d ** -0.5, window_left=window)
+
+
 # The prefill kernels: the AMD tier's prefill tests, whose host driver entry point the CUDA driver
 # shares (tests/cuda_emulation/prefill_emulated.cpp), run on the CUDA backend. Its plans are made
 # for the AMD tiles (64 rows), which the CUDA kernels' tiles cover.
