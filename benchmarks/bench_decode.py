@@ -40,8 +40,9 @@ from types import SimpleNamespace
 
 import torch
 
-from bench_report import (attempt, benchmark_parser, dtype_name, fmt, header_lines, import_ours, markdown_table,
-                          optional_import, parse_with_shape_defaults, ratio, run_metadata, save_bar_plot, write_results)
+from bench_report import (attempt, benchmark_parser, dtype_name, fmt, header_lines, import_ours, interleaved_seconds,
+                          markdown_table, optional_import, parse_with_shape_defaults, ratio, run_metadata,
+                          save_bar_plot, write_results)
 from cuda_timing import interleaved_for
 from device_ceilings import copy_bandwidth
 
@@ -184,21 +185,17 @@ def bench_inputs(libs, workspaces, x, timer, ceiling):
     """Every path on the inputs x: the row's times, bandwidths and ratios. The paths are
     prepared first and their samples interleaved (cuda_timing.interleaved_for): timed one after
     the other, the first path after a heavy shape ran on a GPU still leaving that state."""
-    prepare, seconds_of = timer
     kv_dtype = x.kv_dtype
     nbytes = x.cache.numel() * x.cache.element_size() + 2 * x.q.numel() * x.q.element_size()
-    samplers = {}
-    for path in PATHS:
+
+    def maker(path):
         lib_name, kernel = path.split("-")
         lib = libs.get(lib_name)
-        sampler = None if lib is None else attempt(
-            f"{path} {dtype_name(kv_dtype)}",
-            lambda: prepare(decode_call(lib, kernel == "mma", x, workspaces[path],
-                                        **(OURS_RUN_KW if lib_name == "ours" else {}))))
-        if sampler is not None:
-            samplers[path] = sampler
-    timed = attempt(f"timing {dtype_name(kv_dtype)}", lambda: seconds_of(samplers, ITERS)) or {}
-    seconds = {p: timed.get(p) for p in PATHS}
+        if lib is None:
+            return None
+        return lambda: decode_call(lib, kernel == "mma", x, workspaces[path],
+                                   **(OURS_RUN_KW if lib_name == "ours" else {}))
+    seconds = interleaved_seconds({path: maker(path) for path in PATHS}, timer, ITERS, f" {dtype_name(kv_dtype)}")
     gbps = {p: nbytes / s / 1e9 if s else None for p, s in seconds.items()}
     best = {lib: max((gbps[p] for p in PATHS if p.startswith(lib) and gbps[p]), default=None)
             for lib in ("ours", "flashinfer")}

@@ -41,8 +41,9 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from bench_report import (attempt, benchmark_parser, dtype_name, fmt, header_lines, import_ours, markdown_table,
-                          optional_import, parse_with_shape_defaults, ratio, run_metadata, save_bar_plot, write_results)
+from bench_report import (attempt, benchmark_parser, dtype_name, fmt, header_lines, import_ours, interleaved_seconds,
+                          markdown_table, optional_import, parse_with_shape_defaults, ratio, run_metadata,
+                          save_bar_plot, write_results)
 from cuda_timing import interleaved_for, timed
 from device_ceilings import gemm_tflops
 
@@ -114,17 +115,10 @@ def measure_tflops(name, make, flops, timer):
 
 
 def measure_row(makers, flops, timer, iters, label=""):
-    """name -> TFLOP/s of each maker's call (None where it is missing or fails): every call
-    built and prepared first (timer = cuda_timing.interleaved_for's prepare and seconds), then
-    their samples taken in turn."""
-    prepare, seconds_of = timer
-    samplers = {}
-    for name, make in makers.items():
-        sampler = None if make is None else attempt(f"{name}{label}", lambda make=make: prepare(make()))
-        if sampler is not None:
-            samplers[name] = sampler
-    seconds = (attempt(f"timing{label}", lambda: seconds_of(samplers, iters)) if samplers else None) or {}
-    return {name: flops / seconds[name] * 1e-12 if seconds.get(name) else None for name in makers}
+    """name -> TFLOP/s of each maker's call (None where it is missing or fails), timed together
+    (bench_report.interleaved_seconds)."""
+    seconds = interleaved_seconds(makers, timer, iters, label)
+    return {name: flops / s * 1e-12 if s else None for name, s in seconds.items()}
 
 
 def percent(value, ceiling):

@@ -122,6 +122,21 @@ def attempt(name, fn):
         return None
 
 
+def interleaved_seconds(makers, timer, iters, label=""):
+    """name -> seconds per call of the call each maker builds (None where the maker is None or
+    building, preparing or timing fails): every call built and prepared first, then their
+    samples taken in turn (timer: cuda_timing.interleaved_for's prepare and seconds). `label`
+    follows the names in failure reports."""
+    prepare, seconds_of = timer
+    samplers = {}
+    for name, make in makers.items():
+        sampler = None if make is None else attempt(f"{name}{label}", lambda make=make: prepare(make()))
+        if sampler is not None:
+            samplers[name] = sampler
+    seconds = (attempt(f"timing{label}", lambda: seconds_of(samplers, iters)) if samplers else None) or {}
+    return {name: seconds.get(name) for name in makers}
+
+
 def fmt(value, spec=".1f", suffix=""):
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
