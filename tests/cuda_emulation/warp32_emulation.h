@@ -16,9 +16,10 @@
 // cp.async.wait_group releases their group, so a read of a stage before its wait sees stale
 // bytes; with TFO_EMU32_COPIES_LAND_AT_COMMIT they land as their group is committed instead,
 // the other end of what the hardware allows, so a stage overwritten while it is still read
-// (a copy issued too early) sees the new bytes. Host builds take the backend's sm_80 paths (no __CUDA_ARCH__: no stmatrix, FP8
-// widened by the bit path), or with TFO_EMU32_ARCH=900 its sm_90 ones (stmatrix, the e4m3
-// conversion instruction; programmatic launch is a no-op: launches run one at a time).
+// (a copy issued too early) sees the new bytes. Host builds take the backend's sm_80 paths (no
+// __CUDA_ARCH__: no stmatrix, FP8 widened by the bit path), or with TFO_EMU32_ARCH=900 its sm_90
+// ones (stmatrix, the e4m3 conversion instruction; programmatic launch is a no-op: launches run
+// one at a time).
 //
 // Limits: cross-lane operations are reached by all 32 lanes of a warp (the kernels' warps never
 // diverge around them; a block whose threads do not all finish in time fails: block_threads.h);

@@ -1,5 +1,5 @@
-// Cross-block communication inside one launch: device-scope fences, a device-scope atomic
-// counter, and loads of data that other blocks of the launch wrote.
+// Cross-block communication inside one launch: a device-scope acquire-release counter, and
+// loads of data that other blocks of the launch wrote.
 //
 // Contract (namespace tfo::gpu), implemented by backend/<vendor>/atomics.h:
 //   arrive_acq_rel_device(int32_t* p, v)

@@ -483,8 +483,8 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
     // per call; FP8 plans at batch 16-64 deal several split tasks per block). A split task reads
     // it after its arrival instead.
     const bool has_next = task + p.num_blocks < num_tasks;
-    const bool fences = split_task_fences(p, t);
-    if (has_next && !fences) item = schedule_item(p, task_item(p, task + p.num_blocks));
+    const bool releases = split_task_releases(p, t);
+    if (has_next && !releases) item = schedule_item(p, task_item(p, task + p.num_blocks));
     block_sync();  // K/V tiles become the merge buffer
 
     using Rows = AccRows<D>;
@@ -508,7 +508,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
     combine_slots8<T, D, kWaves, kThreads, Rows>(p, t, smem_m, smem_l, smem_o, kRows, p.v_scale * kv_unit, tid);
     timeline.stamp(tl::kCombined);
     finish_split_task<T, kWaves, D>(p, schedule, t);
-    if (has_next && fences) item = schedule_item(p, task_item(p, task + p.num_blocks));
+    if (has_next && releases) item = schedule_item(p, task_item(p, task + p.num_blocks));
     timeline.end(tl::kFinished);
   }
   grid_dependents_launch();  // this block's stores are issued

@@ -120,7 +120,7 @@ TFO_DEVICE void merge_split_row(const DecodeParams& p, int32_t req, int32_t head
 // Whether finish_split_task runs a release for this task (a split counted in the launch): a
 // load still in flight then holds up the release by its latency, so a block reads ahead only
 // where this is false. Block-uniform.
-TFO_INLINE bool split_task_fences(const DecodeParams& p, const TaskHeads& t) {
+TFO_INLINE bool split_task_releases(const DecodeParams& p, const TaskHeads& t) {
   return kMergeSplitsInLaunch && p.split_counters != nullptr && t.item.partial_row >= 0;
 }
 
@@ -131,7 +131,7 @@ TFO_INLINE bool split_task_fences(const DecodeParams& p, const TaskHeads& t) {
 // before it waited for each thread's own stores in turn.
 template <typename T, int kWaves, int kHeadDim>
 TFO_DEVICE void finish_split_task_in_launch(const DecodeParams& p, const ScheduleHeader& schedule, const TaskHeads& t) {
-  if (!split_task_fences(p, t)) return;
+  if (!split_task_releases(p, t)) return;
   TFO_SHARED int32_t completes;  // the count's verdict, broadcast to the block
   const int32_t req = t.item.request;
   int32_t base, splits;
