@@ -49,7 +49,10 @@ def timed_batch(fn, calls=10, iters=20):
 
 def captured(fn, calls=1):
     """fn() captured `calls` times in one CUDA graph (after warm-up runs on a side stream, as
-    capture requires); returns the graph's replay."""
+    capture requires); returns a callable that replays the graph and holds fn. The graph
+    reads and writes the memory fn's call owns (a wrapper's plan and index arrays, its output):
+    were fn collected, that memory would go back to the caching allocator while the graph
+    still uses it, and the replays would read whatever takes it next."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -60,7 +63,10 @@ def captured(fn, calls=1):
     with torch.cuda.graph(graph):
         for _ in range(calls):
             fn()
-    return graph.replay
+
+    def replay(graph=graph, fn=fn):  # fn a default: kept alive as long as the replay is
+        graph.replay()
+    return replay
 
 
 def graph_timed(fn, calls=1, iters=20):

@@ -44,3 +44,69 @@ def test_median_of_each_callable_own_samples():
 def test_unknown_method_refused():
     with pytest.raises(ValueError, match="graph or events"):
         cuda_timing.interleaved_for("wall", 10)
+
+
+class _FakeGraph:
+    """torch.cuda.CUDAGraph's part captured() uses: replay() reruns what ran while capturing."""
+    capturing = None
+
+    def __init__(self):
+        self.recorded = []
+
+    def replay(self):
+        for fn in self.recorded:
+            fn()
+
+
+class _FakeCapture:
+    def __init__(self, graph):
+        self.graph = graph
+
+    def __enter__(self):
+        _FakeGraph.capturing = self.graph
+
+    def __exit__(self, *exc):
+        _FakeGraph.capturing = None
+
+
+def _fake_cuda(monkeypatch):
+    import contextlib
+    torch = cuda_timing.torch
+    monkeypatch.setattr(torch.cuda, "Stream", lambda: type("S", (), {"wait_stream": lambda self, other: None})())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: type("S", (), {"wait_stream": lambda self, o: None})())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", _FakeGraph)
+    monkeypatch.setattr(torch.cuda, "graph", _FakeCapture)
+
+
+def test_a_captured_replay_keeps_the_call_and_what_it_owns_alive(monkeypatch):
+    # A decode call's closure owns its wrapper (plan, index arrays) and output; the graph only
+    # holds device addresses. The replay must keep the closure alive, or the graph would run on
+    # freed memory (seen as impossible speeds, then a hang, once other paths reuse it).
+    import gc
+    import weakref
+    _fake_cuda(monkeypatch)
+
+    class Wrapper:
+        runs = 0
+
+        def run(self):
+            Wrapper.runs += 1
+            if _FakeGraph.capturing is not None:
+                _FakeGraph.capturing.recorded.append(lambda: None)
+
+    def make():
+        wrapper = Wrapper()
+        return weakref.ref(wrapper), (lambda: wrapper.run())
+    alive, fn = make()
+    replay = cuda_timing.captured(fn, calls=2)
+    del fn
+    gc.collect()
+    assert alive() is not None, "the wrapper was collected while its graph can still replay"
+    runs = Wrapper.runs
+    assert runs == cuda_timing.WARMUP + 2  # warm-ups, then the captured calls
+    replay()
+    del replay
+    gc.collect()
+    assert alive() is None, "the replay keeps its call alive, not beyond"
