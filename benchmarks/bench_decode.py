@@ -22,7 +22,9 @@ one per layer back to back, so a replay's own launch cost, several us, is shared
 it weighs most at batch 1); `--timing events` times 10 back-to-back run() calls per event pair
 instead. A shape's four paths are planned and captured first (each its own workspace, since a
 plan lives in its workspace) and their samples taken in turn, so that the GPU's state after
-the previous, heavier shape (clocks, power) weighs on all four alike. L2 is not flushed
+the previous, heavier shape (clocks, power) weighs on all four alike; then their outputs are
+compared, and a path whose output agrees with no other's is reported and shown as n/a
+(bench_report.disagreeing_outputs: a timing of the wrong work is no timing). L2 is not flushed
 between runs (caches of a few MB may be read from L2). Ratios are ours GB/s over upstream's:
 best of our two paths vs best of upstream's, and per path. Upstream 0.2.14 applies v_scale
 after attention as a separate `out *= v_scale` kernel, which is part of its FP8 time.

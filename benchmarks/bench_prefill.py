@@ -29,7 +29,8 @@ of CUDA events, divided, so a call's host and launch cost shows where it rivals 
 tokens); with `--timing graph` `--calls` calls captured in one CUDA graph, the replay timed and
 divided: the kernels' time alone, as a captured model step runs them. A row's libraries are
 prepared first and their samples taken in turn, so that the state a heavier row before leaves on
-the GPU (clocks, power) weighs on all of them alike. "ours 1-call" times one
+the GPU (clocks, power) weighs on all of them alike; a library whose output then agrees with no
+other's is reported and shown as n/a (bench_report.disagreeing_outputs). "ours 1-call" times one
 eager call per sample (host overhead included) under either. The GEMM ceiling is torch.matmul
 of two 8192 x 8192 matrices of the row's dtype, measured at startup. Writes DIR/prefill.json
 (every row and the run's metadata), prefill.md (the printed tables) and prefill.png.
@@ -141,9 +142,9 @@ def sdpa_call(backend, q, k, v, causal):
     vt = vt.repeat_interleave(HQ // HKV, dim=1).contiguous()
     qt = qt.contiguous()
 
-    def run():
+    def run():  # the output as [L, heads, D], the layout the other calls return (a view)
         with torch.nn.attention.sdpa_kernel(backend):
-            return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal)
+            return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal).squeeze(0).transpose(0, 1)
 
     return run
 

@@ -124,9 +124,11 @@ def attempt(name, fn):
 
 def interleaved_seconds(makers, timer, iters, label=""):
     """name -> seconds per call of the call each maker builds (None where the maker is None or
-    building, preparing or timing fails): every call built and prepared first, then their
-    samples taken in turn (timer: cuda_timing.interleaved_for's prepare and seconds). `label`
-    follows the names in failure reports."""
+    building, preparing or timing fails, or where its output agrees with no other call's):
+    every call built and prepared first, then their samples taken in turn (timer:
+    cuda_timing.interleaved_for's prepare and seconds), then their outputs compared
+    (disagreeing_outputs: the calls of a row compute the same attention). `label` follows the
+    names in failure reports."""
     prepare, seconds_of = timer
     samplers = {}
     for name, make in makers.items():
@@ -134,7 +136,54 @@ def interleaved_seconds(makers, timer, iters, label=""):
         if sampler is not None:
             samplers[name] = sampler
     seconds = (attempt(f"timing{label}", lambda: seconds_of(samplers, iters)) if samplers else None) or {}
+    if seconds:
+        for name, diff in (attempt(f"output check{label}", lambda: disagreeing_outputs(samplers)) or {}).items():
+            report_failure(f"{name}{label}", RuntimeError(
+                f"its output agrees with no other call's (max |difference| {diff:.3g}); its time is left out"))
+            seconds[name] = None
     return {name: seconds.get(name) for name in makers}
+
+
+def _first_tensor(value):
+    if isinstance(value, (tuple, list)):
+        value = value[0] if value else None
+    return value if isinstance(value, torch.Tensor) and value.is_floating_point() else None
+
+
+def outputs_agree(a, b, atol=1e-3, rtol=2e-2):
+    """Whether two outputs of one attention (any 16-bit or float dtype) are the same within the
+    rounding two libraries' kernels differ by; NaN (a poisoned output left unwritten) never is."""
+    if a.shape != b.shape:
+        return False
+    diff = (a.float() - b.float()).abs().max()
+    return bool(diff <= atol + rtol * b.float().abs().max())
+
+
+def disagreeing_outputs(samplers, sync=None):
+    """name -> max |difference| to the nearest other output, for each prepared call whose output
+    agrees with no other's. A prepared call carries its `output` (cuda_timing's replays and
+    back-to-back runs: what its calls return, the first tensor where that is a tuple); each is
+    filled with NaN, every call runs once more, and the outputs are compared pairwise. A replay
+    that did not run its calls (stale or freed memory under a graph) leaves NaN or another
+    schedule's result and agrees with none. Fewer than two outputs: nothing to compare."""
+    sync = sync or (torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None))
+    names = [name for name, s in samplers.items() if _first_tensor(getattr(s, "output", None)) is not None]
+    if len(names) < 2:
+        return {}
+    for name in names:
+        _first_tensor(samplers[name].output).fill_(float("nan"))
+    for name in names:
+        samplers[name]()
+    sync()
+    outputs = {name: _first_tensor(samplers[name].output) for name in names}
+    bad = {}
+    for name in names:
+        others = [other for other in names if other != name]
+        if not any(outputs_agree(outputs[name], outputs[other]) for other in others):
+            diffs = [(outputs[name].float() - outputs[other].float()).abs().max().item()
+                     if outputs[name].shape == outputs[other].shape else float("inf") for other in others]
+            bad[name] = min(diffs)
+    return bad
 
 
 def fmt(value, spec=".1f", suffix=""):

@@ -52,7 +52,8 @@ def captured(fn, calls=1):
     capture requires); returns a callable that replays the graph and holds fn. The graph
     reads and writes the memory fn's call owns (a wrapper's plan and index arrays, its output):
     were fn collected, that memory would go back to the caching allocator while the graph
-    still uses it, and the replays would read whatever takes it next."""
+    still uses it, and the replays would read whatever takes it next. The replay's `output` is
+    what the last captured call returned: the memory every replay writes."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -62,10 +63,11 @@ def captured(fn, calls=1):
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         for _ in range(calls):
-            fn()
+            output = fn()
 
     def replay(graph=graph, fn=fn):  # fn a default: kept alive as long as the replay is
         graph.replay()
+    replay.output = output
     return replay
 
 
@@ -76,14 +78,16 @@ def graph_timed(fn, calls=1, iters=20):
 
 
 def back_to_back(fn, calls=10):
-    """fn() warmed up; returns a callable that runs it `calls` times back to back."""
+    """fn() warmed up; returns a callable that runs it `calls` times back to back (its `output`:
+    what the last call returned)."""
     for _ in range(WARMUP):
-        fn()
+        run_output = fn()
     torch.cuda.synchronize()
 
     def run():
         for _ in range(calls):
-            fn()
+            run.output = fn()
+    run.output = run_output
     return run
 
 

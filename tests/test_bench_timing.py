@@ -110,3 +110,65 @@ def test_a_captured_replay_keeps_the_call_and_what_it_owns_alive(monkeypatch):
     del replay
     gc.collect()
     assert alive() is None, "the replay keeps its call alive, not beyond"
+
+
+def test_a_captured_replay_carries_the_output_its_calls_write(monkeypatch):
+    _fake_cuda(monkeypatch)
+    results = iter(["warm-up"] * cuda_timing.WARMUP + ["first", "second"])
+    replay = cuda_timing.captured(lambda: next(results), calls=2)
+    assert replay.output == "second"  # the last captured call's: the memory each replay writes
+
+
+def _writer(out, value, writes=True):
+    """A prepared call as the timers give it: running it writes `value` into its `output`."""
+    def run():
+        if writes:
+            out.copy_(value)
+    run.output = out
+    return run
+
+
+def _timer(samplers, iters):
+    for s in samplers.values():
+        s()
+    return {name: 1e-6 for name in samplers}
+
+
+def test_interleaved_seconds_leaves_out_a_call_whose_output_agrees_with_no_other(capsys):
+    import torch
+    bench_report = pytest.importorskip("bench_report")
+    torch.manual_seed(0)
+    truth = torch.randn(4, 8, 16).to(torch.float16)
+    near = (truth.float() + 1e-4 * torch.randn(4, 8, 16)).to(torch.float16)  # another kernel's rounding
+    other = torch.randn(4, 8, 16).to(torch.float16)  # another schedule's result, same statistics
+    makers = {
+        "ours": lambda: _writer(torch.empty_like(truth), truth),
+        "peer": lambda: _writer(torch.empty_like(truth), near),
+        "stale": lambda: _writer(torch.empty_like(truth), other),
+        "unwritten": lambda: _writer(truth.clone(), truth, writes=False),  # a replay that ran nothing
+    }
+    seconds = bench_report.interleaved_seconds(makers, (lambda fn: fn, _timer), iters=3, label=" f16")
+    assert seconds == {"ours": 1e-6, "peer": 1e-6, "stale": None, "unwritten": None}
+    printed = capsys.readouterr().out
+    assert "stale f16 failed" in printed and "agrees with no other call" in printed
+    assert "unwritten f16 failed" in printed and "max |difference| nan" in printed
+
+
+def test_two_disagreeing_outputs_leave_both_out_and_one_output_is_not_checked():
+    import torch
+    bench_report = pytest.importorskip("bench_report")
+    a, b = torch.zeros(2, 3), torch.ones(2, 3)
+    bad = bench_report.disagreeing_outputs({"x": _writer(torch.empty(2, 3), a), "y": _writer(torch.empty(2, 3), b)})
+    assert bad == {"x": 1.0, "y": 1.0}
+    assert bench_report.disagreeing_outputs({"x": _writer(torch.empty(2, 3), a)}) == {}
+    assert bench_report.disagreeing_outputs({"x": lambda: None, "y": lambda: None}) == {}  # no outputs carried
+
+
+def test_outputs_agree_within_rounding_and_not_across_layouts():
+    import torch
+    bench_report = pytest.importorskip("bench_report")
+    x = torch.randn(16, 4, 8)
+    assert bench_report.outputs_agree(x.to(torch.bfloat16), x)
+    assert not bench_report.outputs_agree(x + 0.1 * x.abs().max(), x)
+    assert not bench_report.outputs_agree(x.transpose(0, 1), x)
+    assert not bench_report.outputs_agree(torch.full_like(x, float("nan")), x)
