@@ -1,5 +1,5 @@
 """Two or more builds of torch_flashinfer_ops timed against each other on one GPU: a change is
-kept only when it beats the tree it changes in the same session, and one process's timings
+kept only when it beats the tree it changes on the same machine at the same time, and one process's timings
 drift by a few percent from the next, so the trees' benchmark processes alternate (A B, B A,
 ...) and each row compares the trees' best times over the rounds.
 
