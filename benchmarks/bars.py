@@ -95,7 +95,11 @@ def report(decode_rows=None, prefill_rows=None):
 
 def _rows(path):
     with open(path) as f:
-        return json.load(f)["rows"]
+        data = json.load(f)
+    if data.get("partial"):
+        print(f"# {path}: a partial run ({len(data['rows'])} rows, stopped before its end): "
+              "the bars below cover only the rows it has")
+    return data["rows"]
 
 
 def main(argv=None):

@@ -44,7 +44,7 @@ import torch
 
 from bench_report import (attempt, benchmark_parser, dtype_name, fmt, header_lines, import_ours, interleaved_seconds,
                           markdown_table, optional_import, parse_with_shape_defaults, ratio, run_metadata,
-                          save_bar_plot, write_results)
+                          save_bar_plot, write_partial, write_results)
 from cuda_timing import interleaved_for
 from device_ceilings import copy_bandwidth
 
@@ -291,11 +291,13 @@ def main(argv=None):
                 rows.append(bench_shape(libs, workspaces, bs, kv_len, kv_dtype, args.q_dtype, timer, ceiling))
                 torch.cuda.empty_cache()
                 progress(rows[-1])
+                write_partial(args.out, "decode", meta, rows)
         for name in args.uneven:
             for bs in args.uneven_batches:
                 rows.append(bench_uneven(libs, workspaces, name, bs, kv_dtype, args.q_dtype, timer, ceiling))
                 torch.cuda.empty_cache()
                 progress(rows[-1])
+                write_partial(args.out, "decode", meta, rows)
     plan_bs = max(args.batches)
     meta["plan_host_us"] = {"batch": plan_bs, **plan_host_us(libs, plan_bs, args.q_dtype)}
     plan_note = ", ".join(f"{k} {fmt(v, '.0f')} us" for k, v in meta["plan_host_us"].items() if k != "batch")

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from bench_report import (attempt, benchmark_parser, dtype_name, fmt, header_lines, import_ours, interleaved_seconds,
                           markdown_table, optional_import, parse_with_shape_defaults, ratio, run_metadata,
-                          save_bar_plot, write_results)
+                          save_bar_plot, write_partial, write_results)
 from cuda_timing import interleaved_for, timed
 from device_ceilings import gemm_tflops
 
@@ -346,17 +346,20 @@ def main(argv=None):
     for config in single_configs(args.dims, args.lengths):
         singles.append(bench_single(tfo, fi, config, timer, gemm))
         progress(singles[-1])
+        write_partial(args.out, "prefill", meta, singles)
     single_ours = {(r["dtype"], r["head_dim"], r["causal"], r["L"]): r["tflops"]["ours"] for r in singles}
     batches = []
     for config in batch_configs(args.batches, args.batch_dims):
         batches += bench_batch(tfo, fi, config, timer, gemm, single_ours)
         for row in batches[-2:]:
             progress(row)
+        write_partial(args.out, "prefill", meta, singles + batches)
     unevens = []
     for name in args.uneven:
         unevens += bench_uneven(tfo, fi, name, timer, gemm)
         for row in unevens[-2:]:
             progress(row)
+        write_partial(args.out, "prefill", meta, singles + batches + unevens)
     gemm_note = ", ".join(f"{k} {fmt(v)}" for k, v in gemm.items())
     notes = [timing, f"GEMM ceiling (torch.matmul, 8192 x 8192 x 8192) TFLOP/s: {gemm_note}",
              f"{HQ} query / {HKV} kv heads, NHD; batch: page {PAGE}, head_dim "

@@ -202,6 +202,17 @@ def markdown_table(headers, rows):
     return "\n".join(lines)
 
 
+def write_partial(out_dir, name, meta, rows):
+    """<out_dir>/<name>.json with the rows measured so far, marked "partial": written after each
+    row, so that a run stopped early (a time limit, a fault) leaves what it measured;
+    write_results replaces it at the end."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{name}.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump({"meta": meta, "rows": rows, "partial": True}, f, indent=1)
+    os.replace(path + ".tmp", path)  # never a half-written file
+
+
 def write_results(out_dir, name, meta, rows, text):
     """<out_dir>/<name>.json (meta + every row) and <name>.md (the printed text)."""
     os.makedirs(out_dir, exist_ok=True)

@@ -4,6 +4,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bars  # noqa: E402
@@ -72,3 +74,17 @@ def test_the_command_reads_result_files(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "- decode: ours >= upstream FlashInfer at every shape: met; worst float16 bs64 kv4096 1.02" in out
     assert "batch 1, kv 4k: not measured (no such rows in this run)" in out
+
+
+def test_a_partial_run_is_read_and_said_to_be_partial(tmp_path, capsys):
+    bench_report = pytest.importorskip("bench_report")
+    rows = [_decode_row("float16", 64, 4096, 1.02, 104.0)]
+    bench_report.write_partial(str(tmp_path), "decode", {"device": "x"}, rows)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["decode.json"]  # no temporary left
+    bars.main(["--decode", str(tmp_path / "decode.json")])
+    out = capsys.readouterr().out
+    assert "a partial run (1 rows, stopped before its end)" in out
+    assert "met; worst float16 bs64 kv4096 1.02" in out
+    bench_report.write_results(str(tmp_path), "decode", {"device": "x"}, rows + rows, "text")
+    bars.main(["--decode", str(tmp_path / "decode.json")])
+    assert "a partial run" not in capsys.readouterr().out  # the finished run's file replaces it
