@@ -150,22 +150,32 @@ def _first_tensor(value):
     return value if isinstance(value, torch.Tensor) and value.is_floating_point() else None
 
 
-def outputs_agree(a, b, atol=1e-3, rtol=2e-2):
+OUTPUT_ATOL, OUTPUT_RTOL = 1e-3, 2e-2  # the rounding two libraries' attention kernels differ by
+
+
+def _max_difference(a, b):
+    """max |a - b| (NaN where either holds NaN), or None across shapes."""
+    return (a.float() - b.float()).abs().max().item() if a.shape == b.shape else None
+
+
+def _within(diff, reference_peak, atol=OUTPUT_ATOL, rtol=OUTPUT_RTOL):
+    return diff is not None and diff <= atol + rtol * reference_peak
+
+
+def outputs_agree(a, b, atol=OUTPUT_ATOL, rtol=OUTPUT_RTOL):
     """Whether two outputs of one attention (any 16-bit or float dtype) are the same within the
     rounding two libraries' kernels differ by; NaN (a poisoned output left unwritten) never is."""
-    if a.shape != b.shape:
-        return False
-    diff = (a.float() - b.float()).abs().max()
-    return bool(diff <= atol + rtol * b.float().abs().max())
+    return _within(_max_difference(a, b), b.float().abs().max().item(), atol, rtol)
 
 
 def disagreeing_outputs(samplers, sync=None):
     """name -> max |difference| to the nearest other output, for each prepared call whose output
-    agrees with no other's. A prepared call carries its `output` (cuda_timing's replays and
-    back-to-back runs: what its calls return, the first tensor where that is a tuple); each is
-    filled with NaN, every call runs once more, and the outputs are compared pairwise. A replay
-    that did not run its calls (stale or freed memory under a graph) leaves NaN or another
-    schedule's result and agrees with none. Fewer than two outputs: nothing to compare."""
+    agrees with no other's (outputs_agree). A prepared call carries its `output` (cuda_timing's
+    replays and back-to-back runs: what its calls return, the first tensor where that is a
+    tuple); each is filled with NaN, every call runs once more, and the outputs are compared
+    pairwise. A replay that did not run its calls (stale or freed memory under a graph) leaves
+    NaN or another schedule's result and agrees with none. Fewer than two outputs: nothing to
+    compare."""
     sync = sync or (torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None))
     names = [name for name, s in samplers.items() if _first_tensor(getattr(s, "output", None)) is not None]
     if len(names) < 2:
@@ -175,14 +185,19 @@ def disagreeing_outputs(samplers, sync=None):
     for name in names:
         samplers[name]()
     sync()
-    outputs = {name: _first_tensor(samplers[name].output) for name in names}
+    # Each output widened, its peak and each pair's difference taken once (a row's outputs can
+    # be tens of millions of elements).
+    outputs = {name: _first_tensor(samplers[name].output).float() for name in names}
+    peaks = {name: out.abs().max().item() for name, out in outputs.items()}
+    diffs = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            diffs[a, b] = diffs[b, a] = _max_difference(outputs[a], outputs[b])
     bad = {}
     for name in names:
         others = [other for other in names if other != name]
-        if not any(outputs_agree(outputs[name], outputs[other]) for other in others):
-            diffs = [(outputs[name].float() - outputs[other].float()).abs().max().item()
-                     if outputs[name].shape == outputs[other].shape else float("inf") for other in others]
-            bad[name] = min(diffs)
+        if not any(_within(diffs[name, other], peaks[other]) for other in others):
+            bad[name] = min(float("inf") if diffs[name, other] is None else diffs[name, other] for other in others)
     return bad
 
 
