@@ -22,6 +22,10 @@
 //   store_acc_f32(dst, c, row0, col0, at)   dst[at(row0 + i, col0 + j)] = C(i, j), float32;
 //     at(row, col) must keep a row's 8-column blocks from a multiple of 8 whole (the stores
 //     are as wide as the layout's adjacent columns: 8 bytes on NVIDIA, 4 on AMD).
+//   Accumulators as A operands, where kAccIsOperandA (NVIDIA: an accumulator's elements lie where
+//   A's do, so a product such as P = softmax(Q·Kᵀ) becomes P·V's A operand without leaving
+//   registers; AMD's lie transposed, and kernels stage them through shared memory instead):
+//     acc_to_operand<T>(a, c)               A(i, k) = T(C(i, k)), FragA<T, 16>, rounded to nearest
 //   8-bit B operands, where kHas8BitB (NVIDIA; AMD widens FP8 before its fragments):
 //     load_b_nk_8bit(b, raw, n0, k0_bytes, widen), load_b_kn_8bit(b[2], raw, k0, n0_bytes, widen)
 //     read a tile of bytes and widen them in registers; the A operand then takes its k in

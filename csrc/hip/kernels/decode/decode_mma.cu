@@ -66,7 +66,7 @@ struct AccRows {
 
 // Byte offsets into the kernel's dynamic shared memory.
 //
-//   q | P tiles | m, l | row addresses | K/V region
+//   q | P tiles (AMD) | m, l | row addresses | K/V region
 //
 // Row addresses: two buffers of the cache addresses of a tile's K rows then V rows (RowAddresses).
 //
@@ -91,7 +91,9 @@ struct MmaDecodeSmem {
   static constexpr int kRawRowChunks = D * static_cast<int>(sizeof(KV)) / 16;
   static constexpr int kQ = 0;
   static constexpr int kP = kQ + Shape::kRows * D * static_cast<int>(sizeof(T));
-  static constexpr int kM = kP + Shape::kWaves * 16 * 16 * static_cast<int>(sizeof(T));
+  // P tiles: where an accumulator is no A operand (AMD), each wave's P passes through one.
+  static constexpr int kPBytes = kAccIsOperandA ? 0 : Shape::kWaves * 16 * 16 * static_cast<int>(sizeof(T));
+  static constexpr int kM = kP + kPBytes;
   static constexpr int kL = kM + Shape::kWaves * Shape::kRows * 4;
   static constexpr int kAddr = kL + Shape::kWaves * Shape::kRows * 4;
   static constexpr int kAddrBytes = 2 * Shape::kTokens * 8;  // one buffer
@@ -274,7 +276,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
   const int tid = thread_index_x();
   const int wave = wave_index();
   const int lane = lane_id();
-  const PTile p_tile{reinterpret_cast<T*>(decode_smem + Smem::kP) + wave * 16 * 16};
+  const PTile p_tile{reinterpret_cast<T*>(decode_smem + Smem::kP) + wave * 16 * 16};  // !kAccIsOperandA
   auto stage_ptr = [&](int s) { return decode_smem + Smem::kKv + s * Smem::kStageBytes; };
   auto row_buffer = [&](int32_t tile) {
     return reinterpret_cast<const KV**>(decode_smem + Smem::kAddr + (tile % 2) * Smem::kAddrBytes);
@@ -443,14 +445,19 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
         }
       }
 
-      // P to the A-operand layout through this wave's 16 x 16 tile.
-#pragma unroll
-      for (int e = 0; e < kAccElems; ++e) {
-        *p_tile.ptr(acc_row(lane, e), acc_col(lane, e)) = from_float<T>(s[0].v[e]);
-      }
-      wave_sync();
+      // P as the A operand of P·V: in place where the accumulator has A's layout, else through
+      // this wave's 16 x 16 tile.
       FragA<T, 16> pa;
-      load_a(pa, p_tile, 0, 0);
+      if constexpr (kAccIsOperandA) {
+        acc_to_operand<T>(pa, s[0]);
+      } else {
+#pragma unroll
+        for (int e = 0; e < kAccElems; ++e) {
+          *p_tile.ptr(acc_row(lane, e), acc_col(lane, e)) = from_float<T>(s[0].v[e]);
+        }
+        wave_sync();
+        load_a(pa, p_tile, 0, 0);
+      }
       if constexpr (Smem::kFragments8Bit) {
         // Output tile n = 2c + h holds columns 32c + 16h + acc_col_8bit_b(lane, e).
         const RawTile v_raw{reinterpret_cast<half_t*>(kv_tiles + Smem::kRawTileBytes)};
@@ -471,7 +478,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
           mma(o_acc[n], pa, vb);
         }
       }
-      wave_sync();
+      if constexpr (!kAccIsOperandA) wave_sync();  // the wave's P tile is read before the next P lands
       rows.finish(row_buffer(j + kStages), tid);  // read after the next iteration's barrier
       next_rows(j + kStages + 1);
     }

@@ -291,6 +291,15 @@ TFO_HOST_DEVICE constexpr int kperm_8bit_b(int k) { return 4 * (k % 8 / 2) + 2 *
 
 TFO_INLINE int acc_col_8bit_b(int lane, int e) { return 4 * (lane % 4) + 2 * (e % 2) + e / 4; }
 
+// An accumulator's element pairs (v[2r], v[2r + 1]: row g + 8 (r % 2), columns 8 (r / 2) + 2t,
+// + 1) are A's registers x[r] (the same rows and k), so C becomes an A operand in place.
+inline constexpr bool kAccIsOperandA = true;
+template <typename T>
+TFO_INLINE void acc_to_operand(FragA<T, 16>& a, const FragC& c) {
+#pragma unroll
+  for (int r = 0; r < 4; ++r) a.x[r] = pack2<T>(c.v[2 * r], c.v[2 * r + 1]);
+}
+
 // store_acc_f32 for accumulators of load_b_kn_8bit's B: row g + 8r of a lane holds columns 4t ..
 // 4t + 3 in v[2r], v[2r + 4], v[2r + 1], v[2r + 5] (acc_col_8bit_b), one 16-byte store each; a
 // quarter warp's store covers rows g, g + 1 (g even) at one 64-byte pair of blocks.

@@ -58,8 +58,7 @@ TFO_INLINE void score_block(FragC (&s)[R][C], const QTile& q_tile, int q_row0, c
 
 template <typename T>
 TFO_INLINE void score_to_operand(FragA<T, 16>& a, const FragC& s) {
-#pragma unroll
-  for (int r = 0; r < 4; ++r) a.x[r] = pack2<T>(s.v[2 * r], s.v[2 * r + 1]);
+  acc_to_operand<T>(a, s);  // S = Q·Kᵀ is an accumulator here (mma.h)
 }
 
 // Row sums on the tensor cores: one m16n8k16 of a P block against a B of ones adds the block's

@@ -141,6 +141,15 @@ TFO_INLINE void store_c(const Tile& tile, int row0, int n0, const FragC& c, cons
   }
 }
 
+// An MFMA accumulator lies transposed to an A operand (a lane holds four rows of one column; A
+// gives it four k of one row): kernels stage C through shared memory (score.h computes Sᵀ to get
+// A's layout instead). Declared for algorithm code that compiles once; a call traps.
+inline constexpr bool kAccIsOperandA = false;
+template <typename T>
+TFO_INLINE void acc_to_operand(FragA<T, 16>&, const FragC&) {
+  __builtin_trap();
+}
+
 // 8-bit B operands (the NVIDIA backend widens FP8 in registers; here FP8 is widened on its way
 // into shared memory). Declared so that algorithm code compiles once: only branches that
 // kHas8BitB rules out call them, and a call that got through traps.
