@@ -19,6 +19,9 @@
 //     acc_row(lane, e), acc_col(lane, e)   tile coordinates of element e
 //     acc_row_slot(e)           the slot element e belongs to
 //     acc_slot_row(lane, slot)  the tile row of a slot
+//     acc_slot_first_row(slot)  the lowest tile row any lane holds in a slot (constexpr): rows
+//                               from n up being padding, slots with acc_slot_first_row >= n hold
+//                               nothing but padding in every lane
 //   store_acc_f32(dst, c, row0, col0, at)   dst[at(row0 + i, col0 + j)] = C(i, j), float32;
 //     at(row, col) must keep a row's 8-column blocks from a multiple of 8 whole (the stores
 //     are as wide as the layout's adjacent columns: 8 bytes on NVIDIA, 4 on AMD).

@@ -14,6 +14,8 @@
 // registers (mma.h's load_b_*_8bit; q's columns take the order those fragments give k). With
 // synchronous copies (AMD) FP8 is widened on its way in. The widening is exact (fp8.h's scaled
 // binary16, or the hardware's exact values with the scale folded into the softmax).
+#include <type_traits>
+
 #include "decode_common.h"
 #include "split_merge.h"
 #include "../online_softmax.h"
@@ -369,118 +371,167 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
     RowVals m_run = row_vals_filled(kNegInf);
     RowVals l_run = row_vals_filled(0.f);
 
-    for (int32_t j = 0; j < num_tiles; ++j) {
-      const int32_t tile0 = kv_lo + j * kTokens;
-      block_sync();  // every wave is done with tile j - 1: its stage (and the widened tiles) are free
-      if (j + kStages - 1 < num_tiles) {
-        issue_kv_tile<T, KV, D, kWide>(row_buffer(j + kStages - 1), tile0 + (kStages - 1) * kTokens,
-                                       kv_hi, stage_ptr((j + kStages - 1) % kStages), tid);
-      }
-      copy_commit_group();
-      copy_wait_groups<kStages - 1>();  // tile j (and q) have landed
-      block_sync();
-      if (j == 0) timeline.stamp(tl::kFirstTile);
-      uint8_t* kv_tiles = stage_ptr(j % kStages);
-      const KvTile k_tile{reinterpret_cast<T*>(kv_tiles)};
-      const KvTile v_tile{reinterpret_cast<T*>(kv_tiles + Smem::kTTileBytes)};
+    // The tile loop, for the rows the task's heads fill (kLive): where every lane holds only
+    // padding rows in some accumulator slots (NVIDIA: slot 1, rows 8-15, for a task of at most 8
+    // heads), their softmax is skipped and their P is zero.
+    const auto tile_loop = [&](auto live_rows) {
+      constexpr int kLive = decltype(live_rows)::value;
+      for (int32_t j = 0; j < num_tiles; ++j) {
+        const int32_t tile0 = kv_lo + j * kTokens;
+        block_sync();  // every wave is done with tile j - 1: its stage (and the widened tiles) are free
+        if (j + kStages - 1 < num_tiles) {
+          issue_kv_tile<T, KV, D, kWide>(row_buffer(j + kStages - 1), tile0 + (kStages - 1) * kTokens,
+                                         kv_hi, stage_ptr((j + kStages - 1) % kStages), tid);
+        }
+        copy_commit_group();
+        copy_wait_groups<kStages - 1>();  // tile j (and q) have landed
+        block_sync();
+        if (j == 0) timeline.stamp(tl::kFirstTile);
+        uint8_t* kv_tiles = stage_ptr(j % kStages);
+        const KvTile k_tile{reinterpret_cast<T*>(kv_tiles)};
+        const KvTile v_tile{reinterpret_cast<T*>(kv_tiles + Smem::kTTileBytes)};
 
-      FragC s[1];
+        FragC s[1];
 #pragma unroll
-      for (int e = 0; e < kAccElems; ++e) s[0].v[e] = 0.f;
-      if constexpr (Smem::kFragments8Bit) {
-        const RawTile k_raw{reinterpret_cast<half_t*>(kv_tiles)};
-        with_widen([&](const auto& widen) {
+        for (int e = 0; e < kAccElems; ++e) s[0].v[e] = 0.f;
+        if constexpr (Smem::kFragments8Bit) {
+          const RawTile k_raw{reinterpret_cast<half_t*>(kv_tiles)};
+          with_widen([&](const auto& widen) {
+#pragma unroll
+            for (int k0 = 0; k0 < D; k0 += 32) {
+              FragA<T, 32> a;
+              FragB<T, 32> b;
+              load_a(a, q_tile, 0, k0);
+              load_b_nk_8bit(b, k_raw, 16 * wave, k0, widen);
+              mma(s[0], a, b);
+            }
+          });
+        } else {
 #pragma unroll
           for (int k0 = 0; k0 < D; k0 += 32) {
             FragA<T, 32> a;
             FragB<T, 32> b;
             load_a(a, q_tile, 0, k0);
-            load_b_nk_8bit(b, k_raw, 16 * wave, k0, widen);
+            load_b_nk(b, k_tile, 16 * wave, k0);
             mma(s[0], a, b);
           }
-        });
-      } else {
-#pragma unroll
-        for (int k0 = 0; k0 < D; k0 += 32) {
-          FragA<T, 32> a;
-          FragB<T, 32> b;
-          load_a(a, q_tile, 0, k0);
-          load_b_nk(b, k_tile, 16 * wave, k0);
-          mma(s[0], a, b);
         }
-      }
-      float x[kAccElems];
+        float x[kAccElems];
 #pragma unroll
-      for (int e = 0; e < kAccElems; ++e) x[e] = s[0].v[e] * q_scale;
-      soft_cap_scores<kAccElems>(x, p.cap_log2);
-#pragma unroll
-      for (int e = 0; e < kAccElems; ++e) {
-        const int32_t pos = tile0 + 16 * wave + acc_col(lane, e);
-        s[0].v[e] = pos < kv_hi ? x[e] : kNegInf;
-      }
-      const RowVals tile_max = row_max(s);
-      // The running maximum moves only past online_softmax.h's slack; a row whose maximum stays
-      // keeps a factor of exactly 1, and O is rescaled only when some row of the wave moved.
-      RowVals m_use, rescale;
-      bool unchanged = true;
-#pragma unroll
-      for (int r = 0; r < kAccRowsPerLane; ++r) {
-        const float m_new = next_running_max(m_run.v[r], tile_max.v[r]);
-        m_use.v[r] = max_f32(m_new, kMaxFloor);
-        const bool same = m_new == m_run.v[r];
-        rescale.v[r] = same ? 1.0f : fast_exp2(m_run.v[r] - m_use.v[r]);
-        unchanged = unchanged && same;
-        m_run.v[r] = m_new;
-      }
-#pragma unroll
-      for (int e = 0; e < kAccElems; ++e) s[0].v[e] = fast_exp2(s[0].v[e] - m_use.v[acc_row_slot(e)]);
-      const RowVals tile_sum = row_sum(s);
-#pragma unroll
-      for (int r = 0; r < kAccRowsPerLane; ++r) l_run.v[r] = l_run.v[r] * rescale.v[r] + tile_sum.v[r];
-      if (!wave_all(unchanged)) {
-#pragma unroll
-        for (int n = 0; n < kColTiles; ++n) {
-#pragma unroll
-          for (int e = 0; e < kAccElems; ++e) o_acc[n].v[e] *= rescale.v[acc_row_slot(e)];
-        }
-      }
-
-      // P as the A operand of P·V: in place where the accumulator has A's layout, else through
-      // this wave's 16 x 16 tile.
-      FragA<T, 16> pa;
-      if constexpr (kAccIsOperandA) {
-        acc_to_operand<T>(pa, s[0]);
-      } else {
+        for (int e = 0; e < kAccElems; ++e) x[e] = s[0].v[e] * q_scale;
+        soft_cap_scores<kAccElems>(x, p.cap_log2);
+        // An element of a padding-only slot is zero from here on (its P, so P·V adds nothing).
+        constexpr auto live = [](int e) { return acc_slot_first_row(acc_row_slot(e)) < kLive; };
+        constexpr auto live_slot = [](int r) { return acc_slot_first_row(r) < kLive; };
 #pragma unroll
         for (int e = 0; e < kAccElems; ++e) {
-          *p_tile.ptr(acc_row(lane, e), acc_col(lane, e)) = from_float<T>(s[0].v[e]);
+          const int32_t pos = tile0 + 16 * wave + acc_col(lane, e);
+          s[0].v[e] = !live(e) ? 0.f : (pos < kv_hi ? x[e] : kNegInf);
         }
-        wave_sync();
-        load_a(pa, p_tile, 0, 0);
-      }
-      if constexpr (Smem::kFragments8Bit) {
-        // Output tile n = 2c + h holds columns 32c + 16h + acc_col_8bit_b(lane, e).
-        const RawTile v_raw{reinterpret_cast<half_t*>(kv_tiles + Smem::kRawTileBytes)};
-        with_widen([&](const auto& widen) {
+        constexpr bool kAllLive = live_slot(kAccRowsPerLane - 1);
+        // The row reductions of the live slots (mma.h's row_max / row_sum where all are).
+        const auto live_rows_reduce = [&](float init, auto op) {
+          RowVals rows = row_vals_filled(init);
 #pragma unroll
-          for (int c = 0; c < D / 32; ++c) {
-            FragB<T, 16> vb[2];
-            load_b_kn_8bit(vb, v_raw, 16 * wave, 32 * c, widen);
-            mma(o_acc[2 * c], pa, vb[0]);
-            mma(o_acc[2 * c + 1], pa, vb[1]);
+          for (int e = 0; e < kAccElems; ++e) {
+            if (live(e)) rows.v[acc_row_slot(e)] = op(rows.v[acc_row_slot(e)], s[0].v[e]);
           }
-        });
-      } else {
 #pragma unroll
-        for (int n = 0; n < kColTiles; ++n) {
-          FragB<T, 16> vb;
-          load_b_kn(vb, v_tile, 16 * wave, 16 * n);
-          mma(o_acc[n], pa, vb);
+          for (int r = 0; r < kAccRowsPerLane; ++r) {
+            if (live_slot(r)) rows.v[r] = group_allreduce<kRowLanes>(rows.v[r], op);
+          }
+          return rows;
+        };
+        RowVals tile_max;
+        if constexpr (kAllLive) {
+          tile_max = row_max(s);
+        } else {
+          tile_max = live_rows_reduce(kNegInf, MaxOp{});
         }
+        // The running maximum moves only past online_softmax.h's slack; a row whose maximum stays
+        // keeps a factor of exactly 1, and O is rescaled only when some row of the wave moved.
+        RowVals m_use, rescale;
+        bool unchanged = true;
+#pragma unroll
+        for (int r = 0; r < kAccRowsPerLane; ++r) {
+          if (!live_slot(r)) continue;
+          const float m_new = next_running_max(m_run.v[r], tile_max.v[r]);
+          m_use.v[r] = max_f32(m_new, kMaxFloor);
+          const bool same = m_new == m_run.v[r];
+          rescale.v[r] = same ? 1.0f : fast_exp2(m_run.v[r] - m_use.v[r]);
+          unchanged = unchanged && same;
+          m_run.v[r] = m_new;
+        }
+#pragma unroll
+        for (int e = 0; e < kAccElems; ++e) {
+          if (live(e)) s[0].v[e] = fast_exp2(s[0].v[e] - m_use.v[acc_row_slot(e)]);
+        }
+        RowVals tile_sum;
+        if constexpr (kAllLive) {
+          tile_sum = row_sum(s);
+        } else {
+          tile_sum = live_rows_reduce(0.f, SumOp{});
+        }
+#pragma unroll
+        for (int r = 0; r < kAccRowsPerLane; ++r) {
+          if (live_slot(r)) l_run.v[r] = l_run.v[r] * rescale.v[r] + tile_sum.v[r];
+        }
+        if (!wave_all(unchanged)) {
+#pragma unroll
+          for (int n = 0; n < kColTiles; ++n) {
+#pragma unroll
+            for (int e = 0; e < kAccElems; ++e) {
+              if (live(e)) o_acc[n].v[e] *= rescale.v[acc_row_slot(e)];
+            }
+          }
+        }
+
+        // P as the A operand of P·V: in place where the accumulator has A's layout, else through
+        // this wave's 16 x 16 tile.
+        FragA<T, 16> pa;
+        if constexpr (kAccIsOperandA) {
+          acc_to_operand<T>(pa, s[0]);
+        } else {
+#pragma unroll
+          for (int e = 0; e < kAccElems; ++e) {
+            *p_tile.ptr(acc_row(lane, e), acc_col(lane, e)) = from_float<T>(s[0].v[e]);
+          }
+          wave_sync();
+          load_a(pa, p_tile, 0, 0);
+        }
+        if constexpr (Smem::kFragments8Bit) {
+          // Output tile n = 2c + h holds columns 32c + 16h + acc_col_8bit_b(lane, e).
+          const RawTile v_raw{reinterpret_cast<half_t*>(kv_tiles + Smem::kRawTileBytes)};
+          with_widen([&](const auto& widen) {
+#pragma unroll
+            for (int c = 0; c < D / 32; ++c) {
+              FragB<T, 16> vb[2];
+              load_b_kn_8bit(vb, v_raw, 16 * wave, 32 * c, widen);
+              mma(o_acc[2 * c], pa, vb[0]);
+              mma(o_acc[2 * c + 1], pa, vb[1]);
+            }
+          });
+        } else {
+#pragma unroll
+          for (int n = 0; n < kColTiles; ++n) {
+            FragB<T, 16> vb;
+            load_b_kn(vb, v_tile, 16 * wave, 16 * n);
+            mma(o_acc[n], pa, vb);
+          }
+        }
+        if constexpr (!kAccIsOperandA) wave_sync();  // the wave's P tile is read before the next P lands
+        rows.finish(row_buffer(j + kStages), tid);  // read after the next iteration's barrier
+        next_rows(j + kStages + 1);
       }
-      if constexpr (!kAccIsOperandA) wave_sync();  // the wave's P tile is read before the next P lands
-      rows.finish(row_buffer(j + kStages), tid);  // read after the next iteration's barrier
-      next_rows(j + kStages + 1);
+    };
+    if constexpr (acc_slot_first_row(kAccRowsPerLane - 1) >= kRows / 2) {
+      if (t.num_heads <= kRows / 2) {
+        tile_loop(std::integral_constant<int, kRows / 2>{});
+      } else {
+        tile_loop(std::integral_constant<int, kRows>{});
+      }
+    } else {
+      tile_loop(std::integral_constant<int, kRows>{});
     }
     copy_wait_groups<0>();  // the q tile of a task without kv rows
     timeline.stamp(tl::kTilesDone);

@@ -47,6 +47,7 @@ TFO_HOST_DEVICE constexpr int acc_row_slot(int e) { return (e / 2) % 2; }
 TFO_INLINE int acc_row(int lane, int e) { return lane / 4 + 8 * ((e / 2) % 2); }
 TFO_INLINE int acc_col(int lane, int e) { return 8 * (e / 4) + 2 * (lane % 4) + e % 2; }
 TFO_INLINE int acc_slot_row(int lane, int slot) { return lane / 4 + 8 * slot; }
+TFO_HOST_DEVICE constexpr int acc_slot_first_row(int slot) { return 8 * slot; }
 
 namespace detail {
 // Vector stores to shared memory, written out: through a cast to an aligned struct the compiler

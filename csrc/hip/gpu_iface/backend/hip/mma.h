@@ -49,6 +49,7 @@ TFO_HOST_DEVICE constexpr int acc_row_slot(int e) { return e; }
 TFO_INLINE int acc_row(int lane, int e) { return 4 * (lane / 16) + e; }
 TFO_INLINE int acc_col(int lane, int /*e*/) { return lane % 16; }
 TFO_INLINE int acc_slot_row(int lane, int slot) { return 4 * (lane / 16) + slot; }
+TFO_HOST_DEVICE constexpr int acc_slot_first_row(int slot) { return slot; }
 
 // C to float32 rows: element (i, j) of the tile to dst[at(row0 + i, col0 + j)]. A lane's
 // elements lie in one column, so they leave singly; one store covers rows e, e + 4, e + 8,
