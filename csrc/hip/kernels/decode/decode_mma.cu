@@ -163,10 +163,22 @@ TFO_INLINE void issue_kv_tile(const KV* const* rows, int32_t tile0, int32_t kv_h
   constexpr int kChunks = Smem::kWidenOnLoad ? D / 8 : Smem::kRawRowChunks;
   const KvTile k_tile{reinterpret_cast<T*>(stage)};
   const KvTile v_tile{reinterpret_cast<T*>(stage + Smem::kTTileBytes)};
+  // A thread keeps its chunk and its row within each pass of the block over kRowsPerPass rows;
+  // where a pass spans whole blocks of 8 rows, the swizzle term is the same in every pass.
+  static_assert(Shape::kThreads % kChunks == 0, "a pass covers whole rows");
+  constexpr int kRowsPerPass = Shape::kThreads / kChunks;
+  constexpr bool kPassInBlocks = kRowsPerPass % 8 == 0;
+  const int pass_row = tid / kChunks, chunk = tid % kChunks;
+  const auto dst = [&](const auto& tile, int row) {
+    if constexpr (kPassInBlocks) {
+      return tile.chunk_ptr_in_block(row - pass_row, pass_row, chunk);
+    } else {
+      return tile.chunk_ptr(row, chunk);
+    }
+  };
 #pragma unroll
   for (int i = 0; i < Shape::kTokens * kChunks / Shape::kThreads; ++i) {
-    const int idx = i * Shape::kThreads + tid;
-    const int row = idx / kChunks, chunk = idx % kChunks;
+    const int row = i * kRowsPerPass + pass_row;
     const bool in = tile0 + row < kv_hi;
     const KV* k_row = rows[row];
     const KV* v_row = rows[Shape::kTokens + row];
@@ -177,7 +189,7 @@ TFO_INLINE void issue_kv_tile(const KV* const* rows, int32_t tile0, int32_t kv_h
         kv8_to_float<KV>(in ? load_kv8<KV>(src, chunk * 8) : zero_kv8<KV>(), f);
 #pragma unroll
         for (int e = 0; e < 4; ++e) packed.w[e] = pack2<T>(f[2 * e], f[2 * e + 1]);
-        *reinterpret_cast<KvVec8<T>*>(tile.chunk_ptr(row, chunk)) = packed;
+        *reinterpret_cast<KvVec8<T>*>(dst(tile, row)) = packed;
       };
       widen(k_row, k_tile);
       widen(v_row, v_tile);
@@ -186,12 +198,12 @@ TFO_INLINE void issue_kv_tile(const KV* const* rows, int32_t tile0, int32_t kv_h
       const KV* v_src = v_row + chunk * (16 / sizeof(KV));
       if constexpr (Smem::kFragments8Bit) {  // rows of bytes, swizzled for the fragment loads
         using RawTile = typename Smem::RawTile;
-        copy_global_to_shared_16b(RawTile{reinterpret_cast<half_t*>(stage)}.chunk_ptr(row, chunk), k_src, in);
-        copy_global_to_shared_16b(
-            RawTile{reinterpret_cast<half_t*>(stage + Smem::kRawTileBytes)}.chunk_ptr(row, chunk), v_src, in);
+        copy_global_to_shared_16b(dst(RawTile{reinterpret_cast<half_t*>(stage)}, row), k_src, in);
+        copy_global_to_shared_16b(dst(RawTile{reinterpret_cast<half_t*>(stage + Smem::kRawTileBytes)}, row), v_src,
+                                  in);
       } else {  // the T tiles themselves
-        copy_global_to_shared_16b(k_tile.chunk_ptr(row, chunk), k_src, in);
-        copy_global_to_shared_16b(v_tile.chunk_ptr(row, chunk), v_src, in);
+        copy_global_to_shared_16b(dst(k_tile, row), k_src, in);
+        copy_global_to_shared_16b(dst(v_tile, row), v_src, in);
       }
     }
   }
