@@ -14,6 +14,9 @@ paths (decode: lower is faster) or by "tflops"["ours"] (prefill: higher is faste
 table gives every tree's value per round and its best over the first tree's as a time ratio
 (< 1: faster than the first tree). Writes DIR/ab_<bench>.json and ab_<bench>.md.
 
+--env LABEL:NAME=VALUE (repeatable) sets NAME in that tree's processes only, so one build can be
+timed against itself under a run-time knob (two --tree labels on the same DIR).
+
 --outputs: instead of timing, each tree runs benchmarks/decode_outputs.py (a fixed set of seeded
 decode calls) and the trees' outputs are compared bitwise against the first tree's.
 
@@ -44,6 +47,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tree", action="append", required=True, metavar="LABEL=DIR",
                         help="a checkout with its extension built in place; give two or more, the first is the base")
+    parser.add_argument("--env", action="append", default=[], metavar="LABEL:NAME=VALUE",
+                        help="an environment variable for one tree's processes (repeatable)")
     parser.add_argument("--bench", choices=("decode", "prefill"), default="decode")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--outputs", action="store_true", help="compare decode outputs bitwise instead of timing")
@@ -68,6 +73,13 @@ def parse_args(argv=None):
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
     args.trees = trees
+    args.tree_envs = {label: {} for label, _ in trees}
+    for spec in args.env:
+        label, sep, assignment = spec.partition(":")
+        name, eq, value = assignment.partition("=")
+        if not sep or not eq or not name or label not in args.tree_envs:
+            parser.error(f"--env takes LABEL:NAME=VALUE with a --tree label, got {spec!r}")
+        args.tree_envs[label][name] = value
     return args
 
 
@@ -106,15 +118,16 @@ def schedule(trees, rounds):
     return order
 
 
-def tree_env(path):
-    """The environment of a tree's process: its own package first on the path."""
-    return dict(os.environ, PYTHONPATH=path + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def tree_env(path, extra=None):
+    """The environment of a tree's process: its own package first on the path, and its --env
+    variables."""
+    return dict(os.environ, **(extra or {}), PYTHONPATH=path + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
-def command(path, bench, out_dir, bench_args):
+def command(path, bench, out_dir, bench_args, extra_env=None):
     """The benchmark process of one tree: its own script, its own package first on the path."""
     script = os.path.join(path, "benchmarks", f"bench_{bench}.py")
-    return [sys.executable, script, "--out", out_dir, *bench_args], tree_env(path)
+    return [sys.executable, script, "--out", out_dir, *bench_args], tree_env(path, extra_env)
 
 
 def row_key(row):
@@ -203,15 +216,16 @@ def main(argv=None):
             cmd = [sys.executable, os.path.join(BENCH_DIR, "decode_outputs.py"), "--out", files[label]]
             print("#", " ".join(cmd), f"(PYTHONPATH={path})", flush=True)
             if not args.dry_run:
-                subprocess.run(cmd, env=tree_env(path), check=True)
+                subprocess.run(cmd, env=tree_env(path, args.tree_envs[label]), check=True)
         if not args.dry_run:
             print("\n".join(compare_outputs(files, labels)))
         return
     results = {label: [None] * args.rounds for label in labels}
     for r, label, path in schedule(args.trees, args.rounds):
         out_dir = os.path.join(args.out, f"ab_{label}_r{r + 1}")
-        cmd, env = command(path, args.bench, out_dir, args.bench_args)
-        print("#", " ".join(cmd), f"(PYTHONPATH={path})", flush=True)
+        cmd, env = command(path, args.bench, out_dir, args.bench_args, args.tree_envs[label])
+        knobs = "".join(f" {k}={v}" for k, v in args.tree_envs[label].items())
+        print("#", " ".join(cmd), f"(PYTHONPATH={path}{knobs})", flush=True)
         if args.dry_run:
             continue
         if not args.allow_shared_gpu:

@@ -35,6 +35,17 @@ def test_arguments_after_the_separator_go_to_the_benchmark():
             ab.parse_args(bad)
 
 
+def test_a_knob_goes_to_one_trees_processes_only():
+    args = ab.parse_args(["--tree", "base=/x/a", "--tree", "knob=/x/a", "--env", "knob:TFO_X=7", "--", "--rounds"])
+    assert args.tree_envs == {"base": {}, "knob": {"TFO_X": "7"}}
+    _, base_env = ab.command("/x/a", "prefill", "/o", [], args.tree_envs["base"])
+    _, knob_env = ab.command("/x/a", "prefill", "/o", [], args.tree_envs["knob"])
+    assert knob_env["TFO_X"] == "7" and base_env.get("TFO_X") == os.environ.get("TFO_X")
+    for bad in (["--env", "other:TFO_X=1"], ["--env", "knob:TFO_X"], ["--env", "TFO_X=1"]):
+        with pytest.raises(SystemExit):
+            ab.parse_args(["--tree", "base=/x/a", "--tree", "knob=/x/a", *bad])
+
+
 def _decode_row(bs, kv, mma_us, simt_us=None, kv_dtype="float16"):
     return {"section": "equal", "batch": bs, "kv_len": kv, "kv_dtype": kv_dtype, "q_dtype": "float16", "bytes": 123,
             "us": {"ours-simt": simt_us, "ours-mma": mma_us, "flashinfer-mma": 99.0}}
