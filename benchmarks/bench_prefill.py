@@ -13,9 +13,12 @@ Batch: n requests of L tokens each (qo_len = kv_len), at each of --batch-dims (h
 256 by default; --batches '' runs none), fp16 and bf16, causal and not: our
 BatchPrefillWithPagedKVCacheWrapper (page 16, NHD) and BatchPrefillWithRaggedKVCacheWrapper
 against upstream's wrappers of the same names (backend="fa2"), 128 MiB workspace each; plan()
-untimed, run() timed. "batch / single" is our batch TFLOP/s over our single-prefill TFLOP/s at
-the same dtype, head_dim, causality and L (needs that single row: L in --lengths, the head_dim
-in --dims, and fp16 at head dims other than 128).
+untimed, run() timed. "batch / single" is our batch TFLOP/s over our single-prefill TFLOP/s on
+one of the row's requests (its first L tokens of q, k and v), that single call's samples taken
+in turn with the row's: both under the same GPU state (clocks under the power limit, which the
+rows before leave in place). "batch / single row" takes the single-prefill section's row of the
+same dtype, head_dim, causality and L instead (where that row was run: L in --lengths, the
+head_dim in --dims, and fp16 at head dims other than 128), timed minutes earlier.
 
 Uneven batches (--uneven, names from UNEVEN_SHAPES): the same wrappers on batches whose
 requests differ, causal, fp16: "prefix" (16 new tokens on a 32k cached prefix beside a 4k
@@ -53,6 +56,7 @@ BATCH_HEAD_DIM = 128  # of the uneven batches
 WORKSPACE_BYTES = 128 << 20
 SINGLE_PEERS = ("sdpa-flash", "sdpa-cudnn", "flashinfer-fa2")
 BATCH_PEER = "flashinfer-fa2"
+SINGLE_BESIDE = "ours-single"  # our single prefill on a batch row's first request, timed in turn with the row
 FULL = dict(lengths="1024,4096,16384", dims="128,64,256", batches="16x1024,4x4096", batch_dims="128,256",
             uneven="prefix,mixed")
 QUICK = dict(lengths="1024", dims="128", batches="4x1024", batch_dims="128", uneven="mixed")
@@ -238,15 +242,23 @@ def batch_configs(batches, head_dims=(BATCH_HEAD_DIM,)):
                     yield n, L, dtype, causal, head_dim
 
 
-def wrapper_row(tfo, fi, kind, x, causal, flops, timer, iters, gemm, label):
+def wrapper_row(tfo, fi, kind, x, causal, flops, timer, iters, gemm, label, single=None):
     """Our and upstream's `kind` batch wrappers on x, timed: the row fields every batch section
-    has, and the maker of our call (for further timings)."""
+    has, and the maker of our call (for further timings). single: (maker, flops) of a call timed
+    in turn with the wrappers (its TFLOP/s in the row's "single_tflops"; its output, another
+    shape, is not compared with theirs)."""
     makers = {"ours": lambda: wrapper_call(tfo, kind, x, causal),
               BATCH_PEER: (lambda: wrapper_call(fi, kind, x, causal)) if fi else None}
-    tflops = measure_row(makers, flops, timer, iters, f" {label}")
+    if single is not None:
+        makers[SINGLE_BESIDE] = single[0]
+    seconds = interleaved_seconds(makers, timer, iters, f" {label}", unchecked=(SINGLE_BESIDE,))
+    tflops = {name: flops / s * 1e-12 if s else None for name, s in seconds.items() if name != SINGLE_BESIDE}
     row = {"kind": kind, "dtype": dtype_name(x.dtype), "head_dim": x.head_dim, "causal": causal, "flops": flops,
            "tflops": tflops, "ours_vs": {BATCH_PEER: ratio(tflops["ours"], tflops[BATCH_PEER])},
            "ours_pct_gemm": percent(tflops["ours"], gemm.get(dtype_name(x.dtype)))}
+    if single is not None:
+        s = seconds.get(SINGLE_BESIDE)
+        row["single_tflops"] = single[1] / s * 1e-12 if s else None
     return row, makers["ours"]
 
 
@@ -254,12 +266,16 @@ def bench_batch(tfo, fi, config, timer, gemm, single_ours):
     n, L, dtype, causal, head_dim = config
     x = batch_inputs(n, L, dtype, head_dim)
     flops, iters = attention_flops(n * L * L, head_dim, causal), iters_for(L)
-    single = single_ours.get((dtype_name(dtype), head_dim, causal, L))
+    single_row = single_ours.get((dtype_name(dtype), head_dim, causal, L))
+    # Our single prefill on the row's first request, timed in turn with the wrappers.
+    beside = (lambda: single_prefill_call(tfo, x.q[:L], x.k[:L], x.v[:L], causal),
+              attention_flops(L * L, head_dim, causal))
     rows = []
     for kind in ("paged", "ragged"):
-        row, make_ours = wrapper_row(tfo, fi, kind, x, causal, flops, timer, iters, gemm, kind)
+        row, make_ours = wrapper_row(tfo, fi, kind, x, causal, flops, timer, iters, gemm, kind, single=beside)
         rows.append(dict(row, section="batch", batch=n, L=L,
-                         batch_vs_single=ratio(row["tflops"]["ours"], single),
+                         batch_vs_single=ratio(row["tflops"]["ours"], row["single_tflops"]),
+                         batch_vs_single_row=ratio(row["tflops"]["ours"], single_row),
                          ours_1call_tflops=measure_tflops(f"ours {kind}", make_ours, flops,
                                                           lambda fn: timed(fn, iters))))
     return rows
@@ -290,10 +306,12 @@ def single_table(rows):
 
 def batch_table(rows):
     headers = ["dtype", "d", "causal", "requests x L", "kv", "ours TFLOP/s", "ours % GEMM", f"{BATCH_PEER} TFLOP/s",
-               f"ours / {BATCH_PEER}", "ours batch / single", "ours 1-call TFLOP/s"]
+               f"ours / {BATCH_PEER}", "ours single TFLOP/s", "ours batch / single", "ours batch / single row",
+               "ours 1-call TFLOP/s"]
     body = [[r["dtype"], r["head_dim"], r["causal"], f"{r['batch']} x {r['L']}", r["kind"], fmt(r["tflops"]["ours"]),
              fmt(r["ours_pct_gemm"], ".0f", "%"), fmt(r["tflops"][BATCH_PEER]), fmt(r["ours_vs"][BATCH_PEER], ".2f"),
-             fmt(r["batch_vs_single"], ".2f"), fmt(r["ours_1call_tflops"])] for r in rows]
+             fmt(r.get("single_tflops")), fmt(r["batch_vs_single"], ".2f"), fmt(r.get("batch_vs_single_row"), ".2f"),
+             fmt(r["ours_1call_tflops"])] for r in rows]
     return markdown_table(headers, body)
 
 

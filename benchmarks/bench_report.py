@@ -122,13 +122,14 @@ def attempt(name, fn):
         return None
 
 
-def interleaved_seconds(makers, timer, iters, label=""):
+def interleaved_seconds(makers, timer, iters, label="", unchecked=()):
     """name -> seconds per call of the call each maker builds (None where the maker is None or
     building, preparing or timing fails, or where its output agrees with no other call's):
     every call built and prepared first, then their samples taken in turn (timer:
     cuda_timing.interleaved_for's prepare and seconds), then their outputs compared
-    (disagreeing_outputs: the calls of a row compute the same attention). `label` follows the
-    names in failure reports."""
+    (disagreeing_outputs: the calls of a row compute the same attention). `unchecked`: names
+    timed in turn with the others but computing something else (a reference timed beside the
+    row), whose outputs are not compared. `label` follows the names in failure reports."""
     prepare, seconds_of = timer
     samplers = {}
     for name, make in makers.items():
@@ -137,7 +138,8 @@ def interleaved_seconds(makers, timer, iters, label=""):
             samplers[name] = sampler
     seconds = (attempt(f"timing{label}", lambda: seconds_of(samplers, iters)) if samplers else None) or {}
     if seconds:
-        for name, diff in (attempt(f"output check{label}", lambda: disagreeing_outputs(samplers)) or {}).items():
+        compared = {name: s for name, s in samplers.items() if name not in unchecked}
+        for name, diff in (attempt(f"output check{label}", lambda: disagreeing_outputs(compared)) or {}).items():
             report_failure(f"{name}{label}", RuntimeError(
                 f"its output agrees with no other call's (max |difference| {diff:.3g}); its time is left out"))
             seconds[name] = None

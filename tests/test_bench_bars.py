@@ -48,9 +48,14 @@ def _single(dtype, causal, L, vs_fa2, head_dim=128):
             "batch": 1, "ours_vs": {"sdpa-flash": 2.0, "flashinfer-fa2": vs_fa2}}
 
 
-def _batch(dtype, causal, kind, n, L, vs_single, head_dim=128):
-    return {"section": "batch", "kind": kind, "dtype": dtype, "head_dim": head_dim, "causal": causal, "batch": n,
-            "L": L, "ours_vs": {"flashinfer-fa2": 1.0}, "batch_vs_single": vs_single}
+def _batch(dtype, causal, kind, n, L, vs_single, head_dim=128, vs_single_row=None):
+    """A batch row; with vs_single_row, as bench_prefill writes them now (the single timed in
+    turn with the row, and the single section's row), else as it wrote them before."""
+    row = {"section": "batch", "kind": kind, "dtype": dtype, "head_dim": head_dim, "causal": causal, "batch": n,
+           "L": L, "ours_vs": {"flashinfer-fa2": 1.0}, "batch_vs_single": vs_single}
+    if vs_single_row is not None:
+        row.update(single_tflops=300.0, batch_vs_single_row=vs_single_row)
+    return row
 
 
 def test_prefill_bars():
@@ -60,11 +65,21 @@ def test_prefill_bars():
         _batch("float16", True, "paged", 4, 4096, 0.88), _batch("float16", True, "ragged", 4, 4096, 0.95),
         _batch("float16", False, "paged", 16, 1024, 0.93, head_dim=256),
     ]
-    single, batch = bars.prefill_bars(rows)
+    single, batch, batch_row = bars.prefill_bars(rows)
     assert single.met is False and len(single.measured) == 3  # head_dim 128 rows only
     assert "float16 non-causal L1024 0.97" in single.line()
-    assert batch.met is False and batch.measured == {"float16 causal paged 4x4096": 0.88,
-                                                     "float16 causal ragged 4x4096": 0.95}
+    # Rows from before the in-turn single: their ratio is the section row's; the in-turn bar has none.
+    assert batch.met is None and batch_row.met is False
+    assert batch_row.measured == {"float16 causal paged 4x4096": 0.88, "float16 causal ragged 4x4096": 0.95}
+
+
+def test_prefill_batch_bar_reads_the_in_turn_single_and_the_section_row_apart():
+    rows = [_batch("float16", False, "paged", 16, 1024, 0.93, vs_single_row=0.89),
+            _batch("float16", False, "ragged", 16, 1024, 0.95, vs_single_row=0.91)]
+    _, batch, batch_row = bars.prefill_bars(rows)
+    assert batch.met is True and batch.measured == {"float16 non-causal paged 16x1024": 0.93,
+                                                    "float16 non-causal ragged 16x1024": 0.95}
+    assert batch_row.met is False and "float16 non-causal paged 16x1024 0.89" in batch_row.line()
 
 
 def test_the_command_reads_result_files(tmp_path, capsys):

@@ -95,3 +95,24 @@ def test_measure_row_with_nothing_to_time():
     def seconds_of(samplers, iters):
         raise AssertionError("nothing to time")
     assert bench_prefill.measure_row({"ours": None}, 1.0, (lambda fn: fn, seconds_of), 10) == {"ours": None}
+
+
+def test_a_batch_row_times_the_single_reference_in_turn_and_keeps_it_out_of_the_peers():
+    import torch_flashinfer_ops as tfo
+
+    x = bench_prefill.uneven_inputs([8, 8], [8, 8], torch.float16, device="cpu")
+    order = []
+
+    def seconds_of(samplers, iters):
+        order.append(list(samplers))
+        return {"ours": 2e-3, bench_prefill.SINGLE_BESIDE: 1e-3}  # 8e9 and 4e9 FLOPs: 4 TFLOP/s each
+
+    beside = (lambda: (lambda: torch.zeros(1)), 4.0e9)
+    row, make_ours = bench_prefill.wrapper_row(tfo, None, "ragged", x, False, 8.0e9, (lambda fn: fn, seconds_of), 3,
+                                               {}, "ragged", single=beside)
+    assert order == [["ours", bench_prefill.SINGLE_BESIDE]]  # one set of samples, taken in turn
+    assert row["tflops"] == {"ours": pytest.approx(4.0), bench_prefill.BATCH_PEER: None}
+    assert row["single_tflops"] == pytest.approx(4.0)
+    row, _ = bench_prefill.wrapper_row(tfo, None, "ragged", x, False, 8.0e9, (lambda fn: fn, seconds_of), 3, {},
+                                       "ragged")
+    assert "single_tflops" not in row

@@ -172,3 +172,18 @@ def test_outputs_agree_within_rounding_and_not_across_layouts():
     assert not bench_report.outputs_agree(x + 0.1 * x.abs().max(), x)
     assert not bench_report.outputs_agree(x.transpose(0, 1), x)
     assert not bench_report.outputs_agree(torch.full_like(x, float("nan")), x)
+
+
+def test_an_unchecked_call_is_timed_in_turn_but_not_compared():
+    import torch
+    bench_report = pytest.importorskip("bench_report")
+    truth = torch.randn(4, 8, 16).to(torch.float16)
+    makers = {
+        "ours": lambda: _writer(torch.empty_like(truth), truth),
+        "peer": lambda: _writer(torch.empty_like(truth), truth),
+        "beside": lambda: _writer(torch.empty(2, 8, 16, dtype=torch.float16), truth[:2]),  # another shape
+    }
+    seconds = bench_report.interleaved_seconds(makers, (lambda fn: fn, _timer), iters=3, unchecked=("beside",))
+    assert seconds == {"ours": 1e-6, "peer": 1e-6, "beside": 1e-6}
+    # Compared, the other shape agrees with no output and its time is left out.
+    assert bench_report.interleaved_seconds(makers, (lambda fn: fn, _timer), iters=3)["beside"] is None
