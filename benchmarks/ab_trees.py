@@ -124,6 +124,11 @@ def tree_env(path, extra=None):
     return dict(os.environ, **(extra or {}), PYTHONPATH=path + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
+def env_note(path, extra=None):
+    """How a printed command names its tree's environment: its path and its --env variables."""
+    return f"(PYTHONPATH={path}" + "".join(f" {k}={v}" for k, v in (extra or {}).items()) + ")"
+
+
 def command(path, bench, out_dir, bench_args, extra_env=None):
     """The benchmark process of one tree: its own script, its own package first on the path."""
     script = os.path.join(path, "benchmarks", f"bench_{bench}.py")
@@ -214,7 +219,7 @@ def main(argv=None):
         for label, path in args.trees:
             files[label] = os.path.join(args.out, f"decode_outputs_{label}.pt")
             cmd = [sys.executable, os.path.join(BENCH_DIR, "decode_outputs.py"), "--out", files[label]]
-            print("#", " ".join(cmd), f"(PYTHONPATH={path})", flush=True)
+            print("#", " ".join(cmd), env_note(path, args.tree_envs[label]), flush=True)
             if not args.dry_run:
                 subprocess.run(cmd, env=tree_env(path, args.tree_envs[label]), check=True)
         if not args.dry_run:
@@ -224,8 +229,7 @@ def main(argv=None):
     for r, label, path in schedule(args.trees, args.rounds):
         out_dir = os.path.join(args.out, f"ab_{label}_r{r + 1}")
         cmd, env = command(path, args.bench, out_dir, args.bench_args, args.tree_envs[label])
-        knobs = "".join(f" {k}={v}" for k, v in args.tree_envs[label].items())
-        print("#", " ".join(cmd), f"(PYTHONPATH={path}{knobs})", flush=True)
+        print("#", " ".join(cmd), env_note(path, args.tree_envs[label]), flush=True)
         if args.dry_run:
             continue
         if not args.allow_shared_gpu:

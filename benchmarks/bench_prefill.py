@@ -119,11 +119,13 @@ def measure_tflops(name, make, flops, timer):
     return attempt(name, lambda: flops / timer(make()) * 1e-12)
 
 
-def measure_row(makers, flops, timer, iters, label=""):
+def measure_row(makers, flops, timer, iters, label="", unchecked=()):
     """name -> TFLOP/s of each maker's call (None where it is missing or fails), timed together
-    (bench_report.interleaved_seconds)."""
-    seconds = interleaved_seconds(makers, timer, iters, label)
-    return {name: flops / s * 1e-12 if s else None for name, s in seconds.items()}
+    (bench_report.interleaved_seconds, `unchecked` as there). flops: the row's count, or a dict
+    of name -> count where the calls differ."""
+    seconds = interleaved_seconds(makers, timer, iters, label, unchecked)
+    count = flops.get if isinstance(flops, dict) else (lambda name: flops)
+    return {name: count(name) / s * 1e-12 if s else None for name, s in seconds.items()}
 
 
 def percent(value, ceiling):
@@ -249,16 +251,16 @@ def wrapper_row(tfo, fi, kind, x, causal, flops, timer, iters, gemm, label, sing
     shape, is not compared with theirs)."""
     makers = {"ours": lambda: wrapper_call(tfo, kind, x, causal),
               BATCH_PEER: (lambda: wrapper_call(fi, kind, x, causal)) if fi else None}
+    counts = dict.fromkeys(makers, flops)
     if single is not None:
-        makers[SINGLE_BESIDE] = single[0]
-    seconds = interleaved_seconds(makers, timer, iters, f" {label}", unchecked=(SINGLE_BESIDE,))
-    tflops = {name: flops / s * 1e-12 if s else None for name, s in seconds.items() if name != SINGLE_BESIDE}
+        makers[SINGLE_BESIDE], counts[SINGLE_BESIDE] = single
+    tflops = measure_row(makers, counts, timer, iters, f" {label}", unchecked=(SINGLE_BESIDE,))
+    single_tflops = tflops.pop(SINGLE_BESIDE, None)
     row = {"kind": kind, "dtype": dtype_name(x.dtype), "head_dim": x.head_dim, "causal": causal, "flops": flops,
            "tflops": tflops, "ours_vs": {BATCH_PEER: ratio(tflops["ours"], tflops[BATCH_PEER])},
            "ours_pct_gemm": percent(tflops["ours"], gemm.get(dtype_name(x.dtype)))}
     if single is not None:
-        s = seconds.get(SINGLE_BESIDE)
-        row["single_tflops"] = single[1] / s * 1e-12 if s else None
+        row["single_tflops"] = single_tflops
     return row, makers["ours"]
 
 
