@@ -12,10 +12,14 @@ Knobs for quick builds (environment variables):
   TFO_CPU_ONLY=1   build only the CPU kernels, whatever PyTorch supports
   TFO_TIMELINE=1   a profiling build: the decode kernels record per-task launch timelines
                    (benchmarks/decode_timeline.py); production builds leave it off
+  TFO_KERNEL_VARIANTS  comma list of kernel variants under evaluation to build instead of the
+                   default kernels (csrc/hip/kernels/kernel_variants.h lists them, e.g.
+                   "prefill_planned_t_stage"); for A/B runs, production builds leave it empty
   MAX_JOBS         parallel compile jobs (ninja)
 """
 import glob
 import os
+import re
 
 import torch
 from setuptools import setup
@@ -39,7 +43,21 @@ def instantiation_defines():
     defines += [f"-DTFO_DTYPE_{t.strip().upper()}" for t in dtypes.split(",")]
     if os.environ.get("TFO_TIMELINE", "0") == "1":
         defines.append("-DTFO_TIMELINE")
-    return defines
+    return defines + variant_defines(os.environ.get("TFO_KERNEL_VARIANTS", ""))
+
+
+def kernel_variants():
+    """The variant switches kernel_variants.h defines (TFO_VARIANT_<NAME>), as lower-case names."""
+    with open(os.path.join(ROOT, "csrc", "hip", "kernels", "kernel_variants.h")) as header:
+        return sorted(name.lower() for name in re.findall(r"^#ifdef TFO_VARIANT_(\w+)$", header.read(), re.M))
+
+
+def variant_defines(names):
+    known = kernel_variants()
+    chosen = [n.strip().lower() for n in names.split(",") if n.strip()]
+    for name in chosen:
+        assert name in known, f"TFO_KERNEL_VARIANTS: unknown variant {name!r} (known: {', '.join(known) or 'none'})"
+    return [f"-DTFO_VARIANT_{name.upper()}" for name in chosen]
 
 
 def runtime_libstdcxx():

@@ -7,12 +7,14 @@ drift by a few percent from the next, so the trees' benchmark processes alternat
         [--rounds 2] [--out DIR] -- --batches 1,16 --kv 1024,4096 --graph-calls 10 --uneven ''
 
 Each tree is a checkout whose extension is built in place (`python setup.py build_ext
---inplace`, with the TFO_HEAD_DIMS / TFO_DTYPES knobs for a short build); its process imports it
+--inplace`, with the TFO_HEAD_DIMS / TFO_DTYPES knobs for a short build; a kernel variant under
+evaluation is two copies of one commit, one built with TFO_KERNEL_VARIANTS); its process imports it
 through PYTHONPATH and runs that tree's own benchmarks/bench_<bench>.py with the arguments after
 `--`. Rows are matched by their shape fields; ours is timed by each row's "us" of the ours-*
 paths (decode: lower is faster) or by "tflops"["ours"] (prefill: higher is faster), and the
 table gives every tree's value per round and its best over the first tree's as a time ratio
-(< 1: faster than the first tree). Writes DIR/ab_<bench>.json and ab_<bench>.md.
+(< 1: faster than the first tree). Writes DIR/ab_<bench>.json and ab_<bench>.md,
+headed by each tree's commit and kernel variants.
 
 --env LABEL:NAME=VALUE (repeatable) sets NAME in that tree's processes only, so one build can be
 timed against itself under a run-time knob (two --tree labels on the same DIR).
@@ -135,6 +137,13 @@ def command(path, bench, out_dir, bench_args, extra_env=None):
     return [sys.executable, script, "--out", out_dir, *bench_args], tree_env(path, extra_env)
 
 
+def build_note(meta):
+    """What a tree's benchmark process ran: its commit and the kernel variants of its build
+    (setup.py's TFO_KERNEL_VARIANTS), from the result file's metadata."""
+    variants = meta.get("kernel_variants") or "none (default kernels)"
+    return f"commit {meta.get('commit', 'unknown')}, kernel variants: {variants}"
+
+
 def row_key(row):
     """The fields that name a row's shape (strings, integers and flags)."""
     return tuple(sorted((k, v) for k, v in row.items()
@@ -226,6 +235,7 @@ def main(argv=None):
             print("\n".join(compare_outputs(files, labels)))
         return
     results = {label: [None] * args.rounds for label in labels}
+    builds = {}
     for r, label, path in schedule(args.trees, args.rounds):
         out_dir = os.path.join(args.out, f"ab_{label}_r{r + 1}")
         cmd, env = command(path, args.bench, out_dir, args.bench_args, args.tree_envs[label])
@@ -241,15 +251,18 @@ def main(argv=None):
                          "would share it with the timed ones. Stop them, or pass --allow-shared-gpu.")
         subprocess.run(cmd, env=env, check=True)
         with open(os.path.join(out_dir, f"{args.bench}.json")) as f:
-            results[label][r] = json.load(f)["rows"]
+            result = json.load(f)
+        results[label][r] = result["rows"]
+        builds[label] = build_note(result.get("meta", {}))
     if args.dry_run:
         return
     entries = compare(results, labels)
-    text = table(entries, labels, args.bench == "prefill")
+    text = "\n".join([f"# {label}: {builds[label]}" for label in labels] + [""]
+                     + [table(entries, labels, args.bench == "prefill")])
     print(text)
     with open(os.path.join(args.out, f"ab_{args.bench}.json"), "w") as f:
-        json.dump({"trees": dict(args.trees), "rounds": args.rounds, "bench_args": args.bench_args,
-                   "entries": entries}, f, indent=1)
+        json.dump({"trees": dict(args.trees), "builds": builds, "rounds": args.rounds,
+                   "bench_args": args.bench_args, "entries": entries}, f, indent=1)
     with open(os.path.join(args.out, f"ab_{args.bench}.md"), "w") as f:
         f.write(text + "\n")
 

@@ -76,6 +76,7 @@ def run_metadata(**extra):
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "checked_mode": os.environ.get(CHECKED_MODE_ENV, "0") not in ("", "0"),
+        "kernel_variants": import_ours()._C.kernel_variants_built(),
         **extra,
     }
 
@@ -85,6 +86,8 @@ def header_lines(meta, *notes):
              f"commit: {meta['commit']}; torch {meta['torch']} (CUDA {meta['cuda']})"]
     if meta.get("flashinfer"):
         lines.append(f"# upstream flashinfer {meta['flashinfer']}")
+    if meta.get("kernel_variants"):
+        lines.append(f"# kernel variants under evaluation (an A/B build): {meta['kernel_variants']}")
     if meta.get("checked_mode"):
         lines.append(f"# WARNING: {CHECKED_MODE_ENV} is set: checked mode synchronises per call, "
                      "so these are not serving times")

@@ -73,6 +73,7 @@ namespace flashinfer_ops {
 bool gpu_kernels_built();
 std::string gpu_instantiations();
 bool timeline_built();
+std::string kernel_variants_built();
 namespace gpu_binding {
 void set_decode_timeline(int64_t records, int64_t tasks);
 int64_t decode_grid_blocks(const std::string& q_dtype, const std::string& kv_dtype, int64_t head_dim,
@@ -106,6 +107,9 @@ PYBIND11_MODULE(_C, module) {
              "transform_scores, masked); 0 when not served");
   module.def("timeline_built", &flashinfer_ops::timeline_built,
              "True when the GPU kernels record launch timelines (TFO_TIMELINE=1, a profiling build)");
+  module.def("kernel_variants_built", &flashinfer_ops::kernel_variants_built,
+             "comma list of the kernel variants under evaluation this build's GPU kernels use "
+             "(TFO_KERNEL_VARIANTS, an A/B build); '' for the default kernels");
   module.def("set_decode_timeline", &flashinfer_ops::gpu_binding::set_decode_timeline,
              "(records data_ptr, tasks): decode launches write per-task timeline records there "
              "(csrc/include/timeline_record.h); 0 turns it off. Profiling builds only");

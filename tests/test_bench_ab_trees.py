@@ -147,3 +147,71 @@ def test_gpu_processes_are_asked_of_the_benchmarks_gpu(monkeypatch):
     assert calls[0][1:3] == ["-i", "3"]
     monkeypatch.setattr(ab.shutil, "which", lambda name: None)
     assert ab.other_gpu_processes() is None
+
+
+def test_the_table_is_headed_by_each_trees_commit_and_kernel_variants(monkeypatch, tmp_path):
+    """Two builds of one commit (one with TFO_KERNEL_VARIANTS): the output says which is which,
+    from each result file's metadata."""
+    monkeypatch.setattr(ab, "other_gpu_processes", lambda: [])
+    metas = {"/x/a": {"commit": "abc1234", "kernel_variants": ""},
+             "/x/b": {"commit": "abc1234", "kernel_variants": "prefill_planned_t_stage"}}
+
+    def fake_run(cmd, env, check):
+        out_dir = cmd[cmd.index("--out") + 1]
+        os.makedirs(out_dir, exist_ok=True)
+        tree = env["PYTHONPATH"].split(os.pathsep)[0]
+        with open(os.path.join(out_dir, "decode.json"), "w") as f:
+            json.dump({"meta": metas[tree], "rows": [_decode_row(1, 4096, 10.0 if tree == "/x/a" else 9.0)]}, f)
+
+    monkeypatch.setattr(ab.subprocess, "run", fake_run)
+    ab.main(["--tree", "default=/x/a", "--tree", "variant=/x/b", "--out", str(tmp_path)])
+    text = (tmp_path / "ab_decode.md").read_text()
+    assert "# default: commit abc1234, kernel variants: none (default kernels)" in text
+    assert "# variant: commit abc1234, kernel variants: prefill_planned_t_stage" in text
+    assert "| 0.900 |" in text
+    saved = json.loads((tmp_path / "ab_decode.json").read_text())
+    assert saved["builds"]["variant"].endswith("prefill_planned_t_stage")
+
+
+ab_variant = pytest.importorskip("ab_variant")
+
+
+def test_a_variant_is_built_beside_the_default_of_the_same_commit():
+    known = ab_variant.known_variants()
+    assert known, "kernel_variants.h lists no variant"
+    args = ab_variant.parse_args(["--variants", known[0].upper(), "--bench", "prefill", "--work", "/w",
+                                  "--tests", "tests/test_gpu_prefill.py", "--max-jobs", "16", "--", "--lengths", "1024"])
+    assert args.variants == known[0] and args.bench_args == ["--lengths", "1024"]
+    trees = ab_variant.tree_dirs("/w")
+    jobs = ab_variant.build_jobs(trees, args.variants, args.max_jobs,
+                                 environ={"TFO_KERNEL_VARIANTS": "stale", "TFO_HEAD_DIMS": "128"})
+    (d_label, d_cmd, d_cwd, d_env), (v_label, v_cmd, v_cwd, v_env) = jobs
+    assert (d_label, d_cwd, v_label, v_cwd) == ("default", "/w/default", "variant", "/w/variant")
+    assert d_cmd == v_cmd and d_cmd[1:] == ["setup.py", "build_ext", "--inplace"]
+    # The default tree never inherits a variant from the caller's environment; both keep the
+    # other knobs and share the compile jobs.
+    assert "TFO_KERNEL_VARIANTS" not in d_env and v_env["TFO_KERNEL_VARIANTS"] == known[0]
+    assert d_env["TFO_HEAD_DIMS"] == v_env["TFO_HEAD_DIMS"] == "128" and d_env["MAX_JOBS"] == v_env["MAX_JOBS"] == "8"
+    cmd, env = ab_variant.test_command(trees["variant"], args.tests)
+    assert cmd[1:] == ["-m", "pytest", "-q", "-m", "gpu", "tests/test_gpu_prefill.py"]
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == "/w/variant"
+    ab_args = ab.parse_args(ab_variant.ab_argv(trees, "prefill", 2, "/w", args.bench_args))
+    assert ab_args.trees == [("default", "/w/default"), ("variant", "/w/variant")]
+    assert ab_args.bench == "prefill" and ab_args.bench_args == ["--lengths", "1024"]
+
+
+def test_an_unknown_variant_is_refused_before_anything_runs(capsys):
+    for bad in ("no_such_variant", ""):
+        with pytest.raises(SystemExit):
+            ab_variant.parse_args(["--variants", bad, "--bench", "decode", "--work", "/w"])
+    assert "no_such_variant" in capsys.readouterr().err
+
+
+def test_a_variant_dry_run_prints_every_step(tmp_path, capsys):
+    variant = ab_variant.known_variants()[0]
+    ab_variant.main(["--variants", variant, "--bench", "decode", "--work", str(tmp_path / "w"), "--dry-run",
+                     "--tests", "tests/test_gpu_decode.py"])
+    out = capsys.readouterr().out
+    assert out.count("git -C") == 2 and f"TFO_KERNEL_VARIANTS={variant}" in out
+    assert "-m gpu tests/test_gpu_decode.py" in out and "ab_trees.py --tree default=" in out
+    assert not (tmp_path / "w").exists()

@@ -8,7 +8,8 @@ group is waited for), the tensor-core decode's wide shape with tasks of many til
 read as 8-bit fragments, split requests merged inside the decode launch by arrival counters,
 and the paged prefill kernels' shared row-offset table. What this proves: that code computes
 what the reference computes, given mma.sync, ldmatrix, stmatrix and cp.async as the PTX ISA
-defines them. It does not prove timing, memory ordering between blocks (they run one after
+defines them. The prefill kernels are built a third time, as sm_90 with every kernel variant under
+evaluation on (csrc/hip/kernels/kernel_variants.h). It does not prove timing, memory ordering between blocks (they run one after
 another), or the PTX the backend emits: the GPU tier runs that.
 
 Skips without a C++20 host compiler or the CUDA headers unless TFO_REQUIRE_COMPILERS=1 (CI),
@@ -17,6 +18,7 @@ where a missing one fails.
 import ctypes
 import glob
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -50,6 +52,18 @@ FAMILIES = {"simt": 0, "mma": 1, "mma-wide": 2}
 ARCHS = {"cuda-sm80": (), "cuda-sm90": ("-DTFO_EMU32_ARCH=900", "-DTFO_EMU32_COPIES_LAND_AT_COMMIT")}
 
 
+def kernel_variant_defines():
+    """-D switches of every kernel variant under evaluation (csrc/hip/kernels/kernel_variants.h)."""
+    header = (REPO / "csrc" / "hip" / "kernels" / "kernel_variants.h").read_text()
+    return tuple(f"-DTFO_VARIANT_{name}" for name in re.findall(r"^#ifdef TFO_VARIANT_(\w+)$", header, re.M))
+
+
+# The prefill drivers, and the sm_90 one again with every kernel variant under evaluation on
+# (the build an A/B against the default kernels times): a variant is timed on a GPU only once it
+# computes what the reference computes here.
+PREFILL_BUILDS = {**ARCHS, "cuda-sm90-variants": ARCHS["cuda-sm90"] + kernel_variant_defines()}
+
+
 def _missing(what):
     if os.environ.get("TFO_REQUIRE_COMPILERS") == "1":
         pytest.fail(f"{what} is required for the NVIDIA emulated tier (TFO_REQUIRE_COMPILERS=1)")
@@ -68,15 +82,17 @@ def _cuda_include():
     _missing("the CUDA toolkit's headers (cuda_fp16.h)")
 
 
-def _build(out_dir, source, arch):
-    """Builds an emulation driver for the host as a shared library and loads it."""
+def _build(out_dir, source, arch, flags=None):
+    """Builds an emulation driver for the host as a shared library and loads it (flags: the
+    build's defines, ARCHS[arch] unless given)."""
     cxx = shutil.which(os.environ.get("CXX", "g++"))
     if cxx is None:
         _missing("a host C++ compiler (g++)")
     include = _cuda_include()
     lib = out_dir / f"{Path(source).stem}_{arch}.so"
     # Hidden visibility: each library keeps its own instantiations of the kernel templates.
-    cmd = [cxx, "-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-fvisibility=hidden", *ARCHS[arch],
+    cmd = [cxx, "-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-fvisibility=hidden",
+           *(ARCHS[arch] if flags is None else flags),
            "-I", str(REPO / "csrc" / "hip"), "-I", str(EMULATION), "-I", str(include),
            str(EMULATION / source), "-o", str(lib)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -97,7 +113,7 @@ def decode_libs(build_dir):
 @pytest.fixture(scope="module")
 def prefill_libs(build_dir):
     """The CUDA prefill drivers, keyed as the AMD tier's prefill tests take their libraries."""
-    return {arch: _build(build_dir, "prefill_emulated.cpp", arch) for arch in ARCHS}
+    return {name: _build(build_dir, "prefill_emulated.cpp", name, flags) for name, flags in PREFILL_BUILDS.items()}
 
 
 def _emulated_batch_decode(lib, family, q, paged, kv_layout, kv_chunk_size, *, sm_scale, logits_soft_cap=0.0,
@@ -233,7 +249,7 @@ def test_blocks_of_several_tasks_under_cuda_emulation(decode_libs, shape, fused_
 # for the AMD tiles (64 rows), which the CUDA kernels' tiles cover.
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", list(PREFILL_BUILDS))
 @pytest.mark.parametrize("chunk_tiles", [0, 2], ids=["unsplit", "chunks-of-2"])
 @pytest.mark.parametrize("case", list(amd_tier.SINGLE_PREFILL_CASES), ids=list(amd_tier.SINGLE_PREFILL_CASES))
 def test_single_prefill_under_cuda_emulation(prefill_libs, case, chunk_tiles, arch):
@@ -242,7 +258,16 @@ def test_single_prefill_under_cuda_emulation(prefill_libs, case, chunk_tiles, ar
     amd_tier.test_single_prefill_under_emulation(prefill_libs, case, chunk_tiles, arch)
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", list(PREFILL_BUILDS))
+@pytest.mark.parametrize("kind", ["single", "ragged"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_prefill_climbing_maxima_under_cuda_emulation(prefill_libs, kind, dtype, arch):
+    """Row maxima that creep up over the K/V tiles, then jump: O's and the row sums' rescales
+    (on the tensor cores where the sums are) stay exact."""
+    amd_tier.test_prefill_climbing_maxima_under_emulation(prefill_libs, kind, dtype, arch)
+
+
+@pytest.mark.parametrize("arch", list(PREFILL_BUILDS))
 @pytest.mark.parametrize("work_lists", [0, 3], ids=["rotation", "lists"])
 @pytest.mark.parametrize("case", list(amd_tier.BATCH_PREFILL_CASES), ids=list(amd_tier.BATCH_PREFILL_CASES))
 def test_batch_prefill_under_cuda_emulation(prefill_libs, case, work_lists, arch):
@@ -251,7 +276,7 @@ def test_batch_prefill_under_cuda_emulation(prefill_libs, case, work_lists, arch
     amd_tier.test_batch_prefill_under_emulation(prefill_libs, case, arch, work_lists)
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", list(PREFILL_BUILDS))
 @pytest.mark.parametrize("kind", ["ragged", "paged"])
 def test_batch_prefill_custom_masks_under_cuda_emulation(prefill_libs, kind, arch):
     """NVIDIA's planned prefill kernels' masked instantiation on batches with custom masks."""

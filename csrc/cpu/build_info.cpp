@@ -49,6 +49,26 @@ bool timeline_built() {
 #endif
 }
 
+// The kernel variants under evaluation this build's GPU kernels were built with (setup.py's
+// TFO_KERNEL_VARIANTS; csrc/hip/kernels/kernel_variants.h), comma-separated; "" for the default
+// kernels. One #ifdef per switch of kernel_variants.h (tests/test_capabilities.py checks both
+// lists agree).
+std::string kernel_variants_built() {
+  std::string names;
+  auto add = [&](const char* name) {
+    if (!names.empty()) names += ",";
+    names += name;
+  };
+#ifdef TFO_VARIANT_PREFILL_BF16_HALF_ROW_SUMS
+  add("prefill_bf16_half_row_sums");
+#endif
+#ifdef TFO_VARIANT_PREFILL_PLANNED_T_STAGE
+  add("prefill_planned_t_stage");
+#endif
+  (void)add;
+  return gpu_kernels_built() ? names : std::string();
+}
+
 #ifndef TFO_WITH_GPU_KERNELS
 namespace gpu_binding {
 // Without GPU kernels there is no decode grid (the GPU build defines this in bindings/decode.cu).

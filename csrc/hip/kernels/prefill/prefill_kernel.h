@@ -23,6 +23,7 @@
 
 #include "../../../include/plan_info.h"
 #include "../../../include/single_prefill_split.h"
+#include "../kernel_variants.h"
 #include "../online_softmax.h"
 #include "gpu_iface/memory.h"
 #include "gpu_iface/mma.h"
@@ -390,13 +391,21 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   // interleaves, as fa2's. The others (bf16, the paged planned kernels) keep the order that fits
   // their registers (bf16 single: 76-108 bytes of spills the other way).
   constexpr bool kRescaleBeforeExp = kRowSumsByMma;
+  // The variant kVariantPrefillBf16HalfRowSums (kernel_variants.h): the unsplit bf16
+  // single-request kernels without a score transform sum P's rows on the tensor cores as well,
+  // from an fp16 copy of each P block made for the sum (the split launches would spill; bf16
+  // keeps its rescale order).
+  constexpr bool kRowSumsOfHalfP = kVariantPrefillBf16HalfRowSums && kScoreRowSumsByMma && !kPlanned && !kSplitKv &&
+                                   !kTransformScores && std::is_same_v<T, bf16_t>;
+  static_assert(!(kRowSumsOfHalfP && kRescaleBeforeExp), "the fp16 copy of P is summed in the other order's loop");
+  using Sums = RowSums<kRowSumsByMma || kRowSumsOfHalfP>;
   FragC o[R][DF];
   ScoreRows m[R];
-  RowSums<kRowSumsByMma> l[R];
+  Sums l[R];
 #pragma unroll
   for (int i = 0; i < R; ++i) {
     m[i] = score_rows_filled(neg_inf);
-    l[i] = RowSums<kRowSumsByMma>::zero();
+    l[i] = Sums::zero();
 #pragma unroll
     for (int dn = 0; dn < DF; ++dn) {
 #pragma unroll
@@ -591,6 +600,11 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
             l[i].add(slot, pe);
           }
           score_to_operand(prob[i][j], s[i][j]);
+          if constexpr (kRowSumsOfHalfP) {
+            FragA<half_t, 16> p_half;
+            acc_to_operand<half_t>(p_half, s[i][j]);
+            l[i].template add_block<half_t>(p_half);
+          }
         }
         // Once the row maxima settle, whole tiles pass without a change: skip the rescale of O.
         if (!wave_all(unchanged)) {
@@ -632,8 +646,10 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
 #pragma unroll
         for (int i = 0; i < R; ++i) mma(o[i][dn], prob[i][j], vb);
       }
+      if constexpr (!kRowSumsOfHalfP) {
 #pragma unroll
-      for (int i = 0; i < R; ++i) l[i].template add_block<T>(prob[i][j]);
+        for (int i = 0; i < R; ++i) l[i].template add_block<T>(prob[i][j]);
+      }
     }
   }
 
@@ -655,6 +671,11 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     q_begin = 0;
   }
   const bool partial = (!kPlanned && kSplitKv) || partial_row >= 0;
+  // The variant kVariantPrefillPlannedTStage (kernel_variants.h): the planned ragged kernels
+  // stage a unit that is not a split's part as single requests do, as T in the Q tile (the paged
+  // ones' loop spills with it).
+  constexpr bool kPlannedTStage = kVariantPrefillPlannedTStage && kPlanned && !kPaged && kWaveSize == 32 &&
+                                  kHeadDim <= 128 && !kTransformScores && !kMasked;
   float* float_stage = reinterpret_cast<float*>(smem);
   // The float32 stage's rows are kHeadDim floats, a multiple of the 128 bytes of the banks, so
   // the accumulator's stores (a fragment's rows at one column) would all hit the same banks.
@@ -699,7 +720,10 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     // element. (ncu, one K/V tile: most of the kernel's stalls waited on instruction fetch in
     // the ~2000 instructions of the per-element stage.)
     constexpr bool kFragmentStore = !kEpilogueByLength<T, kHeadDim, kPlanned, kTransformScores> || kFewTiles;
-    if constexpr (kPlanned) {
+    if (kPlannedTStage && !partial) {
+#pragma unroll
+      for (int dn = 0; dn < DF; ++dn) store_c<T>(q_tile, wave_row0 + 16 * i, 16 * dn, o[i][dn], acc_inv);
+    } else if constexpr (kPlanned) {
 #pragma unroll
       for (int dn = 0; dn < DF; ++dn) {
 #pragma unroll
@@ -772,7 +796,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
         *reinterpret_cast<Chunk16*>(dst) =
             *reinterpret_cast<const Chunk16*>(float_stage + stage_at(row, chunk * 4));
       }
-    } else {
+    } else if constexpr (!kPlannedTStage) {
       T* out = static_cast<T*>(p.o);
 #pragma unroll 1
       for (int linear = thread; linear < Policy::kTileRows * kChunks; linear += kThreads) {
@@ -789,9 +813,10 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
         *reinterpret_cast<Chunk16*>(dst) = packed_out;
       }
     }
-    return;
+    if (!kPlannedTStage || partial) return;
   }
-  // Single request: each thread copies one column chunk of rows kRowsPerPass apart.
+  // Single request (and kPlannedTStage's units that are not a split's part): each thread copies
+  // one column chunk of rows kRowsPerPass apart.
   // A split launch's chunk writes its rows (O / l, in T, as FlashInfer's split launches do) to
   // split_o, [chunks x qo_len, num_qo_heads, kHeadDim], for the merge.
   const int row_limit = u.row_end - u.row_begin;

@@ -1,0 +1,71 @@
+"""Kernel variants under evaluation (csrc/hip/kernels/kernel_variants.h): build-time switches
+named by setup.py's TFO_KERNEL_VARIANTS and reported by _C.kernel_variants_built(). The three
+lists of names (the header's switches, setup.py's reading of them, build_info.cpp's report) must
+agree, or an A/B build would time or report another build than it names. The variants' numerics
+are checked by the NVIDIA emulated tier (tests/test_cuda_emulated.py, its variants build)."""
+import re
+import runpy
+from pathlib import Path
+
+import pytest
+import setuptools
+
+import torch_flashinfer_ops as flashinfer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def header_switches():
+    text = (REPO / "csrc" / "hip" / "kernels" / "kernel_variants.h").read_text()
+    return sorted(re.findall(r"^#ifdef TFO_VARIANT_(\w+)$", text, re.M))
+
+
+@pytest.fixture(scope="module")
+def setup_module_globals():
+    """setup.py's functions, without running setup() (it is called at import)."""
+    calls = []
+    original = setuptools.setup
+    setuptools.setup = lambda **kwargs: calls.append(kwargs)
+    try:
+        env = runpy.run_path(str(REPO / "setup.py"), run_name="setup_under_test")
+    finally:
+        setuptools.setup = original
+    assert calls, "setup.py did not call setup()"
+    return env
+
+
+def test_the_header_has_switches_and_each_is_used_by_a_kernel():
+    switches = header_switches()
+    assert switches, "kernel_variants.h lists no switch (delete the mechanism with the last variant)"
+    header = (REPO / "csrc" / "hip" / "kernels" / "kernel_variants.h").read_text()
+    constants = re.findall(r"inline constexpr bool (kVariant\w+) = true;", header)
+    assert len(constants) == len(switches)
+    kernels = "".join(p.read_text() for p in (REPO / "csrc" / "hip" / "kernels").rglob("*.h")
+                      if p.name != "kernel_variants.h")
+    for constant in constants:
+        assert constant in kernels, f"{constant} is defined but no kernel reads it"
+
+
+def test_setup_defines_the_named_switches_and_rejects_unknown_names(setup_module_globals):
+    known = setup_module_globals["kernel_variants"]()
+    assert known == sorted(s.lower() for s in header_switches())
+    defines = setup_module_globals["variant_defines"](" , ".join(known).upper())
+    assert defines == [f"-DTFO_VARIANT_{s.upper()}" for s in known]
+    assert setup_module_globals["variant_defines"]("") == []
+    with pytest.raises(AssertionError, match="unknown variant 'no_such_variant'"):
+        setup_module_globals["variant_defines"]("no_such_variant")
+
+
+def test_build_info_reports_every_switch():
+    source = (REPO / "csrc" / "cpu" / "build_info.cpp").read_text()
+    reported = re.findall(r'#ifdef TFO_VARIANT_(\w+)\n\s+add\("(\w+)"\);', source)
+    assert sorted(reported) == sorted((s, s.lower()) for s in header_switches())
+
+
+def test_this_build_reports_its_variants():
+    built = flashinfer._C.kernel_variants_built()
+    assert isinstance(built, str)
+    names = [n for n in built.split(",") if n]
+    assert set(names) <= {s.lower() for s in header_switches()}
+    if not flashinfer._C.gpu_kernels_built():
+        assert names == []
