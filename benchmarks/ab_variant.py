@@ -128,8 +128,9 @@ def main(argv=None):
         sys.exit(f"ab_variant: the {' and '.join(failed)} build failed (see {work}/build_<label>.log)")
     if tests:
         cmd, env = tests
-        if subprocess.run(cmd, cwd=trees["variant"], env=env).returncode != 0:
-            sys.exit("ab_variant: the variant's GPU tests failed; not timed")
+        status = subprocess.run(cmd, cwd=trees["variant"], env=env).returncode
+        if status != 0:  # 5: no GPU test collected (no GPU, or --tests names none)
+            sys.exit(f"ab_variant: the variant's GPU tests did not pass (pytest exit code {status}); not timed")
     ab_trees.main(ab)
 
 
