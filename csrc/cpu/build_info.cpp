@@ -51,7 +51,7 @@ bool timeline_built() {
 
 // The kernel variants under evaluation this build's GPU kernels were built with (setup.py's
 // TFO_KERNEL_VARIANTS; csrc/hip/kernels/kernel_variants.h), comma-separated; "" for the default
-// kernels. One #ifdef per switch of kernel_variants.h (tests/test_capabilities.py checks both
+// kernels. One #ifdef per switch of kernel_variants.h (tests/test_kernel_variants.py checks both
 // lists agree).
 std::string kernel_variants_built() {
   std::string names;
