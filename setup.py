@@ -18,8 +18,8 @@ Knobs for quick builds (environment variables):
   MAX_JOBS         parallel compile jobs (ninja)
 """
 import glob
+import importlib.util
 import os
-import re
 
 import torch
 from setuptools import setup
@@ -46,18 +46,26 @@ def instantiation_defines():
     return defines + variant_defines(os.environ.get("TFO_KERNEL_VARIANTS", ""))
 
 
+def kernel_variants_module():
+    """tools/kernel_variants.py, loaded by path (the build cannot import the package)."""
+    spec = importlib.util.spec_from_file_location("tfo_kernel_variants", os.path.join(ROOT, "tools", "kernel_variants.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def kernel_variants():
     """The variant switches kernel_variants.h defines (TFO_VARIANT_<NAME>), as lower-case names."""
-    with open(os.path.join(ROOT, "csrc", "hip", "kernels", "kernel_variants.h")) as header:
-        return sorted(name.lower() for name in re.findall(r"^#ifdef TFO_VARIANT_(\w+)$", header.read(), re.M))
+    return kernel_variants_module().known()
 
 
 def variant_defines(names):
-    known = kernel_variants()
+    variants = kernel_variants_module()
+    known = variants.known()
     chosen = [n.strip().lower() for n in names.split(",") if n.strip()]
     for name in chosen:
         assert name in known, f"TFO_KERNEL_VARIANTS: unknown variant {name!r} (known: {', '.join(known) or 'none'})"
-    return [f"-DTFO_VARIANT_{name.upper()}" for name in chosen]
+    return [variants.define(name) for name in chosen]
 
 
 def runtime_libstdcxx():

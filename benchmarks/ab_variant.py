@@ -18,7 +18,6 @@ kernels of the same commit, on one GPU, in one command:
 """
 import argparse
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -26,14 +25,15 @@ import sys
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH_DIR)
 sys.path.insert(0, BENCH_DIR)
+sys.path.insert(0, os.path.join(REPO, "tools"))
 
 import ab_trees  # noqa: E402
+import kernel_variants  # noqa: E402
 
 
-def known_variants(repo=REPO):
+def known_variants():
     """The variant names setup.py accepts: kernel_variants.h's switches, lower case."""
-    with open(os.path.join(repo, "csrc", "hip", "kernels", "kernel_variants.h")) as header:
-        return sorted(n.lower() for n in re.findall(r"^#ifdef TFO_VARIANT_(\w+)$", header.read(), re.M))
+    return kernel_variants.known()
 
 
 def parse_args(argv=None):

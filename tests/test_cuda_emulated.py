@@ -9,8 +9,8 @@ read as 8-bit fragments, split requests merged inside the decode launch by arriv
 and the paged prefill kernels' shared row-offset table. What this proves: that code computes
 what the reference computes, given mma.sync, ldmatrix, stmatrix and cp.async as the PTX ISA
 defines them. The prefill kernels are built a third time, as sm_90 with every kernel variant under
-evaluation on (csrc/hip/kernels/kernel_variants.h). It does not prove timing, memory ordering between blocks (they run one after
-another), or the PTX the backend emits: the GPU tier runs that.
+evaluation on (csrc/hip/kernels/kernel_variants.h). It does not prove timing, memory ordering
+between blocks (they run one after another), or the PTX the backend emits: the GPU tier runs that.
 
 Skips without a C++20 host compiler or the CUDA headers unless TFO_REQUIRE_COMPILERS=1 (CI),
 where a missing one fails.
@@ -18,8 +18,8 @@ where a missing one fails.
 import ctypes
 import glob
 import os
-import re
 import shutil
+import sys
 import subprocess
 from pathlib import Path
 
@@ -54,8 +54,10 @@ ARCHS = {"cuda-sm80": (), "cuda-sm90": ("-DTFO_EMU32_ARCH=900", "-DTFO_EMU32_COP
 
 def kernel_variant_defines():
     """-D switches of every kernel variant under evaluation (csrc/hip/kernels/kernel_variants.h)."""
-    header = (REPO / "csrc" / "hip" / "kernels" / "kernel_variants.h").read_text()
-    return tuple(f"-DTFO_VARIANT_{name}" for name in re.findall(r"^#ifdef TFO_VARIANT_(\w+)$", header, re.M))
+    sys.path.insert(0, str(REPO / "tools"))
+    import kernel_variants
+
+    return tuple(kernel_variants.define(name) for name in kernel_variants.known())
 
 
 # The prefill drivers, and the sm_90 one again with every kernel variant under evaluation on

@@ -1,0 +1,21 @@
+"""The kernel variants under evaluation (csrc/hip/kernels/kernel_variants.h): their names, read
+from the header's switches (`#ifdef TFO_VARIANT_<NAME>`), and the define that turns one on. The
+one reader of the header for the build (setup.py's TFO_KERNEL_VARIANTS), the A/B driver
+(benchmarks/ab_variant.py) and the NVIDIA emulated tier's variants build. No dependencies: loaded
+by path where the package cannot be imported (setup.py)."""
+import os
+import re
+
+HEADER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc", "hip", "kernels",
+                      "kernel_variants.h")
+
+
+def known():
+    """The variants' names, lower case, sorted."""
+    with open(HEADER) as header:
+        return sorted(name.lower() for name in re.findall(r"^#ifdef TFO_VARIANT_(\w+)$", header.read(), re.M))
+
+
+def define(name):
+    """The compiler flag that turns variant `name` on."""
+    return f"-DTFO_VARIANT_{name.upper()}"
