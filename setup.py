@@ -13,8 +13,8 @@ Knobs for quick builds (environment variables):
   TFO_TIMELINE=1   a profiling build: the decode kernels record per-task launch timelines
                    (benchmarks/decode_timeline.py); production builds leave it off
   TFO_KERNEL_VARIANTS  comma list of kernel variants under evaluation to build instead of the
-                   default kernels (csrc/hip/kernels/kernel_variants.h lists them, e.g.
-                   "prefill_planned_t_stage"); for A/B runs, production builds leave it empty
+                   default kernels (csrc/hip/kernels/kernel_variants.h lists them, as
+                   lower-case names); for A/B runs, production builds leave it empty
   MAX_JOBS         parallel compile jobs (ninja)
 """
 import glob

@@ -1,7 +1,7 @@
 """A kernel variant under evaluation (csrc/hip/kernels/kernel_variants.h) against the default
 kernels of the same commit, on one GPU, in one command:
 
-    python benchmarks/ab_variant.py --variants prefill_planned_t_stage --bench prefill --work DIR \\
+    python benchmarks/ab_variant.py --variants NAME[,NAME] --bench prefill --work DIR \\
         [--tests tests/test_gpu_prefill.py] [--rounds 2] -- --lengths 1024 --timing graph
 
 1. exports this checkout's HEAD twice (git archive: committed files only) to DIR/default and

@@ -154,7 +154,7 @@ def test_the_table_is_headed_by_each_trees_commit_and_kernel_variants(monkeypatc
     from each result file's metadata."""
     monkeypatch.setattr(ab, "other_gpu_processes", lambda: [])
     metas = {"/x/a": {"commit": "abc1234", "kernel_variants": ""},
-             "/x/b": {"commit": "abc1234", "kernel_variants": "prefill_planned_t_stage"}}
+             "/x/b": {"commit": "abc1234", "kernel_variants": "prefill_example"}}
 
     def fake_run(cmd, env, check):
         out_dir = cmd[cmd.index("--out") + 1]
@@ -167,18 +167,28 @@ def test_the_table_is_headed_by_each_trees_commit_and_kernel_variants(monkeypatc
     ab.main(["--tree", "default=/x/a", "--tree", "variant=/x/b", "--out", str(tmp_path)])
     text = (tmp_path / "ab_decode.md").read_text()
     assert "# default: commit abc1234, kernel variants: none (default kernels)" in text
-    assert "# variant: commit abc1234, kernel variants: prefill_planned_t_stage" in text
+    assert "# variant: commit abc1234, kernel variants: prefill_example" in text
     assert "| 0.900 |" in text
     saved = json.loads((tmp_path / "ab_decode.json").read_text())
-    assert saved["builds"]["variant"].endswith("prefill_planned_t_stage")
+    assert saved["builds"]["variant"].endswith("prefill_example")
 
 
 ab_variant = pytest.importorskip("ab_variant")
 
 
-def test_a_variant_is_built_beside_the_default_of_the_same_commit():
+@pytest.fixture
+def a_known_variant(monkeypatch):
+    """A variant name the driver accepts (kernel_variants.h may list none at a given time)."""
+    monkeypatch.setattr(ab_variant, "known_variants", lambda: ["prefill_example"])
+    return "prefill_example"
+
+
+def test_the_driver_reads_the_headers_switches():
+    assert ab_variant.known_variants() == ab_variant.kernel_variants.known()
+
+
+def test_a_variant_is_built_beside_the_default_of_the_same_commit(a_known_variant):
     known = ab_variant.known_variants()
-    assert known, "kernel_variants.h lists no variant"
     args = ab_variant.parse_args(["--variants", known[0].upper(), "--bench", "prefill", "--work", "/w",
                                   "--tests", "tests/test_gpu_prefill.py", "--max-jobs", "16", "--", "--lengths", "1024"])
     assert args.variants == known[0] and args.bench_args == ["--lengths", "1024"]
@@ -200,15 +210,15 @@ def test_a_variant_is_built_beside_the_default_of_the_same_commit():
     assert ab_args.bench == "prefill" and ab_args.bench_args == ["--lengths", "1024"]
 
 
-def test_an_unknown_variant_is_refused_before_anything_runs(capsys):
+def test_an_unknown_variant_is_refused_before_anything_runs(a_known_variant, capsys):
     for bad in ("no_such_variant", ""):
         with pytest.raises(SystemExit):
             ab_variant.parse_args(["--variants", bad, "--bench", "decode", "--work", "/w"])
     assert "no_such_variant" in capsys.readouterr().err
 
 
-def test_a_variant_dry_run_prints_every_step(tmp_path, capsys):
-    variant = ab_variant.known_variants()[0]
+def test_a_variant_dry_run_prints_every_step(a_known_variant, tmp_path, capsys):
+    variant = a_known_variant
     ab_variant.main(["--variants", variant, "--bench", "decode", "--work", str(tmp_path / "w"), "--dry-run",
                      "--tests", "tests/test_gpu_decode.py"])
     out = capsys.readouterr().out

@@ -8,9 +8,10 @@ group is waited for), the tensor-core decode's wide shape with tasks of many til
 read as 8-bit fragments, split requests merged inside the decode launch by arrival counters,
 and the paged prefill kernels' shared row-offset table. What this proves: that code computes
 what the reference computes, given mma.sync, ldmatrix, stmatrix and cp.async as the PTX ISA
-defines them. The prefill kernels are built a third time, as sm_90 with every kernel variant under
-evaluation on (csrc/hip/kernels/kernel_variants.h). It does not prove timing, memory ordering
-between blocks (they run one after another), or the PTX the backend emits: the GPU tier runs that.
+defines them. Where kernel variants are under evaluation (csrc/hip/kernels/kernel_variants.h),
+the prefill kernels are built a third time, as sm_90 with every one on. It does not prove timing,
+memory ordering between blocks (they run one after another), or the PTX the backend emits: the GPU
+tier runs that.
 
 Skips without a C++20 host compiler or the CUDA headers unless TFO_REQUIRE_COMPILERS=1 (CI),
 where a missing one fails.
@@ -60,10 +61,12 @@ def kernel_variant_defines():
     return tuple(kernel_variants.define(name) for name in kernel_variants.known())
 
 
-# The prefill drivers, and the sm_90 one again with every kernel variant under evaluation on
-# (the build an A/B against the default kernels times): a variant is timed on a GPU only once it
-# computes what the reference computes here.
-PREFILL_BUILDS = {**ARCHS, "cuda-sm90-variants": ARCHS["cuda-sm90"] + kernel_variant_defines()}
+# The prefill drivers, and, where variants are under evaluation, the sm_90 one again with every
+# one on (the build an A/B against the default kernels times): a variant is timed on a GPU only
+# once it computes what the reference computes here.
+PREFILL_BUILDS = dict(ARCHS)
+if kernel_variant_defines():
+    PREFILL_BUILDS["cuda-sm90-variants"] = ARCHS["cuda-sm90"] + kernel_variant_defines()
 
 
 def _missing(what):

@@ -34,11 +34,12 @@ def setup_module_globals():
     return env
 
 
-def test_the_header_has_switches_and_each_is_used_by_a_kernel():
+def test_each_switch_defines_its_constant_and_a_kernel_reads_it():
+    """(The header may list none: a variant that won became the default, one that lost was
+    deleted, and the header waits for the next change prepared without a GPU.)"""
     switches = header_switches()
-    assert switches, "kernel_variants.h lists no switch (delete the mechanism with the last variant)"
     header = (REPO / "csrc" / "hip" / "kernels" / "kernel_variants.h").read_text()
-    constants = re.findall(r"inline constexpr bool (kVariant\w+) = true;", header)
+    constants = re.findall(r"^inline constexpr bool (kVariant\w+) = true;", header, re.M)
     assert len(constants) == len(switches)
     kernels = "".join(p.read_text() for p in (REPO / "csrc" / "hip" / "kernels").rglob("*.h")
                       if p.name != "kernel_variants.h")

@@ -59,12 +59,7 @@ std::string kernel_variants_built() {
     if (!names.empty()) names += ",";
     names += name;
   };
-#ifdef TFO_VARIANT_PREFILL_BF16_HALF_ROW_SUMS
-  add("prefill_bf16_half_row_sums");
-#endif
-#ifdef TFO_VARIANT_PREFILL_PLANNED_T_STAGE
-  add("prefill_planned_t_stage");
-#endif
+  // Here, for each switch: #ifdef TFO_VARIANT_<NAME> / add("<name>"); / #endif.
   (void)add;
   return gpu_kernels_built() ? names : std::string();
 }

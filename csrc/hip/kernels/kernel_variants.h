@@ -9,24 +9,16 @@
 
 namespace tfo::kernels {
 
-// TFO_VARIANT_PREFILL_BF16_HALF_ROW_SUMS: the bf16 single-request prefill kernels (unsplit, no
-// score transform; NVIDIA) sum P's rows on the tensor cores as the fp16 ones do, through an fp16
-// copy of each P block made for the sum alone (the bf16 operand's 8-bit mantissa moves lse past
-// its tolerance).
-#ifdef TFO_VARIANT_PREFILL_BF16_HALF_ROW_SUMS
-inline constexpr bool kVariantPrefillBf16HalfRowSums = true;
-#else
-inline constexpr bool kVariantPrefillBf16HalfRowSums = false;
-#endif
-
-// TFO_VARIANT_PREFILL_PLANNED_T_STAGE: the planned ragged prefill kernels (NVIDIA, head_dim <=
-// 128, no score transform, no mask instantiation) stage the output of a unit that is not a
-// split's part as T in the Q tile, through single prefill's fragment store and row copy, rather
-// than as float32 over the whole shared memory.
-#ifdef TFO_VARIANT_PREFILL_PLANNED_T_STAGE
-inline constexpr bool kVariantPrefillPlannedTStage = true;
-#else
-inline constexpr bool kVariantPrefillPlannedTStage = false;
-#endif
+// None is under evaluation at present. A variant is written as
+//
+//   // TFO_VARIANT_<NAME>: what it changes, in which kernels.
+//   #ifdef TFO_VARIANT_<NAME>
+//   inline constexpr bool kVariant<Name> = true;
+//   #else
+//   inline constexpr bool kVariant<Name> = false;
+//   #endif
+//
+// read by the kernels it changes (which include this header), and reported by
+// csrc/cpu/build_info.cpp's kernel_variants_built().
 
 }  // namespace tfo::kernels

@@ -23,7 +23,6 @@
 
 #include "../../../include/plan_info.h"
 #include "../../../include/single_prefill_split.h"
-#include "../kernel_variants.h"
 #include "../online_softmax.h"
 #include "gpu_iface/memory.h"
 #include "gpu_iface/mma.h"
@@ -391,14 +390,7 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   // interleaves, as fa2's. The others (bf16, the paged planned kernels) keep the order that fits
   // their registers (bf16 single: 76-108 bytes of spills the other way).
   constexpr bool kRescaleBeforeExp = kRowSumsByMma;
-  // The variant kVariantPrefillBf16HalfRowSums (kernel_variants.h): the unsplit bf16
-  // single-request kernels without a score transform sum P's rows on the tensor cores as well,
-  // from an fp16 copy of each P block made for the sum (the split launches would spill; bf16
-  // keeps its rescale order).
-  constexpr bool kRowSumsOfHalfP = kVariantPrefillBf16HalfRowSums && kScoreRowSumsByMma && !kPlanned && !kSplitKv &&
-                                   !kTransformScores && std::is_same_v<T, bf16_t>;
-  static_assert(!(kRowSumsOfHalfP && kRescaleBeforeExp), "the fp16 copy of P is summed in the other order's loop");
-  using Sums = RowSums<kRowSumsByMma || kRowSumsOfHalfP>;
+  using Sums = RowSums<kRowSumsByMma>;
   FragC o[R][DF];
   ScoreRows m[R];
   Sums l[R];
@@ -600,11 +592,6 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
             l[i].add(slot, pe);
           }
           score_to_operand(prob[i][j], s[i][j]);
-          if constexpr (kRowSumsOfHalfP) {
-            FragA<half_t, 16> p_half;
-            acc_to_operand<half_t>(p_half, s[i][j]);
-            l[i].template add_block<half_t>(p_half);
-          }
         }
         // Once the row maxima settle, whole tiles pass without a change: skip the rescale of O.
         if (!wave_all(unchanged)) {
@@ -646,10 +633,8 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
 #pragma unroll
         for (int i = 0; i < R; ++i) mma(o[i][dn], prob[i][j], vb);
       }
-      if constexpr (!kRowSumsOfHalfP) {
 #pragma unroll
-        for (int i = 0; i < R; ++i) l[i].template add_block<T>(prob[i][j]);
-      }
+      for (int i = 0; i < R; ++i) l[i].template add_block<T>(prob[i][j]);
     }
   }
 
@@ -671,11 +656,12 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     q_begin = 0;
   }
   const bool partial = (!kPlanned && kSplitKv) || partial_row >= 0;
-  // The variant kVariantPrefillPlannedTStage (kernel_variants.h): the planned ragged kernels
-  // stage a unit that is not a split's part as single requests do, as T in the Q tile (the paged
-  // ones' loop spills with it).
-  constexpr bool kPlannedTStage = kVariantPrefillPlannedTStage && kPlanned && !kPaged && kWaveSize == 32 &&
-                                  kHeadDim <= 128 && !kTransformScores && !kMasked;
+  // The planned ragged kernels (NVIDIA, head_dim <= 128) stage a unit that is not a split's part
+  // as single requests do, as T in the Q tile, rather than as float32 over all shared memory:
+  // fewer spills (sm_90a d128 fp16 28/28 -> 20/28 bytes) and 3-6% faster at 16 x 1k fp16 on an
+  // H100 (docs/kernel_notes.md). Not the paged ones: their loop spills with it.
+  constexpr bool kPlannedTStage = kPlanned && !kPaged && kWaveSize == 32 && kHeadDim <= 128 &&
+                                  !kTransformScores && !kMasked;
   float* float_stage = reinterpret_cast<float*>(smem);
   // The float32 stage's rows are kHeadDim floats, a multiple of the 128 bytes of the banks, so
   // the accumulator's stores (a fragment's rows at one column) would all hit the same banks.
