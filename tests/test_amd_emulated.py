@@ -403,6 +403,9 @@ BATCH_PREFILL_CASES = {
     "ragged-bf16-gqa3-causal-split": ([7, 25], [40, 25], 6, 2, 64, torch.bfloat16, "ragged", 0, "NHD", True, 16),
     # A request with no query rows between two others (its item is in a work list and does nothing).
     "ragged-f16-empty-request": ([6, 0, 40], [30, 20, 70], 8, 2, 128, torch.float16, "ragged", 0, "NHD", True, 0),
+    # head_dim 64 ragged, unsplit: NVIDIA stages these units' output as T in the Q tile.
+    "ragged-f16-gqa2-d64": ([20, 70], [20, 90], 4, 2, 64, torch.float16, "ragged", 0, "NHD", False, 0),
+    "ragged-bf16-gqa4-d64-causal": ([33, 9], [80, 9], 8, 2, 64, torch.bfloat16, "ragged", 0, "HND", True, 0),
 }
 
 
