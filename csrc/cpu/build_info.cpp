@@ -59,7 +59,9 @@ std::string kernel_variants_built() {
     if (!names.empty()) names += ",";
     names += name;
   };
-  // Here, for each switch: #ifdef TFO_VARIANT_<NAME> / add("<name>"); / #endif.
+#ifdef TFO_VARIANT_PREFILL_PLANNED_T_STAGE_D64
+  add("prefill_planned_t_stage_d64");
+#endif
   (void)add;
   return gpu_kernels_built() ? names : std::string();
 }

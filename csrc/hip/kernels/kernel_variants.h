@@ -9,16 +9,13 @@
 
 namespace tfo::kernels {
 
-// None is under evaluation at present. A variant is written as
-//
-//   // TFO_VARIANT_<NAME>: what it changes, in which kernels.
-//   #ifdef TFO_VARIANT_<NAME>
-//   inline constexpr bool kVariant<Name> = true;
-//   #else
-//   inline constexpr bool kVariant<Name> = false;
-//   #endif
-//
-// read by the kernels it changes (which include this header), and reported by
-// csrc/cpu/build_info.cpp's kernel_variants_built().
+// TFO_VARIANT_PREFILL_PLANNED_T_STAGE_D64: the planned ragged kernels at head_dim 64 (NVIDIA, no
+// score transform, no mask instantiation) stage a unit that is not a split's part as T in the Q
+// tile, as they do at head_dim 128 by default (measured there, not yet at 64).
+#ifdef TFO_VARIANT_PREFILL_PLANNED_T_STAGE_D64
+inline constexpr bool kVariantPrefillPlannedTStageD64 = true;
+#else
+inline constexpr bool kVariantPrefillPlannedTStageD64 = false;
+#endif
 
 }  // namespace tfo::kernels

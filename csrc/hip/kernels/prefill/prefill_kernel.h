@@ -23,6 +23,7 @@
 
 #include "../../../include/plan_info.h"
 #include "../../../include/single_prefill_split.h"
+#include "../kernel_variants.h"
 #include "../online_softmax.h"
 #include "gpu_iface/memory.h"
 #include "gpu_iface/mma.h"
@@ -656,11 +657,13 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
     q_begin = 0;
   }
   const bool partial = (!kPlanned && kSplitKv) || partial_row >= 0;
-  // The planned ragged kernels (NVIDIA, head_dim <= 128) stage a unit that is not a split's part
+  // The planned ragged kernels (NVIDIA, head_dim 128) stage a unit that is not a split's part
   // as single requests do, as T in the Q tile, rather than as float32 over all shared memory:
   // fewer spills (sm_90a d128 fp16 28/28 -> 20/28 bytes) and 3-6% faster at 16 x 1k fp16 on an
-  // H100 (docs/kernel_notes.md). Not the paged ones: their loop spills with it.
-  constexpr bool kPlannedTStage = kPlanned && !kPaged && kWaveSize == 32 && kHeadDim <= 128 &&
+  // H100 (docs/kernel_notes.md). At head_dim 64 a variant under evaluation (kernel_variants.h).
+  // Not the paged ones: their loop spills with it.
+  constexpr bool kPlannedTStage = kPlanned && !kPaged && kWaveSize == 32 &&
+                                  (kHeadDim == 128 || (kHeadDim == 64 && kVariantPrefillPlannedTStageD64)) &&
                                   !kTransformScores && !kMasked;
   float* float_stage = reinterpret_cast<float*>(smem);
   // The float32 stage's rows are kHeadDim floats, a multiple of the 128 bytes of the banks, so
