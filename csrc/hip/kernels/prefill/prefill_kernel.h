@@ -391,14 +391,13 @@ TFO_DEVICE void run_unit(const PrefillParams& p, const WorkUnit& u, int group, u
   // interleaves, as fa2's. The others (bf16, the paged planned kernels) keep the order that fits
   // their registers (bf16 single: 76-108 bytes of spills the other way).
   constexpr bool kRescaleBeforeExp = kRowSumsByMma;
-  using Sums = RowSums<kRowSumsByMma>;
   FragC o[R][DF];
   ScoreRows m[R];
-  Sums l[R];
+  RowSums<kRowSumsByMma> l[R];
 #pragma unroll
   for (int i = 0; i < R; ++i) {
     m[i] = score_rows_filled(neg_inf);
-    l[i] = Sums::zero();
+    l[i] = RowSums<kRowSumsByMma>::zero();
 #pragma unroll
     for (int dn = 0; dn < DF; ++dn) {
 #pragma unroll
