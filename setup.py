@@ -62,7 +62,7 @@ def kernel_variants():
 def variant_defines(names):
     variants = kernel_variants_module()
     known = variants.known()
-    chosen = [n.strip().lower() for n in names.split(",") if n.strip()]
+    chosen = variants.names(names)
     for name in chosen:
         assert name in known, f"TFO_KERNEL_VARIANTS: unknown variant {name!r} (known: {', '.join(known) or 'none'})"
     return [variants.define(name) for name in chosen]

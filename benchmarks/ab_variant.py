@@ -54,7 +54,7 @@ def parse_args(argv=None):
         argv, bench_args = argv[:at], argv[at + 1:]
     args = parser.parse_args(argv)
     args.bench_args = bench_args
-    names = [n.strip().lower() for n in args.variants.split(",") if n.strip()]
+    names = kernel_variants.names(args.variants)
     known = known_variants()
     unknown = [n for n in names if n not in known]
     if not names or unknown:
@@ -85,8 +85,7 @@ def build_jobs(trees, variants, max_jobs, environ=None):
 
 def test_command(tree, tests):
     """The GPU tests in the variant tree (its in-place build first on the path)."""
-    return [sys.executable, "-m", "pytest", "-q", "-m", "gpu", *tests], dict(
-        os.environ, PYTHONPATH=tree + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return [sys.executable, "-m", "pytest", "-q", "-m", "gpu", *tests], ab_trees.tree_env(tree)
 
 
 def ab_argv(trees, bench, rounds, out, bench_args):

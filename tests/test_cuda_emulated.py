@@ -65,8 +65,9 @@ def kernel_variant_defines():
 # one on (the build an A/B against the default kernels times): a variant is timed on a GPU only
 # once it computes what the reference computes here.
 PREFILL_BUILDS = dict(ARCHS)
-if kernel_variant_defines():
-    PREFILL_BUILDS["cuda-sm90-variants"] = ARCHS["cuda-sm90"] + kernel_variant_defines()
+_VARIANT_DEFINES = kernel_variant_defines()
+if _VARIANT_DEFINES:
+    PREFILL_BUILDS["cuda-sm90-variants"] = ARCHS["cuda-sm90"] + _VARIANT_DEFINES
 
 
 def _missing(what):

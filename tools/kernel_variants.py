@@ -16,6 +16,12 @@ def known():
         return sorted(name.lower() for name in re.findall(r"^#ifdef TFO_VARIANT_(\w+)$", header.read(), re.M))
 
 
+def names(text):
+    """The variant names of a comma list as given (TFO_KERNEL_VARIANTS, ab_variant.py's
+    --variants): stripped, lower case, empty entries dropped; not checked against known()."""
+    return [name.strip().lower() for name in text.split(",") if name.strip()]
+
+
 def define(name):
     """The compiler flag that turns variant `name` on."""
     return f"-DTFO_VARIANT_{name.upper()}"

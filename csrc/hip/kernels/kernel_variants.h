@@ -4,7 +4,8 @@
 // (setup.py's TFO_KERNEL_VARIANTS names them; benchmarks/ab_variant.py builds the two trees,
 // runs the variant's GPU tests and times them against each other).
 // A variant that wins becomes the default and loses its switch; one that loses is deleted.
-// docs/kernel_notes.md has each one's prediction. setup.py reads the names below from this file.
+// docs/kernel_notes.md has each one's prediction. tools/kernel_variants.py reads the names below
+// from this file (for setup.py, ab_variant.py and the emulated tier).
 #pragma once
 
 namespace tfo::kernels {
