@@ -226,6 +226,19 @@ def test_task_blocks_deal_one_round_one_each_and_equal_tasks_of_two_rounds_two_e
     assert int(plan[TASK_BLOCKS]) == 0
 
 
+def test_task_blocks_deal_a_block_per_task_under_the_measuring_switch(monkeypatch):
+    monkeypatch.setenv("TFO_DECODE_DEAL", "tasks")  # equal tasks past two rounds: a block each
+    assert _task_blocks([4096] * 128) == (0, 1024)
+    assert _task_blocks([1024] * 64) == (0, 256)  # two rounds or less: as by default
+    assert _task_blocks([1024, 900] * 128)[1] == 0  # unequal tasks: the whole grid
+    monkeypatch.setenv("TFO_DECODE_DEAL", "tasks-all")  # from one round on
+    assert _task_blocks([1024] * 64) == (0, 512)
+    assert _task_blocks([200] * 20) == (0, 160)
+    monkeypatch.setenv("TFO_DECODE_DEAL", "blocks")
+    with pytest.raises(RuntimeError, match="TFO_DECODE_DEAL"):
+        _task_blocks([4096] * 128)
+
+
 def test_batch_sixteen_fills_one_round_instead_of_spilling_into_a_second():
     kv = [4096] * 16  # 128 tasks: 4 splits would make 512 (a second round of 116), 3 make 384
     assert _tasks(kv, _decode(kv)) == 384

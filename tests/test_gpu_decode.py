@@ -199,12 +199,13 @@ def test_plan_from_host_arrays_does_not_wait_for_the_gpu(workspace):
 
 
 @pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
-@pytest.mark.parametrize("rounds", [0.6, 1.3])
+@pytest.mark.parametrize("rounds", [0.6, 1.3, 2.5])
 def test_batch_decode_task_blocks(workspace, use_tensor_cores, rounds):
     """plan() deals unsplit tasks of one length to fewer blocks than the resident grid: one each
     within a round, two each between one and two rounds (plan_info's task blocks, which run()
-    launches). The attention must match the reference, also from a launch of another size: a
-    graph captured with one plan replays its launch after a re-plan."""
+    launches), the whole grid beyond. The attention must match the reference, also from a launch
+    of another size (a graph captured with one plan replays its launch after a re-plan), a block
+    per task beyond the resident grid included."""
     hq, hkv, d, dtype = 32, 8, 128, F16
     grid = flashinfer._ops.decode_grid_blocks(dtype, dtype, d, hq, hkv, use_tensor_cores)
     assert grid > 0
@@ -214,10 +215,33 @@ def test_batch_decode_task_blocks(workspace, use_tensor_cores, rounds):
     w = _wrapper(workspace, "NHD", use_tensor_cores)
     _plan(w, P, hq, hkv, d, dtype, dtype)
     tasks = batch * hkv
-    assert _splits(w) == 0 and w._plan.task_blocks == (tasks if tasks <= grid else -(-tasks // 2))
+    dealt = tasks if tasks <= grid else -(-tasks // 2) if tasks <= 2 * grid else 0
+    assert _splits(w) == 0 and w._plan.task_blocks == dealt
     r_out, r_lse = P.reference(q)
     _check(w, q, P, r_out, r_lse, dtype)
-    for blocks in (1, 7, grid + 5):  # any launch size covers every task
+    for blocks in (1, 7, grid + 5, tasks, 3 * tasks):  # any launch size covers every task
+        w._plan.task_blocks = blocks
+        _check(w, q, P, r_out, r_lse, dtype)
+
+
+@pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
+def test_batch_decode_block_per_task_with_splits_merged_in_the_launch(workspace, use_tensor_cores):
+    """A launch of a block per task where the tasks outnumber the resident blocks, of requests
+    split so finely that their (request, kv head) groups still fit one round: the splits merge in
+    the launch, each group by whichever of its blocks arrives last, whenever the hardware started
+    it. Also on the resident grid and on fewer blocks."""
+    hq, hkv, d, dtype = 32, 8, 128, F16
+    grid = flashinfer._ops.decode_grid_blocks(dtype, dtype, d, hq, hkv, use_tensor_cores)
+    P = Paged([5000, 3000, 4001], 16, hkv, d, dtype, "NHD")
+    q = torch.randn(3, hq, d, dtype=dtype, device=DEV)
+    w = _wrapper(workspace, "NHD", use_tensor_cores)
+    plan_with_chunk = w._workspace.plan
+    w._workspace.plan = lambda *a, **kw: plan_with_chunk(*a, **{**kw, "kv_chunk_size": 64})
+    _plan(w, P, hq, hkv, d, dtype, dtype)
+    tasks = int(w._workspace.plan_host[0]) * hkv  # plan_info header: items
+    assert tasks == (79 + 47 + 63) * hkv and tasks > grid and _splits(w) > 0
+    r_out, r_lse = P.reference(q)
+    for blocks in (tasks, grid, 5):
         w._plan.task_blocks = blocks
         _check(w, q, P, r_out, r_lse, dtype)
 

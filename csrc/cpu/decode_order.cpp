@@ -14,7 +14,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "../include/plan_info.h"
@@ -62,13 +64,25 @@ void order_decode_items(int32_t* plan, int64_t num_kv_heads, int64_t grid) {
 // heads, 396 resident blocks, unsplit tasks: batch 32 at kv 4k (256 tasks) 140.7 -> 134.6 us,
 // batch 64 at kv 1k (512) 86.7 -> 80.4 us. Unequal tasks over more than a round keep the whole
 // grid: order_decode_items balances them over it.
-void deal_decode_tasks(int32_t* plan, int64_t num_kv_heads, int64_t grid) {
+//
+// TFO_DECODE_DEAL (for measuring the deal; read per plan): "tasks" gives equal tasks of more than
+// two rounds a block each (the hardware starts each block as a place frees up, so a
+// multiprocessor that streams faster takes more tasks), "tasks-all" does so from one round on.
+DecodeDeal decode_deal_from_env() {
+  const char* env = std::getenv("TFO_DECODE_DEAL");
+  if (env == nullptr || *env == '\0') return DecodeDeal::kDefault;
+  if (std::strcmp(env, "tasks") == 0) return DecodeDeal::kBlockPerTaskPastTwoRounds;
+  if (std::strcmp(env, "tasks-all") == 0) return DecodeDeal::kBlockPerTaskPastOneRound;
+  TORCH_CHECK(false, "TFO_DECODE_DEAL must be empty, 'tasks' or 'tasks-all', got '", env, "'");
+}
+
+void deal_decode_tasks(int32_t* plan, int64_t num_kv_heads, int64_t grid, DecodeDeal deal) {
   using namespace plan_info;
   const View view{plan};
   const int64_t num_items = view.num_items();
   const int64_t tasks = num_items * num_kv_heads;
   plan[kTaskBlocks] = 0;
-  if (num_kv_heads <= 0 || grid <= 0 || tasks == 0 || tasks > 2 * grid) return;
+  if (num_kv_heads <= 0 || grid <= 0 || tasks == 0) return;
   if (tasks <= grid) {
     plan[kTaskBlocks] = static_cast<int32_t>(tasks);
     return;
@@ -78,7 +92,13 @@ void deal_decode_tasks(int32_t* plan, int64_t num_kv_heads, int64_t grid) {
     const int32_t* item = view.item(static_cast<int32_t>(i));
     if (item[kKvEnd] - item[kKvBegin] != first[kKvEnd] - first[kKvBegin]) return;
   }
-  plan[kTaskBlocks] = static_cast<int32_t>((tasks + 1) / 2);
+  const bool two_rounds = tasks <= 2 * grid;
+  if (deal == DecodeDeal::kBlockPerTaskPastOneRound ||
+      (deal == DecodeDeal::kBlockPerTaskPastTwoRounds && !two_rounds)) {
+    if (tasks <= std::numeric_limits<int32_t>::max()) plan[kTaskBlocks] = static_cast<int32_t>(tasks);
+    return;
+  }
+  if (two_rounds) plan[kTaskBlocks] = static_cast<int32_t>((tasks + 1) / 2);
 }
 
 }  // namespace cpu

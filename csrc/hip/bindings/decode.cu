@@ -137,7 +137,8 @@ bool launch_family(DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind, int 
     constexpr int D = decltype(d_const)::value;
     auto go = [&](auto g_const) {
       constexpr int G = decltype(g_const)::value;
-      p.num_blocks = capped_grid(persistent_grid<&decode_simt_kernel<T, KV, D, G>>(kDecodeThreads), max_blocks);
+      p.num_blocks = launch_blocks(persistent_grid<&decode_simt_kernel<T, KV, D, G>>(kDecodeThreads), max_blocks,
+                                   schedule_task_bound(p));
       if (!grid_only) launch_kernel(&decode_simt_kernel<T, KV, D, G>, p.num_blocks, kDecodeThreads, 0, stream, pdl, p);
     };
     if constexpr (std::is_same_v<KV, T>) {
@@ -359,14 +360,19 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
   // 0.95x at batch 64). Shapes only, so a captured graph keeps its choice valid.
   const int64_t groups = batch * p.num_kv_heads * p.head_slices;
   // plan()'s task blocks count (item, kv head) tasks; each has head_slices blocks' worth of
-  // work. The grid stays a persistent one: whatever its size, its blocks take every task.
+  // work. Whatever the launch's size (launch_blocks), its blocks take every task in turn.
   TORCH_CHECK(task_blocks >= 0, op, ": task_blocks must be >= 0, got ", task_blocks);
   check_pdl(enable_pdl, op);
   const int64_t max_blocks = task_blocks * p.head_slices;
+  // The groups must fit one round of the blocks resident at once, also where the launch has a
+  // block per task beyond them (launch_blocks).
+  const auto fits_one_round = [&](int64_t blocks) {
+    return launch_family(p, q.scalar_type(), kv_kind, static_cast<int>(q.size(2)), use_tensor_cores, nullptr,
+                         /*grid_only=*/true, blocks) &&
+           groups <= p.num_blocks;
+  };
   const bool fused_merge = tfo::kernels::kMergeSplitsInLaunch && split_counters.numel() >= groups &&
-                           launch_family(p, q.scalar_type(), kv_kind, static_cast<int>(q.size(2)),
-                                         use_tensor_cores, nullptr, /*grid_only=*/true, max_blocks) &&
-                           groups <= p.num_blocks;
+                           fits_one_round(0) && fits_one_round(max_blocks);
   p.split_counters = fused_merge ? split_counters.data_ptr<int32_t>() : nullptr;
   launch(p, q.scalar_type(), kv_kind, static_cast<int>(q.size(2)), static_cast<int>(batch),
          use_tensor_cores, !fused_merge, op, max_blocks, enable_pdl);

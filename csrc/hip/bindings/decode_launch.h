@@ -1,6 +1,9 @@
 // Launchers of the decode kernel families, shared by the decode bindings (decode.cu registers
 // the operators; decode_mma.cu compiles the matrix-core family in its own translation unit).
 #pragma once
+#include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <type_traits>
 
 #include "common.h"
@@ -29,9 +32,20 @@ bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, Kv
 // device has its shared memory. False where this build holds no such instantiation.
 bool decode_mma_has_wide_shape(at::ScalarType q_dtype, KvKind kv_kind, int head_dim);
 
-// The persistent grid, at most max_blocks blocks when that is positive.
-inline int capped_grid(int grid, int64_t max_blocks) {
-  return max_blocks > 0 && max_blocks < grid ? static_cast<int>(max_blocks) : grid;
+// The launch's blocks: the persistent grid, or max_blocks when that is positive. Fewer than the
+// grid: a persistent launch of fewer blocks. More: one block per task (plan() asks for that only
+// where it has as many tasks), which the hardware schedules as slots free up; bounded by
+// max_tasks, the most tasks the plan's buffer can hold, since blocks past the tasks only leave.
+inline int launch_blocks(int grid, int64_t max_blocks, int64_t max_tasks) {
+  if (max_blocks <= 0 || max_blocks == grid) return grid;
+  if (max_blocks < grid) return static_cast<int>(max_blocks);
+  const int64_t bound = std::min<int64_t>(max_tasks, std::numeric_limits<int32_t>::max());
+  return static_cast<int>(std::max<int64_t>(grid, std::min(max_blocks, bound)));
+}
+
+// The most (item, kv head, head slice) tasks p's schedule buffer can hold.
+inline int64_t schedule_task_bound(const tfo::kernels::DecodeParams& p) {
+  return int64_t{p.plan_item_slots} * p.num_kv_heads * p.head_slices;
 }
 
 // Persistent grid: the device's multiprocessors times the blocks of `kernel` that fit on one.

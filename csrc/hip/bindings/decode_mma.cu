@@ -36,7 +36,7 @@ bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, Kv
       constexpr int kThreads = kMmaDecodeThreads<D, kWide>;
       constexpr int kSmem = kMmaDecodeSmemBytes<T, KV, D, kWide>;
       const int grid = persistent_grid<&decode_mma_kernel<T, KV, D, kWide>>(kThreads, kSmem);
-      p.num_blocks = capped_grid(grid, max_blocks);
+      p.num_blocks = launch_blocks(grid, max_blocks, schedule_task_bound(p));
       if (!grid_only) {
         launch_kernel(&decode_mma_kernel<T, KV, D, kWide>, p.num_blocks, kThreads, kSmem, stream, pdl, p);
       }
