@@ -201,12 +201,12 @@ def test_batch_sixty_four_at_short_lengths_is_not_split(kv_len):
     assert _decode([kv_len] * 64) == 0
 
 
-def _task_blocks(kv_lens, heads=8, grid=GRID):
+def _task_blocks(kv_lens, heads=8, grid=GRID, bandwidth_bound=True):
     """plan()'s chunk and the blocks its decode tasks are dealt over (plan_info TASK_BLOCKS), for
-    a kernel with the bandwidth bound."""
+    a kernel with the bandwidth bound unless told otherwise."""
     plan = torch.zeros(1 << 16, dtype=torch.int32)
     valid, chunk, _, _, _ = _C.plan_host(torch.empty(0, dtype=torch.int32), torch.tensor(kv_lens, dtype=torch.int32),
-                                         plan, 16, heads, 132, grid, -1, True, 0, False, -1, True)
+                                         plan, 16, heads, 132, grid, -1, True, 0, False, -1, bandwidth_bound)
     assert valid
     return chunk, int(plan[TASK_BLOCKS])
 
@@ -216,7 +216,8 @@ def test_task_blocks_deal_one_round_one_each_and_equal_tasks_of_two_rounds_two_e
     assert _task_blocks([4096] * 32) == (0, 256)  # 256 unsplit tasks: one block each
     assert _task_blocks([16384] * 8 + [1024] * 40)[1] == 0  # split tasks of unequal rows: the whole grid
     assert _task_blocks([200] * 20) == (0, 160)  # one round (too short to split): one block per task
-    assert _task_blocks([4096] * 128) == (0, 0)  # more than two rounds: the whole grid
+    assert _task_blocks([4096] * 128) == (0, 1024)  # more than two rounds: a block per task
+    assert _task_blocks([4096] * 128, bandwidth_bound=False) == (0, 0)  # or the whole grid
     assert _task_blocks([1024, 900] * 32)[1] == 0  # unequal tasks over more than a round: the whole grid
     chunk, blocks = _task_blocks([4096])  # batch 1: split to fill a round
     assert blocks == 8 * -(-4096 // chunk)
@@ -226,10 +227,13 @@ def test_task_blocks_deal_one_round_one_each_and_equal_tasks_of_two_rounds_two_e
     assert int(plan[TASK_BLOCKS]) == 0
 
 
-def test_task_blocks_deal_a_block_per_task_under_the_measuring_switch(monkeypatch):
-    monkeypatch.setenv("TFO_DECODE_DEAL", "tasks")  # equal tasks past two rounds: a block each
-    assert _task_blocks([4096] * 128) == (0, 1024)
+def test_task_blocks_deal_under_the_measuring_switch(monkeypatch):
+    monkeypatch.setenv("TFO_DECODE_DEAL", "grid")  # past two rounds the whole grid, for any kernel
+    assert _task_blocks([4096] * 128) == (0, 0)
     assert _task_blocks([1024] * 64) == (0, 256)  # two rounds or less: as by default
+    monkeypatch.setenv("TFO_DECODE_DEAL", "tasks")  # equal tasks past two rounds: a block each
+    assert _task_blocks([4096] * 128, bandwidth_bound=False) == (0, 1024)
+    assert _task_blocks([1024] * 64) == (0, 256)
     assert _task_blocks([1024, 900] * 128)[1] == 0  # unequal tasks: the whole grid
     monkeypatch.setenv("TFO_DECODE_DEAL", "tasks-all")  # from one round on
     assert _task_blocks([1024] * 64) == (0, 512)

@@ -65,11 +65,11 @@ int64_t plan_work_lists(int32_t* plan_info, int64_t plan_size, const int32_t* qo
 // first, alternate rounds reversed, so that uneven batches load the blocks evenly. Plans whose
 // items cost the same, or whose tasks fit one round, keep their order.
 void order_decode_items(int32_t* plan_info, int64_t num_kv_heads, int64_t grid);
-// How deal_decode_tasks sizes launches of more than one round of equal tasks.
-enum class DecodeDeal { kDefault, kBlockPerTaskPastTwoRounds, kBlockPerTaskPastOneRound };
-DecodeDeal decode_deal_from_env();
-void deal_decode_tasks(int32_t* plan_info, int64_t num_kv_heads, int64_t grid,
-                       DecodeDeal deal = DecodeDeal::kDefault);
+// How deal_decode_tasks sizes launches of more than one round of equal tasks, and which plan()
+// takes for a kernel (decode_order.cpp).
+enum class DecodeDeal { kWholeGridPastTwoRounds, kBlockPerTaskPastTwoRounds, kBlockPerTaskPastOneRound };
+DecodeDeal decode_deal(bool bandwidth_bound);
+void deal_decode_tasks(int32_t* plan_info, int64_t num_kv_heads, int64_t grid, DecodeDeal deal);
 
 // Plan size (in int32) that plan_schedule needs for this batch.
 int64_t plan_size_for(const int32_t* qo_indptr, const int32_t* kv_lens, int64_t batch,

@@ -62,20 +62,12 @@ void order_decode_items(int32_t* plan, int64_t num_kv_heads, int64_t grid) {
 // length: two per block over ceil(tasks / 2) blocks, rather than a full round followed by a
 // second round of a few blocks, which streams at a fraction of the bandwidth. H200, d128, 8 kv
 // heads, 396 resident blocks, unsplit tasks: batch 32 at kv 4k (256 tasks) 140.7 -> 134.6 us,
-// batch 64 at kv 1k (512) 86.7 -> 80.4 us. Unequal tasks over more than a round keep the whole
-// grid: order_decode_items balances them over it.
-//
-// TFO_DECODE_DEAL (for measuring the deal; read per plan): "tasks" gives equal tasks of more than
-// two rounds a block each (the hardware starts each block as a place frees up, so a
-// multiprocessor that streams faster takes more tasks), "tasks-all" does so from one round on.
-DecodeDeal decode_deal_from_env() {
-  const char* env = std::getenv("TFO_DECODE_DEAL");
-  if (env == nullptr || *env == '\0') return DecodeDeal::kDefault;
-  if (std::strcmp(env, "tasks") == 0) return DecodeDeal::kBlockPerTaskPastTwoRounds;
-  if (std::strcmp(env, "tasks-all") == 0) return DecodeDeal::kBlockPerTaskPastOneRound;
-  TORCH_CHECK(false, "TFO_DECODE_DEAL must be empty, 'tasks' or 'tasks-all', got '", env, "'");
-}
-
+// batch 64 at kv 1k (512) 86.7 -> 80.4 us. Past two rounds, with kBlockPerTaskPastTwoRounds: a
+// block per task, more than the resident grid, which the hardware starts as places free up, so
+// that a multiprocessor that streams faster takes more tasks and the last round is no tail of a
+// few blocks (H100, tensor cores on fp16 caches, batch 256 at kv 1k-4k: 0.978-0.982 of the whole
+// grid's time; FP8 1.01-1.03, so the whole grid stays the others' deal). Unequal tasks over more
+// than a round keep the whole grid: order_decode_items balances them over it.
 void deal_decode_tasks(int32_t* plan, int64_t num_kv_heads, int64_t grid, DecodeDeal deal) {
   using namespace plan_info;
   const View view{plan};
@@ -99,6 +91,21 @@ void deal_decode_tasks(int32_t* plan, int64_t num_kv_heads, int64_t grid, Decode
     return;
   }
   if (two_rounds) plan[kTaskBlocks] = static_cast<int32_t>((tasks + 1) / 2);
+}
+
+// The deal plan() takes: a block per task past two rounds where the kernel streams at the full
+// bandwidth from two blocks per multiprocessor (plan_host's decode_bandwidth_bound), else the
+// whole grid there. TFO_DECODE_DEAL, for measuring (read per plan): "grid" or "tasks" past two
+// rounds for every kernel, "tasks-all" a block per task from one round on.
+DecodeDeal decode_deal(bool bandwidth_bound) {
+  const char* env = std::getenv("TFO_DECODE_DEAL");
+  if (env == nullptr || *env == '\0') {
+    return bandwidth_bound ? DecodeDeal::kBlockPerTaskPastTwoRounds : DecodeDeal::kWholeGridPastTwoRounds;
+  }
+  if (std::strcmp(env, "grid") == 0) return DecodeDeal::kWholeGridPastTwoRounds;
+  if (std::strcmp(env, "tasks") == 0) return DecodeDeal::kBlockPerTaskPastTwoRounds;
+  if (std::strcmp(env, "tasks-all") == 0) return DecodeDeal::kBlockPerTaskPastOneRound;
+  TORCH_CHECK(false, "TFO_DECODE_DEAL must be empty, 'grid', 'tasks' or 'tasks-all', got '", env, "'");
 }
 
 }  // namespace cpu

@@ -384,7 +384,7 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
   }
   if (!decode_indptr.empty() && gpu) {
     order_decode_items(out, num_kv_heads, decode_grid);
-    deal_decode_tasks(out, num_kv_heads, decode_grid, decode_deal_from_env());
+    deal_decode_tasks(out, num_kv_heads, decode_grid, decode_deal(decode_bandwidth_bound));
   }
   const int64_t needed = plan_work_lists(out, schedule.numel(), qo, lens, num_kv_heads, lists, causal, window_left);
   return std::make_tuple(true, kv_chunk_size, needed, int64_t{out[layout::kPartialRows]}, int64_t{qo[batch]});
