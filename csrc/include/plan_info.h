@@ -49,7 +49,8 @@ enum Header : int {
   kPartialRows = 4,
   kQTileRows = 5,
   kKvChunkSize = 6,
-  kTaskBlocks = 7,  // GPU decode: the blocks its (item, kv head) tasks are dealt over (0: the grid)
+  kTaskBlocks = 7,  // GPU decode: the blocks its (item, kv head) tasks are dealt over (0: the
+                    // resident grid; more than it: a block per task)
 };
 
 enum ItemField : int {
