@@ -203,9 +203,10 @@ def test_plan_from_host_arrays_does_not_wait_for_the_gpu(workspace):
 def test_batch_decode_task_blocks(workspace, use_tensor_cores, rounds):
     """plan() deals unsplit tasks of one length to fewer blocks than the resident grid: one each
     within a round, two each between one and two rounds (plan_info's task blocks, which run()
-    launches), the whole grid beyond. The attention must match the reference, also from a launch
-    of another size (a graph captured with one plan replays its launch after a re-plan), a block
-    per task beyond the resident grid included."""
+    launches); past two rounds a block each for the tensor-core kernel (a launch beyond the
+    resident grid), the whole grid for the CUDA-core one. The attention must match the reference,
+    also from a launch of another size (a graph captured with one plan replays its launch after a
+    re-plan), a block per task beyond the resident grid included."""
     hq, hkv, d, dtype = 32, 8, 128, F16
     grid = flashinfer._ops.decode_grid_blocks(dtype, dtype, d, hq, hkv, use_tensor_cores)
     assert grid > 0

@@ -259,11 +259,12 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
         host integer that changes with the batch composition: traced by torch.compile it would be a
         constant the graph guards on (a recompile per new plan), and captured in a CUDA graph it
         would stay the captured plan's for every later plan. Both get the whole grid, which runs
-        any plan (its blocks take the tasks in turn); only eager runs get the plan's size, and with it
-        the tensor-core kernel's wide shape where the plan has at most one task per multiprocessor
-        (a compiled run of a plan split for that shape runs it narrow: at batch 1 kv 16k, 1024 rows
-        per split on the whole narrow grid measured 27.1 us against 26.4-27.0 for the narrow
-        policy's 512, H200, 2026-12-03, before the wide shape existed)."""
+        any plan (its blocks take the tasks in turn); only eager runs get the plan's size (fewer
+        blocks, or a block per task past two rounds), and with it the tensor-core kernel's wide
+        shape where the plan has at most one task per multiprocessor (a compiled run of a plan
+        split for that shape runs it narrow: at batch 1 kv 16k, 1024 rows per split on the whole
+        narrow grid measured 27.1 us against 26.4-27.0 for the narrow policy's 512, H200,
+        2026-12-03, before the wide shape existed)."""
         if torch.compiler.is_compiling() or self._use_cuda_graph:
             return 0
         return plan.task_blocks
