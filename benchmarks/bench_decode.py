@@ -4,13 +4,14 @@ against upstream FlashInfer (both paths) and the device's copy bandwidth.
     python benchmarks/bench_decode.py --out DIR [--quick] [--batches 1,16,64,128,256]
         [--kv 1024,2048,4096,16384] [--kv-dtypes float16,float8_e4m3fn] [--timing graph|events]
         [--uneven uniform,lognormal] [--uneven-batches 128,256,512] [--q-dtype float16|bfloat16]
-        [--graph-calls 1] [--ours-pdl default|off]
+        [--graph-calls 1] [--ours-pdl default|off] [--ours-kv-chunk N]
 
 Shapes: page size 16, 32 query / 8 kv heads, head_dim 128, q fp16 (--q-dtype: or bf16, as
 models served in bf16 give with an FP8 cache; a 16-bit cache then takes q's dtype), KV fp16 or FP8 e4m3 (FP8
 runs pass k_scale = v_scale = 1.0 to run()), every request kv_len long, pages in random order.
 Both libraries run with their default enable_pdl (programmatic dependent launch on sm_90+;
---ours-pdl off: ours without).
+--ours-pdl off: ours without). --ours-kv-chunk N plans ours with kv chunks of N rows (0:
+unsplit) in place of its split policy, to time the policy's choice against another in one build.
 Shapes whose cache exceeds --max-cache-gb (default 40) are skipped. Paths, for both libraries:
 simt = use_tensor_cores=False, mma = use_tensor_cores=True (backend "fa2").
 Bytes: K + V pages read + q read + out written. The ceiling is a 2 GiB device-to-device copy
@@ -66,6 +67,9 @@ UNEVEN_LENGTHS = {
 # run() options of ours (--ours-pdl off: enable_pdl=False; by default both libraries take their
 # default, programmatic dependent launch where the device has it).
 OURS_RUN_KW = {}
+# plan() options of ours: --ours-kv-chunk N plans every split with kv chunks of N rows (0: none)
+# instead of the split policy, so that one build times the policy against other schedules.
+OURS_PLAN_KW = {}
 
 
 def parse_args(argv=None):
@@ -76,6 +80,8 @@ def parse_args(argv=None):
                                              "cache must be q's dtype)")
     parser.add_argument("--graph-calls", type=int, default=1,
                         help="run() calls captured in one CUDA graph with --timing graph (default %(default)s)")
+    parser.add_argument("--ours-kv-chunk", type=int, default=None, metavar="N",
+                        help="plan ours with kv chunks of N rows (0: unsplit) instead of its split policy")
     parser.add_argument("--ours-pdl", choices=("default", "off"), default="default",
                         help="ours with its default enable_pdl or with enable_pdl=False (default %(default)s)")
     parser.add_argument("--timing", choices=("graph", "events"), default="graph",
@@ -98,6 +104,8 @@ def parse_args(argv=None):
     args.kv_dtypes = [getattr(torch, n) for n in names]
     if args.graph_calls < 1:
         parser.error(f"--graph-calls must be >= 1, got {args.graph_calls}")
+    if args.ours_kv_chunk is not None and args.ours_kv_chunk < 0:
+        parser.error(f"--ours-kv-chunk must be >= 0, got {args.ours_kv_chunk}")
     args.uneven = [x for x in args.uneven.split(",") if x]
     unknown = [x for x in args.uneven if x not in UNEVEN_LENGTHS]
     if unknown:
@@ -156,14 +164,19 @@ def decode_inputs(bs, kv_len, kv_dtype, q_dtype=torch.float16):
     return paged_inputs(torch.full((bs,), kv_len, dtype=torch.int64), kv_dtype, q_dtype)
 
 
-def decode_call(lib, use_tensor_cores, x, workspace, **run_kw):
+def decode_call(lib, use_tensor_cores, x, workspace, plan_kw=None, **run_kw):
     """Plans lib's BatchDecodeWithPagedKVCacheWrapper on x; returns its run() into a fixed out.
+    plan_kw (ours only): options of the workspace's schedule (kv_chunk_size), which the public
+    plan() leaves to the split policy.
 
     q_data_type and kv_data_type are both given, not data_type=: FlashInfer 0.2.14's data_type
     fills only the dtypes left unset (q_data_type defaults to float16, so it sets the KV dtype),
     while torch_flashinfer_ops' data_type overrides both and would plan an FP8 query."""
     wrapper = lib.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD", use_tensor_cores=use_tensor_cores,
                                                      backend="fa2")
+    if plan_kw:
+        schedule = wrapper._workspace.plan
+        wrapper._workspace.plan = lambda *a, **kw: schedule(*a, **{**kw, **plan_kw})
     wrapper.plan(x.indptr, x.indices, x.last, HQ, HKV, D, PAGE, q_data_type=x.q.dtype, kv_data_type=x.kv_dtype)
     out = torch.empty_like(x.q)
     scales = dict(k_scale=1.0, v_scale=1.0) if x.kv_dtype.itemsize == 1 else {}
@@ -195,8 +208,9 @@ def bench_inputs(libs, workspaces, x, timer, ceiling):
         lib = libs.get(lib_name)
         if lib is None:
             return None
-        return lambda: decode_call(lib, kernel == "mma", x, workspaces[path],
-                                   **(OURS_RUN_KW if lib_name == "ours" else {}))
+        ours = lib_name == "ours"
+        return lambda: decode_call(lib, kernel == "mma", x, workspaces[path], OURS_PLAN_KW if ours else None,
+                                   **(OURS_RUN_KW if ours else {}))
     seconds = interleaved_seconds({path: maker(path) for path in PATHS}, timer, ITERS, f" {dtype_name(kv_dtype)}")
     gbps = {p: nbytes / s / 1e9 if s else None for p, s in seconds.items()}
     best = {lib: max((gbps[p] for p in PATHS if p.startswith(lib) and gbps[p]), default=None)
@@ -273,6 +287,8 @@ def main(argv=None):
     libs = {"ours": tfo, **({"flashinfer": fi} if fi else {})}
     if args.ours_pdl == "off":
         OURS_RUN_KW["enable_pdl"] = False
+    if args.ours_kv_chunk is not None:
+        OURS_PLAN_KW["kv_chunk_size"] = args.ours_kv_chunk
     prepare, seconds_of, timing = interleaved_for(args.timing, args.graph_calls if args.timing == "graph" else 10)
     timer = (prepare, seconds_of)
     ceiling = attempt("copy ceiling", copy_bandwidth)
@@ -305,7 +321,8 @@ def main(argv=None):
              f"page {PAGE}, {HQ}/{HKV} heads, d{D}, q {dtype_name(args.q_dtype)}; simt = use_tensor_cores=False, mma = "
              "use_tensor_cores=True; FP8 runs pass k_scale = v_scale = 1.0 (upstream applies v_scale as a "
              "separate out *= v_scale kernel); enable_pdl: upstream its default, ours "
-             f"{'False' if OURS_RUN_KW.get('enable_pdl') is False else 'its default'}",
+             f"{'False' if OURS_RUN_KW.get('enable_pdl') is False else 'its default'}; ours' kv chunk: "
+             f"{'the split policy' if args.ours_kv_chunk is None else args.ours_kv_chunk}",
              f"copy ceiling {fmt(meta['copy_ceiling_gbps'], '.0f')} GB/s (2 GiB device-to-device, read + write)",
              f"plan() host time at bs {plan_bs}: {plan_note}"]
     text = "\n".join(header_lines(meta, *notes) + ["", table(rows)])

@@ -116,3 +116,39 @@ def test_bench_inputs_without_upstream_times_ours_alone():
     row = bench_decode.bench_inputs(libs, workspaces, x,
                                     (lambda fn: fn, lambda s, iters: {n: 1e-6 for n in s}), ceiling=None)
     assert row["us"]["ours-mma"] == pytest.approx(1.0) and row["us"]["flashinfer-mma"] is None
+
+
+def test_a_forced_kv_chunk_reaches_our_plan_and_keeps_the_attention(monkeypatch):
+    """--ours-kv-chunk: decode_call plans ours with the given chunk instead of the split policy
+    (here on the host backend): the schedule is asked for that chunk, the plan splits, and the
+    output stays that of the policy's plan."""
+    import torch_flashinfer_ops as tfo
+    from types import SimpleNamespace
+    from torch_flashinfer_ops._plan import Workspace
+    asked = []
+    schedule = Workspace.plan
+
+    def recording(self, *a, **kw):
+        asked.append(kw.get("kv_chunk_size"))
+        plan = schedule(self, *a, **kw)
+        asked.append(int(self.plan_host[4]))  # plan_info header: partial rows
+        return plan
+    monkeypatch.setattr(Workspace, "plan", recording)
+    torch.manual_seed(0)
+    kv_lens = torch.tensor([300, 40, 129])
+    indptr, last = bench_decode.paged_layout(kv_lens)
+    pages = int(indptr[-1])
+    x = SimpleNamespace(kv_dtype=torch.float16, indptr=indptr, last=last,
+                        indices=torch.randperm(pages).to(torch.int32),
+                        cache=torch.randn(pages, 2, bench_decode.PAGE, bench_decode.HKV, bench_decode.D).half(),
+                        q=torch.randn(3, bench_decode.HQ, bench_decode.D).half())
+    outs = []
+    for plan_kw in (None, {"kv_chunk_size": 64}):
+        workspace = torch.zeros(64 << 20, dtype=torch.uint8)
+        outs.append(bench_decode.decode_call(tfo, False, x, workspace, plan_kw)().clone())
+    assert asked[0] is None and asked[2] == 64
+    assert asked[3] > 0  # the forced chunk split the requests of 300 and 129 rows
+    assert torch.allclose(outs[0].float(), outs[1].float(), atol=2e-3, rtol=2e-3)
+    assert bench_decode.parse_args(["--out", "x", "--ours-kv-chunk", "0"]).ours_kv_chunk == 0
+    with pytest.raises(SystemExit):
+        bench_decode.parse_args(["--out", "x", "--ours-kv-chunk", "-1"])
