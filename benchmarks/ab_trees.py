@@ -17,7 +17,9 @@ table gives every tree's value per round and its best over the first tree's as a
 headed by each tree's commit and kernel variants.
 
 --env LABEL:NAME=VALUE (repeatable) sets NAME in that tree's processes only, so one build can be
-timed against itself under a run-time knob (two --tree labels on the same DIR).
+timed against itself under a run-time knob (two --tree labels on the same DIR). --args LABEL:ARGS
+(repeatable) appends ARGS (split as a shell would) to that tree's benchmark arguments, so one build
+can be timed against itself under a benchmark option (bench_decode.py's --ours-kv-chunk, say).
 
 --outputs: instead of timing, each tree runs benchmarks/decode_outputs.py (a fixed set of seeded
 decode calls) and the trees' outputs are compared bitwise against the first tree's.
@@ -31,6 +33,7 @@ the check.
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -51,6 +54,8 @@ def parse_args(argv=None):
                         help="a checkout with its extension built in place; give two or more, the first is the base")
     parser.add_argument("--env", action="append", default=[], metavar="LABEL:NAME=VALUE",
                         help="an environment variable for one tree's processes (repeatable)")
+    parser.add_argument("--args", action="append", default=[], metavar="LABEL:ARGS",
+                        help="benchmark arguments for one tree's processes, after the common ones (repeatable)")
     parser.add_argument("--bench", choices=("decode", "prefill"), default="decode")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--outputs", action="store_true", help="compare decode outputs bitwise instead of timing")
@@ -82,6 +87,12 @@ def parse_args(argv=None):
         if not sep or not eq or not name or label not in args.tree_envs:
             parser.error(f"--env takes LABEL:NAME=VALUE with a --tree label, got {spec!r}")
         args.tree_envs[label][name] = value
+    args.tree_args = {label: [] for label, _ in trees}
+    for spec in args.args:
+        label, sep, extra = spec.partition(":")
+        if not sep or label not in args.tree_args:
+            parser.error(f"--args takes LABEL:ARGS with a --tree label, got {spec!r}")
+        args.tree_args[label] += shlex.split(extra)
     return args
 
 
@@ -142,6 +153,13 @@ def build_note(meta):
     (setup.py's TFO_KERNEL_VARIANTS), from the result file's metadata."""
     variants = meta.get("kernel_variants") or "none (default kernels)"
     return f"commit {meta.get('commit', 'unknown')}, kernel variants: {variants}"
+
+
+def setting_note(args, label):
+    """What a tree's processes got beyond its build: its --env variables and --args."""
+    env = " ".join(f"{k}={v}" for k, v in args.tree_envs[label].items())
+    extra = " ".join(shlex.quote(a) for a in args.tree_args[label])
+    return (f"; env {env}" if env else "") + (f"; args {extra}" if extra else "")
 
 
 def row_key(row):
@@ -238,7 +256,7 @@ def main(argv=None):
     builds = {}
     for r, label, path in schedule(args.trees, args.rounds):
         out_dir = os.path.join(args.out, f"ab_{label}_r{r + 1}")
-        cmd, env = command(path, args.bench, out_dir, args.bench_args, args.tree_envs[label])
+        cmd, env = command(path, args.bench, out_dir, args.bench_args + args.tree_args[label], args.tree_envs[label])
         print("#", " ".join(cmd), env_note(path, args.tree_envs[label]), flush=True)
         if args.dry_run:
             continue
@@ -257,12 +275,13 @@ def main(argv=None):
     if args.dry_run:
         return
     entries = compare(results, labels)
-    text = "\n".join([f"# {label}: {builds[label]}" for label in labels] + [""]
+    text = "\n".join([f"# {label}: {builds[label]}{setting_note(args, label)}" for label in labels] + [""]
                      + [table(entries, labels, args.bench == "prefill")])
     print(text)
     with open(os.path.join(args.out, f"ab_{args.bench}.json"), "w") as f:
         json.dump({"trees": dict(args.trees), "builds": builds, "rounds": args.rounds,
-                   "bench_args": args.bench_args, "entries": entries}, f, indent=1)
+                   "bench_args": args.bench_args, "tree_args": args.tree_args, "tree_envs": args.tree_envs,
+                   "entries": entries}, f, indent=1)
     with open(os.path.join(args.out, f"ab_{args.bench}.md"), "w") as f:
         f.write(text + "\n")
 

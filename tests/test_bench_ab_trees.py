@@ -46,6 +46,35 @@ def test_a_knob_goes_to_one_trees_processes_only():
             ab.parse_args(["--tree", "base=/x/a", "--tree", "knob=/x/a", *bad])
 
 
+def test_benchmark_arguments_go_to_one_trees_processes_only(monkeypatch, tmp_path):
+    """--args: one build timed against itself under a benchmark option; the other tree's
+    processes keep the common arguments, and the table says which tree had which."""
+    args = ab.parse_args(["--tree", "base=/x/a", "--tree", "unsplit=/x/a", "--args", "unsplit:--ours-kv-chunk 0",
+                          "--", "--batches", "128"])
+    assert args.tree_args == {"base": [], "unsplit": ["--ours-kv-chunk", "0"]}
+    for bad in (["--args", "other:--x 1"], ["--args", "--x 1"]):
+        with pytest.raises(SystemExit):
+            ab.parse_args(["--tree", "base=/x/a", "--tree", "unsplit=/x/a", *bad])
+    monkeypatch.setattr(ab, "other_gpu_processes", lambda: [])
+    seen = {}
+
+    def fake_run(cmd, env, check):
+        out_dir = cmd[cmd.index("--out") + 1]
+        seen[os.path.basename(out_dir)] = cmd[cmd.index("--out") + 2:]
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "decode.json"), "w") as f:
+            json.dump({"meta": {"commit": "abc1234"}, "rows": [_decode_row(128, 16384, 10.0)]}, f)
+
+    monkeypatch.setattr(ab.subprocess, "run", fake_run)
+    ab.main(["--tree", "base=/x/a", "--tree", "unsplit=/x/a", "--args", "unsplit:--ours-kv-chunk 0",
+             "--out", str(tmp_path), "--", "--batches", "128"])
+    assert seen["ab_base_r1"] == ["--batches", "128"]
+    assert seen["ab_unsplit_r1"] == seen["ab_unsplit_r2"] == ["--batches", "128", "--ours-kv-chunk", "0"]
+    text = (tmp_path / "ab_decode.md").read_text()
+    assert "# unsplit: commit abc1234, kernel variants: none (default kernels); args --ours-kv-chunk 0" in text
+    assert "# base: commit abc1234, kernel variants: none (default kernels)\n" in text
+
+
 def _decode_row(bs, kv, mma_us, simt_us=None, kv_dtype="float16"):
     return {"section": "equal", "batch": bs, "kv_len": kv, "kv_dtype": kv_dtype, "q_dtype": "float16", "bytes": 123,
             "us": {"ours-simt": simt_us, "ours-mma": mma_us, "flashinfer-mma": 99.0}}
