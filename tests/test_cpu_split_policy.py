@@ -87,10 +87,38 @@ def test_two_rounds_or_more_of_kv_4k_are_not_split(batch):
 @pytest.mark.parametrize("batch, chunk", [(256, 4096), (128, 5504)])
 def test_equal_long_tasks_are_split_to_fill_the_last_round(batch, chunk):
     # 2048 tasks on 396 blocks are 5 rounds and 68 tasks; 4 splits make 8192, 20.7 rounds.
-    # 1024 tasks are 2.6 rounds; 3 splits make 3072, 7.8 rounds.
-    assert _decode([16384] * batch) == chunk
-    assert _decode([16384 - 1000] + [16384] * (batch - 1)) == chunk  # within 1/16 of the longest
-    assert _decode([16384] * batch, bound=False) == chunk  # the same for every decode kernel
+    # 1024 tasks are 2.6 rounds; 3 splits make 3072, 7.8 rounds. So for the kernels that take the
+    # whole grid past two rounds, and for lengths within 1/16 of the longest (unequal tasks keep
+    # the whole grid on every kernel).
+    assert _decode([16384] * batch, bound=False) == chunk
+    assert _decode([16384 - 1000] + [16384] * (batch - 1)) == chunk
+
+
+@pytest.mark.parametrize("batch", [128, 256])
+def test_equal_long_tasks_dealt_a_block_each_are_not_split(batch):
+    # The bandwidth-bound kernel runs equal tasks past two rounds a block each, which the hardware
+    # starts as places free up: no last round to fill, and no merge.
+    assert _decode([16384] * batch) == 0
+    assert _task_blocks([16384] * batch) == (0, batch * 8)
+
+
+def test_a_launch_of_the_whole_grid_keeps_the_round_filling_split():
+    # CUDA-graph wrappers launch the resident grid whatever the plan: its blocks take the tasks in
+    # turn, so the last round is filled by the split, and the plan deals nothing past the grid.
+    kv = np.full(128, 16384, dtype=np.int64)
+    assert choose_kv_chunk_size("cuda", np.ones(128, dtype=np.int64), kv, 8, 128, GRID, decode_bandwidth_bound=True,
+                                decode_task_blocks=False) == 5504
+    plan = torch.zeros(1 << 16, dtype=torch.int32)
+    valid, chunk, _, _, _ = _C.plan_host(torch.empty(0, dtype=torch.int32), torch.tensor(kv, dtype=torch.int32), plan,
+                                         16, 8, 132, GRID, -1, True, 0, False, -1, True, decode_task_blocks=False)
+    assert valid and chunk == 5504 and int(plan[TASK_BLOCKS]) == 0
+
+
+@pytest.mark.parametrize("deal, chunk", [("grid", 5504), ("tasks", 0), ("tasks-all", 0)])
+def test_the_measuring_switch_moves_the_split_with_the_deal(monkeypatch, deal, chunk):
+    monkeypatch.setenv("TFO_DECODE_DEAL", deal)
+    assert _decode([16384] * 128, bound=False) == chunk
+    assert _decode([16384] * 128) == chunk
 
 
 def test_unequal_long_tasks_are_left_to_the_item_order():
@@ -99,9 +127,10 @@ def test_unequal_long_tasks_are_left_to_the_item_order():
 
 
 def _numpy_round_filling_chunk(kv_lens, heads, grid):
-    """The round-filling rule (two rounds or more of about equal tasks) written directly in numpy."""
+    """The round-filling rule (two rounds or more of about equal tasks) written directly in numpy,
+    for the bandwidth-bound kernel (tasks all of one length past two rounds: a block each, no split)."""
     max_kv, min_kv = int(kv_lens.max()), int(kv_lens.min())
-    if max_kv - min_kv > max_kv // 16:
+    if max_kv - min_kv > max_kv // 16 or (max_kv == min_kv and kv_lens.size * heads > 2 * grid):
         return 0
     chunks = (-(-max_kv // np.arange(1, 9)) + 63) // 64 * 64
     chunks[0] = max_kv
@@ -133,7 +162,8 @@ def test_a_workspace_too_small_for_the_split_runs_unsplit():
         workspace = Workspace(torch.empty(workspace_bytes, dtype=torch.uint8))
         upload = Upload(torch.device("cpu"), False)
         kv = torch.full((256,), 16384, dtype=torch.int32)
-        workspace.plan("cuda", None, kv, 32, 8, 128, decode_grid=GRID, upload=upload, decode_bandwidth_bound=True)
+        # (Not the bandwidth-bound kernel, which runs these equal tasks unsplit, a block each.)
+        workspace.plan("cuda", None, kv, 32, 8, 128, decode_grid=GRID, upload=upload, decode_bandwidth_bound=False)
         return int(workspace.plan_host[KV_CHUNK_SIZE]), int(workspace.plan_host[PARTIAL_ROWS])
 
     assert plan(32 << 20) == (4096, 1024)  # 1024 partial rows of 32 x 128 floats: 16 MiB

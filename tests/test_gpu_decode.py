@@ -322,20 +322,33 @@ def test_batch_decode_balanced_split(workspace, use_tensor_cores):
     _check(w, q, P, r_out, r_lse, dtype)
 
 
-@pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
-def test_batch_decode_round_filling_split(workspace, use_tensor_cores):
-    """Just over two rounds of equal tasks on the persistent grid: plan() splits every request
+@pytest.mark.parametrize("use_tensor_cores, graph_wrapper", [(False, False), (True, False), (True, True)],
+                         ids=["simt", "mma", "mma-graph-wrapper"])
+def test_batch_decode_round_filling_split(workspace, use_tensor_cores, graph_wrapper):
+    """Just over two rounds of equal tasks on the persistent grid: where the launch is the whole
+    grid (the CUDA-core kernel; any kernel of a CUDA-graph wrapper), plan() splits every request
     in two so that the last round is not a few tasks alone (plan_host.cpp's round-filling rule),
-    and the split requests merge in the launch."""
+    and the split requests merge in the launch; the tensor-core kernel on a 16-bit cache, whose
+    eager launch takes a block per task past two rounds, runs them unsplit."""
     hq, hkv, d, dtype = 32, 8, 128, F16
     grid = flashinfer._ops.decode_grid_blocks(dtype, dtype, d, hq, hkv, use_tensor_cores)
     assert grid > 0
     batch = 2 * grid // hkv + 1
     P = Paged([2048] * batch, 16, hkv, d, dtype, "NHD")
     q = torch.randn(batch, hq, d, dtype=dtype, device=DEV)
-    w = _wrapper(workspace, "NHD", use_tensor_cores)
+    if graph_wrapper:
+        w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
+            workspace, "NHD", use_cuda_graph=True, use_tensor_cores=use_tensor_cores,
+            paged_kv_indptr_buffer=torch.empty(batch + 1, dtype=torch.int32, device=DEV),
+            paged_kv_indices_buffer=torch.empty(P.indices.numel(), dtype=torch.int32, device=DEV),
+            paged_kv_last_page_len_buffer=torch.empty(batch, dtype=torch.int32, device=DEV))
+    else:
+        w = _wrapper(workspace, "NHD", use_tensor_cores)
     _plan(w, P, hq, hkv, d, dtype, dtype)
-    assert _splits(w) == 2 * batch, f"{batch * hkv} tasks on {grid} blocks: every request split in two"
+    if use_tensor_cores and not graph_wrapper and flashinfer._plan.decode_bandwidth_bound(w.platform, dtype, True):
+        assert _splits(w) == 0 and w._plan.task_blocks == batch * hkv, "equal tasks past two rounds: a block each"
+    else:
+        assert _splits(w) == 2 * batch, f"{batch * hkv} tasks on {grid} blocks: every request split in two"
     r_out, r_lse = P.reference(q)
     _check(w, q, P, r_out, r_lse, dtype)
 

@@ -92,20 +92,22 @@ def decode_bandwidth_bound(platform: str, kv_dtype: torch.dtype, use_tensor_core
 def choose_kv_chunk_size(platform: str, qo_lens: np.ndarray, kv_lens: np.ndarray,
                          num_kv_heads: int, q_tile_rows: int, decode_grid: int = 0, prefill_grid: int = 0,
                          causal: bool = False, window_left: int = -1, decode_bandwidth_bound: bool = False,
-                         decode_wide_tasks: int = 0) -> int:
+                         decode_wide_tasks: int = 0, decode_task_blocks: bool = True) -> int:
     """0 (no split) unless splitting requests gives the workers a fuller or better balanced load
     (the policy of csrc/cpu/plan_host.cpp, which plan() runs). decode_grid / prefill_grid: the
     blocks of the persistent decode / prefill grid, when the caller knows them.
     decode_bandwidth_bound: the decode kernel reaches the full memory bandwidth from two blocks
     per multiprocessor (see decode_bandwidth_bound). decode_wide_tasks: the most tasks for which the
     launch takes the tensor-core kernel's wide shape (_ops.decode_wide_tasks; 0: none), which
-    the policy then prefers where it costs at most twice the chunk."""
+    the policy then prefers where it costs at most twice the chunk. decode_task_blocks: the launch
+    takes the plan's size (eager runs); False where it runs the whole resident grid whatever the
+    plan (CUDA-graph wrappers), whose blocks take the tasks in turn."""
     qo_indptr = np.zeros(len(qo_lens) + 1, dtype=np.int32)
     np.cumsum(qo_lens, out=qo_indptr[1:])
     kv = torch.from_numpy(np.ascontiguousarray(kv_lens, dtype=np.int32))
     return int(_C.choose_kv_chunk_size(platform != "cpu", torch.from_numpy(qo_indptr), kv, num_kv_heads,
                                        q_tile_rows, _workers(platform), decode_grid, prefill_grid, causal,
-                                       window_left, decode_bandwidth_bound, decode_wide_tasks))
+                                       window_left, decode_bandwidth_bound, decode_wide_tasks, decode_task_blocks))
 
 
 @dataclasses.dataclass
@@ -183,12 +185,13 @@ class Workspace:
              kv_chunk_size: int | None = None, decode_grid: int = 0, *, upload: Upload,
              work_lists: int = 0, causal: bool = False, window_left: int = -1,
              decode_bandwidth_bound: bool = False,
-             page_indptr_host: Optional[torch.Tensor] = None, decode_wide_tasks: int = 0) -> BatchPlan:
+             page_indptr_host: Optional[torch.Tensor] = None, decode_wide_tasks: int = 0,
+             decode_task_blocks: bool = True) -> BatchPlan:
         """Schedules the batch on the host (one call into plan_host.cpp) and queues the schedule's
         copy on `upload`. qo_indptr_host None: one query row per request (decode). work_lists:
         the blocks of the GPU prefill grid, whose per-block work lists the schedule then carries
         (costed by causal and window_left; csrc/cpu/work_lists.cpp). decode_bandwidth_bound,
-        decode_wide_tasks: see choose_kv_chunk_size. page_indptr_host: a paged cache's kv_indptr (host int32), which the
+        decode_wide_tasks, decode_task_blocks: see choose_kv_chunk_size. page_indptr_host: a paged cache's kv_indptr (host int32), which the
         schedule carries for the decode kernels (csrc/include/plan_info.h, kPageBase)."""
         q_tile_rows = q_tile_tokens(platform, num_qo_heads, num_kv_heads, head_dim)
 
@@ -198,7 +201,7 @@ class Workspace:
                 _EMPTY if qo_indptr_host is None else qo_indptr_host, kv_lens_host, self.plan_host, q_tile_rows,
                 num_kv_heads, _workers(platform), decode_grid, chunk, platform != "cpu", work_lists, causal,
                 window_left, decode_bandwidth_bound, _EMPTY if page_indptr_host is None else page_indptr_host,
-                decode_wide_tasks)
+                decode_wide_tasks, decode_task_blocks)
 
         valid, _, needed, rows, total_qo = schedule(-1 if kv_chunk_size is None else kv_chunk_size)
         if not valid:

@@ -169,13 +169,14 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
                                                     num_kv_heads, self._use_tensor_cores)
             if self._use_cuda_graph:
                 # Captured runs launch the whole grid (_launch_task_blocks), which takes the narrow
-                # shape whatever the plan; the policy then plans for it.
+                # shape whatever the plan; the policy then plans for it (and for its blocks taking
+                # the tasks in turn: decode_task_blocks).
                 wide_tasks = 0
         upload = self._new_upload(non_blocking)
         # The schedule is built in host scratch; nothing reaches the device before upload.send().
         plan = self._workspace.plan(self.platform, None, kv_lens_h, num_qo_heads, num_kv_heads, head_dim,
                                     decode_grid=grid, upload=upload, page_indptr_host=kv_indptr_h,
-                                    decode_wide_tasks=wide_tasks,
+                                    decode_wide_tasks=wide_tasks, decode_task_blocks=not self._use_cuda_graph,
                                     decode_bandwidth_bound=decode_bandwidth_bound(self.platform, kv_dtype,
                                                                                   self._use_tensor_cores))
         n_pages = int(kv_indptr_h[-1])

@@ -69,6 +69,8 @@ void order_decode_items(int32_t* plan_info, int64_t num_kv_heads, int64_t grid);
 // takes for a kernel (decode_order.cpp).
 enum class DecodeDeal { kWholeGridPastTwoRounds, kBlockPerTaskPastTwoRounds, kBlockPerTaskPastOneRound };
 DecodeDeal decode_deal(bool bandwidth_bound);
+// Whether `deal` gives each of `tasks` equal tasks a block of its own on a grid of `grid`.
+bool deals_block_per_task(DecodeDeal deal, int64_t tasks, int64_t grid);
 void deal_decode_tasks(int32_t* plan_info, int64_t num_kv_heads, int64_t grid, DecodeDeal deal);
 
 // Plan size (in int32) that plan_schedule needs for this batch.

@@ -84,13 +84,17 @@ void deal_decode_tasks(int32_t* plan, int64_t num_kv_heads, int64_t grid, Decode
     const int32_t* item = view.item(static_cast<int32_t>(i));
     if (item[kKvEnd] - item[kKvBegin] != first[kKvEnd] - first[kKvBegin]) return;
   }
-  const bool two_rounds = tasks <= 2 * grid;
-  if (deal == DecodeDeal::kBlockPerTaskPastOneRound ||
-      (deal == DecodeDeal::kBlockPerTaskPastTwoRounds && !two_rounds)) {
+  if (deals_block_per_task(deal, tasks, grid)) {
     if (tasks <= std::numeric_limits<int32_t>::max()) plan[kTaskBlocks] = static_cast<int32_t>(tasks);
     return;
   }
-  if (two_rounds) plan[kTaskBlocks] = static_cast<int32_t>((tasks + 1) / 2);
+  if (tasks <= 2 * grid) plan[kTaskBlocks] = static_cast<int32_t>((tasks + 1) / 2);
+}
+
+bool deals_block_per_task(DecodeDeal deal, int64_t tasks, int64_t grid) {
+  if (tasks <= grid) return true;
+  if (deal == DecodeDeal::kBlockPerTaskPastOneRound) return true;
+  return deal == DecodeDeal::kBlockPerTaskPastTwoRounds && tasks > 2 * grid;
 }
 
 // The deal plan() takes: a block per task past two rounds where the kernel streams at the full
