@@ -4,14 +4,16 @@ against upstream FlashInfer (both paths) and the device's copy bandwidth.
     python benchmarks/bench_decode.py --out DIR [--quick] [--batches 1,16,64,128,256]
         [--kv 1024,2048,4096,16384] [--kv-dtypes float16,float8_e4m3fn] [--timing graph|events]
         [--uneven uniform,lognormal] [--uneven-batches 128,256,512] [--q-dtype float16|bfloat16]
-        [--graph-calls 1] [--ours-pdl default|off] [--ours-kv-chunk N]
+        [--graph-calls 1] [--ours-pdl default|off] [--ours-kv-chunk N] [--ours-task-blocks N]
 
 Shapes: page size 16, 32 query / 8 kv heads, head_dim 128, q fp16 (--q-dtype: or bf16, as
 models served in bf16 give with an FP8 cache; a 16-bit cache then takes q's dtype), KV fp16 or FP8 e4m3 (FP8
 runs pass k_scale = v_scale = 1.0 to run()), every request kv_len long, pages in random order.
 Both libraries run with their default enable_pdl (programmatic dependent launch on sm_90+;
 --ours-pdl off: ours without). --ours-kv-chunk N plans ours with kv chunks of N rows (0:
-unsplit) in place of its split policy, to time the policy's choice against another in one build.
+unsplit) in place of its split policy, to time the policy's choice against another in one build;
+--ours-task-blocks N launches ours with N blocks in place of the plan's launch size (N <= the
+multiprocessors: the tensor-core kernel's wide shape), likewise for the plan's deal.
 Shapes whose cache exceeds --max-cache-gb (default 40) are skipped. Paths, for both libraries:
 simt = use_tensor_cores=False, mma = use_tensor_cores=True (backend "fa2").
 Bytes: K + V pages read + q read + out written. The ceiling is a 2 GiB device-to-device copy
@@ -70,6 +72,8 @@ OURS_RUN_KW = {}
 # plan() options of ours: --ours-kv-chunk N plans every split with kv chunks of N rows (0: none)
 # instead of the split policy, so that one build times the policy against other schedules.
 OURS_PLAN_KW = {}
+# --ours-task-blocks N: ours' launches take N blocks instead of the plan's size (None: the plan's).
+OURS_LAUNCH = {"task_blocks": None}
 
 
 def parse_args(argv=None):
@@ -82,6 +86,8 @@ def parse_args(argv=None):
                         help="run() calls captured in one CUDA graph with --timing graph (default %(default)s)")
     parser.add_argument("--ours-kv-chunk", type=int, default=None, metavar="N",
                         help="plan ours with kv chunks of N rows (0: unsplit) instead of its split policy")
+    parser.add_argument("--ours-task-blocks", type=int, default=None, metavar="N",
+                        help="launch ours with N blocks instead of the size its plan chose")
     parser.add_argument("--ours-pdl", choices=("default", "off"), default="default",
                         help="ours with its default enable_pdl or with enable_pdl=False (default %(default)s)")
     parser.add_argument("--timing", choices=("graph", "events"), default="graph",
@@ -106,6 +112,8 @@ def parse_args(argv=None):
         parser.error(f"--graph-calls must be >= 1, got {args.graph_calls}")
     if args.ours_kv_chunk is not None and args.ours_kv_chunk < 0:
         parser.error(f"--ours-kv-chunk must be >= 0, got {args.ours_kv_chunk}")
+    if args.ours_task_blocks is not None and args.ours_task_blocks < 1:
+        parser.error(f"--ours-task-blocks must be >= 1, got {args.ours_task_blocks}")
     args.uneven = [x for x in args.uneven.split(",") if x]
     unknown = [x for x in args.uneven if x not in UNEVEN_LENGTHS]
     if unknown:
@@ -164,10 +172,11 @@ def decode_inputs(bs, kv_len, kv_dtype, q_dtype=torch.float16):
     return paged_inputs(torch.full((bs,), kv_len, dtype=torch.int64), kv_dtype, q_dtype)
 
 
-def decode_call(lib, use_tensor_cores, x, workspace, plan_kw=None, **run_kw):
+def decode_call(lib, use_tensor_cores, x, workspace, plan_kw=None, task_blocks=None, **run_kw):
     """Plans lib's BatchDecodeWithPagedKVCacheWrapper on x; returns its run() into a fixed out.
     plan_kw (ours only): options of the workspace's schedule (kv_chunk_size), which the public
-    plan() leaves to the split policy.
+    plan() leaves to the split policy. task_blocks (ours only): the launch's blocks in place of
+    the plan's choice (any size runs any plan).
 
     q_data_type and kv_data_type are both given, not data_type=: FlashInfer 0.2.14's data_type
     fills only the dtypes left unset (q_data_type defaults to float16, so it sets the KV dtype),
@@ -178,6 +187,8 @@ def decode_call(lib, use_tensor_cores, x, workspace, plan_kw=None, **run_kw):
         schedule = wrapper._workspace.plan
         wrapper._workspace.plan = lambda *a, **kw: schedule(*a, **{**kw, **plan_kw})
     wrapper.plan(x.indptr, x.indices, x.last, HQ, HKV, D, PAGE, q_data_type=x.q.dtype, kv_data_type=x.kv_dtype)
+    if task_blocks is not None:
+        wrapper._plan.task_blocks = task_blocks
     out = torch.empty_like(x.q)
     scales = dict(k_scale=1.0, v_scale=1.0) if x.kv_dtype.itemsize == 1 else {}
     return lambda: wrapper.run(x.q, x.cache, out=out, **scales, **run_kw)
@@ -210,7 +221,7 @@ def bench_inputs(libs, workspaces, x, timer, ceiling):
             return None
         ours = lib_name == "ours"
         return lambda: decode_call(lib, kernel == "mma", x, workspaces[path], OURS_PLAN_KW if ours else None,
-                                   **(OURS_RUN_KW if ours else {}))
+                                   OURS_LAUNCH["task_blocks"] if ours else None, **(OURS_RUN_KW if ours else {}))
     seconds = interleaved_seconds({path: maker(path) for path in PATHS}, timer, ITERS, f" {dtype_name(kv_dtype)}")
     gbps = {p: nbytes / s / 1e9 if s else None for p, s in seconds.items()}
     best = {lib: max((gbps[p] for p in PATHS if p.startswith(lib) and gbps[p]), default=None)
@@ -289,6 +300,7 @@ def main(argv=None):
         OURS_RUN_KW["enable_pdl"] = False
     if args.ours_kv_chunk is not None:
         OURS_PLAN_KW["kv_chunk_size"] = args.ours_kv_chunk
+    OURS_LAUNCH["task_blocks"] = args.ours_task_blocks
     prepare, seconds_of, timing = interleaved_for(args.timing, args.graph_calls if args.timing == "graph" else 10)
     timer = (prepare, seconds_of)
     ceiling = attempt("copy ceiling", copy_bandwidth)
@@ -317,12 +329,13 @@ def main(argv=None):
     plan_bs = max(args.batches)
     meta["plan_host_us"] = {"batch": plan_bs, **plan_host_us(libs, plan_bs, args.q_dtype)}
     plan_note = ", ".join(f"{k} {fmt(v, '.0f')} us" for k, v in meta["plan_host_us"].items() if k != "batch")
+    launch = "the plan's size" if args.ours_task_blocks is None else f"{args.ours_task_blocks} blocks"
     notes = [f"{timing}; median of {ITERS}",
              f"page {PAGE}, {HQ}/{HKV} heads, d{D}, q {dtype_name(args.q_dtype)}; simt = use_tensor_cores=False, mma = "
              "use_tensor_cores=True; FP8 runs pass k_scale = v_scale = 1.0 (upstream applies v_scale as a "
              "separate out *= v_scale kernel); enable_pdl: upstream its default, ours "
              f"{'False' if OURS_RUN_KW.get('enable_pdl') is False else 'its default'}; ours' kv chunk: "
-             f"{'the split policy' if args.ours_kv_chunk is None else args.ours_kv_chunk}",
+             f"{'the split policy' if args.ours_kv_chunk is None else args.ours_kv_chunk}; ours' launch: {launch}",
              f"copy ceiling {fmt(meta['copy_ceiling_gbps'], '.0f')} GB/s (2 GiB device-to-device, read + write)",
              f"plan() host time at bs {plan_bs}: {plan_note}"]
     text = "\n".join(header_lines(meta, *notes) + ["", table(rows)])

@@ -152,3 +152,29 @@ def test_a_forced_kv_chunk_reaches_our_plan_and_keeps_the_attention(monkeypatch)
     assert bench_decode.parse_args(["--out", "x", "--ours-kv-chunk", "0"]).ours_kv_chunk == 0
     with pytest.raises(SystemExit):
         bench_decode.parse_args(["--out", "x", "--ours-kv-chunk", "-1"])
+
+
+def test_a_forced_launch_size_reaches_our_run(monkeypatch):
+    """--ours-task-blocks: decode_call gives our run() a launch of that many blocks in place of
+    the plan's, and leaves the plan's size without it."""
+    import torch_flashinfer_ops as tfo
+    from types import SimpleNamespace
+    seen = []
+    run = tfo.BatchDecodeWithPagedKVCacheWrapper.run
+
+    def recording(self, *a, **kw):
+        seen.append(self._plan.task_blocks)
+        return run(self, *a, **kw)
+    monkeypatch.setattr(tfo.BatchDecodeWithPagedKVCacheWrapper, "run", recording)
+    kv_lens = torch.tensor([300, 40])
+    indptr, last = bench_decode.paged_layout(kv_lens)
+    pages = int(indptr[-1])
+    x = SimpleNamespace(kv_dtype=torch.float16, indptr=indptr, last=last, indices=torch.arange(pages, dtype=torch.int32),
+                        cache=torch.randn(pages, 2, bench_decode.PAGE, bench_decode.HKV, bench_decode.D).half(),
+                        q=torch.randn(2, bench_decode.HQ, bench_decode.D).half())
+    for blocks in (None, 7):
+        bench_decode.decode_call(tfo, False, x, torch.zeros(64 << 20, dtype=torch.uint8), None, blocks)()
+    assert seen == [0, 7]  # the host plan's size is 0 (no GPU grid); forced: 7
+    assert bench_decode.parse_args(["--out", "x", "--ours-task-blocks", "128"]).ours_task_blocks == 128
+    with pytest.raises(SystemExit):
+        bench_decode.parse_args(["--out", "x", "--ours-task-blocks", "0"])
