@@ -13,7 +13,7 @@ Both libraries run with their default enable_pdl (programmatic dependent launch 
 --ours-pdl off: ours without). --ours-kv-chunk N plans ours with kv chunks of N rows (0:
 unsplit) in place of its split policy, to time the policy's choice against another in one build;
 --ours-task-blocks N launches ours with N blocks in place of the plan's launch size (N <= the
-multiprocessors: the tensor-core kernel's wide shape), likewise for the plan's deal.
+multiprocessors: the tensor-core kernel's wide shape), to time the plan's deal against another.
 Shapes whose cache exceeds --max-cache-gb (default 40) are skipped. Paths, for both libraries:
 simt = use_tensor_cores=False, mma = use_tensor_cores=True (backend "fa2").
 Bytes: K + V pages read + q read + out written. The ceiling is a 2 GiB device-to-device copy
