@@ -237,3 +237,40 @@ def test_compiled_run_writes_the_workspace_in_place(phase):
     out, codes = run_and_get_code(torch.compile(lambda x: wrapper.run(x, cache) * 2, fullgraph=True), q)
     torch.testing.assert_close(out, eager * 2)
     assert codes and not any("clone" in code for code in codes), "a workspace region is copied around run()"
+
+
+def test_plans_after_a_compiled_run_are_made_for_the_whole_grid(monkeypatch):
+    """A compiled run() launches the whole persistent grid whatever the plan (its size would be a
+    traced constant), so once a wrapper's run() has been compiled its later plans are made for
+    that launch (decode_task_blocks False, no wide shape), as a CUDA-graph wrapper's are; the
+    flag set while tracing must survive into eager plan() calls, without a recompile."""
+    import torch._dynamo.testing
+    from torch_flashinfer_ops._plan import Workspace
+
+    torch._dynamo.reset()
+    torch.manual_seed(6)
+    asked = []
+    schedule = Workspace.plan
+
+    def recording(self, *a, **kw):
+        asked.append(kw.get("decode_task_blocks"))
+        return schedule(self, *a, **kw)
+    monkeypatch.setattr(Workspace, "plan", recording)
+    cache = torch.randn(64, 2, PAGE, HKV, D).half()
+    wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(torch.empty(16 << 20, dtype=torch.uint8), "NHD")
+    eager_only = flashinfer.BatchDecodeWithPagedKVCacheWrapper(torch.empty(16 << 20, dtype=torch.uint8), "NHD")
+    counter = torch._dynamo.testing.CompileCounter()
+    step = torch.compile(lambda q, c: wrapper.run(q, c) * 2, backend=counter, fullgraph=True)
+    for kv_lens in ([20, 3, 50], [70, 1, 33], [5, 5, 500]):
+        inputs = _plan_inputs(kv_lens, 64)
+        for w in (wrapper, eager_only):
+            w.plan(*inputs, HQ, HKV, D, PAGE)
+        q = torch.randn(len(kv_lens), HQ, D).half()
+        torch.testing.assert_close(step(q, cache), eager_only.run(q, cache) * 2, rtol=0, atol=0)
+    assert asked[0::2] == [True, False, False]  # the compiled wrapper: eager until its first compiled run
+    assert asked[1::2] == [True, True, True]
+    assert counter.frame_count == 1
+    torch._dynamo.reset()
+    wrapper._runs_compiled = False
+    wrapper.run(q, cache)  # an eager run sets nothing
+    assert not wrapper._runs_compiled

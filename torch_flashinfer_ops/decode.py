@@ -118,6 +118,9 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
                          paged_kv_indices_buffer=paged_kv_indices_buffer,
                          paged_kv_last_page_len_buffer=paged_kv_last_page_len_buffer)
         self._use_tensor_cores = bool(use_tensor_cores)
+        # Set by the first compiled run(): its launches take the whole grid (_launch_task_blocks),
+        # and later plans plan for that.
+        self._runs_compiled = False
 
     @property
     def use_tensor_cores(self) -> bool:
@@ -167,16 +170,16 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
         if self._chosen != "aiter" and self.device.type == "cuda":
             grid, wide_tasks = _decode_launch_shape(self._gpu_index(), q_dtype, kv_dtype, head_dim, num_qo_heads,
                                                     num_kv_heads, self._use_tensor_cores)
-            if self._use_cuda_graph:
-                # Captured runs launch the whole grid (_launch_task_blocks), which takes the narrow
-                # shape whatever the plan; the policy then plans for it (and for its blocks taking
-                # the tasks in turn: decode_task_blocks).
+            if self._launches_whole_grid():
+                # Captured and compiled runs launch the whole grid (_launch_task_blocks), which
+                # takes the narrow shape whatever the plan; the policy then plans for it (and for
+                # its blocks taking the tasks in turn: decode_task_blocks).
                 wide_tasks = 0
         upload = self._new_upload(non_blocking)
         # The schedule is built in host scratch; nothing reaches the device before upload.send().
         plan = self._workspace.plan(self.platform, None, kv_lens_h, num_qo_heads, num_kv_heads, head_dim,
                                     decode_grid=grid, upload=upload, page_indptr_host=kv_indptr_h,
-                                    decode_wide_tasks=wide_tasks, decode_task_blocks=not self._use_cuda_graph,
+                                    decode_wide_tasks=wide_tasks, decode_task_blocks=not self._launches_whole_grid(),
                                     decode_bandwidth_bound=decode_bandwidth_bound(self.platform, kv_dtype,
                                                                                   self._use_tensor_cores))
         n_pages = int(kv_indptr_h[-1])
@@ -266,9 +269,18 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
         split for that shape runs it narrow: at batch 1 kv 16k, 1024 rows per split on the whole
         narrow grid measured 27.1 us against 26.4-27.0 for the narrow policy's 512, H200,
         2026-12-03, before the wide shape existed)."""
-        if torch.compiler.is_compiling() or self._use_cuda_graph:
+        if torch.compiler.is_compiling():
+            self._runs_compiled = True  # a side effect the compiled code replays: later plans see it
+            return 0
+        if self._use_cuda_graph:
             return 0
         return plan.task_blocks
+
+    def _launches_whole_grid(self) -> bool:
+        """Whether run() launches the whole persistent grid whatever the plan: wrappers made for
+        CUDA graphs, and wrappers whose run() has been compiled (a plan made before the first
+        compiled run is made for eager launches; it runs correctly on the grid all the same)."""
+        return self._use_cuda_graph or self._runs_compiled
 
     def run_return_lse(self, q, paged_kv_cache, *args, **kwargs):
         kwargs["return_lse"] = True
