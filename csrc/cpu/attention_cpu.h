@@ -68,7 +68,7 @@ void order_decode_items(int32_t* plan_info, int64_t num_kv_heads, int64_t grid);
 // How deal_decode_tasks sizes launches of more than one round of equal tasks, and which plan()
 // takes for a kernel (decode_order.cpp).
 enum class DecodeDeal { kWholeGridPastTwoRounds, kBlockPerTaskPastTwoRounds, kBlockPerTaskPastOneRound };
-DecodeDeal decode_deal(bool bandwidth_bound);
+DecodeDeal decode_deal(bool bandwidth_bound, bool task_blocks);
 // Whether `deal` gives each of `tasks` equal tasks a block of its own on a grid of `grid`.
 bool deals_block_per_task(DecodeDeal deal, int64_t tasks, int64_t grid);
 void deal_decode_tasks(int32_t* plan_info, int64_t num_kv_heads, int64_t grid, DecodeDeal deal);

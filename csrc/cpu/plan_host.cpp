@@ -386,8 +386,7 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
   const int32_t* lens = kv_lens.data_ptr<int32_t>();
   // Decode kernels take their own tasks: the prefill grid's lists (and its balance) are for prefill.
   const int64_t lists = decode_indptr.empty() ? work_lists : 0;
-  const DecodeDeal deal =
-      decode_task_blocks ? decode_deal(decode_bandwidth_bound) : DecodeDeal::kWholeGridPastTwoRounds;
+  const DecodeDeal deal = decode_deal(decode_bandwidth_bound, decode_task_blocks);
   if (kv_chunk_size < 0) {
     kv_chunk_size = choose_kv_chunk_size(gpu, qo, lens, batch, num_kv_heads, q_tile_rows, workers, decode_grid,
                                          lists, causal, window_left, decode_bandwidth_bound, decode_wide_tasks, deal);
@@ -421,8 +420,7 @@ int64_t choose_kv_chunk_size_py(bool gpu, const at::Tensor& qo_indptr, const at:
   return choose_kv_chunk_size(gpu, qo_indptr.data_ptr<int32_t>(), kv_lens.data_ptr<int32_t>(), kv_lens.numel(),
                               num_kv_heads, q_tile_rows, workers, decode_grid, prefill_grid, causal, window_left,
                               decode_bandwidth_bound, decode_wide_tasks,
-                              decode_task_blocks ? decode_deal(decode_bandwidth_bound)
-                                                 : DecodeDeal::kWholeGridPastTwoRounds);
+                              decode_deal(decode_bandwidth_bound, decode_task_blocks));
 }
 
 // single_prefill's kv split on a GPU of `slots` resident blocks, for tiles of tile_rows packed
