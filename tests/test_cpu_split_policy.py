@@ -291,14 +291,15 @@ def _numpy_cheapest_decode_chunk(kv_lens, heads, grid, bound):
     per_request = np.maximum(np.floor((kv_lens.astype(np.float64)[None, :] - 1.0) / chunks[:, None]) + 1.0, 1.0)
     cost = np.ceil(per_request.sum(axis=1) * heads / grid) * (chunks + DECODE_TASK_COST)
     merge = np.ceil(np.ceil(max_kv / chunks) / DECODE_MERGE_ROWS_IN_FLIGHT) * DECODE_MERGE_GROUP_COST
-    # The cheapest split with its merge tail, the largest of equals; it must beat no split by
-    # DECODE_SPLIT_GAIN, both costed as no faster than every row streamed by SATURATING blocks.
-    splits = cost[1:] + merge[1:]
+    # Every candidate costed as no faster than every row streamed by SATURATING blocks, with its
+    # merge tail; the cheapest, of equals the one of the shortest tasks, then the largest. It must
+    # beat no split by DECODE_SPLIT_GAIN.
+    bound = kv_lens.sum() * heads / SATURATING + DECODE_TASK_COST if bound else 0.0
+    splits = np.maximum(cost[1:], bound) + merge[1:]
     if splits.size == 0:
         return 0
-    best = 1 + int(np.argmin(splits))
-    bound = kv_lens.sum() * heads / SATURATING + DECODE_TASK_COST if bound else 0.0
-    if max(cost[best], bound) + merge[best] >= max(cost[0], bound) * (1.0 - DECODE_SPLIT_GAIN):
+    best = 1 + int(np.lexsort((np.arange(splits.size), cost[1:], splits))[0])
+    if splits[best - 1] >= max(cost[0], bound) * (1.0 - DECODE_SPLIT_GAIN):
         return 0
     return int(chunks[best])
 
@@ -326,8 +327,14 @@ def test_batch_one_takes_the_split_that_fits_the_wide_shape():
     assert _decode([4096], wide=WIDE) == _decode([4096]) == 256
     assert _decode([2048], wide=WIDE) == _decode([2048]) == DECODE_MIN_KV_CHUNK
     # Fitting would take more than twice the rows: the cheapest split stays (narrow).
-    for kv in ([32768], [16384] * 4):  # the cheapest fills the grid (376 / 384 tasks)
+    for kv in ([32768] * 3, [16384] * 8):  # the cheapest fills the grid (384 tasks)
         assert _decode(kv, wide=WIDE) == _decode(kv) and _tasks(kv, _decode(kv)) > 2 * WIDE
+    # Under the bandwidth bound fewer, longer splits cost the same streaming and merge less:
+    # 256 tasks (kv 8k x 2: 16 splits of 512; kv 16k x 4: 8 of 2048), which fit the wide shape at
+    # twice the rows; without the bound the rounds alone choose about one full round.
+    assert _decode([8192] * 2) == 512 and _decode([8192] * 2, wide=WIDE) == 1024
+    assert _decode([16384] * 4) == 2048 and _decode([16384] * 4, wide=WIDE) == 4096
+    assert _tasks([16384] * 4, _decode([16384] * 4, bound=False)) == 384
     # Unsplit plans are never split for the shape.
     assert _decode([300] * 40, wide=WIDE) == 0
 
