@@ -14,17 +14,26 @@
 
 #include "decode_common.h"
 #include "split_merge.h"
+#include "../kernel_variants.h"
 #include "../online_softmax.h"
 
 namespace tfo::kernels {
 
 inline constexpr int kDecodeThreads = 128;
 
+// The 4-row tile capped for four blocks per multiprocessor (kernel_variants.h).
+template <int G>
+inline constexpr bool kSimtFourBlocks = kVariantDecodeSimtFourBlocks && G == 4;
+
 // Rows each thread has in flight per step (K and V loads issued before any math).
 template <int G>
 struct SimtUnroll {
-  static constexpr int value = G >= 8 ? 2 : 4;
+  static constexpr int value = G >= 8 ? 2 : (kSimtFourBlocks<G> ? 3 : 4);
 };
+
+// Blocks per multiprocessor the registers are capped for (0: no cap).
+template <int G>
+inline constexpr int kSimtMinBlocks = kSimtFourBlocks<G> ? 4 : 0;
 
 // 16-byte aligned: the merge reads the row-slots' outputs 4 floats at a time.
 template <int D, int G>
@@ -36,20 +45,52 @@ struct alignas(16) SimtMergeSmem {
   float o[kRowsPerStep][G][D];
 };
 
-// Offsets of the rows a thread loads in the step starting at base; rows past the range reload
-// the last row (no branch), their scores are masked.
-template <int kUnroll, int kRowsPerStep>
-TFO_INLINE void step_offsets(const DecodeParams& p, const int32_t* pages, int32_t base, int32_t kv_hi,
-                             int ty, int32_t kv_head, KvOffsets* off) {
+// A row a thread loads: its K and V offsets, or (kSimtFourBlocks) its page id and slot, whose
+// offsets are formed at the load (two registers a row instead of four).
+template <bool kPageSlot>
+struct SimtRow {
+  KvOffsets off;
+};
+template <>
+struct SimtRow<true> {
+  int32_t page, slot;
+};
+
+template <bool kPageSlot>
+TFO_INLINE SimtRow<kPageSlot> simt_row(const DecodeParams& p, const int32_t* pages, int32_t pos, int32_t kv_head) {
+  if constexpr (kPageSlot) {
+    const PageSlot at = page_slot(pos, p.page_div);
+    return {pages[at.page], at.slot};
+  } else {
+    return {kv_offsets(p, pages, pos, kv_head)};
+  }
+}
+
+template <bool kPageSlot>
+TFO_INLINE KvOffsets simt_row_offsets(const DecodeParams& p, const SimtRow<kPageSlot>& row, int32_t kv_head) {
+  if constexpr (kPageSlot) {
+    const int64_t page = row.page;
+    return {page * p.k_stride_page + static_cast<int64_t>(row.slot) * p.k_stride_token + kv_head * p.k_stride_head,
+            page * p.v_stride_page + static_cast<int64_t>(row.slot) * p.v_stride_token + kv_head * p.v_stride_head};
+  } else {
+    return row.off;
+  }
+}
+
+// The rows a thread loads in the step starting at base; rows past the range reload the last row
+// (no branch), their scores are masked.
+template <int kUnroll, int kRowsPerStep, bool kPageSlot>
+TFO_INLINE void step_rows(const DecodeParams& p, const int32_t* pages, int32_t base, int32_t kv_hi, int ty,
+                          int32_t kv_head, SimtRow<kPageSlot>* rows) {
 #pragma unroll
   for (int u = 0; u < kUnroll; ++u) {
     const int32_t pos = base + u * kRowsPerStep + ty;
-    off[u] = kv_offsets(p, pages, pos < kv_hi ? pos : kv_hi - 1, kv_head);
+    rows[u] = simt_row<kPageSlot>(p, pages, pos < kv_hi ? pos : kv_hi - 1, kv_head);
   }
 }
 
 template <typename T, typename KV, int D, int G>
-TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const DecodeParams p) {
+TFO_GLOBAL void TFO_LAUNCH_BOUNDS_MIN_BLOCKS(kDecodeThreads, kSimtMinBlocks<G>) decode_simt_kernel(const DecodeParams p) {
   constexpr int kVec = 8;
   constexpr int kTx = D / kVec;
   constexpr int kRowsPerStep = kDecodeThreads / kTx;
@@ -103,19 +144,21 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS(kDecodeThreads) decode_simt_kernel(const Decod
 
     // The page-table lookups of a step are made one step ahead, while the previous step's K/V
     // loads are in flight, so the dependent index read stays off the critical path.
-    KvOffsets off[kUnroll];
-    if (kv_lo < kv_hi) step_offsets<kUnroll, kRowsPerStep>(p, pages, kv_lo, kv_hi, ty, t.kv_head, off);
+    constexpr bool kPageSlot = kSimtFourBlocks<G>;
+    SimtRow<kPageSlot> rows[kUnroll];
+    if (kv_lo < kv_hi) step_rows<kUnroll, kRowsPerStep>(p, pages, kv_lo, kv_hi, ty, t.kv_head, rows);
     for (int32_t base = kv_lo; base < kv_hi; base += kStep) {
       KvVec8<KV> kreg[kUnroll], vreg[kUnroll];
       bool valid[kUnroll];
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         valid[u] = base + u * kRowsPerStep + ty < kv_hi;
-        kreg[u] = load_kv8<KV>(p.k, off[u].k + tx * kVec);
-        vreg[u] = load_kv8<KV>(p.v, off[u].v + tx * kVec);
+        const KvOffsets off = simt_row_offsets(p, rows[u], t.kv_head);
+        kreg[u] = load_kv8<KV>(p.k, off.k + tx * kVec);
+        vreg[u] = load_kv8<KV>(p.v, off.v + tx * kVec);
       }
       if (base + kStep < kv_hi) {
-        step_offsets<kUnroll, kRowsPerStep>(p, pages, base + kStep, kv_hi, ty, t.kv_head, off);
+        step_rows<kUnroll, kRowsPerStep>(p, pages, base + kStep, kv_hi, ty, t.kv_head, rows);
       }
       float s[kUnroll][G];
 #pragma unroll
