@@ -19,15 +19,4 @@ inline constexpr bool kVariantPrefillPlannedTStageD64 = true;
 inline constexpr bool kVariantPrefillPlannedTStageD64 = false;
 #endif
 
-// TFO_VARIANT_DECODE_SIMT_FOUR_BLOCKS: the CUDA-core decode kernel's 4-row group tile (GQA groups
-// of 2-4 heads, FP8 MHA) capped at 128 registers, so four blocks share a multiprocessor instead
-// of three (NVIDIA; AMD ignores the cap): its rows run 3 deep instead of 4 and are held as page
-// id and slot (two 32-bit registers) instead of two 64-bit offsets, which keeps the cap without
-// spills. Each block has 3/4 of the bytes in flight, the multiprocessor the same.
-#ifdef TFO_VARIANT_DECODE_SIMT_FOUR_BLOCKS
-inline constexpr bool kVariantDecodeSimtFourBlocks = true;
-#else
-inline constexpr bool kVariantDecodeSimtFourBlocks = false;
-#endif
-
 }  // namespace tfo::kernels

@@ -14,26 +14,32 @@
 
 #include "decode_common.h"
 #include "split_merge.h"
-#include "../kernel_variants.h"
 #include "../online_softmax.h"
 
 namespace tfo::kernels {
 
 inline constexpr int kDecodeThreads = 128;
 
-// The 4-row tile capped for four blocks per multiprocessor (kernel_variants.h).
-template <int G>
-inline constexpr bool kSimtFourBlocks = kVariantDecodeSimtFourBlocks && G == 4;
+// FP8 caches' 4-row tile (GQA groups of 2-4 heads, MHA) capped at 128 registers where the cap
+// takes effect (NVIDIA), so four blocks share a multiprocessor instead of three (167 registers
+// at d128): its rows run 3 deep instead of 4 and are held as page id and slot instead of two
+// 64-bit offsets, which keeps the cap without spills. A multiprocessor keeps the same bytes in
+// flight, but a third more tasks run at once and the grid's rounds fall. Measured on an H100
+// (batch 64-128, 1-2 rounds of the 3-block grid) 0.80-0.90 of the time at kv 1k-2k, 0.96-0.99 at
+// kv 4k-16k, batch 1 1.03-1.05 (a step of 3 rows is one more latency per 3 rows); 16-bit caches
+// lose with it at batch 1 (1.10-1.16) and kv 16k (1.02-1.03), so they keep their registers.
+template <typename KV, int G>
+inline constexpr bool kSimtFourBlocks = kMinBlocksCapsRegisters && kIsFp8<KV> && G == 4;
 
 // Rows each thread has in flight per step (K and V loads issued before any math).
-template <int G>
+template <typename KV, int G>
 struct SimtUnroll {
-  static constexpr int value = G >= 8 ? 2 : (kSimtFourBlocks<G> ? 3 : 4);
+  static constexpr int value = G >= 8 ? 2 : (kSimtFourBlocks<KV, G> ? 3 : 4);
 };
 
 // Blocks per multiprocessor the registers are capped for (0: no cap).
-template <int G>
-inline constexpr int kSimtMinBlocks = kSimtFourBlocks<G> ? 4 : 0;
+template <typename KV, int G>
+inline constexpr int kSimtMinBlocks = kSimtFourBlocks<KV, G> ? 4 : 0;
 
 // 16-byte aligned: the merge reads the row-slots' outputs 4 floats at a time.
 template <int D, int G>
@@ -45,8 +51,8 @@ struct alignas(16) SimtMergeSmem {
   float o[kRowsPerStep][G][D];
 };
 
-// A row a thread loads: its K and V offsets, or (kSimtFourBlocks) its page id and slot, whose
-// offsets are formed at the load (two registers a row instead of four).
+// A row a thread loads: its K and V offsets, or (kPageSlot) its page id and slot, whose offsets
+// are formed at the load (two registers a row instead of four).
 template <bool kPageSlot>
 struct SimtRow {
   KvOffsets off;
@@ -90,11 +96,12 @@ TFO_INLINE void step_rows(const DecodeParams& p, const int32_t* pages, int32_t b
 }
 
 template <typename T, typename KV, int D, int G>
-TFO_GLOBAL void TFO_LAUNCH_BOUNDS_MIN_BLOCKS(kDecodeThreads, kSimtMinBlocks<G>) decode_simt_kernel(const DecodeParams p) {
+TFO_GLOBAL void TFO_LAUNCH_BOUNDS_MIN_BLOCKS(kDecodeThreads, (kSimtMinBlocks<KV, G>))
+    decode_simt_kernel(const DecodeParams p) {
   constexpr int kVec = 8;
   constexpr int kTx = D / kVec;
   constexpr int kRowsPerStep = kDecodeThreads / kTx;
-  constexpr int kUnroll = SimtUnroll<G>::value;
+  constexpr int kUnroll = SimtUnroll<KV, G>::value;
   constexpr int kStep = kRowsPerStep * kUnroll;
   static_assert(kTx <= kWaveSize && kDecodeThreads % kTx == 0, "a row's lanes share one wave");
 
@@ -144,7 +151,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS_MIN_BLOCKS(kDecodeThreads, kSimtMinBlocks<G>) 
 
     // The page-table lookups of a step are made one step ahead, while the previous step's K/V
     // loads are in flight, so the dependent index read stays off the critical path.
-    constexpr bool kPageSlot = kSimtFourBlocks<G>;
+    constexpr bool kPageSlot = kSimtFourBlocks<KV, G>;
     SimtRow<kPageSlot> rows[kUnroll];
     if (kv_lo < kv_hi) step_rows<kUnroll, kRowsPerStep>(p, pages, kv_lo, kv_hi, ty, t.kv_head, rows);
     for (int32_t base = kv_lo; base < kv_hi; base += kStep) {

@@ -19,6 +19,7 @@
 namespace tfo::gpu {
 
 inline constexpr int kWaveSize = 32;
+inline constexpr bool kMinBlocksCapsRegisters = true;  // TFO_LAUNCH_BOUNDS_MIN_BLOCKS takes effect
 inline constexpr unsigned kFullWaveMask = 0xffffffffu;
 
 TFO_INLINE int thread_index_x() { return static_cast<int>(threadIdx.x); }

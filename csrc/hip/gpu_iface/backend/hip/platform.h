@@ -20,6 +20,7 @@
 namespace tfo::gpu {
 
 inline constexpr int kWaveSize = 64;
+inline constexpr bool kMinBlocksCapsRegisters = false;  // TFO_LAUNCH_BOUNDS_MIN_BLOCKS is the plain bound
 
 TFO_INLINE int thread_index_x() { return __builtin_amdgcn_workitem_id_x(); }
 TFO_INLINE int thread_index_y() { return __builtin_amdgcn_workitem_id_y(); }
