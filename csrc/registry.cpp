@@ -80,6 +80,8 @@ int64_t decode_grid_blocks(const std::string& q_dtype, const std::string& kv_dty
                            int64_t num_qo_heads, int64_t num_kv_heads, bool use_tensor_cores);
 int64_t decode_wide_tasks(const std::string& q_dtype, const std::string& kv_dtype, int64_t head_dim,
                           int64_t num_qo_heads, int64_t num_kv_heads, bool use_tensor_cores);
+int64_t decode_four_block_grid(const std::string& q_dtype, const std::string& kv_dtype, int64_t head_dim,
+                               int64_t num_qo_heads, int64_t num_kv_heads, bool use_tensor_cores);
 int64_t prefill_grid_blocks(const std::string& dtype, int64_t head_dim, bool paged, bool transform_scores,
                             bool masked);
 }
@@ -102,6 +104,10 @@ PYBIND11_MODULE(_C, module) {
   module.def("decode_wide_tasks", &flashinfer_ops::gpu_binding::decode_wide_tasks,
              "the most (item, kv head) tasks a batch-decode plan may have for the tensor-core kernel's wide "
              "shape on the current GPU, for the same arguments; 0 when that shape is never taken");
+  module.def("decode_four_block_grid", &flashinfer_ops::gpu_binding::decode_four_block_grid,
+             "blocks of the CUDA-core batch-decode grid at four blocks per multiprocessor (16-bit caches, GQA "
+             "groups of 2-4) on the current GPU, which run() takes for a launch of more blocks than the default "
+             "grid and at most these, for the same arguments; 0 where there is none");
   module.def("prefill_grid_blocks", &flashinfer_ops::gpu_binding::prefill_grid_blocks,
              "blocks of the persistent batch-prefill grid on the current GPU for (dtype, head_dim, paged, "
              "transform_scores, masked); 0 when not served");

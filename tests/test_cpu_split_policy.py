@@ -189,6 +189,7 @@ def test_prefill_is_not_balanced_by_the_decode_rule():
 def test_grid_query_without_gpu_kernels_is_zero():
     assert _ops.decode_grid_blocks(torch.float16, torch.float16, 128, 32, 8, True) == 0
     assert _ops.decode_wide_tasks(torch.float16, torch.float16, 128, 32, 8, True) == 0
+    assert _ops.decode_four_block_grid(torch.float16, torch.float16, 128, 32, 8, False) == 0
 
 
 def _cost(kv_lens, chunk, heads=8, grid=GRID):
@@ -231,14 +232,36 @@ def test_batch_sixty_four_at_short_lengths_is_not_split(kv_len):
     assert _decode([kv_len] * 64) == 0
 
 
-def _task_blocks(kv_lens, heads=8, grid=GRID, bandwidth_bound=True):
+def _task_blocks(kv_lens, heads=8, grid=GRID, bandwidth_bound=True, four_block_grid=0, task_blocks=True):
     """plan()'s chunk and the blocks its decode tasks are dealt over (plan_info TASK_BLOCKS), for
     a kernel with the bandwidth bound unless told otherwise."""
     plan = torch.zeros(1 << 16, dtype=torch.int32)
     valid, chunk, _, _, _ = _C.plan_host(torch.empty(0, dtype=torch.int32), torch.tensor(kv_lens, dtype=torch.int32),
-                                         plan, 16, heads, 132, grid, -1, True, 0, False, -1, bandwidth_bound)
+                                         plan, 16, heads, 132, grid, -1, True, 0, False, -1, bandwidth_bound,
+                                         decode_task_blocks=task_blocks, decode_four_block_grid=four_block_grid)
     assert valid
     return chunk, int(plan[TASK_BLOCKS])
+
+
+FOUR_BLOCK_GRID = 528  # the CUDA-core 4-row tile at four blocks per multiprocessor, 132 SMs
+
+
+def test_unsplit_equal_tasks_of_one_to_three_rounds_take_the_four_block_launch():
+    """16-bit caches on CUDA cores (no bandwidth bound): unsplit equal tasks of more than one round
+    of the default grid and at most three launch the four-block grid (run() then takes that
+    kernel); one round, split plans, more rounds, unequal tasks and whole-grid launches keep the
+    default deal."""
+    four = dict(bandwidth_bound=False, four_block_grid=FOUR_BLOCK_GRID)
+    assert _task_blocks([1024] * 64, **four) == (0, FOUR_BLOCK_GRID)  # 512 tasks: 1.3 rounds
+    assert _task_blocks([2048] * 128, **four) == (0, FOUR_BLOCK_GRID)  # 1024 tasks: 2.6 rounds
+    assert _task_blocks([1024] * 64, bandwidth_bound=False) == (0, 256)  # without it: two each
+    assert _task_blocks([1024] * 256, **four) == (0, 0)  # 5.2 rounds: the whole grid
+    assert _task_blocks([200] * 20, **four) == (0, 160)  # one round: a block per task
+    assert _task_blocks([1024, 900] * 32, **four)[1] == 0  # unequal tasks: the whole grid
+    chunk, blocks = _task_blocks([16384] * 128, **four)  # split to fill the last round
+    assert chunk > 0 and blocks == 0
+    assert _task_blocks([1024] * 64, task_blocks=False, **four) == (0, 256)  # a whole-grid launch
+    assert _task_blocks([1024] * 64, bandwidth_bound=False, four_block_grid=GRID) == (0, 256)  # no larger grid
 
 
 def test_task_blocks_deal_one_round_one_each_and_equal_tasks_of_two_rounds_two_each():

@@ -43,7 +43,7 @@ EMULATION = REPO / "tests" / "cuda_emulation"
 # The decode and prefill cases, their seeds, FP8 encodings and checks are the AMD tier's.
 FP8, DECODE_CASES, _seed = amd_tier.FP8, amd_tier.DECODE_CASES, amd_tier._seed
 _assert_decode_matches = amd_tier._assert_decode_matches
-FAMILIES = {"simt": 0, "mma": 1, "mma-wide": 2}
+FAMILIES = {"simt": 0, "mma": 1, "mma-wide": 2, "simt-four-blocks": 3}
 # The architectures whose backend paths the host builds take: sm_80's (no __CUDA_ARCH__), and
 # sm_90's (stmatrix stores, the e4m3 conversion instruction; TFO_EMU32_ARCH). Also the target
 # names the AMD tier's prefill tests are given for these drivers. The sm_80 build lands cp.async

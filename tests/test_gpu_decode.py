@@ -204,12 +204,15 @@ def test_batch_decode_task_blocks(workspace, use_tensor_cores, rounds):
     """plan() deals unsplit tasks of one length to fewer blocks than the resident grid: one each
     within a round, two each between one and two rounds (plan_info's task blocks, which run()
     launches); past two rounds a block each for the tensor-core kernel (a launch beyond the
-    resident grid), the whole grid for the CUDA-core one. The attention must match the reference,
-    also from a launch of another size (a graph captured with one plan replays its launch after a
-    re-plan), a block per task beyond the resident grid included."""
+    resident grid), the whole grid for the CUDA-core one. Where the CUDA-core kernel has a
+    four-block grid (NVIDIA, this 4-row tile), tasks of one to three rounds take it instead. The
+    attention must match the reference, also from a launch of another size (a graph captured with
+    one plan replays its launch after a re-plan), a block per task beyond the resident grid and the
+    four-block kernel's launches included."""
     hq, hkv, d, dtype = 32, 8, 128, F16
     grid = flashinfer._ops.decode_grid_blocks(dtype, dtype, d, hq, hkv, use_tensor_cores)
-    assert grid > 0
+    four = flashinfer._ops.decode_four_block_grid(dtype, dtype, d, hq, hkv, use_tensor_cores)
+    assert grid > 0 and (four == 0 or four > grid) and (four == 0 or not use_tensor_cores)
     batch = max(1, int(rounds * grid) // hkv)
     P = Paged([200] * batch, 16, hkv, d, dtype, "NHD")  # too short to split
     q = torch.randn(batch, hq, d, dtype=dtype, device=DEV)
@@ -219,11 +222,16 @@ def test_batch_decode_task_blocks(workspace, use_tensor_cores, rounds):
     # Past two rounds a block per task where the kernel streams at the full bandwidth from two
     # blocks per multiprocessor (the tensor-core kernel on 16-bit caches), else the whole grid.
     past_two = tasks if use_tensor_cores else 0
-    dealt = tasks if tasks <= grid else -(-tasks // 2) if tasks <= 2 * grid else past_two
+    if tasks <= grid:
+        dealt = tasks
+    elif four and tasks <= 3 * grid:
+        dealt = four
+    else:
+        dealt = -(-tasks // 2) if tasks <= 2 * grid else past_two
     assert _splits(w) == 0 and w._plan.task_blocks == dealt
     r_out, r_lse = P.reference(q)
     _check(w, q, P, r_out, r_lse, dtype)
-    for blocks in (1, 7, grid + 5, tasks, 3 * tasks):  # any launch size covers every task
+    for blocks in (1, 7, grid + 5, four, tasks, 3 * tasks):  # any launch size covers every task
         w._plan.task_blocks = blocks
         _check(w, q, P, r_out, r_lse, dtype)
 

@@ -53,6 +53,16 @@ def decode_wide_tasks(q_dtype: torch.dtype, kv_dtype: torch.dtype, head_dim: int
                                     int(num_qo_heads), int(num_kv_heads), bool(use_tensor_cores)))
 
 
+def decode_four_block_grid(q_dtype: torch.dtype, kv_dtype: torch.dtype, head_dim: int, num_qo_heads: int,
+                           num_kv_heads: int, use_tensor_cores: bool) -> int:
+    """Blocks of the CUDA-core batch-decode grid at four blocks per multiprocessor (16-bit caches,
+    GQA groups of 2-4 heads) on the current GPU, which run() launches for a plan that asks for more
+    blocks than decode_grid_blocks and at most these; 0 where there is none (tensor cores, FP8
+    caches, other groups, AMD, no GPU kernels)."""
+    return int(_C.decode_four_block_grid(_dtype_name(q_dtype), _dtype_name(kv_dtype), int(head_dim),
+                                         int(num_qo_heads), int(num_kv_heads), bool(use_tensor_cores)))
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 

@@ -186,13 +186,15 @@ class Workspace:
              work_lists: int = 0, causal: bool = False, window_left: int = -1,
              decode_bandwidth_bound: bool = False,
              page_indptr_host: Optional[torch.Tensor] = None, decode_wide_tasks: int = 0,
-             decode_task_blocks: bool = True) -> BatchPlan:
+             decode_task_blocks: bool = True, decode_four_block_grid: int = 0) -> BatchPlan:
         """Schedules the batch on the host (one call into plan_host.cpp) and queues the schedule's
         copy on `upload`. qo_indptr_host None: one query row per request (decode). work_lists:
         the blocks of the GPU prefill grid, whose per-block work lists the schedule then carries
         (costed by causal and window_left; csrc/cpu/work_lists.cpp). decode_bandwidth_bound,
         decode_wide_tasks, decode_task_blocks: see choose_kv_chunk_size. page_indptr_host: a paged cache's kv_indptr (host int32), which the
-        schedule carries for the decode kernels (csrc/include/plan_info.h, kPageBase)."""
+        schedule carries for the decode kernels (csrc/include/plan_info.h, kPageBase).
+        decode_four_block_grid: the CUDA-core launch at four blocks per multiprocessor that run()
+        takes where the plan asks for it (_ops.decode_four_block_grid; 0: none)."""
         q_tile_rows = q_tile_tokens(platform, num_qo_heads, num_kv_heads, head_dim)
 
         def schedule(chunk: int):
@@ -201,7 +203,7 @@ class Workspace:
                 _EMPTY if qo_indptr_host is None else qo_indptr_host, kv_lens_host, self.plan_host, q_tile_rows,
                 num_kv_heads, _workers(platform), decode_grid, chunk, platform != "cpu", work_lists, causal,
                 window_left, decode_bandwidth_bound, _EMPTY if page_indptr_host is None else page_indptr_host,
-                decode_wide_tasks, decode_task_blocks)
+                decode_wide_tasks, decode_task_blocks, decode_four_block_grid)
 
         valid, _, needed, rows, total_qo = schedule(-1 if kv_chunk_size is None else kv_chunk_size)
         if not valid:

@@ -16,7 +16,7 @@ import torch
 
 from . import _validation as V
 from . import aiter_bridge
-from ._ops import decode_grid_blocks, decode_wide_tasks, ops
+from ._ops import decode_four_block_grid, decode_grid_blocks, decode_wide_tasks, ops
 from ._plan import decode_bandwidth_bound
 from ._wrapper_base import (
     BatchWrapperBase,
@@ -91,11 +91,11 @@ def single_decode_with_kv_cache(
 @functools.lru_cache(maxsize=None)
 def _decode_launch_shape(device_index: int, q_dtype, kv_dtype, head_dim, num_qo_heads, num_kv_heads,
                          use_tensor_cores):
-    """(decode_grid_blocks, decode_wide_tasks) per GPU and configuration: occupancy and shared
-    memory queries, asked once."""
+    """(decode_grid_blocks, decode_wide_tasks, decode_four_block_grid) per GPU and configuration:
+    occupancy and shared memory queries, asked once."""
     args = (q_dtype, kv_dtype, head_dim, num_qo_heads, num_kv_heads, use_tensor_cores)
     with torch.cuda.device(device_index):
-        return decode_grid_blocks(*args), decode_wide_tasks(*args)
+        return decode_grid_blocks(*args), decode_wide_tasks(*args), decode_four_block_grid(*args)
 
 
 class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
@@ -166,20 +166,22 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
         self._request = Request("batch_decode_paged", self.platform, q_dtype, kv_dtype, head_dim, page_size,
                                 _options(window_left, cap, False, self._kv_layout))
         self._chosen = resolve_backend(self._backend, self._request)
-        grid = wide_tasks = 0
+        grid = wide_tasks = four_block_grid = 0
         if self._chosen != "aiter" and self.device.type == "cuda":
-            grid, wide_tasks = _decode_launch_shape(self._gpu_index(), q_dtype, kv_dtype, head_dim, num_qo_heads,
-                                                    num_kv_heads, self._use_tensor_cores)
+            grid, wide_tasks, four_block_grid = _decode_launch_shape(
+                self._gpu_index(), q_dtype, kv_dtype, head_dim, num_qo_heads, num_kv_heads, self._use_tensor_cores)
             if self._launches_whole_grid():
                 # Captured and compiled runs launch the whole grid (_launch_task_blocks), which
-                # takes the narrow shape whatever the plan; the policy then plans for it (and for
-                # its blocks taking the tasks in turn: decode_task_blocks).
-                wide_tasks = 0
+                # takes the narrow shape and the default CUDA-core kernel whatever the plan; the
+                # policy then plans for it (and for its blocks taking the tasks in turn:
+                # decode_task_blocks).
+                wide_tasks = four_block_grid = 0
         upload = self._new_upload(non_blocking)
         # The schedule is built in host scratch; nothing reaches the device before upload.send().
         plan = self._workspace.plan(self.platform, None, kv_lens_h, num_qo_heads, num_kv_heads, head_dim,
                                     decode_grid=grid, upload=upload, page_indptr_host=kv_indptr_h,
                                     decode_wide_tasks=wide_tasks, decode_task_blocks=not self._launches_whole_grid(),
+                                    decode_four_block_grid=four_block_grid,
                                     decode_bandwidth_bound=decode_bandwidth_bound(self.platform, kv_dtype,
                                                                                   self._use_tensor_cores))
         n_pages = int(kv_indptr_h[-1])

@@ -71,7 +71,8 @@ enum class DecodeDeal { kWholeGridPastTwoRounds, kBlockPerTaskPastTwoRounds, kBl
 DecodeDeal decode_deal(bool bandwidth_bound, bool task_blocks);
 // Whether `deal` gives each of `tasks` equal tasks a block of its own on a grid of `grid`.
 bool deals_block_per_task(DecodeDeal deal, int64_t tasks, int64_t grid);
-void deal_decode_tasks(int32_t* plan_info, int64_t num_kv_heads, int64_t grid, DecodeDeal deal);
+void deal_decode_tasks(int32_t* plan_info, int64_t num_kv_heads, int64_t grid, DecodeDeal deal,
+                       int64_t four_block_grid = 0);
 
 // Plan size (in int32) that plan_schedule needs for this batch.
 int64_t plan_size_for(const int32_t* qo_indptr, const int32_t* kv_lens, int64_t batch,

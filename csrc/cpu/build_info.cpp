@@ -72,8 +72,9 @@ namespace gpu_binding {
 int64_t decode_grid_blocks(const std::string&, const std::string&, int64_t, int64_t, int64_t, bool) {
   return 0;
 }
-// Nor a wide decode shape.
+// Nor a wide decode shape, nor a four-block CUDA-core grid.
 int64_t decode_wide_tasks(const std::string&, const std::string&, int64_t, int64_t, int64_t, bool) { return 0; }
+int64_t decode_four_block_grid(const std::string&, const std::string&, int64_t, int64_t, int64_t, bool) { return 0; }
 // Nor a prefill grid (bindings/prefill.cu).
 int64_t prefill_grid_blocks(const std::string&, int64_t, bool, bool, bool) { return 0; }
 // Nor a timeline to record (bindings/decode.cu).

@@ -356,7 +356,9 @@ bool fill_kv_lens(const at::Tensor& kv_indptr, const at::Tensor& last_page_len, 
 // requests' offsets into kv_indices, which the schedule then carries (plan_info.h, kPageBase).
 // decode_wide_tasks: see choose_kv_chunk_size. decode_task_blocks: the launch takes the plan's
 // size (kTaskBlocks); false where it runs the whole resident grid whatever the plan (captured
-// launches of CUDA-graph wrappers), so the plan deals for that.
+// launches of CUDA-graph wrappers), so the plan deals for that. decode_four_block_grid: the
+// CUDA-core launch at four blocks per multiprocessor that run() takes for 16-bit caches when the
+// plan asks for it (deal_decode_tasks; 0: none).
 std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor& qo_indptr, const at::Tensor& kv_lens,
                                                                at::Tensor schedule, int64_t q_tile_rows,
                                                                int64_t num_kv_heads, int64_t workers,
@@ -364,7 +366,8 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
                                                                int64_t work_lists, bool causal, int64_t window_left,
                                                                bool decode_bandwidth_bound,
                                                                const at::Tensor& page_indptr,
-                                                               int64_t decode_wide_tasks, bool decode_task_blocks) {
+                                                               int64_t decode_wide_tasks, bool decode_task_blocks,
+                                                               int64_t decode_four_block_grid) {
   namespace layout = ::flashinfer_ops::plan_info;
   check_host_int32(kv_lens, "kv_lens");
   check_host_int32(schedule, "schedule");
@@ -407,7 +410,7 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
   }
   if (!decode_indptr.empty() && gpu) {
     order_decode_items(out, num_kv_heads, decode_grid);
-    deal_decode_tasks(out, num_kv_heads, decode_grid, deal);
+    deal_decode_tasks(out, num_kv_heads, decode_grid, deal, decode_task_blocks ? decode_four_block_grid : 0);
   }
   const int64_t needed = plan_work_lists(out, schedule.numel(), qo, lens, num_kv_heads, lists, causal, window_left);
   return std::make_tuple(true, kv_chunk_size, needed, int64_t{out[layout::kPartialRows]}, int64_t{qo[batch]});
@@ -455,7 +458,7 @@ void bind_plan_host(pybind11::module_& m) {
         py::arg("workers"), py::arg("decode_grid"), py::arg("kv_chunk_size"), py::arg("gpu"), py::arg("work_lists"),
         py::arg("causal"), py::arg("window_left"), py::arg("decode_bandwidth_bound") = false,
         py::arg("page_indptr") = at::empty({0}, at::kInt), py::arg("decode_wide_tasks") = 0,
-        py::arg("decode_task_blocks") = true);
+        py::arg("decode_task_blocks") = true, py::arg("decode_four_block_grid") = 0);
   m.def("fill_kv_lens", &fill_kv_lens,
         "(kv_indptr, last_page_len, page_size, num_indices, kv_lens out) -> valid; see plan_host.cpp");
   m.def("choose_kv_chunk_size", &choose_kv_chunk_size_py, "the kv split policy; see plan_host.cpp", py::arg("gpu"),

@@ -26,14 +26,22 @@ using namespace tfo::kernels;
 using tfo::gpu::bf16_t;
 using tfo::gpu::half_t;
 
-// family: 0 CUDA cores, 1 tensor cores (4-warp shape), 2 tensor cores (wide shape).
+// family: 0 CUDA cores, 1 tensor cores (4-warp shape), 2 tensor cores (wide shape), 3 CUDA cores
+// with the 4-row tile at four blocks per multiprocessor (what run() launches for a 16-bit cache
+// when the plan asks for it; FP8 caches take it as family 0).
 template <typename T, typename KV, int D>
 int run_family(DecodeParams& p, int batch, int family) {
-  if (family == 0) {
+  if (family == 0 || family == 3) {
     const int tile = simt_group_tile<kIsFp8<KV>>(p.group_size);
     p.head_slices = (p.group_size + tile - 1) / tile;
     auto go = [&](auto g_const) {
       constexpr int G = decltype(g_const)::value;
+      if constexpr (G == 4) {
+        if (family == 3) {
+          tfo_emu32::launch(p.num_blocks, kDecodeThreads, [&] { decode_simt_kernel<T, KV, D, 4, true>(p); });
+          return;
+        }
+      }
       tfo_emu32::launch(p.num_blocks, kDecodeThreads, [&] { decode_simt_kernel<T, KV, D, G>(p); });
     };
     if constexpr (std::is_same_v<KV, T>) {

@@ -137,9 +137,23 @@ bool launch_family(DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind, int 
     constexpr int D = decltype(d_const)::value;
     auto go = [&](auto g_const) {
       constexpr int G = decltype(g_const)::value;
-      p.num_blocks = launch_blocks(persistent_grid<&decode_simt_kernel<T, KV, D, G>>(kDecodeThreads), max_blocks,
-                                   schedule_task_bound(p));
-      if (!grid_only) launch_kernel(&decode_simt_kernel<T, KV, D, G>, p.num_blocks, kDecodeThreads, 0, stream, pdl, p);
+      auto run = [&](auto kernel_const) {
+        constexpr auto kKernel = decltype(kernel_const)::value;
+        p.num_blocks = launch_blocks(persistent_grid<kKernel>(kDecodeThreads), max_blocks, schedule_task_bound(p));
+        if (!grid_only) launch_kernel(kKernel, p.num_blocks, kDecodeThreads, 0, stream, pdl, p);
+      };
+      // 16-bit caches' 4-row tile at four blocks per multiprocessor where the launch asks for
+      // more blocks than three a multiprocessor hold and no more than four do (plan()'s
+      // deal_decode_tasks; decode_simt.cu has the measurements).
+      if constexpr (G == 4 && std::is_same_v<KV, T> && kMinBlocksCapsRegisters) {
+        constexpr auto kFour = &decode_simt_kernel<T, KV, D, 4, true>;
+        if (max_blocks > persistent_grid<&decode_simt_kernel<T, KV, D, 4>>(kDecodeThreads) &&
+            max_blocks <= persistent_grid<kFour>(kDecodeThreads)) {
+          return run(std::integral_constant<decltype(kFour), kFour>{});
+        }
+      }
+      constexpr auto kDefault = &decode_simt_kernel<T, KV, D, G>;
+      run(std::integral_constant<decltype(kDefault), kDefault>{});
     };
     if constexpr (std::is_same_v<KV, T>) {
       if (tile == 1) return go(std::integral_constant<int, 1>{});
@@ -413,6 +427,28 @@ int64_t decode_grid_blocks(const std::string& q_dtype, const std::string& kv_dty
   const bool served =
       launch_family(p, types->first, types->second, static_cast<int>(head_dim), use_tensor_cores, nullptr, true);
   return served ? p.num_blocks : 0;
+}
+
+// The CUDA-core launch of 16-bit caches' 4-row tile at four blocks per multiprocessor: its grid,
+// which run() takes where a launch asks for more blocks than the default grid and no more than
+// this one (launch_family), for plan()'s deal; 0 where there is none (tensor cores, FP8 caches,
+// other group tiles, AMD, or no such instantiation). No device work.
+int64_t decode_four_block_grid(const std::string& q_dtype, const std::string& kv_dtype, int64_t head_dim,
+                               int64_t num_qo_heads, int64_t num_kv_heads, bool use_tensor_cores) {
+  const auto types = decode_types(q_dtype, kv_dtype);
+  if (use_tensor_cores || !types || types->second != KvKind::kSameAsQ || num_kv_heads <= 0 ||
+      num_qo_heads % num_kv_heads != 0 || simt_tile(static_cast<int>(num_qo_heads / num_kv_heads), types->second) != 4) {
+    return 0;
+  }
+  int64_t grid = 0;
+  if constexpr (tfo::gpu::kMinBlocksCapsRegisters) {
+    with_decode_config(types->first, static_cast<int>(head_dim), types->second, [&](auto t_tag, auto d_const, auto) {
+      using T = typename decltype(t_tag)::type;
+      constexpr int D = decltype(d_const)::value;
+      grid = persistent_grid<&tfo::kernels::decode_simt_kernel<T, T, D, 4, true>>(tfo::kernels::kDecodeThreads);
+    });
+  }
+  return grid;
 }
 
 // The most (item, kv head) tasks a plan may have for run() to launch the tensor-core kernel's

@@ -20,26 +20,25 @@ namespace tfo::kernels {
 
 inline constexpr int kDecodeThreads = 128;
 
-// FP8 caches' 4-row tile (GQA groups of 2-4 heads, MHA) capped at 128 registers where the cap
-// takes effect (NVIDIA), so four blocks share a multiprocessor instead of three (167 registers
-// at d128): its rows run 3 deep instead of 4 and are held as page id and slot instead of two
-// 64-bit offsets, which keeps the cap without spills. A multiprocessor keeps the same bytes in
-// flight, but a third more tasks run at once and the grid's rounds fall. Measured on an H100
-// (batch 64-128, 1-2 rounds of the 3-block grid) 0.80-0.90 of the time at kv 1k-2k, 0.96-0.99 at
-// kv 4k-16k, batch 1 1.03-1.05 (a step of 3 rows is one more latency per 3 rows); 16-bit caches
-// lose with it at batch 1 (1.10-1.16) and kv 16k (1.02-1.03), so they keep their registers.
+// The 4-row tile (GQA groups of 2-4 heads; FP8 MHA) at four blocks per multiprocessor
+// (kFourBlocks): capped at 128 registers where the cap takes effect (NVIDIA), so four blocks share
+// a multiprocessor instead of three (167 registers at d128): its rows run 3 deep instead of 4 and
+// are held as page id and slot instead of two 64-bit offsets, which keeps the cap without
+// spills. A multiprocessor keeps the same bytes in flight, but a third more tasks run at once and
+// the grid's rounds fall. Measured on an H100 against three blocks: FP8 caches 0.80-0.90 of the
+// time at batch 64-128 kv 1k-2k, 0.96-0.99 at kv 4k-16k, batch 1 1.03-1.05 (a step of 3 rows is
+// one more memory round trip per 3 rows), so FP8 caches take it always; 16-bit caches 0.90-0.97 at
+// batch 64-128 kv 1k-4k (unsplit tasks of one to three rounds of the 3-block grid) but 1.10-1.16
+// at batch 1 and 1.02-1.03 at kv 16k, so they take it only where the launch asks for it
+// (launch_family, plan()'s deal_decode_tasks).
 template <typename KV, int G>
-inline constexpr bool kSimtFourBlocks = kMinBlocksCapsRegisters && kIsFp8<KV> && G == 4;
+inline constexpr bool kSimtFourBlocksDefault = kMinBlocksCapsRegisters && kIsFp8<KV> && G == 4;
 
 // Rows each thread has in flight per step (K and V loads issued before any math).
-template <typename KV, int G>
+template <int G, bool kFourBlocks>
 struct SimtUnroll {
-  static constexpr int value = G >= 8 ? 2 : (kSimtFourBlocks<KV, G> ? 3 : 4);
+  static constexpr int value = G >= 8 ? 2 : (kFourBlocks ? 3 : 4);
 };
-
-// Blocks per multiprocessor the registers are capped for (0: no cap).
-template <typename KV, int G>
-inline constexpr int kSimtMinBlocks = kSimtFourBlocks<KV, G> ? 4 : 0;
 
 // 16-byte aligned: the merge reads the row-slots' outputs 4 floats at a time.
 template <int D, int G>
@@ -95,13 +94,14 @@ TFO_INLINE void step_rows(const DecodeParams& p, const int32_t* pages, int32_t b
   }
 }
 
-template <typename T, typename KV, int D, int G>
-TFO_GLOBAL void TFO_LAUNCH_BOUNDS_MIN_BLOCKS(kDecodeThreads, (kSimtMinBlocks<KV, G>))
+template <typename T, typename KV, int D, int G, bool kFourBlocks = kSimtFourBlocksDefault<KV, G>>
+TFO_GLOBAL void TFO_LAUNCH_BOUNDS_MIN_BLOCKS(kDecodeThreads, (kFourBlocks ? 4 : 0))
     decode_simt_kernel(const DecodeParams p) {
+  static_assert(!kFourBlocks || G == 4, "four blocks per multiprocessor: the 4-row tile");
   constexpr int kVec = 8;
   constexpr int kTx = D / kVec;
   constexpr int kRowsPerStep = kDecodeThreads / kTx;
-  constexpr int kUnroll = SimtUnroll<KV, G>::value;
+  constexpr int kUnroll = SimtUnroll<G, kFourBlocks>::value;
   constexpr int kStep = kRowsPerStep * kUnroll;
   static_assert(kTx <= kWaveSize && kDecodeThreads % kTx == 0, "a row's lanes share one wave");
 
@@ -151,7 +151,7 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS_MIN_BLOCKS(kDecodeThreads, (kSimtMinBlocks<KV,
 
     // The page-table lookups of a step are made one step ahead, while the previous step's K/V
     // loads are in flight, so the dependent index read stays off the critical path.
-    constexpr bool kPageSlot = kSimtFourBlocks<KV, G>;
+    constexpr bool kPageSlot = kFourBlocks;
     SimtRow<kPageSlot> rows[kUnroll];
     if (kv_lo < kv_hi) step_rows<kUnroll, kRowsPerStep>(p, pages, kv_lo, kv_hi, ty, t.kv_head, rows);
     for (int32_t base = kv_lo; base < kv_hi; base += kStep) {
@@ -288,6 +288,7 @@ inline constexpr int simt_group_tile(int group_size) {
 #define TFO_DECODE_SIMT_KV(T, D)                                                \
   template TFO_GLOBAL void decode_simt_kernel<T, T, D, 1>(const DecodeParams); \
   TFO_DECODE_SIMT_G(T, T, D)                                                    \
+  TFO_IF_MIN_BLOCKS_CAP(template TFO_GLOBAL void decode_simt_kernel<T, T, D, 4, true>(const DecodeParams);) \
   TFO_DECODE_SIMT_G(T, Fp8E4M3, D)                                              \
   TFO_DECODE_SIMT_G(T, Fp8E5M2, D)
 

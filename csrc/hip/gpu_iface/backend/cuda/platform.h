@@ -15,6 +15,7 @@
 #define TFO_MIN_WAVES_PER_SIMD(n)
 // Registers capped so that min_blocks blocks of max_threads fit on an SM.
 #define TFO_LAUNCH_BOUNDS_MIN_BLOCKS(max_threads, min_blocks) __launch_bounds__(max_threads, min_blocks)
+#define TFO_IF_MIN_BLOCKS_CAP(...) __VA_ARGS__
 
 namespace tfo::gpu {
 

@@ -16,6 +16,7 @@
 #endif
 // NVIDIA's register cap for an occupancy target; AMD kernels set theirs with TFO_MIN_WAVES_PER_SIMD.
 #define TFO_LAUNCH_BOUNDS_MIN_BLOCKS(max_threads, min_blocks) TFO_LAUNCH_BOUNDS(max_threads)
+#define TFO_IF_MIN_BLOCKS_CAP(...)
 
 namespace tfo::gpu {
 
