@@ -1,6 +1,8 @@
 """GPU tests on a partial build: a build made with the TFO_HEAD_DIMS / TFO_DTYPES knobs (setup.py)
 holds only some head dims and dtypes, and the library refuses the others ("not instantiated").
 Such refusals skip the GPU test instead of failing it; on a full build they stay failures."""
+import os
+
 import pytest
 import torch
 
@@ -32,3 +34,13 @@ def pytest_runtest_makereport(item, call):
         report.outcome = "skipped"
         path, line, _ = item.location
         report.longrepr = (path, (line or 0) + 1, f"Skipped: this build does not instantiate it: {error}")
+
+
+def pytest_configure(config):
+    # Under pytest-xdist each worker is a process whose torch thread pool has a thread per core,
+    # so n workers ask for n times the cores; the GPU tests' float64 references (CPU) then wait on
+    # one another's spinning threads, and a large one ran past 90 s with 8 workers on 16 cores.
+    # Each worker takes its share of the cores instead.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
