@@ -198,30 +198,34 @@ def test_plan_from_host_arrays_does_not_wait_for_the_gpu(workspace):
     _check(w, q, P, r_out, r_lse, dtype)
 
 
+@pytest.mark.parametrize("kv_dtype", [F16, E4M3], ids=["f16", "e4m3"])
 @pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
 @pytest.mark.parametrize("rounds", [0.6, 1.3, 2.5])
-def test_batch_decode_task_blocks(workspace, use_tensor_cores, rounds):
+def test_batch_decode_task_blocks(workspace, use_tensor_cores, rounds, kv_dtype):
     """plan() deals unsplit tasks of one length to fewer blocks than the resident grid: one each
     within a round, two each between one and two rounds (plan_info's task blocks, which run()
-    launches); past two rounds a block each for the tensor-core kernel (a launch beyond the
-    resident grid), the whole grid for the CUDA-core one. Where the CUDA-core kernel has a
-    four-block grid (NVIDIA, this 4-row tile), tasks of one to three rounds take it instead. The
+    launches); past two rounds a block each for the tensor-core kernel on 16-bit caches (a launch
+    beyond the resident grid), the whole grid for the others. Where the CUDA-core kernel has a
+    four-block grid besides its default (NVIDIA, this 4-row tile on a 16-bit cache; FP8 caches run
+    that tile by default), tasks of one to three rounds take it instead. The
     attention must match the reference, also from a launch of another size (a graph captured with
     one plan replays its launch after a re-plan), a block per task beyond the resident grid and the
     four-block kernel's launches included."""
     hq, hkv, d, dtype = 32, 8, 128, F16
-    grid = flashinfer._ops.decode_grid_blocks(dtype, dtype, d, hq, hkv, use_tensor_cores)
-    four = flashinfer._ops.decode_four_block_grid(dtype, dtype, d, hq, hkv, use_tensor_cores)
+    fp8 = kv_dtype in FP8
+    k_scale, v_scale = (0.7, 1.9) if fp8 else (None, None)
+    grid = flashinfer._ops.decode_grid_blocks(dtype, kv_dtype, d, hq, hkv, use_tensor_cores)
+    four = flashinfer._ops.decode_four_block_grid(dtype, kv_dtype, d, hq, hkv, use_tensor_cores)
     assert grid > 0 and (four == 0 or four > grid) and (four == 0 or not use_tensor_cores)
     batch = max(1, int(rounds * grid) // hkv)
-    P = Paged([200] * batch, 16, hkv, d, dtype, "NHD")  # too short to split
+    P = Paged([200] * batch, 16, hkv, d, kv_dtype, "NHD")  # too short to split
     q = torch.randn(batch, hq, d, dtype=dtype, device=DEV)
     w = _wrapper(workspace, "NHD", use_tensor_cores)
-    _plan(w, P, hq, hkv, d, dtype, dtype)
+    _plan(w, P, hq, hkv, d, dtype, kv_dtype)
     tasks = batch * hkv
     # Past two rounds a block per task where the kernel streams at the full bandwidth from two
     # blocks per multiprocessor (the tensor-core kernel on 16-bit caches), else the whole grid.
-    past_two = tasks if use_tensor_cores else 0
+    past_two = tasks if use_tensor_cores and not fp8 else 0
     if tasks <= grid:
         dealt = tasks
     elif four and tasks <= 3 * grid:
@@ -229,11 +233,12 @@ def test_batch_decode_task_blocks(workspace, use_tensor_cores, rounds):
     else:
         dealt = -(-tasks // 2) if tasks <= 2 * grid else past_two
     assert _splits(w) == 0 and w._plan.task_blocks == dealt
-    r_out, r_lse = P.reference(q)
-    _check(w, q, P, r_out, r_lse, dtype)
+    r_out, r_lse = P.reference(q, k_scale, v_scale)
+    scales = dict(k_scale=k_scale, v_scale=v_scale) if fp8 else {}
+    _check(w, q, P, r_out, r_lse, dtype, **scales)
     for blocks in (1, 7, grid + 5, four, tasks, 3 * tasks):  # any launch size covers every task
         w._plan.task_blocks = blocks
-        _check(w, q, P, r_out, r_lse, dtype)
+        _check(w, q, P, r_out, r_lse, dtype, **scales)
 
 
 @pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
