@@ -207,10 +207,10 @@ def test_batch_decode_task_blocks(workspace, use_tensor_cores, rounds, kv_dtype)
     launches); past two rounds a block each for the tensor-core kernel on 16-bit caches (a launch
     beyond the resident grid), the whole grid for the others. Where the CUDA-core kernel has a
     four-block grid besides its default (NVIDIA, this 4-row tile on a 16-bit cache; FP8 caches run
-    that tile by default), tasks of one to three rounds take it instead. The
-    attention must match the reference, also from a launch of another size (a graph captured with
-    one plan replays its launch after a re-plan), a block per task beyond the resident grid and the
-    four-block kernel's launches included."""
+    that tile by default), tasks of one to three rounds take it instead. The attention must match
+    the reference, also from a launch of another size (a graph captured with one plan replays its
+    launch after a re-plan), a block per task beyond the resident grid and the four-block kernel's
+    launches included."""
     hq, hkv, d, dtype = 32, 8, 128, F16
     fp8 = kv_dtype in FP8
     k_scale, v_scale = (0.7, 1.9) if fp8 else (None, None)
