@@ -174,8 +174,8 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
                 # Captured and compiled runs launch the whole grid (_launch_task_blocks), which
                 # takes the narrow shape and the default CUDA-core kernel whatever the plan; the
                 # policy then plans for it (and for its blocks taking the tasks in turn:
-                # decode_task_blocks).
-                wide_tasks = four_block_grid = 0
+                # decode_task_blocks, under which plan_host also drops the four-block grid).
+                wide_tasks = 0
         upload = self._new_upload(non_blocking)
         # The schedule is built in host scratch; nothing reaches the device before upload.send().
         plan = self._workspace.plan(self.platform, None, kv_lens_h, num_qo_heads, num_kv_heads, head_dim,
