@@ -55,8 +55,8 @@ def bench_row(libs, workspaces, reader, sms, bs, kv_len, kv_dtype, timer, ceilin
     for path in PATHS:
         lib_name, kernel = path.split("-")
         if lib_name in libs:
-            makers[path] = (lambda lib=libs[lib_name], mma=kernel == "mma", path=path:
-                            decode_call(lib, mma, x, workspaces[path]))
+            makers[path] = (lambda lib=libs[lib_name], mma=kernel == "mma", workspace=workspaces[path]:
+                            decode_call(lib, mma, x, workspace))
     reads = {f"read {k * sms}x{t}": (k * sms, t) for k in BLOCKS_PER_SM for t in THREADS}
     for name, (blocks, threads) in reads.items():
         makers[name] = lambda blocks=blocks, threads=threads: read_call(reader, x.cache, blocks, threads)
@@ -87,8 +87,8 @@ def bench_row(libs, workspaces, reader, sms, bs, kv_len, kv_dtype, timer, ceilin
 
 
 def table(rows):
-    headers = ["kv dtype", "bs", "kv", "cache MB", "launch us", "read floor us (grid)", "floor % copy", "ours us (path)", "ours % copy",
-               "flashinfer us (path)", "ours / flashinfer", "1.5x flashinfer asks us", "ours - floor us"]
+    headers = ["kv dtype", "bs", "kv", "cache MB", "launch us", "read floor us (grid)", "floor % copy", "ours us (path)",
+               "ours % copy", "flashinfer us (path)", "ours / flashinfer", "1.5x flashinfer asks us", "ours - floor us"]
     body = []
     for r in rows:
         body.append([r["kv_dtype"], r["batch"], r["kv_len"], fmt(r["cache_bytes"] / 1e6, ".1f"), fmt(r["launch_us"]),

@@ -7,8 +7,7 @@ cudaLaunchKernelEx). What a decode call of the same bytes costs beyond it is its
     run = read_call(reader, buffer, blocks, threads)
     run()                                     # reads buffer once; capturable in a CUDA graph
 
-With 0 blocks (or an empty buffer) the call launches one block that reads nothing: a launch's
-own cost in a graph.
+With 0 blocks the call launches one block that reads nothing: a launch's own cost in a graph.
 """
 import functools
 import os
