@@ -222,6 +222,25 @@ def test_wide_shape_tasks_of_many_tiles_under_cuda_emulation(decode_libs, tiles,
         _assert_decode_matches(out, lse, q, kk, vv, torch.float16, f"chunk {chunk}, ", sm_scale=d ** -0.5)
 
 
+@pytest.mark.parametrize("arch", list(DECODE_BUILDS))
+@pytest.mark.parametrize("kv_dtype", [torch.float16, torch.float8_e4m3fn], ids=["f16", "e4m3"])
+def test_wide_shape_merges_many_splits_in_launch_under_cuda_emulation(decode_libs, kv_dtype, arch):
+    """Split requests of more splits than the merge keeps rows in flight (kMergeLoadsInFlight: 8),
+    merged inside the launch by the wide shape's last block: 12 and 20 splits of 128 rows (a
+    partly filled last one), 4 query heads a kv head, against the float64 reference."""
+    hq, hkv, d = 8, 2, 128
+    q, ks, vs, paged = _case([128 * 12 - 37, 128 * 20], 16, hq, hkv, d, torch.float16, kv_dtype, "NHD",
+                             _seed("wide-splits", str(kv_dtype), arch))
+    fp8 = kv_dtype in FP8
+    k_scale, v_scale = (0.8, 1.3) if fp8 else (1.0, 1.0)
+    kk = [ref.dequant(k, k_scale if fp8 else None) for k in ks]
+    vv = [ref.dequant(v, v_scale if fp8 else None) for v in vs]
+    out, lse, rows = _emulated_batch_decode(decode_libs[arch], "mma-wide", q, paged, "NHD", 128, sm_scale=d ** -0.5,
+                                            k_scale=k_scale, v_scale=v_scale, num_blocks=64, fused_merge=True)
+    assert rows == 32  # one partial row per split (12 + 20)
+    _assert_decode_matches(out, lse, q, kk, vv, torch.float16, "12 and 20 splits, ", sm_scale=d ** -0.5)
+
+
 @pytest.mark.parametrize("arch", list(ARCHS))
 @pytest.mark.parametrize("fused_merge", [False, True], ids=["merge-launch", "in-launch"])
 @pytest.mark.parametrize("shape", [("mma", 128, torch.float16, "NHD"), ("mma", 64, torch.bfloat16, "HND"),
