@@ -20,12 +20,11 @@ each call's launch overlaps the previous kernel's tail; upstream's append has no
 `--ours-pdl off` passes enable_pdl=False. Writes DIR/append.json (every row and the run's metadata), append.md and append.png.
 """
 import os
-import sys
 from types import SimpleNamespace
 
 import torch
 
-from bench_report import (attempt, benchmark_parser, fmt, header_lines, import_ours, markdown_table, optional_import,
+from bench_report import (attempt, benchmark_parser, by_library, fmt, gpu_libraries, header_lines, markdown_table,
                           parse_with_shape_defaults, ratio, run_metadata, save_bar_plot, write_results)
 from cuda_timing import timer_for
 from device_ceilings import copy_bandwidth
@@ -131,11 +130,8 @@ def plot_panels(rows, ceiling):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not torch.cuda.is_available():
-        sys.exit("bench_append.py needs a CUDA GPU")
-    tfo = import_ours()
-    fi = optional_import("flashinfer", "upstream flashinfer")
-    libs = {"ours": tfo, **({"flashinfer": fi} if fi else {})}
+    tfo, fi = gpu_libraries("bench_append.py")
+    libs = by_library(tfo, fi)
     if args.ours_pdl == "off":
         OURS_KW["enable_pdl"] = False
     timer, timing = timer_for(args.timing, CALLS)

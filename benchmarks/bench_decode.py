@@ -39,14 +39,13 @@ Also prints plan() host time at the largest batch. Writes DIR/decode.json (every
 run's metadata), decode.md (the printed table) and decode.png.
 """
 import os
-import sys
 import time
 from types import SimpleNamespace
 
 import torch
 
-from bench_report import (attempt, benchmark_parser, dtype_name, fmt, header_lines, import_ours, interleaved_seconds,
-                          markdown_table, optional_import, parse_with_shape_defaults, ratio, run_metadata,
+from bench_report import (attempt, benchmark_parser, by_library, dtype_name, fmt, gpu_libraries, header_lines,
+                          interleaved_seconds, markdown_table, parse_with_shape_defaults, ratio, run_metadata,
                           save_bar_plot, write_partial, write_results)
 from cuda_timing import interleaved_for
 from device_ceilings import copy_bandwidth
@@ -291,11 +290,8 @@ def progress(row):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not torch.cuda.is_available():
-        sys.exit("bench_decode.py needs a CUDA GPU")
-    tfo = import_ours()
-    fi = optional_import("flashinfer", "upstream flashinfer")
-    libs = {"ours": tfo, **({"flashinfer": fi} if fi else {})}
+    tfo, fi = gpu_libraries("bench_decode.py")
+    libs = by_library(tfo, fi)
     if args.ours_pdl == "off":
         OURS_RUN_KW["enable_pdl"] = False
     if args.ours_kv_chunk is not None:

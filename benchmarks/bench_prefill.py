@@ -39,14 +39,13 @@ of two 8192 x 8192 matrices of the row's dtype, measured at startup. Writes DIR/
 (every row and the run's metadata), prefill.md (the printed tables) and prefill.png.
 """
 import os
-import sys
 from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 
-from bench_report import (attempt, benchmark_parser, dtype_name, fmt, header_lines, import_ours, interleaved_seconds,
-                          markdown_table, optional_import, parse_with_shape_defaults, ratio, run_metadata,
+from bench_report import (attempt, benchmark_parser, dtype_name, fmt, gpu_libraries, header_lines, import_ours,
+                          interleaved_seconds, markdown_table, parse_with_shape_defaults, ratio, run_metadata,
                           save_bar_plot, write_partial, write_results)
 from cuda_timing import interleaved_for, timed
 from device_ceilings import gemm_tflops
@@ -346,10 +345,7 @@ def progress(row):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not torch.cuda.is_available():
-        sys.exit("bench_prefill.py needs a CUDA GPU")
-    tfo = import_ours()
-    fi = optional_import("flashinfer", "upstream flashinfer")
+    tfo, fi = gpu_libraries("bench_prefill.py")
     gemm = {dtype_name(d): attempt(f"GEMM {dtype_name(d)}", lambda d=d: gemm_tflops(d))
             for d in (torch.float16, torch.bfloat16)}
     prepare, seconds_of, timing = interleaved_for(args.timing, args.calls)

@@ -17,13 +17,12 @@ Prints, per row: the floor (and its share of the 2 GiB copy ceiling, as bench_de
 95%-of-copy bar reads it), our best, upstream's best, ours / upstream, and the time that 1.5x
 upstream asks of ours, against the floor. Writes DIR/read_floor.json and read_floor.md.
 """
-import sys
 
 import torch
 
 from bench_decode import ITERS, PATHS, WORKSPACE_BYTES, decode_call, decode_inputs
-from bench_report import (attempt, benchmark_parser, dtype_name, fmt, header_lines, import_ours, interleaved_seconds,
-                          markdown_table, optional_import, parse_with_shape_defaults, run_metadata, write_results)
+from bench_report import (attempt, benchmark_parser, by_library, dtype_name, fmt, gpu_libraries, header_lines,
+                          interleaved_seconds, markdown_table, parse_with_shape_defaults, run_metadata, write_results)
 from cuda_timing import interleaved_for
 from device_ceilings import copy_bandwidth
 from stream_read import read_call, stream_reader
@@ -102,11 +101,8 @@ def table(rows):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not torch.cuda.is_available():
-        sys.exit("bench_read_floor.py needs a CUDA GPU")
-    tfo = import_ours()
-    fi = optional_import("flashinfer", "upstream flashinfer")
-    libs = {"ours": tfo, **({"flashinfer": fi} if fi else {})}
+    tfo, fi = gpu_libraries("bench_read_floor.py")
+    libs = by_library(tfo, fi)
     print("building the stream-read kernel ...", flush=True)
     reader = stream_reader()
     sms = torch.cuda.get_device_properties(0).multi_processor_count

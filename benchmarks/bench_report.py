@@ -94,6 +94,20 @@ def header_lines(meta, *notes):
     return lines + [f"# {note}" for note in notes]
 
 
+def gpu_libraries(script):
+    """(torch_flashinfer_ops, upstream flashinfer or None) for a GPU benchmark's run; exits with
+    a message naming `script` where no CUDA GPU is present. Upstream is optional: where it is
+    missing, one line says why and its columns show n/a."""
+    if not torch.cuda.is_available():
+        sys.exit(f"{script} needs a CUDA GPU")
+    return import_ours(), optional_import("flashinfer", "upstream flashinfer")
+
+
+def by_library(ours, upstream):
+    """The libraries a benchmark compares, by name: "ours", and "flashinfer" where installed."""
+    return {"ours": ours, **({"flashinfer": upstream} if upstream else {})}
+
+
 def optional_import(module, label):
     """The module, or None after printing one line saying why it is left out."""
     try:
