@@ -10,6 +10,7 @@ prove timing, memory ordering between waves, or the real hardware's behaviour.
 
 Skips without clang-22 unless TFO_REQUIRE_COMPILERS=1 (CI), where a missing compiler fails.
 """
+import concurrent.futures
 import ctypes
 import os
 import shutil
@@ -68,6 +69,15 @@ def _build(out_dir, source, name, arch, defines=()):
     return ctypes.CDLL(str(lib))
 
 
+def build_concurrently(builds):
+    """{key: (build, *args)} -> {key: build(*args)}, the builds run at once on the machine's
+    cores: each is one compiler process, and one after another they took a fifth of the suite."""
+    workers = max(1, min(len(builds), os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        futures = {key: pool.submit(build, *args) for key, (build, *args) in builds.items()}
+        return {key: future.result() for key, future in futures.items()}
+
+
 @pytest.fixture(scope="module")
 def build_dir(tmp_path_factory):
     _clang()
@@ -76,16 +86,17 @@ def build_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def probe_libs(build_dir):
-    return {arch: _build(build_dir, "tile_gemm_probe_emulated.cpp", "tile_gemm_probe", arch) for arch in ARCHS}
+    return build_concurrently({arch: (_build, build_dir, "tile_gemm_probe_emulated.cpp", "tile_gemm_probe", arch)
+                               for arch in ARCHS})
 
 
 @pytest.fixture(scope="module")
 def decode_libs(build_dir):
-    libs = {}
+    builds = {}
     for arch in ARCHS:
-        libs[("simt", arch)] = _build(build_dir, "decode_emulated.cpp", "decode_simt", arch)
-        libs[("mma", arch)] = _build(build_dir, "decode_emulated.cpp", "decode_mma", arch, ["-DTFO_EMU_DECODE_MMA"])
-    return libs
+        builds[("simt", arch)] = (_build, build_dir, "decode_emulated.cpp", "decode_simt", arch)
+        builds[("mma", arch)] = (_build, build_dir, "decode_emulated.cpp", "decode_mma", arch, ["-DTFO_EMU_DECODE_MMA"])
+    return build_concurrently(builds)
 
 
 def _ptr(t):
@@ -278,7 +289,7 @@ def test_batch_decode_climbing_maxima_under_emulation(decode_libs, family, arch)
 
 @pytest.fixture(scope="module")
 def prefill_libs(build_dir):
-    return {arch: _build(build_dir, "prefill_emulated.cpp", "prefill", arch) for arch in ARCHS}
+    return build_concurrently({arch: (_build, build_dir, "prefill_emulated.cpp", "prefill", arch) for arch in ARCHS})
 
 
 def _kv_strides(t, kv_layout, paged):

@@ -115,13 +115,15 @@ def build_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def decode_libs(build_dir):
-    return {name: _build(build_dir, "decode_emulated.cpp", name, flags) for name, flags in DECODE_BUILDS.items()}
+    return amd_tier.build_concurrently({name: (_build, build_dir, "decode_emulated.cpp", name, flags)
+                                        for name, flags in DECODE_BUILDS.items()})
 
 
 @pytest.fixture(scope="module")
 def prefill_libs(build_dir):
     """The CUDA prefill drivers, keyed as the AMD tier's prefill tests take their libraries."""
-    return {name: _build(build_dir, "prefill_emulated.cpp", name, flags) for name, flags in PREFILL_BUILDS.items()}
+    return amd_tier.build_concurrently({name: (_build, build_dir, "prefill_emulated.cpp", name, flags)
+                                        for name, flags in PREFILL_BUILDS.items()})
 
 
 def _emulated_batch_decode(lib, family, q, paged, kv_layout, kv_chunk_size, *, sm_scale, logits_soft_cap=0.0,
