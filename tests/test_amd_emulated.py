@@ -71,7 +71,7 @@ def _build(out_dir, source, name, arch, defines=()):
 
 def build_concurrently(builds):
     """{key: (build, *args)} -> {key: build(*args)}, the builds run at once on the machine's
-    cores: each is one compiler process, and one after another they took a fifth of the suite."""
+    cores: each is one compiler process, and one after another they took a sixth of the suite."""
     workers = max(1, min(len(builds), os.cpu_count() or 1))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         futures = {key: pool.submit(build, *args) for key, (build, *args) in builds.items()}
