@@ -217,6 +217,16 @@ def _assert_decode_matches(out, lse, q, ks, vs, dtype, label="", **ref_kw):
         ref.assert_lse_close(lse[b], r_lse, f"{label}request {b}:")
 
 
+def scaled_reference_kv(ks, vs, kv_dtype, k_scale, v_scale):
+    """(k_scale, v_scale, K, V as the reference reads them) for a decode case: an FP8 cache runs
+    with the scales given and is compared on its dequantized values; a 16-bit cache with scales
+    of 1, as stored."""
+    fp8 = kv_dtype in FP8
+    k_scale, v_scale = (k_scale, v_scale) if fp8 else (1.0, 1.0)
+    return (k_scale, v_scale, [ref.dequant(k, k_scale if fp8 else None) for k in ks],
+            [ref.dequant(v, v_scale if fp8 else None) for v in vs])
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("family", ["simt", "mma"])
 @pytest.mark.parametrize("case", list(DECODE_CASES), ids=list(DECODE_CASES))
@@ -225,13 +235,12 @@ def test_batch_decode_under_emulation(decode_libs, case, family, arch):
     filled last pages and split requests, against the float64 reference: out and lse."""
     kv_lens, page_size, hq, hkv, d, q_dtype, kv_dtype, layout, chunk = DECODE_CASES[case]
     torch.manual_seed(_seed(case, family, arch))
-    fp8 = kv_dtype in FP8
     ks = [torch.randn(n, hkv, d).to(kv_dtype) for n in kv_lens]
     vs = [torch.randn(n, hkv, d).to(kv_dtype) for n in kv_lens]
     paged = ref.build_paged_kv(ks, vs, page_size, kv_layout=layout, single_tensor=False)
     k_cache, v_cache = paged.cache
     q = torch.randn(len(kv_lens), hq, d).to(q_dtype)
-    k_scale, v_scale = (0.7, 1.9) if fp8 else (1.0, 1.0)
+    k_scale, v_scale, kk, vv = scaled_reference_kv(ks, vs, kv_dtype, 0.7, 1.9)
     cap = 20.0 if case == "bf16-mha-p1-hnd" else 0.0
     window = 40 if case == "f16-gqa4-p16-split" else -1
     sm_scale = d ** -0.5
@@ -240,9 +249,8 @@ def test_batch_decode_under_emulation(decode_libs, case, family, arch):
                                             k_scale=k_scale, v_scale=v_scale)
     if chunk:
         assert rows > 0, "the case must split a request"
-    _assert_decode_matches(out, lse, q, [ref.dequant(k, k_scale if fp8 else None) for k in ks],
-                           [ref.dequant(v, v_scale if fp8 else None) for v in vs], q_dtype,
-                           sm_scale=sm_scale, logits_soft_cap=cap or None, window_left=window)
+    _assert_decode_matches(out, lse, q, kk, vv, q_dtype, sm_scale=sm_scale, logits_soft_cap=cap or None,
+                           window_left=window)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -43,6 +43,7 @@ EMULATION = REPO / "tests" / "cuda_emulation"
 # The decode and prefill cases, their seeds, FP8 encodings and checks are the AMD tier's.
 FP8, DECODE_CASES, _seed = amd_tier.FP8, amd_tier.DECODE_CASES, amd_tier._seed
 _assert_decode_matches = amd_tier._assert_decode_matches
+scaled_reference_kv = amd_tier.scaled_reference_kv
 FAMILIES = {"simt": 0, "mma": 1, "mma-wide": 2, "simt-four-blocks": 3}
 # The architectures whose backend paths the host builds take: sm_80's (no __CUDA_ARCH__), and
 # sm_90's (stmatrix stores, the e4m3 conversion instruction; TFO_EMU32_ARCH). Also the target
@@ -167,15 +168,6 @@ def _emulated_batch_decode(lib, family, q, paged, kv_layout, kv_chunk_size, *, s
     return out, lse, rows
 
 
-def _scaled_reference_kv(ks, vs, kv_dtype):
-    """(k_scale, v_scale, K, V as the reference reads them): FP8 caches run with scales other than
-    1 and are compared on their dequantized values; 16-bit caches with scales of 1, as stored."""
-    fp8 = kv_dtype in FP8
-    k_scale, v_scale = (0.8, 1.3) if fp8 else (1.0, 1.0)
-    return (k_scale, v_scale, [ref.dequant(k, k_scale if fp8 else None) for k in ks],
-            [ref.dequant(v, v_scale if fp8 else None) for v in vs])
-
-
 def _case(kv_lens, page_size, hq, hkv, d, q_dtype, kv_dtype, layout, seed):
     torch.manual_seed(seed)
     ks = [torch.randn(n, hkv, d).to(kv_dtype) for n in kv_lens]
@@ -195,8 +187,7 @@ def test_batch_decode_under_cuda_emulation(decode_libs, case, family, fused_merg
     it, against the float64 reference: out and lse."""
     kv_lens, page_size, hq, hkv, d, q_dtype, kv_dtype, layout, chunk = DECODE_CASES[case]
     q, ks, vs, paged = _case(kv_lens, page_size, hq, hkv, d, q_dtype, kv_dtype, layout, _seed(case, family, arch))
-    fp8 = kv_dtype in FP8
-    k_scale, v_scale = (0.7, 1.9) if fp8 else (1.0, 1.0)
+    k_scale, v_scale, kk, vv = scaled_reference_kv(ks, vs, kv_dtype, 0.7, 1.9)
     cap = 20.0 if case == "bf16-mha-p1-hnd" else 0.0
     window = 40 if case == "f16-gqa4-p16-split" else -1
     sm_scale = d ** -0.5
@@ -205,9 +196,8 @@ def test_batch_decode_under_cuda_emulation(decode_libs, case, family, fused_merg
                                             v_scale=v_scale, fused_merge=fused_merge)
     if chunk:
         assert rows > 0, "the case must split a request"
-    _assert_decode_matches(out, lse, q, [ref.dequant(k, k_scale if fp8 else None) for k in ks],
-                           [ref.dequant(v, v_scale if fp8 else None) for v in vs], q_dtype,
-                           sm_scale=sm_scale, logits_soft_cap=cap or None, window_left=window)
+    _assert_decode_matches(out, lse, q, kk, vv, q_dtype, sm_scale=sm_scale, logits_soft_cap=cap or None,
+                           window_left=window)
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
@@ -221,7 +211,7 @@ def test_wide_shape_tasks_of_many_tiles_under_cuda_emulation(decode_libs, tiles,
     kv_len = 128 * tiles - 37
     q, ks, vs, paged = _case([kv_len, 128 * tiles], 16, hq, hkv, d, torch.float16, kv_dtype, "NHD",
                              _seed("wide", tiles, str(kv_dtype), arch))
-    k_scale, v_scale, kk, vv = _scaled_reference_kv(ks, vs, kv_dtype)
+    k_scale, v_scale, kk, vv = scaled_reference_kv(ks, vs, kv_dtype, 0.8, 1.3)
     for chunk, fused in ((0, False), (128 * tiles // 2, True)):
         out, lse, rows = _emulated_batch_decode(decode_libs[arch], "mma-wide", q, paged, "NHD", chunk,
                                                 sm_scale=d ** -0.5, k_scale=k_scale, v_scale=v_scale, num_blocks=8,
@@ -239,7 +229,7 @@ def test_wide_shape_merges_many_splits_in_launch_under_cuda_emulation(decode_lib
     hq, hkv, d = 8, 2, 128
     q, ks, vs, paged = _case([128 * 12 - 37, 128 * 20], 16, hq, hkv, d, torch.float16, kv_dtype, "NHD",
                              _seed("wide-splits", str(kv_dtype), arch))
-    k_scale, v_scale, kk, vv = _scaled_reference_kv(ks, vs, kv_dtype)
+    k_scale, v_scale, kk, vv = scaled_reference_kv(ks, vs, kv_dtype, 0.8, 1.3)
     out, lse, rows = _emulated_batch_decode(decode_libs[arch], "mma-wide", q, paged, "NHD", 128, sm_scale=d ** -0.5,
                                             k_scale=k_scale, v_scale=v_scale, num_blocks=64, fused_merge=True)
     assert rows == 32  # one partial row per split (12 + 20)
@@ -263,7 +253,7 @@ def test_blocks_of_several_tasks_under_cuda_emulation(decode_libs, shape, fused_
     kv_lens = [9 * tokens, tokens // 2 + 4 * tokens, tokens, 7, 12 * tokens - 5]
     q, ks, vs, paged = _case(kv_lens, 16, hq, hkv, d, q_dtype, kv_dtype, layout,
                              _seed("several", family, d, str(kv_dtype), arch, fused_merge))
-    k_scale, v_scale, kk, vv = _scaled_reference_kv(ks, vs, kv_dtype)
+    k_scale, v_scale, kk, vv = scaled_reference_kv(ks, vs, kv_dtype, 0.8, 1.3)
     for chunk, window in ((0, -1), (10 * tokens, -1), (0, 3 * tokens + 9)):
         out, lse, rows = _emulated_batch_decode(decode_libs[arch], family, q, paged, layout, chunk,
                                                 sm_scale=d ** -0.5, window_left=window, k_scale=k_scale,
