@@ -4,7 +4,8 @@ against upstream FlashInfer (both paths) and the device's copy bandwidth.
     python benchmarks/bench_decode.py --out DIR [--quick] [--batches 1,16,64,128,256]
         [--kv 1024,2048,4096,16384] [--kv-dtypes float16,float8_e4m3fn] [--timing graph|events]
         [--uneven uniform,lognormal] [--uneven-batches 128,256,512] [--q-dtype float16|bfloat16]
-        [--graph-calls 1] [--ours-pdl default|off] [--ours-kv-chunk N] [--ours-task-blocks N]
+        [--graph-calls 1] [--cold-caches] [--ours-pdl default|off] [--ours-kv-chunk N]
+        [--ours-task-blocks N]
 
 Shapes: page size 16, 32 query / 8 kv heads, head_dim 128, q fp16 (--q-dtype: or bf16, as
 models served in bf16 give with an FP8 cache; a 16-bit cache then takes q's dtype), KV fp16 or FP8 e4m3 (FP8
@@ -23,12 +24,16 @@ serving loops run decode; no Python or launch overhead), after warm-up, on rando
 `--graph-calls N` captures N run() calls in the graph and divides (a decode step of a model runs
 one per layer back to back, so a replay's own launch cost, several us, is shared as it is there;
 it weighs most at batch 1); `--timing events` times 10 back-to-back run() calls per event pair
-instead. A shape's four paths are planned and captured first (each its own workspace, since a
+instead. By default every call reads the same cache, so a cache of a few MB is read from L2
+from the second call on. `--cold-caches`: the calls rotate over distinct caches of the shape (one
+page table), as a model's layers each read their own, enough of them that no call finds its
+cache in L2 (distinct_caches: the others' bytes between two reads of one cache are at least twice
+the L2), and a graph then holds at least that many calls; the row records both. A shape's four paths are planned and captured first (each its own workspace, since a
 plan lives in its workspace) and their samples taken in turn, so that the GPU's state after
 the previous, heavier shape (clocks, power) weighs on all four alike; then their outputs are
 compared, and a path whose output agrees with no other's is reported and shown as n/a
 (bench_report.disagreeing_outputs: a timing of the wrong work is no timing). L2 is not flushed
-between runs (caches of a few MB may be read from L2). Ratios are ours GB/s over upstream's:
+between runs (without --cold-caches, caches of a few MB are read from L2). Ratios are ours GB/s over upstream's:
 best of our two paths vs best of upstream's, and per path. Upstream 0.2.14 applies v_scale
 after attention as a separate `out *= v_scale` kernel, which is part of its FP8 time.
 Uneven batches (--uneven, names from UNEVEN_LENGTHS; '' for none): the same paths on batches
@@ -38,6 +43,7 @@ requests are not alike, as in serving.
 Also prints plan() host time at the largest batch. Writes DIR/decode.json (every row and the
 run's metadata), decode.md (the printed table) and decode.png.
 """
+import itertools
 import os
 import time
 from types import SimpleNamespace
@@ -83,6 +89,9 @@ def parse_args(argv=None):
                                              "cache must be q's dtype)")
     parser.add_argument("--graph-calls", type=int, default=1,
                         help="run() calls captured in one CUDA graph with --timing graph (default %(default)s)")
+    parser.add_argument("--cold-caches", action="store_true",
+                        help="the calls rotate over distinct caches, enough that none is read from L2 (as a model's "
+                             "layers read their own)")
     parser.add_argument("--ours-kv-chunk", type=int, default=None, metavar="N",
                         help="plan ours with kv chunks of N rows (0: unsplit) instead of its split policy")
     parser.add_argument("--ours-task-blocks", type=int, default=None, metavar="N",
@@ -134,6 +143,16 @@ def random_cache(num_pages, kv_dtype, chunk_pages=8192):
     return cache
 
 
+def distinct_caches(cache_nbytes, l2_bytes, budget_bytes):
+    """How many distinct caches of cache_nbytes the calls rotate over so that none finds its cache
+    in L2: between two reads of one cache the others move at least twice the L2's bytes through it
+    (one cache alone where it is that large itself), as far as budget_bytes of caches allow."""
+    if cache_nbytes >= 2 * l2_bytes:
+        return 1
+    need = 1 + -(-2 * l2_bytes // cache_nbytes)
+    return max(1, min(need, budget_bytes // cache_nbytes))
+
+
 def uneven_kv_lens(name, bs):
     """The kv lengths (int64, host) of uneven batch `name` at batch size bs, seeded by bs."""
     gen = torch.Generator().manual_seed(bs)
@@ -153,13 +172,17 @@ def paged_layout(kv_lens):
     return indptr, ((kv_lens - 1) % PAGE + 1).to(torch.int32)
 
 
-def paged_inputs(kv_lens, kv_dtype, q_dtype=torch.float16):
-    """A random paged cache holding requests of kv_lens tokens, pages in random order, and their queries."""
+def paged_inputs(kv_lens, kv_dtype, q_dtype=torch.float16, caches=1):
+    """A random paged cache holding requests of kv_lens tokens, pages in random order, and their
+    queries; `caches` > 1: that many distinct caches under the one page table (x.caches, the
+    first of them x.cache), as a model's layers have."""
     indptr, last = paged_layout(kv_lens)
     num_pages = int(indptr[-1])
+    layers = [random_cache(num_pages, kv_dtype) for _ in range(caches)]
     return SimpleNamespace(
         kv_dtype=kv_dtype,
-        cache=random_cache(num_pages, kv_dtype),
+        cache=layers[0],
+        caches=layers,
         indices=torch.randperm(num_pages, device="cuda").to(torch.int32),
         indptr=indptr.cuda(),
         last=last.cuda(),
@@ -167,15 +190,16 @@ def paged_inputs(kv_lens, kv_dtype, q_dtype=torch.float16):
     )
 
 
-def decode_inputs(bs, kv_len, kv_dtype, q_dtype=torch.float16):
-    return paged_inputs(torch.full((bs,), kv_len, dtype=torch.int64), kv_dtype, q_dtype)
+def decode_inputs(bs, kv_len, kv_dtype, q_dtype=torch.float16, caches=1):
+    return paged_inputs(torch.full((bs,), kv_len, dtype=torch.int64), kv_dtype, q_dtype, caches)
 
 
 def decode_call(lib, use_tensor_cores, x, workspace, plan_kw=None, task_blocks=None, **run_kw):
     """Plans lib's BatchDecodeWithPagedKVCacheWrapper on x; returns its run() into a fixed out.
     plan_kw (ours only): options of the workspace's schedule (kv_chunk_size), which the public
     plan() leaves to the split policy. task_blocks (ours only): the launch's blocks in place of
-    the plan's choice (any size runs any plan).
+    the plan's choice (any size runs any plan). Where x has several caches (x.caches), each call
+    reads the next of them in turn, into the one out.
 
     q_data_type and kv_data_type are both given, not data_type=: FlashInfer 0.2.14's data_type
     fills only the dtypes left unset (q_data_type defaults to float16, so it sets the KV dtype),
@@ -190,20 +214,48 @@ def decode_call(lib, use_tensor_cores, x, workspace, plan_kw=None, task_blocks=N
         wrapper._plan.task_blocks = task_blocks
     out = torch.empty_like(x.q)
     scales = dict(k_scale=1.0, v_scale=1.0) if x.kv_dtype.itemsize == 1 else {}
-    return lambda: wrapper.run(x.q, x.cache, out=out, **scales, **run_kw)
+    caches = getattr(x, "caches", None) or [x.cache]
+    turn = itertools.count()
+
+    def run():
+        return wrapper.run(x.q, caches[next(turn) % len(caches)], out=out, **scales, **run_kw)
+    return run
 
 
-def bench_shape(libs, workspaces, bs, kv_len, kv_dtype, q_dtype, timer, ceiling):
-    return dict(bench_inputs(libs, workspaces, decode_inputs(bs, kv_len, kv_dtype, q_dtype), timer, ceiling),
-                section="equal", batch=bs, kv_len=kv_len)
+def bench_shape(libs, workspaces, bs, kv_len, kv_dtype, q_dtype, timing, ceiling):
+    """timing(cache bytes) -> (timer, distinct caches, calls a sample): RowTiming's."""
+    timer, caches, calls = timing(cache_bytes(bs, kv_len, kv_dtype))
+    x = decode_inputs(bs, kv_len, kv_dtype, q_dtype, caches)
+    return dict(bench_inputs(libs, workspaces, x, timer, ceiling), section="equal", batch=bs, kv_len=kv_len,
+                caches=caches, calls=calls)
 
 
-def bench_uneven(libs, workspaces, name, bs, kv_dtype, q_dtype, timer, ceiling):
+def bench_uneven(libs, workspaces, name, bs, kv_dtype, q_dtype, timing, ceiling):
     kv_lens = uneven_kv_lens(name, bs)
-    row = bench_inputs(libs, workspaces, paged_inputs(kv_lens, kv_dtype, q_dtype), timer, ceiling)
+    pages = int(((kv_lens + PAGE - 1) // PAGE).sum())
+    timer, caches, calls = timing(pages * 2 * PAGE * HKV * D * kv_dtype.itemsize)
+    row = bench_inputs(libs, workspaces, paged_inputs(kv_lens, kv_dtype, q_dtype, caches), timer, ceiling)
     lens = sorted(kv_lens.tolist())
-    return dict(row, section="uneven", lengths=name, batch=bs, kv_lens=lens,
+    return dict(row, section="uneven", lengths=name, batch=bs, kv_lens=lens, caches=caches, calls=calls,
                 kv_len=f"{name} {lens[0]}..{lens[-1]} (median {lens[len(lens) // 2]})")
+
+
+class RowTiming:
+    """A row's timer for its cache's size: the calls of a sample (--graph-calls, or 10
+    back-to-back) over one cache, or with --cold-caches over distinct_caches of them, a sample
+    then holding at least one call per cache."""
+
+    def __init__(self, method, calls, cold, l2_bytes, budget_bytes):
+        self.method, self.calls, self.cold = method, calls, cold
+        self.l2_bytes, self.budget_bytes = l2_bytes, budget_bytes
+        self.timers = {}
+
+    def __call__(self, cache_nbytes):
+        caches = distinct_caches(cache_nbytes, self.l2_bytes, self.budget_bytes) if self.cold else 1
+        calls = max(self.calls, caches)
+        if calls not in self.timers:
+            self.timers[calls] = interleaved_for(self.method, calls)[:2]
+        return self.timers[calls], caches, calls
 
 
 def bench_inputs(libs, workspaces, x, timer, ceiling):
@@ -268,6 +320,10 @@ def table(rows):
 
     body = [[r["kv_dtype"], r["batch"], r["kv_len"]] + [cell(r, p) for p in PATHS]
             + [fmt(r["ours_vs_flashinfer"][k], ".2f") for k in ("best", "simt", "mma")] for r in rows]
+    if any(r.get("caches", 1) > 1 for r in rows):  # --cold-caches: the distinct caches and a sample's calls
+        headers.insert(3, "caches / calls")
+        for r, line in zip(rows, body):
+            line.insert(3, f"{r.get('caches', 1)} / {r.get('calls', '')}")
     return markdown_table(headers, body)
 
 
@@ -297,13 +353,20 @@ def main(argv=None):
     if args.ours_kv_chunk is not None:
         OURS_PLAN_KW["kv_chunk_size"] = args.ours_kv_chunk
     OURS_LAUNCH["task_blocks"] = args.ours_task_blocks
-    prepare, seconds_of, timing = interleaved_for(args.timing, args.graph_calls if args.timing == "graph" else 10)
-    timer = (prepare, seconds_of)
+    calls = args.graph_calls if args.timing == "graph" else 10
+    timing = interleaved_for(args.timing, calls)[2]
+    if args.cold_caches:
+        l2 = torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
+        timing += (f"; cold caches: each call reads the next of distinct caches ({l2 / 1e6:.0f} MB of L2: twice "
+                   "that between two reads of one), a sample at least one call per cache (the rows' calls)")
+    else:
+        l2 = 0
+    row_timing = RowTiming(args.timing, calls, args.cold_caches, l2, int(args.max_cache_gb * 1e9))
     ceiling = attempt("copy ceiling", copy_bandwidth)
     workspaces = {path: torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device="cuda")
                   for path in PATHS if path.split("-")[0] in libs}
     meta = run_metadata(flashinfer=getattr(fi, "__version__", None), copy_ceiling_gbps=ceiling and ceiling / 1e9,
-                        timing=timing, iters=ITERS, shape=f"page {PAGE}, {HQ}/{HKV} heads, d{D}, q {dtype_name(args.q_dtype)}",
+                        timing=timing, cold_caches=args.cold_caches, iters=ITERS, shape=f"page {PAGE}, {HQ}/{HKV} heads, d{D}, q {dtype_name(args.q_dtype)}",
                         quick=args.quick)
     rows = []
     for kv_dtype in args.kv_dtypes:
@@ -312,13 +375,13 @@ def main(argv=None):
                 if cache_bytes(bs, kv_len, kv_dtype) > args.max_cache_gb * 1e9:
                     print(f"skip bs {bs} kv {kv_len} {dtype_name(kv_dtype)}: cache over {args.max_cache_gb} GB")
                     continue
-                rows.append(bench_shape(libs, workspaces, bs, kv_len, kv_dtype, args.q_dtype, timer, ceiling))
+                rows.append(bench_shape(libs, workspaces, bs, kv_len, kv_dtype, args.q_dtype, row_timing, ceiling))
                 torch.cuda.empty_cache()
                 progress(rows[-1])
                 write_partial(args.out, "decode", meta, rows)
         for name in args.uneven:
             for bs in args.uneven_batches:
-                rows.append(bench_uneven(libs, workspaces, name, bs, kv_dtype, args.q_dtype, timer, ceiling))
+                rows.append(bench_uneven(libs, workspaces, name, bs, kv_dtype, args.q_dtype, row_timing, ceiling))
                 torch.cuda.empty_cache()
                 progress(rows[-1])
                 write_partial(args.out, "decode", meta, rows)

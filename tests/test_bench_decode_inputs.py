@@ -178,3 +178,45 @@ def test_a_forced_launch_size_reaches_our_run(monkeypatch):
     assert bench_decode.parse_args(["--out", "x", "--ours-task-blocks", "128"]).ours_task_blocks == 128
     with pytest.raises(SystemExit):
         bench_decode.parse_args(["--out", "x", "--ours-task-blocks", "0"])
+
+
+def test_distinct_caches_keep_every_read_out_of_l2():
+    """--cold-caches: between two reads of one cache the others move at least twice the L2's
+    bytes; a cache that large alone is one; the budget caps the count."""
+    mb, l2 = 1 << 20, 50 << 20
+    for size in (4 * mb, 17 * mb, 33 * mb, 99 * mb):
+        n = bench_decode.distinct_caches(size, l2, 1 << 40)
+        assert (n - 1) * size >= 2 * l2 and (n - 2) * size < 2 * l2
+    assert bench_decode.distinct_caches(100 * mb, l2, 1 << 40) == 1
+    assert bench_decode.distinct_caches(4 * mb, l2, 10 * mb) == 2
+    assert bench_decode.distinct_caches(4 * mb, l2, 3 * mb) == 1
+
+
+def test_a_call_over_several_caches_reads_each_in_turn():
+    from types import SimpleNamespace
+    seen = []
+
+    class Wrapper(_Wrapper):
+        def run(self, q, cache, out=None, **kwargs):
+            seen.append(cache.data_ptr())
+            return out
+    lib = SimpleNamespace(BatchDecodeWithPagedKVCacheWrapper=lambda *a, **k: Wrapper([], "ours", *a, **k))
+    caches = [torch.zeros(2, 2, dtype=torch.float16) for _ in range(3)]
+    x = SimpleNamespace(kv_dtype=torch.float16, cache=caches[0], caches=caches, indices=None, indptr=None,
+                        last=None, q=torch.zeros(1, 2, dtype=torch.float16))
+    call = bench_decode.decode_call(lib, True, x, torch.zeros(16, dtype=torch.uint8))
+    outs = {call().data_ptr() for _ in range(7)}
+    assert seen == [c.data_ptr() for c in caches] * 2 + [caches[0].data_ptr()]
+    assert len(outs) == 1  # one out, as the timing's output check reads
+
+
+def test_row_timing_holds_a_call_per_cache_in_a_sample():
+    mb = 1 << 20
+    cold = bench_decode.RowTiming("graph", 10, True, 50 * mb, 1 << 40)
+    timer, caches, calls = cold(4 * mb)
+    assert caches == 26 and calls == 26 and len(timer) == 2
+    assert cold(17 * mb)[1:] == (7, 10)
+    assert cold(4 * mb)[0] is timer  # one timer per calls count
+    warm = bench_decode.RowTiming("graph", 10, False, 50 * mb, 1 << 40)
+    assert warm(4 * mb)[1:] == (1, 10)
+    assert bench_decode.parse_args(["--out", "x", "--cold-caches"]).cold_caches
