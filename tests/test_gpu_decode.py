@@ -366,6 +366,34 @@ def test_batch_decode_round_filling_split(workspace, use_tensor_cores, graph_wra
     _check(w, q, P, r_out, r_lse, dtype)
 
 
+@pytest.mark.parametrize("kv_dtype", [F16, E4M3], ids=["f16", "e4m3"])
+@pytest.mark.parametrize("lengths", ["equal", "near-equal"])
+@pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
+def test_batch_decode_stream_deal(workspace, monkeypatch, use_tensor_cores, lengths, kv_dtype):
+    """The stream deal (TFO_DECODE_STREAM=1, decode_order.cpp's stream_decode_items): the rows of
+    more than a round of requests cut into one stream of about equal rows per group of kv-head
+    blocks, the requests cut between streams split, and those splits merged in the launch, run twice
+    (the launch leaves its merge counters at zero for the next)."""
+    monkeypatch.setenv("TFO_DECODE_STREAM", "1")
+    hq, hkv, d, dtype = 32, 8, 128, F16
+    grid = flashinfer._ops.decode_grid_blocks(dtype, kv_dtype, d, hq, hkv, use_tensor_cores)
+    assert grid > 0
+    batch = grid // hkv + 23
+    gen = torch.Generator().manual_seed(batch)
+    kv_lens = [1000] * batch if lengths == "equal" else [int(x) for x in torch.randint(900, 1100, (batch,), generator=gen)]
+    P = Paged(kv_lens, 16, hkv, d, kv_dtype, "NHD")
+    q = torch.randn(batch, hq, d, dtype=dtype, device=DEV)
+    w = _wrapper(workspace, "NHD", use_tensor_cores)
+    _plan(w, P, hq, hkv, d, dtype, kv_dtype)
+    assert w._plan.task_blocks == grid // hkv * hkv and _splits(w) > 0, "a stream plan: streams cut requests"
+    fp8 = kv_dtype in FP8
+    k_scale, v_scale = (0.7, 1.9) if fp8 else (None, None)
+    scales = dict(k_scale=k_scale, v_scale=v_scale) if fp8 else {}
+    r_out, r_lse = P.reference(q, k_scale, v_scale)
+    for _ in range(2):
+        _check(w, q, P, r_out, r_lse, dtype, **scales)
+
+
 @pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
 def test_batch_decode_climbing_maxima(workspace, use_tensor_cores):
     """Scores whose running maxima creep up over the tiles and then jump

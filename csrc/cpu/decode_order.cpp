@@ -128,5 +128,110 @@ DecodeDeal decode_deal(bool bandwidth_bound, bool task_blocks) {
   TORCH_CHECK(false, "TFO_DECODE_DEAL must be empty, 'grid', 'tasks' or 'tasks-all', got '", env, "'");
 }
 
+// A stream deal of an unsplit decode plan over more than one round: the rows of all requests,
+// laid end to end, cut into one stream per group of num_kv_heads blocks (a block per kv head),
+// each stream about the same number of rows, its cuts on 64-row boundaries inside a request. A
+// stream's pieces (a request's rows within it) are its blocks' tasks in order, so every block
+// moves about the same bytes and the blocks' task boundaries fall at different times instead of
+// at once (an unsplit plan dealt over the grid starts and ends every block's tasks together:
+// the memory then idles while all of them wait for their first tile and combine their waves).
+// A request cut by streams is split: its pieces merge as any split request's. The items go in
+// rounds (item k * groups + g: stream g's k-th piece), which the launch's strided deal of
+// groups * num_kv_heads blocks gives to stream g's blocks; streams of the most pieces first, so
+// that the last round is a prefix. Returns false (the plan untouched) where that layout does
+// not hold: a stream with two pieces fewer than another, or a plan that would not fit.
+bool decode_stream_deal() {
+  const char* env = std::getenv("TFO_DECODE_STREAM");
+  if (env == nullptr || *env == '\0' || std::strcmp(env, "0") == 0) return false;
+  TORCH_CHECK(std::strcmp(env, "1") == 0, "TFO_DECODE_STREAM must be empty, '0' or '1', got '", env, "'");
+  return true;
+}
+
+bool stream_decode_items(int32_t* plan, int64_t plan_size, int64_t num_kv_heads, int64_t grid) {
+  using namespace plan_info;
+  const View view{plan};
+  const int64_t batch = view.num_requests(), num_items = view.num_items();
+  const int64_t groups = num_kv_heads > 0 ? grid / num_kv_heads : 0;
+  if (groups < 2 || batch <= groups || num_items != batch || plan[kNumLists] != 0) return false;
+  constexpr int64_t kCut = 64;  // cuts on the narrow tile's boundaries
+  std::vector<int64_t> begin(batch + 1, 0), page_base(batch);
+  for (int64_t r = 0; r < batch; ++r) {
+    const int32_t* item = view.item(static_cast<int32_t>(r));
+    if (item[kRequest] != r || item[kKvBegin] != 0 || item[kPartialRow] != -1 || item[kKvLen] < kCut) return false;
+    begin[r + 1] = begin[r] + item[kKvLen];
+    page_base[r] = item[kPageBase];
+  }
+  const int64_t rows = begin[batch];
+  // Stream g covers [cut[g], cut[g + 1]) of the rows laid end to end.
+  std::vector<int64_t> cut(groups + 1, rows);
+  cut[0] = 0;
+  int64_t r = 0;
+  for (int64_t g = 1; g < groups; ++g) {
+    const int64_t target = rows * g / groups;
+    while (r + 1 < batch && begin[r + 1] <= target) ++r;
+    int64_t at = (target - begin[r] + kCut / 2) / kCut * kCut;  // nearest cut inside request r
+    if (begin[r + 1] - begin[r] - at < kCut) at = begin[r + 1] - begin[r];  // no sliver at its end
+    cut[g] = std::max(cut[g - 1], begin[r] + at);
+    if (cut[g] == cut[g - 1]) return false;  // an empty stream
+  }
+  // Pieces: (stream, request, kv begin, kv end), in row order.
+  struct Piece { int64_t stream, request, kv_begin, kv_end; };
+  std::vector<Piece> pieces;
+  std::vector<int64_t> count(groups, 0), splits(batch, 0);
+  r = 0;
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t at = cut[g]; at < cut[g + 1];) {
+      while (begin[r + 1] <= at && r + 1 < batch) ++r;
+      const int64_t end = std::min(cut[g + 1], begin[r + 1]);
+      pieces.push_back({g, r, at - begin[r], end - begin[r]});
+      ++count[g];
+      ++splits[r];
+      at = end;
+    }
+  }
+  const int64_t most = *std::max_element(count.begin(), count.end());
+  for (int64_t c : count) {
+    if (c < most - 1) return false;
+  }
+  const int64_t new_items = static_cast<int64_t>(pieces.size());
+  if (size_for(new_items, batch) > plan_size) return false;
+  // Streams of the most pieces take the first ranks: their last pieces make the last round.
+  std::vector<int64_t> rank(groups);
+  int64_t next = 0;
+  for (int64_t g = 0; g < groups; ++g) if (count[g] == most) rank[g] = next++;
+  for (int64_t g = 0; g < groups; ++g) if (count[g] != most) rank[g] = next++;
+  std::vector<int64_t> partial_base(batch, -1), seen(batch, 0);
+  int64_t partial_rows = 0;
+  for (int64_t q = 0; q < batch; ++q) {
+    if (splits[q] > 1) {
+      partial_base[q] = partial_rows;
+      partial_rows += splits[q];
+    }
+  }
+  int32_t* items = plan + kHeaderSize;
+  std::vector<int64_t> kth(groups, 0);
+  for (const Piece& piece : pieces) {
+    int32_t* item = items + kItemFields * (kth[piece.stream]++ * groups + rank[piece.stream]);
+    const int64_t q = piece.request;
+    item[kRequest] = static_cast<int32_t>(q);
+    item[kQBegin] = 0;
+    item[kQEnd] = 1;
+    item[kKvBegin] = static_cast<int32_t>(piece.kv_begin);
+    item[kKvEnd] = static_cast<int32_t>(piece.kv_end);
+    item[kPartialRow] = static_cast<int32_t>(splits[q] > 1 ? partial_base[q] + seen[q]++ : -1);
+    item[kKvLen] = static_cast<int32_t>(begin[q + 1] - begin[q]);
+    item[kPageBase] = static_cast<int32_t>(page_base[q]);
+  }
+  int32_t* requests = items + kItemFields * new_items;
+  for (int64_t q = 0; q < batch; ++q) {
+    requests[kRequestFields * q + kPartialBase] = static_cast<int32_t>(partial_base[q]);
+    requests[kRequestFields * q + kNumSplits] = static_cast<int32_t>(std::max<int64_t>(splits[q], 1));
+  }
+  plan[kNumItems] = static_cast<int32_t>(new_items);
+  plan[kPartialRows] = static_cast<int32_t>(partial_rows);
+  plan[kTaskBlocks] = static_cast<int32_t>(groups * num_kv_heads);
+  return true;
+}
+
 }  // namespace cpu
 }  // namespace flashinfer_ops

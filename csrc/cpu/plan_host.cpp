@@ -394,6 +394,11 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
   // Decode kernels take their own tasks: the prefill grid's lists (and its balance) are for prefill.
   const int64_t lists = decode_indptr.empty() ? work_lists : 0;
   const DecodeDeal deal = decode_deal(decode_bandwidth_bound, decode_task_blocks);
+  // The stream deal (stream_decode_items), under its measuring switch: batches of more than one
+  // round of the grid, launched at the plan's size, planned unsplit and then cut into streams.
+  const bool stream = !decode_indptr.empty() && gpu && decode_task_blocks && kv_chunk_size < 0 &&
+                      decode_grid > 0 && batch * num_kv_heads > decode_grid && decode_stream_deal();
+  if (stream) kv_chunk_size = 0;
   if (kv_chunk_size < 0) {
     kv_chunk_size = choose_kv_chunk_size(gpu, qo, lens, batch, num_kv_heads, q_tile_rows, workers, decode_grid,
                                          lists, causal, window_left, decode_bandwidth_bound, decode_wide_tasks, deal);
@@ -408,7 +413,9 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
       item[layout::kPageBase] = first_page[item[layout::kRequest]];
     }
   }
-  if (!decode_indptr.empty() && gpu) {
+  if (stream && stream_decode_items(out, schedule.numel(), num_kv_heads, decode_grid)) {
+    // The streams' order and launch size are the deal.
+  } else if (!decode_indptr.empty() && gpu) {
     order_decode_items(out, num_kv_heads, decode_grid);
     deal_decode_tasks(out, num_kv_heads, decode_grid, deal, decode_task_blocks ? decode_four_block_grid : 0);
   }

@@ -7,6 +7,7 @@
 // cores, the GQA group as the rows of a 16-row tile); both compute the same attention.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <optional>
 #include <string>
@@ -380,10 +381,14 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
   const int64_t max_blocks = task_blocks * p.head_slices;
   // The groups must fit one round of the blocks resident at once, also where the launch has a
   // block per task beyond them (launch_blocks).
+  // TFO_DECODE_STREAM=1 (plan()'s measuring switch for the stream deal, decode_order.cpp): the
+  // streams' splits merge in the launch whatever the number of groups.
+  const char* stream_env = std::getenv("TFO_DECODE_STREAM");
+  const bool stream_merge = stream_env != nullptr && std::string(stream_env) == "1";
   const auto fits_one_round = [&](int64_t blocks) {
     return launch_family(p, q.scalar_type(), kv_kind, static_cast<int>(q.size(2)), use_tensor_cores, nullptr,
                          /*grid_only=*/true, blocks) &&
-           groups <= p.num_blocks;
+           (stream_merge || groups <= p.num_blocks);
   };
   const bool fused_merge = tfo::kernels::kMergeSplitsInLaunch && split_counters.numel() >= groups &&
                            fits_one_round(0) && fits_one_round(max_blocks);
