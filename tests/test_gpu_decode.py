@@ -339,10 +339,11 @@ def test_batch_decode_balanced_split(workspace, use_tensor_cores):
                          ids=["simt", "mma", "mma-graph-wrapper"])
 def test_batch_decode_round_filling_split(workspace, use_tensor_cores, graph_wrapper):
     """Just over two rounds of equal tasks on the persistent grid: where the launch is the whole
-    grid (the CUDA-core kernel; any kernel of a CUDA-graph wrapper), plan() splits every request
-    in two so that the last round is not a few tasks alone (plan_host.cpp's round-filling rule),
-    and the split requests merge in the launch; the tensor-core kernel on a 16-bit cache, whose
-    eager launch takes a block per task past two rounds, runs them unsplit."""
+    grid (any kernel of a CUDA-graph wrapper), plan() splits every request in two so that the last
+    round is not a few tasks alone (plan_host.cpp's round-filling rule), and the split requests
+    merge in the launch; the tensor-core kernel on a 16-bit cache, whose eager launch takes a block
+    per task past two rounds, runs them unsplit; the CUDA-core kernel's eager launch takes the
+    stream deal (decode_order.cpp: streams of equal rows, the requests they cut split)."""
     hq, hkv, d, dtype = 32, 8, 128, F16
     grid = flashinfer._ops.decode_grid_blocks(dtype, dtype, d, hq, hkv, use_tensor_cores)
     assert grid > 0
@@ -360,6 +361,9 @@ def test_batch_decode_round_filling_split(workspace, use_tensor_cores, graph_wra
     _plan(w, P, hq, hkv, d, dtype, dtype)
     if use_tensor_cores and not graph_wrapper and flashinfer._plan.decode_bandwidth_bound(w.platform, dtype, True):
         assert _splits(w) == 0 and w._plan.task_blocks == batch * hkv, "equal tasks past two rounds: a block each"
+    elif not use_tensor_cores and not graph_wrapper and flashinfer._ops.decode_four_block_grid(dtype, dtype, d, hq,
+                                                                                             hkv, False) > 0:
+        assert 0 < _splits(w) < batch and w._plan.task_blocks == grid // hkv * hkv, "the stream deal"
     else:
         assert _splits(w) == 2 * batch, f"{batch * hkv} tasks on {grid} blocks: every request split in two"
     r_out, r_lse = P.reference(q)

@@ -68,9 +68,10 @@ void order_decode_items(int32_t* plan_info, int64_t num_kv_heads, int64_t grid);
 // An unsplit decode plan of more than one round as streams of about equal rows, one per group of
 // num_kv_heads blocks (decode_order.cpp); false where it leaves the plan as it was.
 bool stream_decode_items(int32_t* plan_info, int64_t plan_size, int64_t num_kv_heads, int64_t grid);
-// TFO_DECODE_STREAM=1 (a measuring switch, read per plan): plan() takes the stream deal where it
-// applies, and run() merges the streams' splits inside the launch.
-bool decode_stream_deal();
+// Whether plan() takes the stream deal where it applies: kernel_gains (the kernels it was
+// measured faster for, plan_host.cpp), unless the measuring switch TFO_DECODE_STREAM (read per
+// plan) says "0" (never) or "1" (for every kernel).
+bool decode_stream_deal(bool kernel_gains);
 // How deal_decode_tasks sizes launches of more than one round of equal tasks, and which plan()
 // takes for a kernel (decode_order.cpp).
 enum class DecodeDeal { kWholeGridPastTwoRounds, kBlockPerTaskPastTwoRounds, kBlockPerTaskPastOneRound };

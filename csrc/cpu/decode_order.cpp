@@ -140,9 +140,10 @@ DecodeDeal decode_deal(bool bandwidth_bound, bool task_blocks) {
 // groups * num_kv_heads blocks gives to stream g's blocks; streams of the most pieces first, so
 // that the last round is a prefix. Returns false (the plan untouched) where that layout does
 // not hold: a stream with two pieces fewer than another, or a plan that would not fit.
-bool decode_stream_deal() {
+bool decode_stream_deal(bool kernel_gains) {
   const char* env = std::getenv("TFO_DECODE_STREAM");
-  if (env == nullptr || *env == '\0' || std::strcmp(env, "0") == 0) return false;
+  if (env == nullptr || *env == '\0') return kernel_gains;
+  if (std::strcmp(env, "0") == 0) return false;
   TORCH_CHECK(std::strcmp(env, "1") == 0, "TFO_DECODE_STREAM must be empty, '0' or '1', got '", env, "'");
   return true;
 }
@@ -169,8 +170,12 @@ bool stream_decode_items(int32_t* plan, int64_t plan_size, int64_t num_kv_heads,
   for (int64_t g = 1; g < groups; ++g) {
     const int64_t target = rows * g / groups;
     while (r + 1 < batch && begin[r + 1] <= target) ++r;
-    int64_t at = (target - begin[r] + kCut / 2) / kCut * kCut;  // nearest cut inside request r
-    if (begin[r + 1] - begin[r] - at < kCut) at = begin[r + 1] - begin[r];  // no sliver at its end
+    // The nearest cut to the target in request r: a multiple of kCut that leaves at least kCut
+    // rows after it (no sliver of a piece), or the request's end.
+    const int64_t len = begin[r + 1] - begin[r], off = target - begin[r];
+    const int64_t last = (len - kCut) / kCut * kCut;
+    int64_t at = (off + kCut / 2) / kCut * kCut;
+    if (at > last) at = off - last < len - off ? last : len;
     cut[g] = std::max(cut[g - 1], begin[r] + at);
     if (cut[g] == cut[g - 1]) return false;  // an empty stream
   }

@@ -250,6 +250,28 @@ int64_t balancing_prefill_chunk(const int32_t* qo_indptr, const int32_t* kv_lens
   return round_up_64(std::max<int64_t>(kMinKvChunk, static_cast<int64_t>(mean)));
 }
 
+// Whether plan() deals a decode batch of more than one round as streams (stream_decode_items).
+// Measured on the H100 (d128, 32 / 8 heads, page 16, batch 64-256 of equal kv 1k-16k, the splits
+// merged in the launch), time of the stream deal over the default deal: the CUDA-core kernel on
+// fp16 caches (the kernel with a four-block grid) 0.950-0.992, the tensor-core kernel on e4m3
+// caches (no bandwidth bound, a wide shape) 0.960-1.000; not taken for the tensor-core kernel on
+// 16-bit caches (a block per task past two rounds: 1.003-1.029) nor the CUDA-core kernel on FP8
+// caches (0.974-1.006). Requests about as long as each other (within 1/16, as measured) and of
+// at least kStreamMinKv rows: shorter ones would make pieces of a few tiles, which pay a first
+// tile and a combination each.
+constexpr int64_t kStreamMinKv = 512;
+bool streams_pay(const int32_t* kv_lens, int64_t batch, bool bandwidth_bound, int64_t wide_tasks,
+                 int64_t four_block_grid) {
+  int64_t min_kv = std::numeric_limits<int64_t>::max(), max_kv = 0;
+  for (int64_t r = 0; r < batch; ++r) {
+    min_kv = std::min<int64_t>(min_kv, kv_lens[r]);
+    max_kv = std::max<int64_t>(max_kv, kv_lens[r]);
+  }
+  const bool gains = four_block_grid > 0 || (wide_tasks > 0 && !bandwidth_bound);
+  const bool lengths = min_kv >= kStreamMinKv && max_kv - min_kv <= max_kv / 16;
+  return decode_stream_deal(gains && lengths);
+}
+
 // prefill_grid: the blocks of the GPU prefill kernels' persistent grid (0: unknown), with causal
 // and window_left for its cost model. decode_bandwidth_bound: the decode kernel streams at the
 // full bandwidth from kDecodeBlocksPerSm blocks per multiprocessor (cheapest_decode_chunk).
@@ -394,10 +416,11 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
   // Decode kernels take their own tasks: the prefill grid's lists (and its balance) are for prefill.
   const int64_t lists = decode_indptr.empty() ? work_lists : 0;
   const DecodeDeal deal = decode_deal(decode_bandwidth_bound, decode_task_blocks);
-  // The stream deal (stream_decode_items), under its measuring switch: batches of more than one
-  // round of the grid, launched at the plan's size, planned unsplit and then cut into streams.
+  // The stream deal (decode_order.cpp, stream_decode_items): batches of more than one round of
+  // the grid, launched at the plan's size, planned unsplit and then cut into streams.
   const bool stream = !decode_indptr.empty() && gpu && decode_task_blocks && kv_chunk_size < 0 &&
-                      decode_grid > 0 && batch * num_kv_heads > decode_grid && decode_stream_deal();
+                      decode_grid > 0 && batch * num_kv_heads > decode_grid &&
+                      streams_pay(lens, batch, decode_bandwidth_bound, decode_wide_tasks, decode_four_block_grid);
   if (stream) kv_chunk_size = 0;
   if (kv_chunk_size < 0) {
     kv_chunk_size = choose_kv_chunk_size(gpu, qo, lens, batch, num_kv_heads, q_tile_rows, workers, decode_grid,

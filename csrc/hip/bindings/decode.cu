@@ -7,7 +7,6 @@
 // cores, the GQA group as the rows of a 16-row tile); both compute the same attention.
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <limits>
 #include <optional>
 #include <string>
@@ -381,14 +380,15 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
   const int64_t max_blocks = task_blocks * p.head_slices;
   // The groups must fit one round of the blocks resident at once, also where the launch has a
   // block per task beyond them (launch_blocks).
-  // TFO_DECODE_STREAM=1 (plan()'s measuring switch for the stream deal, decode_order.cpp): the
-  // streams' splits merge in the launch whatever the number of groups.
-  const char* stream_env = std::getenv("TFO_DECODE_STREAM");
-  const bool stream_merge = stream_env != nullptr && std::string(stream_env) == "1";
+  // A launch of its plan's size (task_blocks > 0) whose split groups exceed one round is a stream
+  // deal's (decode_order.cpp): no other plan of split requests past one round is dealt at its
+  // own size (deal_decode_tasks). Its blocks end together, so the groups merge in the launch.
+  // Captured and compiled runs launch the whole grid (task_blocks 0): shapes only there.
+  const bool stream_deal = task_blocks > 0;
   const auto fits_one_round = [&](int64_t blocks) {
     return launch_family(p, q.scalar_type(), kv_kind, static_cast<int>(q.size(2)), use_tensor_cores, nullptr,
                          /*grid_only=*/true, blocks) &&
-           (stream_merge || groups <= p.num_blocks);
+           (stream_deal || groups <= p.num_blocks);
   };
   const bool fused_merge = tfo::kernels::kMergeSplitsInLaunch && split_counters.numel() >= groups &&
                            fits_one_round(0) && fits_one_round(max_blocks);

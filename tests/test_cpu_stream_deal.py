@@ -1,0 +1,112 @@
+"""The stream deal of GPU decode plans (csrc/cpu/decode_order.cpp, stream_decode_items; the rule
+that takes it, plan_host.cpp's streams_pay). Host only: the streams cover every request's rows
+once, in order, with about equal rows a stream; a request cut by streams is split with its own
+partial rows; the launch's strided deal gives each stream's pieces to one group of kv-head
+blocks, in row order. The GPU tier runs the kernels on such plans against the reference."""
+
+import numpy as np
+import pytest
+import torch
+
+from plan_layout import (KV_BEGIN, KV_END, KV_LEN, NUM_SPLITS, PARTIAL_BASE, PARTIAL_ROW, PARTIAL_ROWS, REQUEST,
+                         TASK_BLOCKS, items, requests)
+from torch_flashinfer_ops import _C
+
+GRID, HEADS = 396, 8
+
+
+def _plan(kv_lens, *, bound=False, wide=0, four=0, task_blocks=True, heads=HEADS, grid=GRID):
+    plan = torch.full((1 << 16,), -7, dtype=torch.int32)
+    valid, _, needed, rows, _ = _C.plan_host(torch.empty(0, dtype=torch.int32), torch.tensor(kv_lens, dtype=torch.int32),
+                                             plan, 16, heads, 132, grid, -1, True, 0, False, -1, bound,
+                                             decode_wide_tasks=wide, decode_task_blocks=task_blocks,
+                                             decode_four_block_grid=four)
+    assert valid
+    return plan.numpy().copy(), rows
+
+
+def _is_stream(plan, heads=HEADS, grid=GRID):
+    return int(plan[TASK_BLOCKS]) == grid // heads * heads and int(plan[PARTIAL_ROWS]) > 0
+
+
+@pytest.fixture
+def forced(monkeypatch):
+    monkeypatch.setenv("TFO_DECODE_STREAM", "1")
+
+
+@pytest.mark.parametrize("kv_lens", [[1024] * 64, [1024] * 256, [4096] * 50, [1000] * 60 + [1064] * 20,
+                                     list(np.random.RandomState(3).randint(960, 1024, 77))])
+def test_streams_cover_every_row_once_in_equal_shares(forced, kv_lens):
+    plan, rows = _plan(kv_lens)
+    assert _is_stream(plan)
+    it, req = items(plan), requests(plan)
+    groups = int(plan[TASK_BLOCKS]) // HEADS
+    for r, n in enumerate(kv_lens):  # every request's rows once, its pieces back to back
+        mine = it[it[:, REQUEST] == r]
+        spans = sorted(zip(mine[:, KV_BEGIN].tolist(), mine[:, KV_END].tolist()))
+        assert spans[0][0] == 0 and spans[-1][1] == n and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        assert (mine[:, KV_LEN] == n).all() and req[r, NUM_SPLITS] == len(spans)
+        if len(spans) == 1:
+            assert req[r, PARTIAL_BASE] == -1 and mine[0, PARTIAL_ROW] == -1
+        else:  # its own partial rows, one a piece
+            assert sorted(mine[:, PARTIAL_ROW].tolist()) == list(range(req[r, PARTIAL_BASE],
+                                                                       req[r, PARTIAL_BASE] + len(spans)))
+    assert rows == int(plan[PARTIAL_ROWS]) == sum(int(s) for s in req[:, NUM_SPLITS] if s > 1)
+    # The strided deal: item i runs on block group i % groups; a group's pieces follow each other
+    # in the rows laid end to end, and the groups' rows differ by at most a tile's cut each side.
+    starts = np.concatenate([[0], np.cumsum(kv_lens)])
+    share = np.zeros(groups, dtype=np.int64)
+    first, last_end = {}, {}
+    for i, row in enumerate(it.tolist()):
+        g = i % groups
+        at = starts[row[REQUEST]] + row[KV_BEGIN]
+        assert last_end.get(g, at) == at, "a group's pieces are consecutive rows"
+        first.setdefault(g, at)
+        last_end[g] = starts[row[REQUEST]] + row[KV_END]
+        share[g] += row[KV_END] - row[KV_BEGIN]
+    assert share.sum() == sum(kv_lens)
+    # Streams in row order, each cut within a tile (64 rows) of its equal share's place.
+    cuts = sorted(first.values())
+    assert cuts[0] == 0 and all(a < b for a, b in zip(cuts, cuts[1:]))
+    assert max(abs(c - k * sum(kv_lens) // groups) for k, c in enumerate(cuts)) <= 64
+
+
+def test_the_last_round_is_a_prefix_of_the_groups(forced):
+    plan, _ = _plan([1024] * 64)
+    groups = int(plan[TASK_BLOCKS]) // HEADS
+    n = int(plan[0])
+    assert groups < n < 4 * groups  # 49 streams of ~1337 rows: two or three pieces each
+
+
+@pytest.mark.parametrize("kv_lens", [[1024] * 40, [1024] * 49, [30] * 200, [1024] * 63 + [0],
+                                     [700] * 90 + [1300] * 10])
+def test_where_the_deal_does_not_apply_the_plan_is_the_default(forced, monkeypatch, kv_lens):
+    """One round or less, requests under a tile's cut, an empty request, streams of piece counts
+    two apart (the rounds would not be a prefix): the usual plan."""
+    plan, _ = _plan(kv_lens)
+    monkeypatch.setenv("TFO_DECODE_STREAM", "0")
+    assert (plan == _plan(kv_lens)[0]).all()
+
+
+@pytest.mark.parametrize("kernel, taken", [
+    (dict(four=528), True),             # CUDA cores on a 16-bit cache (its four-block grid)
+    (dict(wide=132), True),             # tensor cores on an FP8 cache (a wide shape, no bound)
+    (dict(wide=132, bound=True), False),  # tensor cores on a 16-bit cache: a block per task
+    (dict(), False),                    # CUDA cores on an FP8 cache
+])
+def test_the_rule_takes_the_streams_for_the_kernels_they_pay_for(kernel, taken):
+    assert _is_stream(_plan([1024] * 128, **kernel)[0]) == taken
+
+
+@pytest.mark.parametrize("kv_lens", [[256] * 128, [600] * 64 + [1024] * 64])
+def test_the_rule_leaves_short_or_uneven_requests_to_the_default(kv_lens):
+    assert not _is_stream(_plan(kv_lens, four=528)[0])
+
+
+def test_launches_of_the_whole_grid_and_the_off_switch_keep_the_default(monkeypatch):
+    assert not _is_stream(_plan([1024] * 128, four=528, task_blocks=False)[0])
+    monkeypatch.setenv("TFO_DECODE_STREAM", "0")
+    assert not _is_stream(_plan([1024] * 128, four=528)[0])
+    monkeypatch.setenv("TFO_DECODE_STREAM", "yes")
+    with pytest.raises(RuntimeError, match="TFO_DECODE_STREAM"):
+        _plan([1024] * 128)
