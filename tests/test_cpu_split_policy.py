@@ -246,12 +246,17 @@ def _task_blocks(kv_lens, heads=8, grid=GRID, bandwidth_bound=True, four_block_g
 FOUR_BLOCK_GRID = 528  # the CUDA-core 4-row tile at four blocks per multiprocessor, 132 SMs
 
 
-def test_unsplit_equal_tasks_of_one_to_three_rounds_take_the_four_block_launch():
+def test_unsplit_equal_tasks_of_one_to_three_rounds_take_the_four_block_launch(monkeypatch):
     """16-bit caches on CUDA cores (no bandwidth bound): unsplit equal tasks of more than one round
     of the default grid and at most three launch the four-block grid (run() then takes that
     kernel); one round, split plans, more rounds, unequal tasks and whole-grid launches keep the
-    default deal."""
+    default deal. Requests of 512 rows or more take the stream deal by default
+    (test_cpu_stream_deal.py): the four-block deal is read here with it switched off, and below
+    where it does not apply."""
     four = dict(bandwidth_bound=False, four_block_grid=FOUR_BLOCK_GRID)
+    assert _task_blocks([1024] * 64, **four) == (0, GRID // 8 * 8)  # the stream deal
+    assert _task_blocks([256] * 128, **four) == (0, FOUR_BLOCK_GRID)  # too short for streams
+    monkeypatch.setenv("TFO_DECODE_STREAM", "0")
     assert _task_blocks([1024] * 64, **four) == (0, FOUR_BLOCK_GRID)  # 512 tasks: 1.3 rounds
     assert _task_blocks([2048] * 128, **four) == (0, FOUR_BLOCK_GRID)  # 1024 tasks: 2.6 rounds
     assert _task_blocks([1024] * 64, bandwidth_bound=False) == (0, 256)  # without it: two each
