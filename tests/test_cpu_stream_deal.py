@@ -98,6 +98,14 @@ def test_the_rule_takes_the_streams_for_the_kernels_they_pay_for(kernel, taken):
     assert _is_stream(_plan([1024] * 128, **kernel)[0]) == taken
 
 
+def test_tensor_cores_on_fp8_take_streams_past_two_rounds_only():
+    # Between one and two rounds their default (two tasks a block) measured faster.
+    assert not _is_stream(_plan([1024] * 64, wide=132)[0])
+    assert int(_plan([1024] * 64, wide=132)[0][TASK_BLOCKS]) == 256
+    assert _is_stream(_plan([1024] * 100, wide=132)[0])  # 800 tasks on 396 blocks
+    assert _is_stream(_plan([1024] * 64, four=528)[0])  # CUDA cores on 16-bit caches: from one round
+
+
 @pytest.mark.parametrize("kv_lens", [[256] * 128, [600] * 64 + [1024] * 64])
 def test_the_rule_leaves_short_or_uneven_requests_to_the_default(kv_lens):
     assert not _is_stream(_plan(kv_lens, four=528)[0])

@@ -251,23 +251,26 @@ int64_t balancing_prefill_chunk(const int32_t* qo_indptr, const int32_t* kv_lens
 }
 
 // Whether plan() deals a decode batch of more than one round as streams (stream_decode_items).
-// Measured on the H100 (d128, 32 / 8 heads, page 16, batch 64-256 of equal kv 1k-16k, the splits
-// merged in the launch), time of the stream deal over the default deal: the CUDA-core kernel on
-// fp16 caches (the kernel with a four-block grid) 0.950-0.992, the tensor-core kernel on e4m3
-// caches (no bandwidth bound, a wide shape) 0.960-1.000; not taken for the tensor-core kernel on
-// 16-bit caches (a block per task past two rounds: 1.003-1.029) nor the CUDA-core kernel on FP8
-// caches (0.974-1.006). Requests about as long as each other (within 1/16, as measured) and of
-// at least kStreamMinKv rows: shorter ones would make pieces of a few tiles, which pay a first
-// tile and a combination each.
+// Measured on the H100 (d128, 32 / 8 heads, page 16, equal kv 1k-16k, the splits merged in the
+// launch), time against the default deal: the CUDA-core kernel on fp16 caches (the kernel with a
+// four-block grid) 0.950-0.993 at batch 64-256; the tensor-core kernel on e4m3 caches (no
+// bandwidth bound, a wide shape) 0.958-0.995 at batch 128-256, where its default is the whole grid
+// with a part-filled last round, but 0.983-1.000 at batch 64 kv 1k-2k against 0.966-0.985 for its
+// default there (two tasks a block, without a merge launch), so it takes streams past two rounds
+// only; not taken for the tensor-core kernel on 16-bit caches (a block per task past two rounds:
+// 1.003-1.029) nor the CUDA-core kernel on FP8 caches (0.974-1.006). Requests about as long as each
+// other (within 1/16, as measured) and of at least kStreamMinKv rows: shorter ones would make
+// pieces of a few tiles, which pay a first tile and a combination each.
 constexpr int64_t kStreamMinKv = 512;
-bool streams_pay(const int32_t* kv_lens, int64_t batch, bool bandwidth_bound, int64_t wide_tasks,
-                 int64_t four_block_grid) {
+bool streams_pay(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads, int64_t grid, bool bandwidth_bound,
+                 int64_t wide_tasks, int64_t four_block_grid) {
   int64_t min_kv = std::numeric_limits<int64_t>::max(), max_kv = 0;
   for (int64_t r = 0; r < batch; ++r) {
     min_kv = std::min<int64_t>(min_kv, kv_lens[r]);
     max_kv = std::max<int64_t>(max_kv, kv_lens[r]);
   }
-  const bool gains = four_block_grid > 0 || (wide_tasks > 0 && !bandwidth_bound);
+  const bool fp8_tensor_cores = wide_tasks > 0 && !bandwidth_bound;
+  const bool gains = four_block_grid > 0 || (fp8_tensor_cores && batch * num_kv_heads > 2 * grid);
   const bool lengths = min_kv >= kStreamMinKv && max_kv - min_kv <= max_kv / 16;
   return decode_stream_deal(gains && lengths);
 }
@@ -420,7 +423,8 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
   // the grid, launched at the plan's size, planned unsplit and then cut into streams.
   const bool stream = !decode_indptr.empty() && gpu && decode_task_blocks && kv_chunk_size < 0 &&
                       decode_grid > 0 && batch * num_kv_heads > decode_grid &&
-                      streams_pay(lens, batch, decode_bandwidth_bound, decode_wide_tasks, decode_four_block_grid);
+                      streams_pay(lens, batch, num_kv_heads, decode_grid, decode_bandwidth_bound, decode_wide_tasks,
+                                  decode_four_block_grid);
   if (stream) kv_chunk_size = 0;
   if (kv_chunk_size < 0) {
     kv_chunk_size = choose_kv_chunk_size(gpu, qo, lens, batch, num_kv_heads, q_tile_rows, workers, decode_grid,
