@@ -78,6 +78,16 @@ def test_the_last_round_is_a_prefix_of_the_groups(forced):
     assert groups < n < 4 * groups  # 49 streams of ~1337 rows: two or three pieces each
 
 
+def test_a_layout_that_does_not_hold_keeps_the_policys_split(forced, monkeypatch):
+    # A few long requests among many short: streams inside the long ones hold one piece, those
+    # over the short ones several, so the streams are not taken, and the policy splits the long.
+    kv_lens = [8000] * 8 + [200] * 200
+    plan, rows = _plan(kv_lens)
+    assert not _is_stream(plan) and rows > 0
+    monkeypatch.setenv("TFO_DECODE_STREAM", "0")
+    assert (plan == _plan(kv_lens)[0]).all()
+
+
 @pytest.mark.parametrize("kv_lens", [[1024] * 40, [1024] * 49, [30] * 200, [1024] * 63 + [0],
                                      [700] * 90 + [1300] * 10])
 def test_where_the_deal_does_not_apply_the_plan_is_the_default(forced, monkeypatch, kv_lens):

@@ -420,29 +420,37 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
   const int64_t lists = decode_indptr.empty() ? work_lists : 0;
   const DecodeDeal deal = decode_deal(decode_bandwidth_bound, decode_task_blocks);
   // The stream deal (decode_order.cpp, stream_decode_items): batches of more than one round of
-  // the grid, launched at the plan's size, planned unsplit and then cut into streams.
+  // the grid, launched at the plan's size, planned unsplit and then cut into streams; where the
+  // streams' layout does not hold, the policy's plan after all.
   const bool stream = !decode_indptr.empty() && gpu && decode_task_blocks && kv_chunk_size < 0 &&
                       decode_grid > 0 && batch * num_kv_heads > decode_grid &&
                       streams_pay(lens, batch, num_kv_heads, decode_grid, decode_bandwidth_bound, decode_wide_tasks,
                                   decode_four_block_grid);
-  if (stream) kv_chunk_size = 0;
+  int32_t* out = schedule.data_ptr<int32_t>();
+  const auto schedule_for = [&](int64_t chunk) {
+    plan_schedule(qo, lens, batch, q_tile_rows, chunk, out, schedule.numel());
+    if (page_indptr.numel() > 0) {
+      const int32_t* first_page = page_indptr.data_ptr<int32_t>();
+      int32_t* items = out + layout::kHeaderSize;
+      for (int64_t i = 0; i < out[layout::kNumItems]; ++i) {
+        int32_t* item = items + layout::kItemFields * i;
+        item[layout::kPageBase] = first_page[item[layout::kRequest]];
+      }
+    }
+  };
+  if (stream) {
+    schedule_for(0);
+    if (stream_decode_items(out, schedule.numel(), num_kv_heads, decode_grid)) {
+      const int64_t needed = plan_work_lists(out, schedule.numel(), qo, lens, num_kv_heads, 0, causal, window_left);
+      return std::make_tuple(true, int64_t{0}, needed, int64_t{out[layout::kPartialRows]}, int64_t{qo[batch]});
+    }
+  }
   if (kv_chunk_size < 0) {
     kv_chunk_size = choose_kv_chunk_size(gpu, qo, lens, batch, num_kv_heads, q_tile_rows, workers, decode_grid,
                                          lists, causal, window_left, decode_bandwidth_bound, decode_wide_tasks, deal);
   }
-  int32_t* out = schedule.data_ptr<int32_t>();
-  plan_schedule(qo, lens, batch, q_tile_rows, kv_chunk_size, out, schedule.numel());
-  if (page_indptr.numel() > 0) {
-    const int32_t* first_page = page_indptr.data_ptr<int32_t>();
-    int32_t* items = out + layout::kHeaderSize;
-    for (int64_t i = 0; i < out[layout::kNumItems]; ++i) {
-      int32_t* item = items + layout::kItemFields * i;
-      item[layout::kPageBase] = first_page[item[layout::kRequest]];
-    }
-  }
-  if (stream && stream_decode_items(out, schedule.numel(), num_kv_heads, decode_grid)) {
-    // The streams' order and launch size are the deal.
-  } else if (!decode_indptr.empty() && gpu) {
+  schedule_for(kv_chunk_size);
+  if (!decode_indptr.empty() && gpu) {
     order_decode_items(out, num_kv_heads, decode_grid);
     deal_decode_tasks(out, num_kv_heads, decode_grid, deal, decode_task_blocks ? decode_four_block_grid : 0);
   }

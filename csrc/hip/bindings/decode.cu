@@ -369,9 +369,9 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
   if (batch == 0) return;
   // Split requests merge inside the decode launch when the (request, kv head, head slice) groups
   // fit in one round of the persistent grid (the planner split them to fill the GPU; measured
-  // 1.04-1.10x at batch 1) and every group has a counter; otherwise a merge launch follows
-  // (between one and two rounds, merging in the last block of each group lengthens the tail:
-  // 0.95x at batch 64). Shapes only, so a captured graph keeps its choice valid.
+  // 1.04-1.10x at batch 1) or the launch is of its plan's size (below), and every group has a
+  // counter; otherwise a merge launch follows (between one and two rounds of the whole grid,
+  // merging in the last block of each group lengthens the tail: 0.95x at batch 64).
   const int64_t groups = batch * p.num_kv_heads * p.head_slices;
   // plan()'s task blocks count (item, kv head) tasks; each has head_slices blocks' worth of
   // work. Whatever the launch's size (launch_blocks), its blocks take every task in turn.
@@ -379,16 +379,18 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
   check_pdl(enable_pdl, op);
   const int64_t max_blocks = task_blocks * p.head_slices;
   // The groups must fit one round of the blocks resident at once, also where the launch has a
-  // block per task beyond them (launch_blocks).
-  // A launch of its plan's size (task_blocks > 0) whose split groups exceed one round is a stream
-  // deal's (decode_order.cpp): no other plan of split requests past one round is dealt at its
-  // own size (deal_decode_tasks). Its blocks end together, so the groups merge in the launch.
-  // Captured and compiled runs launch the whole grid (task_blocks 0): shapes only there.
-  const bool stream_deal = task_blocks > 0;
+  // block per task beyond them (launch_blocks), unless the launch is of its plan's size
+  // (task_blocks > 0). Past one round such a plan is either unsplit (two tasks a block, a block
+  // per task, the four-block grid: no merge launch to pay for nothing; H100, 0.96-1.00 of the
+  // time) or the stream deal's (decode_order.cpp), whose blocks end together and merge in the
+  // launch; no other plan of split requests past one round is dealt at its own size
+  // (deal_decode_tasks). Captured and compiled runs launch the whole grid (task_blocks 0), so
+  // their choice is by shapes alone and a captured graph keeps it valid for later plans.
+  const bool plan_sized = task_blocks > 0;
   const auto fits_one_round = [&](int64_t blocks) {
     return launch_family(p, q.scalar_type(), kv_kind, static_cast<int>(q.size(2)), use_tensor_cores, nullptr,
                          /*grid_only=*/true, blocks) &&
-           (stream_deal || groups <= p.num_blocks);
+           (plan_sized || groups <= p.num_blocks);
   };
   const bool fused_merge = tfo::kernels::kMergeSplitsInLaunch && split_counters.numel() >= groups &&
                            fits_one_round(0) && fits_one_round(max_blocks);
