@@ -202,6 +202,25 @@ def test_batch_decode_under_cuda_emulation(decode_libs, case, family, fused_merg
 
 @pytest.mark.parametrize("arch", list(ARCHS))
 @pytest.mark.parametrize("kv_dtype", [torch.float16, torch.float8_e4m3fn], ids=["f16", "e4m3"])
+@pytest.mark.parametrize("family", ["simt", "mma"])
+def test_stream_deal_under_cuda_emulation(decode_libs, monkeypatch, family, kv_dtype, arch):
+    """The stream deal (TFO_DECODE_STREAM=1; decode_order.cpp): five requests on two groups of
+    kv-head blocks, cut into two streams of equal rows, so a request is split between the groups'
+    blocks, each block runs its stream's pieces in row order, and the split merges in the launch,
+    against the float64 reference."""
+    monkeypatch.setenv("TFO_DECODE_STREAM", "1")
+    hq, hkv, d = 8, 2, 128
+    q, ks, vs, paged = _case([200, 130, 321, 96, 250], 16, hq, hkv, d, torch.float16, kv_dtype, "NHD",
+                             _seed("stream", family, str(kv_dtype), arch))
+    k_scale, v_scale, kk, vv = scaled_reference_kv(ks, vs, kv_dtype, 0.8, 1.3)
+    out, lse, rows = _emulated_batch_decode(decode_libs[arch], family, q, paged, "NHD", -1, sm_scale=d ** -0.5,
+                                            k_scale=k_scale, v_scale=v_scale, num_blocks=2 * hkv, fused_merge=True)
+    assert rows == 2, "the cut between the two streams splits one request in two"
+    _assert_decode_matches(out, lse, q, kk, vv, torch.float16, sm_scale=d ** -0.5)
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("kv_dtype", [torch.float16, torch.float8_e4m3fn], ids=["f16", "e4m3"])
 @pytest.mark.parametrize("tiles", [3, 12])
 def test_wide_shape_tasks_of_many_tiles_under_cuda_emulation(decode_libs, tiles, kv_dtype, arch):
     """The tensor-core kernel's wide shape (8 warps, 128-row K/V tiles at head_dim 128) on tasks
