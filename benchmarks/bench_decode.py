@@ -28,13 +28,14 @@ instead. By default every call reads the same cache, so a cache of a few MB is r
 from the second call on. `--cold-caches`: the calls rotate over distinct caches of the shape (one
 page table), as a model's layers each read their own, enough of them that no call finds its
 cache in L2 (distinct_caches: the others' bytes between two reads of one cache are at least twice
-the L2), and a graph then holds at least that many calls; the row records both. A shape's four paths are planned and captured first (each its own workspace, since a
+the L2), and a graph then holds at least that many calls; the row records both. A shape's four
+paths are planned and captured first (each its own workspace, since a
 plan lives in its workspace) and their samples taken in turn, so that the GPU's state after
 the previous, heavier shape (clocks, power) weighs on all four alike; then their outputs are
 compared, and a path whose output agrees with no other's is reported and shown as n/a
 (bench_report.disagreeing_outputs: a timing of the wrong work is no timing). L2 is not flushed
-between runs (without --cold-caches, caches of a few MB are read from L2). Ratios are ours GB/s over upstream's:
-best of our two paths vs best of upstream's, and per path. Upstream 0.2.14 applies v_scale
+between runs (without --cold-caches, caches of a few MB are read from L2). Ratios are ours GB/s
+over upstream's: best of our two paths vs best of upstream's, and per path. Upstream 0.2.14 applies v_scale
 after attention as a separate `out *= v_scale` kernel, which is part of its FP8 time.
 Uneven batches (--uneven, names from UNEVEN_LENGTHS; '' for none): the same paths on batches
 whose requests' kv lengths differ (drawn with the batch size as seed, so every run and library
