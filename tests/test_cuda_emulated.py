@@ -203,18 +203,21 @@ def test_batch_decode_under_cuda_emulation(decode_libs, case, family, fused_merg
 @pytest.mark.parametrize("arch", list(ARCHS))
 @pytest.mark.parametrize("kv_dtype", [torch.float16, torch.float8_e4m3fn], ids=["f16", "e4m3"])
 @pytest.mark.parametrize("family", ["simt", "mma"])
-def test_stream_deal_under_cuda_emulation(decode_libs, monkeypatch, family, kv_dtype, arch):
+@pytest.mark.parametrize("fused_merge", [True, False], ids=["in-launch", "merge-launch"])
+def test_stream_deal_under_cuda_emulation(decode_libs, monkeypatch, family, kv_dtype, arch, fused_merge):
     """The stream deal (TFO_DECODE_STREAM=1; decode_order.cpp): five requests on two groups of
     kv-head blocks, cut into two streams of equal rows, so a request is split between the groups'
-    blocks, each block runs its stream's pieces in row order, and the split merges in the launch,
-    against the float64 reference."""
+    blocks, each block runs its stream's pieces in row order, and the split merges in the launch
+    (as run() has it for a launch of its plan's size) or, where the counters would not hold its
+    groups, in the merge launch after it; against the float64 reference."""
     monkeypatch.setenv("TFO_DECODE_STREAM", "1")
     hq, hkv, d = 8, 2, 128
     q, ks, vs, paged = _case([200, 130, 321, 96, 250], 16, hq, hkv, d, torch.float16, kv_dtype, "NHD",
                              _seed("stream", family, str(kv_dtype), arch))
     k_scale, v_scale, kk, vv = scaled_reference_kv(ks, vs, kv_dtype, 0.8, 1.3)
     out, lse, rows = _emulated_batch_decode(decode_libs[arch], family, q, paged, "NHD", -1, sm_scale=d ** -0.5,
-                                            k_scale=k_scale, v_scale=v_scale, num_blocks=2 * hkv, fused_merge=True)
+                                            k_scale=k_scale, v_scale=v_scale, num_blocks=2 * hkv,
+                                            fused_merge=fused_merge)
     assert rows == 2, "the cut between the two streams splits one request in two"
     _assert_decode_matches(out, lse, q, kk, vv, torch.float16, sm_scale=d ** -0.5)
 
