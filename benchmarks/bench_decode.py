@@ -132,8 +132,13 @@ def parse_args(argv=None):
 
 
 
+def page_bytes(kv_dtype):
+    """Bytes of one page of the cache: its K and V rows of every kv head."""
+    return 2 * PAGE * HKV * D * kv_dtype.itemsize
+
+
 def cache_bytes(bs, kv_len, kv_dtype):
-    return bs * -(-kv_len // PAGE) * 2 * PAGE * HKV * D * kv_dtype.itemsize
+    return bs * -(-kv_len // PAGE) * page_bytes(kv_dtype)
 
 
 def random_cache(num_pages, kv_dtype, chunk_pages=8192):
@@ -233,8 +238,7 @@ def bench_shape(libs, workspaces, bs, kv_len, kv_dtype, q_dtype, timing, ceiling
 
 def bench_uneven(libs, workspaces, name, bs, kv_dtype, q_dtype, timing, ceiling):
     kv_lens = uneven_kv_lens(name, bs)
-    pages = int(((kv_lens + PAGE - 1) // PAGE).sum())
-    timer, caches, calls = timing(pages * 2 * PAGE * HKV * D * kv_dtype.itemsize)
+    timer, caches, calls = timing(int(paged_layout(kv_lens)[0][-1]) * page_bytes(kv_dtype))
     row = bench_inputs(libs, workspaces, paged_inputs(kv_lens, kv_dtype, q_dtype, caches), timer, ceiling)
     lens = sorted(kv_lens.tolist())
     return dict(row, section="uneven", lengths=name, batch=bs, kv_lens=lens, caches=caches, calls=calls,

@@ -187,7 +187,7 @@ bool stream_decode_items(int32_t* plan, int64_t plan_size, int64_t num_kv_heads,
   r = 0;
   for (int64_t g = 0; g < groups; ++g) {
     for (int64_t at = cut[g]; at < cut[g + 1];) {
-      while (begin[r + 1] <= at && r + 1 < batch) ++r;
+      while (r + 1 < batch && begin[r + 1] <= at) ++r;
       const int64_t end = std::min(cut[g + 1], begin[r + 1]);
       pieces.push_back({g, r, at - begin[r], end - begin[r]});
       ++count[g];

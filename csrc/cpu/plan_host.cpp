@@ -190,6 +190,22 @@ int64_t balancing_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t nu
   return round_up_64(std::max<int64_t>(kMinKvChunk, static_cast<int64_t>(mean / 4)));
 }
 
+// The shortest and longest of a batch's kv lengths.
+struct KvRange {
+  int64_t min = std::numeric_limits<int64_t>::max(), max = 0;
+  // Every request about as long as the longest: the round-filling split's and the stream deal's
+  // batches of equal tasks.
+  bool within_a_sixteenth() const { return max - min <= max / 16; }
+};
+KvRange kv_range(const int32_t* kv_lens, int64_t batch) {
+  KvRange range;
+  for (int64_t r = 0; r < batch; ++r) {
+    range.min = std::min<int64_t>(range.min, kv_lens[r]);
+    range.max = std::max<int64_t>(range.max, kv_lens[r]);
+  }
+  return range;
+}
+
 bool all_equal(const int32_t* kv_lens, int64_t batch) {
   for (int64_t r = 1; r < batch; ++r) {
     if (kv_lens[r] != kv_lens[0]) return false;
@@ -206,12 +222,9 @@ bool all_equal(const int32_t* kv_lens, int64_t batch) {
 // kDecodeRoundFillGain cheaper than no split. Unequal lengths are left
 // to the item order (decode_order.cpp), which the model does not price.
 int64_t round_filling_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads, int64_t grid) {
-  int64_t min_kv = std::numeric_limits<int64_t>::max(), max_kv = 0;
-  for (int64_t r = 0; r < batch; ++r) {
-    min_kv = std::min<int64_t>(min_kv, kv_lens[r]);
-    max_kv = std::max<int64_t>(max_kv, kv_lens[r]);
-  }
-  if (max_kv - min_kv > max_kv / 16) return 0;
+  const KvRange range = kv_range(kv_lens, batch);
+  if (!range.within_a_sixteenth()) return 0;
+  const int64_t max_kv = range.max;
   auto rounds_cost = [&](int64_t chunk) { return decode_rounds_cost(kv_lens, batch, num_kv_heads, grid, chunk); };
   int64_t best = 0;
   double best_cost = rounds_cost(max_kv) * (1.0 - kDecodeRoundFillGain);
@@ -264,14 +277,10 @@ int64_t balancing_prefill_chunk(const int32_t* qo_indptr, const int32_t* kv_lens
 constexpr int64_t kStreamMinKv = 512;
 bool streams_pay(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads, int64_t grid, bool bandwidth_bound,
                  int64_t wide_tasks, int64_t four_block_grid) {
-  int64_t min_kv = std::numeric_limits<int64_t>::max(), max_kv = 0;
-  for (int64_t r = 0; r < batch; ++r) {
-    min_kv = std::min<int64_t>(min_kv, kv_lens[r]);
-    max_kv = std::max<int64_t>(max_kv, kv_lens[r]);
-  }
+  const KvRange range = kv_range(kv_lens, batch);
   const bool fp8_tensor_cores = wide_tasks > 0 && !bandwidth_bound;
   const bool gains = four_block_grid > 0 || (fp8_tensor_cores && batch * num_kv_heads > 2 * grid);
-  const bool lengths = min_kv >= kStreamMinKv && max_kv - min_kv <= max_kv / 16;
+  const bool lengths = range.min >= kStreamMinKv && range.within_a_sixteenth();
   return decode_stream_deal(gains && lengths);
 }
 
@@ -438,21 +447,22 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
       }
     }
   };
+  bool streamed = false;
   if (stream) {
     schedule_for(0);
-    if (stream_decode_items(out, schedule.numel(), num_kv_heads, decode_grid)) {
-      const int64_t needed = plan_work_lists(out, schedule.numel(), qo, lens, num_kv_heads, 0, causal, window_left);
-      return std::make_tuple(true, int64_t{0}, needed, int64_t{out[layout::kPartialRows]}, int64_t{qo[batch]});
+    streamed = stream_decode_items(out, schedule.numel(), num_kv_heads, decode_grid);
+    if (streamed) kv_chunk_size = 0;  // planned unsplit; the streams' order and launch size are the deal
+  }
+  if (!streamed) {
+    if (kv_chunk_size < 0) {
+      kv_chunk_size = choose_kv_chunk_size(gpu, qo, lens, batch, num_kv_heads, q_tile_rows, workers, decode_grid,
+                                           lists, causal, window_left, decode_bandwidth_bound, decode_wide_tasks, deal);
     }
-  }
-  if (kv_chunk_size < 0) {
-    kv_chunk_size = choose_kv_chunk_size(gpu, qo, lens, batch, num_kv_heads, q_tile_rows, workers, decode_grid,
-                                         lists, causal, window_left, decode_bandwidth_bound, decode_wide_tasks, deal);
-  }
-  schedule_for(kv_chunk_size);
-  if (!decode_indptr.empty() && gpu) {
-    order_decode_items(out, num_kv_heads, decode_grid);
-    deal_decode_tasks(out, num_kv_heads, decode_grid, deal, decode_task_blocks ? decode_four_block_grid : 0);
+    schedule_for(kv_chunk_size);
+    if (!decode_indptr.empty() && gpu) {
+      order_decode_items(out, num_kv_heads, decode_grid);
+      deal_decode_tasks(out, num_kv_heads, decode_grid, deal, decode_task_blocks ? decode_four_block_grid : 0);
+    }
   }
   const int64_t needed = plan_work_lists(out, schedule.numel(), qo, lens, num_kv_heads, lists, causal, window_left);
   return std::make_tuple(true, kv_chunk_size, needed, int64_t{out[layout::kPartialRows]}, int64_t{qo[batch]});

@@ -387,13 +387,13 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
   // (deal_decode_tasks). Captured and compiled runs launch the whole grid (task_blocks 0), so
   // their choice is by shapes alone and a captured graph keeps it valid for later plans.
   const bool plan_sized = task_blocks > 0;
-  const auto fits_one_round = [&](int64_t blocks) {
+  const auto merges_in_launch = [&](int64_t blocks) {
     return launch_family(p, q.scalar_type(), kv_kind, static_cast<int>(q.size(2)), use_tensor_cores, nullptr,
                          /*grid_only=*/true, blocks) &&
            (plan_sized || groups <= p.num_blocks);
   };
   const bool fused_merge = tfo::kernels::kMergeSplitsInLaunch && split_counters.numel() >= groups &&
-                           fits_one_round(0) && fits_one_round(max_blocks);
+                           merges_in_launch(0) && merges_in_launch(max_blocks);
   p.split_counters = fused_merge ? split_counters.data_ptr<int32_t>() : nullptr;
   launch(p, q.scalar_type(), kv_kind, static_cast<int>(q.size(2)), static_cast<int>(batch),
          use_tensor_cores, !fused_merge, op, max_blocks, enable_pdl);
