@@ -285,6 +285,30 @@ def test_blocks_of_several_tasks_under_cuda_emulation(decode_libs, shape, fused_
                                sm_scale=d ** -0.5, window_left=window)
 
 
+@pytest.mark.parametrize("arch", list(DECODE_BUILDS))
+@pytest.mark.parametrize("shape", [(8, 1, 128, torch.float8_e4m3fn, "NHD"), (6, 2, 64, torch.float8_e5m2, "HND"),
+                                   (2, 2, 256, torch.float8_e4m3fn, "NHD"), (16, 4, 128, torch.float8_e5m2, "NHD")],
+                         ids=["gqa8-d128-e4m3", "gqa3-d64-e5m2-hnd", "mha-d256-e4m3", "gqa4-d128-e5m2"])
+def test_fp8_groups_on_tensor_cores_under_cuda_emulation(decode_libs, shape, arch):
+    """The tensor-core kernel on FP8 caches at the GQA groups its products take as columns where
+    the build has them (groups of 1-8: a full 8-head column tile, an odd group, MHA), d64-256, both
+    encodings, with blocks that run several tasks, split requests merged in the launch, a sliding
+    window and a soft cap, against the float64 reference."""
+    hq, hkv, d, kv_dtype, layout = shape
+    tokens = 64 if d <= 128 else 32
+    kv_lens = [9 * tokens + 5, tokens // 2, 3 * tokens, 12 * tokens - 7]
+    q, ks, vs, paged = _case(kv_lens, 16, hq, hkv, d, torch.bfloat16, kv_dtype, layout,
+                             _seed("fp8-groups", hq, hkv, d, str(kv_dtype), arch))
+    k_scale, v_scale, kk, vv = scaled_reference_kv(ks, vs, kv_dtype, 0.6, 1.7)
+    for chunk, window, cap in ((0, -1, 0.0), (4 * tokens, -1, 0.0), (5 * tokens, 2 * tokens + 3, 15.0)):
+        out, lse, rows = _emulated_batch_decode(decode_libs[arch], "mma", q, paged, layout, chunk, sm_scale=d ** -0.5,
+                                                logits_soft_cap=cap, window_left=window, k_scale=k_scale,
+                                                v_scale=v_scale, num_blocks=3, fused_merge=chunk > 0)
+        assert (rows > 0) == (chunk > 0)
+        _assert_decode_matches(out, lse, q, kk, vv, torch.bfloat16, f"chunk {chunk} window {window} cap {cap}, ",
+                               sm_scale=d ** -0.5, window_left=window, logits_soft_cap=cap or None)
+
+
 # The prefill kernels: the AMD tier's prefill tests, whose host driver entry point the CUDA driver
 # shares (tests/cuda_emulation/prefill_emulated.cpp), run on the CUDA backend. Its plans are made
 # for the AMD tiles (64 rows), which the CUDA kernels' tiles cover.

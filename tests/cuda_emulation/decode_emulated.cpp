@@ -51,13 +51,28 @@ int run_family(DecodeParams& p, int batch, int family) {
     else if (tile == 4) go(std::integral_constant<int, 4>{});
   } else {
     p.head_slices = (p.group_size + 15) / 16;
-    auto go = [&](auto wide_const) {
+    auto go = [&](auto wide_const, auto head_columns_const) {
       constexpr bool kWide = decltype(wide_const)::value;
+      constexpr bool kHeadColumns = decltype(head_columns_const)::value;
       static_assert(kMmaDecodeSmemBytes<T, KV, D, kWide> <= static_cast<int>(sizeof(decode_smem)), "shared memory");
-      tfo_emu32::launch(p.num_blocks, kMmaDecodeThreads<D, kWide>, [&] { decode_mma_kernel<T, KV, D, kWide>(p); });
+      tfo_emu32::launch(p.num_blocks, kMmaDecodeThreads<D, kWide>, [&] {
+        if constexpr (kHeadColumns) {
+          decode_mma_head_columns_kernel<T, KV, D>(p);
+        } else {
+          decode_mma_kernel<T, KV, D, kWide>(p);
+        }
+      });
     };
-    if (family == 2) go(std::true_type{});
-    else go(std::false_type{});
+    // As launch_decode_mma: FP8 caches with groups of at most 8 take the head columns.
+    bool head_columns = false;
+    if constexpr (kMmaDecodeHasHeadColumns<KV, D, false>) head_columns = p.group_size <= kHeadColumnsMaxGroup;
+    if (family == 2) {
+      go(std::true_type{}, std::false_type{});
+    } else if (head_columns) {
+      if constexpr (kMmaDecodeHasHeadColumns<KV, D, false>) go(std::false_type{}, std::true_type{});
+    } else {
+      go(std::false_type{}, std::false_type{});
+    }
   }
   if (p.split_counters == nullptr) {
     const int rows = batch * p.num_qo_heads;

@@ -259,6 +259,16 @@ inline void ldmatrix_x4(uint32_t* r, uint32_t address, bool trans) {
   }
 }
 
+// movmatrix.sync.aligned.m8n8.trans.b16: lane l holds row l / 4, elements 2 (l % 4) and
+// 2 (l % 4) + 1 of an 8 x 8 matrix of b16; it receives the same elements of the transpose.
+inline uint32_t movmatrix_trans(uint32_t x) {
+  uint32_t all[kWarp];
+  warp_gather(x, all);
+  const int l = lane_state.lane;
+  auto at = [&](int row, int col) { return (all[4 * row + col / 2] >> (16 * (col % 2))) & 0xffffu; };
+  return at(2 * (l % 4), l / 4) | at(2 * (l % 4) + 1, l / 4) << 16;
+}
+
 // stmatrix.sync.aligned.m8n8.x4.shared.b16 (sm_90): ldmatrix's inverse; register m of lane l
 // (row l / 4, elements 2 (l % 4) and 2 (l % 4) + 1 of matrix m) goes to the row address lane
 // 8m + l / 4 gave.

@@ -31,20 +31,29 @@ bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, Kv
     using T = typename decltype(t_tag)::type;
     using KV = typename decltype(kv_tag)::type;
     constexpr int D = decltype(d_const)::value;
-    auto go = [&](auto wide_const) {
+    auto go = [&](auto wide_const, auto head_columns_const) {
       constexpr bool kWide = decltype(wide_const)::value;
+      constexpr bool kHeadColumns = decltype(head_columns_const)::value;
+      constexpr auto kKernel = [] {
+        if constexpr (kHeadColumns) {
+          return &decode_mma_head_columns_kernel<T, KV, D>;
+        } else {
+          return &decode_mma_kernel<T, KV, D, kWide>;
+        }
+      }();
       constexpr int kThreads = kMmaDecodeThreads<D, kWide>;
       constexpr int kSmem = kMmaDecodeSmemBytes<T, KV, D, kWide>;
-      const int grid = persistent_grid<&decode_mma_kernel<T, KV, D, kWide>>(kThreads, kSmem);
-      p.num_blocks = launch_blocks(grid, max_blocks, schedule_task_bound(p));
-      if (!grid_only) {
-        launch_kernel(&decode_mma_kernel<T, KV, D, kWide>, p.num_blocks, kThreads, kSmem, stream, pdl, p);
-      }
+      p.num_blocks = launch_blocks(persistent_grid<kKernel>(kThreads, kSmem), max_blocks, schedule_task_bound(p));
+      if (!grid_only) launch_kernel(kKernel, p.num_blocks, kThreads, kSmem, stream, pdl, p);
     };
     if constexpr (kMmaDecodeHasWide) {
-      if (capped_to_one_round && wide_shape_fits<T, KV, D>()) return go(std::true_type{});
+      if (capped_to_one_round && wide_shape_fits<T, KV, D>()) return go(std::true_type{}, std::false_type{});
     }
-    go(std::false_type{});
+    // FP8 caches with GQA groups of at most 8: the products with the query heads as columns.
+    if constexpr (kMmaDecodeHasHeadColumns<KV, D, false>) {
+      if (p.group_size <= kHeadColumnsMaxGroup) return go(std::false_type{}, std::true_type{});
+    }
+    go(std::false_type{}, std::false_type{});
   });
 }
 

@@ -18,6 +18,7 @@
 
 #include "decode_common.h"
 #include "split_merge.h"
+#include "../kernel_variants.h"
 #include "../online_softmax.h"
 #include "gpu_iface/memory.h"
 #include "gpu_iface/mma.h"
@@ -41,6 +42,20 @@ struct MmaDecodeShape {
 
 template <int D, bool kWide = false>
 inline constexpr int kMmaDecodeThreads = MmaDecodeShape<D, kWide>::kThreads;
+
+// kHeadColumns: the products transposed, with the query heads as the columns of 16 x 8 products,
+//
+//   Sᵀ (the wave's 16 tokens x 8 heads) = K_w . Qᵀ        Oᵀ_w (D x 8 heads) += V_wᵀ . Pᵀ
+//
+// for FP8 caches read as 8-bit fragments (their B loaders read transposed are the A operands),
+// GQA groups of at most 8 heads and the 4-warp shape. A GQA group of 4 fills 4 of the 16 rows of
+// the row form's tiles; here a wave's O holds D / 16 accumulators of 4 floats instead of 8, and
+// the products halve: fewer registers, so more blocks share a multiprocessor, and FP8 tasks are
+// short (a kv length of 1k is 16 tiles) where their per-task latencies want more blocks.
+template <typename KV, int D, bool kWide>
+inline constexpr bool kMmaDecodeHasHeadColumns =
+    kVariantDecodeMmaHeadColumns && kHasHeadColumns && kIsFp8<KV> && !kWide && kAsyncCopies;
+inline constexpr int kHeadColumnsMaxGroup = 8;
 
 // AccRows: the tensor-core waves' accumulators (store_acc_f32 / store_acc_f32_8bit_b) without
 // bank conflicts. In rows of D floats (D a multiple of 32: every row starts a 128-byte line) the
@@ -252,9 +267,11 @@ template <typename T>
 using HardwareWiden = WidenTo<T, HardwareToHalf>;
 inline constexpr float kHardwareE4M3Unit = 1.0f / 256.0f;  // fp8.h's e4m3 binary16 over the exact value
 
-template <typename T, typename KV, int D, bool kWide>
-TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kernel(const DecodeParams p) {
+// The kernels' body: a persistent block's tasks (decode_mma_kernel, decode_mma_head_columns_kernel).
+template <typename T, typename KV, int D, bool kWide, bool kHeadColumns>
+TFO_INLINE void decode_mma_tasks(const DecodeParams& p) {
   static_assert(!kWide || kMmaDecodeHasWide, "the wide shape needs asynchronous copies");
+  static_assert(!kHeadColumns || kMmaDecodeHasHeadColumns<KV, D, kWide>, "head columns: FP8 8-bit fragments");
   using Shape = MmaDecodeShape<D, kWide>;
   using Smem = MmaDecodeSmem<T, KV, D, kWide>;
   constexpr int kWaves = Shape::kWaves;
@@ -374,12 +391,17 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
       }
     }
 
-    FragC o_acc[kColTiles];
+    // O, or with head columns Oᵀ: D / 16 tiles either way (16 x 16 of 16 rows, 16 x 8 of 8 heads).
+    using OAcc = std::conditional_t<kHeadColumns, FragC8, FragC>;
+    constexpr int kOElems = sizeof(OAcc) / sizeof(float);
+    OAcc o_acc[kColTiles];
 #pragma unroll
     for (int n = 0; n < kColTiles; ++n) {
 #pragma unroll
-      for (int e = 0; e < kAccElems; ++e) o_acc[n].v[e] = 0.f;
+      for (int e = 0; e < kOElems; ++e) o_acc[n].v[e] = 0.f;
     }
+    // Per row slot, or with head columns per column (heads 2t, 2t + 1 of the C layout; l then
+    // holds this lane's share of the column until the loop ends).
     RowVals m_run = row_vals_filled(kNegInf);
     RowVals l_run = row_vals_filled(0.f);
 
@@ -388,155 +410,239 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
     // heads), their softmax is skipped and their P is zero.
     const auto tile_loop = [&](auto live_rows) {
       constexpr int kLive = decltype(live_rows)::value;
-      for (int32_t j = 0; j < num_tiles; ++j) {
-        const int32_t tile0 = kv_lo + j * kTokens;
-        block_sync();  // every wave is done with tile j - 1: its stage (and the widened tiles) are free
-        if (j + kStages - 1 < num_tiles) {
-          issue_kv_tile<T, KV, D, kWide>(row_buffer(j + kStages - 1), tile0 + (kStages - 1) * kTokens,
-                                         kv_hi, stage_ptr((j + kStages - 1) % kStages), tid);
-        }
-        copy_commit_group();
-        copy_wait_groups<kStages - 1>();  // tile j (and q) have landed
-        block_sync();
-        if (j == 0) timeline.stamp(tl::kFirstTile);
-        uint8_t* kv_tiles = stage_ptr(j % kStages);
-        const KvTile k_tile{reinterpret_cast<T*>(kv_tiles)};
-        const KvTile v_tile{reinterpret_cast<T*>(kv_tiles + Smem::kTTileBytes)};
+      if constexpr (!kHeadColumns) {  // (head columns: head_column_loop)
+        for (int32_t j = 0; j < num_tiles; ++j) {
+          const int32_t tile0 = kv_lo + j * kTokens;
+          block_sync();  // every wave is done with tile j - 1: its stage (and the widened tiles) are free
+          if (j + kStages - 1 < num_tiles) {
+            issue_kv_tile<T, KV, D, kWide>(row_buffer(j + kStages - 1), tile0 + (kStages - 1) * kTokens,
+                                           kv_hi, stage_ptr((j + kStages - 1) % kStages), tid);
+          }
+          copy_commit_group();
+          copy_wait_groups<kStages - 1>();  // tile j (and q) have landed
+          block_sync();
+          if (j == 0) timeline.stamp(tl::kFirstTile);
+          uint8_t* kv_tiles = stage_ptr(j % kStages);
+          const KvTile k_tile{reinterpret_cast<T*>(kv_tiles)};
+          const KvTile v_tile{reinterpret_cast<T*>(kv_tiles + Smem::kTTileBytes)};
 
-        FragC s[1];
+          FragC s[1];
 #pragma unroll
-        for (int e = 0; e < kAccElems; ++e) s[0].v[e] = 0.f;
-        if constexpr (Smem::kFragments8Bit) {
-          const RawTile k_raw{reinterpret_cast<half_t*>(kv_tiles)};
-          with_widen([&](const auto& widen) {
+          for (int e = 0; e < kAccElems; ++e) s[0].v[e] = 0.f;
+          if constexpr (Smem::kFragments8Bit) {
+            const RawTile k_raw{reinterpret_cast<half_t*>(kv_tiles)};
+            with_widen([&](const auto& widen) {
+#pragma unroll
+              for (int k0 = 0; k0 < D; k0 += 32) {
+                FragA<T, 32> a;
+                FragB<T, 32> b;
+                load_a(a, q_tile, 0, k0);
+                load_b_nk_8bit(b, k_raw, 16 * wave, k0, widen);
+                mma(s[0], a, b);
+              }
+            });
+          } else {
 #pragma unroll
             for (int k0 = 0; k0 < D; k0 += 32) {
               FragA<T, 32> a;
               FragB<T, 32> b;
               load_a(a, q_tile, 0, k0);
-              load_b_nk_8bit(b, k_raw, 16 * wave, k0, widen);
+              load_b_nk(b, k_tile, 16 * wave, k0);
               mma(s[0], a, b);
             }
-          });
-        } else {
-#pragma unroll
-          for (int k0 = 0; k0 < D; k0 += 32) {
-            FragA<T, 32> a;
-            FragB<T, 32> b;
-            load_a(a, q_tile, 0, k0);
-            load_b_nk(b, k_tile, 16 * wave, k0);
-            mma(s[0], a, b);
           }
-        }
-        float x[kAccElems];
+          float x[kAccElems];
 #pragma unroll
-        for (int e = 0; e < kAccElems; ++e) x[e] = s[0].v[e] * q_scale;
-        soft_cap_scores<kAccElems>(x, p.cap_log2);
-        // An element of a padding-only slot is zero from here on (its P, so P·V adds nothing).
-        constexpr auto live = [](int e) { return acc_slot_first_row(acc_row_slot(e)) < kLive; };
-        constexpr auto live_slot = [](int r) { return acc_slot_first_row(r) < kLive; };
-#pragma unroll
-        for (int e = 0; e < kAccElems; ++e) {
-          const int32_t pos = tile0 + 16 * wave + acc_col(lane, e);
-          s[0].v[e] = !live(e) ? 0.f : (pos < kv_hi ? x[e] : kNegInf);
-        }
-        constexpr bool kAllLive = live_slot(kAccRowsPerLane - 1);
-        // The row reductions of the live slots (mma.h's row_max / row_sum where all are).
-        const auto live_rows_reduce = [&](float init, auto op) {
-          RowVals rows = row_vals_filled(init);
+          for (int e = 0; e < kAccElems; ++e) x[e] = s[0].v[e] * q_scale;
+          soft_cap_scores<kAccElems>(x, p.cap_log2);
+          // An element of a padding-only slot is zero from here on (its P, so P·V adds nothing).
+          constexpr auto live = [](int e) { return acc_slot_first_row(acc_row_slot(e)) < kLive; };
+          constexpr auto live_slot = [](int r) { return acc_slot_first_row(r) < kLive; };
 #pragma unroll
           for (int e = 0; e < kAccElems; ++e) {
-            if (live(e)) rows.v[acc_row_slot(e)] = op(rows.v[acc_row_slot(e)], s[0].v[e]);
+            const int32_t pos = tile0 + 16 * wave + acc_col(lane, e);
+            s[0].v[e] = !live(e) ? 0.f : (pos < kv_hi ? x[e] : kNegInf);
+          }
+          constexpr bool kAllLive = live_slot(kAccRowsPerLane - 1);
+          // The row reductions of the live slots (mma.h's row_max / row_sum where all are).
+          const auto live_rows_reduce = [&](float init, auto op) {
+            RowVals rows = row_vals_filled(init);
+#pragma unroll
+            for (int e = 0; e < kAccElems; ++e) {
+              if (live(e)) rows.v[acc_row_slot(e)] = op(rows.v[acc_row_slot(e)], s[0].v[e]);
+            }
+#pragma unroll
+            for (int r = 0; r < kAccRowsPerLane; ++r) {
+              if (live_slot(r)) rows.v[r] = group_allreduce<kRowLanes>(rows.v[r], op);
+            }
+            return rows;
+          };
+          RowVals tile_max;
+          if constexpr (kAllLive) {
+            tile_max = row_max(s);
+          } else {
+            tile_max = live_rows_reduce(kNegInf, MaxOp{});
+          }
+          // The running maximum moves only past online_softmax.h's slack; a row whose maximum stays
+          // keeps a factor of exactly 1, and O is rescaled only when some row of the wave moved.
+          RowVals m_use, rescale;
+          bool unchanged = true;
+#pragma unroll
+          for (int r = 0; r < kAccRowsPerLane; ++r) {
+            if (!live_slot(r)) continue;
+            const float m_new = next_running_max(m_run.v[r], tile_max.v[r]);
+            m_use.v[r] = max_f32(m_new, kMaxFloor);
+            const bool same = m_new == m_run.v[r];
+            rescale.v[r] = same ? 1.0f : fast_exp2(m_run.v[r] - m_use.v[r]);
+            unchanged = unchanged && same;
+            m_run.v[r] = m_new;
+          }
+#pragma unroll
+          for (int e = 0; e < kAccElems; ++e) {
+            if (live(e)) s[0].v[e] = fast_exp2(s[0].v[e] - m_use.v[acc_row_slot(e)]);
+          }
+          RowVals tile_sum;
+          if constexpr (kAllLive) {
+            tile_sum = row_sum(s);
+          } else {
+            tile_sum = live_rows_reduce(0.f, SumOp{});
           }
 #pragma unroll
           for (int r = 0; r < kAccRowsPerLane; ++r) {
-            if (live_slot(r)) rows.v[r] = group_allreduce<kRowLanes>(rows.v[r], op);
+            if (live_slot(r)) l_run.v[r] = l_run.v[r] * rescale.v[r] + tile_sum.v[r];
           }
-          return rows;
-        };
-        RowVals tile_max;
-        if constexpr (kAllLive) {
-          tile_max = row_max(s);
-        } else {
-          tile_max = live_rows_reduce(kNegInf, MaxOp{});
-        }
-        // The running maximum moves only past online_softmax.h's slack; a row whose maximum stays
-        // keeps a factor of exactly 1, and O is rescaled only when some row of the wave moved.
-        RowVals m_use, rescale;
-        bool unchanged = true;
+          if (!wave_all(unchanged)) {
 #pragma unroll
-        for (int r = 0; r < kAccRowsPerLane; ++r) {
-          if (!live_slot(r)) continue;
-          const float m_new = next_running_max(m_run.v[r], tile_max.v[r]);
-          m_use.v[r] = max_f32(m_new, kMaxFloor);
-          const bool same = m_new == m_run.v[r];
-          rescale.v[r] = same ? 1.0f : fast_exp2(m_run.v[r] - m_use.v[r]);
-          unchanged = unchanged && same;
-          m_run.v[r] = m_new;
-        }
+            for (int n = 0; n < kColTiles; ++n) {
 #pragma unroll
-        for (int e = 0; e < kAccElems; ++e) {
-          if (live(e)) s[0].v[e] = fast_exp2(s[0].v[e] - m_use.v[acc_row_slot(e)]);
-        }
-        RowVals tile_sum;
-        if constexpr (kAllLive) {
-          tile_sum = row_sum(s);
-        } else {
-          tile_sum = live_rows_reduce(0.f, SumOp{});
-        }
-#pragma unroll
-        for (int r = 0; r < kAccRowsPerLane; ++r) {
-          if (live_slot(r)) l_run.v[r] = l_run.v[r] * rescale.v[r] + tile_sum.v[r];
-        }
-        if (!wave_all(unchanged)) {
-#pragma unroll
-          for (int n = 0; n < kColTiles; ++n) {
+              for (int e = 0; e < kAccElems; ++e) {
+                if (live(e)) o_acc[n].v[e] *= rescale.v[acc_row_slot(e)];
+              }
+            }
+          }
+
+          // P as the A operand of P·V: in place where the accumulator has A's layout, else through
+          // this wave's 16 x 16 tile.
+          FragA<T, 16> pa;
+          if constexpr (kAccIsOperandA) {
+            acc_to_operand<T>(pa, s[0]);
+          } else {
 #pragma unroll
             for (int e = 0; e < kAccElems; ++e) {
-              if (live(e)) o_acc[n].v[e] *= rescale.v[acc_row_slot(e)];
+              *p_tile.ptr(acc_row(lane, e), acc_col(lane, e)) = from_float<T>(s[0].v[e]);
+            }
+            wave_sync();
+            load_a(pa, p_tile, 0, 0);
+          }
+          if constexpr (Smem::kFragments8Bit) {
+            // Output tile n = 2c + h holds columns 32c + 16h + acc_col_8bit_b(lane, e).
+            const RawTile v_raw{reinterpret_cast<half_t*>(kv_tiles + Smem::kRawTileBytes)};
+            with_widen([&](const auto& widen) {
+#pragma unroll
+              for (int c = 0; c < D / 32; ++c) {
+                FragB<T, 16> vb[2];
+                load_b_kn_8bit(vb, v_raw, 16 * wave, 32 * c, widen);
+                mma(o_acc[2 * c], pa, vb[0]);
+                mma(o_acc[2 * c + 1], pa, vb[1]);
+              }
+            });
+          } else {
+#pragma unroll
+            for (int n = 0; n < kColTiles; ++n) {
+              FragB<T, 16> vb;
+              load_b_kn(vb, v_tile, 16 * wave, 16 * n);
+              mma(o_acc[n], pa, vb);
             }
           }
+          if constexpr (!kAccIsOperandA) wave_sync();  // the wave's P tile is read before the next P lands
+          rows.finish(row_buffer(j + kStages), tid);  // read after the next iteration's barrier
+          next_rows(j + kStages + 1);
         }
-
-        // P as the A operand of P·V: in place where the accumulator has A's layout, else through
-        // this wave's 16 x 16 tile.
-        FragA<T, 16> pa;
-        if constexpr (kAccIsOperandA) {
-          acc_to_operand<T>(pa, s[0]);
-        } else {
-#pragma unroll
-          for (int e = 0; e < kAccElems; ++e) {
-            *p_tile.ptr(acc_row(lane, e), acc_col(lane, e)) = from_float<T>(s[0].v[e]);
-          }
-          wave_sync();
-          load_a(pa, p_tile, 0, 0);
-        }
-        if constexpr (Smem::kFragments8Bit) {
-          // Output tile n = 2c + h holds columns 32c + 16h + acc_col_8bit_b(lane, e).
-          const RawTile v_raw{reinterpret_cast<half_t*>(kv_tiles + Smem::kRawTileBytes)};
-          with_widen([&](const auto& widen) {
-#pragma unroll
-            for (int c = 0; c < D / 32; ++c) {
-              FragB<T, 16> vb[2];
-              load_b_kn_8bit(vb, v_raw, 16 * wave, 32 * c, widen);
-              mma(o_acc[2 * c], pa, vb[0]);
-              mma(o_acc[2 * c + 1], pa, vb[1]);
-            }
-          });
-        } else {
-#pragma unroll
-          for (int n = 0; n < kColTiles; ++n) {
-            FragB<T, 16> vb;
-            load_b_kn(vb, v_tile, 16 * wave, 16 * n);
-            mma(o_acc[n], pa, vb);
-          }
-        }
-        if constexpr (!kAccIsOperandA) wave_sync();  // the wave's P tile is read before the next P lands
-        rows.finish(row_buffer(j + kStages), tid);  // read after the next iteration's barrier
-        next_rows(j + kStages + 1);
       }
     };
-    if constexpr (acc_slot_first_row(kAccRowsPerLane - 1) >= kRows / 2) {
+    // The tile loop with head columns: the same pipeline; per column (head) the online softmax
+    // over the wave's tokens, Pᵀ handed to the next product in registers.
+    const auto head_column_loop = [&] {
+      if constexpr (kHeadColumns) {
+        // One loop per widening (an OCP e4m3 cache's hardware one or the bit path), each allocated
+        // on its own.
+        with_widen([&](const auto& widen) {
+        for (int32_t j = 0; j < num_tiles; ++j) {
+          const int32_t tile0 = kv_lo + j * kTokens;
+          block_sync();  // every wave is done with tile j - 1: its stage is free
+          if (j + kStages - 1 < num_tiles) {
+            issue_kv_tile<T, KV, D, kWide>(row_buffer(j + kStages - 1), tile0 + (kStages - 1) * kTokens, kv_hi,
+                                           stage_ptr((j + kStages - 1) % kStages), tid);
+          }
+          copy_commit_group();
+          copy_wait_groups<kStages - 1>();  // tile j (and q) have landed
+          block_sync();
+          if (j == 0) timeline.stamp(tl::kFirstTile);
+          uint8_t* kv_tiles = stage_ptr(j % kStages);
+          const RawTile k_raw{reinterpret_cast<half_t*>(kv_tiles)};
+          const RawTile v_raw{reinterpret_cast<half_t*>(kv_tiles + Smem::kRawTileBytes)};
+          FragC8 s{};
+#pragma unroll
+          for (int k0 = 0; k0 < D; k0 += 32) {
+            FragA<T, 16> ka[2];
+            uint32_t qb[4];
+            load_a_8bit(ka, k_raw, 16 * wave, k0, widen);
+            load_b8_nk<T>(qb, q_tile, 0, k0);
+            mma_16x8x16(s, ka[0], qb[0], qb[1]);
+            mma_16x8x16(s, ka[1], qb[2], qb[3]);
+          }
+          float x[4];
+#pragma unroll
+          for (int e = 0; e < 4; ++e) x[e] = s.v[e] * q_scale;
+          soft_cap_scores<4>(x, p.cap_log2);
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int32_t pos = tile0 + 16 * wave + lane / 4 + 8 * (e / 2);
+            s.v[e] = pos < kv_hi ? x[e] : kNegInf;
+          }
+          RowVals m_use, rescale;
+          bool unchanged = true;
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            const float tile_max = acc8_col_allreduce(max_f32(s.v[c], s.v[c + 2]), MaxOp{});
+            const float m_new = next_running_max(m_run.v[c], tile_max);
+            m_use.v[c] = max_f32(m_new, kMaxFloor);
+            const bool same = m_new == m_run.v[c];
+            rescale.v[c] = same ? 1.0f : fast_exp2(m_run.v[c] - m_use.v[c]);
+            unchanged = unchanged && same;
+            m_run.v[c] = m_new;
+          }
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s.v[e] = fast_exp2(s.v[e] - m_use.v[e % 2]);
+#pragma unroll
+          for (int c = 0; c < 2; ++c) l_run.v[c] = l_run.v[c] * rescale.v[c] + (s.v[c] + s.v[c + 2]);
+          if (!wave_all(unchanged)) {
+#pragma unroll
+            for (int n = 0; n < kColTiles; ++n) {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) o_acc[n].v[e] *= rescale.v[e % 2];
+            }
+          }
+          uint32_t pb[2];
+          acc8_to_operand_b<T>(pb, s);
+#pragma unroll
+          for (int c = 0; c < D / 32; ++c) {
+            FragA<T, 16> va[2];
+            load_a_8bit_t(va, v_raw, 16 * wave, 32 * c, widen);
+            mma_16x8x16(o_acc[2 * c], va[0], pb[0], pb[1]);
+            mma_16x8x16(o_acc[2 * c + 1], va[1], pb[0], pb[1]);
+          }
+          rows.finish(row_buffer(j + kStages), tid);  // read after the next iteration's barrier
+          next_rows(j + kStages + 1);
+        }
+        });
+#pragma unroll
+        for (int c = 0; c < 2; ++c) l_run.v[c] = acc8_col_allreduce(l_run.v[c], SumOp{});
+      }
+    };
+    if constexpr (kHeadColumns) {
+      head_column_loop();
+    } else if constexpr (acc_slot_first_row(kAccRowsPerLane - 1) >= kRows / 2) {
       if (t.num_heads <= kRows / 2) {
         tile_loop(std::integral_constant<int, kRows / 2>{});
       } else {
@@ -559,15 +665,28 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
 
     using Rows = AccRows<D>;
     const auto rows_at = [](int row, int col) { return Rows::at(row, col); };
+    if constexpr (kHeadColumns) {
+      // Oᵀ tile n holds byte columns 16 n .. 16 n + 15 (load_a_8bit_t's order), a head a column.
 #pragma unroll
-    for (int n = 0; n < kColTiles; ++n) {
-      if constexpr (Smem::kFragments8Bit) {
-        store_acc_f32_8bit_b(smem_o, o_acc[n], wave * kRows, 16 * n, rows_at);
-      } else {
-        store_acc_f32(smem_o, o_acc[n], wave * kRows, 16 * n, rows_at);
+      for (int n = 0; n < kColTiles; ++n) store_acc8_f32_t_8bit(smem_o, o_acc[n], wave * kRows, 16 * n, rows_at);
+      if (lane < 4) {
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          smem_m[wave * kRows + 2 * lane + c] = m_run.v[c];
+          smem_l[wave * kRows + 2 * lane + c] = l_run.v[c];
+        }
+      }
+    } else {
+#pragma unroll
+      for (int n = 0; n < kColTiles; ++n) {
+        if constexpr (Smem::kFragments8Bit) {
+          store_acc_f32_8bit_b(smem_o, o_acc[n], wave * kRows, 16 * n, rows_at);
+        } else {
+          store_acc_f32(smem_o, o_acc[n], wave * kRows, 16 * n, rows_at);
+        }
       }
     }
-    if (lane % kRowLanes == 0) {
+    if (!kHeadColumns && lane % kRowLanes == 0) {
 #pragma unroll
       for (int r = 0; r < kAccRowsPerLane; ++r) {
         smem_m[wave * kRows + acc_slot_row(lane, r)] = m_run.v[r];
@@ -584,13 +703,35 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kern
   grid_dependents_launch();  // this block's stores are issued
 }
 
+template <typename T, typename KV, int D, bool kWide>
+TFO_GLOBAL void TFO_LAUNCH_BOUNDS((kMmaDecodeThreads<D, kWide>)) decode_mma_kernel(const DecodeParams p) {
+  decode_mma_tasks<T, KV, D, kWide, false>(p);
+}
+
+// Head columns at four blocks a multiprocessor (registers capped at 128; sm_90a d128: e5m2 128
+// without spills, e4m3 128 with 20 bytes of spill stores, 121 / 155 uncapped).
+inline constexpr int kHeadColumnsBlocksPerSm = 4;
+template <typename T, typename KV, int D>
+TFO_GLOBAL void TFO_LAUNCH_BOUNDS_MIN_BLOCKS((kMmaDecodeThreads<D, false>), kHeadColumnsBlocksPerSm)
+    decode_mma_head_columns_kernel(const DecodeParams p) {
+  decode_mma_tasks<T, KV, D, false, true>(p);
+}
+
 // The instantiations: q/o type x KV storage x head dim, and the wide shape where it exists.
 #define TFO_DECODE_MMA_SHAPE(T, D, W)                                                \
   template TFO_GLOBAL void decode_mma_kernel<T, T, D, W>(const DecodeParams);       \
   template TFO_GLOBAL void decode_mma_kernel<T, Fp8E4M3, D, W>(const DecodeParams); \
   template TFO_GLOBAL void decode_mma_kernel<T, Fp8E5M2, D, W>(const DecodeParams);
-#define TFO_DECODE_MMA_KV(T, D) \
-  TFO_DECODE_MMA_SHAPE(T, D, false) TFO_IF_ASYNC_COPIES(TFO_DECODE_MMA_SHAPE(T, D, true))
+#if defined(TFO_VARIANT_DECODE_MMA_HEAD_COLUMNS)
+#define TFO_DECODE_MMA_HEAD_COLUMNS(T, D)                                                  \
+  template TFO_GLOBAL void decode_mma_head_columns_kernel<T, Fp8E4M3, D>(const DecodeParams); \
+  template TFO_GLOBAL void decode_mma_head_columns_kernel<T, Fp8E5M2, D>(const DecodeParams);
+#else
+#define TFO_DECODE_MMA_HEAD_COLUMNS(T, D)
+#endif
+#define TFO_DECODE_MMA_KV(T, D)                                                           \
+  TFO_DECODE_MMA_SHAPE(T, D, false) TFO_IF_ASYNC_COPIES(TFO_DECODE_MMA_SHAPE(T, D, true)) \
+  TFO_IF_ASYNC_COPIES(TFO_DECODE_MMA_HEAD_COLUMNS(T, D))
 
 #if defined(TFO_DTYPE_F16)
 #if defined(TFO_HEAD_DIM_64)
@@ -616,6 +757,7 @@ TFO_DECODE_MMA_KV(bf16_t, 256)
 #endif
 
 #undef TFO_DECODE_MMA_KV
+#undef TFO_DECODE_MMA_HEAD_COLUMNS
 #undef TFO_DECODE_MMA_SHAPE
 
 }  // namespace tfo::kernels

@@ -345,4 +345,107 @@ TFO_INLINE void load_b_kn_8bit(FragB<T, 16> (&b)[2], const Tile& tile, int k0, i
   }
 }
 
+// Products of 8 columns (one mma.m16n8k16), where kHasHeadColumns: a decode tile whose columns
+// are a GQA group's query heads (Sᵀ = K Qᵀ, Oᵀ = Vᵀ Pᵀ) holds no padding rows of a 16-row tile.
+//
+//   FragC8 (16 x 8)  v[i]: row g + 8 (i / 2), column 2t + i % 2 (the left half of a FragC)
+//   B of 8 columns   b[0]: k 2t + {0, 1}, b[1]: k 8 + 2t + {0, 1}, column g
+//
+// A lane's column lies in the 8 lanes of equal t (acc8_col_allreduce); an 8-bit B fragment read
+// transposed is an A fragment (the same registers, reordered: operand_a_of_b), and an
+// accumulator's 8 x 8 halves transposed in registers (movmatrix) are the B operand of the next
+// product (acc8_to_operand_b).
+inline constexpr bool kHasHeadColumns = true;
+
+struct FragC8 {
+  float v[4];
+};
+
+template <typename T>
+TFO_INLINE void mma_16x8x16(FragC8& c, const FragA<T, 16>& a, uint32_t b0, uint32_t b1) {
+  detail::mma_m16n8k16<T>(c.v, a.x, b0, b1);
+}
+
+// Completes per-column partials across the 8 lanes that share each column.
+template <typename Op>
+TFO_INLINE float acc8_col_allreduce(float v, Op op) {
+#pragma unroll
+  for (int mask = 4; mask < 32; mask <<= 1) v = op(v, shfl_xor(v, mask));
+  return v;
+}
+
+// Bᵀ as an A operand: a 16 x 16 B fragment (x[2h + r]: column 8h + g, k 2t + 8r) holds what the
+// A fragment of its transpose holds (x[r]: row g + 8 (r % 2), k 2t + 8 (r / 2)), in another order.
+template <typename T>
+TFO_INLINE FragA<T, 16> operand_a_of_b(const uint32_t* b) {
+  FragA<T, 16> a;
+  a.x[0] = b[0];
+  a.x[1] = b[2];
+  a.x[2] = b[1];
+  a.x[3] = b[3];
+  return a;
+}
+
+// Rows n0 .. n0 + 7 of a tile stored [n][k] as the B operands of 8 columns for k0 .. k0 + 31
+// (b[2 kb + r]: k block kb), one ldmatrix.x4: lanes 8m .. 8m + 7 address matrix m, k block m / 2.
+template <typename T, typename Tile>
+TFO_INLINE void load_b8_nk(uint32_t (&b)[4], const Tile& tile, int n0, int k0) {
+  const int lane = lane_id();
+  detail::ldmatrix_x4(b, tile.chunk_ptr(n0 + lane % 8, k0 / 8 + lane / 8));
+}
+
+// The A operands of 16 rows of an 8-bit tile ([rows][bytes]), 32 k bytes from k0_bytes as two k
+// blocks, k in kperm_8bit_b's order (load_b_nk_8bit read transposed).
+template <typename T, typename Tile, typename Widen>
+TFO_INLINE void load_a_8bit(FragA<T, 16> (&a)[2], const Tile& tile, int row0, int k0_bytes, const Widen& widen) {
+  FragB<T, 32> b;
+  load_b_nk_8bit(b, tile, row0, k0_bytes, widen);
+  a[0] = operand_a_of_b<T>(&b.x[0]);
+  a[1] = operand_a_of_b<T>(&b.x[4]);
+}
+
+// The A operands of the transpose of 16 rows of an 8-bit tile ([k][bytes]: V read as Vᵀ), 32
+// byte columns from n0_bytes: a[h] row 8p + j is byte column n0_bytes + 16h + 2j + p
+// (load_b_kn_8bit read transposed).
+template <typename T, typename Tile, typename Widen>
+TFO_INLINE void load_a_8bit_t(FragA<T, 16> (&a)[2], const Tile& tile, int k0, int n0_bytes, const Widen& widen) {
+  FragB<T, 16> b[2];
+  load_b_kn_8bit(b, tile, k0, n0_bytes, widen);
+  a[0] = operand_a_of_b<T>(b[0].x);
+  a[1] = operand_a_of_b<T>(b[1].x);
+}
+
+namespace detail {
+TFO_INLINE uint32_t movmatrix_trans(uint32_t x) {
+#if defined(TFO_GPU_HOST_EMULATION_CUDA)
+  return tfo_emu32::movmatrix_trans(x);
+#else
+  uint32_t y;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
+  return y;
+#endif
+}
+}  // namespace detail
+
+// B(k, j) = T(C(k, j)): a 16 x 8 accumulator as the B operand of the next product, its two 8 x 8
+// halves transposed in registers.
+template <typename T>
+TFO_INLINE void acc8_to_operand_b(uint32_t (&b)[2], const FragC8& c) {
+  b[0] = detail::movmatrix_trans(pack2<T>(c.v[0], c.v[1]));
+  b[1] = detail::movmatrix_trans(pack2<T>(c.v[2], c.v[3]));
+}
+
+// An accumulator of load_a_8bit_t's A (16 rows: 16 byte columns from col0 in that order; 8
+// columns) stored transposed as float32: dst[at(row0 + j, col0 + c)] for its column j and byte
+// column c. A lane's two rows (byte columns col0 + 2g, + 1) are adjacent: one 8-byte store a
+// column.
+template <typename At>
+TFO_INLINE void store_acc8_f32_t_8bit(float* dst, const FragC8& c, int row0, int col0, const At& at) {
+  const int lane = lane_id();
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    detail::store_shared_f32x2(dst + at(row0 + 2 * (lane % 4) + j, col0 + 2 * (lane / 4)), c.v[j], c.v[2 + j]);
+  }
+}
+
 }  // namespace tfo::gpu

@@ -162,4 +162,16 @@ TFO_INLINE void store_acc_f32_8bit_b(float*, const FragC&, int, int, const At&) 
   __builtin_trap();
 }
 
+// Products of 8 columns with the query heads as columns (the NVIDIA backend's head-column decode
+// products). MFMA has no 16 x 8 product: declared for algorithm code that compiles once, and
+// only branches that kHasHeadColumns rules out reach them.
+inline constexpr bool kHasHeadColumns = false;
+struct FragC8 {
+  float v[4];
+};
+template <typename Op>
+TFO_INLINE float acc8_col_allreduce(float, Op) {
+  __builtin_trap();
+}
+
 }  // namespace tfo::gpu
