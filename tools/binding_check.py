@@ -14,6 +14,8 @@ a function defined outside a class in a kernel header and not marked inline comp
 binding that includes it and only fails there, as a multiple definition.
 
 --define NAME adds a macro to every compile (e.g. --define TFO_TIMELINE: the profiling build).
+The language standard is the one the extension builds with for this PyTorch (C++20 from 2.13,
+C++17 before); TFO_BINDING_STD=-std=c++17 checks the older one from a newer install.
 
 Usage: python tools/binding_check.py [--source PATH ...] [--define NAME ...] [--jobs N] [--require-compilers]
 Exit status 0 when every source compiles and the objects link. A missing nvcc skips, unless
@@ -56,7 +58,7 @@ def torch_flags() -> tuple[list[str], list[str]]:
 
     includes = list(cpp_extension.include_paths()) + [sysconfig.get_paths()["include"]]
     major, minor = (int(x) for x in torch.__version__.split(".")[:2])
-    std = "-std=c++20" if (major, minor) >= (2, 13) else "-std=c++17"
+    std = os.environ.get("TFO_BINDING_STD") or ("-std=c++20" if (major, minor) >= (2, 13) else "-std=c++17")
     flags = list(cpp_extension.COMMON_NVCC_FLAGS) + [std, "-DTORCH_API_INCLUDE_EXTENSION_H",
                                                      "-DTORCH_EXTENSION_NAME=_C"]
     return includes, flags

@@ -19,6 +19,15 @@ bool wide_shape_fits() {
   }
 }
 
+template <typename T, typename KV, int D, bool kWide, bool kHeadColumns>
+constexpr auto mma_decode_kernel() {
+  if constexpr (kHeadColumns) {
+    return &tfo::kernels::decode_mma_head_columns_kernel<T, KV, D>;
+  } else {
+    return &tfo::kernels::decode_mma_kernel<T, KV, D, kWide>;
+  }
+}
+
 }  // namespace
 
 bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind,
@@ -34,13 +43,7 @@ bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, Kv
     auto go = [&](auto wide_const, auto head_columns_const) {
       constexpr bool kWide = decltype(wide_const)::value;
       constexpr bool kHeadColumns = decltype(head_columns_const)::value;
-      constexpr auto kKernel = [] {
-        if constexpr (kHeadColumns) {
-          return &decode_mma_head_columns_kernel<T, KV, D>;
-        } else {
-          return &decode_mma_kernel<T, KV, D, kWide>;
-        }
-      }();
+      constexpr auto kKernel = mma_decode_kernel<T, KV, D, kWide, kHeadColumns>();
       constexpr int kThreads = kMmaDecodeThreads<D, kWide>;
       constexpr int kSmem = kMmaDecodeSmemBytes<T, KV, D, kWide>;
       p.num_blocks = launch_blocks(persistent_grid<kKernel>(kThreads, kSmem), max_blocks, schedule_task_bound(p));
