@@ -116,6 +116,15 @@ def test_tensor_cores_on_fp8_take_streams_past_two_rounds_only():
     assert _is_stream(_plan([1024] * 64, four=528)[0])  # CUDA cores on 16-bit caches: from one round
 
 
+def test_tensor_cores_on_fp8_with_head_columns_take_their_grid_up_to_three_rounds():
+    # The head-column kernel's four-block grid (528): up to three rounds of the default grid its
+    # deal (a task a block within its own round), streams past them.
+    for batch in (64, 100, 148):  # 512, 800 and 1184 tasks on 396 blocks
+        plan = _plan([1024] * batch, wide=132, four=528)[0]
+        assert not _is_stream(plan) and int(plan[TASK_BLOCKS]) == 528 and int(plan[PARTIAL_ROWS]) == 0
+    assert _is_stream(_plan([1024] * 149, wide=132, four=528)[0])  # 1192 tasks: past three rounds
+
+
 @pytest.mark.parametrize("kv_lens", [[256] * 128, [600] * 64 + [1024] * 64])
 def test_the_rule_leaves_short_or_uneven_requests_to_the_default(kv_lens):
     assert not _is_stream(_plan(kv_lens, four=528)[0])

@@ -44,7 +44,10 @@ EMULATION = REPO / "tests" / "cuda_emulation"
 FP8, DECODE_CASES, _seed = amd_tier.FP8, amd_tier.DECODE_CASES, amd_tier._seed
 _assert_decode_matches = amd_tier._assert_decode_matches
 scaled_reference_kv = amd_tier.scaled_reference_kv
-FAMILIES = {"simt": 0, "mma": 1, "mma-wide": 2, "simt-four-blocks": 3}
+FAMILIES = {"simt": 0, "mma": 1, "mma-wide": 2, "simt-four-blocks": 3, "mma-head-columns": 4}
+# The families that take every decode case: the head columns take FP8 caches and groups of at
+# most 8 only (test_fp8_groups_on_tensor_cores_under_cuda_emulation, the several-task blocks).
+CASE_FAMILIES = [f for f in FAMILIES if f != "mma-head-columns"]
 # The architectures whose backend paths the host builds take: sm_80's (no __CUDA_ARCH__), and
 # sm_90's (stmatrix stores, the e4m3 conversion instruction; TFO_EMU32_ARCH). Also the target
 # names the AMD tier's prefill tests are given for these drivers. The sm_80 build lands cp.async
@@ -179,7 +182,7 @@ def _case(kv_lens, page_size, hq, hkv, d, q_dtype, kv_dtype, layout, seed):
 
 @pytest.mark.parametrize("arch", list(DECODE_BUILDS))
 @pytest.mark.parametrize("fused_merge", [False, True], ids=["merge-launch", "in-launch"])
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", CASE_FAMILIES)
 @pytest.mark.parametrize("case", list(DECODE_CASES), ids=list(DECODE_CASES))
 def test_batch_decode_under_cuda_emulation(decode_libs, case, family, fused_merge, arch):
     """NVIDIA's decode kernels on a shuffled paged cache with partly filled last pages and
@@ -261,8 +264,10 @@ def test_wide_shape_merges_many_splits_in_launch_under_cuda_emulation(decode_lib
 @pytest.mark.parametrize("arch", list(ARCHS))
 @pytest.mark.parametrize("fused_merge", [False, True], ids=["merge-launch", "in-launch"])
 @pytest.mark.parametrize("shape", [("mma", 128, torch.float16, "NHD"), ("mma", 64, torch.bfloat16, "HND"),
-                                   ("mma-wide", 128, torch.bfloat16, "NHD"), ("mma", 128, torch.float8_e4m3fn, "NHD")],
-                         ids=["narrow-d128-f16", "narrow-d64-bf16-hnd", "wide-d128-bf16", "narrow-d128-e4m3"])
+                                   ("mma-wide", 128, torch.bfloat16, "NHD"), ("mma", 128, torch.float8_e4m3fn, "NHD"),
+                                   ("mma-head-columns", 128, torch.float8_e4m3fn, "NHD")],
+                         ids=["narrow-d128-f16", "narrow-d64-bf16-hnd", "wide-d128-bf16", "narrow-d128-e4m3",
+                              "head-columns-d128-e4m3"])
 def test_blocks_of_several_tasks_under_cuda_emulation(decode_libs, shape, fused_merge, arch):
     """Blocks that run several tasks in turn, long and short, split and unsplit, some with no
     rows in the sliding window (what a task leaves in shared memory and in flight for the next
@@ -286,22 +291,23 @@ def test_blocks_of_several_tasks_under_cuda_emulation(decode_libs, shape, fused_
 
 
 @pytest.mark.parametrize("arch", list(DECODE_BUILDS))
+@pytest.mark.parametrize("family", ["mma", "mma-head-columns"])
 @pytest.mark.parametrize("shape", [(8, 1, 128, torch.float8_e4m3fn, "NHD"), (6, 2, 64, torch.float8_e5m2, "HND"),
                                    (2, 2, 256, torch.float8_e4m3fn, "NHD"), (16, 4, 128, torch.float8_e5m2, "NHD")],
                          ids=["gqa8-d128-e4m3", "gqa3-d64-e5m2-hnd", "mha-d256-e4m3", "gqa4-d128-e5m2"])
-def test_fp8_groups_on_tensor_cores_under_cuda_emulation(decode_libs, shape, arch):
-    """The tensor-core kernel on FP8 caches at the GQA groups its products take as columns where
-    the build has them (groups of 1-8: a full 8-head column tile, an odd group, MHA), d64-256, both
-    encodings, with blocks that run several tasks, split requests merged in the launch, a sliding
-    window and a soft cap, against the float64 reference."""
+def test_fp8_groups_on_tensor_cores_under_cuda_emulation(decode_libs, family, shape, arch):
+    """The tensor-core kernel on FP8 caches, in its row form and with the query heads as columns,
+    at groups of 1-8 (a full 8-head column tile, an odd group, MHA), d64-256, both encodings, with
+    blocks that run several tasks, split requests merged in the launch, a sliding window and a
+    soft cap, against the float64 reference."""
     hq, hkv, d, kv_dtype, layout = shape
     tokens = 64 if d <= 128 else 32
     kv_lens = [9 * tokens + 5, tokens // 2, 3 * tokens, 12 * tokens - 7]
     q, ks, vs, paged = _case(kv_lens, 16, hq, hkv, d, torch.bfloat16, kv_dtype, layout,
-                             _seed("fp8-groups", hq, hkv, d, str(kv_dtype), arch))
+                             _seed("fp8-groups", family, hq, hkv, d, str(kv_dtype), arch))
     k_scale, v_scale, kk, vv = scaled_reference_kv(ks, vs, kv_dtype, 0.6, 1.7)
     for chunk, window, cap in ((0, -1, 0.0), (4 * tokens, -1, 0.0), (5 * tokens, 2 * tokens + 3, 15.0)):
-        out, lse, rows = _emulated_batch_decode(decode_libs[arch], "mma", q, paged, layout, chunk, sm_scale=d ** -0.5,
+        out, lse, rows = _emulated_batch_decode(decode_libs[arch], family, q, paged, layout, chunk, sm_scale=d ** -0.5,
                                                 logits_soft_cap=cap, window_left=window, k_scale=k_scale,
                                                 v_scale=v_scale, num_blocks=3, fused_merge=chunk > 0)
         assert (rows > 0) == (chunk > 0)

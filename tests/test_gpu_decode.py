@@ -205,18 +205,18 @@ def test_batch_decode_task_blocks(workspace, use_tensor_cores, rounds, kv_dtype)
     """plan() deals unsplit tasks of one length to fewer blocks than the resident grid: one each
     within a round, two each between one and two rounds (plan_info's task blocks, which run()
     launches); past two rounds a block each for the tensor-core kernel on 16-bit caches (a launch
-    beyond the resident grid), the whole grid for the others. Where the CUDA-core kernel has a
-    four-block grid besides its default (NVIDIA, this 4-row tile on a 16-bit cache; FP8 caches run
-    that tile by default), tasks of one to three rounds take it instead. The attention must match
-    the reference, also from a launch of another size (a graph captured with one plan replays its
-    launch after a re-plan), a block per task beyond the resident grid and the four-block kernel's
-    launches included."""
+    beyond the resident grid), the whole grid for the others. Where the kernel has a four-block
+    grid besides its default (NVIDIA: the CUDA-core 4-row tile on a 16-bit cache, FP8 caches run
+    that tile by default; the tensor-core head columns on an FP8 cache), tasks of one to three
+    rounds take it instead. The attention must match the reference, also from a launch of another
+    size (a graph captured with one plan replays its launch after a re-plan), a block per task
+    beyond the resident grid and the four-block kernels' launches included."""
     hq, hkv, d, dtype = 32, 8, 128, F16
     fp8 = kv_dtype in FP8
     k_scale, v_scale = (0.7, 1.9) if fp8 else (None, None)
     grid = flashinfer._ops.decode_grid_blocks(dtype, kv_dtype, d, hq, hkv, use_tensor_cores)
     four = flashinfer._ops.decode_four_block_grid(dtype, kv_dtype, d, hq, hkv, use_tensor_cores)
-    assert grid > 0 and (four == 0 or four > grid) and (four == 0 or not use_tensor_cores)
+    assert grid > 0 and (four == 0 or four > grid) and (four == 0 or use_tensor_cores == fp8)
     batch = max(1, int(rounds * grid) // hkv)
     P = Paged([200] * batch, 16, hkv, d, kv_dtype, "NHD")  # too short to split
     q = torch.randn(batch, hq, d, dtype=dtype, device=DEV)

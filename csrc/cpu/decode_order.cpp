@@ -69,12 +69,15 @@ void order_decode_items(int32_t* plan, int64_t num_kv_heads, int64_t grid) {
 // grid's time; FP8 1.01-1.03, so the whole grid stays the others' deal). Unequal tasks over more
 // than a round keep the whole grid: order_decode_items balances them over it.
 //
-// four_block_grid (16-bit caches on CUDA cores: the grid of their 4-row tile at four blocks per
-// multiprocessor, decode_four_block_grid; 0: none): unsplit equal tasks of more than one round
-// and at most three of `grid` take that launch, whose rounds fill better (batch 64 x 8 kv heads:
-// one round of 528 blocks, not 1.3 of 396; batch 128: 1.94, not 2.6): H100, d128, fp16 batch
-// 64 kv 1k-2k 0.90-0.92 of the time, batch 128 kv 1k-4k 0.97; split plans and more rounds keep
-// the default kernel (kv 16k 1.02-1.03, batch 256 0.99-1.00).
+// four_block_grid (the grid of a kernel at four blocks per multiprocessor besides the default
+// three, decode_four_block_grid: 16-bit caches on CUDA cores, their 4-row tile; FP8 caches on
+// tensor cores, their head columns; 0: none): unsplit equal tasks of more than one round and at
+// most three of `grid` take that launch, whose rounds fill better (batch 64 x 8 kv heads: one
+// round of 528 blocks, not 1.3 of 396; batch 128: 1.94, not 2.6): H100, d128, fp16 CUDA cores
+// batch 64 kv 1k-2k 0.90-0.92 of the time, batch 128 kv 1k-4k 0.97; e4m3 tensor cores (its grid
+// for every plan, against the default's plans) batch 64 kv 1k-4k 0.956-0.976, batch 128 kv 1k-2k
+// 0.969-0.972; split plans and more rounds keep the default kernel (CUDA cores kv 16k 1.02-1.03,
+// batch 256 0.99-1.00; tensor cores batch 256 1.02, kv 16k 1.00-1.01).
 void deal_decode_tasks(int32_t* plan, int64_t num_kv_heads, int64_t grid, DecodeDeal deal,
                        int64_t four_block_grid) {
   using namespace plan_info;

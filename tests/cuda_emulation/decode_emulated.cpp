@@ -1,7 +1,7 @@
 // The decode kernels (csrc/hip/kernels/decode) built on the CUDA backend and run under the
 // warp32 host emulation, launched as the NVIDIA bindings launch them (bindings/decode.cu,
-// decode_mma.cu): the CUDA-core kernel, the tensor-core kernel in its 4-warp and wide shapes,
-// and split requests merged inside the launch (arrival counters) or by the merge launch after it.
+// decode_mma.cu): the CUDA-core kernel, the tensor-core kernel in its 4-warp and wide shapes and
+// with the query heads as columns, and split requests merged inside the launch (arrival counters) or by the merge launch after it.
 // Built by tests/test_cuda_emulated.py.
 #include "warp32_emulation.h"
 #include "../emulation_common/guarded_plan.h"
@@ -28,7 +28,9 @@ using tfo::gpu::half_t;
 
 // family: 0 CUDA cores, 1 tensor cores (4-warp shape), 2 tensor cores (wide shape), 3 CUDA cores
 // with the 4-row tile at four blocks per multiprocessor (what run() launches for a 16-bit cache
-// when the plan asks for it; FP8 caches take it as family 0).
+// when the plan asks for it; FP8 caches take it as family 0), 4 tensor cores with the query heads
+// as columns (what run() launches for an FP8 cache and a group of at most 8 when the plan asks
+// for its grid; -1 for other caches and groups).
 template <typename T, typename KV, int D>
 int run_family(DecodeParams& p, int batch, int family) {
   if (family == 0 || family == 3) {
@@ -63,13 +65,12 @@ int run_family(DecodeParams& p, int batch, int family) {
         }
       });
     };
-    // As launch_decode_mma: FP8 caches with groups of at most 8 take the head columns.
-    bool head_columns = false;
-    if constexpr (kMmaDecodeHasHeadColumns<KV, D, false>) head_columns = p.group_size <= kHeadColumnsMaxGroup;
     if (family == 2) {
       go(std::true_type{}, std::false_type{});
-    } else if (head_columns) {
-      if constexpr (kMmaDecodeHasHeadColumns<KV, D, false>) go(std::false_type{}, std::true_type{});
+    } else if (family == 4) {
+      if constexpr (!kMmaDecodeHasHeadColumns<KV, D, false>) return -1;
+      else if (p.group_size > kHeadColumnsMaxGroup) return -1;
+      else go(std::false_type{}, std::true_type{});
     } else {
       go(std::false_type{}, std::false_type{});
     }

@@ -438,15 +438,21 @@ int64_t decode_grid_blocks(const std::string& q_dtype, const std::string& kv_dty
 
 // The CUDA-core launch of 16-bit caches' 4-row tile at four blocks per multiprocessor: its grid,
 // which run() takes where a launch asks for more blocks than the default grid and no more than
-// this one (launch_family), for plan()'s deal; 0 where there is none (tensor cores, FP8 caches,
-// other group tiles, AMD, or no such instantiation). No device work.
+// this one (launch_family), for plan()'s deal; likewise the tensor-core kernel's head columns on
+// FP8 caches (decode_mma_head_columns_grid). 0 where there is none (the tensor-core kernel on
+// 16-bit caches, CUDA cores on FP8 caches, other group tiles, AMD, or no such instantiation). No
+// device work.
 int64_t decode_four_block_grid(const std::string& q_dtype, const std::string& kv_dtype, int64_t head_dim,
                                int64_t num_qo_heads, int64_t num_kv_heads, bool use_tensor_cores) {
   const auto types = decode_types(q_dtype, kv_dtype);
-  if (use_tensor_cores || !types || types->second != KvKind::kSameAsQ || num_kv_heads <= 0 ||
-      num_qo_heads % num_kv_heads != 0 || simt_tile(static_cast<int>(num_qo_heads / num_kv_heads), types->second) != 4) {
-    return 0;
+  if (!types || num_kv_heads <= 0 || num_qo_heads % num_kv_heads != 0) return 0;
+  const int group = static_cast<int>(num_qo_heads / num_kv_heads);
+  if (use_tensor_cores) {
+    return types->second == KvKind::kSameAsQ
+               ? 0
+               : decode_mma_head_columns_grid(types->first, types->second, static_cast<int>(head_dim), group);
   }
+  if (types->second != KvKind::kSameAsQ || simt_tile(group, types->second) != 4) return 0;
   int64_t grid = 0;
   if constexpr (tfo::gpu::kMinBlocksCapsRegisters) {
     with_decode_config(types->first, static_cast<int>(head_dim), types->second, [&](auto t_tag, auto d_const, auto) {

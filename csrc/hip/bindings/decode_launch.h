@@ -32,6 +32,12 @@ bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, Kv
 // device has its shared memory. False where this build holds no such instantiation.
 bool decode_mma_has_wide_shape(at::ScalarType q_dtype, KvKind kv_kind, int head_dim);
 
+// The persistent grid of the head-column kernel (FP8 caches, GQA groups of at most 8;
+// decode_mma.cu), which launch_decode_mma takes for a launch of more blocks than its default grid
+// and no more than this one; 0 where there is none (16-bit caches, larger groups, AMD, a grid no
+// larger than the default, or no such instantiation).
+int64_t decode_mma_head_columns_grid(at::ScalarType q_dtype, KvKind kv_kind, int head_dim, int group_size);
+
 // The launch's blocks: the persistent grid, or max_blocks when that is positive. Fewer than the
 // grid: a persistent launch of fewer blocks. More: one block per task (plan() asks for that only
 // where it has as many tasks), which the hardware schedules as slots free up; bounded by

@@ -19,6 +19,18 @@ bool wide_shape_fits() {
   }
 }
 
+// The 4-warp shape's persistent grids: the row form, and the head columns (FP8 caches).
+template <typename T, typename KV, int D>
+int default_grid() {
+  return persistent_grid<&tfo::kernels::decode_mma_kernel<T, KV, D, false>>(
+      tfo::kernels::kMmaDecodeThreads<D, false>, tfo::kernels::kMmaDecodeSmemBytes<T, KV, D, false>);
+}
+template <typename T, typename KV, int D>
+int head_columns_grid() {
+  return persistent_grid<&tfo::kernels::decode_mma_head_columns_kernel<T, KV, D>>(
+      tfo::kernels::kMmaDecodeThreads<D, false>, tfo::kernels::kMmaDecodeSmemBytes<T, KV, D, false>);
+}
+
 template <typename T, typename KV, int D, bool kWide, bool kHeadColumns>
 constexpr auto mma_decode_kernel() {
   if constexpr (kHeadColumns) {
@@ -52,12 +64,31 @@ bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, Kv
     if constexpr (kMmaDecodeHasWide) {
       if (capped_to_one_round && wide_shape_fits<T, KV, D>()) return go(std::true_type{}, std::false_type{});
     }
-    // FP8 caches with GQA groups of at most 8: the products with the query heads as columns.
+    // FP8 caches with GQA groups of at most 8, where the launch asks for more blocks than the
+    // default grid holds and no more than the head-column kernel's four a multiprocessor do
+    // (plan()'s deal_decode_tasks; decode_order.cpp has the measurements).
     if constexpr (kMmaDecodeHasHeadColumns<KV, D, false>) {
-      if (p.group_size <= kHeadColumnsMaxGroup) return go(std::false_type{}, std::true_type{});
+      if (p.group_size <= kHeadColumnsMaxGroup && max_blocks > default_grid<T, KV, D>() &&
+          max_blocks <= head_columns_grid<T, KV, D>()) {
+        return go(std::false_type{}, std::true_type{});
+      }
     }
     go(std::false_type{}, std::false_type{});
   });
+}
+
+int64_t decode_mma_head_columns_grid(at::ScalarType q_dtype, KvKind kv_kind, int head_dim, int group_size) {
+  int64_t grid = 0;
+  with_decode_config(q_dtype, head_dim, kv_kind, [&](auto t_tag, auto d_const, auto kv_tag) {
+    using T = typename decltype(t_tag)::type;
+    using KV = typename decltype(kv_tag)::type;
+    constexpr int D = decltype(d_const)::value;
+    if constexpr (tfo::kernels::kMmaDecodeHasHeadColumns<KV, D, false>) {
+      const int columns = head_columns_grid<T, KV, D>();
+      if (group_size <= tfo::kernels::kHeadColumnsMaxGroup && columns > default_grid<T, KV, D>()) grid = columns;
+    }
+  });
+  return grid;
 }
 
 bool decode_mma_has_wide_shape(at::ScalarType q_dtype, KvKind kv_kind, int head_dim) {

@@ -19,13 +19,4 @@ inline constexpr bool kVariantPrefillPlannedTStageD64 = true;
 inline constexpr bool kVariantPrefillPlannedTStageD64 = false;
 #endif
 
-// TFO_VARIANT_DECODE_MMA_HEAD_COLUMNS: the tensor-core decode on FP8 caches with GQA groups of at
-// most 8 (NVIDIA, the 4-warp shape) computes its products transposed, the query heads as the
-// columns of 16 x 8 products (decode_mma.cu), so it holds no padding rows of a 16-row tile.
-#ifdef TFO_VARIANT_DECODE_MMA_HEAD_COLUMNS
-inline constexpr bool kVariantDecodeMmaHeadColumns = true;
-#else
-inline constexpr bool kVariantDecodeMmaHeadColumns = false;
-#endif
-
 }  // namespace tfo::kernels

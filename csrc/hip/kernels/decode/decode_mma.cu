@@ -18,7 +18,6 @@
 
 #include "decode_common.h"
 #include "split_merge.h"
-#include "../kernel_variants.h"
 #include "../online_softmax.h"
 #include "gpu_iface/memory.h"
 #include "gpu_iface/mma.h"
@@ -50,11 +49,11 @@ inline constexpr int kMmaDecodeThreads = MmaDecodeShape<D, kWide>::kThreads;
 // for FP8 caches read as 8-bit fragments (their B loaders read transposed are the A operands),
 // GQA groups of at most 8 heads and the 4-warp shape. A GQA group of 4 fills 4 of the 16 rows of
 // the row form's tiles; here a wave's O holds D / 16 accumulators of 4 floats instead of 8, and
-// the products halve: fewer registers, so more blocks share a multiprocessor, and FP8 tasks are
-// short (a kv length of 1k is 16 tiles) where their per-task latencies want more blocks.
+// the products halve: fewer registers, so four blocks share a multiprocessor (the bindings'
+// launch of more blocks than the default grid holds: plan()'s deal of one to three rounds of
+// equal unsplit tasks, decode_order.cpp).
 template <typename KV, int D, bool kWide>
-inline constexpr bool kMmaDecodeHasHeadColumns =
-    kVariantDecodeMmaHeadColumns && kHasHeadColumns && kIsFp8<KV> && !kWide && kAsyncCopies;
+inline constexpr bool kMmaDecodeHasHeadColumns = kHasHeadColumns && kIsFp8<KV> && !kWide && kAsyncCopies;
 inline constexpr int kHeadColumnsMaxGroup = 8;
 
 // AccRows: the tensor-core waves' accumulators (store_acc_f32 / store_acc_f32_8bit_b) without
@@ -722,13 +721,9 @@ TFO_GLOBAL void TFO_LAUNCH_BOUNDS_MIN_BLOCKS((kMmaDecodeThreads<D, false>), kHea
   template TFO_GLOBAL void decode_mma_kernel<T, T, D, W>(const DecodeParams);       \
   template TFO_GLOBAL void decode_mma_kernel<T, Fp8E4M3, D, W>(const DecodeParams); \
   template TFO_GLOBAL void decode_mma_kernel<T, Fp8E5M2, D, W>(const DecodeParams);
-#if defined(TFO_VARIANT_DECODE_MMA_HEAD_COLUMNS)
 #define TFO_DECODE_MMA_HEAD_COLUMNS(T, D)                                                  \
   template TFO_GLOBAL void decode_mma_head_columns_kernel<T, Fp8E4M3, D>(const DecodeParams); \
   template TFO_GLOBAL void decode_mma_head_columns_kernel<T, Fp8E5M2, D>(const DecodeParams);
-#else
-#define TFO_DECODE_MMA_HEAD_COLUMNS(T, D)
-#endif
 #define TFO_DECODE_MMA_KV(T, D)                                                           \
   TFO_DECODE_MMA_SHAPE(T, D, false) TFO_IF_ASYNC_COPIES(TFO_DECODE_MMA_SHAPE(T, D, true)) \
   TFO_IF_ASYNC_COPIES(TFO_DECODE_MMA_HEAD_COLUMNS(T, D))
