@@ -404,24 +404,34 @@ TFO_INLINE void decode_mma_tasks(const DecodeParams& p) {
     RowVals m_run = row_vals_filled(kNegInf);
     RowVals l_run = row_vals_filled(0.f);
 
+    // Tile j's turn in the pipeline (both forms' loops): once every wave is done with tile j - 1,
+    // its stage takes tile j + kStages - 1's copies; returns tile j's stage once it (and q) landed.
+    const auto await_tile = [&](int32_t j, int32_t tile0) {
+      block_sync();  // every wave is done with tile j - 1: its stage (and the widened tiles) are free
+      if (j + kStages - 1 < num_tiles) {
+        issue_kv_tile<T, KV, D, kWide>(row_buffer(j + kStages - 1), tile0 + (kStages - 1) * kTokens, kv_hi,
+                                       stage_ptr((j + kStages - 1) % kStages), tid);
+      }
+      copy_commit_group();
+      copy_wait_groups<kStages - 1>();  // tile j (and q) have landed
+      block_sync();
+      if (j == 0) timeline.stamp(tl::kFirstTile);
+      return stage_ptr(j % kStages);
+    };
+    // After tile j's math: the row addresses run on, a tile ahead of the copies.
+    const auto rows_ahead = [&](int32_t j) {
+      rows.finish(row_buffer(j + kStages), tid);  // read after the next iteration's barrier
+      next_rows(j + kStages + 1);
+    };
     // The tile loop, for the rows the task's heads fill (kLive): where every lane holds only
     // padding rows in some accumulator slots (NVIDIA: slot 1, rows 8-15, for a task of at most 8
     // heads), their softmax is skipped and their P is zero.
     const auto tile_loop = [&](auto live_rows) {
-      constexpr int kLive = decltype(live_rows)::value;
       if constexpr (!kHeadColumns) {  // (head columns: head_column_loop)
+        constexpr int kLive = decltype(live_rows)::value;
         for (int32_t j = 0; j < num_tiles; ++j) {
           const int32_t tile0 = kv_lo + j * kTokens;
-          block_sync();  // every wave is done with tile j - 1: its stage (and the widened tiles) are free
-          if (j + kStages - 1 < num_tiles) {
-            issue_kv_tile<T, KV, D, kWide>(row_buffer(j + kStages - 1), tile0 + (kStages - 1) * kTokens,
-                                           kv_hi, stage_ptr((j + kStages - 1) % kStages), tid);
-          }
-          copy_commit_group();
-          copy_wait_groups<kStages - 1>();  // tile j (and q) have landed
-          block_sync();
-          if (j == 0) timeline.stamp(tl::kFirstTile);
-          uint8_t* kv_tiles = stage_ptr(j % kStages);
+          uint8_t* kv_tiles = await_tile(j, tile0);
           const KvTile k_tile{reinterpret_cast<T*>(kv_tiles)};
           const KvTile v_tile{reinterpret_cast<T*>(kv_tiles + Smem::kTTileBytes)};
 
@@ -554,8 +564,7 @@ TFO_INLINE void decode_mma_tasks(const DecodeParams& p) {
             }
           }
           if constexpr (!kAccIsOperandA) wave_sync();  // the wave's P tile is read before the next P lands
-          rows.finish(row_buffer(j + kStages), tid);  // read after the next iteration's barrier
-          next_rows(j + kStages + 1);
+          rows_ahead(j);
         }
       }
     };
@@ -568,16 +577,7 @@ TFO_INLINE void decode_mma_tasks(const DecodeParams& p) {
         with_widen([&](const auto& widen) {
         for (int32_t j = 0; j < num_tiles; ++j) {
           const int32_t tile0 = kv_lo + j * kTokens;
-          block_sync();  // every wave is done with tile j - 1: its stage is free
-          if (j + kStages - 1 < num_tiles) {
-            issue_kv_tile<T, KV, D, kWide>(row_buffer(j + kStages - 1), tile0 + (kStages - 1) * kTokens, kv_hi,
-                                           stage_ptr((j + kStages - 1) % kStages), tid);
-          }
-          copy_commit_group();
-          copy_wait_groups<kStages - 1>();  // tile j (and q) have landed
-          block_sync();
-          if (j == 0) timeline.stamp(tl::kFirstTile);
-          uint8_t* kv_tiles = stage_ptr(j % kStages);
+          uint8_t* kv_tiles = await_tile(j, tile0);
           const RawTile k_raw{reinterpret_cast<half_t*>(kv_tiles)};
           const RawTile v_raw{reinterpret_cast<half_t*>(kv_tiles + Smem::kRawTileBytes)};
           FragC8 s{};
@@ -631,8 +631,7 @@ TFO_INLINE void decode_mma_tasks(const DecodeParams& p) {
             mma_16x8x16(o_acc[2 * c], va[0], pb[0], pb[1]);
             mma_16x8x16(o_acc[2 * c + 1], va[1], pb[0], pb[1]);
           }
-          rows.finish(row_buffer(j + kStages), tid);  // read after the next iteration's barrier
-          next_rows(j + kStages + 1);
+          rows_ahead(j);
         }
         });
 #pragma unroll
