@@ -399,8 +399,9 @@ TFO_INLINE void decode_mma_tasks(const DecodeParams& p) {
 #pragma unroll
       for (int e = 0; e < kOElems; ++e) o_acc[n].v[e] = 0.f;
     }
-    // Per row slot, or with head columns per column (heads 2t, 2t + 1 of the C layout; l then
-    // holds this lane's share of the column until the loop ends).
+    // Per row slot, or with head columns per column slot (kAcc8ColsPerLane; l then holds this
+    // lane's share of the column until the loop ends).
+    static_assert(!kHeadColumns || kAcc8ColsPerLane <= kAccRowsPerLane, "column slots in RowVals");
     RowVals m_run = row_vals_filled(kNegInf);
     RowVals l_run = row_vals_filled(0.f);
 
@@ -575,67 +576,69 @@ TFO_INLINE void decode_mma_tasks(const DecodeParams& p) {
         // One loop per widening (an OCP e4m3 cache's hardware one or the bit path), each allocated
         // on its own.
         with_widen([&](const auto& widen) {
-        for (int32_t j = 0; j < num_tiles; ++j) {
-          const int32_t tile0 = kv_lo + j * kTokens;
-          uint8_t* kv_tiles = await_tile(j, tile0);
-          const RawTile k_raw{reinterpret_cast<half_t*>(kv_tiles)};
-          const RawTile v_raw{reinterpret_cast<half_t*>(kv_tiles + Smem::kRawTileBytes)};
-          FragC8 s{};
+          for (int32_t j = 0; j < num_tiles; ++j) {
+            const int32_t tile0 = kv_lo + j * kTokens;
+            uint8_t* kv_tiles = await_tile(j, tile0);
+            const RawTile k_raw{reinterpret_cast<half_t*>(kv_tiles)};
+            const RawTile v_raw{reinterpret_cast<half_t*>(kv_tiles + Smem::kRawTileBytes)};
+            FragC8 s{};
 #pragma unroll
-          for (int k0 = 0; k0 < D; k0 += 32) {
-            FragA<T, 16> ka[2];
-            uint32_t qb[4];
-            load_a_8bit(ka, k_raw, 16 * wave, k0, widen);
-            load_b8_nk<T>(qb, q_tile, 0, k0);
-            mma_16x8x16(s, ka[0], qb[0], qb[1]);
-            mma_16x8x16(s, ka[1], qb[2], qb[3]);
-          }
-          float x[4];
-#pragma unroll
-          for (int e = 0; e < 4; ++e) x[e] = s.v[e] * q_scale;
-          soft_cap_scores<4>(x, p.cap_log2);
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int32_t pos = tile0 + 16 * wave + lane / 4 + 8 * (e / 2);
-            s.v[e] = pos < kv_hi ? x[e] : kNegInf;
-          }
-          RowVals m_use, rescale;
-          bool unchanged = true;
-#pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            const float tile_max = acc8_col_allreduce(max_f32(s.v[c], s.v[c + 2]), MaxOp{});
-            const float m_new = next_running_max(m_run.v[c], tile_max);
-            m_use.v[c] = max_f32(m_new, kMaxFloor);
-            const bool same = m_new == m_run.v[c];
-            rescale.v[c] = same ? 1.0f : fast_exp2(m_run.v[c] - m_use.v[c]);
-            unchanged = unchanged && same;
-            m_run.v[c] = m_new;
-          }
-#pragma unroll
-          for (int e = 0; e < 4; ++e) s.v[e] = fast_exp2(s.v[e] - m_use.v[e % 2]);
-#pragma unroll
-          for (int c = 0; c < 2; ++c) l_run.v[c] = l_run.v[c] * rescale.v[c] + (s.v[c] + s.v[c + 2]);
-          if (!wave_all(unchanged)) {
-#pragma unroll
-            for (int n = 0; n < kColTiles; ++n) {
-#pragma unroll
-              for (int e = 0; e < 4; ++e) o_acc[n].v[e] *= rescale.v[e % 2];
+            for (int k0 = 0; k0 < D; k0 += 32) {
+              FragA<T, 16> ka[2];
+              uint32_t qb[4];
+              load_a_8bit(ka, k_raw, 16 * wave, k0, widen);
+              load_b8_nk<T>(qb, q_tile, 0, k0);
+              mma_16x8x16(s, ka[0], qb[0], qb[1]);
+              mma_16x8x16(s, ka[1], qb[2], qb[3]);
             }
-          }
-          uint32_t pb[2];
-          acc8_to_operand_b<T>(pb, s);
+            float x[kAcc8Elems];
 #pragma unroll
-          for (int c = 0; c < D / 32; ++c) {
-            FragA<T, 16> va[2];
-            load_a_8bit_t(va, v_raw, 16 * wave, 32 * c, widen);
-            mma_16x8x16(o_acc[2 * c], va[0], pb[0], pb[1]);
-            mma_16x8x16(o_acc[2 * c + 1], va[1], pb[0], pb[1]);
+            for (int e = 0; e < kAcc8Elems; ++e) x[e] = s.v[e] * q_scale;
+            soft_cap_scores<kAcc8Elems>(x, p.cap_log2);
+#pragma unroll
+            for (int e = 0; e < kAcc8Elems; ++e) {
+              const int32_t pos = tile0 + 16 * wave + acc8_row(lane, e);
+              s.v[e] = pos < kv_hi ? x[e] : kNegInf;
+            }
+            RowVals m_use, rescale;
+            bool unchanged = true;
+#pragma unroll
+            for (int c = 0; c < kAcc8ColsPerLane; ++c) {
+              const float tile_max = acc8_col_allreduce(max_f32(s.v[c], s.v[c + kAcc8ColsPerLane]), MaxOp{});
+              const float m_new = next_running_max(m_run.v[c], tile_max);
+              m_use.v[c] = max_f32(m_new, kMaxFloor);
+              const bool same = m_new == m_run.v[c];
+              rescale.v[c] = same ? 1.0f : fast_exp2(m_run.v[c] - m_use.v[c]);
+              unchanged = unchanged && same;
+              m_run.v[c] = m_new;
+            }
+#pragma unroll
+            for (int e = 0; e < kAcc8Elems; ++e) s.v[e] = fast_exp2(s.v[e] - m_use.v[e % 2]);
+#pragma unroll
+            for (int c = 0; c < kAcc8ColsPerLane; ++c) {
+              l_run.v[c] = l_run.v[c] * rescale.v[c] + (s.v[c] + s.v[c + kAcc8ColsPerLane]);
+            }
+            if (!wave_all(unchanged)) {
+#pragma unroll
+              for (int n = 0; n < kColTiles; ++n) {
+#pragma unroll
+                for (int e = 0; e < kAcc8Elems; ++e) o_acc[n].v[e] *= rescale.v[e % 2];
+              }
+            }
+            uint32_t pb[2];
+            acc8_to_operand_b<T>(pb, s);
+#pragma unroll
+            for (int c = 0; c < D / 32; ++c) {
+              FragA<T, 16> va[2];
+              load_a_8bit_t(va, v_raw, 16 * wave, 32 * c, widen);
+              mma_16x8x16(o_acc[2 * c], va[0], pb[0], pb[1]);
+              mma_16x8x16(o_acc[2 * c + 1], va[1], pb[0], pb[1]);
+            }
+            rows_ahead(j);
           }
-          rows_ahead(j);
-        }
         });
 #pragma unroll
-        for (int c = 0; c < 2; ++c) l_run.v[c] = acc8_col_allreduce(l_run.v[c], SumOp{});
+        for (int c = 0; c < kAcc8ColsPerLane; ++c) l_run.v[c] = acc8_col_allreduce(l_run.v[c], SumOp{});
       }
     };
     if constexpr (kHeadColumns) {
@@ -667,11 +670,11 @@ TFO_INLINE void decode_mma_tasks(const DecodeParams& p) {
       // Oᵀ tile n holds byte columns 16 n .. 16 n + 15 (load_a_8bit_t's order), a head a column.
 #pragma unroll
       for (int n = 0; n < kColTiles; ++n) store_acc8_f32_t_8bit(smem_o, o_acc[n], wave * kRows, 16 * n, rows_at);
-      if (lane < 4) {
+      if (acc8_row0_lane(lane)) {  // one lane a column pair
 #pragma unroll
-        for (int c = 0; c < 2; ++c) {
-          smem_m[wave * kRows + 2 * lane + c] = m_run.v[c];
-          smem_l[wave * kRows + 2 * lane + c] = l_run.v[c];
+        for (int c = 0; c < kAcc8ColsPerLane; ++c) {
+          smem_m[wave * kRows + acc8_row0_col(lane, c)] = m_run.v[c];
+          smem_l[wave * kRows + acc8_row0_col(lane, c)] = l_run.v[c];
         }
       }
     } else {

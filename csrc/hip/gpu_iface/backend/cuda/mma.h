@@ -360,6 +360,13 @@ inline constexpr bool kHasHeadColumns = true;
 struct FragC8 {
   float v[4];
 };
+inline constexpr int kAcc8Elems = 4;
+inline constexpr int kAcc8ColsPerLane = 2;  // column slot c: elements c and c + 2 (rows g, g + 8)
+// Element e's row. Row 0 lies in lanes 0-3 (acc8_row0_lane), whose column slot c is column
+// acc8_row0_col(lane, c).
+TFO_INLINE int acc8_row(int lane, int e) { return lane / 4 + 8 * (e / 2); }
+TFO_INLINE bool acc8_row0_lane(int lane) { return lane < 4; }
+TFO_INLINE int acc8_row0_col(int lane, int c) { return 2 * lane + c; }
 
 template <typename T>
 TFO_INLINE void mma_16x8x16(FragC8& c, const FragA<T, 16>& a, uint32_t b0, uint32_t b1) {
@@ -368,7 +375,7 @@ TFO_INLINE void mma_16x8x16(FragC8& c, const FragA<T, 16>& a, uint32_t b0, uint3
 
 // Completes per-column partials across the 8 lanes that share each column.
 template <typename Op>
-TFO_INLINE float acc8_col_allreduce(float v, Op op) {
+TFO_INLINE float acc8_col_allreduce(float v, Op op) {  // (lanes of equal lane % 4)
 #pragma unroll
   for (int mask = 4; mask < 32; mask <<= 1) v = op(v, shfl_xor(v, mask));
   return v;
