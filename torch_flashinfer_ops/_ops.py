@@ -55,10 +55,11 @@ def decode_wide_tasks(q_dtype: torch.dtype, kv_dtype: torch.dtype, head_dim: int
 
 def decode_four_block_grid(q_dtype: torch.dtype, kv_dtype: torch.dtype, head_dim: int, num_qo_heads: int,
                            num_kv_heads: int, use_tensor_cores: bool) -> int:
-    """Blocks of the CUDA-core batch-decode grid at four blocks per multiprocessor (16-bit caches,
-    GQA groups of 2-4 heads) on the current GPU, which run() launches for a plan that asks for more
-    blocks than decode_grid_blocks and at most these; 0 where there is none (tensor cores, FP8
-    caches, other groups, AMD, no GPU kernels)."""
+    """Blocks of the batch-decode grid at four blocks per multiprocessor on the current GPU, which
+    run() launches for a plan that asks for more blocks than decode_grid_blocks and at most these:
+    the CUDA-core kernel's on 16-bit caches (GQA groups of 2-4 heads), the tensor-core kernel's
+    head columns on FP8 caches (groups of at most 8); 0 where there is none (tensor cores on
+    16-bit caches, CUDA cores on FP8 caches, other groups, AMD, no GPU kernels)."""
     return int(_C.decode_four_block_grid(_dtype_name(q_dtype), _dtype_name(kv_dtype), int(head_dim),
                                          int(num_qo_heads), int(num_kv_heads), bool(use_tensor_cores)))
 

@@ -193,8 +193,8 @@ class Workspace:
         (costed by causal and window_left; csrc/cpu/work_lists.cpp). decode_bandwidth_bound,
         decode_wide_tasks, decode_task_blocks: see choose_kv_chunk_size. page_indptr_host: a paged cache's kv_indptr (host int32), which the
         schedule carries for the decode kernels (csrc/include/plan_info.h, kPageBase).
-        decode_four_block_grid: the CUDA-core launch at four blocks per multiprocessor that run()
-        takes where the plan asks for it (_ops.decode_four_block_grid; 0: none)."""
+        decode_four_block_grid: the launch at four blocks per multiprocessor that run() takes where
+        the plan asks for it (_ops.decode_four_block_grid; 0: none)."""
         q_tile_rows = q_tile_tokens(platform, num_qo_heads, num_kv_heads, head_dim)
 
         def schedule(chunk: int):

@@ -1,7 +1,8 @@
 // The decode kernels (csrc/hip/kernels/decode) built on the CUDA backend and run under the
 // warp32 host emulation, launched as the NVIDIA bindings launch them (bindings/decode.cu,
 // decode_mma.cu): the CUDA-core kernel, the tensor-core kernel in its 4-warp and wide shapes and
-// with the query heads as columns, and split requests merged inside the launch (arrival counters) or by the merge launch after it.
+// with the query heads as columns, and split requests merged inside the launch (arrival counters)
+// or by the merge launch after it.
 // Built by tests/test_cuda_emulated.py.
 #include "warp32_emulation.h"
 #include "../emulation_common/guarded_plan.h"
