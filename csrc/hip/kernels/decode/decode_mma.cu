@@ -266,6 +266,24 @@ template <typename T>
 using HardwareWiden = WidenTo<T, HardwareToHalf>;
 inline constexpr float kHardwareE4M3Unit = 1.0f / 256.0f;  // fp8.h's e4m3 binary16 over the exact value
 
+// A wave's running maximum after a tile (online_softmax.h's next_running_max), which it updates:
+// the maximum the tile's exponentials are taken against (floored at kMaxFloor, so that a row
+// with no finite score yet gives zeros), the factor on what was accumulated (exactly 1 where the
+// maximum stays), and whether it stayed.
+struct RunningMaxStep {
+  float use, rescale;
+  bool same;
+};
+TFO_INLINE RunningMaxStep step_running_max(float& m_run, float tile_max) {
+  const float m_new = next_running_max(m_run, tile_max);
+  RunningMaxStep step;
+  step.use = max_f32(m_new, kMaxFloor);
+  step.same = m_new == m_run;
+  step.rescale = step.same ? 1.0f : fast_exp2(m_run - step.use);
+  m_run = m_new;
+  return step;
+}
+
 // The kernels' body: a persistent block's tasks (decode_mma_kernel, decode_mma_head_columns_kernel).
 template <typename T, typename KV, int D, bool kWide, bool kHeadColumns>
 TFO_INLINE void decode_mma_tasks(const DecodeParams& p) {
@@ -500,12 +518,10 @@ TFO_INLINE void decode_mma_tasks(const DecodeParams& p) {
 #pragma unroll
           for (int r = 0; r < kAccRowsPerLane; ++r) {
             if (!live_slot(r)) continue;
-            const float m_new = next_running_max(m_run.v[r], tile_max.v[r]);
-            m_use.v[r] = max_f32(m_new, kMaxFloor);
-            const bool same = m_new == m_run.v[r];
-            rescale.v[r] = same ? 1.0f : fast_exp2(m_run.v[r] - m_use.v[r]);
-            unchanged = unchanged && same;
-            m_run.v[r] = m_new;
+            const RunningMaxStep step = step_running_max(m_run.v[r], tile_max.v[r]);
+            m_use.v[r] = step.use;
+            rescale.v[r] = step.rescale;
+            unchanged = unchanged && step.same;
           }
 #pragma unroll
           for (int e = 0; e < kAccElems; ++e) {
@@ -605,12 +621,10 @@ TFO_INLINE void decode_mma_tasks(const DecodeParams& p) {
 #pragma unroll
             for (int c = 0; c < kAcc8ColsPerLane; ++c) {
               const float tile_max = acc8_col_allreduce(max_f32(s.v[c], s.v[c + kAcc8ColsPerLane]), MaxOp{});
-              const float m_new = next_running_max(m_run.v[c], tile_max);
-              m_use.v[c] = max_f32(m_new, kMaxFloor);
-              const bool same = m_new == m_run.v[c];
-              rescale.v[c] = same ? 1.0f : fast_exp2(m_run.v[c] - m_use.v[c]);
-              unchanged = unchanged && same;
-              m_run.v[c] = m_new;
+              const RunningMaxStep step = step_running_max(m_run.v[c], tile_max);
+              m_use.v[c] = step.use;
+              rescale.v[c] = step.rescale;
+              unchanged = unchanged && step.same;
             }
 #pragma unroll
             for (int e = 0; e < kAcc8Elems; ++e) s.v[e] = fast_exp2(s.v[e] - m_use.v[e % 2]);
