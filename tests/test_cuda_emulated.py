@@ -46,7 +46,7 @@ _assert_decode_matches = amd_tier._assert_decode_matches
 scaled_reference_kv = amd_tier.scaled_reference_kv
 FAMILIES = {"simt": 0, "mma": 1, "mma-wide": 2, "simt-four-blocks": 3, "mma-head-columns": 4}
 # The families that take every decode case: the head columns take FP8 caches and groups of at
-# most 8 only (test_fp8_groups_on_tensor_cores_under_cuda_emulation, the several-task blocks).
+# most 8 only (test_fp8_groups_with_head_columns_under_cuda_emulation, the several-task blocks).
 CASE_FAMILIES = [f for f in FAMILIES if f != "mma-head-columns"]
 # The architectures whose backend paths the host builds take: sm_80's (no __CUDA_ARCH__), and
 # sm_90's (stmatrix stores, the e4m3 conversion instruction; TFO_EMU32_ARCH). Also the target
@@ -290,26 +290,25 @@ def test_blocks_of_several_tasks_under_cuda_emulation(decode_libs, shape, fused_
                                sm_scale=d ** -0.5, window_left=window)
 
 
-@pytest.mark.parametrize("arch", list(DECODE_BUILDS))
-@pytest.mark.parametrize("family", ["mma", "mma-head-columns"])
+@pytest.mark.parametrize("arch", list(ARCHS))
 @pytest.mark.parametrize("shape", [(8, 1, 128, torch.float8_e4m3fn, "NHD"), (6, 2, 64, torch.float8_e5m2, "HND"),
                                    (2, 2, 256, torch.float8_e4m3fn, "NHD"), (16, 4, 128, torch.float8_e5m2, "NHD")],
                          ids=["gqa8-d128-e4m3", "gqa3-d64-e5m2-hnd", "mha-d256-e4m3", "gqa4-d128-e5m2"])
-def test_fp8_groups_on_tensor_cores_under_cuda_emulation(decode_libs, family, shape, arch):
-    """The tensor-core kernel on FP8 caches, in its row form and with the query heads as columns,
-    at groups of 1-8 (a full 8-head column tile, an odd group, MHA), d64-256, both encodings, with
-    blocks that run several tasks, split requests merged in the launch, a sliding window and a
-    soft cap, against the float64 reference."""
+def test_fp8_groups_with_head_columns_under_cuda_emulation(decode_libs, shape, arch):
+    """The tensor-core kernel on FP8 caches with the query heads as columns, at groups of 1-8 (a
+    full 8-head column tile, an odd group, MHA), d64-256, both encodings, with blocks that run
+    several tasks, split requests merged in the launch, a sliding window and a soft cap, against
+    the float64 reference (the row form takes these caches in the decode cases above)."""
     hq, hkv, d, kv_dtype, layout = shape
     tokens = 64 if d <= 128 else 32
-    kv_lens = [9 * tokens + 5, tokens // 2, 3 * tokens, 12 * tokens - 7]
+    kv_lens = [6 * tokens + 5, tokens // 2, 9 * tokens - 7]
     q, ks, vs, paged = _case(kv_lens, 16, hq, hkv, d, torch.bfloat16, kv_dtype, layout,
-                             _seed("fp8-groups", family, hq, hkv, d, str(kv_dtype), arch))
+                             _seed("fp8-groups", hq, hkv, d, str(kv_dtype), arch))
     k_scale, v_scale, kk, vv = scaled_reference_kv(ks, vs, kv_dtype, 0.6, 1.7)
     for chunk, window, cap in ((0, -1, 0.0), (4 * tokens, -1, 0.0), (5 * tokens, 2 * tokens + 3, 15.0)):
-        out, lse, rows = _emulated_batch_decode(decode_libs[arch], family, q, paged, layout, chunk, sm_scale=d ** -0.5,
-                                                logits_soft_cap=cap, window_left=window, k_scale=k_scale,
-                                                v_scale=v_scale, num_blocks=3, fused_merge=chunk > 0)
+        out, lse, rows = _emulated_batch_decode(decode_libs[arch], "mma-head-columns", q, paged, layout, chunk,
+                                                sm_scale=d ** -0.5, logits_soft_cap=cap, window_left=window,
+                                                k_scale=k_scale, v_scale=v_scale, num_blocks=3, fused_merge=chunk > 0)
         assert (rows > 0) == (chunk > 0)
         _assert_decode_matches(out, lse, q, kk, vv, torch.bfloat16, f"chunk {chunk} window {window} cap {cap}, ",
                                sm_scale=d ** -0.5, window_left=window, logits_soft_cap=cap or None)

@@ -76,7 +76,15 @@ SOURCES = [
                  nvidia_spill_limit_raised=(r"^_ZN3tfo7kernels7prefill14prefill_kernelI(?:6__half|13__nv_bfloat16)"
                                             r"Li128ELb1ELb1E(?:Lb0E){4}EEv", 80)),
     KernelSource("csrc/hip/kernels/decode/decode_simt.cu", uses_matrix_cores=False),
-    KernelSource("csrc/hip/kernels/decode/decode_mma.cu"),
+    # NVIDIA's tensor-core decode with the query heads as columns on e4m3 caches at head_dim 128,
+    # capped at 128 registers for four blocks a multiprocessor: its loop for the OCP encoding's
+    # hardware widening spills on sm_90a (20 bytes stored, 24 loaded, a 24-byte frame), and that
+    # kernel at four blocks measured faster than the spill-free row form at three (H100, e4m3
+    # batch 64-128 kv 1k-2k 0.953-0.978 of the time; docs/kernel_notes.md).
+    KernelSource("csrc/hip/kernels/decode/decode_mma.cu",
+                 nvidia_spills_allowed=(r"^_ZN3tfo7kernels30decode_mma_head_columns_kernelI(?:6__half|13__nv_bfloat16)"
+                                        r"NS0_7Fp8E4M3ELi128EEEv"),
+                 nvidia_spill_limit=44),
     KernelSource("csrc/hip/kernels/cascade/merge_state.cu", uses_matrix_cores=False),
     KernelSource("csrc/hip/kernels/page/paged_kv.cu", uses_matrix_cores=False),
 ]
