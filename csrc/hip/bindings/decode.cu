@@ -147,8 +147,8 @@ bool launch_family(DecodeParams& p, at::ScalarType q_dtype, KvKind kv_kind, int 
       // deal_decode_tasks; decode_simt.cu has the measurements).
       if constexpr (G == 4 && std::is_same_v<KV, T> && kMinBlocksCapsRegisters) {
         constexpr auto kFour = &decode_simt_kernel<T, KV, D, 4, true>;
-        if (max_blocks > persistent_grid<&decode_simt_kernel<T, KV, D, 4>>(kDecodeThreads) &&
-            max_blocks <= persistent_grid<kFour>(kDecodeThreads)) {
+        if (takes_four_block_grid(max_blocks, persistent_grid<&decode_simt_kernel<T, KV, D, 4>>(kDecodeThreads),
+                                  persistent_grid<kFour>(kDecodeThreads))) {
           return run(std::integral_constant<decltype(kFour), kFour>{});
         }
       }

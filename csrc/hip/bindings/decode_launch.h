@@ -49,6 +49,13 @@ inline int launch_blocks(int grid, int64_t max_blocks, int64_t max_tasks) {
   return static_cast<int>(std::max<int64_t>(grid, std::min(max_blocks, bound)));
 }
 
+// Whether a launch of max_blocks takes a kernel's four-block grid in place of its default one:
+// more blocks than the default grid holds and no more than the four-block grid does (plan()'s
+// deal_decode_tasks asks for exactly that grid). four_block_grid 0: there is none.
+inline bool takes_four_block_grid(int64_t max_blocks, int default_grid, int four_block_grid) {
+  return max_blocks > default_grid && max_blocks <= four_block_grid;
+}
+
 // The most (item, kv head, head slice) tasks p's schedule buffer can hold.
 inline int64_t schedule_task_bound(const tfo::kernels::DecodeParams& p) {
   return int64_t{p.plan_item_slots} * p.num_kv_heads * p.head_slices;

@@ -25,10 +25,18 @@ int default_grid() {
   return persistent_grid<&tfo::kernels::decode_mma_kernel<T, KV, D, false>>(
       tfo::kernels::kMmaDecodeThreads<D, false>, tfo::kernels::kMmaDecodeSmemBytes<T, KV, D, false>);
 }
+// The head columns' grid for a GQA group of `group`: 0 where the kernel does not serve it (16-bit
+// caches, groups of more than kHeadColumnsMaxGroup, AMD) or its grid is no larger than the default.
 template <typename T, typename KV, int D>
-int head_columns_grid() {
-  return persistent_grid<&tfo::kernels::decode_mma_head_columns_kernel<T, KV, D>>(
-      tfo::kernels::kMmaDecodeThreads<D, false>, tfo::kernels::kMmaDecodeSmemBytes<T, KV, D, false>);
+int head_columns_grid(int group) {
+  if constexpr (tfo::kernels::kMmaDecodeHasHeadColumns<KV, D, false>) {
+    if (group > tfo::kernels::kHeadColumnsMaxGroup) return 0;
+    const int grid = persistent_grid<&tfo::kernels::decode_mma_head_columns_kernel<T, KV, D>>(
+        tfo::kernels::kMmaDecodeThreads<D, false>, tfo::kernels::kMmaDecodeSmemBytes<T, KV, D, false>);
+    return grid > default_grid<T, KV, D>() ? grid : 0;
+  } else {
+    return 0;
+  }
 }
 
 template <typename T, typename KV, int D, bool kWide, bool kHeadColumns>
@@ -68,8 +76,7 @@ bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, Kv
     // default grid holds and no more than the head-column kernel's four a multiprocessor do
     // (plan()'s deal_decode_tasks; decode_order.cpp has the measurements).
     if constexpr (kMmaDecodeHasHeadColumns<KV, D, false>) {
-      if (p.group_size <= kHeadColumnsMaxGroup && max_blocks > default_grid<T, KV, D>() &&
-          max_blocks <= head_columns_grid<T, KV, D>()) {
+      if (takes_four_block_grid(max_blocks, default_grid<T, KV, D>(), head_columns_grid<T, KV, D>(p.group_size))) {
         return go(std::false_type{}, std::true_type{});
       }
     }
@@ -82,11 +89,7 @@ int64_t decode_mma_head_columns_grid(at::ScalarType q_dtype, KvKind kv_kind, int
   with_decode_config(q_dtype, head_dim, kv_kind, [&](auto t_tag, auto d_const, auto kv_tag) {
     using T = typename decltype(t_tag)::type;
     using KV = typename decltype(kv_tag)::type;
-    constexpr int D = decltype(d_const)::value;
-    if constexpr (tfo::kernels::kMmaDecodeHasHeadColumns<KV, D, false>) {
-      const int columns = head_columns_grid<T, KV, D>();
-      if (group_size <= tfo::kernels::kHeadColumnsMaxGroup && columns > default_grid<T, KV, D>()) grid = columns;
-    }
+    grid = head_columns_grid<T, KV, decltype(d_const)::value>(group_size);
   });
   return grid;
 }

@@ -417,11 +417,13 @@ TFO_INLINE void decode_mma_tasks(const DecodeParams& p) {
 #pragma unroll
       for (int e = 0; e < kOElems; ++e) o_acc[n].v[e] = 0.f;
     }
-    // Per row slot, or with head columns per column slot (kAcc8ColsPerLane; l then holds this
-    // lane's share of the column until the loop ends).
-    static_assert(!kHeadColumns || kAcc8ColsPerLane <= kAccRowsPerLane, "column slots in RowVals");
-    RowVals m_run = row_vals_filled(kNegInf);
-    RowVals l_run = row_vals_filled(0.f);
+    // The softmax state a lane keeps: per row slot, or with head columns per column slot
+    // (kAcc8ColsPerLane of them, in the first slots; l then holds this lane's share of the column
+    // until the loop ends).
+    using SlotVals = RowVals;
+    static_assert(!kHeadColumns || kAcc8ColsPerLane <= kAccRowsPerLane, "column slots in SlotVals");
+    SlotVals m_run = row_vals_filled(kNegInf);
+    SlotVals l_run = row_vals_filled(0.f);
 
     // Tile j's turn in the pipeline (both forms' loops): once every wave is done with tile j - 1,
     // its stage takes tile j + kStages - 1's copies; returns tile j's stage once it (and q) landed.
@@ -616,7 +618,7 @@ TFO_INLINE void decode_mma_tasks(const DecodeParams& p) {
               const int32_t pos = tile0 + 16 * wave + acc8_row(lane, e);
               s.v[e] = pos < kv_hi ? x[e] : kNegInf;
             }
-            RowVals m_use, rescale;
+            SlotVals m_use, rescale;
             bool unchanged = true;
 #pragma unroll
             for (int c = 0; c < kAcc8ColsPerLane; ++c) {
@@ -627,7 +629,7 @@ TFO_INLINE void decode_mma_tasks(const DecodeParams& p) {
               unchanged = unchanged && step.same;
             }
 #pragma unroll
-            for (int e = 0; e < kAcc8Elems; ++e) s.v[e] = fast_exp2(s.v[e] - m_use.v[e % 2]);
+            for (int e = 0; e < kAcc8Elems; ++e) s.v[e] = fast_exp2(s.v[e] - m_use.v[acc8_col_slot(e)]);
 #pragma unroll
             for (int c = 0; c < kAcc8ColsPerLane; ++c) {
               l_run.v[c] = l_run.v[c] * rescale.v[c] + (s.v[c] + s.v[c + kAcc8ColsPerLane]);
@@ -636,7 +638,7 @@ TFO_INLINE void decode_mma_tasks(const DecodeParams& p) {
 #pragma unroll
               for (int n = 0; n < kColTiles; ++n) {
 #pragma unroll
-                for (int e = 0; e < kAcc8Elems; ++e) o_acc[n].v[e] *= rescale.v[e % 2];
+                for (int e = 0; e < kAcc8Elems; ++e) o_acc[n].v[e] *= rescale.v[acc8_col_slot(e)];
               }
             }
             uint32_t pb[2];

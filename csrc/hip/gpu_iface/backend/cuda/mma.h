@@ -367,6 +367,8 @@ inline constexpr int kAcc8ColsPerLane = 2;  // column slot c: elements c and c +
 TFO_INLINE int acc8_row(int lane, int e) { return lane / 4 + 8 * (e / 2); }
 TFO_INLINE bool acc8_row0_lane(int lane) { return lane < 4; }
 TFO_INLINE int acc8_row0_col(int lane, int c) { return 2 * lane + c; }
+// Element e's column slot.
+TFO_INLINE int acc8_col_slot(int e) { return e % kAcc8ColsPerLane; }
 
 template <typename T>
 TFO_INLINE void mma_16x8x16(FragC8& c, const FragA<T, 16>& a, uint32_t b0, uint32_t b1) {

@@ -174,6 +174,7 @@ inline constexpr int kAcc8ColsPerLane = 2;
 TFO_INLINE int acc8_row(int, int) { __builtin_trap(); }
 TFO_INLINE bool acc8_row0_lane(int) { __builtin_trap(); }
 TFO_INLINE int acc8_row0_col(int, int) { __builtin_trap(); }
+TFO_INLINE int acc8_col_slot(int) { __builtin_trap(); }
 template <typename Op>
 TFO_INLINE float acc8_col_allreduce(float, Op) {
   __builtin_trap();
