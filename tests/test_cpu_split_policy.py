@@ -232,13 +232,16 @@ def test_batch_sixty_four_at_short_lengths_is_not_split(kv_len):
     assert _decode([kv_len] * 64) == 0
 
 
-def _task_blocks(kv_lens, heads=8, grid=GRID, bandwidth_bound=True, four_block_grid=0, task_blocks=True):
+def _task_blocks(kv_lens, heads=8, grid=GRID, bandwidth_bound=True, four_block_grid=0, task_blocks=True,
+                 kernel=_C.DECODE_KERNEL_NOT_MEASURED):
     """plan()'s chunk and the blocks its decode tasks are dealt over (plan_info TASK_BLOCKS), for
-    a kernel with the bandwidth bound unless told otherwise."""
+    a kernel with the bandwidth bound unless told otherwise (and the stream deal's rule for
+    `kernel`: by default none, test_cpu_stream_deal.py)."""
     plan = torch.zeros(1 << 16, dtype=torch.int32)
     valid, chunk, _, _, _ = _C.plan_host(torch.empty(0, dtype=torch.int32), torch.tensor(kv_lens, dtype=torch.int32),
                                          plan, 16, heads, 132, grid, -1, True, 0, False, -1, bandwidth_bound,
-                                         decode_task_blocks=task_blocks, decode_four_block_grid=four_block_grid)
+                                         decode_task_blocks=task_blocks, decode_four_block_grid=four_block_grid,
+                                         decode_kernel=kernel)
     assert valid
     return chunk, int(plan[TASK_BLOCKS])
 
@@ -253,7 +256,7 @@ def test_unsplit_equal_tasks_of_one_to_three_rounds_take_the_four_block_launch(m
     default deal. Requests of 512 rows or more take the stream deal by default
     (test_cpu_stream_deal.py): the four-block deal is read here with it switched off, and below
     where it does not apply."""
-    four = dict(bandwidth_bound=False, four_block_grid=FOUR_BLOCK_GRID)
+    four = dict(bandwidth_bound=False, four_block_grid=FOUR_BLOCK_GRID, kernel=_C.DECODE_KERNEL_CUDA_CORES_16BIT)
     assert _task_blocks([1024] * 64, **four) == (0, GRID // 8 * 8)  # the stream deal
     assert _task_blocks([256] * 128, **four) == (0, FOUR_BLOCK_GRID)  # too short for streams
     monkeypatch.setenv("TFO_DECODE_STREAM", "0")

@@ -13,14 +13,21 @@ from plan_layout import (KV_BEGIN, KV_END, KV_LEN, NUM_SPLITS, PARTIAL_BASE, PAR
 from torch_flashinfer_ops import _C
 
 GRID, HEADS = 396, 8
+CC16, CC8 = _C.DECODE_KERNEL_CUDA_CORES_16BIT, _C.DECODE_KERNEL_CUDA_CORES_FP8
+TC16, TC8 = _C.DECODE_KERNEL_TENSOR_CORES_16BIT, _C.DECODE_KERNEL_TENSOR_CORES_FP8
 
 
-def _plan(kv_lens, *, bound=False, wide=0, four=0, task_blocks=True, heads=HEADS, grid=GRID):
+def _plan(kv_lens, *, kernel=_C.DECODE_KERNEL_NOT_MEASURED, four=0, task_blocks=True, heads=HEADS, grid=GRID):
+    """plan_host's decode plan for `kernel` as plan() passes it on the H100: the tensor-core kernels
+    with their wide shape (132 tasks), the bandwidth bound on 16-bit caches; four: the kernel's
+    four-block grid (0: none)."""
+    tensor_cores = kernel in (TC16, TC8)
     plan = torch.full((1 << 16,), -7, dtype=torch.int32)
     valid, _, needed, rows, _ = _C.plan_host(torch.empty(0, dtype=torch.int32), torch.tensor(kv_lens, dtype=torch.int32),
-                                             plan, 16, heads, 132, grid, -1, True, 0, False, -1, bound,
-                                             decode_wide_tasks=wide, decode_task_blocks=task_blocks,
-                                             decode_four_block_grid=four)
+                                             plan, 16, heads, 132, grid, -1, True, 0, False, -1, kernel == TC16,
+                                             decode_wide_tasks=132 if tensor_cores else 0,
+                                             decode_task_blocks=task_blocks, decode_four_block_grid=four,
+                                             decode_kernel=kernel)
     assert valid
     return plan.numpy().copy(), rows
 
@@ -98,42 +105,60 @@ def test_where_the_deal_does_not_apply_the_plan_is_the_default(forced, monkeypat
     assert (plan == _plan(kv_lens)[0]).all()
 
 
-@pytest.mark.parametrize("kernel, taken", [
-    (dict(four=528), True),             # CUDA cores on a 16-bit cache (its four-block grid)
-    (dict(wide=132), True),             # tensor cores on an FP8 cache (a wide shape, no bound)
-    (dict(wide=132, bound=True), False),  # tensor cores on a 16-bit cache: a block per task
-    (dict(), False),                    # CUDA cores on an FP8 cache
+@pytest.mark.parametrize("kernel, four, taken", [
+    (CC16, 528, True),    # CUDA cores on a 16-bit cache with its four-block grid (the 4-row tile)
+    (CC16, 0, False),     # other tiles (no four-block grid), as measured
+    (TC8, 0, True),       # tensor cores on an FP8 cache
+    (TC16, 0, False),     # tensor cores on a 16-bit cache: a block per task
+    (CC8, 0, False),      # CUDA cores on an FP8 cache
+    (_C.DECODE_KERNEL_NOT_MEASURED, 528, False),  # another platform's kernels: the default deal
 ])
-def test_the_rule_takes_the_streams_for_the_kernels_they_pay_for(kernel, taken):
-    assert _is_stream(_plan([1024] * 128, **kernel)[0]) == taken
+def test_the_rule_takes_the_streams_for_the_kernels_they_pay_for(kernel, four, taken):
+    assert _is_stream(_plan([1024] * 128, kernel=kernel, four=four)[0]) == taken
 
 
 def test_tensor_cores_on_fp8_take_streams_past_two_rounds_only():
     # Between one and two rounds their default (two tasks a block) measured faster.
-    assert not _is_stream(_plan([1024] * 64, wide=132)[0])
-    assert int(_plan([1024] * 64, wide=132)[0][TASK_BLOCKS]) == 256
-    assert _is_stream(_plan([1024] * 100, wide=132)[0])  # 800 tasks on 396 blocks
-    assert _is_stream(_plan([1024] * 64, four=528)[0])  # CUDA cores on 16-bit caches: from one round
+    assert not _is_stream(_plan([1024] * 64, kernel=TC8)[0])
+    assert int(_plan([1024] * 64, kernel=TC8)[0][TASK_BLOCKS]) == 256
+    assert _is_stream(_plan([1024] * 100, kernel=TC8)[0])  # 800 tasks on 396 blocks
+    assert _is_stream(_plan([1024] * 64, kernel=CC16, four=528)[0])  # CUDA cores on 16-bit caches: from one round
 
 
 def test_tensor_cores_on_fp8_with_head_columns_take_their_grid_up_to_three_rounds():
     # The head-column kernel's four-block grid (528): up to three rounds of the default grid its
     # deal (a task a block within its own round), streams past them.
     for batch in (64, 100, 148):  # 512, 800 and 1184 tasks on 396 blocks
-        plan = _plan([1024] * batch, wide=132, four=528)[0]
+        plan = _plan([1024] * batch, kernel=TC8, four=528)[0]
         assert not _is_stream(plan) and int(plan[TASK_BLOCKS]) == 528 and int(plan[PARTIAL_ROWS]) == 0
-    assert _is_stream(_plan([1024] * 149, wide=132, four=528)[0])  # 1192 tasks: past three rounds
+    assert _is_stream(_plan([1024] * 149, kernel=TC8, four=528)[0])  # 1192 tasks: past three rounds
+
+
+def test_an_unknown_kernel_value_is_refused():
+    with pytest.raises(RuntimeError, match="decode_kernel"):
+        _plan([1024] * 64, kernel=TC8 + 1)
 
 
 @pytest.mark.parametrize("kv_lens", [[256] * 128, [600] * 64 + [1024] * 64])
 def test_the_rule_leaves_short_or_uneven_requests_to_the_default(kv_lens):
-    assert not _is_stream(_plan(kv_lens, four=528)[0])
+    assert not _is_stream(_plan(kv_lens, kernel=CC16, four=528)[0])
 
 
 def test_launches_of_the_whole_grid_and_the_off_switch_keep_the_default(monkeypatch):
-    assert not _is_stream(_plan([1024] * 128, four=528, task_blocks=False)[0])
+    assert _is_stream(_plan([1024] * 128, kernel=CC16, four=528)[0])
+    assert not _is_stream(_plan([1024] * 128, kernel=CC16, four=528, task_blocks=False)[0])
     monkeypatch.setenv("TFO_DECODE_STREAM", "0")
-    assert not _is_stream(_plan([1024] * 128, four=528)[0])
+    assert not _is_stream(_plan([1024] * 128, kernel=CC16, four=528)[0])
     monkeypatch.setenv("TFO_DECODE_STREAM", "yes")
     with pytest.raises(RuntimeError, match="TFO_DECODE_STREAM"):
         _plan([1024] * 128)
+
+
+def test_plan_names_the_kernel_from_the_platform_the_cache_and_the_switch():
+    from torch_flashinfer_ops._plan import decode_kernel
+    assert decode_kernel("cuda", torch.float16, False) == CC16 and decode_kernel("cuda", torch.bfloat16, False) == CC16
+    assert decode_kernel("cuda", torch.float8_e4m3fn, False) == CC8
+    assert decode_kernel("cuda", torch.bfloat16, True) == TC16
+    assert decode_kernel("cuda", torch.float8_e5m2, True) == TC8
+    for platform in ("rocm", "cpu"):  # the deal's rules are NVIDIA measurements
+        assert decode_kernel(platform, torch.float8_e4m3fn, True) == _C.DECODE_KERNEL_NOT_MEASURED

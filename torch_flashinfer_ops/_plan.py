@@ -89,6 +89,25 @@ def decode_bandwidth_bound(platform: str, kv_dtype: torch.dtype, use_tensor_core
     return platform == "cuda" and use_tensor_cores and kv_dtype.itemsize == 2
 
 
+DECODE_KERNEL_NOT_MEASURED = _C.DECODE_KERNEL_NOT_MEASURED
+DECODE_KERNEL_CUDA_CORES_16BIT = _C.DECODE_KERNEL_CUDA_CORES_16BIT
+DECODE_KERNEL_CUDA_CORES_FP8 = _C.DECODE_KERNEL_CUDA_CORES_FP8
+DECODE_KERNEL_TENSOR_CORES_16BIT = _C.DECODE_KERNEL_TENSOR_CORES_16BIT
+DECODE_KERNEL_TENSOR_CORES_FP8 = _C.DECODE_KERNEL_TENSOR_CORES_FP8
+
+
+def decode_kernel(platform: str, kv_dtype: torch.dtype, use_tensor_cores: bool) -> int:
+    """Which decode kernel a plan is for (a DECODE_KERNEL_* value), as plan()'s deal rules know
+    them (csrc/cpu/plan_host.cpp, streams_pay): those rules are NVIDIA measurements, so another
+    platform's kernels are DECODE_KERNEL_NOT_MEASURED and keep the default deal."""
+    if platform != "cuda":
+        return DECODE_KERNEL_NOT_MEASURED
+    fp8 = kv_dtype.itemsize == 1
+    if use_tensor_cores:
+        return DECODE_KERNEL_TENSOR_CORES_FP8 if fp8 else DECODE_KERNEL_TENSOR_CORES_16BIT
+    return DECODE_KERNEL_CUDA_CORES_FP8 if fp8 else DECODE_KERNEL_CUDA_CORES_16BIT
+
+
 def choose_kv_chunk_size(platform: str, qo_lens: np.ndarray, kv_lens: np.ndarray,
                          num_kv_heads: int, q_tile_rows: int, decode_grid: int = 0, prefill_grid: int = 0,
                          causal: bool = False, window_left: int = -1, decode_bandwidth_bound: bool = False,
@@ -186,7 +205,8 @@ class Workspace:
              work_lists: int = 0, causal: bool = False, window_left: int = -1,
              decode_bandwidth_bound: bool = False,
              page_indptr_host: Optional[torch.Tensor] = None, decode_wide_tasks: int = 0,
-             decode_task_blocks: bool = True, decode_four_block_grid: int = 0) -> BatchPlan:
+             decode_task_blocks: bool = True, decode_four_block_grid: int = 0,
+             decode_kernel: int = DECODE_KERNEL_NOT_MEASURED) -> BatchPlan:
         """Schedules the batch on the host (one call into plan_host.cpp) and queues the schedule's
         copy on `upload`. qo_indptr_host None: one query row per request (decode). work_lists:
         the blocks of the GPU prefill grid, whose per-block work lists the schedule then carries
@@ -194,7 +214,8 @@ class Workspace:
         decode_wide_tasks, decode_task_blocks: see choose_kv_chunk_size. page_indptr_host: a paged cache's kv_indptr (host int32), which the
         schedule carries for the decode kernels (csrc/include/plan_info.h, kPageBase).
         decode_four_block_grid: the launch at four blocks per multiprocessor that run() takes where
-        the plan asks for it (_ops.decode_four_block_grid; 0: none)."""
+        the plan asks for it (_ops.decode_four_block_grid; 0: none). decode_kernel: which kernel
+        the plan is for (decode_kernel()), for the stream deal's rule."""
         q_tile_rows = q_tile_tokens(platform, num_qo_heads, num_kv_heads, head_dim)
 
         def schedule(chunk: int):
@@ -203,7 +224,7 @@ class Workspace:
                 _EMPTY if qo_indptr_host is None else qo_indptr_host, kv_lens_host, self.plan_host, q_tile_rows,
                 num_kv_heads, _workers(platform), decode_grid, chunk, platform != "cpu", work_lists, causal,
                 window_left, decode_bandwidth_bound, _EMPTY if page_indptr_host is None else page_indptr_host,
-                decode_wide_tasks, decode_task_blocks, decode_four_block_grid)
+                decode_wide_tasks, decode_task_blocks, decode_four_block_grid, decode_kernel)
 
         valid, _, needed, rows, total_qo = schedule(-1 if kv_chunk_size is None else kv_chunk_size)
         if not valid:

@@ -76,6 +76,16 @@ bool decode_stream_deal(bool kernel_gains);
 // takes for a kernel (decode_order.cpp).
 enum class DecodeDeal { kWholeGridPastTwoRounds, kBlockPerTaskPastTwoRounds, kBlockPerTaskPastOneRound };
 DecodeDeal decode_deal(bool bandwidth_bound, bool task_blocks);
+// The decode kernel a GPU plan is for, where plan()'s deal depends on which (plan_host.cpp's
+// streams_pay). The values cross from Python (_plan.py's decode_kernel). The deal's rules are
+// NVIDIA measurements: other platforms' kernels (AMD) pass kNotMeasured and keep the default deal.
+enum class DecodeKernel : int64_t {
+  kNotMeasured = 0,
+  kCudaCores16Bit = 1,
+  kCudaCoresFp8 = 2,
+  kTensorCores16Bit = 3,
+  kTensorCoresFp8 = 4,
+};
 // Whether `deal` gives each of `tasks` equal tasks a block of its own on a grid of `grid`.
 bool deals_block_per_task(DecodeDeal deal, int64_t tasks, int64_t grid);
 void deal_decode_tasks(int32_t* plan_info, int64_t num_kv_heads, int64_t grid, DecodeDeal deal,

@@ -263,29 +263,30 @@ int64_t balancing_prefill_chunk(const int32_t* qo_indptr, const int32_t* kv_lens
   return round_up_64(std::max<int64_t>(kMinKvChunk, static_cast<int64_t>(mean)));
 }
 
-// Whether plan() deals a decode batch of more than one round as streams (stream_decode_items).
-// Measured on the H100 (d128, 32 / 8 heads, page 16, equal kv 1k-16k, the splits merged in the
-// launch), time against the default deal: the CUDA-core kernel on fp16 caches (the kernel with a
-// four-block grid) 0.950-0.993 at batch 64-256; the tensor-core kernel on e4m3 caches (no
-// bandwidth bound, a wide shape) 0.958-0.995 at batch 128-256, where its default is the whole grid
-// with a part-filled last round, but 0.983-1.000 at batch 64 kv 1k-2k against 0.966-0.985 for its
-// default there (two tasks a block, without a merge launch), so it takes streams past two rounds
-// only; not taken for the tensor-core kernel on 16-bit caches (a block per task past two rounds:
-// 1.003-1.029) nor the CUDA-core kernel on FP8 caches (0.974-1.006). Requests about as long as each
-// other (within 1/16, as measured) and of at least kStreamMinKv rows: shorter ones would make
-// pieces of a few tiles, which pay a first tile and a combination each. Where the tensor-core
-// kernel on FP8 caches has a four-block grid (its head columns), that grid's deal of up to three
-// rounds (deal_decode_tasks) is the faster one there (H100, e4m3 batch 128 kv 1k-2k), and streams
-// start past three rounds. A kernel is told apart by what the plan knows of it: a wide shape and
-// no bandwidth bound is the tensor-core kernel on FP8 caches; otherwise a four-block grid is the
-// CUDA-core kernel's on 16-bit caches.
+// Whether plan() deals a decode batch of more than one round as streams (stream_decode_items),
+// for `kernel` on a grid of `grid` blocks, whose four-block grid (deal_decode_tasks) is
+// four_block_grid (0: none). Measured on the H100 (d128, 32 / 8 heads, page 16, equal kv 1k-16k,
+// the splits merged in the launch), time against the default deal: the CUDA-core kernel on 16-bit
+// caches with a four-block grid (its 4-row tile) 0.950-0.993 at batch 64-256; the tensor-core
+// kernel on FP8 caches 0.958-0.995 at batch 128-256, where its default is the whole grid with a
+// part-filled last round, but 0.983-1.000 at batch 64 kv 1k-2k against 0.966-0.985 for its default
+// there (two tasks a block, without a merge launch), so it takes streams past two rounds only;
+// where it has a four-block grid (its head columns), that grid's deal of up to three rounds is the
+// faster one (H100, e4m3 batch 128 kv 1k-2k), and streams start past three rounds. Not taken for
+// the tensor-core kernel on 16-bit caches (a block per task past two rounds: 1.003-1.029) nor the
+// CUDA-core kernel on FP8 caches (0.974-1.006). Requests about as long as each other (within
+// 1/16, as measured) and of at least kStreamMinKv rows: shorter ones would make pieces of a few
+// tiles, which pay a first tile and a combination each.
 constexpr int64_t kStreamMinKv = 512;
-bool streams_pay(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads, int64_t grid, bool bandwidth_bound,
-                 int64_t wide_tasks, int64_t four_block_grid) {
+bool streams_pay(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads, int64_t grid, DecodeKernel kernel,
+                 int64_t four_block_grid) {
+  bool gains = false;
+  switch (kernel) {
+    case DecodeKernel::kCudaCores16Bit: gains = four_block_grid > 0; break;
+    case DecodeKernel::kTensorCoresFp8: gains = batch * num_kv_heads > (four_block_grid > 0 ? 3 : 2) * grid; break;
+    default: break;
+  }
   const KvRange range = kv_range(kv_lens, batch);
-  const bool fp8_tensor_cores = wide_tasks > 0 && !bandwidth_bound;
-  const int64_t fp8_rounds = four_block_grid > 0 ? 3 : 2;
-  const bool gains = fp8_tensor_cores ? batch * num_kv_heads > fp8_rounds * grid : four_block_grid > 0;
   const bool lengths = range.min >= kStreamMinKv && range.within_a_sixteenth();
   return decode_stream_deal(gains && lengths);
 }
@@ -398,7 +399,8 @@ bool fill_kv_lens(const at::Tensor& kv_indptr, const at::Tensor& last_page_len, 
 // size (kTaskBlocks); false where it runs the whole resident grid whatever the plan (captured
 // launches of CUDA-graph wrappers), so the plan deals for that. decode_four_block_grid: the
 // CUDA-core launch at four blocks per multiprocessor that run() takes for 16-bit caches when the
-// plan asks for it (deal_decode_tasks; 0: none).
+// plan asks for it (deal_decode_tasks; 0: none). decode_kernel: which decode kernel the plan is
+// for (DecodeKernel's values), for the stream deal's rule (streams_pay).
 std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor& qo_indptr, const at::Tensor& kv_lens,
                                                                at::Tensor schedule, int64_t q_tile_rows,
                                                                int64_t num_kv_heads, int64_t workers,
@@ -407,10 +409,14 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
                                                                bool decode_bandwidth_bound,
                                                                const at::Tensor& page_indptr,
                                                                int64_t decode_wide_tasks, bool decode_task_blocks,
-                                                               int64_t decode_four_block_grid) {
+                                                               int64_t decode_four_block_grid,
+                                                               int64_t decode_kernel) {
   namespace layout = ::flashinfer_ops::plan_info;
   check_host_int32(kv_lens, "kv_lens");
   check_host_int32(schedule, "schedule");
+  TORCH_CHECK(decode_kernel >= static_cast<int64_t>(DecodeKernel::kNotMeasured) &&
+                  decode_kernel <= static_cast<int64_t>(DecodeKernel::kTensorCoresFp8),
+              "plan_host: decode_kernel must be one of the DECODE_KERNEL_* values, got ", decode_kernel);
   const int64_t batch = kv_lens.numel();
   if (page_indptr.numel() > 0) {
     check_host_int32(page_indptr, "page_indptr");
@@ -439,7 +445,7 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
   // streams' layout does not hold, the policy's plan after all.
   const bool stream = !decode_indptr.empty() && gpu && decode_task_blocks && kv_chunk_size < 0 &&
                       decode_grid > 0 && batch * num_kv_heads > decode_grid &&
-                      streams_pay(lens, batch, num_kv_heads, decode_grid, decode_bandwidth_bound, decode_wide_tasks,
+                      streams_pay(lens, batch, num_kv_heads, decode_grid, static_cast<DecodeKernel>(decode_kernel),
                                   decode_four_block_grid);
   int32_t* out = schedule.data_ptr<int32_t>();
   const auto schedule_for = [&](int64_t chunk) {
@@ -516,7 +522,8 @@ void bind_plan_host(pybind11::module_& m) {
         py::arg("workers"), py::arg("decode_grid"), py::arg("kv_chunk_size"), py::arg("gpu"), py::arg("work_lists"),
         py::arg("causal"), py::arg("window_left"), py::arg("decode_bandwidth_bound") = false,
         py::arg("page_indptr") = at::empty({0}, at::kInt), py::arg("decode_wide_tasks") = 0,
-        py::arg("decode_task_blocks") = true, py::arg("decode_four_block_grid") = 0);
+        py::arg("decode_task_blocks") = true, py::arg("decode_four_block_grid") = 0,
+        py::arg("decode_kernel") = static_cast<int64_t>(DecodeKernel::kNotMeasured));
   m.def("fill_kv_lens", &fill_kv_lens,
         "(kv_indptr, last_page_len, page_size, num_indices, kv_lens out) -> valid; see plan_host.cpp");
   m.def("choose_kv_chunk_size", &choose_kv_chunk_size_py, "the kv split policy; see plan_host.cpp", py::arg("gpu"),
@@ -537,6 +544,11 @@ void bind_plan_host(pybind11::module_& m) {
   m.attr("DECODE_ROUND_FILL_GAIN") = kDecodeRoundFillGain;
   m.attr("DECODE_MERGE_ROWS_IN_FLIGHT") = plan_info::kMergeRowsInFlight;
   m.attr("DECODE_MERGE_GROUP_COST") = kDecodeMergeGroupCost;
+  m.attr("DECODE_KERNEL_NOT_MEASURED") = static_cast<int64_t>(DecodeKernel::kNotMeasured);
+  m.attr("DECODE_KERNEL_CUDA_CORES_16BIT") = static_cast<int64_t>(DecodeKernel::kCudaCores16Bit);
+  m.attr("DECODE_KERNEL_CUDA_CORES_FP8") = static_cast<int64_t>(DecodeKernel::kCudaCoresFp8);
+  m.attr("DECODE_KERNEL_TENSOR_CORES_16BIT") = static_cast<int64_t>(DecodeKernel::kTensorCores16Bit);
+  m.attr("DECODE_KERNEL_TENSOR_CORES_FP8") = static_cast<int64_t>(DecodeKernel::kTensorCoresFp8);
 }
 
 }  // namespace cpu
