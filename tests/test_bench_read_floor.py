@@ -18,6 +18,7 @@ def test_defaults_are_batch_1_at_the_bar_lengths_in_graphs_of_ten():
     assert args.batches == [1] and args.kv == [1024, 2048, 4096, 16384] and args.graph_calls == 10
     assert [str(d) for d in args.kv_dtypes] == ["torch.float16", "torch.float8_e4m3fn"]
     assert bench_read_floor.parse_args(["--quick"]).kv == [1024]
+    assert not args.cold_caches and bench_read_floor.parse_args(["--cold-caches"]).cold_caches
 
 
 def test_graph_calls_below_one_is_refused():
@@ -26,7 +27,8 @@ def test_graph_calls_below_one_is_refused():
 
 
 def row(**over):
-    r = dict(kv_dtype="float16", batch=1, kv_len=4096, cache_bytes=16_777_216, launch_us=1.1, read_floor_us=3.7,
+    r = dict(kv_dtype="float16", batch=1, kv_len=4096, caches=7, calls=10, cache_bytes=16_777_216, launch_us=1.1,
+             read_floor_us=3.7,
              read_floor_grid="read 264x512", read_floor_pct_copy=152.0, ours_us=8.8, ours_path="ours-mma",
              ours_pct_copy=64.0, flashinfer_us=11.4, flashinfer_path="flashinfer-simt", ours_vs_flashinfer=11.4 / 8.8,
              us_for_1_5x=11.4 / 1.5)
@@ -37,8 +39,8 @@ def row(**over):
 def test_table_gives_the_time_over_the_floor_and_what_the_bar_asks():
     line = bench_read_floor.table([row()]).splitlines()[2]
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[:4] == ["float16", "1", "4096", "16.8"]
-    assert cells[5] == "3.7 (read 264x512)" and cells[7] == "8.8 (ours-mma)"
+    assert cells[:5] == ["float16", "1", "4096", "16.8", "7 / 10"]
+    assert cells[6] == "3.7 (read 264x512)" and cells[8] == "8.8 (ours-mma)"
     assert cells[-3:] == ["1.30", "7.6", "5.1"]
 
 
