@@ -57,23 +57,26 @@ CASE_FAMILIES = [f for f in FAMILIES if f != "mma-head-columns"]
 ARCHS = {"cuda-sm80": (), "cuda-sm90": ("-DTFO_EMU32_ARCH=900", "-DTFO_EMU32_COPIES_LAND_AT_COMMIT")}
 
 
-def kernel_variant_defines():
-    """-D switches of every kernel variant under evaluation (csrc/hip/kernels/kernel_variants.h)."""
+def kernel_variant_defines(family):
+    """-D switches of every kernel variant under evaluation (csrc/hip/kernels/kernel_variants.h)
+    that changes `family`'s kernels (kernel_variants.family)."""
     sys.path.insert(0, str(REPO / "tools"))
     import kernel_variants
 
-    return tuple(kernel_variants.define(name) for name in kernel_variants.known())
+    return tuple(kernel_variants.define(name) for name in kernel_variants.known()
+                 if kernel_variants.family(name) == family)
 
 
-# The decode and prefill drivers, and, where variants are under evaluation, the sm_90 one again
-# with every one on (the build an A/B against the default kernels times): a variant is timed on a
-# GPU only once it computes what the reference computes here.
+# The decode and prefill drivers, and, where a family's variants are under evaluation, the sm_90
+# one again with each of them on (the build an A/B against the default kernels times): a variant
+# is timed on a GPU only once it computes what the reference computes here. A family without
+# variants would build the default kernels again, so it gets no variants build.
 PREFILL_BUILDS = dict(ARCHS)
 DECODE_BUILDS = dict(ARCHS)
-_VARIANT_DEFINES = kernel_variant_defines()
-if _VARIANT_DEFINES:
-    PREFILL_BUILDS["cuda-sm90-variants"] = ARCHS["cuda-sm90"] + _VARIANT_DEFINES
-    DECODE_BUILDS["cuda-sm90-variants"] = ARCHS["cuda-sm90"] + _VARIANT_DEFINES
+for _builds, _family in ((PREFILL_BUILDS, "prefill"), (DECODE_BUILDS, "decode")):
+    _defines = kernel_variant_defines(_family)
+    if _defines:
+        _builds["cuda-sm90-variants"] = ARCHS["cuda-sm90"] + _defines
 
 
 def _missing(what):

@@ -70,3 +70,21 @@ def test_this_build_reports_its_variants():
     assert set(names) <= {s.lower() for s in header_switches()}
     if not flashinfer._C.gpu_kernels_built():
         assert names == []
+
+
+def test_each_variant_is_named_after_the_family_it_changes():
+    """The NVIDIA emulated tier builds a family's variants build only where that family has
+    variants (tools/kernel_variants.family), so a variant's name must say which it changes."""
+    import sys
+    sys.path.insert(0, str(REPO / "tools"))
+    import kernel_variants
+    for name in kernel_variants.known():
+        assert kernel_variants.family(name) in kernel_variants.FAMILIES
+        kernels = REPO / "csrc" / "hip" / "kernels" / kernel_variants.family(name)
+        constant = re.search(rf"#ifdef TFO_VARIANT_{name.upper()}\ninline constexpr bool (kVariant\w+)",
+                             (REPO / "csrc" / "hip" / "kernels" / "kernel_variants.h").read_text()).group(1)
+        assert any(constant in p.read_text() for p in kernels.rglob("*") if p.is_file()), (
+            f"{name}: {constant} is read by no kernel of csrc/hip/kernels/{kernel_variants.family(name)}")
+    assert kernel_variants.family("decode_mma_head_columns") == "decode"
+    with pytest.raises(ValueError, match="named after the family"):
+        kernel_variants.family("mma_head_columns")

@@ -22,6 +22,20 @@ def names(text):
     return [name.strip().lower() for name in text.split(",") if name.strip()]
 
 
+# The kernel families a variant can change, as its name begins (prefill_..., decode_...): the
+# emulated tier runs a family's cases on a variants build only where that family has variants.
+FAMILIES = ("prefill", "decode")
+
+
+def family(name):
+    """The kernel family variant `name` changes: its name's first word, one of FAMILIES."""
+    first = name.lower().split("_", 1)[0]
+    if first not in FAMILIES:
+        raise ValueError(f"kernel variant {name!r} must be named after the family it changes "
+                         f"({', '.join(f + '_...' for f in FAMILIES)})")
+    return first
+
+
 def define(name):
     """The compiler flag that turns variant `name` on."""
     return f"-DTFO_VARIANT_{name.upper()}"

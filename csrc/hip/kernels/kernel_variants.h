@@ -5,7 +5,9 @@
 // runs the variant's GPU tests and times them against each other).
 // A variant that wins becomes the default and loses its switch; one that loses is deleted.
 // docs/kernel_notes.md has each one's prediction. tools/kernel_variants.py reads the names below
-// from this file (for setup.py, ab_variant.py and the emulated tier).
+// from this file (for setup.py, ab_variant.py and the emulated tier). A name begins with the
+// kernel family it changes (PREFILL_, DECODE_): the emulated tier runs that family's cases on a
+// build with it on.
 #pragma once
 
 namespace tfo::kernels {
