@@ -81,14 +81,6 @@ def _workers(platform: str) -> int:
     return 132
 
 
-def decode_bandwidth_bound(platform: str, kv_dtype: torch.dtype, use_tensor_cores: bool) -> bool:
-    """Whether the decode kernel streams at the full memory bandwidth from two blocks per
-    multiprocessor, so that plan() need not split requests to fill the rest of its grid: measured
-    for NVIDIA's tensor-core kernel on 16-bit caches (its FP8 and CUDA-core kernels need more
-    blocks; AMD's are not measured)."""
-    return platform == "cuda" and use_tensor_cores and kv_dtype.itemsize == 2
-
-
 DECODE_KERNEL_NOT_MEASURED = _C.DECODE_KERNEL_NOT_MEASURED
 DECODE_KERNEL_CUDA_CORES_16BIT = _C.DECODE_KERNEL_CUDA_CORES_16BIT
 DECODE_KERNEL_CUDA_CORES_FP8 = _C.DECODE_KERNEL_CUDA_CORES_FP8
@@ -97,15 +89,24 @@ DECODE_KERNEL_TENSOR_CORES_FP8 = _C.DECODE_KERNEL_TENSOR_CORES_FP8
 
 
 def decode_kernel(platform: str, kv_dtype: torch.dtype, use_tensor_cores: bool) -> int:
-    """Which decode kernel a plan is for (a DECODE_KERNEL_* value), as plan()'s deal rules know
-    them (csrc/cpu/plan_host.cpp, streams_pay): those rules are NVIDIA measurements, so another
-    platform's kernels are DECODE_KERNEL_NOT_MEASURED and keep the default deal."""
+    """Which decode kernel a plan is for (a DECODE_KERNEL_* value), as plan()'s measured rules
+    know them (the stream deal's, csrc/cpu/plan_host.cpp streams_pay, and the bandwidth bound
+    below): those are NVIDIA measurements, so another platform's kernels are
+    DECODE_KERNEL_NOT_MEASURED and keep the default deal and split."""
     if platform != "cuda":
         return DECODE_KERNEL_NOT_MEASURED
     fp8 = kv_dtype.itemsize == 1
     if use_tensor_cores:
         return DECODE_KERNEL_TENSOR_CORES_FP8 if fp8 else DECODE_KERNEL_TENSOR_CORES_16BIT
     return DECODE_KERNEL_CUDA_CORES_FP8 if fp8 else DECODE_KERNEL_CUDA_CORES_16BIT
+
+
+def decode_bandwidth_bound(platform: str, kv_dtype: torch.dtype, use_tensor_cores: bool) -> bool:
+    """Whether the decode kernel streams at the full memory bandwidth from two blocks per
+    multiprocessor, so that plan() need not split requests to fill the rest of its grid: measured
+    for NVIDIA's tensor-core kernel on 16-bit caches (its FP8 and CUDA-core kernels need more
+    blocks; AMD's are not measured)."""
+    return decode_kernel(platform, kv_dtype, use_tensor_cores) == DECODE_KERNEL_TENSOR_CORES_16BIT
 
 
 def choose_kv_chunk_size(platform: str, qo_lens: np.ndarray, kv_lens: np.ndarray,

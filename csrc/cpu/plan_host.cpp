@@ -398,8 +398,9 @@ bool fill_kv_lens(const at::Tensor& kv_indptr, const at::Tensor& last_page_len, 
 // decode_wide_tasks: see choose_kv_chunk_size. decode_task_blocks: the launch takes the plan's
 // size (kTaskBlocks); false where it runs the whole resident grid whatever the plan (captured
 // launches of CUDA-graph wrappers), so the plan deals for that. decode_four_block_grid: the
-// CUDA-core launch at four blocks per multiprocessor that run() takes for 16-bit caches when the
-// plan asks for it (deal_decode_tasks; 0: none). decode_kernel: which decode kernel the plan is
+// kernel's launch at four blocks per multiprocessor (the CUDA-core 4-row tile on 16-bit caches,
+// the tensor-core head columns on FP8 caches) that run() takes when the plan asks for it
+// (deal_decode_tasks; 0: none). decode_kernel: which decode kernel the plan is
 // for (DecodeKernel's values), for the stream deal's rule (streams_pay).
 std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor& qo_indptr, const at::Tensor& kv_lens,
                                                                at::Tensor schedule, int64_t q_tile_rows,
