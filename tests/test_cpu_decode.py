@@ -378,8 +378,7 @@ def test_batch_decode_plan_items_carry_kv_lengths_and_page_offsets(workspace):
 
     with pytest.raises(RuntimeError, match="page_indptr must have"):
         flashinfer._C.plan_host(torch.empty(0, dtype=torch.int32), torch.tensor(kv_lens, dtype=torch.int32),
-                                schedule, 16, hkv, 4, 0, -1, False, 0, False, -1, False,
-                                torch.zeros(3, dtype=torch.int32))
+                                schedule, 16, hkv, 4, 0, -1, False, 0, False, -1, torch.zeros(3, dtype=torch.int32))
 
 
 def test_batch_decode_backend_fa2(workspace):

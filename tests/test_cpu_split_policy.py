@@ -11,7 +11,7 @@ from plan_layout import KV_CHUNK_SIZE, PARTIAL_ROWS, TASK_BLOCKS
 from torch_flashinfer_ops import _C, _ops
 from torch_flashinfer_ops._plan import (DECODE_MERGE_GROUP_COST, DECODE_MERGE_ROWS_IN_FLIGHT, DECODE_MIN_KV_CHUNK,
                                         DECODE_ROUND_FILL_GAIN, DECODE_SPLIT_GAIN, DECODE_TASK_COST, MIN_KV_CHUNK,
-                                        _workers, choose_kv_chunk_size, decode_bandwidth_bound)
+                                        _workers, choose_kv_chunk_size, decode_kernel)
 
 GRID = 396  # e.g. 132 multiprocessors x 3 resident blocks
 # The blocks that stream at the full bandwidth: the decode cost model's bound.
@@ -19,14 +19,18 @@ SATURATING = _C.DECODE_BLOCKS_PER_SM * _workers("cuda")
 
 
 WIDE = 132  # the wide tensor-core shape: one block per multiprocessor
+# The kernel with the bandwidth bound (the tensor cores on 16-bit caches), and one without it
+# that takes no stream deal either (the CUDA cores on FP8 caches; streams_pay).
+BOUND = _C.DECODE_KERNEL_TENSOR_CORES_16BIT
+UNBOUND = _C.DECODE_KERNEL_CUDA_CORES_FP8
 
 
-def _decode(kv_lens, heads=8, grid=GRID, bound=True, wide=0):
-    """The policy for NVIDIA's tensor-core kernel on a 16-bit cache (bound: its bandwidth bound;
-    wide: the most tasks its wide shape takes, 0 for none)."""
+def _decode(kv_lens, heads=8, grid=GRID, kernel=BOUND, wide=0):
+    """The policy for `kernel`, by default NVIDIA's tensor-core kernel on a 16-bit cache, which has
+    the bandwidth bound (wide: the most tasks its wide shape takes, 0 for none)."""
     kv = np.asarray(kv_lens, dtype=np.int64)
     return choose_kv_chunk_size("cuda", np.ones(kv.size, dtype=np.int64), kv, heads, 128, grid,
-                                decode_bandwidth_bound=bound, decode_wide_tasks=wide)
+                                decode_kernel=kernel, decode_wide_tasks=wide)
 
 
 def _tasks(kv_lens, chunk, heads=8):
@@ -68,14 +72,34 @@ def test_equal_tasks_at_the_bandwidth_bound_are_not_split():
     # 3 splits (1536 tasks, four rounds) could only beat by what the bound leaves (6%).
     assert _decode([4096] * 64) == 0
     # Kernels without the bound (FP8, CUDA cores) take the 3 splits.
-    assert _tasks([4096] * 64, _decode([4096] * 64, bound=False)) == 1536
+    for kernel in (_C.DECODE_KERNEL_TENSOR_CORES_FP8, _C.DECODE_KERNEL_CUDA_CORES_16BIT, UNBOUND,
+                   _C.DECODE_KERNEL_NOT_MEASURED):
+        assert _tasks([4096] * 64, _decode([4096] * 64, kernel=kernel)) == 1536
 
 
 def test_the_bound_is_for_sixteen_bit_caches_on_nvidia_tensor_cores():
-    assert decode_bandwidth_bound("cuda", torch.float16, True) and decode_bandwidth_bound("cuda", torch.bfloat16, True)
-    assert not decode_bandwidth_bound("cuda", torch.float16, False)
-    assert not decode_bandwidth_bound("cuda", torch.float8_e4m3fn, True)
-    assert not decode_bandwidth_bound("rocm", torch.float16, True)
+    def bound(platform, kv_dtype, use_tensor_cores):
+        return _C.decode_bandwidth_bound(decode_kernel(platform, kv_dtype, use_tensor_cores))
+
+    assert bound("cuda", torch.float16, True) and bound("cuda", torch.bfloat16, True)
+    assert not bound("cuda", torch.float16, False) and not bound("cuda", torch.bfloat16, False)
+    assert not bound("cuda", torch.float8_e4m3fn, True) and not bound("cuda", torch.float8_e5m2, True)
+    assert not bound("cuda", torch.float8_e4m3fn, False)
+    assert not bound("rocm", torch.float16, True) and not bound("cpu", torch.float16, True)
+    assert [_C.decode_bandwidth_bound(k) for k in range(5)] == [k == BOUND for k in range(5)]
+
+
+@pytest.mark.parametrize("kernel", [-1, 5])
+def test_an_unknown_decode_kernel_is_refused(kernel):
+    kv = np.full(4, 4096, dtype=np.int64)
+    with pytest.raises(RuntimeError, match="choose_kv_chunk_size: decode_kernel must be one of"):
+        choose_kv_chunk_size("cuda", np.ones(4, dtype=np.int64), kv, 8, 128, GRID, decode_kernel=kernel)
+    plan = torch.zeros(1 << 16, dtype=torch.int32)
+    with pytest.raises(RuntimeError, match="plan_host: decode_kernel must be one of"):
+        _C.plan_host(torch.empty(0, dtype=torch.int32), torch.tensor(kv, dtype=torch.int32), plan, 16, 8, 132, GRID,
+                     -1, True, 0, False, -1, decode_kernel=kernel)
+    with pytest.raises(RuntimeError, match="decode_bandwidth_bound: decode_kernel must be one of"):
+        _C.decode_bandwidth_bound(kernel)
 
 
 @pytest.mark.parametrize("batch", [128, 256, 512])
@@ -90,7 +114,7 @@ def test_equal_long_tasks_are_split_to_fill_the_last_round(batch, chunk):
     # 1024 tasks are 2.6 rounds; 3 splits make 3072, 7.8 rounds. So for the kernels that take the
     # whole grid past two rounds, and for lengths within 1/16 of the longest (unequal tasks keep
     # the whole grid on every kernel).
-    assert _decode([16384] * batch, bound=False) == chunk
+    assert _decode([16384] * batch, kernel=UNBOUND) == chunk
     assert _decode([16384 - 1000] + [16384] * (batch - 1)) == chunk
 
 
@@ -106,18 +130,19 @@ def test_a_launch_of_the_whole_grid_keeps_the_round_filling_split():
     # CUDA-graph wrappers launch the resident grid whatever the plan: its blocks take the tasks in
     # turn, so the last round is filled by the split, and the plan deals nothing past the grid.
     kv = np.full(128, 16384, dtype=np.int64)
-    assert choose_kv_chunk_size("cuda", np.ones(128, dtype=np.int64), kv, 8, 128, GRID, decode_bandwidth_bound=True,
+    assert choose_kv_chunk_size("cuda", np.ones(128, dtype=np.int64), kv, 8, 128, GRID, decode_kernel=BOUND,
                                 decode_task_blocks=False) == 5504
     plan = torch.zeros(1 << 16, dtype=torch.int32)
     valid, chunk, _, _, _ = _C.plan_host(torch.empty(0, dtype=torch.int32), torch.tensor(kv, dtype=torch.int32), plan,
-                                         16, 8, 132, GRID, -1, True, 0, False, -1, True, decode_task_blocks=False)
+                                         16, 8, 132, GRID, -1, True, 0, False, -1, decode_task_blocks=False,
+                                         decode_kernel=BOUND)
     assert valid and chunk == 5504 and int(plan[TASK_BLOCKS]) == 0
 
 
 @pytest.mark.parametrize("deal, chunk", [("grid", 5504), ("tasks", 0), ("tasks-all", 0)])
 def test_the_measuring_switch_moves_the_split_with_the_deal(monkeypatch, deal, chunk):
     monkeypatch.setenv("TFO_DECODE_DEAL", deal)
-    assert _decode([16384] * 128, bound=False) == chunk
+    assert _decode([16384] * 128, kernel=UNBOUND) == chunk
     assert _decode([16384] * 128) == chunk
 
 
@@ -163,7 +188,7 @@ def test_a_workspace_too_small_for_the_split_runs_unsplit():
         upload = Upload(torch.device("cpu"), False)
         kv = torch.full((256,), 16384, dtype=torch.int32)
         # (Not the bandwidth-bound kernel, which runs these equal tasks unsplit, a block each.)
-        workspace.plan("cuda", None, kv, 32, 8, 128, decode_grid=GRID, upload=upload, decode_bandwidth_bound=False)
+        workspace.plan("cuda", None, kv, 32, 8, 128, decode_grid=GRID, upload=upload, decode_kernel=UNBOUND)
         return int(workspace.plan_host[KV_CHUNK_SIZE]), int(workspace.plan_host[PARTIAL_ROWS])
 
     assert plan(32 << 20) == (4096, 1024)  # 1024 partial rows of 32 x 128 floats: 16 MiB
@@ -221,7 +246,7 @@ def test_under_two_rounds_the_chunk_is_near_the_cheapest_of_all(seed):
 def test_batch_thirty_two_keeps_one_round_at_the_bandwidth_bound():
     kv = [4096] * 32  # 256 unsplit tasks: 65% of one round, but as many blocks as stream at full bandwidth
     assert _tasks(kv, _decode(kv)) == 256
-    assert _tasks(kv, _decode(kv, bound=False)) == 768  # without it: 3 splits, two full rounds
+    assert _tasks(kv, _decode(kv, kernel=UNBOUND)) == 768  # without it: 3 splits, two full rounds
 
 
 @pytest.mark.parametrize("kv_len", [1024, 2048])
@@ -232,14 +257,13 @@ def test_batch_sixty_four_at_short_lengths_is_not_split(kv_len):
     assert _decode([kv_len] * 64) == 0
 
 
-def _task_blocks(kv_lens, heads=8, grid=GRID, bandwidth_bound=True, four_block_grid=0, task_blocks=True,
-                 kernel=_C.DECODE_KERNEL_NOT_MEASURED):
+def _task_blocks(kv_lens, heads=8, grid=GRID, kernel=BOUND, four_block_grid=0, task_blocks=True):
     """plan()'s chunk and the blocks its decode tasks are dealt over (plan_info TASK_BLOCKS), for
-    a kernel with the bandwidth bound unless told otherwise (and the stream deal's rule for
-    `kernel`: by default none, test_cpu_stream_deal.py)."""
+    `kernel`: by default one with the bandwidth bound, and neither it nor UNBOUND takes the stream
+    deal (test_cpu_stream_deal.py)."""
     plan = torch.zeros(1 << 16, dtype=torch.int32)
     valid, chunk, _, _, _ = _C.plan_host(torch.empty(0, dtype=torch.int32), torch.tensor(kv_lens, dtype=torch.int32),
-                                         plan, 16, heads, 132, grid, -1, True, 0, False, -1, bandwidth_bound,
+                                         plan, 16, heads, 132, grid, -1, True, 0, False, -1,
                                          decode_task_blocks=task_blocks, decode_four_block_grid=four_block_grid,
                                          decode_kernel=kernel)
     assert valid
@@ -256,20 +280,20 @@ def test_unsplit_equal_tasks_of_one_to_three_rounds_take_the_four_block_launch(m
     default deal. Requests of 512 rows or more take the stream deal by default
     (test_cpu_stream_deal.py): the four-block deal is read here with it switched off, and below
     where it does not apply."""
-    four = dict(bandwidth_bound=False, four_block_grid=FOUR_BLOCK_GRID, kernel=_C.DECODE_KERNEL_CUDA_CORES_16BIT)
+    four = dict(four_block_grid=FOUR_BLOCK_GRID, kernel=_C.DECODE_KERNEL_CUDA_CORES_16BIT)
     assert _task_blocks([1024] * 64, **four) == (0, GRID // 8 * 8)  # the stream deal
     assert _task_blocks([256] * 128, **four) == (0, FOUR_BLOCK_GRID)  # too short for streams
     monkeypatch.setenv("TFO_DECODE_STREAM", "0")
     assert _task_blocks([1024] * 64, **four) == (0, FOUR_BLOCK_GRID)  # 512 tasks: 1.3 rounds
     assert _task_blocks([2048] * 128, **four) == (0, FOUR_BLOCK_GRID)  # 1024 tasks: 2.6 rounds
-    assert _task_blocks([1024] * 64, bandwidth_bound=False) == (0, 256)  # without it: two each
+    assert _task_blocks([1024] * 64, kernel=UNBOUND) == (0, 256)  # without it: two each
     assert _task_blocks([1024] * 256, **four) == (0, 0)  # 5.2 rounds: the whole grid
     assert _task_blocks([200] * 20, **four) == (0, 160)  # one round: a block per task
     assert _task_blocks([1024, 900] * 32, **four)[1] == 0  # unequal tasks: the whole grid
     chunk, blocks = _task_blocks([16384] * 128, **four)  # split to fill the last round
     assert chunk > 0 and blocks == 0
     assert _task_blocks([1024] * 64, task_blocks=False, **four) == (0, 256)  # a whole-grid launch
-    assert _task_blocks([1024] * 64, bandwidth_bound=False, four_block_grid=GRID) == (0, 256)  # no larger grid
+    assert _task_blocks([1024] * 64, kernel=UNBOUND, four_block_grid=GRID) == (0, 256)  # no larger grid
 
 
 def test_task_blocks_deal_one_round_one_each_and_equal_tasks_of_two_rounds_two_each():
@@ -278,7 +302,7 @@ def test_task_blocks_deal_one_round_one_each_and_equal_tasks_of_two_rounds_two_e
     assert _task_blocks([16384] * 8 + [1024] * 40)[1] == 0  # split tasks of unequal rows: the whole grid
     assert _task_blocks([200] * 20) == (0, 160)  # one round (too short to split): one block per task
     assert _task_blocks([4096] * 128) == (0, 1024)  # more than two rounds: a block per task
-    assert _task_blocks([4096] * 128, bandwidth_bound=False) == (0, 0)  # or the whole grid
+    assert _task_blocks([4096] * 128, kernel=UNBOUND) == (0, 0)  # or the whole grid
     assert _task_blocks([1024, 900] * 32)[1] == 0  # unequal tasks over more than a round: the whole grid
     chunk, blocks = _task_blocks([4096])  # batch 1: split to fill a round
     assert blocks == 8 * -(-4096 // chunk)
@@ -293,7 +317,7 @@ def test_task_blocks_deal_under_the_measuring_switch(monkeypatch):
     assert _task_blocks([4096] * 128) == (0, 0)
     assert _task_blocks([1024] * 64) == (0, 256)  # two rounds or less: as by default
     monkeypatch.setenv("TFO_DECODE_DEAL", "tasks")  # equal tasks past two rounds: a block each
-    assert _task_blocks([4096] * 128, bandwidth_bound=False) == (0, 1024)
+    assert _task_blocks([4096] * 128, kernel=UNBOUND) == (0, 1024)
     assert _task_blocks([1024] * 64) == (0, 256)
     assert _task_blocks([1024, 900] * 128)[1] == 0  # unequal tasks: the whole grid
     monkeypatch.setenv("TFO_DECODE_DEAL", "tasks-all")  # from one round on
@@ -344,7 +368,8 @@ def test_decode_rule_matches_its_numpy_formulation(seed):
     if int(kv.max()) < 2 * DECODE_MIN_KV_CHUNK:
         kv[0] = 2 * DECODE_MIN_KV_CHUNK
     bound = bool(seed % 2)
-    assert _decode(kv, heads=heads, grid=grid, bound=bound) == _numpy_cheapest_decode_chunk(kv, heads, grid, bound)
+    kernel = BOUND if bound else UNBOUND
+    assert _decode(kv, heads=heads, grid=grid, kernel=kernel) == _numpy_cheapest_decode_chunk(kv, heads, grid, bound)
 
 
 def test_batch_one_takes_the_split_that_fits_the_wide_shape():
@@ -365,7 +390,7 @@ def test_batch_one_takes_the_split_that_fits_the_wide_shape():
     # twice the rows; without the bound the rounds alone choose about one full round.
     assert _decode([8192] * 2) == 512 and _decode([8192] * 2, wide=WIDE) == 1024
     assert _decode([16384] * 4) == 2048 and _decode([16384] * 4, wide=WIDE) == 4096
-    assert _tasks([16384] * 4, _decode([16384] * 4, bound=False)) == 384
+    assert _tasks([16384] * 4, _decode([16384] * 4, kernel=UNBOUND)) == 384
     # Unsplit plans are never split for the shape.
     assert _decode([300] * 40, wide=WIDE) == 0
 
@@ -394,7 +419,7 @@ def test_wide_rule_matches_its_numpy_formulation_and_fits_the_launch(seed):
         plan = torch.zeros(1 << 18, dtype=torch.int32)
         valid, planned, _, _, _ = _C.plan_host(
             torch.empty(0, dtype=torch.int32), torch.from_numpy(kv.astype(np.int32)), plan, 16, heads, 132, GRID,
-            -1, True, 0, False, -1, True, decode_wide_tasks=wide)
+            -1, True, 0, False, -1, decode_wide_tasks=wide, decode_kernel=BOUND)
         assert valid and planned == chunk and 0 < int(plan[TASK_BLOCKS]) <= wide
 
 

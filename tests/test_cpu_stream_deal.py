@@ -24,7 +24,7 @@ def _plan(kv_lens, *, kernel=_C.DECODE_KERNEL_NOT_MEASURED, four=0, task_blocks=
     tensor_cores = kernel in (TC16, TC8)
     plan = torch.full((1 << 16,), -7, dtype=torch.int32)
     valid, _, needed, rows, _ = _C.plan_host(torch.empty(0, dtype=torch.int32), torch.tensor(kv_lens, dtype=torch.int32),
-                                             plan, 16, heads, 132, grid, -1, True, 0, False, -1, kernel == TC16,
+                                             plan, 16, heads, 132, grid, -1, True, 0, False, -1,
                                              decode_wide_tasks=132 if tensor_cores else 0,
                                              decode_task_blocks=task_blocks, decode_four_block_grid=four,
                                              decode_kernel=kernel)

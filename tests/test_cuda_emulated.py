@@ -147,8 +147,7 @@ def _emulated_batch_decode(lib, family, q, paged, kv_layout, kv_chunk_size, *, s
     plan = torch.full((1 << 16,), -7, dtype=torch.int32)
     empty = torch.empty(0, dtype=torch.int32)
     valid, *_ = flashinfer._C.plan_host(empty, torch.tensor(paged.seq_lens, dtype=torch.int32), plan, 1, hkv, 1,
-                                        num_blocks, kv_chunk_size, True, 0, False, -1, False,
-                                        paged.indptr.to(torch.int32))
+                                        num_blocks, kv_chunk_size, True, 0, False, -1, paged.indptr.to(torch.int32))
     assert valid
     rows = int(plan[4])  # plan_info header: partial rows
     partial_o = torch.full((max(rows, 1), hq, d), float("nan"))

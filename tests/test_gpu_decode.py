@@ -359,7 +359,8 @@ def test_batch_decode_round_filling_split(workspace, use_tensor_cores, graph_wra
     else:
         w = _wrapper(workspace, "NHD", use_tensor_cores)
     _plan(w, P, hq, hkv, d, dtype, dtype)
-    if use_tensor_cores and not graph_wrapper and flashinfer._plan.decode_bandwidth_bound(w.platform, dtype, True):
+    bound = flashinfer._C.decode_bandwidth_bound(flashinfer._plan.decode_kernel(w.platform, dtype, True))
+    if use_tensor_cores and not graph_wrapper and bound:
         assert _splits(w) == 0 and w._plan.task_blocks == batch * hkv, "equal tasks past two rounds: a block each"
     elif not use_tensor_cores and not graph_wrapper and flashinfer._ops.decode_four_block_grid(dtype, dtype, d, hq,
                                                                                              hkv, False) > 0:

@@ -90,9 +90,10 @@ DECODE_KERNEL_TENSOR_CORES_FP8 = _C.DECODE_KERNEL_TENSOR_CORES_FP8
 
 def decode_kernel(platform: str, kv_dtype: torch.dtype, use_tensor_cores: bool) -> int:
     """Which decode kernel a plan is for (a DECODE_KERNEL_* value), as plan()'s measured rules
-    know them (the stream deal's, csrc/cpu/plan_host.cpp streams_pay, and the bandwidth bound
-    below): those are NVIDIA measurements, so another platform's kernels are
-    DECODE_KERNEL_NOT_MEASURED and keep the default deal and split."""
+    know them (the stream deal's, csrc/cpu/plan_host.cpp streams_pay, and the bandwidth bound,
+    csrc/cpu/attention_cpu.h bandwidth_bound, which _C.decode_bandwidth_bound reads): those are
+    NVIDIA measurements, so another platform's kernels are DECODE_KERNEL_NOT_MEASURED and keep
+    the default deal and split."""
     if platform != "cuda":
         return DECODE_KERNEL_NOT_MEASURED
     fp8 = kv_dtype.itemsize == 1
@@ -101,25 +102,19 @@ def decode_kernel(platform: str, kv_dtype: torch.dtype, use_tensor_cores: bool) 
     return DECODE_KERNEL_CUDA_CORES_FP8 if fp8 else DECODE_KERNEL_CUDA_CORES_16BIT
 
 
-def decode_bandwidth_bound(platform: str, kv_dtype: torch.dtype, use_tensor_cores: bool) -> bool:
-    """Whether the decode kernel streams at the full memory bandwidth from two blocks per
-    multiprocessor, so that plan() need not split requests to fill the rest of its grid: measured
-    for NVIDIA's tensor-core kernel on 16-bit caches (its FP8 and CUDA-core kernels need more
-    blocks; AMD's are not measured)."""
-    return decode_kernel(platform, kv_dtype, use_tensor_cores) == DECODE_KERNEL_TENSOR_CORES_16BIT
-
-
 def choose_kv_chunk_size(platform: str, qo_lens: np.ndarray, kv_lens: np.ndarray,
                          num_kv_heads: int, q_tile_rows: int, decode_grid: int = 0, prefill_grid: int = 0,
-                         causal: bool = False, window_left: int = -1, decode_bandwidth_bound: bool = False,
-                         decode_wide_tasks: int = 0, decode_task_blocks: bool = True) -> int:
+                         causal: bool = False, window_left: int = -1,
+                         decode_kernel: int = DECODE_KERNEL_NOT_MEASURED, decode_wide_tasks: int = 0,
+                         decode_task_blocks: bool = True) -> int:
     """0 (no split) unless splitting requests gives the workers a fuller or better balanced load
     (the policy of csrc/cpu/plan_host.cpp, which plan() runs). decode_grid / prefill_grid: the
     blocks of the persistent decode / prefill grid, when the caller knows them.
-    decode_bandwidth_bound: the decode kernel reaches the full memory bandwidth from two blocks
-    per multiprocessor (see decode_bandwidth_bound). decode_wide_tasks: the most tasks for which the
-    launch takes the tensor-core kernel's wide shape (_ops.decode_wide_tasks; 0: none), which
-    the policy then prefers where it costs at most twice the chunk. decode_task_blocks: the launch
+    decode_kernel: which decode kernel the plan is for (decode_kernel()), whose bandwidth bound
+    (_C.decode_bandwidth_bound: the full memory bandwidth from two blocks per multiprocessor)
+    the decode cost model takes. decode_wide_tasks: the most tasks for which the launch takes the
+    tensor-core kernel's wide shape (_ops.decode_wide_tasks; 0: none), which the policy then
+    prefers where it costs at most twice the chunk. decode_task_blocks: the launch
     takes the plan's size (eager runs); False where it runs the whole resident grid whatever the
     plan (CUDA-graph wrappers), whose blocks take the tasks in turn."""
     qo_indptr = np.zeros(len(qo_lens) + 1, dtype=np.int32)
@@ -127,7 +122,7 @@ def choose_kv_chunk_size(platform: str, qo_lens: np.ndarray, kv_lens: np.ndarray
     kv = torch.from_numpy(np.ascontiguousarray(kv_lens, dtype=np.int32))
     return int(_C.choose_kv_chunk_size(platform != "cpu", torch.from_numpy(qo_indptr), kv, num_kv_heads,
                                        q_tile_rows, _workers(platform), decode_grid, prefill_grid, causal,
-                                       window_left, decode_bandwidth_bound, decode_wide_tasks, decode_task_blocks))
+                                       window_left, decode_wide_tasks, decode_task_blocks, decode_kernel))
 
 
 @dataclasses.dataclass
@@ -204,19 +199,20 @@ class Workspace:
              num_qo_heads: int, num_kv_heads: int, head_dim: int,
              kv_chunk_size: int | None = None, decode_grid: int = 0, *, upload: Upload,
              work_lists: int = 0, causal: bool = False, window_left: int = -1,
-             decode_bandwidth_bound: bool = False,
              page_indptr_host: Optional[torch.Tensor] = None, decode_wide_tasks: int = 0,
              decode_task_blocks: bool = True, decode_four_block_grid: int = 0,
              decode_kernel: int = DECODE_KERNEL_NOT_MEASURED) -> BatchPlan:
         """Schedules the batch on the host (one call into plan_host.cpp) and queues the schedule's
         copy on `upload`. qo_indptr_host None: one query row per request (decode). work_lists:
         the blocks of the GPU prefill grid, whose per-block work lists the schedule then carries
-        (costed by causal and window_left; csrc/cpu/work_lists.cpp). decode_bandwidth_bound,
-        decode_wide_tasks, decode_task_blocks: see choose_kv_chunk_size. page_indptr_host: a paged cache's kv_indptr (host int32), which the
-        schedule carries for the decode kernels (csrc/include/plan_info.h, kPageBase).
+        (costed by causal and window_left; csrc/cpu/work_lists.cpp). decode_wide_tasks,
+        decode_task_blocks: see choose_kv_chunk_size. page_indptr_host: a paged cache's kv_indptr
+        (host int32), which the schedule carries for the decode kernels (csrc/include/plan_info.h,
+        kPageBase).
         decode_four_block_grid: the launch at four blocks per multiprocessor that run() takes where
         the plan asks for it (_ops.decode_four_block_grid; 0: none). decode_kernel: which kernel
-        the plan is for (decode_kernel()), for the stream deal's rule."""
+        the plan is for (decode_kernel()), for its bandwidth bound (see choose_kv_chunk_size) and
+        the stream deal's rule."""
         q_tile_rows = q_tile_tokens(platform, num_qo_heads, num_kv_heads, head_dim)
 
         def schedule(chunk: int):
@@ -224,7 +220,7 @@ class Workspace:
             return _C.plan_host(
                 _EMPTY if qo_indptr_host is None else qo_indptr_host, kv_lens_host, self.plan_host, q_tile_rows,
                 num_kv_heads, _workers(platform), decode_grid, chunk, platform != "cpu", work_lists, causal,
-                window_left, decode_bandwidth_bound, _EMPTY if page_indptr_host is None else page_indptr_host,
+                window_left, _EMPTY if page_indptr_host is None else page_indptr_host,
                 decode_wide_tasks, decode_task_blocks, decode_four_block_grid, decode_kernel)
 
         valid, _, needed, rows, total_qo = schedule(-1 if kv_chunk_size is None else kv_chunk_size)

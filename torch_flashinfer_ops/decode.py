@@ -17,7 +17,7 @@ import torch
 from . import _validation as V
 from . import aiter_bridge
 from ._ops import decode_four_block_grid, decode_grid_blocks, decode_wide_tasks, ops
-from ._plan import decode_bandwidth_bound, decode_kernel
+from ._plan import decode_kernel
 from ._wrapper_base import (
     BatchWrapperBase,
     paged_cache_geometry,
@@ -182,9 +182,7 @@ class BatchDecodeWithPagedKVCacheWrapper(BatchWrapperBase):
                                     decode_grid=grid, upload=upload, page_indptr_host=kv_indptr_h,
                                     decode_wide_tasks=wide_tasks, decode_task_blocks=not self._launches_whole_grid(),
                                     decode_four_block_grid=four_block_grid,
-                                    decode_kernel=decode_kernel(self.platform, kv_dtype, self._use_tensor_cores),
-                                    decode_bandwidth_bound=decode_bandwidth_bound(self.platform, kv_dtype,
-                                                                                  self._use_tensor_cores))
+                                    decode_kernel=decode_kernel(self.platform, kv_dtype, self._use_tensor_cores))
         n_pages = int(kv_indptr_h[-1])
         self._check_graph_capacity(paged_kv_indptr_buffer=batch_size + 1, paged_kv_indices_buffer=n_pages,
                                    paged_kv_last_page_len_buffer=batch_size)

@@ -72,13 +72,10 @@ bool stream_decode_items(int32_t* plan_info, int64_t plan_size, int64_t num_kv_h
 // measured faster for, plan_host.cpp), unless the measuring switch TFO_DECODE_STREAM (read per
 // plan) says "0" (never) or "1" (for every kernel).
 bool decode_stream_deal(bool kernel_gains);
-// How deal_decode_tasks sizes launches of more than one round of equal tasks, and which plan()
-// takes for a kernel (decode_order.cpp).
-enum class DecodeDeal { kWholeGridPastTwoRounds, kBlockPerTaskPastTwoRounds, kBlockPerTaskPastOneRound };
-DecodeDeal decode_deal(bool bandwidth_bound, bool task_blocks);
-// The decode kernel a GPU plan is for, where plan()'s deal depends on which (plan_host.cpp's
-// streams_pay). The values cross from Python (_plan.py's decode_kernel). The deal's rules are
-// NVIDIA measurements: other platforms' kernels (AMD) pass kNotMeasured and keep the default deal.
+// The decode kernel a GPU plan is for, where plan()'s split and deal depend on which (the bandwidth
+// bound below, plan_host.cpp's streams_pay). The values cross from Python (_plan.py's
+// decode_kernel). The rules are NVIDIA measurements: other platforms' kernels (AMD) pass
+// kNotMeasured and keep the default split and deal.
 enum class DecodeKernel : int64_t {
   kNotMeasured = 0,
   kCudaCores16Bit = 1,
@@ -86,6 +83,15 @@ enum class DecodeKernel : int64_t {
   kTensorCores16Bit = 3,
   kTensorCoresFp8 = 4,
 };
+// Whether `kernel` streams at the full memory bandwidth from two blocks per multiprocessor
+// (plan_host.cpp's kDecodeBlocksPerSm), so that plan() need not split requests to fill the rest of
+// its grid: measured (H200, H100) for the tensor-core kernel on 16-bit caches only; its FP8 and
+// the CUDA-core kernels need more blocks.
+inline bool bandwidth_bound(DecodeKernel kernel) { return kernel == DecodeKernel::kTensorCores16Bit; }
+// How deal_decode_tasks sizes launches of more than one round of equal tasks, and which plan()
+// takes for a kernel (decode_order.cpp).
+enum class DecodeDeal { kWholeGridPastTwoRounds, kBlockPerTaskPastTwoRounds, kBlockPerTaskPastOneRound };
+DecodeDeal decode_deal(DecodeKernel kernel, bool task_blocks);
 // Whether `deal` gives each of `tasks` equal tasks a block of its own on a grid of `grid`.
 bool deals_block_per_task(DecodeDeal deal, int64_t tasks, int64_t grid);
 void deal_decode_tasks(int32_t* plan_info, int64_t num_kv_heads, int64_t grid, DecodeDeal deal,

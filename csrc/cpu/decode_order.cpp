@@ -114,16 +114,16 @@ bool deals_block_per_task(DecodeDeal deal, int64_t tasks, int64_t grid) {
 }
 
 // The deal plan() takes: a block per task past two rounds where the kernel streams at the full
-// bandwidth from two blocks per multiprocessor (plan_host's decode_bandwidth_bound), else the
+// bandwidth from two blocks per multiprocessor (bandwidth_bound, attention_cpu.h), else the
 // whole grid there. TFO_DECODE_DEAL, for measuring (read per plan): "grid" or "tasks" past two
 // rounds for every kernel, "tasks-all" a block per task from one round on. task_blocks false:
 // the launch runs the whole resident grid whatever the plan (CUDA-graph wrappers, compiled runs),
 // which deals as kWholeGridPastTwoRounds whatever the kernel or the switch.
-DecodeDeal decode_deal(bool bandwidth_bound, bool task_blocks) {
+DecodeDeal decode_deal(DecodeKernel kernel, bool task_blocks) {
   if (!task_blocks) return DecodeDeal::kWholeGridPastTwoRounds;
   const char* env = std::getenv("TFO_DECODE_DEAL");
   if (env == nullptr || *env == '\0') {
-    return bandwidth_bound ? DecodeDeal::kBlockPerTaskPastTwoRounds : DecodeDeal::kWholeGridPastTwoRounds;
+    return bandwidth_bound(kernel) ? DecodeDeal::kBlockPerTaskPastTwoRounds : DecodeDeal::kWholeGridPastTwoRounds;
   }
   if (std::strcmp(env, "grid") == 0) return DecodeDeal::kWholeGridPastTwoRounds;
   if (std::strcmp(env, "tasks") == 0) return DecodeDeal::kBlockPerTaskPastTwoRounds;

@@ -292,8 +292,8 @@ bool streams_pay(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads, in
 }
 
 // prefill_grid: the blocks of the GPU prefill kernels' persistent grid (0: unknown), with causal
-// and window_left for its cost model. decode_bandwidth_bound: the decode kernel streams at the
-// full bandwidth from kDecodeBlocksPerSm blocks per multiprocessor (cheapest_decode_chunk).
+// and window_left for its cost model. decode_kernel: which decode kernel the plan is for, whose
+// bandwidth bound (attention_cpu.h) the decode cost model takes (cheapest_decode_chunk).
 // decode_wide_tasks: the most tasks for which the launch takes the wide shape (0: none;
 // wide_decode_chunk). deal: how the launch deals tasks past the resident grid
 // (deal_decode_tasks; a launch that runs the whole grid whatever the plan deals as
@@ -301,7 +301,7 @@ bool streams_pay(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads, in
 int64_t choose_kv_chunk_size(bool gpu, const int32_t* qo_indptr, const int32_t* kv_lens, int64_t batch,
                              int64_t num_kv_heads, int64_t q_tile_rows, int64_t workers, int64_t decode_grid,
                              int64_t prefill_grid, bool causal, int64_t window_left,
-                             bool decode_bandwidth_bound, int64_t decode_wide_tasks, DecodeDeal deal) {
+                             DecodeKernel decode_kernel, int64_t decode_wide_tasks, DecodeDeal deal) {
   if (batch == 0) return 0;
   int64_t max_qo = 0, tiles = 0, max_kv = 0;
   for (int64_t r = 0; r < batch; ++r) {
@@ -314,7 +314,7 @@ int64_t choose_kv_chunk_size(bool gpu, const int32_t* qo_indptr, const int32_t* 
   // every block of the grid (or kDecodeBlocksPerSm per multiprocessor) has work.
   const bool decode = gpu && max_qo <= 1;
   const int64_t device_blocks = workers * kDecodeBlocksPerSm;  // kDecodeBlocksPerSm on every multiprocessor
-  const int64_t saturating_blocks = decode_bandwidth_bound ? device_blocks : 0;
+  const int64_t saturating_blocks = bandwidth_bound(decode_kernel) ? device_blocks : 0;
   if (decode) workers = decode_grid > 0 ? decode_grid : device_blocks;
   const int64_t tasks = tiles * num_kv_heads;
   if (decode && decode_grid > 0 && tasks < 2 * workers) {
@@ -346,6 +346,14 @@ int64_t choose_kv_chunk_size(bool gpu, const int32_t* qo_indptr, const int32_t* 
     return chunk < max_kv ? chunk : 0;
   }
   return 0;
+}
+
+// decode_kernel as it crosses from Python: one of DecodeKernel's values, else an error naming `caller`.
+DecodeKernel checked_decode_kernel(int64_t decode_kernel, const char* caller) {
+  TORCH_CHECK(decode_kernel >= static_cast<int64_t>(DecodeKernel::kNotMeasured) &&
+                  decode_kernel <= static_cast<int64_t>(DecodeKernel::kTensorCoresFp8),
+              caller, ": decode_kernel must be one of the DECODE_KERNEL_* values, got ", decode_kernel);
+  return static_cast<DecodeKernel>(decode_kernel);
 }
 
 void check_host_int32(const at::Tensor& t, const char* name) {
@@ -401,13 +409,13 @@ bool fill_kv_lens(const at::Tensor& kv_indptr, const at::Tensor& last_page_len, 
 // kernel's launch at four blocks per multiprocessor (the CUDA-core 4-row tile on 16-bit caches,
 // the tensor-core head columns on FP8 caches) that run() takes when the plan asks for it
 // (deal_decode_tasks; 0: none). decode_kernel: which decode kernel the plan is
-// for (DecodeKernel's values), for the stream deal's rule (streams_pay).
+// for (DecodeKernel's values), for its bandwidth bound (attention_cpu.h) and the stream deal's
+// rule (streams_pay).
 std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor& qo_indptr, const at::Tensor& kv_lens,
                                                                at::Tensor schedule, int64_t q_tile_rows,
                                                                int64_t num_kv_heads, int64_t workers,
                                                                int64_t decode_grid, int64_t kv_chunk_size, bool gpu,
                                                                int64_t work_lists, bool causal, int64_t window_left,
-                                                               bool decode_bandwidth_bound,
                                                                const at::Tensor& page_indptr,
                                                                int64_t decode_wide_tasks, bool decode_task_blocks,
                                                                int64_t decode_four_block_grid,
@@ -415,9 +423,7 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
   namespace layout = ::flashinfer_ops::plan_info;
   check_host_int32(kv_lens, "kv_lens");
   check_host_int32(schedule, "schedule");
-  TORCH_CHECK(decode_kernel >= static_cast<int64_t>(DecodeKernel::kNotMeasured) &&
-                  decode_kernel <= static_cast<int64_t>(DecodeKernel::kTensorCoresFp8),
-              "plan_host: decode_kernel must be one of the DECODE_KERNEL_* values, got ", decode_kernel);
+  const DecodeKernel kernel = checked_decode_kernel(decode_kernel, "plan_host");
   const int64_t batch = kv_lens.numel();
   if (page_indptr.numel() > 0) {
     check_host_int32(page_indptr, "page_indptr");
@@ -440,14 +446,13 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
   const int32_t* lens = kv_lens.data_ptr<int32_t>();
   // Decode kernels take their own tasks: the prefill grid's lists (and its balance) are for prefill.
   const int64_t lists = decode_indptr.empty() ? work_lists : 0;
-  const DecodeDeal deal = decode_deal(decode_bandwidth_bound, decode_task_blocks);
+  const DecodeDeal deal = decode_deal(kernel, decode_task_blocks);
   // The stream deal (decode_order.cpp, stream_decode_items): batches of more than one round of
   // the grid, launched at the plan's size, planned unsplit and then cut into streams; where the
   // streams' layout does not hold, the policy's plan after all.
   const bool stream = !decode_indptr.empty() && gpu && decode_task_blocks && kv_chunk_size < 0 &&
                       decode_grid > 0 && batch * num_kv_heads > decode_grid &&
-                      streams_pay(lens, batch, num_kv_heads, decode_grid, static_cast<DecodeKernel>(decode_kernel),
-                                  decode_four_block_grid);
+                      streams_pay(lens, batch, num_kv_heads, decode_grid, kernel, decode_four_block_grid);
   int32_t* out = schedule.data_ptr<int32_t>();
   const auto schedule_for = [&](int64_t chunk) {
     plan_schedule(qo, lens, batch, q_tile_rows, chunk, out, schedule.numel());
@@ -469,7 +474,7 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
   if (!streamed) {
     if (kv_chunk_size < 0) {
       kv_chunk_size = choose_kv_chunk_size(gpu, qo, lens, batch, num_kv_heads, q_tile_rows, workers, decode_grid,
-                                           lists, causal, window_left, decode_bandwidth_bound, decode_wide_tasks, deal);
+                                           lists, causal, window_left, kernel, decode_wide_tasks, deal);
     }
     schedule_for(kv_chunk_size);
     if (!decode_indptr.empty() && gpu) {
@@ -484,15 +489,15 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
 int64_t choose_kv_chunk_size_py(bool gpu, const at::Tensor& qo_indptr, const at::Tensor& kv_lens,
                                 int64_t num_kv_heads, int64_t q_tile_rows, int64_t workers, int64_t decode_grid,
                                 int64_t prefill_grid, bool causal, int64_t window_left,
-                                bool decode_bandwidth_bound, int64_t decode_wide_tasks, bool decode_task_blocks) {
+                                int64_t decode_wide_tasks, bool decode_task_blocks, int64_t decode_kernel) {
   check_host_int32(qo_indptr, "qo_indptr");
   check_host_int32(kv_lens, "kv_lens");
+  const DecodeKernel kernel = checked_decode_kernel(decode_kernel, "choose_kv_chunk_size");
   TORCH_CHECK(qo_indptr.numel() == kv_lens.numel() + 1, "choose_kv_chunk_size: qo_indptr must have ",
               kv_lens.numel() + 1, " entries");
   return choose_kv_chunk_size(gpu, qo_indptr.data_ptr<int32_t>(), kv_lens.data_ptr<int32_t>(), kv_lens.numel(),
                               num_kv_heads, q_tile_rows, workers, decode_grid, prefill_grid, causal, window_left,
-                              decode_bandwidth_bound, decode_wide_tasks,
-                              decode_deal(decode_bandwidth_bound, decode_task_blocks));
+                              kernel, decode_wide_tasks, decode_deal(kernel, decode_task_blocks));
 }
 
 // single_prefill's kv split on a GPU of `slots` resident blocks, for tiles of tile_rows packed
@@ -521,17 +526,24 @@ void bind_plan_host(pybind11::module_& m) {
         "plan()'s host work: (valid, kv_chunk_size, needed, partial_rows, total_qo); see plan_host.cpp",
         py::arg("qo_indptr"), py::arg("kv_lens"), py::arg("schedule"), py::arg("q_tile_rows"), py::arg("num_kv_heads"),
         py::arg("workers"), py::arg("decode_grid"), py::arg("kv_chunk_size"), py::arg("gpu"), py::arg("work_lists"),
-        py::arg("causal"), py::arg("window_left"), py::arg("decode_bandwidth_bound") = false,
-        py::arg("page_indptr") = at::empty({0}, at::kInt), py::arg("decode_wide_tasks") = 0,
-        py::arg("decode_task_blocks") = true, py::arg("decode_four_block_grid") = 0,
+        py::arg("causal"), py::arg("window_left"), py::arg("page_indptr") = at::empty({0}, at::kInt),
+        py::arg("decode_wide_tasks") = 0, py::arg("decode_task_blocks") = true, py::arg("decode_four_block_grid") = 0,
         py::arg("decode_kernel") = static_cast<int64_t>(DecodeKernel::kNotMeasured));
   m.def("fill_kv_lens", &fill_kv_lens,
         "(kv_indptr, last_page_len, page_size, num_indices, kv_lens out) -> valid; see plan_host.cpp");
   m.def("choose_kv_chunk_size", &choose_kv_chunk_size_py, "the kv split policy; see plan_host.cpp", py::arg("gpu"),
         py::arg("qo_indptr"), py::arg("kv_lens"), py::arg("num_kv_heads"), py::arg("q_tile_rows"), py::arg("workers"),
         py::arg("decode_grid"), py::arg("prefill_grid"), py::arg("causal"), py::arg("window_left"),
-        py::arg("decode_bandwidth_bound") = false, py::arg("decode_wide_tasks") = 0,
-        py::arg("decode_task_blocks") = true);
+        py::arg("decode_wide_tasks") = 0, py::arg("decode_task_blocks") = true,
+        py::arg("decode_kernel") = static_cast<int64_t>(DecodeKernel::kNotMeasured));
+  m.def(
+      "decode_bandwidth_bound",
+      [](int64_t decode_kernel) {
+        return bandwidth_bound(checked_decode_kernel(decode_kernel, "decode_bandwidth_bound"));
+      },
+      "whether the decode kernel (a DECODE_KERNEL_* value) streams at the full bandwidth from two blocks per "
+      "multiprocessor; see attention_cpu.h",
+      py::arg("decode_kernel"));
   m.def("single_prefill_split", &single_prefill_split_py,
         "single_prefill's kv split: (splits, chunk_tiles); see csrc/include/single_prefill_split.h",
         py::arg("qo_len"), py::arg("kv_len"), py::arg("num_qo_heads"), py::arg("num_kv_heads"), py::arg("tile_rows"),
