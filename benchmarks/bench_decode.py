@@ -90,9 +90,7 @@ def parse_args(argv=None):
                                              "cache must be q's dtype)")
     parser.add_argument("--graph-calls", type=int, default=1,
                         help="run() calls captured in one CUDA graph with --timing graph (default %(default)s)")
-    parser.add_argument("--cold-caches", action="store_true",
-                        help="the calls rotate over distinct caches, enough that none is read from L2 (as a model's "
-                             "layers read their own)")
+    add_cold_cache_options(parser, 40.0, skips_larger=True)
     parser.add_argument("--ours-kv-chunk", type=int, default=None, metavar="N",
                         help="plan ours with kv chunks of N rows (0: unsplit) instead of its split policy")
     parser.add_argument("--ours-task-blocks", type=int, default=None, metavar="N",
@@ -107,7 +105,6 @@ def parse_args(argv=None):
     parser.add_argument("--uneven-batches", help=f"batch sizes of the uneven batches (default {FULL['uneven_batches']})")
     parser.add_argument("--q-dtype", choices=tuple(Q_DTYPES), default="float16",
                         help="query dtype (default %(default)s)")
-    parser.add_argument("--max-cache-gb", type=float, default=40.0, help="skip larger caches (default %(default)s)")
     args = parse_with_shape_defaults(parser, QUICK, FULL, argv)
     args.batches = [int(x) for x in args.batches.split(",")]
     args.kv = [int(x) for x in args.kv.split(",")]
@@ -263,6 +260,35 @@ class RowTiming:
         return self.timers[calls], caches, calls
 
 
+def add_cold_cache_options(parser, max_cache_gb, skips_larger=False):
+    """--cold-caches and --max-cache-gb (default max_cache_gb), as cold_cache_timing reads them;
+    skips_larger: the script also skips a shape whose one cache is over --max-cache-gb."""
+    parser.add_argument("--cold-caches", action="store_true",
+                        help="every path's calls rotate over distinct caches, enough that none is read from L2 (as "
+                             "a model's layers read their own)")
+    skips = "; a shape whose one cache is larger is skipped either way" if skips_larger else ""
+    parser.add_argument("--max-cache-gb", type=float, default=max_cache_gb,
+                        help=f"with --cold-caches, the most GB of distinct caches a row holds{skips} "
+                             "(default %(default)s)")
+
+
+def l2_cache_bytes():
+    """The current GPU's L2 cache size in bytes."""
+    return torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
+
+
+def cold_cache_timing(args, method, calls, calls_note=""):
+    """(the run's timing line, its rows' RowTiming) for interleaved_for(method, calls) and the
+    options of add_cold_cache_options: with --cold-caches the line tells how the calls rotate
+    over distinct caches, sized by the device's L2 (calls_note after it)."""
+    timing, l2 = interleaved_for(method, calls)[2], 0
+    if args.cold_caches:
+        l2 = l2_cache_bytes()
+        timing += (f"; cold caches: each call reads the next of distinct caches ({l2 / 1e6:.0f} MB of L2: twice "
+                   f"that between two reads of one), a sample at least one call per cache{calls_note}")
+    return timing, RowTiming(method, calls, args.cold_caches, l2, int(args.max_cache_gb * 1e9))
+
+
 def bench_inputs(libs, workspaces, x, timer, ceiling):
     """Every path on the inputs x: the row's times, bandwidths and ratios. The paths are
     prepared first and their samples interleaved (cuda_timing.interleaved_for): timed one after
@@ -359,14 +385,7 @@ def main(argv=None):
         OURS_PLAN_KW["kv_chunk_size"] = args.ours_kv_chunk
     OURS_LAUNCH["task_blocks"] = args.ours_task_blocks
     calls = args.graph_calls if args.timing == "graph" else 10
-    timing = interleaved_for(args.timing, calls)[2]
-    if args.cold_caches:
-        l2 = torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
-        timing += (f"; cold caches: each call reads the next of distinct caches ({l2 / 1e6:.0f} MB of L2: twice "
-                   "that between two reads of one), a sample at least one call per cache (the rows' calls)")
-    else:
-        l2 = 0
-    row_timing = RowTiming(args.timing, calls, args.cold_caches, l2, int(args.max_cache_gb * 1e9))
+    timing, row_timing = cold_cache_timing(args, args.timing, calls, calls_note=" (the rows' calls)")
     ceiling = attempt("copy ceiling", copy_bandwidth)
     workspaces = {path: torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device="cuda")
                   for path in PATHS if path.split("-")[0] in libs}

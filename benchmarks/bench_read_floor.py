@@ -24,10 +24,10 @@ import torch
 
 import itertools
 
-from bench_decode import ITERS, PATHS, WORKSPACE_BYTES, RowTiming, cache_bytes, decode_call, decode_inputs
+from bench_decode import (ITERS, PATHS, WORKSPACE_BYTES, add_cold_cache_options, cache_bytes, cold_cache_timing,
+                          decode_call, decode_inputs)
 from bench_report import (attempt, benchmark_parser, by_library, dtype_name, fmt, gpu_libraries, header_lines,
                           interleaved_seconds, markdown_table, parse_with_shape_defaults, run_metadata, write_results)
-from cuda_timing import interleaved_for
 from device_ceilings import copy_bandwidth
 from stream_read import read_call, stream_reader
 
@@ -43,10 +43,7 @@ def parse_args(argv=None):
     parser.add_argument("--kv", help=f"kv lengths per request (default {FULL['kv']})")
     parser.add_argument("--kv-dtypes", default="float16,float8_e4m3fn", help="KV cache dtypes (default %(default)s)")
     parser.add_argument("--graph-calls", type=int, default=10, help="calls per CUDA graph (default %(default)s)")
-    parser.add_argument("--cold-caches", action="store_true",
-                        help="every path's calls rotate over distinct caches, enough that none is read from L2")
-    parser.add_argument("--max-cache-gb", type=float, default=8.0,
-                        help="with --cold-caches, the most GB of distinct caches a row holds (default %(default)s)")
+    add_cold_cache_options(parser, 8.0)
     args = parse_with_shape_defaults(parser, QUICK, FULL, argv)
     args.batches = [int(x) for x in args.batches.split(",")]
     args.kv = [int(x) for x in args.kv.split(",")]
@@ -125,12 +122,7 @@ def main(argv=None):
     print("building the stream-read kernel ...", flush=True)
     reader = stream_reader()
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    timing = interleaved_for("graph", args.graph_calls)[2]
-    l2 = torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size if args.cold_caches else 0
-    if args.cold_caches:
-        timing += (f"; cold caches: each call reads the next of distinct caches ({l2 / 1e6:.0f} MB of L2: twice "
-                   "that between two reads of one), a sample at least one call per cache")
-    row_timing = RowTiming("graph", args.graph_calls, args.cold_caches, l2, int(args.max_cache_gb * 1e9))
+    timing, row_timing = cold_cache_timing(args, "graph", args.graph_calls)
     ceiling = attempt("copy ceiling", copy_bandwidth)
     workspaces = {path: torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device="cuda")
                   for path in PATHS if path.split("-")[0] in libs}

@@ -1,6 +1,8 @@
-"""The read-floor benchmark on the host: its options, its table (a row without upstream), and
-its kernel, compiled with nvcc where present: the loads it times must survive optimisation and
-it must wait for the launch before as the decode kernels do."""
+"""The read-floor benchmark on the host: its options (the cold-cache ones, and the timing line
+and row timing they give, bench_decode.py's: declared and built there alone), its table (a row
+without upstream), and its kernel, compiled with nvcc where present: the loads it times must
+survive optimisation and it must wait for the launch before as the decode kernels do."""
+import inspect
 import os
 import shutil
 import subprocess
@@ -10,6 +12,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks"))
 bench_read_floor = pytest.importorskip("bench_read_floor")
+bench_decode = pytest.importorskip("bench_decode")
 stream_read = pytest.importorskip("stream_read")
 
 
@@ -75,3 +78,51 @@ def test_kernel_waits_for_the_launch_before_and_keeps_its_loads(tmp_path):
     # The unrolled round's four 16-byte loads, and the single-load tail.
     assert body.count("ld.global.nc.v4") >= 5
     assert body.index("griddepcontrol.wait") < body.index("ld.global.nc.v4")
+
+
+COLD_LINE = ("timing: 10 call(s) captured in one CUDA graph per sample, CUDA events, divided; the paths' samples "
+             "interleaved; cold caches: each call reads the next of distinct caches (52 MB of L2: twice that between "
+             "two reads of one), a sample at least one call per cache")
+
+
+def test_both_scripts_declare_the_cold_cache_options_through_bench_decode(monkeypatch):
+    """One declaration of --cold-caches and --max-cache-gb (argparse refuses a second one), each
+    script passing its own default."""
+    defaults, declare = [], bench_decode.add_cold_cache_options
+
+    def spy(parser, max_cache_gb, **kw):
+        defaults.append(max_cache_gb)
+        declare(parser, max_cache_gb, **kw)
+    monkeypatch.setattr(bench_read_floor, "add_cold_cache_options", spy)
+    monkeypatch.setattr(bench_decode, "add_cold_cache_options", spy)
+    floor, decode = bench_read_floor.parse_args([]), bench_decode.parse_args(["--out", "x"])
+    assert defaults == [8.0, 40.0]
+    assert (floor.cold_caches, floor.max_cache_gb, decode.cold_caches, decode.max_cache_gb) == (False, 8.0, False, 40.0)
+    floor = bench_read_floor.parse_args(["--cold-caches", "--max-cache-gb", "2"])
+    decode = bench_decode.parse_args(["--out", "x", "--cold-caches", "--max-cache-gb", "2"])
+    assert (floor.cold_caches, floor.max_cache_gb, decode.cold_caches, decode.max_cache_gb) == (True, 2.0, True, 2.0)
+
+
+def test_cold_cache_timing_gives_both_scripts_their_line_and_row_timing(monkeypatch):
+    monkeypatch.setattr(bench_decode, "l2_cache_bytes", lambda: 50 << 20)
+    args = bench_read_floor.parse_args(["--cold-caches", "--max-cache-gb", "2.5"])
+    line, rows = bench_decode.cold_cache_timing(args, "graph", 10)
+    assert line == COLD_LINE
+    assert (rows.method, rows.calls, rows.cold, rows.l2_bytes, rows.budget_bytes) == ("graph", 10, True, 50 << 20,
+                                                                                       2_500_000_000)
+    args = bench_decode.parse_args(["--out", "x", "--cold-caches", "--graph-calls", "10"])
+    assert bench_decode.cold_cache_timing(args, "graph", 10, " (the rows' calls)")[0] == COLD_LINE + " (the rows' calls)"
+
+    def no_gpu():
+        raise AssertionError("the L2 is read only with --cold-caches")
+    monkeypatch.setattr(bench_decode, "l2_cache_bytes", no_gpu)
+    line, rows = bench_decode.cold_cache_timing(bench_read_floor.parse_args([]), "events", 10)
+    assert line == "timing: 10 back-to-back calls per sample, CUDA events, divided; the paths' samples interleaved"
+    assert (rows.cold, rows.l2_bytes, rows.budget_bytes) == (False, 0, 8_000_000_000)
+
+
+def test_the_cold_cache_line_and_row_timing_are_built_in_bench_decode_only():
+    floor, decode = inspect.getsource(bench_read_floor), inspect.getsource(bench_decode)
+    for text in ("cold caches:", "L2_cache_size", "RowTiming(", '"--cold-caches"', '"--max-cache-gb"'):
+        assert text not in floor and decode.count(text) == 1, text
+    assert "cold_cache_timing(args, " in floor and "add_cold_cache_options(parser, " in floor
