@@ -28,9 +28,11 @@ import torch_flashinfer_ops as flashinfer
 
 try:
     from . import reference as ref
+    from .emulated_matrix import axis, matrix
     from .plan_layout import decode_plan_size
 except ImportError:
     import reference as ref
+    from emulated_matrix import axis, matrix
     from plan_layout import decode_plan_size
 
 REPO = Path(__file__).resolve().parents[1]
@@ -359,9 +361,11 @@ SINGLE_PREFILL_CASES = {
 }
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("chunk_tiles", [0, 1, 2], ids=["unsplit", "chunks-of-1", "chunks-of-2"])
-@pytest.mark.parametrize("case", list(SINGLE_PREFILL_CASES), ids=list(SINGLE_PREFILL_CASES))
+SPLITS = axis([0, 1, 2], ["unsplit", "chunks-of-1", "chunks-of-2"])
+
+
+# Each case on every split and both targets; the targets rotate over the splits (emulated_matrix).
+@pytest.mark.parametrize("case,chunk_tiles,arch", matrix(axis(SINGLE_PREFILL_CASES), SPLITS, axis(ARCHS)))
 def test_single_prefill_under_emulation(prefill_libs, case, chunk_tiles, arch):
     """The AMD single-request prefill kernel (transposed score fragments, DPP row reductions,
     masks, soft cap, lse) against the float64 reference; unsplit, and split over kv in chunks of
@@ -428,9 +432,11 @@ BATCH_PREFILL_CASES = {
 }
 
 
-@pytest.mark.parametrize("work_lists", [0, 3, 5], ids=["rotation", "lists", "lists-for-another-grid"])
-@pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("case", list(BATCH_PREFILL_CASES), ids=list(BATCH_PREFILL_CASES))
+WORK_LISTS = axis([0, 3, 5], ["rotation", "lists", "lists-for-another-grid"])
+
+
+# Each case on both targets and every way of taking the units; the two rotate (emulated_matrix).
+@pytest.mark.parametrize("case,arch,work_lists", matrix(axis(BATCH_PREFILL_CASES), axis(ARCHS), WORK_LISTS))
 def test_batch_prefill_under_emulation(prefill_libs, case, arch, work_lists):
     """The AMD planned prefill kernel on ragged and paged batches (the library's plan, split
     requests merged by merge_partials_kernel) against the float64 reference; its grid of 3 blocks

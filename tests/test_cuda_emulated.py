@@ -32,10 +32,12 @@ import torch_flashinfer_ops as flashinfer
 try:
     from . import reference as ref
     from . import test_amd_emulated as amd_tier
+    from .emulated_matrix import axis, matrix
     from .plan_layout import decode_plan_size
 except ImportError:
     import reference as ref
     import test_amd_emulated as amd_tier
+    from emulated_matrix import axis, matrix
     from plan_layout import decode_plan_size
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,10 +184,10 @@ def _case(kv_lens, page_size, hq, hkv, d, q_dtype, kv_dtype, layout, seed):
     return q, ks, vs, paged
 
 
-@pytest.mark.parametrize("arch", list(DECODE_BUILDS))
-@pytest.mark.parametrize("fused_merge", [False, True], ids=["merge-launch", "in-launch"])
-@pytest.mark.parametrize("family", CASE_FAMILIES)
-@pytest.mark.parametrize("case", list(DECODE_CASES), ids=list(DECODE_CASES))
+# Each case and family merged both ways and on every build; the two rotate (emulated_matrix).
+@pytest.mark.parametrize("case,family,fused_merge,arch",
+                         matrix(axis(DECODE_CASES), axis(CASE_FAMILIES),
+                                axis([False, True], ["merge-launch", "in-launch"]), axis(DECODE_BUILDS)))
 def test_batch_decode_under_cuda_emulation(decode_libs, case, family, fused_merge, arch):
     """NVIDIA's decode kernels on a shuffled paged cache with partly filled last pages and
     split requests (soft cap, sliding window, FP8 scales), merged inside the launch or after
@@ -321,9 +323,10 @@ def test_fp8_groups_with_head_columns_under_cuda_emulation(decode_libs, shape, a
 # for the AMD tiles (64 rows), which the CUDA kernels' tiles cover.
 
 
-@pytest.mark.parametrize("arch", list(PREFILL_BUILDS))
-@pytest.mark.parametrize("chunk_tiles", [0, 2], ids=["unsplit", "chunks-of-2"])
-@pytest.mark.parametrize("case", list(amd_tier.SINGLE_PREFILL_CASES), ids=list(amd_tier.SINGLE_PREFILL_CASES))
+# Each case unsplit and split, and on every build; the two rotate (emulated_matrix).
+@pytest.mark.parametrize("case,chunk_tiles,arch", matrix(axis(amd_tier.SINGLE_PREFILL_CASES),
+                                                         axis([0, 2], ["unsplit", "chunks-of-2"]),
+                                                         axis(PREFILL_BUILDS)))
 def test_single_prefill_under_cuda_emulation(prefill_libs, case, chunk_tiles, arch):
     """NVIDIA's single-request prefill kernel (two K/V stages of asynchronous copies, masks, soft
     cap, lse), unsplit and split over kv with the merge after it, against the float64 reference."""
@@ -339,9 +342,9 @@ def test_prefill_climbing_maxima_under_cuda_emulation(prefill_libs, kind, dtype,
     amd_tier.test_prefill_climbing_maxima_under_emulation(prefill_libs, kind, dtype, arch)
 
 
-@pytest.mark.parametrize("arch", list(PREFILL_BUILDS))
-@pytest.mark.parametrize("work_lists", [0, 3], ids=["rotation", "lists"])
-@pytest.mark.parametrize("case", list(amd_tier.BATCH_PREFILL_CASES), ids=list(amd_tier.BATCH_PREFILL_CASES))
+# Each case in turn and by work lists, and on every build; the two rotate (emulated_matrix).
+@pytest.mark.parametrize("case,work_lists,arch", matrix(axis(amd_tier.BATCH_PREFILL_CASES),
+                                                        axis([0, 3], ["rotation", "lists"]), axis(PREFILL_BUILDS)))
 def test_batch_prefill_under_cuda_emulation(prefill_libs, case, work_lists, arch):
     """NVIDIA's planned prefill kernels on ragged and paged batches (the paged ones with their
     shared row-offset table), split requests merged after them, in turn or by work lists."""
