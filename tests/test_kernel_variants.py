@@ -78,11 +78,11 @@ def test_each_variant_is_named_after_the_family_it_changes():
     import sys
     sys.path.insert(0, str(REPO / "tools"))
     import kernel_variants
+    header = (REPO / "csrc" / "hip" / "kernels" / "kernel_variants.h").read_text()
     for name in kernel_variants.known():
         assert kernel_variants.family(name) in kernel_variants.FAMILIES
         kernels = REPO / "csrc" / "hip" / "kernels" / kernel_variants.family(name)
-        constant = re.search(rf"#ifdef TFO_VARIANT_{name.upper()}\ninline constexpr bool (kVariant\w+)",
-                             (REPO / "csrc" / "hip" / "kernels" / "kernel_variants.h").read_text()).group(1)
+        constant = re.search(rf"#ifdef TFO_VARIANT_{name.upper()}\ninline constexpr bool (kVariant\w+)", header).group(1)
         assert any(constant in p.read_text() for p in kernels.rglob("*") if p.is_file()), (
             f"{name}: {constant} is read by no kernel of csrc/hip/kernels/{kernel_variants.family(name)}")
     assert kernel_variants.family("decode_mma_head_columns") == "decode"
