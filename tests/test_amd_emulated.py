@@ -229,9 +229,8 @@ def scaled_reference_kv(ks, vs, kv_dtype, k_scale, v_scale):
             [ref.dequant(v, v_scale if fp8 else None) for v in vs])
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("family", ["simt", "mma"])
-@pytest.mark.parametrize("case", list(DECODE_CASES), ids=list(DECODE_CASES))
+# Each case on both kernel families and both targets; the two rotate (emulated_matrix).
+@pytest.mark.parametrize("case,family,arch", matrix(axis(DECODE_CASES), axis(["simt", "mma"]), axis(ARCHS)))
 def test_batch_decode_under_emulation(decode_libs, case, family, arch):
     """The AMD decode kernels and their merge launch, on a shuffled paged cache with partly
     filled last pages and split requests, against the float64 reference: out and lse."""
@@ -387,9 +386,11 @@ def test_single_prefill_under_emulation(prefill_libs, case, chunk_tiles, arch):
     ref.assert_lse_close(lse, r_lse)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("kind", ["single", "ragged"])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+DTYPES = axis([torch.float16, torch.bfloat16], ["f16", "bf16"])
+
+
+# Each dtype on both kernels and both targets; the two rotate (emulated_matrix).
+@pytest.mark.parametrize("dtype,kind,arch", matrix(DTYPES, axis(["single", "ragged"]), axis(ARCHS)))
 def test_prefill_climbing_maxima_under_emulation(prefill_libs, kind, dtype, arch):
     """Row maxima that creep up over the K/V tiles and then jump (reference.climbing_scores): O
     is rescaled only once a maximum passes the one in use by more than the kernels' slack, so

@@ -207,10 +207,13 @@ def test_batch_decode_under_cuda_emulation(decode_libs, case, family, fused_merg
                            window_left=window)
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
-@pytest.mark.parametrize("kv_dtype", [torch.float16, torch.float8_e4m3fn], ids=["f16", "e4m3"])
-@pytest.mark.parametrize("family", ["simt", "mma"])
-@pytest.mark.parametrize("fused_merge", [True, False], ids=["in-launch", "merge-launch"])
+KV_DTYPES = axis([torch.float16, torch.float8_e4m3fn], ["f16", "e4m3"])
+
+
+# Each merge and family on both caches and both builds; the two rotate (emulated_matrix).
+@pytest.mark.parametrize("fused_merge,family,kv_dtype,arch",
+                         matrix(axis([True, False], ["in-launch", "merge-launch"]), axis(["simt", "mma"]), KV_DTYPES,
+                                axis(ARCHS)))
 def test_stream_deal_under_cuda_emulation(decode_libs, monkeypatch, family, kv_dtype, arch, fused_merge):
     """The stream deal (TFO_DECODE_STREAM=1; decode_order.cpp): five requests on two groups of
     kv-head blocks, cut into two streams of equal rows, so a request is split between the groups'
@@ -229,9 +232,8 @@ def test_stream_deal_under_cuda_emulation(decode_libs, monkeypatch, family, kv_d
     _assert_decode_matches(out, lse, q, kk, vv, torch.float16, sm_scale=d ** -0.5)
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
-@pytest.mark.parametrize("kv_dtype", [torch.float16, torch.float8_e4m3fn], ids=["f16", "e4m3"])
-@pytest.mark.parametrize("tiles", [3, 12])
+# Each task length on both caches and both builds; the two rotate (emulated_matrix).
+@pytest.mark.parametrize("tiles,kv_dtype,arch", matrix(axis([3, 12]), KV_DTYPES, axis(ARCHS)))
 def test_wide_shape_tasks_of_many_tiles_under_cuda_emulation(decode_libs, tiles, kv_dtype, arch):
     """The tensor-core kernel's wide shape (8 warps, 128-row K/V tiles at head_dim 128) on tasks
     of 3 and 12 tiles, split (merged in the launch) and unsplit, with a partly filled last tile:
@@ -265,13 +267,17 @@ def test_wide_shape_merges_many_splits_in_launch_under_cuda_emulation(decode_lib
     _assert_decode_matches(out, lse, q, kk, vv, torch.float16, "12 and 20 splits, ", sm_scale=d ** -0.5)
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
-@pytest.mark.parametrize("fused_merge", [False, True], ids=["merge-launch", "in-launch"])
-@pytest.mark.parametrize("shape", [("mma", 128, torch.float16, "NHD"), ("mma", 64, torch.bfloat16, "HND"),
-                                   ("mma-wide", 128, torch.bfloat16, "NHD"), ("mma", 128, torch.float8_e4m3fn, "NHD"),
-                                   ("mma-head-columns", 128, torch.float8_e4m3fn, "NHD")],
-                         ids=["narrow-d128-f16", "narrow-d64-bf16-hnd", "wide-d128-bf16", "narrow-d128-e4m3",
-                              "head-columns-d128-e4m3"])
+SEVERAL_TASK_SHAPES = axis([("mma", 128, torch.float16, "NHD"), ("mma", 64, torch.bfloat16, "HND"),
+                            ("mma-wide", 128, torch.bfloat16, "NHD"), ("mma", 128, torch.float8_e4m3fn, "NHD"),
+                            ("mma-head-columns", 128, torch.float8_e4m3fn, "NHD")],
+                           ["narrow-d128-f16", "narrow-d64-bf16-hnd", "wide-d128-bf16", "narrow-d128-e4m3",
+                            "head-columns-d128-e4m3"])
+
+
+# Each shape merged both ways and on both builds; the two rotate (emulated_matrix).
+@pytest.mark.parametrize("shape,fused_merge,arch", matrix(SEVERAL_TASK_SHAPES,
+                                                          axis([False, True], ["merge-launch", "in-launch"]),
+                                                          axis(ARCHS)))
 def test_blocks_of_several_tasks_under_cuda_emulation(decode_libs, shape, fused_merge, arch):
     """Blocks that run several tasks in turn, long and short, split and unsplit, some with no
     rows in the sliding window (what a task leaves in shared memory and in flight for the next
@@ -333,9 +339,8 @@ def test_single_prefill_under_cuda_emulation(prefill_libs, case, chunk_tiles, ar
     amd_tier.test_single_prefill_under_emulation(prefill_libs, case, chunk_tiles, arch)
 
 
-@pytest.mark.parametrize("arch", list(PREFILL_BUILDS))
-@pytest.mark.parametrize("kind", ["single", "ragged"])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+# Each dtype on both kernels and every build; the two rotate (emulated_matrix).
+@pytest.mark.parametrize("dtype,kind,arch", matrix(amd_tier.DTYPES, axis(["single", "ragged"]), axis(PREFILL_BUILDS)))
 def test_prefill_climbing_maxima_under_cuda_emulation(prefill_libs, kind, dtype, arch):
     """Row maxima that creep up over the K/V tiles, then jump: O's and the row sums' rescales
     (on the tensor cores where the sums are) stay exact."""
