@@ -2,7 +2,6 @@
 and row timing they give, bench_decode.py's: declared and built there alone), its table (a row
 without upstream), and its kernel, compiled with nvcc where present: the loads it times must
 survive optimisation and it must wait for the launch before as the decode kernels do."""
-import inspect
 import os
 import shutil
 import subprocess
@@ -120,9 +119,3 @@ def test_cold_cache_timing_gives_both_scripts_their_line_and_row_timing(monkeypa
     assert line == "timing: 10 back-to-back calls per sample, CUDA events, divided; the paths' samples interleaved"
     assert (rows.cold, rows.l2_bytes, rows.budget_bytes) == (False, 0, 8_000_000_000)
 
-
-def test_the_cold_cache_line_and_row_timing_are_built_in_bench_decode_only():
-    floor, decode = inspect.getsource(bench_read_floor), inspect.getsource(bench_decode)
-    for text in ("cold caches:", "L2_cache_size", "RowTiming(", '"--cold-caches"', '"--max-cache-gb"'):
-        assert text not in floor and decode.count(text) == 1, text
-    assert "cold_cache_timing(args, " in floor and "add_cold_cache_options(parser, " in floor

@@ -83,7 +83,8 @@ def compile_one(nvcc: str, source: str, includes: list[str], flags: list[str], s
     output = object_path(source, out_dir)
     defines = DEFINES + [f"-D{d}" for d in extra_defines]
     # One device pass, as setup.py asks for an architecture (-arch=sm_90a would add compute_90's).
-    cmd = [nvcc, "-c", "-O0", f"-gencode=arch=compute_{ARCH[3:]},code={ARCH}", "-x", "cu", source, "-o", str(output), *flags, *defines,
+    gencode = f"-gencode=arch=compute_{ARCH[3:]},code={ARCH}"
+    cmd = [nvcc, "-c", "-O0", gencode, "-x", "cu", source, "-o", str(output), *flags, *defines,
            "-I", str(REPO_ROOT / "csrc"), "-I", str(REPO_ROOT / "csrc" / "hip")]
     for d in includes:
         cmd += ["-I", d]

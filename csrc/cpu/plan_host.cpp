@@ -295,14 +295,14 @@ bool streams_pay(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads, in
 // and window_left for its cost model. decode_kernel: which decode kernel the plan is for, whose
 // bandwidth bound (attention_cpu.h) the decode cost model takes (cheapest_decode_chunk).
 // decode_wide_tasks: the most tasks for which the launch takes the wide shape (0: none;
-// wide_decode_chunk). deal: how the launch deals tasks past the resident grid
-// (deal_decode_tasks; a launch that runs the whole grid whatever the plan deals as
-// kWholeGridPastTwoRounds).
+// wide_decode_chunk). decode_task_blocks: the launch takes the plan's task count as its grid,
+// which with the kernel gives how tasks past the resident grid are dealt (decode_deal).
 int64_t choose_kv_chunk_size(bool gpu, const int32_t* qo_indptr, const int32_t* kv_lens, int64_t batch,
                              int64_t num_kv_heads, int64_t q_tile_rows, int64_t workers, int64_t decode_grid,
                              int64_t prefill_grid, bool causal, int64_t window_left,
-                             DecodeKernel decode_kernel, int64_t decode_wide_tasks, DecodeDeal deal) {
+                             DecodeKernel decode_kernel, int64_t decode_wide_tasks, bool decode_task_blocks) {
   if (batch == 0) return 0;
+  const DecodeDeal deal = decode_deal(decode_kernel, decode_task_blocks);
   int64_t max_qo = 0, tiles = 0, max_kv = 0;
   for (int64_t r = 0; r < batch; ++r) {
     const int64_t qo = qo_indptr ? qo_indptr[r + 1] - qo_indptr[r] : 1;
@@ -474,7 +474,8 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
   if (!streamed) {
     if (kv_chunk_size < 0) {
       kv_chunk_size = choose_kv_chunk_size(gpu, qo, lens, batch, num_kv_heads, q_tile_rows, workers, decode_grid,
-                                           lists, causal, window_left, kernel, decode_wide_tasks, deal);
+                                           lists, causal, window_left, kernel, decode_wide_tasks,
+                                           decode_task_blocks);
     }
     schedule_for(kv_chunk_size);
     if (!decode_indptr.empty() && gpu) {
@@ -497,7 +498,7 @@ int64_t choose_kv_chunk_size_py(bool gpu, const at::Tensor& qo_indptr, const at:
               kv_lens.numel() + 1, " entries");
   return choose_kv_chunk_size(gpu, qo_indptr.data_ptr<int32_t>(), kv_lens.data_ptr<int32_t>(), kv_lens.numel(),
                               num_kv_heads, q_tile_rows, workers, decode_grid, prefill_grid, causal, window_left,
-                              kernel, decode_wide_tasks, decode_deal(kernel, decode_task_blocks));
+                              kernel, decode_wide_tasks, decode_task_blocks);
 }
 
 // single_prefill's kv split on a GPU of `slots` resident blocks, for tiles of tile_rows packed
