@@ -3,18 +3,14 @@ PyTorch's headers, with no GPU and no CUDA build of PyTorch (tools/binding_check
 binding that would not build before a GPU machine is needed to find out. A missing nvcc skips,
 unless TFO_REQUIRE_COMPILERS=1 (CI)."""
 
-import importlib.util
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("tfo_binding_check", ROOT / "tools" / "binding_check.py")
-bc = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = bc
-spec.loader.exec_module(bc)
+try:
+    from .binding_compiles import bc, compiled
+except ImportError:
+    from binding_compiles import bc, compiled
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +19,8 @@ def results():
         if os.environ.get("TFO_REQUIRE_COMPILERS") == "1":
             pytest.fail("nvcc is required (TFO_REQUIRE_COMPILERS=1)")
         pytest.skip("nvcc not found")
-    link = []
-    compiled = {source: (ok, errors) for source, ok, errors, _ in bc.run(bc.BINDINGS, link=link)}
-    return compiled, link
+    bindings, link, _ = compiled()
+    return bindings, link
 
 
 def test_every_binding_source_is_checked():
@@ -70,3 +65,21 @@ def test_a_symbol_defined_twice_fails_the_link(tmp_path):
     assert all(ok for _, ok, _, _ in results)
     [(ok, errors)] = link
     assert not ok and "multiple definition" in errors
+
+
+def test_variants_compile_apart_and_stay_out_of_the_link(tmp_path):
+    """A variant of a source (other macros, same object name) is compiled in the same pool but
+    neither replaces the source's object in the link nor fails it."""
+    if bc.find_nvcc() is None:
+        pytest.skip("nvcc not found")
+    sources = []
+    for name in ("one", "two"):
+        src = tmp_path / f"{name}.cu"
+        src.write_text(f"#ifdef BREAK\n#error broken variant\n#endif\nint {name}() {{ return 1; }}\n")
+        sources.append(str(src))
+    link = []
+    results = bc.run(sources, link=link, variants=((sources[0], ("BREAK",)),))
+    assert [ok for _, ok, _, _ in results] == [True, True, False]
+    assert results[2][0] == sources[0] and "broken variant" in results[2][2]
+    [(ok, errors)] = link
+    assert ok, errors

@@ -110,9 +110,12 @@ def link_together(objects: list[Path], out_dir: Path) -> tuple[bool, str]:
 
 
 def run(sources: list[str], jobs: int | None = None, link: list | None = None,
-        extra_defines: tuple[str, ...] = ()) -> list[tuple[str, bool, str, float]]:
+        extra_defines: tuple[str, ...] = (),
+        variants: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> list[tuple[str, bool, str, float]]:
     """Compiles each source (with extra_defines as -D macros besides DEFINES); where `link` is a
-    list and every source compiled, appends (ok, errors) of linking their objects together to it."""
+    list and every source compiled, appends (ok, errors) of linking their objects together to it.
+    variants: (source, defines) pairs compiled in the same pool but not linked, whose results
+    follow the sources' (a second build's compiles keep the cores busy through the first's tail)."""
     nvcc = find_nvcc()
     if nvcc is None:
         raise FileNotFoundError("nvcc not found on PATH or in /usr/local/cuda/bin (or set TFO_NVCC)")
@@ -126,12 +129,17 @@ def run(sources: list[str], jobs: int | None = None, link: list | None = None,
                 dest = Path(stub_root) / s.relative_to(STUB_DIR)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(s, dest)
-        workers = jobs or max(1, min(len(sources), os.cpu_count() or 1))
+        units = [(s, tuple(extra_defines), Path(tmp)) for s in sources]
+        for i, (source, defines) in enumerate(variants):
+            out_dir = Path(tmp) / f"variant{i}"  # apart from the linked objects, which share names
+            out_dir.mkdir()
+            units.append((source, tuple(defines), out_dir))
+        workers = jobs or max(1, min(len(units), os.cpu_count() or 1))
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            futures = [pool.submit(compile_one, nvcc, s, includes, flags, stub_root, Path(tmp), tuple(extra_defines))
-                       for s in sources]
+            futures = [pool.submit(compile_one, nvcc, s, includes, flags, stub_root, out_dir, defines)
+                       for s, defines, out_dir in units]
             results = [f.result() for f in futures]
-        if link is not None and all(ok for _, ok, _, _ in results):
+        if link is not None and all(ok for _, ok, _, _ in results[:len(sources)]):
             link.append(link_together([object_path(s, Path(tmp)) for s in sources], Path(tmp)))
         return results
 

@@ -1,0 +1,28 @@
+"""The binding check's compiles (tools/binding_check.py), run once for the test session and shared
+by its two users: every binding as the extension builds it, linked together (test_binding_check),
+and the decode bindings with TFO_TIMELINE, the profiling build (test_decode_timeline). One pool
+takes both, so the second set keeps the cores busy through the first's tail."""
+import functools
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("tfo_binding_check", ROOT / "tools" / "binding_check.py")
+bc = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = bc  # dataclasses look their module up by name
+_spec.loader.exec_module(bc)
+
+TIMELINE_BINDINGS = ("csrc/hip/bindings/decode.cu", "csrc/hip/bindings/decode_mma.cu")
+
+
+@functools.cache
+def compiled():
+    """({source: (ok, errors)} of the bindings, [(ok, errors)] of their link,
+    {source: (ok, errors)} of the timeline bindings). Needs nvcc (bc.find_nvcc())."""
+    link = []
+    variants = tuple((source, ("TFO_TIMELINE",)) for source in TIMELINE_BINDINGS)
+    results = bc.run(bc.BINDINGS, link=link, variants=variants)
+    plain, timeline = results[:len(bc.BINDINGS)], results[len(bc.BINDINGS):]
+    return ({s: (ok, errors) for s, ok, errors, _ in plain}, link,
+            {s: (ok, errors) for s, ok, errors, _ in timeline})
