@@ -1,7 +1,8 @@
-"""The binding check's compiles (tools/binding_check.py), run once for the test session and shared
-by its two users: every binding as the extension builds it, linked together (test_binding_check),
-and the decode bindings with TFO_TIMELINE, the profiling build (test_decode_timeline). One pool
-takes both, so the second set keeps the cores busy through the first's tail."""
+"""The binding check's compiles (tools/binding_check.py), run once per pytest process and shared
+by its two users: every binding as the extension builds it, linked together
+(test_binding_check), and the decode bindings with TFO_TIMELINE, the profiling build
+(test_decode_timeline). One pool takes both, so the second set keeps the cores busy through the
+first's tail."""
 import functools
 import importlib.util
 import sys

@@ -51,15 +51,21 @@ def test_a_broken_binding_fails(tmp_path):
     assert not ok and "not_declared_anywhere" in errors
 
 
+def _two_sources(tmp_path, preamble):
+    """Two source files, each the preamble and a host function of its own name."""
+    sources = []
+    for name in ("one", "two"):
+        src = tmp_path / f"{name}.cu"
+        src.write_text(f"{preamble}int {name}() {{ return 1; }}\n")
+        sources.append(str(src))
+    return sources
+
+
 def test_a_symbol_defined_twice_fails_the_link(tmp_path):
     """The link can fail: two sources defining the same device function, not inline."""
     if bc.find_nvcc() is None:
         pytest.skip("nvcc not found")
-    sources = []
-    for name in ("one", "two"):
-        src = tmp_path / f"{name}.cu"
-        src.write_text(f"__device__ int twice() {{ return 2; }}\nint {name}() {{ return 1; }}\n")
-        sources.append(str(src))
+    sources = _two_sources(tmp_path, "__device__ int twice() { return 2; }\n")
     link = []
     results = bc.run(sources, link=link)
     assert all(ok for _, ok, _, _ in results)
@@ -72,11 +78,7 @@ def test_variants_compile_apart_and_stay_out_of_the_link(tmp_path):
     neither replaces the source's object in the link nor fails it."""
     if bc.find_nvcc() is None:
         pytest.skip("nvcc not found")
-    sources = []
-    for name in ("one", "two"):
-        src = tmp_path / f"{name}.cu"
-        src.write_text(f"#ifdef BREAK\n#error broken variant\n#endif\nint {name}() {{ return 1; }}\n")
-        sources.append(str(src))
+    sources = _two_sources(tmp_path, "#ifdef BREAK\n#error broken variant\n#endif\n")
     link = []
     results = bc.run(sources, link=link, variants=((sources[0], ("BREAK",)),))
     assert [ok for _, ok, _, _ in results] == [True, True, False]
