@@ -9,7 +9,8 @@ import torch
 
 from plan_layout import KV_CHUNK_SIZE, PARTIAL_ROWS, TASK_BLOCKS
 from torch_flashinfer_ops import _C, _ops
-from torch_flashinfer_ops._plan import (DECODE_MERGE_GROUP_COST, DECODE_MERGE_ROWS_IN_FLIGHT, DECODE_MIN_KV_CHUNK,
+from torch_flashinfer_ops._plan import (DECODE_MERGE_GROUP_COST, DECODE_MERGE_GROUP_COST_CUDA_CORES,
+                                        DECODE_MERGE_ROWS_IN_FLIGHT, DECODE_MIN_KV_CHUNK,
                                         DECODE_ROUND_FILL_GAIN, DECODE_SPLIT_GAIN, DECODE_TASK_COST, MIN_KV_CHUNK,
                                         _workers, choose_kv_chunk_size, decode_kernel)
 
@@ -58,6 +59,19 @@ def test_batch_one_takes_fewer_splits_than_would_fill_the_grid():
     assert _decode([16384]) == 512  # 32 splits (256 tasks), not 43 of 384 rows (344 tasks)
     assert _decode([2048]) == DECODE_MIN_KV_CHUNK  # 16 splits: 2 merge groups either way
     assert _merge_cost([16384], 384) == 6 * DECODE_MERGE_GROUP_COST
+
+
+def test_batch_one_on_cuda_cores_takes_shorter_splits():
+    # The CUDA-core kernels' merge groups weigh less against their rows (fitted on an H100 under
+    # cold caches): kv 4k takes 32 splits (256 tasks, one round) where the tensor cores take 16;
+    # kv 8k keeps 32 splits of 256 rows; on the FP8 kernel's 528 blocks kv 16k takes 64 of 256.
+    cuda_16bit, cuda_fp8 = _C.DECODE_KERNEL_CUDA_CORES_16BIT, _C.DECODE_KERNEL_CUDA_CORES_FP8
+    assert DECODE_MERGE_GROUP_COST_CUDA_CORES < DECODE_MERGE_GROUP_COST
+    assert _decode([4096], kernel=cuda_16bit) == 128 and _decode([4096], kernel=cuda_fp8, grid=528) == 128
+    assert _decode([4096], kernel=_C.DECODE_KERNEL_TENSOR_CORES_FP8) == 256
+    assert _decode([8192], kernel=cuda_16bit) == 256 and _decode([8192], kernel=cuda_fp8, grid=528) == 256
+    assert _decode([16384], kernel=cuda_fp8, grid=528) == 256
+    assert _decode([16384], kernel=cuda_16bit) == 384  # 43 splits, measured level with 32 of 512
 
 
 def test_between_one_and_two_rounds_the_split_balances_them():
@@ -333,7 +347,7 @@ def test_batch_sixteen_fills_one_round_instead_of_spilling_into_a_second():
     assert _tasks(kv, _decode(kv)) == 384
 
 
-def _numpy_cheapest_decode_chunk(kv_lens, heads, grid, bound):
+def _numpy_cheapest_decode_chunk(kv_lens, heads, grid, bound, group_cost=DECODE_MERGE_GROUP_COST):
     """The decode cost rule written directly in numpy (float arithmetic, every candidate costed
     at once): the reference for the host planner's C++ loop over the same candidates."""
     max_kv = int(kv_lens.max())
@@ -345,7 +359,7 @@ def _numpy_cheapest_decode_chunk(kv_lens, heads, grid, bound):
     chunks = np.concatenate([[max_kv], chunks]).astype(np.float64)
     per_request = np.maximum(np.floor((kv_lens.astype(np.float64)[None, :] - 1.0) / chunks[:, None]) + 1.0, 1.0)
     cost = np.ceil(per_request.sum(axis=1) * heads / grid) * (chunks + DECODE_TASK_COST)
-    merge = np.ceil(np.ceil(max_kv / chunks) / DECODE_MERGE_ROWS_IN_FLIGHT) * DECODE_MERGE_GROUP_COST
+    merge = np.ceil(np.ceil(max_kv / chunks) / DECODE_MERGE_ROWS_IN_FLIGHT) * group_cost
     # Every candidate costed as no faster than every row streamed by SATURATING blocks, with its
     # merge tail; the cheapest, of equals the one of the shortest tasks, then the largest. It must
     # beat no split by DECODE_SPLIT_GAIN.
@@ -367,9 +381,14 @@ def test_decode_rule_matches_its_numpy_formulation(seed):
     kv = rng.integers(0, int(rng.choice([600, 5000, 70000])), size=int(rng.integers(1, 2 * grid // heads)))
     if int(kv.max()) < 2 * DECODE_MIN_KV_CHUNK:
         kv[0] = 2 * DECODE_MIN_KV_CHUNK
-    bound = bool(seed % 2)
-    kernel = BOUND if bound else UNBOUND
-    assert _decode(kv, heads=heads, grid=grid, kernel=kernel) == _numpy_cheapest_decode_chunk(kv, heads, grid, bound)
+    # Each kernel: the bound (tensor cores, 16-bit), none with the tensor cores' merge weight
+    # (FP8), none with the CUDA cores' (16-bit, FP8).
+    kernel, bound, group_cost = [(BOUND, True, DECODE_MERGE_GROUP_COST),
+                                 (_C.DECODE_KERNEL_TENSOR_CORES_FP8, False, DECODE_MERGE_GROUP_COST),
+                                 (_C.DECODE_KERNEL_CUDA_CORES_16BIT, False, DECODE_MERGE_GROUP_COST_CUDA_CORES),
+                                 (UNBOUND, False, DECODE_MERGE_GROUP_COST_CUDA_CORES)][seed % 4]
+    assert _decode(kv, heads=heads, grid=grid, kernel=kernel) == _numpy_cheapest_decode_chunk(kv, heads, grid, bound,
+                                                                                              group_cost)
 
 
 def test_batch_one_takes_the_split_that_fits_the_wide_shape():

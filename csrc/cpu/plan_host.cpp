@@ -58,6 +58,14 @@ constexpr double kDecodeRoundFillGain = 0.05;
 // (43 / 32 / 26 splits) 27.6-28.9 / 26.4-26.9 / 26.5 us; kv 4k at 128 / 256 (32 / 16 splits)
 // 11.6-11.8 / 11.2-11.3 us; kv 2k at 128 / 256 (16 / 8) 8.9-9.1 / 10.7-10.8 us.
 constexpr int64_t kDecodeMergeGroupCost = 70;
+// The CUDA-core kernels' rows weigh more against the merge: a batch-1 block steps through its
+// task's rows a memory round trip per step, where the tensor-core blocks keep a whole task's
+// rows in flight. Fitted to batch 1 under cold caches with the chunk forced (H100, d128, 8 kv
+// heads, 10 calls a graph; fp16 on 396 blocks, e4m3 on 528): fp16 kv 4k 128 / 256 rows 14.2 /
+// 15.7 us, kv 8k 192 / 256 21.8 / 20.7, kv 16k 384 / 512 34.4 / 34.2; e4m3 kv 4k 128 / 256 14.6
+// / 17.3, kv 8k 192 / 256 20.4 / 20.4, kv 16k 256 / 512 30.3 / 33.8. Below 64 batch 1 at kv 4k
+// takes 32 splits; above 32, kv 8k keeps 32 splits of 256 rows over 43 of 192.
+constexpr int64_t kDecodeMergeGroupCostCudaCores = 50;
 // Decode chunk candidates in units of kDecodeMinKvChunk, 8% apart.
 constexpr int kLadderSteps = 90;
 
@@ -88,9 +96,16 @@ double decode_rounds_cost(const int32_t* kv_lens, int64_t batch, int64_t num_kv_
   return static_cast<double>(ceil_div(tasks, grid)) * static_cast<double>(chunk + kDecodeTaskCost);
 }
 
-// The merge's tail for splits of `chunk` rows of the longest request (kDecodeMergeGroupCost).
-double decode_merge_cost(int64_t max_kv, int64_t chunk) {
-  return static_cast<double>(ceil_div(ceil_div(max_kv, chunk), plan_info::kMergeRowsInFlight) * kDecodeMergeGroupCost);
+// A merge group's cost in rows for the kernel a plan is for.
+int64_t decode_merge_group_cost(DecodeKernel kernel) {
+  const bool cuda_cores = kernel == DecodeKernel::kCudaCores16Bit || kernel == DecodeKernel::kCudaCoresFp8;
+  return cuda_cores ? kDecodeMergeGroupCostCudaCores : kDecodeMergeGroupCost;
+}
+
+// The merge's tail for splits of `chunk` rows of the longest request, group_cost a group
+// (decode_merge_group_cost).
+double decode_merge_cost(int64_t max_kv, int64_t chunk, int64_t group_cost) {
+  return static_cast<double>(ceil_div(ceil_div(max_kv, chunk), plan_info::kMergeRowsInFlight) * group_cost);
 }
 
 // Under two rounds of decode tasks: the chunk whose schedule should finish first, taking a
@@ -112,7 +127,7 @@ double decode_merge_cost(int64_t max_kv, int64_t chunk) {
 // rounds are 24% cheaper by the rounds but 3% by the bound) and batch 64 two rounds of 512,
 // dealt two per block. max_kv: the longest of the batch's kv_lens.
 int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t max_kv, int64_t num_kv_heads,
-                              int64_t grid, int64_t saturating_blocks) {
+                              int64_t grid, int64_t saturating_blocks, int64_t merge_group_cost) {
   double kv_rows = 0.0;
   for (int64_t r = 0; r < batch; ++r) kv_rows += static_cast<double>(kv_lens[r]);
   std::vector<int64_t> chunks;
@@ -138,7 +153,7 @@ int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t max
   int64_t best = 0;
   double best_cost = std::numeric_limits<double>::infinity(), best_rounds = 0.0;
   for (int64_t chunk : chunks) {
-    const double rounds = rounds_cost(chunk), cost = std::max(rounds, bound) + decode_merge_cost(max_kv, chunk);
+    const double rounds = rounds_cost(chunk), cost = std::max(rounds, bound) + decode_merge_cost(max_kv, chunk, merge_group_cost);
     if (cost < best_cost || (cost == best_cost && rounds < best_rounds)) {
       best_cost = cost;
       best = chunk;
@@ -319,7 +334,8 @@ int64_t choose_kv_chunk_size(bool gpu, const int32_t* qo_indptr, const int32_t* 
   const int64_t tasks = tiles * num_kv_heads;
   if (decode && decode_grid > 0 && tasks < 2 * workers) {
     if (max_kv < 2 * kDecodeMinKvChunk) return 0;
-    const int64_t chunk = cheapest_decode_chunk(kv_lens, batch, max_kv, num_kv_heads, workers, saturating_blocks);
+    const int64_t chunk = cheapest_decode_chunk(kv_lens, batch, max_kv, num_kv_heads, workers, saturating_blocks,
+                                                decode_merge_group_cost(decode_kernel));
     return wide_decode_chunk(kv_lens, batch, max_kv, num_kv_heads, chunk, decode_wide_tasks);
   }
   if (decode && decode_grid > 0) {
@@ -558,6 +574,7 @@ void bind_plan_host(pybind11::module_& m) {
   m.attr("DECODE_ROUND_FILL_GAIN") = kDecodeRoundFillGain;
   m.attr("DECODE_MERGE_ROWS_IN_FLIGHT") = plan_info::kMergeRowsInFlight;
   m.attr("DECODE_MERGE_GROUP_COST") = kDecodeMergeGroupCost;
+  m.attr("DECODE_MERGE_GROUP_COST_CUDA_CORES") = kDecodeMergeGroupCostCudaCores;
   m.attr("DECODE_KERNEL_NOT_MEASURED") = static_cast<int64_t>(DecodeKernel::kNotMeasured);
   m.attr("DECODE_KERNEL_CUDA_CORES_16BIT") = static_cast<int64_t>(DecodeKernel::kCudaCores16Bit);
   m.attr("DECODE_KERNEL_CUDA_CORES_FP8") = static_cast<int64_t>(DecodeKernel::kCudaCoresFp8);
