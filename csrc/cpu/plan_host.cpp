@@ -121,8 +121,8 @@ double decode_merge_cost(int64_t max_kv, int64_t chunk, int64_t group_cost) {
 // alone: batch 2 kv 8k 256 tasks of 512 rows 0.954 of the time of 352 of 384, batch 4 kv 8k /
 // batch 2 kv 16k 256 of 1024 rows 0.981 / 0.986 of 384 of 704, batch 4 kv 16k 256 of 2048
 // 0.979 of 384 of 1408). Batch 1 takes fewer, longer splits than would fill the grid, as the
-// merge tail has it (kv 4k: 16 splits of 256 rows, not 32 of 128; kv 16k: 32 of 512, not 43 of
-// 384); batch 16 x 8 kv heads on 396 blocks takes 3 splits (one round, 97% full) over 4; with
+// merge tail has it (tensor cores, kv 4k: 16 splits of 256 rows, not 32 of 128; kv 16k: 32 of
+// 512, not 43 of 384; the CUDA-core kernels' lighter merge groups take 32 of 128 at kv 4k); batch 16 x 8 kv heads on 396 blocks takes 3 splits (one round, 97% full) over 4; with
 // the bound, batch 32 keeps one round of 256 unsplit tasks (at kv 4k, 3 splits in two full
 // rounds are 24% cheaper by the rounds but 3% by the bound) and batch 64 two rounds of 512,
 // dealt two per block. max_kv: the longest of the batch's kv_lens.
