@@ -122,10 +122,12 @@ double decode_merge_cost(int64_t max_kv, int64_t chunk, int64_t group_cost) {
 // batch 2 kv 16k 256 of 1024 rows 0.981 / 0.986 of 384 of 704, batch 4 kv 16k 256 of 2048
 // 0.979 of 384 of 1408). Batch 1 takes fewer, longer splits than would fill the grid, as the
 // merge tail has it (tensor cores, kv 4k: 16 splits of 256 rows, not 32 of 128; kv 16k: 32 of
-// 512, not 43 of 384; the CUDA-core kernels' lighter merge groups take 32 of 128 at kv 4k); batch 16 x 8 kv heads on 396 blocks takes 3 splits (one round, 97% full) over 4; with
-// the bound, batch 32 keeps one round of 256 unsplit tasks (at kv 4k, 3 splits in two full
-// rounds are 24% cheaper by the rounds but 3% by the bound) and batch 64 two rounds of 512,
-// dealt two per block. max_kv: the longest of the batch's kv_lens.
+// 512, not 43 of 384; the CUDA-core kernels' lighter merge groups take 32 of 128 at kv 4k);
+// batch 16 x 8 kv heads on 396 blocks takes 3 splits (one round, 97% full) over 4; with the
+// bound, batch 32 keeps one round of 256 unsplit tasks (at kv 4k, 3 splits in two full rounds
+// are 24% cheaper by the rounds but 3% by the bound) and batch 64 two rounds of 512, dealt two
+// per block. max_kv: the longest of the batch's kv_lens; merge_group_cost: a merge group's
+// rows for the plan's kernel (decode_merge_group_cost).
 int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t max_kv, int64_t num_kv_heads,
                               int64_t grid, int64_t saturating_blocks, int64_t merge_group_cost) {
   double kv_rows = 0.0;
@@ -153,7 +155,8 @@ int64_t cheapest_decode_chunk(const int32_t* kv_lens, int64_t batch, int64_t max
   int64_t best = 0;
   double best_cost = std::numeric_limits<double>::infinity(), best_rounds = 0.0;
   for (int64_t chunk : chunks) {
-    const double rounds = rounds_cost(chunk), cost = std::max(rounds, bound) + decode_merge_cost(max_kv, chunk, merge_group_cost);
+    const double rounds = rounds_cost(chunk);
+    const double cost = std::max(rounds, bound) + decode_merge_cost(max_kv, chunk, merge_group_cost);
     if (cost < best_cost || (cost == best_cost && rounds < best_rounds)) {
       best_cost = cost;
       best = chunk;
