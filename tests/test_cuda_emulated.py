@@ -46,10 +46,11 @@ EMULATION = REPO / "tests" / "cuda_emulation"
 FP8, DECODE_CASES, _seed = amd_tier.FP8, amd_tier.DECODE_CASES, amd_tier._seed
 _assert_decode_matches = amd_tier._assert_decode_matches
 scaled_reference_kv = amd_tier.scaled_reference_kv
-FAMILIES = {"simt": 0, "mma": 1, "mma-wide": 2, "simt-four-blocks": 3, "mma-head-columns": 4}
+FAMILIES = {"simt": 0, "mma": 1, "mma-wide": 2, "simt-four-blocks": 3, "mma-head-columns": 4, "mma-wide-words": 5}
 # The families that take every decode case: the head columns take FP8 caches and groups of at
-# most 8 only (test_fp8_groups_with_head_columns_under_cuda_emulation, the several-task blocks).
-CASE_FAMILIES = [f for f in FAMILIES if f != "mma-head-columns"]
+# most 8 only (test_fp8_groups_with_head_columns_under_cuda_emulation, the several-task blocks),
+# the merge by words plans of one task a block (test_wide_shape_merges_by_words_under_cuda_emulation).
+CASE_FAMILIES = [f for f in FAMILIES if f not in ("mma-head-columns", "mma-wide-words")]
 # The architectures whose backend paths the host builds take: sm_80's (no __CUDA_ARCH__), and
 # sm_90's (stmatrix stores, the e4m3 conversion instruction; TFO_EMU32_ARCH). Also the target
 # names the AMD tier's prefill tests are given for these drivers. The sm_80 build lands cp.async
@@ -154,8 +155,11 @@ def _emulated_batch_decode(lib, family, q, paged, kv_layout, kv_chunk_size, *, s
     rows = int(plan[4])  # plan_info header: partial rows
     partial_o = torch.full((max(rows, 1), hq, d), float("nan"))
     partial_lse = torch.full((max(rows, 1), hq), float("nan"))
-    # One counter per (request, kv head, head slice); a head slice holds at least one head.
-    counters = torch.zeros(batch * hq, dtype=torch.int32) if fused_merge else None
+    # One counter per (request, kv head, head slice); a head slice holds at least one head. The
+    # merge by words takes its words after the counters' slots, as the bindings lay them out.
+    words = rows * hq * d if family == "mma-wide-words" else 0
+    counter_slots = flashinfer._C.SPLIT_COUNTER_SLOTS if words else batch * hq
+    counters = torch.zeros(counter_slots + 2 * words, dtype=torch.int32) if fused_merge else None
     out = torch.full((batch, hq, d), float("nan"), dtype=q.dtype)
     lse = torch.full((batch, hq), float("nan"))
     q_scale, cap_log2 = amd_tier._decode_scales(sm_scale, logits_soft_cap, k_scale, factor)
@@ -171,7 +175,8 @@ def _emulated_batch_decode(lib, family, q, paged, kv_layout, kv_chunk_size, *, s
         f32(cap_log2), f32(v_scale * factor))
     assert status == 0
     if fused_merge:
-        assert not counters.any(), "the merging blocks must leave the arrival counters at zero"
+        assert not counters[:counter_slots].any(), "the merging blocks must leave the arrival counters at zero"
+        assert not counters[counter_slots:].any(), "the merging threads must leave every word they read at zero"
     return out, lse, rows
 
 
@@ -265,6 +270,31 @@ def test_wide_shape_merges_many_splits_in_launch_under_cuda_emulation(decode_lib
                                             k_scale=k_scale, v_scale=v_scale, num_blocks=64, fused_merge=True)
     assert rows == 32  # one partial row per split (12 + 20)
     _assert_decode_matches(out, lse, q, kk, vv, torch.float16, "12 and 20 splits, ", sm_scale=d ** -0.5)
+
+
+# Both caches on every build; the two rotate (emulated_matrix).
+@pytest.mark.parametrize("shape,kv_dtype,arch",
+                         matrix(axis([((4, 1), [100, 128 * 3 - 37, 128 * 17 + 40]), ((8, 2), [128 * 2, 128 * 5 - 3])],
+                                     ["mqa-17-splits", "gqa4-2-kv-heads"]), KV_DTYPES, axis(DECODE_BUILDS)))
+def test_wide_shape_merges_by_words_under_cuda_emulation(decode_libs, shape, kv_dtype, arch):
+    """The wide shape's merge by words (split_merge.h), its blocks all running at once as the
+    cooperative launch's do, a task a block: an unsplit request beside requests of 2-17 splits of
+    128 rows (17: past the 16 words a thread polls together), every split's block merging its
+    share of the outputs; then a sliding window that leaves whole splits without a key. Against the
+    float64 reference, and every word read is left at zero."""
+    ((hq, hkv), kv_lens), d = shape, 128
+    q, ks, vs, paged = _case(kv_lens, 16, hq, hkv, d, torch.float16, kv_dtype, "NHD",
+                             _seed("words", hq, str(kv_dtype), arch))
+    k_scale, v_scale, kk, vv = scaled_reference_kv(ks, vs, kv_dtype, 0.8, 1.3)
+    splits = [-(-n // 128) for n in kv_lens]
+    tasks = sum(splits) * hkv
+    for window in (-1, 300):
+        out, lse, rows = _emulated_batch_decode(decode_libs[arch], "mma-wide-words", q, paged, "NHD", 128,
+                                                sm_scale=d ** -0.5, window_left=window, k_scale=k_scale,
+                                                v_scale=v_scale, num_blocks=tasks, fused_merge=True)
+        assert rows == sum(s for s in splits if s > 1)
+        _assert_decode_matches(out, lse, q, kk, vv, torch.float16, f"window {window}, ", sm_scale=d ** -0.5,
+                               window_left=window)
 
 
 SEVERAL_TASK_SHAPES = axis([("mma", 128, torch.float16, "NHD"), ("mma", 64, torch.bfloat16, "HND"),

@@ -462,6 +462,62 @@ def test_split_merge_in_launch(workspace, use_tensor_cores):
     ref.assert_lse_close(lse.cpu(), r_lse, "lse (merge launch):")
 
 
+@pytest.mark.skipif(torch.version.hip is not None, reason="AMD merges split requests in a launch of their own")
+@pytest.mark.parametrize("kv_dtype", [F16, E4M3], ids=["f16", "e4m3"])
+@pytest.mark.parametrize("kv_len, window_left", [(4096, -1), (16384, -1), (4096, 700)],
+                         ids=["kv4k", "kv16k", "kv4k-window"])
+def test_split_merge_by_words(workspace, kv_len, window_left, kv_dtype):
+    """Batch 1's splits on the tensor-core kernel's wide shape, a task a block, merge by words
+    (split_merge.h): every split's block polls the words of its share of the outputs, in a
+    cooperative launch. Eager and replayed from a CUDA graph with fresh queries, with the whole
+    split_counters tensor (counters, then words) back at zero after every run; the same plan
+    merged by the counters alone (a split_counters without words) gives the same outputs."""
+    hq, hkv, d, dtype = 32, 8, 128, F16
+    if flashinfer._ops.decode_wide_tasks(dtype, kv_dtype, d, hq, hkv, True) == 0:
+        pytest.skip("no wide shape on this GPU or build")
+    P = Paged([kv_len], 16, hkv, d, kv_dtype, "NHD")
+    w = _wrapper(workspace, "NHD", True)
+    _plan(w, P, hq, hkv, d, dtype, kv_dtype, window_left=window_left)
+    plan = w._plan
+    multiprocessors = torch.cuda.get_device_properties(DEV).multi_processor_count
+    assert _splits(w) > 1 and 0 < plan.task_blocks <= multiprocessors, "a wide launch of split tasks"
+    counters = plan.split_counters
+    slots = flashinfer._C.SPLIT_COUNTER_SLOTS
+    assert counters.numel() >= slots + 2 * _splits(w) * hq * d, "room for the words after the counters"
+    q = torch.randn(1, hq, d, dtype=dtype, device=DEV)
+    out = torch.full(q.shape, float("nan"), dtype=dtype, device=DEV)
+    lse = torch.full(q.shape[:2], float("nan"), dtype=torch.float32, device=DEV)
+    w.run(q, P.cache, out=out, lse=lse, return_lse=True)  # loads the kernels before the capture
+    torch.cuda.synchronize()
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            w.run(q, P.cache, out=out, lse=lse, return_lse=True)
+    for replay in (False, True, False, True):
+        q.copy_(torch.randn(1, hq, d, dtype=dtype, device=DEV))
+        out.fill_(float("nan"))
+        lse.fill_(float("nan"))
+        if replay:
+            graph.replay()
+        else:
+            w.run(q, P.cache, out=out, lse=lse, return_lse=True)
+        torch.cuda.synchronize()
+        r_out, r_lse = P.reference(q, window_left=window_left)
+        ref.assert_attention_close(out.cpu(), r_out, dtype, f"out (replay {replay}):")
+        ref.assert_lse_close(lse.cpu(), r_lse, f"lse (replay {replay}):")
+        assert int(counters.count_nonzero()) == 0, "counters and words must be zero after a run"
+    by_counters = torch.full(q.shape, float("nan"), dtype=dtype, device=DEV)
+    counters_lse = torch.full(q.shape[:2], float("nan"), dtype=torch.float32, device=DEV)
+    flashinfer._ops.ops.batch_decode_paged_run(
+        q, P.cache[:, 0], P.cache[:, 1], w._kv_indptr, w._kv_indices, w._kv_last_page_len, plan.plan_info,
+        plan.partial_o, plan.partial_lse, counters[:slots], by_counters, counters_lse, 0, window_left, d ** -0.5,
+        0.0, 1.0, 1.0, True, plan.task_blocks)
+    torch.cuda.synchronize()
+    torch.testing.assert_close(by_counters, out, rtol=2e-3, atol=2e-3)
+    torch.testing.assert_close(counters_lse, lse, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.skipif(not device_has_pdl(), reason="programmatic dependent launch: NVIDIA sm_90+")
 @pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["simt", "mma"])
 def test_pdl_launches_wait_for_the_kernel_before(workspace, use_tensor_cores):

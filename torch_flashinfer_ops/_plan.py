@@ -4,7 +4,8 @@ What a wrapper keeps on the device, fixed for its lifetime so a captured graph k
 addresses:
 
     plan_info       int32, the wrapper's own (csrc/include/plan_info.h); plan() rewrites it
-    split_counters  int32, the wrapper's own, zero between runs
+    split_counters  int32, the wrapper's own, zero between runs: arrival counters, then (NVIDIA)
+                    the merge words of batch 1's launches
     partial_lse     float32 [rows, num_qo_heads], the wrapper's own
     partial_o       float32 [rows, num_qo_heads, head_dim], the user's float workspace buffer
 
@@ -17,8 +18,11 @@ written tensor shares).
 
 Split-KV partial results only exist for requests the planner splits. On the GPU, batch decode
 counts the arrivals of each split request's tasks in split_counters so that the last one merges
-the splits in the same launch; the kernel leaves the counters at zero, and they are allocated
-zeroed.
+the splits in the same launch; or, where one launch holds every task at once (the tensor-core
+kernel's wide shape on NVIDIA, batch 1's splits), the splits store their results as words after
+the counters, which every split's block polls to merge its share of the outputs
+(csrc/hip/kernels/decode/split_merge.h). The kernel leaves counters and words at zero, and they
+are allocated zeroed.
 """
 from __future__ import annotations
 
@@ -35,7 +39,19 @@ if TYPE_CHECKING:
     from ._upload import Upload
 
 _ALIGN = 256
-_COUNTERS = 1 << 16  # split counters: (request, kv head, head slice) groups merged in the launch
+_COUNTERS = _C.SPLIT_COUNTER_SLOTS  # split counters: (request, kv head, head slice) groups merged in the launch
+# Merge words a multiprocessor (split_merge.h): a wide launch's task (one a multiprocessor) stores
+# a word per query head and dimension, 16 x 128 at most for GQA groups of up to 16 at head_dim
+# 128 (8 at 256); a launch that needs more merges by its counters.
+_MERGE_WORDS_PER_SM = 16 * 128
+
+
+def _split_counter_entries(device: torch.device) -> int:
+    """int32 entries of a wrapper's split_counters: the counters, then on NVIDIA GPUs the merge
+    words of a launch of one block a multiprocessor (two int32 a word)."""
+    if device.type != "cuda" or torch.version.hip is not None:
+        return _COUNTERS
+    return _COUNTERS + 2 * _MERGE_WORDS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
 
 # Tile rows per work item, by platform. The CPU kernel takes any value; 32 keeps the
 # per-task scratch small while amortising K/V conversion over the GQA group.
@@ -151,7 +167,8 @@ class Workspace:
         if total < 64 * 1024:
             raise ValueError(f"float_workspace_buffer is too small ({total} bytes); give at least 64 KiB")
         # The plan: as large as a quarter of the workspace, at most 8 MiB (upstream's int
-        # workspace). The split counters: one per (request, kv head, head slice), up to 64Ki.
+        # workspace). The split counters: one per (request, kv head, head slice), up to 64Ki; on
+        # NVIDIA GPUs the merge words after them (2.1 MiB on a 132-multiprocessor H100).
         self.plan_bytes = min(8 << 20, (total // 4) // _ALIGN * _ALIGN)
         self.plan_host = torch.empty(self.plan_bytes // 4, dtype=torch.int32)  # host scratch
         self._plan_view = torch.empty(self.plan_bytes // 4, dtype=torch.int32, device=self.bytes.device)
@@ -159,7 +176,8 @@ class Workspace:
         # plan() rewrites it in place, so a replay reads it where it is instead of first copying
         # all of it (up to 8 MiB) into the graph's own input.
         torch._dynamo.mark_static_address(self._plan_view)
-        self.split_counters = torch.zeros(_COUNTERS, dtype=torch.int32, device=self.bytes.device)
+        self.split_counters = torch.zeros(_split_counter_entries(self.bytes.device), dtype=torch.int32,
+                                          device=self.bytes.device)
         torch._dynamo.mark_static_address(self.split_counters)
         self._partials = {}  # (num_qo_heads, head_dim) -> (partial_o, partial_lse)
 

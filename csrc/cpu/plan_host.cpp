@@ -576,6 +576,7 @@ void bind_plan_host(pybind11::module_& m) {
   m.attr("DECODE_SPLIT_GAIN") = kDecodeSplitGain;
   m.attr("DECODE_ROUND_FILL_GAIN") = kDecodeRoundFillGain;
   m.attr("DECODE_MERGE_ROWS_IN_FLIGHT") = plan_info::kMergeRowsInFlight;
+  m.attr("SPLIT_COUNTER_SLOTS") = plan_info::kSplitCounterSlots;
   m.attr("DECODE_MERGE_GROUP_COST") = kDecodeMergeGroupCost;
   m.attr("DECODE_MERGE_GROUP_COST_CUDA_CORES") = kDecodeMergeGroupCostCudaCores;
   m.attr("DECODE_KERNEL_NOT_MEASURED") = static_cast<int64_t>(DecodeKernel::kNotMeasured);

@@ -41,6 +41,12 @@ constexpr int kRequestFields = 2;
 // decode split model charges (plan_host.cpp, decode_merge_cost).
 constexpr int kMergeRowsInFlight = 8;
 
+// The wrapper's split_counters tensor (int32, zero between runs): its first kSplitCounterSlots
+// entries count the arrivals of the (request, kv head, head slice) groups a launch merges; any
+// entries past them (an even count, 8-byte aligned) are the merge words of a launch that merges
+// by words (split_merge.h), two int32 a word.
+constexpr int64_t kSplitCounterSlots = int64_t{1} << 16;
+
 enum Header : int {
   kNumItems = 0,
   kNumRequests = 1,

@@ -153,6 +153,9 @@ inline int32_t atomic_fetch_add(int32_t* p, int32_t v) {
   return std::atomic_ref<int32_t>(*p).fetch_add(v, std::memory_order_seq_cst);
 }
 
+inline void atomic_store_word(uint64_t* p, uint64_t w) { std::atomic_ref<uint64_t>(*p).store(w, std::memory_order_relaxed); }
+inline uint64_t atomic_load_word(uint64_t* p) { return std::atomic_ref<uint64_t>(*p).load(std::memory_order_relaxed); }
+
 inline float bf16_bits_to_float(short bits) {
   const uint32_t u = static_cast<uint32_t>(static_cast<uint16_t>(bits)) << 16;
   float f;
@@ -243,6 +246,8 @@ inline void launch(int grid_x, int threads_x, int threads_y, Kernel kernel, int 
 #define __builtin_amdgcn_fence(order, scope) std::atomic_thread_fence(std::memory_order_seq_cst)
 #define __HIP_MEMORY_SCOPE_AGENT 3
 #define __hip_atomic_fetch_add(p, v, order, scope) ::tfo_emu::atomic_fetch_add(p, v)
+#define __hip_atomic_store(p, w, order, scope) ::tfo_emu::atomic_store_word(p, w)
+#define __hip_atomic_load(p, order, scope) ::tfo_emu::atomic_load_word(p)
 #define __builtin_amdgcn_s_barrier() ::tfo_emu::block_barrier()
 #define __builtin_amdgcn_wave_barrier() ::tfo_emu::wave_barrier()
 #define __builtin_amdgcn_exp2f(x) std::exp2(x)

@@ -31,7 +31,9 @@ using tfo::gpu::half_t;
 // with the 4-row tile at four blocks per multiprocessor (what run() launches for a 16-bit cache
 // when the plan asks for it; FP8 caches take it as family 0), 4 tensor cores with the query heads
 // as columns (what run() launches for an FP8 cache and a group of at most 8 when the plan asks
-// for its grid; -1 for other caches and groups).
+// for its grid; -1 for other caches and groups), 5 the wide shape merging split requests by words
+// (the cooperative launch run() makes of a plan of one task a block): every block at once, the
+// words after the split counters' kSplitCounterSlots (plan_info.h), as the bindings lay them out.
 template <typename T, typename KV, int D>
 int run_family(DecodeParams& p, int batch, int family) {
   if (family == 0 || family == 3) {
@@ -66,7 +68,12 @@ int run_family(DecodeParams& p, int batch, int family) {
         }
       });
     };
-    if (family == 2) {
+    if (family == 5) {
+      if (p.split_counters == nullptr) return -1;
+      p.merge_words = reinterpret_cast<uint64_t*>(p.split_counters + flashinfer_ops::plan_info::kSplitCounterSlots);
+      tfo_emu32::launch_concurrent(p.num_blocks, kMmaDecodeThreads<D, true>, kMmaDecodeSmemBytes<T, KV, D, true>,
+                                   [&] { decode_mma_kernel<T, KV, D, true>(p); });
+    } else if (family == 2) {
       go(std::true_type{}, std::false_type{});
     } else if (family == 4) {
       if constexpr (!kMmaDecodeHasHeadColumns<KV, D, false>) return -1;

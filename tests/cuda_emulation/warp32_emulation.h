@@ -10,7 +10,8 @@
 // 32 threads of a warp meet at a warp barrier for every cross-lane operation (shuffles, votes,
 // ldmatrix, mma.sync), and __syncthreads is a barrier of the whole block. Blocks run one after
 // another, so __shared__ variables are statics and a split's merge sees every other block's
-// partial rows. Operand and result layouts of mma.sync.m16n8k16 and ldmatrix follow the PTX ISA
+// partial rows; or, as a cooperative launch's do (launch_concurrent), all at once, each with
+// its own dynamic shared memory. Operand and result layouts of mma.sync.m16n8k16 and ldmatrix follow the PTX ISA
 // ("Matrix Fragments for mma.m16n8k16", "ldmatrix"), written here from it, not from the
 // backend's own description of them. cp.async copies are queued per thread and land only when
 // cp.async.wait_group releases their group, so a read of a stage before its wait sees stale
@@ -81,7 +82,8 @@ struct WarpExchange {
 };
 
 struct Block {
-  explicit Block(int threads) : barrier(threads), warps(threads / kWarp) {
+  explicit Block(int threads, unsigned char* shared = nullptr)
+      : barrier(threads), warps(threads / kWarp), shared(shared) {
     if (threads % kWarp != 0) fail_block();
     for (auto& w : warps) w = std::make_unique<WarpExchange>();
   }
@@ -91,6 +93,7 @@ struct Block {
   }
   std::barrier<> barrier;
   std::vector<std::unique_ptr<WarpExchange>> warps;
+  unsigned char* shared;  // its dynamic shared memory where blocks run at once; else shared_anchor
 };
 
 struct Index3 {
@@ -145,13 +148,29 @@ inline float rcp_approx(float x) { return 1.0f / x; }
 inline float lg2_approx(float x) { return std::log2(x); }
 inline float tanh_approx(float x) { return std::tanh(x); }
 
+// The running block's dynamic shared memory (TFO_DYNAMIC_SHARED_BYTES): its own buffer where the
+// launch runs its blocks at once (launch_concurrent), else the driver's shared_anchor. Shared
+// addresses are offsets from it.
+inline unsigned char* dynamic_shared() {
+  const Block* b = lane_state.block_state;
+  return b != nullptr && b->shared != nullptr ? b->shared : shared_anchor;
+}
+
 inline uint32_t shared_offset(const void* p) {
-  const std::ptrdiff_t d = static_cast<const unsigned char*>(p) - shared_anchor;
+  const std::ptrdiff_t d = static_cast<const unsigned char*>(p) - dynamic_shared();
   if (d < 0 || d >= (std::ptrdiff_t{1} << 31)) fail("a shared address outside the emulated shared memory");
   return static_cast<uint32_t>(d);
 }
 
-inline unsigned char* shared_pointer(uint32_t offset) { return shared_anchor + offset; }
+inline unsigned char* shared_pointer(uint32_t offset) { return dynamic_shared() + offset; }
+
+// st.relaxed.gpu.u64 and ld.relaxed.gpu.u64. A poll's load yields, so that the blocks it waits
+// for get the host's cores.
+inline void store_word_relaxed(uint64_t* p, uint64_t w) { std::atomic_ref<uint64_t>(*p).store(w, std::memory_order_relaxed); }
+inline uint64_t load_word_relaxed(const uint64_t* p) {
+  std::this_thread::yield();
+  return std::atomic_ref<uint64_t>(*const_cast<uint64_t*>(p)).load(std::memory_order_relaxed);
+}
 
 // atom.acq_rel.gpu.global.add.s32 (blocks run one after another: only the value matters here).
 inline int32_t atomic_add_acq_rel(int32_t* p, int32_t v) {
@@ -295,6 +314,18 @@ inline uint32_t cvt_f16x2_e4m3x2(uint32_t pair) {
   return one(pair & 0xffu) | one((pair >> 8) & 0xffu) << 16;
 }
 
+// The lane state of thread t of block b (b = x + grid_x * y) before it runs.
+inline void enter_lane(Block& block, int grid_x, int b, int t) {
+  LaneState& s = lane_state;
+  s.thread = {static_cast<unsigned>(t), 0, 0};
+  s.block = {static_cast<unsigned>(b % grid_x), static_cast<unsigned>(b / grid_x), 0};
+  s.lane = t % kWarp;
+  s.block_state = &block;
+  s.warp = block.warps[t / kWarp].get();
+  s.open_group.clear();
+  s.committed.clear();
+}
+
 // Runs kernel() as a grid of grid_x x grid_y blocks of `threads` threads, one block at a time,
 // one OS thread per thread; warps are formed from the thread index.
 template <typename Kernel>
@@ -304,18 +335,32 @@ inline void launch(int grid_x, int threads, Kernel kernel, int grid_y = 1) {
     tfo_emu_common::run_block_threads(
         threads,
         [&](int t) {
-          LaneState& s = lane_state;
-          s.thread = {static_cast<unsigned>(t), 0, 0};
-          s.block = {static_cast<unsigned>(b % grid_x), static_cast<unsigned>(b / grid_x), 0};
-          s.lane = t % kWarp;
-          s.block_state = &block;
-          s.warp = block.warps[t / kWarp].get();
-          s.open_group.clear();
-          s.committed.clear();
+          enter_lane(block, grid_x, b, t);
           kernel();
         },
         "warp32");
   }
+}
+
+// As launch, with every block of the grid running at once (a cooperative launch: blocks may wait
+// for each other), each with its own shared_bytes of dynamic shared memory. A kernel that runs
+// this way keeps no __shared__ statics of its own (they would be one variable for all blocks).
+template <typename Kernel>
+inline void launch_concurrent(int grid_x, int threads, int shared_bytes, Kernel kernel) {
+  std::vector<std::unique_ptr<unsigned char[]>> memory;
+  std::vector<std::unique_ptr<Block>> blocks;
+  for (int b = 0; b < grid_x; ++b) {
+    memory.push_back(std::make_unique<unsigned char[]>(static_cast<size_t>(shared_bytes) + 128));
+    const uintptr_t at = reinterpret_cast<uintptr_t>(memory.back().get());
+    blocks.push_back(std::make_unique<Block>(threads, reinterpret_cast<unsigned char*>((at + 127) / 128 * 128)));
+  }
+  tfo_emu_common::run_block_threads(
+      grid_x * threads,
+      [&](int i) {
+        enter_lane(*blocks[i / threads], grid_x, i / threads, i % threads);
+        kernel();
+      },
+      "warp32");
 }
 
 }  // namespace tfo_emu32

@@ -74,5 +74,35 @@ void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem
   kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
 }
 
+#if !defined(USE_ROCM)
+// As launch_kernel, as a cooperative launch: every block resident at once, or no launch. Returns
+// false, launching nothing, where the device cannot hold the grid at once (cudaErrorCooperative-
+// LaunchTooLarge: a device shared under MPS or a partition with fewer multiprocessors), so that
+// the caller can launch without needing that; any other error throws.
+template <typename... Params, typename... Args>
+bool launch_kernel_cooperative(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                               bool pdl, Args&&... args) {
+  cudaLaunchAttribute attributes[2] = {};
+  attributes[0].id = cudaLaunchAttributeCooperative;
+  attributes[0].val.cooperative = 1;
+  attributes[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attributes[1].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = attributes;
+  config.numAttrs = pdl ? 2 : 1;
+  const cudaError_t err = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+  if (err == cudaErrorCooperativeLaunchTooLarge) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  C10_CUDA_CHECK(err);
+  return true;
+}
+#endif
+
 }  // namespace gpu_binding
 }  // namespace flashinfer_ops

@@ -67,7 +67,18 @@ bool launch_decode_mma(tfo::kernels::DecodeParams& p, at::ScalarType q_dtype, Kv
       constexpr int kThreads = kMmaDecodeThreads<D, kWide>;
       constexpr int kSmem = kMmaDecodeSmemBytes<T, KV, D, kWide>;
       p.num_blocks = launch_blocks(persistent_grid<kKernel>(kThreads, kSmem), max_blocks, schedule_task_bound(p));
-      if (!grid_only) launch_kernel(kKernel, p.num_blocks, kThreads, kSmem, stream, pdl, p);
+      if (grid_only) return;
+#if !defined(USE_ROCM)
+      // The merge by words needs every block resident at once: only the wide shape's launch (a
+      // block a multiprocessor, a task a block) takes it, as a cooperative launch; where the
+      // device cannot hold that launch at once, or the instance does not merge by words
+      // (kMmaDecodeMergesByWords), the launch merges by its counters instead.
+      if (kMmaDecodeMergesByWords<D, kWide> && p.merge_words != nullptr) {
+        if (launch_kernel_cooperative(kKernel, p.num_blocks, kThreads, kSmem, stream, pdl, p)) return;
+      }
+#endif
+      p.merge_words = nullptr;
+      launch_kernel(kKernel, p.num_blocks, kThreads, kSmem, stream, pdl, p);
     };
     if constexpr (kMmaDecodeHasWide) {
       if (capped_to_one_round && wide_shape_fits<T, KV, D>()) return go(std::true_type{}, std::false_type{});

@@ -3,6 +3,8 @@
 //
 // Contract (namespace tfo::gpu), implemented by backend/<vendor>/platform.h:
 //   TFO_DEVICE, TFO_HOST_DEVICE, TFO_INLINE, TFO_GLOBAL, TFO_SHARED, TFO_LAUNCH_BOUNDS(n),
+//   TFO_DYNAMIC_SHARED_BYTES(name)    declares name, the kernel's dynamic shared memory as uint8_t
+//                                     from a 128-byte boundary (an array or a pointer)
 //   TFO_LAUNCH_BOUNDS_MIN_BLOCKS(n, blocks) (NVIDIA: registers capped for that many blocks per SM)
 //   TFO_MIN_WAVES_PER_SIMD(n)         AMD: registers allocated so that n waves fit per SIMD (a
 //                                     floor the compiler keeps, or it fails); NVIDIA: nothing

@@ -29,6 +29,7 @@
 #include "../task_timeline.h"
 #include "fp8.h"
 #include "gpu_iface/atomics.h"
+#include "gpu_iface/atomics.h"
 #include "gpu_iface/platform.h"
 #include "gpu_iface/vec_types.h"
 
@@ -65,6 +66,10 @@ struct DecodeParams {
   // [batch, num_kv_heads, head_slices] arrival counters of split tasks, zero between launches
   // (split_merge.h); nullptr: a separate merge launch combines the splits.
   int32_t* split_counters;
+  // [partial rows, num_qo_heads, head_dim] words of split tasks' results, zero between launches,
+  // for a launch whose every block is resident at once (a cooperative launch) and takes one task
+  // (split_merge.h's merge_split_words); nullptr: the counters above, or the merge launch.
+  uint64_t* merge_words;
 
   // K/V: element (page, slot, head, d) at page * stride_page + slot * stride_token +
   // head * stride_head + d. A single request is one page of kv_len tokens whose
@@ -303,6 +308,35 @@ TFO_INLINE void store_output8(const DecodeParams& p, const WorkItem& it, int32_t
   }
 }
 
+// A split task's output as merge words (DecodeParams::merge_words): each value beside its row's
+// lse in one 64-bit word, the lse's bits inverted in the upper half so that a zeroed word reads
+// as empty. Empty would be an lse of all-ones bits, a NaN that split_word never stores (a NaN lse
+// is stored as 0x7fffffff), so every stored word reads as full.
+TFO_INLINE uint32_t float_bits(float x) { return __builtin_bit_cast(uint32_t, x); }
+TFO_INLINE float bits_float(uint32_t b) { return __builtin_bit_cast(float, b); }
+TFO_INLINE uint64_t split_word(float value, float lse) {
+  const uint32_t lse_bits = lse != lse ? 0x7fffffffu : float_bits(lse);
+  return static_cast<uint64_t>(~lse_bits) << 32 | float_bits(value);
+}
+TFO_INLINE bool split_word_full(uint64_t w) { return (w >> 32) != 0; }
+TFO_INLINE float split_word_lse(uint64_t w) { return bits_float(~static_cast<uint32_t>(w >> 32)); }
+TFO_INLINE float split_word_value(uint64_t w) { return bits_float(static_cast<uint32_t>(w)); }
+
+// The words of a split task's row (partial row, head) start here; split s of a request whose
+// first partial row is base lies s * num_qo_heads * head_dim words after base's.
+TFO_INLINE uint64_t* split_words(const DecodeParams& p, int32_t partial_row, int32_t head, int head_dim) {
+  return p.merge_words + (static_cast<int64_t>(partial_row) * p.num_qo_heads + head) * head_dim;
+}
+
+// Eight outputs of a split task (columns d0 .. d0 + 7, normalised) and their row's lse as merge
+// words: four 16-byte stores of two words each.
+TFO_INLINE void store_split_words8(const DecodeParams& p, const WorkItem& it, int32_t head, int32_t d0,
+                                   const float* v, float lse, int head_dim) {
+  uint64_t* dst = split_words(p, it.partial_row, head, head_dim) + d0;
+#pragma unroll
+  for (int i = 0; i < 8; i += 2) store_words_relaxed(dst + i, split_word(v[i], lse), split_word(v[i + 1], lse));
+}
+
 TFO_INLINE void store_lse(const DecodeParams& p, const WorkItem& it, int32_t head, float lse) {
   if (it.partial_row >= 0) {
     p.partial_lse[static_cast<int64_t>(it.partial_row) * p.num_qo_heads + head] = lse;
@@ -352,10 +386,11 @@ struct PlainRows {
 // m[s * slot_stride + r], l likewise, o's row s * slot_stride + r in the Rows layout above),
 // combined and stored. A thread takes 8 columns of one row: the row's weights once, 16-byte
 // shared reads (o 16-byte aligned), one wide store (store_output8); out_scale multiplies the
-// normalised output.
+// normalised output. words: the task is a split one whose launch merges by words, which take
+// its output and lse instead (store_split_words8).
 template <typename T, int D, int kSlots, int kThreads, typename Rows = PlainRows<D>>
 TFO_INLINE void combine_slots8(const DecodeParams& p, const TaskHeads& t, const float* m, const float* l,
-                               const float* o, int slot_stride, float out_scale, int tid) {
+                               const float* o, int slot_stride, float out_scale, int tid, bool words = false) {
   constexpr int kChunks = D / 8;
   for (int idx = tid; idx < t.num_heads * kChunks; idx += kThreads) {
     const int row = idx / kChunks, d0 = 8 * (idx % kChunks);
@@ -385,6 +420,11 @@ TFO_INLINE void combine_slots8(const DecodeParams& p, const TaskHeads& t, const 
     const float inv_l = l_all > 0.f ? out_scale / l_all : 0.f;
 #pragma unroll
     for (int i = 0; i < 8; ++i) o_all[i] *= inv_l;
+    if (words) {  // a split task of a launch that merges by words (the caller's test)
+      store_split_words8(p, t.item, t.first_head + row, d0, o_all, l_all > 0.f ? m_all + log2_f32(l_all) : kNegInf,
+                         D);
+      continue;
+    }
     store_output8<T>(p, t.item, t.first_head + row, d0, o_all, D);
     if (d0 == 0) store_lse(p, t.item, t.first_head + row, l_all > 0.f ? m_all + log2_f32(l_all) : kNegInf);
   }

@@ -42,6 +42,14 @@ struct MmaDecodeShape {
 template <int D, bool kWide = false>
 inline constexpr int kMmaDecodeThreads = MmaDecodeShape<D, kWide>::kThreads;
 
+// Whether an instance merges its split tasks by words where its launch gives it them
+// (split_merge.h; the bindings give them to the wide shape's cooperative launch alone): the wide
+// shape above head_dim 64. The other instances keep the words' registers out of their
+// allocation (at head_dim 64 the wide kernels went from 116 to 128 registers and spilled, sm_80
+// and sm_90a; the narrow ones from 158-162 to 204).
+template <int D, bool kWide>
+inline constexpr bool kMmaDecodeMergesByWords = kMergeSplitsInLaunch && kWide && D > 64;
+
 // kHeadColumns: the products transposed, with the query heads as the columns of 16 x 8 products,
 //
 //   Sᵀ (the wave's 16 tokens x 8 heads) = K_w . Qᵀ        Oᵀ_w (D x 8 heads) += V_wᵀ . Pᵀ
@@ -315,7 +323,7 @@ TFO_INLINE void decode_mma_tasks(const DecodeParams& p) {
     return f(BitWiden<T, KV>{});
   };
 
-  extern TFO_SHARED __attribute__((aligned(128))) uint8_t decode_smem[];
+  TFO_DYNAMIC_SHARED_BYTES(decode_smem);
   check_tile_alignment(decode_smem);  // the layout's offsets are multiples of 128 bytes
   const QTile q_tile{reinterpret_cast<T*>(decode_smem + Smem::kQ)};
   float* const smem_m = reinterpret_cast<float*>(decode_smem + Smem::kM);
@@ -336,6 +344,9 @@ TFO_INLINE void decode_mma_tasks(const DecodeParams& p) {
   const ScheduleHeader schedule = schedule_header(p);
   WorkItem item = schedule_item_ahead(p, task_item(p, block_index_x()));
   const int32_t num_tasks = schedule.num_items * p.num_kv_heads * p.head_slices;
+  // Split tasks merge by words (split_merge.h) in the wide shape's launches alone (the bindings'
+  // cooperative launch; kMmaDecodeMergesByWords).
+  const bool by_words = kMmaDecodeMergesByWords<D, kWide> && merges_by_words(p, num_tasks);
   for (int32_t task = block_index_x(); task < num_tasks; task += p.num_blocks) {
     namespace tl = flashinfer_ops::timeline;
     const TaskTimeline timeline = task_timeline(p, task);  // a profiling build's (task_timeline.h)
@@ -711,9 +722,15 @@ TFO_INLINE void decode_mma_tasks(const DecodeParams& p) {
       }
     }
     block_sync();
-    combine_slots8<T, D, kWaves, kThreads, Rows>(p, t, smem_m, smem_l, smem_o, kRows, p.v_scale * kv_unit, tid);
+    const bool split_words = by_words && t.item.partial_row >= 0;
+    combine_slots8<T, D, kWaves, kThreads, Rows>(p, t, smem_m, smem_l, smem_o, kRows, p.v_scale * kv_unit, tid,
+                                                 split_words);
     timeline.stamp(tl::kCombined);
-    finish_split_task<T, kWaves, D>(p, schedule, t);
+    if (split_words) {
+      merge_split_words<T, kThreads, D>(p, schedule, t);
+    } else {
+      finish_split_task<T, kWaves, D>(p, schedule, t);
+    }
     if (has_next && releases) item = schedule_item(p, task_item(p, task + p.num_blocks));
     timeline.end(tl::kFinished);
   }

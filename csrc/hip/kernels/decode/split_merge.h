@@ -2,12 +2,18 @@
 //   lse = log2(sum_s 2^lse_s),   o = sum_s 2^(lse_s - lse) o_s
 // The partial rows were stored by other blocks, so they are read with coherent loads.
 //
-// Two ways to run it. In the launch (NVIDIA, batch decode when the split groups fit in one round
-// of the grid): a split request's tasks count their arrivals per (request, kv head, head slice)
-// in p.split_counters, and the block that stores the last split merges the splits of its query
-// heads and resets the counter to zero for the next launch (the workspace zeroes the counters
-// once; a captured graph's replays keep them at zero). Otherwise (no counters: single decode,
-// larger batches, AMD) decode_merge_kernel merges every split request after the decode launch.
+// Three ways to run it. In the launch (NVIDIA, batch decode when the split groups fit in one
+// round of the grid): a split request's tasks count their arrivals per (request, kv head, head
+// slice) in p.split_counters, and the block that stores the last split merges the splits of its
+// query heads and resets the counter to zero for the next launch (the workspace zeroes the
+// counters once; a captured graph's replays keep them at zero). Or, where every block of the
+// launch is resident at once and takes one task (p.merge_words: the wide shape's cooperative
+// launch), by words: each split stores its output as words that carry their own lse and flag,
+// and every split's block merges its share of the outputs, polling the words until they are
+// full (merge_split_words); no count, fence or single merging block lies on the chain (batch 1
+// kv 4k's shape timed apart, benchmarks/split_merge_probe.cu: 0.8 us over the bare reads,
+// against 2.5 for the count). Otherwise (single decode, larger batches, AMD) decode_merge_kernel
+// merges every split request after the decode launch.
 #pragma once
 
 #include "decode_common.h"
@@ -150,6 +156,80 @@ TFO_DEVICE void finish_split_task_in_launch(const DecodeParams& p, const Schedul
   }
   // Every split has arrived, so nothing else touches the counter this launch.
   if (thread_index_x() == 0) *counter = 0;
+}
+
+// Whether a launch merges its split tasks by words: p.merge_words given and no block with a
+// second task (a block that waited for its own later task would wait forever). The binding
+// gives the words only to a cooperative launch of one task a block; this guards any other plan.
+TFO_INLINE bool merges_by_words(const DecodeParams& p, int32_t num_tasks) {
+  return kMergeSplitsInLaunch && p.merge_words != nullptr && num_tasks <= p.num_blocks;
+}
+
+// Split words polled together: one round trip for up to this many splits of an output.
+inline constexpr int kMergeWordsInFlight = 16;
+
+// The words merge of a split task, after its block stored its own words (store_split_words8):
+// split s of the request's `splits` (its partial row base + s) merges outputs [s * share, (s + 1)
+// * share) of the task's query heads x head_dim, share = ceil(heads * head_dim / splits): a
+// thread an output, polling its splits' words until every one is full, merging them online in
+// groups of kMergeWordsInFlight, and zeroing each word it read for the next launch. Every word
+// a launch stores is so read and zeroed by exactly one thread of the launch.
+template <typename T, int kThreads, int kHeadDim>
+TFO_DEVICE void merge_split_words(const DecodeParams& p, const ScheduleHeader& schedule, const TaskHeads& t) {
+  const int32_t req = t.item.request;
+  int32_t base, splits;
+  schedule_request(p, schedule, req, base, splits);
+  const int32_t outputs = t.num_heads * kHeadDim;
+  const int32_t share = (outputs + splits - 1) / splits;
+  const int32_t lo = (t.item.partial_row - base) * share;
+  const int32_t hi = lo + share < outputs ? lo + share : outputs;
+  const int64_t split_stride = static_cast<int64_t>(p.num_qo_heads) * kHeadDim;
+  constexpr int kInFlight = kMergeWordsInFlight;
+  for (int32_t j = lo + thread_index_x(); j < hi; j += kThreads) {
+    const int32_t head = t.first_head + j / kHeadDim, d = j % kHeadDim;
+    uint64_t* words = split_words(p, base, head, kHeadDim) + d;
+    float m = kNegInf, l = 0.f, o = 0.f;
+    for (int32_t s0 = 0; s0 < splits; s0 += kInFlight) {
+      // A group's slots past the splits read its last split again (a full word once that one
+      // is), weigh nothing, and zero that word again.
+      const int32_t last = splits - 1 - s0;
+      uint64_t* at[kInFlight];
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u) at[u] = words + (s0 + (u < last ? u : last)) * split_stride;
+      uint64_t w[kInFlight];
+      bool full;
+      do {  // the group's loads all issued before any is tested: one round trip a poll
+#pragma unroll
+        for (int u = 0; u < kInFlight; ++u) w[u] = load_word_relaxed(at[u]);
+        full = true;
+#pragma unroll
+        for (int u = 0; u < kInFlight; ++u) full = full && split_word_full(w[u]);
+      } while (!full);
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u) store_word_relaxed(at[u], 0);
+      float m_group = kNegInf;
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u) m_group = max_f32(m_group, split_word_lse(w[u]));
+      const float m_new = max_f32(m, m_group);
+      if (m_new != kNegInf) {  // else every split so far saw no key
+        const float rescale = fast_exp2(m - m_new);
+        l *= rescale;
+        o *= rescale;
+#pragma unroll
+        for (int u = 0; u < kInFlight; ++u) {
+          const float weight = u <= last ? fast_exp2(split_word_lse(w[u]) - m_new) : 0.f;
+          l += weight;
+          o += weight * split_word_value(w[u]);
+        }
+        m = m_new;
+      }
+    }
+    T* out = static_cast<T*>(p.o) + static_cast<int64_t>(req) * p.o_stride_batch + head * p.o_stride_head;
+    out[d] = from_float<T>(l > 0.f ? o / l : 0.f);
+    if (d == 0 && p.lse != nullptr) {
+      p.lse[static_cast<int64_t>(req) * p.num_qo_heads + head] = l > 0.f ? m + log2_f32(l) : kNegInf;
+    }
+  }
 }
 
 // Called by every thread of a decode block once its task's outputs are stored.

@@ -27,4 +27,33 @@ TFO_INLINE Float4 load_coherent_f32x4(const float* p) {
   return {{x.x, x.y, x.z, x.w}};
 }
 
+// Relaxed device-scope 64-bit accesses (PTX: aligned scalar accesses of up to 64 bits are
+// single-copy atomic; a vector access is one such access per element).
+TFO_INLINE void store_word_relaxed(uint64_t* p, uint64_t w) {
+#if defined(TFO_GPU_HOST_EMULATION_CUDA)
+  tfo_emu32::store_word_relaxed(p, w);
+#else
+  asm volatile("st.relaxed.gpu.global.u64 [%0], %1;\n" ::"l"(p), "l"(w) : "memory");
+#endif
+}
+
+TFO_INLINE void store_words_relaxed(uint64_t* p, uint64_t a, uint64_t b) {
+#if defined(TFO_GPU_HOST_EMULATION_CUDA)
+  tfo_emu32::store_word_relaxed(p, a);
+  tfo_emu32::store_word_relaxed(p + 1, b);
+#else
+  asm volatile("st.relaxed.gpu.global.v2.u64 [%0], {%1, %2};\n" ::"l"(p), "l"(a), "l"(b) : "memory");
+#endif
+}
+
+TFO_INLINE uint64_t load_word_relaxed(const uint64_t* p) {
+#if defined(TFO_GPU_HOST_EMULATION_CUDA)
+  return tfo_emu32::load_word_relaxed(p);
+#else
+  uint64_t w;
+  asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];\n" : "=l"(w) : "l"(p) : "memory");
+  return w;
+#endif
+}
+
 }  // namespace tfo::gpu

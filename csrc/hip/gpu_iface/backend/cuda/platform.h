@@ -11,6 +11,13 @@
 #define TFO_INLINE __device__ __forceinline__
 #define TFO_GLOBAL __global__
 #define TFO_SHARED __shared__
+// A kernel's dynamic shared memory, as bytes from a 128-byte boundary (under the host emulation:
+// the running block's own buffer, so that blocks may run at once).
+#if defined(TFO_GPU_HOST_EMULATION_CUDA)
+#define TFO_DYNAMIC_SHARED_BYTES(name) uint8_t* const name = ::tfo_emu32::dynamic_shared()
+#else
+#define TFO_DYNAMIC_SHARED_BYTES(name) extern __shared__ __attribute__((aligned(128))) uint8_t name[]
+#endif
 #define TFO_LAUNCH_BOUNDS(max_threads) __launch_bounds__(max_threads)
 #define TFO_MIN_WAVES_PER_SIMD(n)
 // Registers capped so that min_blocks blocks of max_threads fit on an SM.

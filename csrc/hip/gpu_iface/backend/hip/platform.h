@@ -14,6 +14,9 @@
 #define TFO_LAUNCH_BOUNDS(max_threads) __attribute__((amdgpu_flat_work_group_size(1, max_threads)))
 #define TFO_MIN_WAVES_PER_SIMD(n) __attribute__((amdgpu_waves_per_eu(n)))
 #endif
+// A kernel's dynamic shared memory, as bytes from a 128-byte boundary (a host emulation's
+// TFO_SHARED makes it the driver's buffer).
+#define TFO_DYNAMIC_SHARED_BYTES(name) extern TFO_SHARED __attribute__((aligned(128))) uint8_t name[]
 // NVIDIA's register cap for an occupancy target; AMD kernels set theirs with TFO_MIN_WAVES_PER_SIMD.
 #define TFO_LAUNCH_BOUNDS_MIN_BLOCKS(max_threads, min_blocks) TFO_LAUNCH_BOUNDS(max_threads)
 #define TFO_IF_MIN_BLOCKS_CAP(...)
