@@ -181,6 +181,26 @@ __device__ __forceinline__ unsigned long long load_flagged(const unsigned long l
   return w;
 }
 
+// Output j of the group whose first split is base, once every word it reads carries this round
+// (its splits' lse and values, all polled together).
+__device__ __forceinline__ float merge_flagged(const unsigned long long* part_o, const unsigned long long* part_lse,
+                                               int base, int j, unsigned round) {
+  unsigned long long l[kGroup], v[kGroup];
+  bool all;
+  do {
+    all = true;
+#pragma unroll
+    for (int s = 0; s < kGroup; ++s) {
+      l[s] = load_flagged(part_lse + (base + s) * kHeads + j / kHeadDim);
+      v[s] = load_flagged(part_o + (base + s) * kOut + j);
+    }
+#pragma unroll
+    for (int s = 0; s < kGroup; ++s) all = all && (l[s] >> 32) == round && (v[s] >> 32) == round;
+  } while (!all);
+  return merge_output([&](int s) { return __uint_as_float(static_cast<unsigned>(l[s])); },
+                      [&](int s) { return __uint_as_float(static_cast<unsigned>(v[s])); });
+}
+
 __global__ void flagged_partials(const uint4* cache, unsigned long long* part_o, unsigned long long* part_lse,
                                  unsigned* tickets, float* out) {
   __shared__ float o[kOut], lse[kHeads];
@@ -191,21 +211,7 @@ __global__ void flagged_partials(const uint4* cache, unsigned long long* part_o,
   if (threadIdx.x < kHeads) store_flagged(part_lse + blockIdx.x * kHeads + threadIdx.x, lse[threadIdx.x], round);
   if (threadIdx.x < kShare) {
     const int j = blockIdx.x % kGroup * kShare + threadIdx.x;
-    const int base = group * kGroup;
-    unsigned long long l[kGroup], v[kGroup];
-    bool all;
-    do {  // every word of this round, polled together
-      all = true;
-#pragma unroll
-      for (int s = 0; s < kGroup; ++s) {
-        l[s] = load_flagged(part_lse + (base + s) * kHeads + j / kHeadDim);
-        v[s] = load_flagged(part_o + (base + s) * kOut + j);
-      }
-#pragma unroll
-      for (int s = 0; s < kGroup; ++s) all = all && (l[s] >> 32) == round && (v[s] >> 32) == round;
-    } while (!all);
-    out[group * kOut + j] = merge_output([&](int s) { return __uint_as_float(static_cast<unsigned>(l[s])); },
-                                         [&](int s) { return __uint_as_float(static_cast<unsigned>(v[s])); });
+    out[group * kOut + j] = merge_flagged(part_o, part_lse, group * kGroup, j, round);
   }
 }
 
@@ -225,22 +231,8 @@ __global__ void flagged_arrival(const uint4* cache, unsigned long long* part_o, 
   }
   __syncthreads();
   if (!completes) return;
-  const int base = group * kGroup;
   for (int j = threadIdx.x; j < kOut; j += kThreads) {
-    unsigned long long l[kGroup], v[kGroup];
-    bool all;
-    do {
-      all = true;
-#pragma unroll
-      for (int s = 0; s < kGroup; ++s) {
-        l[s] = load_flagged(part_lse + (base + s) * kHeads + j / kHeadDim);
-        v[s] = load_flagged(part_o + (base + s) * kOut + j);
-      }
-#pragma unroll
-      for (int s = 0; s < kGroup; ++s) all = all && (l[s] >> 32) == round && (v[s] >> 32) == round;
-    } while (!all);
-    out[group * kOut + j] = merge_output([&](int s) { return __uint_as_float(static_cast<unsigned>(l[s])); },
-                                         [&](int s) { return __uint_as_float(static_cast<unsigned>(v[s])); });
+    out[group * kOut + j] = merge_flagged(part_o, part_lse, group * kGroup, j, round);
   }
   if (threadIdx.x == 0) counters[group] = 0;
 }
