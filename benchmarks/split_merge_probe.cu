@@ -383,8 +383,8 @@ int main(int argc, char** argv) {
       case 3: CHECK(cudaLaunchKernelEx(&cfg, ticket_barrier, src, part_o, part_lse, tickets, arrivals, out)); break;
       case 4: CHECK(cudaLaunchKernelEx(&cfg, flagged_partials, src, flag_o, flag_lse, tickets + groups, out)); break;
       case 5:
-        CHECK(cudaLaunchKernelEx(&cfg, flagged_arrival, src, flag2_o, flag2_lse, tickets + 2 * groups, counters + groups,
-                                 out));
+        CHECK(cudaLaunchKernelEx(&cfg, flagged_arrival, src, flag2_o, flag2_lse, tickets + 2 * groups,
+                                 counters + groups, out));
         break;
       case 6:
       case 7: CHECK(cudaLaunchKernelEx(&cfg, flagged_words, src, words, out)); break;
@@ -403,7 +403,9 @@ int main(int argc, char** argv) {
     CHECK(cudaStreamSynchronize(stream));
     CHECK(cudaMemcpy(got.data(), out, got.size() * 4, cudaMemcpyDeviceToHost));
     double worst = 0;
-    for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(double(got[i]) - want[i]) / (1 + std::fabs(want[i])));
+    for (size_t i = 0; i < got.size(); ++i) {
+      worst = std::max(worst, std::fabs(double(got[i]) - want[i]) / (1 + std::fabs(want[i])));
+    }
     std::printf("# %s against last arrival: largest relative difference %.2g\n", names[scheme], worst);
     ok = ok && worst < 1e-5;
   }

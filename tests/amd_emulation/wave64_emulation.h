@@ -153,7 +153,9 @@ inline int32_t atomic_fetch_add(int32_t* p, int32_t v) {
   return std::atomic_ref<int32_t>(*p).fetch_add(v, std::memory_order_seq_cst);
 }
 
-inline void atomic_store_word(uint64_t* p, uint64_t w) { std::atomic_ref<uint64_t>(*p).store(w, std::memory_order_relaxed); }
+inline void atomic_store_word(uint64_t* p, uint64_t w) {
+  std::atomic_ref<uint64_t>(*p).store(w, std::memory_order_relaxed);
+}
 inline uint64_t atomic_load_word(uint64_t* p) { return std::atomic_ref<uint64_t>(*p).load(std::memory_order_relaxed); }
 
 inline float bf16_bits_to_float(short bits) {

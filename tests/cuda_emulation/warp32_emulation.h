@@ -166,7 +166,9 @@ inline unsigned char* shared_pointer(uint32_t offset) { return dynamic_shared() 
 
 // st.relaxed.gpu.u64 and ld.relaxed.gpu.u64. A poll's load yields, so that the blocks it waits
 // for get the host's cores.
-inline void store_word_relaxed(uint64_t* p, uint64_t w) { std::atomic_ref<uint64_t>(*p).store(w, std::memory_order_relaxed); }
+inline void store_word_relaxed(uint64_t* p, uint64_t w) {
+  std::atomic_ref<uint64_t>(*p).store(w, std::memory_order_relaxed);
+}
 inline uint64_t load_word_relaxed(const uint64_t* p) {
   std::this_thread::yield();
   return std::atomic_ref<uint64_t>(*const_cast<uint64_t*>(p)).load(std::memory_order_relaxed);

@@ -29,7 +29,6 @@
 #include "../task_timeline.h"
 #include "fp8.h"
 #include "gpu_iface/atomics.h"
-#include "gpu_iface/atomics.h"
 #include "gpu_iface/platform.h"
 #include "gpu_iface/vec_types.h"
 
