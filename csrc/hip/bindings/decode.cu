@@ -398,13 +398,15 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
   p.split_counters = fused_merge ? split_counters.data_ptr<int32_t>() : nullptr;
   // A plan-sized launch of one task a block may merge by words (split_merge.h), which follow the
   // counters in split_counters: its partial rows, at most its tasks over the kv heads, must fit
-  // them. launch_decode_mma takes them for the wide shape's cooperative launch alone.
+  // them, from a 16-byte boundary (they are stored two at a time; a wrapper's own buffer is).
+  // launch_decode_mma takes them for the wide shape's cooperative launch alone.
   p.merge_words = nullptr;
   if (fused_merge && plan_sized && use_tensor_cores) {
     const int64_t words = ceil_div(task_blocks, p.num_kv_heads) * p.num_qo_heads * q.size(2);
     const int64_t word_slots = (split_counters.numel() - counter_slots) / 2;
-    if (words <= word_slots) {
-      p.merge_words = reinterpret_cast<uint64_t*>(split_counters.data_ptr<int32_t>() + counter_slots);
+    int32_t* const first_word = split_counters.data_ptr<int32_t>() + counter_slots;
+    if (words <= word_slots && reinterpret_cast<uintptr_t>(first_word) % 16 == 0) {
+      p.merge_words = reinterpret_cast<uint64_t*>(first_word);
     }
   }
   launch(p, q.scalar_type(), kv_kind, static_cast<int>(q.size(2)), static_cast<int>(batch),
