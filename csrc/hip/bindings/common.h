@@ -51,23 +51,38 @@ inline void check_pdl(bool enable_pdl, const char* op) {
               ": enable_pdl needs programmatic dependent launch (NVIDIA sm_90 or newer)");
 }
 
+#if !defined(USE_ROCM)
+// cudaLaunchKernelEx of kernel(args...) with the given launch attributes; returns its error.
+template <typename... Params, typename... Args>
+cudaError_t launch_kernel_ex(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                             cudaLaunchAttribute* attributes, unsigned num_attributes, Args&&... args) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = attributes;
+  config.numAttrs = num_attributes;
+  return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+}
+
+// The programmatic dependent launch attribute (launch_kernel's pdl).
+inline cudaLaunchAttribute pdl_attribute() {
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  return attribute;
+}
+#endif
+
 // kernel<<<grid, block, smem, stream>>>(args...), as a programmatic dependent launch when pdl.
 template <typename... Params, typename... Args>
 void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                    bool pdl, Args&&... args) {
 #if !defined(USE_ROCM)
   if (pdl) {
-    cudaLaunchAttribute attribute{};
-    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t config{};
-    config.gridDim = grid;
-    config.blockDim = block;
-    config.dynamicSmemBytes = smem;
-    config.stream = stream;
-    config.attrs = &attribute;
-    config.numAttrs = 1;
-    C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
+    cudaLaunchAttribute attribute = pdl_attribute();
+    C10_CUDA_CHECK(launch_kernel_ex(kernel, grid, block, smem, stream, &attribute, 1, std::forward<Args>(args)...));
     return;
   }
 #endif
@@ -85,16 +100,9 @@ bool launch_kernel_cooperative(void (*kernel)(Params...), dim3 grid, dim3 block,
   cudaLaunchAttribute attributes[2] = {};
   attributes[0].id = cudaLaunchAttributeCooperative;
   attributes[0].val.cooperative = 1;
-  attributes[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attributes[1].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config{};
-  config.gridDim = grid;
-  config.blockDim = block;
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  config.attrs = attributes;
-  config.numAttrs = pdl ? 2 : 1;
-  const cudaError_t err = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+  attributes[1] = pdl_attribute();
+  const cudaError_t err =
+      launch_kernel_ex(kernel, grid, block, smem, stream, attributes, pdl ? 2 : 1, std::forward<Args>(args)...);
   if (err == cudaErrorCooperativeLaunchTooLarge) {
     (void)cudaGetLastError();
     return false;

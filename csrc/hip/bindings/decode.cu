@@ -400,7 +400,6 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
   // counters in split_counters: its partial rows, at most its tasks over the kv heads, must fit
   // them, from a 16-byte boundary (they are stored two at a time; a wrapper's own buffer is).
   // launch_decode_mma takes them for the wide shape's cooperative launch alone.
-  p.merge_words = nullptr;
   if (fused_merge && plan_sized && use_tensor_cores) {
     const int64_t words = ceil_div(task_blocks, p.num_kv_heads) * p.num_qo_heads * q.size(2);
     const int64_t word_slots = (split_counters.numel() - counter_slots) / 2;

@@ -419,13 +419,13 @@ TFO_INLINE void combine_slots8(const DecodeParams& p, const TaskHeads& t, const 
     const float inv_l = l_all > 0.f ? out_scale / l_all : 0.f;
 #pragma unroll
     for (int i = 0; i < 8; ++i) o_all[i] *= inv_l;
+    const auto lse = [&] { return l_all > 0.f ? m_all + log2_f32(l_all) : kNegInf; };  // where stored
     if (words) {  // a split task of a launch that merges by words (the caller's test)
-      store_split_words8(p, t.item, t.first_head + row, d0, o_all, l_all > 0.f ? m_all + log2_f32(l_all) : kNegInf,
-                         D);
+      store_split_words8(p, t.item, t.first_head + row, d0, o_all, lse(), D);
       continue;
     }
     store_output8<T>(p, t.item, t.first_head + row, d0, o_all, D);
-    if (d0 == 0) store_lse(p, t.item, t.first_head + row, l_all > 0.f ? m_all + log2_f32(l_all) : kNegInf);
+    if (d0 == 0) store_lse(p, t.item, t.first_head + row, lse());
   }
 }
 
