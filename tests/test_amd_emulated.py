@@ -202,8 +202,9 @@ DECODE_CASES = {
     "f16-gqa8-d256": ([90], 16, 8, 1, 256, torch.float16, torch.float16, "NHD", 64),
     "f16-e4m3-gqa4": ([50, 200], 16, 8, 2, 128, torch.float16, torch.float8_e4m3fn, "NHD", 128),
     "bf16-e5m2-gqa2": ([130], 16, 4, 2, 64, torch.bfloat16, torch.float8_e5m2, "NHD", 64),
-    # 69 splits: the merge takes the splits' weights a wave at a time (64 lanes, then 5)
-    "f16-gqa4-69-splits": ([1100, 9], 16, 8, 2, 128, torch.float16, torch.float16, "NHD", 16),
+    # 69 splits: the merge takes the splits' weights a wave at a time (64 lanes, then 5). One kv
+    # head: each head's split is a block to emulate (the p16 and e4m3 cases split two heads)
+    "f16-gqa4-69-splits": ([1100, 9], 16, 4, 1, 128, torch.float16, torch.float16, "NHD", 16),
     # Groups past half a 16-row tile: rows 8-15 hold heads (12), or all of them do (16, FP8)
     "f16-gqa12": ([64, 150], 16, 12, 1, 128, torch.float16, torch.float16, "NHD", 0),
     "bf16-e4m3-gqa16-split": ([40, 260], 16, 16, 1, 128, torch.bfloat16, torch.float8_e4m3fn, "NHD", 128),
