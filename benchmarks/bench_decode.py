@@ -5,7 +5,7 @@ against upstream FlashInfer (both paths) and the device's copy bandwidth.
         [--kv 1024,2048,4096,16384] [--kv-dtypes float16,float8_e4m3fn] [--timing graph|events]
         [--uneven uniform,lognormal] [--uneven-batches 128,256,512] [--q-dtype float16|bfloat16]
         [--graph-calls 1] [--cold-caches] [--ours-pdl default|off] [--ours-kv-chunk N]
-        [--ours-task-blocks N]
+        [--ours-task-blocks N] [--layout NHD|HND]
 
 Shapes: page size 16, 32 query / 8 kv heads, head_dim 128, q fp16 (--q-dtype: or bf16, as
 models served in bf16 give with an FP8 cache; a 16-bit cache then takes q's dtype), KV fp16 or FP8 e4m3 (FP8
@@ -15,7 +15,9 @@ Both libraries run with their default enable_pdl (programmatic dependent launch 
 unsplit) in place of its split policy, to time the policy's choice against another in one build;
 --ours-task-blocks N launches ours with N blocks in place of the plan's launch size (N <= the
 multiprocessors: the tensor-core kernel's wide shape), to time the plan's deal against another.
-Shapes whose cache exceeds --max-cache-gb (default 40) are skipped. Paths, for both libraries:
+--layout: the caches' kv layout for both libraries (NHD, FlashInfer's default, as the bars
+are read: a page's rows of one kv head lie a token's row of every head apart; or HND: a page's rows
+of one kv head are contiguous). Shapes whose cache exceeds --max-cache-gb (default 40) are skipped. Paths, for both libraries:
 simt = use_tensor_cores=False, mma = use_tensor_cores=True (backend "fa2").
 Bytes: K + V pages read + q read + out written. The ceiling is a 2 GiB device-to-device copy
 (bytes read + written per second), measured at startup. Every path is timed the same way:
@@ -78,6 +80,9 @@ OURS_RUN_KW = {}
 # plan() options of ours: --ours-kv-chunk N plans every split with kv chunks of N rows (0: none)
 # instead of the split policy, so that one build times the policy against other schedules.
 OURS_PLAN_KW = {}
+# --layout: the caches' kv layout, for both libraries (NHD: [page, token, kv head, d]; HND: [page,
+# kv head, token, d]).
+CACHE = {"layout": "NHD"}
 # --ours-task-blocks N: ours' launches take N blocks instead of the plan's size (None: the plan's).
 OURS_LAUNCH = {"task_blocks": None}
 
@@ -97,6 +102,8 @@ def parse_args(argv=None):
                         help="launch ours with N blocks instead of the size its plan chose")
     parser.add_argument("--ours-pdl", choices=("default", "off"), default="default",
                         help="ours with its default enable_pdl or with enable_pdl=False (default %(default)s)")
+    parser.add_argument("--layout", choices=("NHD", "HND"), default="NHD",
+                        help="the caches' kv layout, for both libraries (default %(default)s)")
     parser.add_argument("--timing", choices=("graph", "events"), default="graph",
                         help="graph: replay of a CUDA graph holding --graph-calls run() calls; events: 10 back-to-back calls "
                              "per CUDA-event pair (default %(default)s)")
@@ -139,8 +146,10 @@ def cache_bytes(bs, kv_len, kv_dtype):
 
 
 def random_cache(num_pages, kv_dtype, chunk_pages=8192):
-    """[num_pages, 2, PAGE, HKV, D] of normal values, filled in chunks (no full-size fp32/fp16 temporary)."""
-    cache = torch.empty(num_pages, 2, PAGE, HKV, D, dtype=kv_dtype, device="cuda")
+    """[num_pages, 2, PAGE, HKV, D] (CACHE's layout NHD; HND: [num_pages, 2, HKV, PAGE, D]) of normal
+    values, filled in chunks (no full-size fp32/fp16 temporary)."""
+    page = (PAGE, HKV) if CACHE["layout"] == "NHD" else (HKV, PAGE)
+    cache = torch.empty(num_pages, 2, *page, D, dtype=kv_dtype, device="cuda")
     for chunk in cache.split(chunk_pages):
         chunk.copy_(torch.randn(chunk.shape, dtype=torch.float16, device="cuda"))
     return cache
@@ -207,7 +216,7 @@ def decode_call(lib, use_tensor_cores, x, workspace, plan_kw=None, task_blocks=N
     q_data_type and kv_data_type are both given, not data_type=: FlashInfer 0.2.14's data_type
     fills only the dtypes left unset (q_data_type defaults to float16, so it sets the KV dtype),
     while torch_flashinfer_ops' data_type overrides both and would plan an FP8 query."""
-    wrapper = lib.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD", use_tensor_cores=use_tensor_cores,
+    wrapper = lib.BatchDecodeWithPagedKVCacheWrapper(workspace, CACHE["layout"], use_tensor_cores=use_tensor_cores,
                                                      backend="fa2")
     if plan_kw:
         schedule = wrapper._workspace.plan
@@ -384,13 +393,14 @@ def main(argv=None):
     if args.ours_kv_chunk is not None:
         OURS_PLAN_KW["kv_chunk_size"] = args.ours_kv_chunk
     OURS_LAUNCH["task_blocks"] = args.ours_task_blocks
+    CACHE["layout"] = args.layout
     calls = args.graph_calls if args.timing == "graph" else 10
     timing, row_timing = cold_cache_timing(args, args.timing, calls, calls_note=" (the rows' calls)")
     ceiling = attempt("copy ceiling", copy_bandwidth)
     workspaces = {path: torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device="cuda")
                   for path in PATHS if path.split("-")[0] in libs}
     meta = run_metadata(flashinfer=getattr(fi, "__version__", None), copy_ceiling_gbps=ceiling and ceiling / 1e9,
-                        timing=timing, cold_caches=args.cold_caches, iters=ITERS, shape=f"page {PAGE}, {HQ}/{HKV} heads, d{D}, q {dtype_name(args.q_dtype)}",
+                        timing=timing, cold_caches=args.cold_caches, iters=ITERS, shape=f"page {PAGE}, {HQ}/{HKV} heads, d{D}, q {dtype_name(args.q_dtype)}, {args.layout}",
                         quick=args.quick)
     rows = []
     for kv_dtype in args.kv_dtypes:
@@ -414,7 +424,7 @@ def main(argv=None):
     plan_note = ", ".join(f"{k} {fmt(v, '.0f')} us" for k, v in meta["plan_host_us"].items() if k != "batch")
     launch = "the plan's size" if args.ours_task_blocks is None else f"{args.ours_task_blocks} blocks"
     notes = [f"{timing}; median of {ITERS}",
-             f"page {PAGE}, {HQ}/{HKV} heads, d{D}, q {dtype_name(args.q_dtype)}; simt = use_tensor_cores=False, mma = "
+             f"page {PAGE}, {HQ}/{HKV} heads, d{D}, q {dtype_name(args.q_dtype)}, {args.layout}; simt = use_tensor_cores=False, mma = "
              "use_tensor_cores=True; FP8 runs pass k_scale = v_scale = 1.0 (upstream applies v_scale as a "
              "separate out *= v_scale kernel); enable_pdl: upstream its default, ours "
              f"{'False' if OURS_RUN_KW.get('enable_pdl') is False else 'its default'}; ours' kv chunk: "

@@ -180,6 +180,35 @@ def test_a_forced_launch_size_reaches_our_run(monkeypatch):
         bench_decode.parse_args(["--out", "x", "--ours-task-blocks", "0"])
 
 
+def test_the_layout_reaches_both_the_cache_and_the_wrapper(monkeypatch):
+    """--layout HND: decode_call plans the wrapper with the caches' layout, so that an HND cache
+    (the NHD one's rows, each kv head's page contiguous) gives the NHD cache's attention (here on
+    the host backend); planned as NHD, run() refuses it (its page would read as 8 rows of 16 heads)."""
+    import torch_flashinfer_ops as tfo
+    from types import SimpleNamespace
+    torch.manual_seed(0)
+    kv_lens = torch.tensor([70, 33])
+    indptr, last = bench_decode.paged_layout(kv_lens)
+    pages = int(indptr[-1])
+    nhd = torch.randn(pages, 2, bench_decode.PAGE, bench_decode.HKV, bench_decode.D).half()
+    q = torch.randn(2, bench_decode.HQ, bench_decode.D).half()
+    outs = {}
+    for layout, cache in (("NHD", nhd), ("HND", nhd.transpose(2, 3).contiguous())):
+        monkeypatch.setitem(bench_decode.CACHE, "layout", layout)
+        x = SimpleNamespace(kv_dtype=torch.float16, indptr=indptr, last=last,
+                            indices=torch.arange(pages, dtype=torch.int32), cache=cache, q=q)
+        outs[layout] = bench_decode.decode_call(tfo, False, x, torch.zeros(64 << 20, dtype=torch.uint8))().clone()
+    assert torch.allclose(outs["NHD"].float(), outs["HND"].float(), atol=2e-3, rtol=2e-3)
+    monkeypatch.setitem(bench_decode.CACHE, "layout", "NHD")
+    x.cache = nhd.transpose(2, 3).contiguous()
+    with pytest.raises(ValueError, match="page_size/num_kv_heads/head_dim"):
+        bench_decode.decode_call(tfo, False, x, torch.zeros(64 << 20, dtype=torch.uint8))()
+    assert bench_decode.parse_args(["--out", "x"]).layout == "NHD"
+    assert bench_decode.parse_args(["--out", "x", "--layout", "HND"]).layout == "HND"
+    with pytest.raises(SystemExit):
+        bench_decode.parse_args(["--out", "x", "--layout", "NDH"])
+
+
 def test_distinct_caches_keep_every_read_out_of_l2():
     """--cold-caches: between two reads of one cache the others move at least twice the L2's
     bytes; a cache that large alone is one; the budget caps the count."""
