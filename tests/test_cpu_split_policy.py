@@ -310,6 +310,31 @@ def test_unsplit_equal_tasks_of_one_to_three_rounds_take_the_four_block_launch(m
     assert _task_blocks([1024] * 64, kernel=UNBOUND, four_block_grid=GRID) == (0, 256)  # no larger grid
 
 
+FP8_TENSOR_CORES = _C.DECODE_KERNEL_TENSOR_CORES_FP8
+
+
+def test_fp8_tensor_core_plans_that_fill_the_four_block_grid_stay_unsplit():
+    """The tensor-core kernel on FP8 caches: equal tasks that its four-block launch (the head
+    columns, 528 blocks) runs in rounds at least 15/16 full stay unsplit, where the rounds model on
+    the default grid splits them; rounds filled less, unequal lengths, whole-grid launches, other
+    kernels and batches the default grid runs in one round keep the policy's chunk."""
+    def chunk(lens, four_block_grid=FOUR_BLOCK_GRID, kernel=FP8_TENSOR_CORES, task_blocks=True):
+        kv = np.asarray(lens)
+        return choose_kv_chunk_size("cuda", np.ones(kv.size, dtype=np.int64), kv, 8, 128, GRID, decode_kernel=kernel,
+                                    decode_task_blocks=task_blocks, decode_four_block_grid=four_block_grid)
+
+    for lens in ([4096] * 64, [16384] * 64, [8192] * 128, [16384] * 128):  # 512 / 1024 tasks: 97% full
+        assert chunk(lens, four_block_grid=0) > 0  # the rounds model on 396 blocks splits
+        assert chunk(lens) == 0
+        assert _task_blocks(lens, four_block_grid=FOUR_BLOCK_GRID, kernel=FP8_TENSOR_CORES) == (0, FOUR_BLOCK_GRID)
+        # A launch of the whole resident grid never takes the four-block grid: the split stays.
+        assert chunk(lens, task_blocks=False) == chunk(lens, four_block_grid=0, task_blocks=False) > 0
+    # 400 / 800 tasks (rounds 76% full), 256 (one default round), unequal lengths.
+    for lens in ([4096] * 50, [4096] * 100, [4096] * 32, [4096, 4032] * 32):
+        assert chunk(lens) == chunk(lens, four_block_grid=0) > 0
+    assert chunk([4096] * 64, kernel=UNBOUND) == chunk([4096] * 64, kernel=UNBOUND, four_block_grid=0)
+
+
 def test_task_blocks_deal_one_round_one_each_and_equal_tasks_of_two_rounds_two_each():
     assert _task_blocks([1024] * 64) == (0, 256)  # 512 equal tasks: two each over 256 blocks
     assert _task_blocks([4096] * 32) == (0, 256)  # 256 unsplit tasks: one block each

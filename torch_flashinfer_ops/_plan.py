@@ -123,7 +123,7 @@ def choose_kv_chunk_size(platform: str, qo_lens: np.ndarray, kv_lens: np.ndarray
                          num_kv_heads: int, q_tile_rows: int, decode_grid: int = 0, prefill_grid: int = 0,
                          causal: bool = False, window_left: int = -1,
                          decode_kernel: int = DECODE_KERNEL_NOT_MEASURED, decode_wide_tasks: int = 0,
-                         decode_task_blocks: bool = True) -> int:
+                         decode_task_blocks: bool = True, decode_four_block_grid: int = 0) -> int:
     """0 (no split) unless splitting requests gives the workers a fuller or better balanced load
     (the policy of csrc/cpu/plan_host.cpp, which plan() runs). decode_grid / prefill_grid: the
     blocks of the persistent decode / prefill grid, when the caller knows them.
@@ -133,13 +133,16 @@ def choose_kv_chunk_size(platform: str, qo_lens: np.ndarray, kv_lens: np.ndarray
     tensor-core kernel's wide shape (_ops.decode_wide_tasks; 0: none), which the policy then
     prefers where it costs at most twice the chunk. decode_task_blocks: the launch
     takes the plan's size (eager runs); False where it runs the whole resident grid whatever the
-    plan (CUDA-graph wrappers), whose blocks take the tasks in turn."""
+    plan (CUDA-graph wrappers), whose blocks take the tasks in turn. decode_four_block_grid: the
+    kernel's launch at four blocks per multiprocessor (_ops.decode_four_block_grid; 0: none), on
+    which the tensor-core kernel runs equal FP8 tasks of one to three rounds unsplit."""
     qo_indptr = np.zeros(len(qo_lens) + 1, dtype=np.int32)
     np.cumsum(qo_lens, out=qo_indptr[1:])
     kv = torch.from_numpy(np.ascontiguousarray(kv_lens, dtype=np.int32))
     return int(_C.choose_kv_chunk_size(platform != "cpu", torch.from_numpy(qo_indptr), kv, num_kv_heads,
                                        q_tile_rows, _workers(platform), decode_grid, prefill_grid, causal,
-                                       window_left, decode_wide_tasks, decode_task_blocks, decode_kernel))
+                                       window_left, decode_wide_tasks, decode_task_blocks, decode_kernel,
+                                       decode_four_block_grid))
 
 
 @dataclasses.dataclass

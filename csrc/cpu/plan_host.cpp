@@ -309,16 +309,37 @@ bool streams_pay(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads, in
   return decode_stream_deal(gains && lengths);
 }
 
+// Whether a decode plan stays unsplit because the launch runs its tasks on the four-block grid
+// in rounds it fills: the tensor-core kernel on FP8 caches (its head columns), equal tasks of more
+// than one round and at most three of the default grid, launched at the plan's size
+// (deal_decode_tasks then takes that grid for the unsplit plan), filling its rounds to at least
+// 15/16. There the splits that the rounds model prefers on the default grid were slower: H100,
+// d128, 8 kv heads, e4m3, 10 calls a graph, two rounds, unsplit (528 blocks) against the
+// three-way split on 396: batch 64 kv 4k 0.970 of the time (187.7 against 193.3 us), kv 16k
+// 0.998, batch 128 kv 16k 0.991. Rounds filled less (batch 50 or 100 x 8 kv heads) were not
+// measured and keep the policy's split.
+bool four_block_unsplit(const int32_t* kv_lens, int64_t batch, int64_t tasks, int64_t grid, DecodeKernel kernel,
+                        bool task_blocks, int64_t four_block_grid) {
+  if (kernel != DecodeKernel::kTensorCoresFp8 || !task_blocks || grid <= 0 || four_block_grid <= grid ||
+      tasks <= grid || tasks > 3 * grid || !all_equal(kv_lens, batch)) {
+    return false;
+  }
+  return tasks * 16 >= 15 * four_block_grid * ceil_div(tasks, four_block_grid);
+}
+
 // prefill_grid: the blocks of the GPU prefill kernels' persistent grid (0: unknown), with causal
 // and window_left for its cost model. decode_kernel: which decode kernel the plan is for, whose
 // bandwidth bound (attention_cpu.h) the decode cost model takes (cheapest_decode_chunk).
 // decode_wide_tasks: the most tasks for which the launch takes the wide shape (0: none;
 // wide_decode_chunk). decode_task_blocks: the launch takes the plan's task count as its grid,
 // which with the kernel gives how tasks past the resident grid are dealt (decode_deal).
+// decode_four_block_grid: the kernel's launch at four blocks per multiprocessor (0: none), which
+// deal_decode_tasks gives equal unsplit tasks of one to three rounds (four_block_unsplit).
 int64_t choose_kv_chunk_size(bool gpu, const int32_t* qo_indptr, const int32_t* kv_lens, int64_t batch,
                              int64_t num_kv_heads, int64_t q_tile_rows, int64_t workers, int64_t decode_grid,
                              int64_t prefill_grid, bool causal, int64_t window_left,
-                             DecodeKernel decode_kernel, int64_t decode_wide_tasks, bool decode_task_blocks) {
+                             DecodeKernel decode_kernel, int64_t decode_wide_tasks, bool decode_task_blocks,
+                             int64_t decode_four_block_grid) {
   if (batch == 0) return 0;
   const DecodeDeal deal = decode_deal(decode_kernel, decode_task_blocks);
   int64_t max_qo = 0, tiles = 0, max_kv = 0;
@@ -335,6 +356,10 @@ int64_t choose_kv_chunk_size(bool gpu, const int32_t* qo_indptr, const int32_t* 
   const int64_t saturating_blocks = bandwidth_bound(decode_kernel) ? device_blocks : 0;
   if (decode) workers = decode_grid > 0 ? decode_grid : device_blocks;
   const int64_t tasks = tiles * num_kv_heads;
+  if (decode && four_block_unsplit(kv_lens, batch, tasks, decode_grid, decode_kernel, decode_task_blocks,
+                                   decode_four_block_grid)) {
+    return 0;
+  }
   if (decode && decode_grid > 0 && tasks < 2 * workers) {
     if (max_kv < 2 * kDecodeMinKvChunk) return 0;
     const int64_t chunk = cheapest_decode_chunk(kv_lens, batch, max_kv, num_kv_heads, workers, saturating_blocks,
@@ -494,7 +519,7 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
     if (kv_chunk_size < 0) {
       kv_chunk_size = choose_kv_chunk_size(gpu, qo, lens, batch, num_kv_heads, q_tile_rows, workers, decode_grid,
                                            lists, causal, window_left, kernel, decode_wide_tasks,
-                                           decode_task_blocks);
+                                           decode_task_blocks, decode_four_block_grid);
     }
     schedule_for(kv_chunk_size);
     if (!decode_indptr.empty() && gpu) {
@@ -509,7 +534,8 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
 int64_t choose_kv_chunk_size_py(bool gpu, const at::Tensor& qo_indptr, const at::Tensor& kv_lens,
                                 int64_t num_kv_heads, int64_t q_tile_rows, int64_t workers, int64_t decode_grid,
                                 int64_t prefill_grid, bool causal, int64_t window_left,
-                                int64_t decode_wide_tasks, bool decode_task_blocks, int64_t decode_kernel) {
+                                int64_t decode_wide_tasks, bool decode_task_blocks, int64_t decode_kernel,
+                                int64_t decode_four_block_grid) {
   check_host_int32(qo_indptr, "qo_indptr");
   check_host_int32(kv_lens, "kv_lens");
   const DecodeKernel kernel = checked_decode_kernel(decode_kernel, "choose_kv_chunk_size");
@@ -517,7 +543,7 @@ int64_t choose_kv_chunk_size_py(bool gpu, const at::Tensor& qo_indptr, const at:
               kv_lens.numel() + 1, " entries");
   return choose_kv_chunk_size(gpu, qo_indptr.data_ptr<int32_t>(), kv_lens.data_ptr<int32_t>(), kv_lens.numel(),
                               num_kv_heads, q_tile_rows, workers, decode_grid, prefill_grid, causal, window_left,
-                              kernel, decode_wide_tasks, decode_task_blocks);
+                              kernel, decode_wide_tasks, decode_task_blocks, decode_four_block_grid);
 }
 
 // single_prefill's kv split on a GPU of `slots` resident blocks, for tiles of tile_rows packed
@@ -555,7 +581,8 @@ void bind_plan_host(pybind11::module_& m) {
         py::arg("qo_indptr"), py::arg("kv_lens"), py::arg("num_kv_heads"), py::arg("q_tile_rows"), py::arg("workers"),
         py::arg("decode_grid"), py::arg("prefill_grid"), py::arg("causal"), py::arg("window_left"),
         py::arg("decode_wide_tasks") = 0, py::arg("decode_task_blocks") = true,
-        py::arg("decode_kernel") = static_cast<int64_t>(DecodeKernel::kNotMeasured));
+        py::arg("decode_kernel") = static_cast<int64_t>(DecodeKernel::kNotMeasured),
+        py::arg("decode_four_block_grid") = 0);
   m.def(
       "decode_bandwidth_bound",
       [](int64_t decode_kernel) {
