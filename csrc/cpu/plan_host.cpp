@@ -315,8 +315,8 @@ bool streams_pay(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads, in
 // (deal_decode_tasks then takes that grid for the unsplit plan), filling its rounds to at least
 // 15/16. There the splits that the rounds model prefers on the default grid were slower: H100,
 // d128, 8 kv heads, e4m3, 10 calls a graph, two rounds, unsplit (528 blocks) against the
-// three-way split on 396: batch 64 kv 4k 0.970 of the time (187.7 against 193.3 us), kv 16k
-// 0.998, batch 128 kv 16k 0.991. Rounds filled less (batch 50 or 100 x 8 kv heads) were not
+// three-way split on 396: batch 64 kv 4k 0.971 of the time (187.7 against 193.3 us), kv 16k
+// 0.997, batch 128 kv 16k 0.991. Rounds filled less (batch 50 or 100 x 8 kv heads) were not
 // measured and keep the policy's split.
 bool four_block_unsplit(const int32_t* kv_lens, int64_t batch, int64_t tasks, int64_t grid, DecodeKernel kernel,
                         bool task_blocks, int64_t four_block_grid) {
