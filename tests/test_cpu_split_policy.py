@@ -313,7 +313,7 @@ def test_unsplit_equal_tasks_of_one_to_three_rounds_take_the_four_block_launch(m
 FP8_TENSOR_CORES = _C.DECODE_KERNEL_TENSOR_CORES_FP8
 
 
-def test_fp8_tensor_core_plans_that_fill_the_four_block_grid_stay_unsplit():
+def test_fp8_tensor_core_plans_that_fill_the_four_block_grid_stay_unsplit(monkeypatch):
     """The tensor-core kernel on FP8 caches: equal tasks that its four-block launch (the head
     columns, 528 blocks) runs in rounds at least 15/16 full stay unsplit, where the rounds model on
     the default grid splits them; rounds filled less, unequal lengths, whole-grid launches, other
@@ -333,6 +333,10 @@ def test_fp8_tensor_core_plans_that_fill_the_four_block_grid_stay_unsplit():
     for lens in ([4096] * 50, [4096] * 100, [4096] * 32, [4096, 4032] * 32):
         assert chunk(lens) == chunk(lens, four_block_grid=0) > 0
     assert chunk([4096] * 64, kernel=UNBOUND) == chunk([4096] * 64, kernel=UNBOUND, four_block_grid=0)
+    # The rule follows the deal: where the measuring switch deals a block per task past one round,
+    # the four-block launch is not taken, and neither is the unsplit plan.
+    monkeypatch.setenv("TFO_DECODE_DEAL", "tasks-all")
+    assert chunk([4096] * 64) == chunk([4096] * 64, four_block_grid=0) > 0
 
 
 def test_task_blocks_deal_one_round_one_each_and_equal_tasks_of_two_rounds_two_each():

@@ -94,6 +94,9 @@ enum class DecodeDeal { kWholeGridPastTwoRounds, kBlockPerTaskPastTwoRounds, kBl
 DecodeDeal decode_deal(DecodeKernel kernel, bool task_blocks);
 // Whether `deal` gives each of `tasks` equal tasks a block of its own on a grid of `grid`.
 bool deals_block_per_task(DecodeDeal deal, int64_t tasks, int64_t grid);
+// Whether `deal` gives `tasks` equal unsplit tasks the four-block launch (four_block_grid blocks,
+// 0: none): more than one round of `grid` and at most three, not dealt a block each.
+bool deals_four_block_grid(DecodeDeal deal, int64_t tasks, int64_t grid, int64_t four_block_grid);
 void deal_decode_tasks(int32_t* plan_info, int64_t num_kv_heads, int64_t grid, DecodeDeal deal,
                        int64_t four_block_grid = 0);
 

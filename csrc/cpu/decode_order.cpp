@@ -99,8 +99,8 @@ void deal_decode_tasks(int32_t* plan, int64_t num_kv_heads, int64_t grid, Decode
     if (tasks <= std::numeric_limits<int32_t>::max()) plan[kTaskBlocks] = static_cast<int32_t>(tasks);
     return;
   }
-  if (four_block_grid > grid && four_block_grid <= std::numeric_limits<int32_t>::max() &&
-      plan[kPartialRows] == 0 && tasks <= 3 * grid) {
+  if (plan[kPartialRows] == 0 && four_block_grid <= std::numeric_limits<int32_t>::max() &&
+      deals_four_block_grid(deal, tasks, grid, four_block_grid)) {
     plan[kTaskBlocks] = static_cast<int32_t>(four_block_grid);
     return;
   }
@@ -111,6 +111,10 @@ bool deals_block_per_task(DecodeDeal deal, int64_t tasks, int64_t grid) {
   if (tasks <= grid) return true;
   if (deal == DecodeDeal::kBlockPerTaskPastOneRound) return true;
   return deal == DecodeDeal::kBlockPerTaskPastTwoRounds && tasks > 2 * grid;
+}
+
+bool deals_four_block_grid(DecodeDeal deal, int64_t tasks, int64_t grid, int64_t four_block_grid) {
+  return four_block_grid > grid && tasks > grid && tasks <= 3 * grid && !deals_block_per_task(deal, tasks, grid);
 }
 
 // The deal plan() takes: a block per task past two rounds where the kernel streams at the full

@@ -310,18 +310,18 @@ bool streams_pay(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads, in
 }
 
 // Whether a decode plan stays unsplit because the launch runs its tasks on the four-block grid
-// in rounds it fills: the tensor-core kernel on FP8 caches (its head columns), equal tasks of more
-// than one round and at most three of the default grid, launched at the plan's size
-// (deal_decode_tasks then takes that grid for the unsplit plan), filling its rounds to at least
-// 15/16. There the splits that the rounds model prefers on the default grid were slower: H100,
-// d128, 8 kv heads, e4m3, 10 calls a graph, two rounds, unsplit (528 blocks) against the
-// three-way split on 396: batch 64 kv 4k 0.971 of the time (187.7 against 193.3 us), kv 16k
-// 0.997, batch 128 kv 16k 0.991. Rounds filled less (batch 50 or 100 x 8 kv heads) were not
-// measured and keep the policy's split.
+// in rounds it fills: the tensor-core kernel on FP8 caches (its head columns), equal tasks that
+// deal_decode_tasks gives that grid unsplit (deals_four_block_grid; four_block_grid 0 where the
+// launch runs the whole resident grid whatever the plan), filling its rounds to at least 15/16.
+// There the splits that the rounds model prefers on the default grid were slower: H100, d128, 8
+// kv heads, e4m3, 10 calls a graph, two rounds, unsplit (528 blocks) against the three-way split
+// on 396: batch 64 kv 4k 0.971 of the time (187.7 against 193.3 us), kv 16k 0.997, batch 128 kv
+// 16k 0.991. Rounds filled less (batch 50 or 100 x 8 kv heads) were not measured and keep the
+// policy's split.
 bool four_block_unsplit(const int32_t* kv_lens, int64_t batch, int64_t tasks, int64_t grid, DecodeKernel kernel,
-                        bool task_blocks, int64_t four_block_grid) {
-  if (kernel != DecodeKernel::kTensorCoresFp8 || !task_blocks || grid <= 0 || four_block_grid <= grid ||
-      tasks <= grid || tasks > 3 * grid || !all_equal(kv_lens, batch)) {
+                        DecodeDeal deal, int64_t four_block_grid) {
+  if (kernel != DecodeKernel::kTensorCoresFp8 || grid <= 0 ||
+      !deals_four_block_grid(deal, tasks, grid, four_block_grid) || !all_equal(kv_lens, batch)) {
     return false;
   }
   return tasks * 16 >= 15 * four_block_grid * ceil_div(tasks, four_block_grid);
@@ -356,8 +356,8 @@ int64_t choose_kv_chunk_size(bool gpu, const int32_t* qo_indptr, const int32_t* 
   const int64_t saturating_blocks = bandwidth_bound(decode_kernel) ? device_blocks : 0;
   if (decode) workers = decode_grid > 0 ? decode_grid : device_blocks;
   const int64_t tasks = tiles * num_kv_heads;
-  if (decode && four_block_unsplit(kv_lens, batch, tasks, decode_grid, decode_kernel, decode_task_blocks,
-                                   decode_four_block_grid)) {
+  if (decode && four_block_unsplit(kv_lens, batch, tasks, decode_grid, decode_kernel, deal,
+                                   decode_task_blocks ? decode_four_block_grid : 0)) {
     return 0;
   }
   if (decode && decode_grid > 0 && tasks < 2 * workers) {
