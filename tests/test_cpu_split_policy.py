@@ -329,9 +329,16 @@ def test_fp8_tensor_core_plans_that_fill_the_four_block_grid_stay_unsplit(monkey
         assert _task_blocks(lens, four_block_grid=FOUR_BLOCK_GRID, kernel=FP8_TENSOR_CORES) == (0, FOUR_BLOCK_GRID)
         # A launch of the whole resident grid never takes the four-block grid: the split stays.
         assert chunk(lens, task_blocks=False) == chunk(lens, four_block_grid=0, task_blocks=False) > 0
+    # 2048 tasks: four rounds of the four-block grid, 97% full, past three of the default grid,
+    # where plan() would otherwise take the stream deal.
+    for lens in ([1024] * 256, [16384] * 256):
+        assert chunk(lens) == 0
+        assert _task_blocks(lens, four_block_grid=FOUR_BLOCK_GRID, kernel=FP8_TENSOR_CORES) == (0, FOUR_BLOCK_GRID)
     # 400 / 800 tasks (rounds 76% full), 256 (one default round), unequal lengths.
     for lens in ([4096] * 50, [4096] * 100, [4096] * 32, [4096, 4032] * 32):
         assert chunk(lens) == chunk(lens, four_block_grid=0) > 0
+    # Past four rounds of the four-block grid (4096 tasks: 7.8 rounds) the default deal's chunk.
+    assert chunk([16384] * 512) == chunk([16384] * 512, four_block_grid=0)
     assert chunk([4096] * 64, kernel=UNBOUND) == chunk([4096] * 64, kernel=UNBOUND, four_block_grid=0)
     # The rule follows the deal: where the measuring switch deals a block per task past one round,
     # the four-block launch is not taken, and neither is the unsplit plan.

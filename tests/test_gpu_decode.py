@@ -241,18 +241,20 @@ def test_batch_decode_task_blocks(workspace, use_tensor_cores, rounds, kv_dtype)
         _check(w, q, P, r_out, r_lse, dtype, **scales)
 
 
-def test_fp8_tensor_core_plan_that_fills_the_four_block_grid_runs_unsplit(workspace):
-    """Long equal requests on an FP8 cache whose tasks fill the tensor-core kernel's four-block
-    grid (its head columns) stay unsplit and take that launch, where the rounds model on the
-    default grid would split them (plan_host.cpp, four_block_unsplit); the attention matches the
-    reference."""
+@pytest.mark.parametrize("rounds, kv_len", [(1, 3000), (4, 600)])
+def test_fp8_tensor_core_plan_that_fills_the_four_block_grid_runs_unsplit(workspace, rounds, kv_len):
+    """Equal requests on an FP8 cache whose tasks fill the tensor-core kernel's four-block grid
+    (its head columns) stay unsplit and take that launch (plan_host.cpp, four_block_unsplit):
+    in one round, where the rounds model on the default grid would split them, and in four, past
+    three rounds of the default grid, where the stream deal would cut them; the attention matches
+    the reference."""
     hq, hkv, d, dtype, kv_dtype = 32, 8, 128, F16, E4M3
     four = flashinfer._ops.decode_four_block_grid(dtype, kv_dtype, d, hq, hkv, True)
     grid = flashinfer._ops.decode_grid_blocks(dtype, kv_dtype, d, hq, hkv, True)
     if four <= grid:
         pytest.skip("no four-block grid for the tensor-core kernel on FP8 caches on this device")
-    batch = four // hkv  # one round of the four-block grid, full
-    P = Paged([3000] * batch, 16, hkv, d, kv_dtype, "NHD")
+    batch = rounds * four // hkv  # full rounds of the four-block grid
+    P = Paged([kv_len] * batch, 16, hkv, d, kv_dtype, "NHD")
     q = torch.randn(batch, hq, d, dtype=dtype, device=DEV)
     w = _wrapper(workspace, "NHD", True)
     _plan(w, P, hq, hkv, d, dtype, kv_dtype)

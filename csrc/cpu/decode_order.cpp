@@ -77,9 +77,12 @@ void order_decode_items(int32_t* plan, int64_t num_kv_heads, int64_t grid) {
 // batch 64 kv 1k-2k 0.90-0.92 of the time, batch 128 kv 1k-4k 0.97; e4m3 tensor cores (its grid
 // for every plan, against the default's plans) batch 64 kv 1k-4k 0.956-0.976, batch 128 kv 1k-2k
 // 0.969-0.972; split plans and more rounds keep the default kernel (CUDA cores kv 16k 1.02-1.03,
-// batch 256 0.99-1.00; tensor cores batch 256 1.02, kv 16k 1.00-1.01).
+// batch 256 0.99-1.00; tensor cores batch 256 1.02, kv 16k 1.00-1.01). The tensor-core kernel on
+// FP8 caches also takes it for up to four of its own rounds that it fills to 15/16, against the
+// stream deal that such batches took before: H100, e4m3, batch 256 (2048 tasks, 97% of four
+// rounds) kv 1k 0.978 of the time, kv 2k 0.985, kv 4k 0.999.
 void deal_decode_tasks(int32_t* plan, int64_t num_kv_heads, int64_t grid, DecodeDeal deal,
-                       int64_t four_block_grid) {
+                       int64_t four_block_grid, DecodeKernel kernel) {
   using namespace plan_info;
   const View view{plan};
   const int64_t num_items = view.num_items();
@@ -100,7 +103,7 @@ void deal_decode_tasks(int32_t* plan, int64_t num_kv_heads, int64_t grid, Decode
     return;
   }
   if (plan[kPartialRows] == 0 && four_block_grid <= std::numeric_limits<int32_t>::max() &&
-      deals_four_block_grid(deal, tasks, grid, four_block_grid)) {
+      deals_four_block_grid(deal, kernel, tasks, grid, four_block_grid)) {
     plan[kTaskBlocks] = static_cast<int32_t>(four_block_grid);
     return;
   }
@@ -113,8 +116,20 @@ bool deals_block_per_task(DecodeDeal deal, int64_t tasks, int64_t grid) {
   return deal == DecodeDeal::kBlockPerTaskPastTwoRounds && tasks > 2 * grid;
 }
 
-bool deals_four_block_grid(DecodeDeal deal, int64_t tasks, int64_t grid, int64_t four_block_grid) {
-  return four_block_grid > grid && tasks > grid && tasks <= 3 * grid && !deals_block_per_task(deal, tasks, grid);
+bool fills_four_block_rounds(int64_t tasks, int64_t four_block_grid) {
+  if (four_block_grid <= 0 || tasks <= 0) return false;
+  return tasks * 16 >= 15 * four_block_grid * ((tasks + four_block_grid - 1) / four_block_grid);
+}
+
+// The most rounds of its own grid for which the four-block launch of the tensor-core kernel on FP8
+// caches was measured faster where it fills them (deal_decode_tasks): batch 256 x 8 kv heads.
+constexpr int64_t kFp8FourBlockFilledRounds = 4;
+
+bool deals_four_block_grid(DecodeDeal deal, DecodeKernel kernel, int64_t tasks, int64_t grid, int64_t four_block_grid) {
+  if (four_block_grid <= grid || tasks <= grid || deals_block_per_task(deal, tasks, grid)) return false;
+  if (tasks <= 3 * grid) return true;
+  return kernel == DecodeKernel::kTensorCoresFp8 && tasks <= kFp8FourBlockFilledRounds * four_block_grid &&
+         fills_four_block_rounds(tasks, four_block_grid);
 }
 
 // The deal plan() takes: a block per task past two rounds where the kernel streams at the full

@@ -281,6 +281,25 @@ int64_t balancing_prefill_chunk(const int32_t* qo_indptr, const int32_t* kv_lens
   return round_up_64(std::max<int64_t>(kMinKvChunk, static_cast<int64_t>(mean)));
 }
 
+// Whether a decode plan stays unsplit because the launch runs its tasks on the four-block grid
+// in rounds it fills: the tensor-core kernel on FP8 caches (its head columns), equal tasks that
+// deal_decode_tasks gives that grid unsplit (deals_four_block_grid; four_block_grid 0 where the
+// launch runs the whole resident grid whatever the plan), filling its rounds to at least 15/16.
+// There the splits that the rounds model prefers on the default grid were slower: H100, d128, 8
+// kv heads, e4m3, 10 calls a graph, two rounds, unsplit (528 blocks) against the three-way split
+// on 396: batch 64 kv 4k 0.971 of the time (187.7 against 193.3 us), kv 16k 0.997, batch 128 kv
+// 16k 0.991. Rounds filled less (batch 50 or 100 x 8 kv heads) were not measured and keep the
+// policy's split. Past three default rounds (up to four of the four-block grid, batch 248-264 at 8
+// kv heads) the plan it keeps unsplit would otherwise take the stream deal (streams_pay).
+bool four_block_unsplit(const int32_t* kv_lens, int64_t batch, int64_t tasks, int64_t grid, DecodeKernel kernel,
+                        DecodeDeal deal, int64_t four_block_grid) {
+  if (kernel != DecodeKernel::kTensorCoresFp8 || grid <= 0 ||
+      !deals_four_block_grid(deal, kernel, tasks, grid, four_block_grid) || !all_equal(kv_lens, batch)) {
+    return false;
+  }
+  return fills_four_block_rounds(tasks, four_block_grid);
+}
+
 // Whether plan() deals a decode batch of more than one round as streams (stream_decode_items),
 // for `kernel` on a grid of `grid` blocks, whose four-block grid (deal_decode_tasks) is
 // four_block_grid (0: none). Measured on the H100 (d128, 32 / 8 heads, page 16, equal kv 1k-16k,
@@ -290,41 +309,28 @@ int64_t balancing_prefill_chunk(const int32_t* qo_indptr, const int32_t* kv_lens
 // part-filled last round, but 0.983-1.000 at batch 64 kv 1k-2k against 0.966-0.985 for its default
 // there (two tasks a block, without a merge launch), so it takes streams past two rounds only;
 // where it has a four-block grid (its head columns), that grid's deal of up to three rounds is the
-// faster one (H100, e4m3 batch 128 kv 1k-2k), and streams start past three rounds. Not taken for
+// faster one (H100, e4m3 batch 128 kv 1k-2k), and streams start past three rounds, except where
+// that grid's deal keeps the tasks unsplit in four of its rounds (four_block_unsplit). Not taken for
 // the tensor-core kernel on 16-bit caches (a block per task past two rounds: 1.003-1.029) nor the
 // CUDA-core kernel on FP8 caches (0.974-1.006). Requests about as long as each other (within
 // 1/16, as measured) and of at least kStreamMinKv rows: shorter ones would make pieces of a few
 // tiles, which pay a first tile and a combination each.
 constexpr int64_t kStreamMinKv = 512;
 bool streams_pay(const int32_t* kv_lens, int64_t batch, int64_t num_kv_heads, int64_t grid, DecodeKernel kernel,
-                 int64_t four_block_grid) {
+                 DecodeDeal deal, int64_t four_block_grid) {
+  const int64_t tasks = batch * num_kv_heads;
   bool gains = false;
   switch (kernel) {
     case DecodeKernel::kCudaCores16Bit: gains = four_block_grid > 0; break;
-    case DecodeKernel::kTensorCoresFp8: gains = batch * num_kv_heads > (four_block_grid > 0 ? 3 : 2) * grid; break;
+    case DecodeKernel::kTensorCoresFp8:
+      gains = tasks > (four_block_grid > 0 ? 3 : 2) * grid &&
+              !four_block_unsplit(kv_lens, batch, tasks, grid, kernel, deal, four_block_grid);
+      break;
     default: break;
   }
   const KvRange range = kv_range(kv_lens, batch);
   const bool lengths = range.min >= kStreamMinKv && range.within_a_sixteenth();
   return decode_stream_deal(gains && lengths);
-}
-
-// Whether a decode plan stays unsplit because the launch runs its tasks on the four-block grid
-// in rounds it fills: the tensor-core kernel on FP8 caches (its head columns), equal tasks that
-// deal_decode_tasks gives that grid unsplit (deals_four_block_grid; four_block_grid 0 where the
-// launch runs the whole resident grid whatever the plan), filling its rounds to at least 15/16.
-// There the splits that the rounds model prefers on the default grid were slower: H100, d128, 8
-// kv heads, e4m3, 10 calls a graph, two rounds, unsplit (528 blocks) against the three-way split
-// on 396: batch 64 kv 4k 0.971 of the time (187.7 against 193.3 us), kv 16k 0.997, batch 128 kv
-// 16k 0.991. Rounds filled less (batch 50 or 100 x 8 kv heads) were not measured and keep the
-// policy's split.
-bool four_block_unsplit(const int32_t* kv_lens, int64_t batch, int64_t tasks, int64_t grid, DecodeKernel kernel,
-                        DecodeDeal deal, int64_t four_block_grid) {
-  if (kernel != DecodeKernel::kTensorCoresFp8 || grid <= 0 ||
-      !deals_four_block_grid(deal, tasks, grid, four_block_grid) || !all_equal(kv_lens, batch)) {
-    return false;
-  }
-  return tasks * 16 >= 15 * four_block_grid * ceil_div(tasks, four_block_grid);
 }
 
 // prefill_grid: the blocks of the GPU prefill kernels' persistent grid (0: unknown), with causal
@@ -334,7 +340,8 @@ bool four_block_unsplit(const int32_t* kv_lens, int64_t batch, int64_t tasks, in
 // wide_decode_chunk). decode_task_blocks: the launch takes the plan's task count as its grid,
 // which with the kernel gives how tasks past the resident grid are dealt (decode_deal).
 // decode_four_block_grid: the kernel's launch at four blocks per multiprocessor (0: none), which
-// deal_decode_tasks gives equal unsplit tasks of one to three rounds (four_block_unsplit).
+// deal_decode_tasks gives equal unsplit tasks of one to three rounds, and for the FP8 tensor-core
+// kernel up to four of its own rounds that they fill (four_block_unsplit).
 int64_t choose_kv_chunk_size(bool gpu, const int32_t* qo_indptr, const int32_t* kv_lens, int64_t batch,
                              int64_t num_kv_heads, int64_t q_tile_rows, int64_t workers, int64_t decode_grid,
                              int64_t prefill_grid, bool causal, int64_t window_left,
@@ -496,7 +503,7 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
   // streams' layout does not hold, the policy's plan after all.
   const bool stream = !decode_indptr.empty() && gpu && decode_task_blocks && kv_chunk_size < 0 &&
                       decode_grid > 0 && batch * num_kv_heads > decode_grid &&
-                      streams_pay(lens, batch, num_kv_heads, decode_grid, kernel, decode_four_block_grid);
+                      streams_pay(lens, batch, num_kv_heads, decode_grid, kernel, deal, decode_four_block_grid);
   int32_t* out = schedule.data_ptr<int32_t>();
   const auto schedule_for = [&](int64_t chunk) {
     plan_schedule(qo, lens, batch, q_tile_rows, chunk, out, schedule.numel());
@@ -524,7 +531,8 @@ std::tuple<bool, int64_t, int64_t, int64_t, int64_t> plan_host(const at::Tensor&
     schedule_for(kv_chunk_size);
     if (!decode_indptr.empty() && gpu) {
       order_decode_items(out, num_kv_heads, decode_grid);
-      deal_decode_tasks(out, num_kv_heads, decode_grid, deal, decode_task_blocks ? decode_four_block_grid : 0);
+      deal_decode_tasks(out, num_kv_heads, decode_grid, deal, decode_task_blocks ? decode_four_block_grid : 0,
+                        kernel);
     }
   }
   const int64_t needed = plan_work_lists(out, schedule.numel(), qo, lens, num_kv_heads, lists, causal, window_left);
