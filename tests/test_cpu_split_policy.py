@@ -330,10 +330,11 @@ def test_fp8_tensor_core_plans_that_fill_the_four_block_grid_stay_unsplit(monkey
         # A launch of the whole resident grid never takes the four-block grid: the split stays.
         assert chunk(lens, task_blocks=False) == chunk(lens, four_block_grid=0, task_blocks=False) > 0
     # 2048 tasks: four rounds of the four-block grid, 97% full, past three of the default grid,
-    # where plan() would otherwise take the stream deal.
-    for lens in ([1024] * 256, [16384] * 256):
+    # where plan() would otherwise take the stream deal; up to 4096 rows a task.
+    for lens in ([1024] * 256, [4096] * 256):
         assert chunk(lens) == 0
         assert _task_blocks(lens, four_block_grid=FOUR_BLOCK_GRID, kernel=FP8_TENSOR_CORES) == (0, FOUR_BLOCK_GRID)
+    assert _task_blocks([16384] * 256, four_block_grid=FOUR_BLOCK_GRID, kernel=FP8_TENSOR_CORES)[1] == GRID // 8 * 8
     # 400 / 800 tasks (rounds 76% full), 256 (one default round), unequal lengths.
     for lens in ([4096] * 50, [4096] * 100, [4096] * 32, [4096, 4032] * 32):
         assert chunk(lens) == chunk(lens, four_block_grid=0) > 0

@@ -135,8 +135,9 @@ def choose_kv_chunk_size(platform: str, qo_lens: np.ndarray, kv_lens: np.ndarray
     takes the plan's size (eager runs); False where it runs the whole resident grid whatever the
     plan (CUDA-graph wrappers), whose blocks take the tasks in turn. decode_four_block_grid: the
     kernel's launch at four blocks per multiprocessor (_ops.decode_four_block_grid; 0: none):
-    the tensor-core kernel keeps equal FP8 tasks unsplit where that launch runs them in one to
-    three rounds filled to at least 15/16 (plan_host.cpp, four_block_unsplit)."""
+    the tensor-core kernel keeps equal FP8 tasks unsplit where that launch runs them in rounds
+    filled to at least 15/16: one to three rounds, or up to four of tasks of at most 4096 rows
+    (plan_host.cpp, four_block_unsplit)."""
     qo_indptr = np.zeros(len(qo_lens) + 1, dtype=np.int32)
     np.cumsum(qo_lens, out=qo_indptr[1:])
     kv = torch.from_numpy(np.ascontiguousarray(kv_lens, dtype=np.int32))

@@ -94,11 +94,12 @@ enum class DecodeDeal { kWholeGridPastTwoRounds, kBlockPerTaskPastTwoRounds, kBl
 DecodeDeal decode_deal(DecodeKernel kernel, bool task_blocks);
 // Whether `deal` gives each of `tasks` equal tasks a block of its own on a grid of `grid`.
 bool deals_block_per_task(DecodeDeal deal, int64_t tasks, int64_t grid);
-// Whether `deal` gives `tasks` equal unsplit tasks of `kernel` the four-block launch
-// (four_block_grid blocks, 0: none): more than one round of `grid` and at most three, not dealt a
-// block each; for the tensor-core kernel on FP8 caches also up to four rounds of the four-block
-// grid that fill it (fills_four_block_rounds).
-bool deals_four_block_grid(DecodeDeal deal, DecodeKernel kernel, int64_t tasks, int64_t grid, int64_t four_block_grid);
+// Whether `deal` gives `tasks` equal unsplit tasks of `kernel`, `task_rows` kv rows each, the
+// four-block launch (four_block_grid blocks, 0: none): more than one round of `grid` and at most
+// three, not dealt a block each; for the tensor-core kernel on FP8 caches also up to four rounds of
+// the four-block grid that fill it (fills_four_block_rounds), of tasks of at most 4096 rows.
+bool deals_four_block_grid(DecodeDeal deal, DecodeKernel kernel, int64_t tasks, int64_t task_rows, int64_t grid,
+                           int64_t four_block_grid);
 // Whether `tasks` fill each round of a `four_block_grid`-block launch to at least 15/16.
 bool fills_four_block_rounds(int64_t tasks, int64_t four_block_grid);
 void deal_decode_tasks(int32_t* plan_info, int64_t num_kv_heads, int64_t grid, DecodeDeal deal,

@@ -80,7 +80,8 @@ void order_decode_items(int32_t* plan, int64_t num_kv_heads, int64_t grid) {
 // batch 256 0.99-1.00; tensor cores batch 256 1.02, kv 16k 1.00-1.01). The tensor-core kernel on
 // FP8 caches also takes it for up to four of its own rounds that it fills to 15/16, against the
 // stream deal that such batches took before: H100, e4m3, batch 256 (2048 tasks, 97% of four
-// rounds) kv 1k 0.978 of the time, kv 2k 0.985, kv 4k 0.999.
+// rounds) kv 1k 0.978 of the time, kv 2k 0.985, kv 4k 0.999; not past 4096 rows a task (kv 16k
+// 1.006: there the streams' finer pieces end the launch more evenly).
 void deal_decode_tasks(int32_t* plan, int64_t num_kv_heads, int64_t grid, DecodeDeal deal,
                        int64_t four_block_grid, DecodeKernel kernel) {
   using namespace plan_info;
@@ -103,7 +104,7 @@ void deal_decode_tasks(int32_t* plan, int64_t num_kv_heads, int64_t grid, Decode
     return;
   }
   if (plan[kPartialRows] == 0 && four_block_grid <= std::numeric_limits<int32_t>::max() &&
-      deals_four_block_grid(deal, kernel, tasks, grid, four_block_grid)) {
+      deals_four_block_grid(deal, kernel, tasks, first[kKvEnd] - first[kKvBegin], grid, four_block_grid)) {
     plan[kTaskBlocks] = static_cast<int32_t>(four_block_grid);
     return;
   }
@@ -121,15 +122,18 @@ bool fills_four_block_rounds(int64_t tasks, int64_t four_block_grid) {
   return tasks * 16 >= 15 * four_block_grid * ((tasks + four_block_grid - 1) / four_block_grid);
 }
 
-// The most rounds of its own grid for which the four-block launch of the tensor-core kernel on FP8
-// caches was measured faster where it fills them (deal_decode_tasks): batch 256 x 8 kv heads.
+// The most rounds of its own grid, and the most kv rows a task, for which the four-block launch
+// of the tensor-core kernel on FP8 caches was measured faster (or level) where it fills its
+// rounds (deal_decode_tasks): batch 256 x 8 kv heads, kv 1k-4k.
 constexpr int64_t kFp8FourBlockFilledRounds = 4;
+constexpr int64_t kFp8FourBlockFilledMaxRows = 4096;
 
-bool deals_four_block_grid(DecodeDeal deal, DecodeKernel kernel, int64_t tasks, int64_t grid, int64_t four_block_grid) {
+bool deals_four_block_grid(DecodeDeal deal, DecodeKernel kernel, int64_t tasks, int64_t task_rows, int64_t grid,
+                           int64_t four_block_grid) {
   if (four_block_grid <= grid || tasks <= grid || deals_block_per_task(deal, tasks, grid)) return false;
   if (tasks <= 3 * grid) return true;
   return kernel == DecodeKernel::kTensorCoresFp8 && tasks <= kFp8FourBlockFilledRounds * four_block_grid &&
-         fills_four_block_rounds(tasks, four_block_grid);
+         task_rows <= kFp8FourBlockFilledMaxRows && fills_four_block_rounds(tasks, four_block_grid);
 }
 
 // The deal plan() takes: a block per task past two rounds where the kernel streams at the full
