@@ -136,12 +136,12 @@ def test_tensor_cores_on_fp8_with_head_columns_take_their_grid_up_to_three_round
 
 def test_tensor_cores_on_fp8_keep_four_filled_rounds_of_their_grid_unsplit():
     # Past three default rounds, equal tasks of up to 4096 rows that fill up to four rounds of the
-    # four-block grid to 15/16 (batch 248-264 x 8 kv heads on 528) keep it, unsplit; the rest take
-    # streams.
-    for batch, kv in ((248, 1024), (256, 1024), (264, 1024), (256, 4096)):
+    # four-block grid to 15/16 (batch 186-198 and 248-264 x 8 kv heads on 528) keep it, unsplit;
+    # the rest take streams.
+    for batch, kv in ((186, 1024), (198, 1024), (248, 1024), (256, 1024), (264, 1024), (256, 4096)):
         plan = _plan([kv] * batch, kernel=TC8, four=528)[0]
         assert not _is_stream(plan) and int(plan[TASK_BLOCKS]) == 528 and int(plan[PARTIAL_ROWS]) == 0
-    for batch in (150, 200, 247, 265, 512):  # rounds filled less, or more than four
+    for batch in (150, 185, 199, 247, 265, 512):  # rounds filled less, or more than four
         assert _is_stream(_plan([1024] * batch, kernel=TC8, four=528)[0])
     assert _is_stream(_plan([4097] * 256, kernel=TC8, four=528)[0])  # longer tasks
     assert _is_stream(_plan([1024] * 128 + [1000] * 128, kernel=TC8, four=528)[0])  # unequal lengths

@@ -136,8 +136,8 @@ def choose_kv_chunk_size(platform: str, qo_lens: np.ndarray, kv_lens: np.ndarray
     plan (CUDA-graph wrappers), whose blocks take the tasks in turn. decode_four_block_grid: the
     kernel's launch at four blocks per multiprocessor (_ops.decode_four_block_grid; 0: none):
     the tensor-core kernel keeps equal FP8 tasks unsplit where that launch runs them in rounds
-    filled to at least 15/16: one to three rounds, or up to four of tasks of at most 4096 rows
-    (plan_host.cpp, four_block_unsplit)."""
+    filled to at least 15/16: within three rounds of the default grid, or past them up to four
+    rounds of its own of tasks of at most 4096 rows (plan_host.cpp, four_block_unsplit)."""
     qo_indptr = np.zeros(len(qo_lens) + 1, dtype=np.int32)
     np.cumsum(qo_lens, out=qo_indptr[1:])
     kv = torch.from_numpy(np.ascontiguousarray(kv_lens, dtype=np.int32))

@@ -289,10 +289,11 @@ int64_t balancing_prefill_chunk(const int32_t* qo_indptr, const int32_t* kv_lens
 // kv heads, e4m3, 10 calls a graph, two rounds, unsplit (528 blocks) against the three-way split
 // on 396: batch 64 kv 4k 0.971 of the time (187.7 against 193.3 us), kv 16k 0.997, batch 128 kv
 // 16k 0.991. Rounds filled less (batch 50 or 100 x 8 kv heads) were not measured and keep the
-// policy's split. Past three default rounds (up to four of the four-block grid, batch 248-264 at 8
-// kv heads, kv up to 4096) the plan it keeps unsplit would otherwise take the stream deal
-// (streams_pay): e4m3 batch 256 kv 1k 0.976 of its time, kv 2k 0.985, kv 4k 1.000; kv 16k, which
-// keeps the streams, 1.006.
+// policy's split. Past three default rounds (up to four of the four-block grid, kv up to 4096: batch
+// 186-198 and 248-264 at 8 kv heads) the plan it keeps unsplit would otherwise take the stream
+// deal (streams_pay): e4m3 batch 256 kv 1k 0.976 of its time, kv 2k 0.985, kv 4k 1.000; kv 16k,
+// which keeps the streams, 1.006. Three full rounds (batch 186-198) lie between batch 128's two and
+// batch 256's four, both measured faster on that grid, and were not measured themselves.
 bool four_block_unsplit(const int32_t* kv_lens, int64_t batch, int64_t tasks, int64_t grid, DecodeKernel kernel,
                         DecodeDeal deal, int64_t four_block_grid) {
   if (kernel != DecodeKernel::kTensorCoresFp8 || grid <= 0 || batch <= 0 ||
