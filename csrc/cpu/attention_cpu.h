@@ -88,6 +88,8 @@ enum class DecodeKernel : int64_t {
 // its grid: measured (H200, H100) for the tensor-core kernel on 16-bit caches only; its FP8 and
 // the CUDA-core kernels need more blocks.
 inline bool bandwidth_bound(DecodeKernel kernel) { return kernel == DecodeKernel::kTensorCores16Bit; }
+// a / b rounded up, for the planner's counts (non-negative a, positive b).
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // How deal_decode_tasks sizes launches of more than one round of equal tasks, and which plan()
 // takes for a kernel (decode_order.cpp).
 enum class DecodeDeal { kWholeGridPastTwoRounds, kBlockPerTaskPastTwoRounds, kBlockPerTaskPastOneRound };

@@ -119,7 +119,7 @@ bool deals_block_per_task(DecodeDeal deal, int64_t tasks, int64_t grid) {
 
 bool fills_four_block_rounds(int64_t tasks, int64_t four_block_grid) {
   if (four_block_grid <= 0 || tasks <= 0) return false;
-  return tasks * 16 >= 15 * four_block_grid * ((tasks + four_block_grid - 1) / four_block_grid);
+  return tasks * 16 >= 15 * four_block_grid * ceil_div(tasks, four_block_grid);
 }
 
 // The most rounds of its own grid, and the most kv rows a task, for which the four-block launch

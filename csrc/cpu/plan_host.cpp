@@ -69,8 +69,6 @@ constexpr int64_t kDecodeMergeGroupCostCudaCores = 50;
 // Decode chunk candidates in units of kDecodeMinKvChunk, 8% apart.
 constexpr int kLadderSteps = 90;
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 const std::array<double, kLadderSteps>& chunk_ladder() {
   static const std::array<double, kLadderSteps> ladder = [] {
     std::array<double, kLadderSteps> l{};

@@ -12,8 +12,6 @@ namespace flashinfer_ops {
 namespace cpu {
 namespace {
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 int64_t num_splits(int64_t kv_len, int64_t kv_chunk_size) {
   if (kv_chunk_size <= 0 || kv_len <= kv_chunk_size) return 1;
   return ceil_div(kv_len, kv_chunk_size);
