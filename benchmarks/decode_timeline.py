@@ -24,6 +24,13 @@ request, its merge) done. Columns:
   wait, first tile, tiles, combine, finish us
                       per-task phase lengths (p50 / p90), cycles at the clock the timeline
                       measured (cycles over device-clock nanoseconds, all tasks together)
+  sm blocks           multiprocessors by the blocks that ran on them ("116x4 16x3": 116 ran 4)
+  sm end by blocks    when a multiprocessor's last task ends, averaged over the multiprocessors
+                      that ran that many blocks ("3:42.9 4:46.1", us from the first start)
+  sm end sd us        the spread of those ends over the multiprocessors of the most common count
+  sm corr calls       how the same multiprocessors' ends correlate between the last two calls
+                      (those of the most common count in both): near 1, the same ones are slow
+                      from call to call (their place on the chip); near 0, chance
 The device clock (%globaltimer) may tick in steps of up to a microsecond on some GPUs: spreads
 and spans are good to that step, phase lengths (cycle counts) to a cycle. Writes DIR/timeline.json
 (summaries and every raw record) and timeline.md.
@@ -94,6 +101,54 @@ def summarize(records):
     return summary
 
 
+def multiprocessor_ends(records):
+    """{multiprocessor: (blocks that ran on it, its last task's end in ns from the first start)}
+    of one launch's records."""
+    rows = [list(map(int, r)) for r in records if int(r[START_NS]) >= 0]
+    if not rows:
+        return {}
+    t0 = min(r[START_NS] for r in rows)
+    blocks, ends = {}, {}
+    for r in rows:
+        blocks.setdefault(r[MULTIPROCESSOR], set()).add(r[BLOCK])
+        ends[r[MULTIPROCESSOR]] = max(ends.get(r[MULTIPROCESSOR], 0), r[END_NS] - t0)
+    return {sm: (len(blocks[sm]), ends[sm]) for sm in blocks}
+
+
+def _mean(values):
+    return sum(values) / len(values)
+
+
+def _correlation(xs, ys):
+    if len(xs) < 3:
+        return float("nan")
+    mx, my = _mean(xs), _mean(ys)
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
+    return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else float("nan")
+
+
+def multiprocessor_summary(records, earlier=None):
+    """Where a launch's end spread lies between multiprocessors (the module docstring's sm
+    columns): of `records` (one launch), and against `earlier` (the launch before, or None)."""
+    now = multiprocessor_ends(records)
+    by_count = {}
+    for count, end in now.values():
+        by_count.setdefault(count, []).append(end)
+    common = max(by_count, key=lambda c: (len(by_count[c]), c)) if by_count else 0
+    commons = by_count.get(common, [])
+    sd = (_mean([(e - _mean(commons)) ** 2 for e in commons]) ** 0.5) / 1e3 if commons else float("nan")
+    corr = float("nan")
+    if earlier is not None:
+        before = multiprocessor_ends(earlier)
+        both = sorted(sm for sm in now if now[sm][0] == common and before.get(sm, (None,))[0] == common)
+        corr = _correlation([now[sm][1] for sm in both], [before[sm][1] for sm in both])
+    counts = sorted(by_count, reverse=True)
+    return dict(sm_blocks=" ".join(f"{len(by_count[c])}x{c}" for c in counts),
+                sm_end_by_blocks=" ".join(f"{c}:{_mean(by_count[c]) / 1e3:.1f}" for c in sorted(by_count)),
+                sm_end_sd_us=sd, sm_corr_calls=corr)
+
+
 def parse_args(argv=None):
     parser = benchmark_parser(__doc__, "timeline", "batches 1, kv 4096, float16")
     parser.add_argument("--batches", default=None)
@@ -106,6 +161,8 @@ def parse_args(argv=None):
     args.kv = [int(k) for k in (args.kv or ("4096" if args.quick else "1024,4096,16384")).split(",")]
     args.kv_dtypes = [getattr(torch, name) for name in args.kv_dtypes.split(",")]
     args.paths = args.paths.split(",")
+    if args.calls < 1:
+        parser.error(f"--calls must be >= 1, got {args.calls}")
     if not set(args.paths) <= set(PATHS):
         parser.error(f"--paths: choose from {', '.join(PATHS)}")
     return args
@@ -143,6 +200,7 @@ def main(argv=None):
         buffers = record_calls(tfo, call, args.calls)
         last = buffers[-1]
         summary = summarize(last.tolist())
+        summary.update(multiprocessor_summary(last.tolist(), buffers[-2].tolist() if args.calls > 1 else None))
         row = dict(path=path, kv_dtype=dtype_name(kv_dtype), batch=bs, kv_len=kv_len, **summary)
         rows.append(row)
         raw.append(dict(path=path, kv_dtype=row["kv_dtype"], batch=bs, kv_len=kv_len,
@@ -151,6 +209,7 @@ def main(argv=None):
               f"{summary['span_us']:.1f} us", flush=True)
     columns = ["path", "kv_dtype", "batch", "kv_len", "tasks", "blocks", "spread_us", "span_us", "end_p50_us", "end_max_us"]
     columns += [f"{p}_{q}_us" for p in PHASES for q in ("p50", "p90")]
+    columns += ["sm_blocks", "sm_end_by_blocks", "sm_end_sd_us", "sm_corr_calls"]
     table = markdown_table(columns, [[f"{r[c]:.2f}" if isinstance(r[c], float) else r[c] for c in columns] for r in rows])
     print(table)
     write_results(args.out, "timeline", dict(run_metadata(), calls=args.calls, raw=raw), rows, table)

@@ -87,10 +87,44 @@ def test_a_task_without_a_first_tile_leaves_that_phase_out():
     assert s["first_tile_p90_us"] == pytest.approx(0.1 / s["clock_ghz"])  # only the second task's
 
 
+def _launch(ends_by_sm):
+    """One task a block; {sm: [task end in us, ...]}: every task starts at 0 ns, block ids in turn."""
+    records, block = [], 0
+    for sm, ends in ends_by_sm.items():
+        for end_us in ends:
+            records.append(_record(block, 0, int(end_us * 1000), [0, 1, 2, 3, 4, 5], sm=sm))
+            block += 1
+    return records
+
+
+def test_multiprocessor_summary_groups_ends_by_the_blocks_each_ran():
+    # Three multiprocessors ran two blocks, one ran one: the common count is 2. A multiprocessor's
+    # end is its last task's (sm 0: 5 us, not 4).
+    now = _launch({0: [4.0, 5.0], 1: [6.0, 6.0], 2: [7.0, 3.0], 3: [2.0]}) + [[-1] * tl.WORDS]
+    s = tl.multiprocessor_summary(now)
+    assert s["sm_blocks"] == "3x2 1x1"
+    assert s["sm_end_by_blocks"] == "1:2.0 2:6.0"
+    assert s["sm_end_sd_us"] == pytest.approx((2 / 3) ** 0.5)  # ends 5, 6, 7 us
+    assert s["sm_corr_calls"] != s["sm_corr_calls"]  # no launch before: nan
+
+
+def test_multiprocessor_summary_correlates_the_same_multiprocessors_between_calls():
+    now = _launch({0: [4.0, 5.0], 1: [6.0, 6.0], 2: [7.0, 3.0], 3: [2.0]})
+    slow_again = _launch({0: [5.5, 1.0], 1: [1.0, 6.5], 2: [7.5, 1.0], 3: [9.0, 9.0]})  # sm 3 ran two: left out
+    assert tl.multiprocessor_summary(now, slow_again)["sm_corr_calls"] == pytest.approx(1.0)
+    reversed_order = _launch({0: [7.0, 1.0], 1: [6.0, 1.0], 2: [5.0, 1.0]})
+    assert tl.multiprocessor_summary(now, reversed_order)["sm_corr_calls"] == pytest.approx(-1.0)
+    two_in_common = _launch({0: [1.0, 1.0], 1: [2.0, 2.0]})
+    corr = tl.multiprocessor_summary(now, two_in_common)["sm_corr_calls"]
+    assert corr != corr  # fewer than three multiprocessors to correlate: nan
+
+
 def test_paths_option():
     assert tl.parse_args(["--paths", "mma,simt"]).paths == ["mma", "simt"]
     with pytest.raises(SystemExit):
         tl.parse_args(["--paths", "tensor"])
+    with pytest.raises(SystemExit):
+        tl.parse_args(["--calls", "0"])
 
 
 def test_no_records_is_an_error():
