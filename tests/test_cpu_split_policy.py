@@ -353,7 +353,7 @@ def test_task_blocks_deal_one_round_one_each_and_equal_tasks_of_two_rounds_two_e
     assert _task_blocks([16384] * 8 + [1024] * 40)[1] == 0  # split tasks of unequal rows: the whole grid
     assert _task_blocks([200] * 20) == (0, 160)  # one round (too short to split): one block per task
     assert _task_blocks([4096] * 128) == (0, 1024)  # more than two rounds: a block per task
-    assert _task_blocks([4096] * 128, kernel=UNBOUND) == (0, 0)  # or the whole grid
+    assert _task_blocks([4096] * 128, kernel=_C.DECODE_KERNEL_CUDA_CORES_16BIT) == (0, 0)  # or the whole grid
     assert _task_blocks([1024, 900] * 32)[1] == 0  # unequal tasks over more than a round: the whole grid
     chunk, blocks = _task_blocks([4096])  # batch 1: split to fill a round
     assert blocks == 8 * -(-4096 // chunk)
@@ -361,6 +361,38 @@ def test_task_blocks_deal_one_round_one_each_and_equal_tasks_of_two_rounds_two_e
     _C.plan_host(torch.empty(0, dtype=torch.int32), torch.tensor([1024] * 64, dtype=torch.int32), plan, 16, 8, 132,
                  GRID, -1, False, 0, False, -1)
     assert int(plan[TASK_BLOCKS]) == 0
+
+
+CUDA_CORES_FP8_GRID = 528  # the CUDA-core kernel on FP8 caches: four blocks a multiprocessor, 132 SMs
+
+
+@pytest.mark.parametrize("kv_len", [1024, 4096])
+def test_cuda_core_fp8_short_tasks_past_seven_quarter_rounds_take_a_block_each(monkeypatch, kv_len):
+    """The CUDA-core kernel on FP8 caches deals equal unsplit tasks of at most 4096 rows a block
+    each past 7/4 rounds of its grid and up to four (measured at 1.9-3.9 rounds, H100); one round,
+    the two-per-block rounds below 7/4, longer or split tasks, more rounds, unequal tasks,
+    whole-grid launches and the measuring switch keep the deals they had."""
+    cc8 = dict(kernel=UNBOUND, grid=CUDA_CORES_FP8_GRID)
+    assert _task_blocks([kv_len] * 64, **cc8) == (0, 512)  # one round: a block each anyway
+    assert _task_blocks([kv_len] * 100, **cc8) == (0, 400)  # 1.5 rounds: two each
+    assert _task_blocks([kv_len] * 115, **cc8) == (0, 460)  # 920 tasks, 1.74 rounds: two each
+    for batch in (116, 128, 192, 256, 264):  # 1.76 to 4.0 rounds
+        assert _task_blocks([kv_len] * batch, **cc8) == (0, 8 * batch)
+    assert _task_blocks([kv_len] * 265, **cc8) == (0, 0)  # past four rounds: the whole grid
+    assert _task_blocks([4097] * 128, **cc8) == (0, 512)  # tasks longer than 4096 rows: two each
+    assert _task_blocks([4097] * 192, **cc8) == (0, 0)  # or the whole grid
+    assert _task_blocks([kv_len, kv_len - 64] * 96, **cc8)[1] == 0  # unequal tasks
+    assert _task_blocks([kv_len] * 192, task_blocks=False, **cc8) == (0, 0)  # a whole-grid launch
+    assert _task_blocks([kv_len] * 192, kernel=_C.DECODE_KERNEL_CUDA_CORES_16BIT, grid=CUDA_CORES_FP8_GRID) == (0, 0)
+    monkeypatch.setenv("TFO_DECODE_DEAL", "grid")  # the measuring switch: the deal before the rule
+    assert _task_blocks([kv_len] * 192, **cc8) == (0, 0)
+    assert _task_blocks([kv_len] * 128, **cc8) == (0, 512)
+
+
+def test_cuda_core_fp8_split_tasks_keep_the_whole_grid():
+    # Requests split to fill the last round (equal pieces, partial rows) are no short unsplit tasks.
+    chunk, blocks = _task_blocks([16384] * 265, kernel=UNBOUND, grid=CUDA_CORES_FP8_GRID)
+    assert chunk > 0 and blocks == 0
 
 
 def test_task_blocks_deal_under_the_measuring_switch(monkeypatch):

@@ -91,11 +91,22 @@ inline bool bandwidth_bound(DecodeKernel kernel) { return kernel == DecodeKernel
 // a / b rounded up, for the planner's counts (non-negative a, positive b).
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // How deal_decode_tasks sizes launches of more than one round of equal tasks, and which plan()
-// takes for a kernel (decode_order.cpp).
-enum class DecodeDeal { kWholeGridPastTwoRounds, kBlockPerTaskPastTwoRounds, kBlockPerTaskPastOneRound };
+// takes for a kernel (decode_order.cpp). kBlockPerShortTask: a block per task for
+// short unsplit tasks of more than 7/4 rounds and at most four (deals_short_tasks_a_block), else
+// as kWholeGridPastTwoRounds.
+enum class DecodeDeal {
+  kWholeGridPastTwoRounds,
+  kBlockPerTaskPastTwoRounds,
+  kBlockPerTaskPastOneRound,
+  kBlockPerShortTask,
+};
 DecodeDeal decode_deal(DecodeKernel kernel, bool task_blocks);
 // Whether `deal` gives each of `tasks` equal tasks a block of its own on a grid of `grid`.
 bool deals_block_per_task(DecodeDeal deal, int64_t tasks, int64_t grid);
+// Whether `deal` gives each of `tasks` equal tasks of `task_rows` kv rows a block of its own on
+// a grid of `grid`, the plan unsplit (`unsplit`) or not: deals_block_per_task, and
+// kBlockPerShortTask's short unsplit tasks.
+bool deals_short_tasks_a_block(DecodeDeal deal, int64_t tasks, int64_t task_rows, bool unsplit, int64_t grid);
 // Whether `deal` gives `tasks` equal unsplit tasks of `kernel`, `task_rows` kv rows each, the
 // four-block launch (four_block_grid blocks, 0: none): more than one round of `grid` and at most
 // three, not dealt a block each; for the tensor-core kernel on FP8 caches also up to four rounds of

@@ -66,8 +66,10 @@ void order_decode_items(int32_t* plan, int64_t num_kv_heads, int64_t grid) {
 // block per task, more than the resident grid, which the hardware starts as places free up, so
 // that a multiprocessor that streams faster takes more tasks and the last round is no tail of a
 // few blocks (H100, tensor cores on fp16 caches, batch 256 at kv 1k-4k: 0.978-0.982 of the whole
-// grid's time; FP8 1.01-1.03, so the whole grid stays the others' deal). Unequal tasks over more
-// than a round keep the whole grid: order_decode_items balances them over it.
+// grid's time; FP8 1.01-1.03, so the whole grid stays the others' deal). The CUDA-core kernel on
+// FP8 caches deals a block per task past 7/4 rounds where its tasks are unsplit and short
+// (deals_short_tasks_a_block). Unequal tasks over more than a round keep the whole grid:
+// order_decode_items balances them over it.
 //
 // four_block_grid (the grid of a kernel at four blocks per multiprocessor besides the default
 // three, decode_four_block_grid: 16-bit caches on CUDA cores, their 4-row tile; FP8 caches on
@@ -99,7 +101,7 @@ void deal_decode_tasks(int32_t* plan, int64_t num_kv_heads, int64_t grid, Decode
     const int32_t* item = view.item(static_cast<int32_t>(i));
     if (item[kKvEnd] - item[kKvBegin] != first[kKvEnd] - first[kKvBegin]) return;
   }
-  if (deals_block_per_task(deal, tasks, grid)) {
+  if (deals_short_tasks_a_block(deal, tasks, first[kKvEnd] - first[kKvBegin], plan[kPartialRows] == 0, grid)) {
     if (tasks <= std::numeric_limits<int32_t>::max()) plan[kTaskBlocks] = static_cast<int32_t>(tasks);
     return;
   }
@@ -115,6 +117,23 @@ bool deals_block_per_task(DecodeDeal deal, int64_t tasks, int64_t grid) {
   if (tasks <= grid) return true;
   if (deal == DecodeDeal::kBlockPerTaskPastOneRound) return true;
   return deal == DecodeDeal::kBlockPerTaskPastTwoRounds && tasks > 2 * grid;
+}
+
+// Where a block per task was measured faster on the CUDA-core kernel with FP8 caches
+// (kBlockPerShortTask): unsplit tasks of at most kShortTaskRows rows, in more than 7/4
+// and at most kShortTaskRounds rounds of the grid. H100, d128, 8 kv heads, its 528-block grid,
+// e4m3 batch 128 / 192 / 256 (1.9 / 2.9 / 3.9 rounds) at kv 1k-4k: 0.98 / 0.96 / 0.95 of the time
+// of the two-per-block and whole-grid deals (batch 64 is one round either way). Just past one
+// round the two-per-block deal stays: a block per task would leave the few tasks past the first
+// round to stream alone at the launch's end.
+constexpr int64_t kShortTaskRows = 4096;
+constexpr int64_t kShortTaskMinQuarterRounds = 7;
+constexpr int64_t kShortTaskRounds = 4;
+
+bool deals_short_tasks_a_block(DecodeDeal deal, int64_t tasks, int64_t task_rows, bool unsplit, int64_t grid) {
+  if (deals_block_per_task(deal, tasks, grid)) return true;
+  return deal == DecodeDeal::kBlockPerShortTask && unsplit && task_rows <= kShortTaskRows &&
+         4 * tasks > kShortTaskMinQuarterRounds * grid && tasks <= kShortTaskRounds * grid;
 }
 
 bool fills_four_block_rounds(int64_t tasks, int64_t four_block_grid) {
@@ -138,8 +157,11 @@ bool deals_four_block_grid(DecodeDeal deal, DecodeKernel kernel, int64_t tasks, 
 }
 
 // The deal plan() takes: a block per task past two rounds where the kernel streams at the full
-// bandwidth from two blocks per multiprocessor (bandwidth_bound, attention_cpu.h), else the
-// whole grid there. TFO_DECODE_DEAL, for measuring (read per plan): "grid" or "tasks" past two
+// bandwidth from two blocks per multiprocessor (bandwidth_bound, attention_cpu.h); for the
+// CUDA-core kernel on FP8 caches a block per short unsplit task past 7/4 rounds
+// (deals_short_tasks_a_block), where the whole grid's blocks, each on the multiprocessor it
+// started on, end as unevenly as their multiprocessors' paces; else the whole grid past two
+// rounds. TFO_DECODE_DEAL, for measuring (read per plan): "grid" or "tasks" past two
 // rounds for every kernel, "tasks-all" a block per task from one round on. task_blocks false:
 // the launch runs the whole resident grid whatever the plan (CUDA-graph wrappers, compiled runs),
 // which deals as kWholeGridPastTwoRounds whatever the kernel or the switch.
@@ -147,7 +169,9 @@ DecodeDeal decode_deal(DecodeKernel kernel, bool task_blocks) {
   if (!task_blocks) return DecodeDeal::kWholeGridPastTwoRounds;
   const char* env = std::getenv("TFO_DECODE_DEAL");
   if (env == nullptr || *env == '\0') {
-    return bandwidth_bound(kernel) ? DecodeDeal::kBlockPerTaskPastTwoRounds : DecodeDeal::kWholeGridPastTwoRounds;
+    if (bandwidth_bound(kernel)) return DecodeDeal::kBlockPerTaskPastTwoRounds;
+    if (kernel == DecodeKernel::kCudaCoresFp8) return DecodeDeal::kBlockPerShortTask;
+    return DecodeDeal::kWholeGridPastTwoRounds;
   }
   if (std::strcmp(env, "grid") == 0) return DecodeDeal::kWholeGridPastTwoRounds;
   if (std::strcmp(env, "tasks") == 0) return DecodeDeal::kBlockPerTaskPastTwoRounds;
