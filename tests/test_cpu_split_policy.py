@@ -367,16 +367,16 @@ CUDA_CORES_FP8_GRID = 528  # the CUDA-core kernel on FP8 caches: four blocks a m
 
 
 @pytest.mark.parametrize("kv_len", [1024, 4096])
-def test_cuda_core_fp8_short_tasks_past_seven_quarter_rounds_take_a_block_each(monkeypatch, kv_len):
+def test_cuda_core_fp8_short_tasks_past_fifteen_eighth_rounds_take_a_block_each(monkeypatch, kv_len):
     """The CUDA-core kernel on FP8 caches deals equal unsplit tasks of at most 4096 rows a block
-    each past 7/4 rounds of its grid and up to four (measured at 1.9-3.9 rounds, H100); one round,
-    the two-per-block rounds below 7/4, longer or split tasks, more rounds, unequal tasks,
+    each past 15/8 rounds of its grid and up to four (measured at 1.9-3.9 rounds, H100); one round,
+    the two-per-block rounds below 15/8, longer or split tasks, more rounds, unequal tasks,
     whole-grid launches and the measuring switch keep the deals they had."""
     cc8 = dict(kernel=UNBOUND, grid=CUDA_CORES_FP8_GRID)
     assert _task_blocks([kv_len] * 64, **cc8) == (0, 512)  # one round: a block each anyway
     assert _task_blocks([kv_len] * 100, **cc8) == (0, 400)  # 1.5 rounds: two each
-    assert _task_blocks([kv_len] * 115, **cc8) == (0, 460)  # 920 tasks, 1.74 rounds: two each
-    for batch in (116, 128, 192, 256, 264):  # 1.76 to 4.0 rounds
+    assert _task_blocks([kv_len] * 123, **cc8) == (0, 492)  # 984 tasks, 1.86 rounds: two each
+    for batch in (124, 128, 192, 256, 264):  # 1.88 to 4.0 rounds
         assert _task_blocks([kv_len] * batch, **cc8) == (0, 8 * batch)
     assert _task_blocks([kv_len] * 265, **cc8) == (0, 0)  # past four rounds: the whole grid
     assert _task_blocks([4097] * 128, **cc8) == (0, 512)  # tasks longer than 4096 rows: two each

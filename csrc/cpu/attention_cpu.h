@@ -92,7 +92,7 @@ inline bool bandwidth_bound(DecodeKernel kernel) { return kernel == DecodeKernel
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // How deal_decode_tasks sizes launches of more than one round of equal tasks, and which plan()
 // takes for a kernel (decode_order.cpp). kBlockPerShortTask: a block per task for
-// short unsplit tasks of more than 7/4 rounds and at most four (deals_short_tasks_a_block), else
+// short unsplit tasks of more than 15/8 rounds and at most four (deals_short_tasks_a_block), else
 // as kWholeGridPastTwoRounds.
 enum class DecodeDeal {
   kWholeGridPastTwoRounds,

@@ -67,7 +67,7 @@ void order_decode_items(int32_t* plan, int64_t num_kv_heads, int64_t grid) {
 // that a multiprocessor that streams faster takes more tasks and the last round is no tail of a
 // few blocks (H100, tensor cores on fp16 caches, batch 256 at kv 1k-4k: 0.978-0.982 of the whole
 // grid's time; FP8 1.01-1.03, so the whole grid stays the others' deal). The CUDA-core kernel on
-// FP8 caches deals a block per task past 7/4 rounds where its tasks are unsplit and short
+// FP8 caches deals a block per task past 15/8 rounds where its tasks are unsplit and short
 // (deals_short_tasks_a_block). Unequal tasks over more than a round keep the whole grid:
 // order_decode_items balances them over it.
 //
@@ -120,20 +120,20 @@ bool deals_block_per_task(DecodeDeal deal, int64_t tasks, int64_t grid) {
 }
 
 // Where a block per task was measured faster on the CUDA-core kernel with FP8 caches
-// (kBlockPerShortTask): unsplit tasks of at most kShortTaskRows rows, in more than 7/4
+// (kBlockPerShortTask): unsplit tasks of at most kShortTaskRows rows, in more than 15/8
 // and at most kShortTaskRounds rounds of the grid. H100, d128, 8 kv heads, its 528-block grid,
-// e4m3 batch 128 / 192 / 256 (1.9 / 2.9 / 3.9 rounds) at kv 1k-4k: 0.98 / 0.96 / 0.95 of the time
-// of the two-per-block and whole-grid deals (batch 64 is one round either way). Just past one
-// round the two-per-block deal stays: a block per task would leave the few tasks past the first
-// round to stream alone at the launch's end.
+// e4m3 batch 128 / 192 / 256 (1.94 / 2.91 / 3.88 rounds) at kv 1k-4k: 0.98 / 0.96 / 0.95 of the
+// time of the two-per-block and whole-grid deals (batch 64 is one round either way). Below 15/8
+// rounds, not measured, the two-per-block deal stays: just past one round a block per task would
+// leave the few tasks past the first round to stream alone at the launch's end.
 constexpr int64_t kShortTaskRows = 4096;
-constexpr int64_t kShortTaskMinQuarterRounds = 7;
+constexpr int64_t kShortTaskMinEighthRounds = 15;
 constexpr int64_t kShortTaskRounds = 4;
 
 bool deals_short_tasks_a_block(DecodeDeal deal, int64_t tasks, int64_t task_rows, bool unsplit, int64_t grid) {
   if (deals_block_per_task(deal, tasks, grid)) return true;
   return deal == DecodeDeal::kBlockPerShortTask && unsplit && task_rows <= kShortTaskRows &&
-         4 * tasks > kShortTaskMinQuarterRounds * grid && tasks <= kShortTaskRounds * grid;
+         8 * tasks > kShortTaskMinEighthRounds * grid && tasks <= kShortTaskRounds * grid;
 }
 
 bool fills_four_block_rounds(int64_t tasks, int64_t four_block_grid) {
@@ -158,7 +158,7 @@ bool deals_four_block_grid(DecodeDeal deal, DecodeKernel kernel, int64_t tasks, 
 
 // The deal plan() takes: a block per task past two rounds where the kernel streams at the full
 // bandwidth from two blocks per multiprocessor (bandwidth_bound, attention_cpu.h); for the
-// CUDA-core kernel on FP8 caches a block per short unsplit task past 7/4 rounds
+// CUDA-core kernel on FP8 caches a block per short unsplit task past 15/8 rounds
 // (deals_short_tasks_a_block), where the whole grid's blocks, each on the multiprocessor it
 // started on, end as unevenly as their multiprocessors' paces; else the whole grid past two
 // rounds. TFO_DECODE_DEAL, for measuring (read per plan): "grid" or "tasks" past two
