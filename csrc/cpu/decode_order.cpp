@@ -97,16 +97,18 @@ void deal_decode_tasks(int32_t* plan, int64_t num_kv_heads, int64_t grid, Decode
     return;
   }
   const int32_t* first = view.item(0);
+  const int64_t task_rows = first[kKvEnd] - first[kKvBegin];
   for (int64_t i = 1; i < num_items; ++i) {
     const int32_t* item = view.item(static_cast<int32_t>(i));
-    if (item[kKvEnd] - item[kKvBegin] != first[kKvEnd] - first[kKvBegin]) return;
+    if (item[kKvEnd] - item[kKvBegin] != task_rows) return;
   }
-  if (deals_short_tasks_a_block(deal, tasks, first[kKvEnd] - first[kKvBegin], plan[kPartialRows] == 0, grid)) {
+  const bool unsplit = plan[kPartialRows] == 0;
+  if (deals_short_tasks_a_block(deal, tasks, task_rows, unsplit, grid)) {
     if (tasks <= std::numeric_limits<int32_t>::max()) plan[kTaskBlocks] = static_cast<int32_t>(tasks);
     return;
   }
-  if (plan[kPartialRows] == 0 && four_block_grid <= std::numeric_limits<int32_t>::max() &&
-      deals_four_block_grid(deal, kernel, tasks, first[kKvEnd] - first[kKvBegin], grid, four_block_grid)) {
+  if (unsplit && four_block_grid <= std::numeric_limits<int32_t>::max() &&
+      deals_four_block_grid(deal, kernel, tasks, task_rows, grid, four_block_grid)) {
     plan[kTaskBlocks] = static_cast<int32_t>(four_block_grid);
     return;
   }
