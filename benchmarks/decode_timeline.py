@@ -37,6 +37,7 @@ and spans are good to that step, phase lengths (cycle counts) to a cycle. Writes
 """
 import os
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -74,13 +75,18 @@ def _quantile(values, q):
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def _written(records):
+    """The records' written rows (a start of -1: never written) as ints, and the first start."""
+    rows = [list(map(int, r)) for r in records if int(r[START_NS]) >= 0]
+    return rows, min((r[START_NS] for r in rows), default=0)
+
+
 def summarize(records):
     """Summary of one launch's records (rows of WORDS ints; rows whose start is -1 were not
     written): the fields of the module docstring's table, times in microseconds."""
-    rows = [list(map(int, r)) for r in records if int(r[START_NS]) >= 0]
+    rows, t0 = _written(records)
     if not rows:
         raise ValueError("no task was recorded: is this a TFO_TIMELINE build, and did the call use tensor cores?")
-    t0 = min(r[START_NS] for r in rows)
     first_of_block = {}
     for r in rows:  # in task order: a block's first task comes first
         first_of_block.setdefault(r[BLOCK], r)
@@ -104,10 +110,7 @@ def summarize(records):
 def multiprocessor_ends(records):
     """{multiprocessor: (blocks that ran on it, its last task's end in ns from the first start)}
     of one launch's records."""
-    rows = [list(map(int, r)) for r in records if int(r[START_NS]) >= 0]
-    if not rows:
-        return {}
-    t0 = min(r[START_NS] for r in rows)
+    rows, t0 = _written(records)
     blocks, ends = {}, {}
     for r in rows:
         blocks.setdefault(r[MULTIPROCESSOR], set()).add(r[BLOCK])
@@ -115,17 +118,14 @@ def multiprocessor_ends(records):
     return {sm: (len(blocks[sm]), ends[sm]) for sm in blocks}
 
 
-def _mean(values):
-    return sum(values) / len(values)
-
-
 def _correlation(xs, ys):
+    """Pearson's r of two lists; nan for fewer than three pairs or a list without spread."""
     if len(xs) < 3:
         return float("nan")
-    mx, my = _mean(xs), _mean(ys)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
-    return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else float("nan")
+    try:
+        return statistics.correlation(xs, ys)
+    except statistics.StatisticsError:
+        return float("nan")
 
 
 def multiprocessor_summary(records, earlier=None):
@@ -137,7 +137,7 @@ def multiprocessor_summary(records, earlier=None):
         by_count.setdefault(count, []).append(end)
     common = max(by_count, key=lambda c: (len(by_count[c]), c)) if by_count else 0
     commons = by_count.get(common, [])
-    sd = (_mean([(e - _mean(commons)) ** 2 for e in commons]) ** 0.5) / 1e3 if commons else float("nan")
+    sd = statistics.pstdev(commons) / 1e3 if commons else float("nan")
     corr = float("nan")
     if earlier is not None:
         before = multiprocessor_ends(earlier)
@@ -145,7 +145,7 @@ def multiprocessor_summary(records, earlier=None):
         corr = _correlation([now[sm][1] for sm in both], [before[sm][1] for sm in both])
     counts = sorted(by_count, reverse=True)
     return dict(sm_blocks=" ".join(f"{len(by_count[c])}x{c}" for c in counts),
-                sm_end_by_blocks=" ".join(f"{c}:{_mean(by_count[c]) / 1e3:.1f}" for c in sorted(by_count)),
+                sm_end_by_blocks=" ".join(f"{c}:{statistics.fmean(by_count[c]) / 1e3:.1f}" for c in sorted(by_count)),
                 sm_end_sd_us=sd, sm_corr_calls=corr)
 
 
@@ -198,13 +198,13 @@ def main(argv=None):
         for _ in range(3):
             call()
         buffers = record_calls(tfo, call, args.calls)
-        last = buffers[-1]
-        summary = summarize(last.tolist())
-        summary.update(multiprocessor_summary(last.tolist(), buffers[-2].tolist() if args.calls > 1 else None))
+        last = buffers[-1].tolist()
+        summary = summarize(last)
+        summary.update(multiprocessor_summary(last, buffers[-2].tolist() if args.calls > 1 else None))
         row = dict(path=path, kv_dtype=dtype_name(kv_dtype), batch=bs, kv_len=kv_len, **summary)
         rows.append(row)
         raw.append(dict(path=path, kv_dtype=row["kv_dtype"], batch=bs, kv_len=kv_len,
-                        records=[r for r in last.tolist() if r[START_NS] >= 0]))
+                        records=[r for r in last if r[START_NS] >= 0]))
         print(f"# {path} {row['kv_dtype']} bs {bs} kv {kv_len}: {summary['tasks']} tasks, span "
               f"{summary['span_us']:.1f} us", flush=True)
     columns = ["path", "kv_dtype", "batch", "kv_len", "tasks", "blocks", "spread_us", "span_us", "end_p50_us", "end_max_us"]
