@@ -372,7 +372,7 @@ def test_cuda_core_fp8_short_tasks_past_fifteen_eighth_rounds_take_a_block_each(
     each past 15/8 rounds of its grid and up to four (measured at 1.9-3.9 rounds, H100); one round,
     the two-per-block rounds below 15/8, longer or split tasks, more rounds, unequal tasks,
     whole-grid launches and the measuring switch keep the deals they had."""
-    cc8 = dict(kernel=UNBOUND, grid=CUDA_CORES_FP8_GRID)
+    cc8 = dict(kernel=_C.DECODE_KERNEL_CUDA_CORES_FP8, grid=CUDA_CORES_FP8_GRID)
     assert _task_blocks([kv_len] * 64, **cc8) == (0, 512)  # one round: a block each anyway
     assert _task_blocks([kv_len] * 100, **cc8) == (0, 400)  # 1.5 rounds: two each
     assert _task_blocks([kv_len] * 123, **cc8) == (0, 492)  # 984 tasks, 1.86 rounds: two each
@@ -391,7 +391,7 @@ def test_cuda_core_fp8_short_tasks_past_fifteen_eighth_rounds_take_a_block_each(
 
 def test_cuda_core_fp8_split_tasks_keep_the_whole_grid():
     # Requests split to fill the last round (equal pieces, partial rows) are no short unsplit tasks.
-    chunk, blocks = _task_blocks([16384] * 265, kernel=UNBOUND, grid=CUDA_CORES_FP8_GRID)
+    chunk, blocks = _task_blocks([16384] * 265, kernel=_C.DECODE_KERNEL_CUDA_CORES_FP8, grid=CUDA_CORES_FP8_GRID)
     assert chunk > 0 and blocks == 0
 
 
