@@ -99,9 +99,22 @@ def extension():
     is_rocm = torch.version.hip is not None
     if want_gpu and (torch.version.cuda is not None or is_rocm):
         defines = ["-DTFO_WITH_GPU_KERNELS"] + instantiation_defines()
+        # csrc/hip: the kernels include the platform layer as "gpu_iface/...".
+        include_dirs = [os.path.join(ROOT, "csrc"), os.path.join(ROOT, "csrc", "hip")]
         if is_rocm:
             archs = os.environ.get("TFO_HIP_ARCHS", "gfx942;gfx950").split(";")
             gpu_flags = ["-O3"] + [f"--offload-arch={a}" for a in archs]
+            # On ROCm, CUDAExtension runs PyTorch's hipify over the sources and over every header
+            # it finds through include_dirs. Only the bindings (CUDA runtime and c10::cuda names)
+            # are to be translated: the kernels and the platform layer are HIP C++ already, and
+            # hipify's cuda -> hip path mapping would write its translation of the NVIDIA backend
+            # (gpu_iface/backend/cuda) over the AMD one (gpu_iface/backend/hip). So the include
+            # paths reach the compilers as flags, where hipify does not look
+            # (tests/test_rocm_build.py runs this build's hipify step).
+            include_flags = [f"-I{d}" for d in include_dirs]
+            cxx_flags = cxx_flags + include_flags
+            gpu_flags = gpu_flags + include_flags
+            include_dirs = []
         else:
             archs = os.environ.get("TFO_CUDA_ARCHS", "80;90a").split(";")
             gpu_flags = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
@@ -109,8 +122,7 @@ def extension():
         return CUDAExtension(
             "torch_flashinfer_ops._C",
             cpu_sources + gpu_sources,
-            # csrc/hip: the kernels include the platform layer as "gpu_iface/...".
-            include_dirs=[os.path.join(ROOT, "csrc"), os.path.join(ROOT, "csrc", "hip")],
+            include_dirs=include_dirs,
             extra_compile_args={"cxx": cxx_flags + defines, "nvcc": gpu_flags + defines},
             extra_link_args=link_args,
         )

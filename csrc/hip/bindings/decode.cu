@@ -392,7 +392,7 @@ void batch_decode_paged_run(const at::Tensor& q, const at::Tensor& paged_k,
                          /*grid_only=*/true, blocks) &&
            (plan_sized || groups <= p.num_blocks);
   };
-  const int64_t counter_slots = std::min(split_counters.numel(), flashinfer_ops::plan_info::kSplitCounterSlots);
+  const int64_t counter_slots = std::min<int64_t>(split_counters.numel(), flashinfer_ops::plan_info::kSplitCounterSlots);
   const bool fused_merge = tfo::kernels::kMergeSplitsInLaunch && counter_slots >= groups &&
                            merges_in_launch(0) && merges_in_launch(max_blocks);
   p.split_counters = fused_merge ? split_counters.data_ptr<int32_t>() : nullptr;

@@ -31,7 +31,7 @@ template <typename Src, typename Dst>
 void launch_append(AppendParams p, bool pdl) {
   if (p.nnz == 0 || p.num_heads == 0) return;
   const int chunks = p.head_dim / 8;
-  p.heads_per_block = std::min(p.num_heads, kPageThreads / chunks);
+  p.heads_per_block = std::min<int>(p.num_heads, kPageThreads / chunks);
   // A block per token up to a few rounds of the GPU: long appends keep many tokens' index
   // lookups in flight instead of walking them one after another in few blocks.
   p.grid_tokens = static_cast<int32_t>(std::min<int64_t>(p.nnz, int64_t{num_multiprocessors()} * 64));
