@@ -19,8 +19,8 @@ def results():
         if os.environ.get("TFO_REQUIRE_COMPILERS") == "1":
             pytest.fail("nvcc is required (TFO_REQUIRE_COMPILERS=1)")
         pytest.skip("nvcc not found")
-    bindings, link, _ = compiled()
-    return bindings, link
+    bindings, link, _, rocm = compiled()
+    return bindings, link, rocm
 
 
 def test_every_binding_source_is_checked():
@@ -39,6 +39,26 @@ def test_bindings_link_together(results):
     assert all(ok for ok, _ in results[0].values()), "a binding does not compile"
     [(ok, errors)] = results[1]
     assert ok, f"the binding objects do not link together:\n{errors}"
+
+
+@pytest.mark.parametrize("source", bc.BINDINGS)
+def test_binding_rocm_branches_compile(results, source):
+    """The binding with USE_ROCM, as a ROCm PyTorch builds it, after PyTorch's own headers
+    (binding_check.ROCM_BRANCHES_PRELUDE): what the ROCm branches call is declared there."""
+    ok, errors = results[2][source]
+    assert ok, f"{source}'s ROCm branches do not compile:\n{errors}"
+
+
+def test_a_call_missing_from_the_rocm_branches_fails(tmp_path):
+    """The ROCm-branch compile can fail: a call to what common.h declares for CUDA alone."""
+    if bc.find_nvcc() is None:
+        pytest.skip("nvcc not found")
+    source = tmp_path / "rocm_call.cu"
+    source.write_text('#include "bindings/common.h"\n'
+                      "void f() { (void)flashinfer_ops::gpu_binding::pdl_attribute(); }\n")
+    [(_, ok_cuda, _, _), (_, ok_rocm, errors, _)] = bc.run(
+        [str(source)], variants=((str(source), (bc.ROCM_BRANCHES,)),))
+    assert ok_cuda and not ok_rocm and "pdl_attribute" in errors
 
 
 def test_a_broken_binding_fails(tmp_path):

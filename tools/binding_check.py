@@ -14,6 +14,7 @@ a function defined outside a class in a kernel header and not marked inline comp
 binding that includes it and only fails there, as a multiple definition.
 
 --define NAME adds a macro to every compile (e.g. --define TFO_TIMELINE: the profiling build).
+--define USE_ROCM compiles the bindings' ROCm branches (ROCM_BRANCHES_PRELUDE below says how).
 The language standard is the one the extension builds with for this PyTorch (C++20 from 2.13,
 C++17 before); TFO_BINDING_STD=-std=c++17 checks the older one from a newer install.
 
@@ -77,11 +78,31 @@ def object_path(source: str, out_dir: Path) -> Path:
     return out_dir / (Path(source).stem + ".o")
 
 
+# USE_ROCM (what PyTorch's ROCm builds define) selects the bindings' ROCm branches. Defined on the
+# command line it would also select the ROCm branches of PyTorch's CUDA headers, which include ROCm
+# libraries' headers; so those headers are included first, as they are, and USE_ROCM is defined
+# after them (-include of this prelude). The bindings' CUDA runtime and c10::cuda names are what
+# hipify maps one to one onto HIP's, so this checks that their ROCm branches compile (every call
+# in them declared there) without a ROCm PyTorch; the HIP compile itself is not checked.
+ROCM_BRANCHES = "USE_ROCM"
+ROCM_BRANCHES_PRELUDE = """#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+#define USE_ROCM 1
+"""
+
+
 def compile_one(nvcc: str, source: str, includes: list[str], flags: list[str], stub_root: str | None,
                 out_dir: Path, extra_defines: tuple[str, ...] = ()) -> tuple[str, bool, str, float]:
     start = time.time()
     output = object_path(source, out_dir)
-    defines = DEFINES + [f"-D{d}" for d in extra_defines]
+    defines = DEFINES + [f"-D{d}" for d in extra_defines if d != ROCM_BRANCHES]
+    if ROCM_BRANCHES in extra_defines:
+        prelude = out_dir / f"{Path(source).stem}_rocm_branches_prelude.h"  # one per compile: no races
+        prelude.write_text(ROCM_BRANCHES_PRELUDE)
+        defines += ["-include", str(prelude)]
     # One device pass, as setup.py asks for an architecture (-arch=sm_90a would add compute_90's).
     gencode = f"-gencode=arch=compute_{ARCH[3:]},code={ARCH}"
     cmd = [nvcc, "-c", "-O0", gencode, "-x", "cu", source, "-o", str(output), *flags, *defines,
