@@ -6,7 +6,8 @@ ROCm PyTorch:     adds the same kernels compiled by hipcc for gfx942 and gfx950.
 
 Knobs for quick builds (environment variables):
   TFO_CUDA_ARCHS   semicolon list of CUDA archs, default "80;90a"
-  TFO_HIP_ARCHS    semicolon list of AMD archs, default "gfx942;gfx950"
+  TFO_HIP_ARCHS    semicolon list of AMD archs, default: those of PyTorch's PYTORCH_ROCM_ARCH that
+                   the kernels target (gfx942, gfx950), else "gfx942;gfx950"
   TFO_HEAD_DIMS    comma list of head dims to instantiate, default "64,128,256"
   TFO_DTYPES       comma list of q/kv dtypes to instantiate, default "f16,bf16"
   TFO_CPU_ONLY=1   build only the CPU kernels, whatever PyTorch supports
@@ -44,6 +45,29 @@ def instantiation_defines():
     if os.environ.get("TFO_TIMELINE", "0") == "1":
         defines.append("-DTFO_TIMELINE")
     return defines + variant_defines(os.environ.get("TFO_KERNEL_VARIANTS", ""))
+
+
+# The AMD architectures the kernels are written for: CDNA3 and CDNA4 (their MFMA shapes).
+KERNEL_HIP_ARCHS = ("gfx942", "gfx950")
+
+
+def hip_archs():
+    """The AMD architectures to compile for. TFO_HIP_ARCHS as given; else those of PyTorch's own
+    knob, PYTORCH_ROCM_ARCH (often set image-wide to every architecture PyTorch was built for),
+    that the kernels are written for, an error when it names none of them; else both."""
+    explicit = os.environ.get("TFO_HIP_ARCHS")
+    if explicit:
+        return [a.strip() for a in explicit.split(";") if a.strip()]
+    pytorch = os.environ.get("PYTORCH_ROCM_ARCH", "").replace(",", ";").replace(" ", ";")
+    if pytorch.strip(";"):
+        named = [a for a in pytorch.split(";") if a]
+        archs = [a for a in named if a.split(":", 1)[0] in KERNEL_HIP_ARCHS]
+        if not archs:
+            raise SystemExit(f"PYTORCH_ROCM_ARCH names {', '.join(named)}; the kernels are written for "
+                             f"{', '.join(KERNEL_HIP_ARCHS)} (CDNA3, CDNA4). Set TFO_HIP_ARCHS to build for "
+                             "other architectures anyway.")
+        return archs
+    return list(KERNEL_HIP_ARCHS)
 
 
 def kernel_variants_module():
@@ -102,8 +126,7 @@ def extension():
         # csrc/hip: the kernels include the platform layer as "gpu_iface/...".
         include_dirs = [os.path.join(ROOT, "csrc"), os.path.join(ROOT, "csrc", "hip")]
         if is_rocm:
-            archs = os.environ.get("TFO_HIP_ARCHS", "gfx942;gfx950").split(";")
-            gpu_flags = ["-O3"] + [f"--offload-arch={a}" for a in archs]
+            gpu_flags = ["-O3"] + [f"--offload-arch={a}" for a in hip_archs()]
             # On ROCm, CUDAExtension runs PyTorch's hipify over the sources and over every header
             # it finds through include_dirs. Only the bindings (CUDA runtime and c10::cuda names)
             # are to be translated: the kernels and the platform layer are HIP C++ already, and

@@ -64,3 +64,28 @@ def test_translation_keeps_the_kernel_sources_and_std_math(step, binding):
     assert kernel_includes.findall(translated) == kernel_includes.findall(original)
     bare_math = re.compile(r"(?<![\w:])::(min|max|ceil|floor|exp|log|pow|fabs|fmod)\(")
     assert len(bare_math.findall(translated)) == len(bare_math.findall(original)), binding
+
+
+def _offload_archs(report):
+    return [f.split("=", 1)[1] for f in report["extra_compile_args"]["nvcc"] if f.startswith("--offload-arch=")]
+
+
+def test_default_archs_are_the_kernels(step):
+    _, report = step
+    assert _offload_archs(report) == ["gfx942", "gfx950"]
+
+
+@pytest.mark.parametrize("env, archs", [
+    ({"PYTORCH_ROCM_ARCH": "gfx90a;gfx942;gfx1100"}, ["gfx942"]),  # an image's list: the kernels' subset
+    ({"PYTORCH_ROCM_ARCH": "gfx942:xnack-, gfx950"}, ["gfx942:xnack-", "gfx950"]),
+    ({"PYTORCH_ROCM_ARCH": "gfx942", "TFO_HIP_ARCHS": "gfx90a"}, ["gfx90a"]),  # as the developer asks
+])
+def test_archs_follow_the_knobs(tmp_path, env, archs):
+    pytest.importorskip("torch.utils.hipify.hipify_python")
+    assert _offload_archs(rocm_build_step.run(tmp_path, env)) == archs
+
+
+def test_pytorch_rocm_arch_without_a_kernel_arch_is_refused(tmp_path):
+    pytest.importorskip("torch.utils.hipify.hipify_python")
+    with pytest.raises(RuntimeError, match="PYTORCH_ROCM_ARCH names gfx90a; the kernels are written for gfx942"):
+        rocm_build_step.run(tmp_path, {"PYTORCH_ROCM_ARCH": "gfx90a"})

@@ -60,14 +60,16 @@ def copy_inputs(dest: Path) -> None:
             shutil.copy2(src, dest / name)
 
 
-def run(work: Path) -> dict:
-    """The hipify step in `work` (a fresh copy of the build inputs is made there). Returns the
-    extension's sources, include_dirs and extra_compile_args, the files the step added
-    ("added") and the input files it changed ("changed"), paths relative to `work`."""
+def run(work: Path, env: dict[str, str] | None = None) -> dict:
+    """The hipify step in `work` (a fresh copy of the build inputs is made there), with the
+    build's knobs (TFO_*, PYTORCH_ROCM_ARCH) at their defaults but for those given in `env`.
+    Returns the extension's sources, include_dirs and extra_compile_args, the files the step
+    added ("added") and the input files it changed ("changed"), paths relative to `work`."""
     work.mkdir(parents=True, exist_ok=True)
     copy_inputs(work)
     before = _digests(work)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TFO_")}
+    knobs = lambda name: name.startswith("TFO_") or name == "PYTORCH_ROCM_ARCH"  # noqa: E731
+    env = {**{k: v for k, v in os.environ.items() if not knobs(k)}, **(env or {})}
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(work / "rocm-home-stand-in")], cwd=work, env=env,
                           capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("ROCM_BUILD_STEP ")]
