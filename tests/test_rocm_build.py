@@ -4,15 +4,16 @@ the platform layer as written, since those are what the AMD compile check and th
 verify. (PyTorch's hipify maps a path's `cuda` directory to `hip`: given the kernels' include
 paths, it wrote its translation of gpu_iface/backend/cuda over gpu_iface/backend/hip.)"""
 
+import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
-import rocm_build_step  # noqa: E402
+_spec = importlib.util.spec_from_file_location("tfo_rocm_build_step", REPO / "tools" / "rocm_build_step.py")
+rocm_build_step = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(rocm_build_step)
 
 BINDINGS = sorted(p.name for p in (REPO / "csrc" / "hip" / "bindings").glob("*.cu"))
 

@@ -60,16 +60,21 @@ def copy_inputs(dest: Path) -> None:
             shutil.copy2(src, dest / name)
 
 
+def _is_build_knob(name: str) -> bool:
+    """An environment variable setup.py reads (its TFO_* knobs, PyTorch's PYTORCH_ROCM_ARCH)."""
+    return name.startswith("TFO_") or name == "PYTORCH_ROCM_ARCH"
+
+
 def run(work: Path, env: dict[str, str] | None = None) -> dict:
     """The hipify step in `work` (a fresh copy of the build inputs is made there), with the
     build's knobs (TFO_*, PYTORCH_ROCM_ARCH) at their defaults but for those given in `env`.
     Returns the extension's sources, include_dirs and extra_compile_args, the files the step
-    added ("added") and the input files it changed ("changed"), paths relative to `work`."""
+    added ("added") and the input files it changed or removed ("changed", "removed"), paths
+    relative to `work`. Raises RuntimeError, with the step's output, where it fails."""
     work.mkdir(parents=True, exist_ok=True)
     copy_inputs(work)
     before = _digests(work)
-    knobs = lambda name: name.startswith("TFO_") or name == "PYTORCH_ROCM_ARCH"  # noqa: E731
-    env = {**{k: v for k, v in os.environ.items() if not knobs(k)}, **(env or {})}
+    env = {**{k: v for k, v in os.environ.items() if not _is_build_knob(k)}, **(env or {})}
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(work / "rocm-home-stand-in")], cwd=work, env=env,
                           capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("ROCM_BUILD_STEP ")]
