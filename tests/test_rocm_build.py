@@ -5,15 +5,32 @@ verify. (PyTorch's hipify maps a path's `cuda` directory to `hip`: given the ker
 paths, it wrote its translation of gpu_iface/backend/cuda over gpu_iface/backend/hip.)"""
 
 import importlib.util
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("tfo_rocm_build_step", REPO / "tools" / "rocm_build_step.py")
-rocm_build_step = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(rocm_build_step)
+
+
+def _tool(name):
+    """tools/<name>.py, loaded by path once per process (as tfo_<name>, the name the other tests
+    load it by: dataclasses look their module up in sys.modules)."""
+    module_name = f"tfo_{name}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, REPO / "tools" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
+
+
+rocm_build_step = _tool("rocm_build_step")
+KERNEL_SOURCES = [s.path for s in _tool("compile_check").SOURCES]
 
 BINDINGS = sorted(p.name for p in (REPO / "csrc" / "hip" / "bindings").glob("*.cu"))
 
@@ -90,3 +107,32 @@ def test_pytorch_rocm_arch_without_a_kernel_arch_is_refused(tmp_path):
     pytest.importorskip("torch.utils.hipify.hipify_python")
     with pytest.raises(RuntimeError, match="PYTORCH_ROCM_ARCH names gfx90a; the kernels are written for gfx942"):
         rocm_build_step.run(tmp_path, {"PYTORCH_ROCM_ARCH": "gfx90a"})
+
+
+def _clang_hip():
+    clang = shutil.which(os.environ.get("TFO_CLANG", "clang++-22"))
+    if clang is None:
+        if os.environ.get("TFO_REQUIRE_COMPILERS") == "1":
+            pytest.fail("clang++-22 is required (TFO_REQUIRE_COMPILERS=1)")
+        pytest.skip("clang++-22 not found: apt-get install clang-22")
+    return clang
+
+
+@pytest.mark.parametrize("source", KERNEL_SOURCES)
+def test_kernels_compile_as_the_rocm_build_compiles_them(step, source):
+    """The AMD compile check's kernel sources (each instantiates what the bindings launch), with
+    the flags the build gives hipcc (setup.py's offload archs, include paths and instantiations;
+    PyTorch's HIP defines; C++20 from PyTorch 2.13), host pass and device passes, syntax only.
+    The compile check compiles the device side alone; the translated bindings themselves need a
+    ROCm PyTorch's headers, which this machine lacks."""
+    _, report = step
+    import torch.utils.cpp_extension as cpp_extension
+
+    clang = _clang_hip()
+    flags = [f for f in report["extra_compile_args"]["nvcc"] if f != "-O3"]
+    assert [f for f in flags if f.startswith("--offload-arch=")] == ["--offload-arch=gfx942", "--offload-arch=gfx950"]
+    cmd = [clang, "-x", "hip", "-fsyntax-only", "-nogpulib", "-std=c++20", "-D__AMDGCN_WAVEFRONT_SIZE=64",
+           *cpp_extension.COMMON_HIP_FLAGS, *cpp_extension.COMMON_HIPCC_FLAGS, *flags, str(REPO / source)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    errors = "\n".join(line for line in (proc.stdout + proc.stderr).splitlines() if "error" in line)
+    assert proc.returncode == 0, f"{source}:\n{errors or proc.stderr[-4000:]}"
