@@ -7,7 +7,6 @@ paths, it wrote its translation of gpu_iface/backend/cuda over gpu_iface/backend
 import importlib.util
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +29,8 @@ def _tool(name):
 
 
 rocm_build_step = _tool("rocm_build_step")
-KERNEL_SOURCES = [s.path for s in _tool("compile_check").SOURCES]
+compile_check = _tool("compile_check")
+KERNEL_SOURCES = [s.path for s in compile_check.SOURCES]
 
 BINDINGS = sorted(p.name for p in (REPO / "csrc" / "hip" / "bindings").glob("*.cu"))
 
@@ -110,11 +110,12 @@ def test_pytorch_rocm_arch_without_a_kernel_arch_is_refused(tmp_path):
 
 
 def _clang_hip():
-    clang = shutil.which(os.environ.get("TFO_CLANG", "clang++-22"))
+    """The AMD compile check's clang; skips without it, fails under TFO_REQUIRE_COMPILERS=1 (CI)."""
+    clang = compile_check.find_compiler("amd")
     if clang is None:
         if os.environ.get("TFO_REQUIRE_COMPILERS") == "1":
-            pytest.fail("clang++-22 is required (TFO_REQUIRE_COMPILERS=1)")
-        pytest.skip("clang++-22 not found: apt-get install clang-22")
+            pytest.fail(compile_check.INSTALL_HINTS["amd"])
+        pytest.skip(compile_check.INSTALL_HINTS["amd"])
     return clang
 
 
