@@ -1,8 +1,12 @@
-"""The ROCm PyTorch build's hipify step (tools/rocm_build_step.py), run on a copy of the build
-inputs without ROCm: it must translate the operator bindings alone and leave the HIP kernels and
-the platform layer as written, since those are what the AMD compile check and the emulated tiers
-verify. (PyTorch's hipify maps a path's `cuda` directory to `hip`: given the kernels' include
-paths, it wrote its translation of gpu_iface/backend/cuda over gpu_iface/backend/hip.)"""
+"""A ROCm PyTorch build, the parts that run without ROCm (tools/rocm_build_step.py runs setup.py's
+hipify step on a copy of the build inputs):
+
+- hipify translates the operator bindings alone and leaves the HIP kernels and the platform layer
+  as written, since those are what the AMD compile check and the emulated tiers verify (PyTorch's
+  hipify maps a path's `cuda` directory to `hip`: given the kernels' include paths, it writes its
+  translation of gpu_iface/backend/cuda over gpu_iface/backend/hip);
+- the AMD architectures follow the knobs (TFO_HIP_ARCHS, PyTorch's PYTORCH_ROCM_ARCH);
+- the kernel sources pass clang's front end with the flags the build gives hipcc."""
 
 import importlib.util
 import os
@@ -121,19 +125,19 @@ def _clang_hip():
 
 @pytest.mark.parametrize("source", KERNEL_SOURCES)
 def test_kernels_compile_as_the_rocm_build_compiles_them(step, source):
-    """The AMD compile check's kernel sources (each instantiates what the bindings launch), with
-    the flags the build gives hipcc (setup.py's offload archs, include paths and instantiations;
-    PyTorch's HIP defines; C++20 from PyTorch 2.13), host pass and device passes, syntax only.
-    The compile check compiles the device side alone; the translated bindings themselves need a
-    ROCm PyTorch's headers, which this machine lacks."""
-    _, report = step
+    """The AMD compile check's kernel sources (the kernels the bindings launch, instantiated, and
+    the fragment probe), with the flags the build gives hipcc (setup.py's offload archs, include
+    paths and instantiations; PyTorch's HIP defines; C++20 from PyTorch 2.13), host pass and
+    device passes, syntax only. The compile check compiles the device side alone; the translated
+    bindings themselves need a ROCm PyTorch's headers, which this machine lacks."""
+    work, report = step
     import torch.utils.cpp_extension as cpp_extension
 
     clang = _clang_hip()
     flags = [f for f in report["extra_compile_args"]["nvcc"] if f != "-O3"]
     assert [f for f in flags if f.startswith("--offload-arch=")] == ["--offload-arch=gfx942", "--offload-arch=gfx950"]
-    cmd = [clang, "-x", "hip", "-fsyntax-only", "-nogpulib", "-std=c++20", "-D__AMDGCN_WAVEFRONT_SIZE=64",
-           *cpp_extension.COMMON_HIP_FLAGS, *cpp_extension.COMMON_HIPCC_FLAGS, *flags, str(REPO / source)]
+    cmd = [clang, "-x", "hip", "-fsyntax-only", "-nogpulib", "-std=c++20",
+           *cpp_extension.COMMON_HIP_FLAGS, *cpp_extension.COMMON_HIPCC_FLAGS, *flags, str(work / source)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     errors = "\n".join(line for line in (proc.stdout + proc.stderr).splitlines() if "error" in line)
     assert proc.returncode == 0, f"{source}:\n{errors or proc.stderr[-4000:]}"
