@@ -9,6 +9,8 @@
 //   TFO_MIN_WAVES_PER_SIMD(n)         AMD: registers allocated so that n waves fit per SIMD (a
 //                                     floor the compiler keeps, or it fails); NVIDIA: nothing
 //   kWaveSize                         lanes per wave (constexpr int)
+//   kMaxBlockSharedBytes              shared memory one block may have on every architecture the
+//                                     backend targets (constexpr int; the kernels' layouts assert it)
 //   kMinBlocksCapsRegisters           whether TFO_LAUNCH_BOUNDS_MIN_BLOCKS caps registers (NVIDIA);
 //   TFO_IF_MIN_BLOCKS_CAP(...)        its arguments where it does (instantiations the cap makes distinct)
 //   lane_id(), wave_index()           lane within the wave; wave within a 1-D block (wave-uniform)

@@ -131,6 +131,7 @@ struct MmaDecodeSmem {
   // The waves' outputs, rows in AccRows' layout (without bank conflicts for their stores).
   static constexpr int kMergeBytes = Shape::kWaves * Shape::kRows * AccRows<D>::kRowFloats * 4;
   static constexpr int kBytes = kKv + (kKvBytes > kMergeBytes ? kKvBytes : kMergeBytes);
+  static_assert(kBytes <= kMaxBlockSharedBytes, "decode tiles exceed a block's shared memory");
   static_assert(kAddr % 8 == 0 && kKv % 16 == 0 && kStageBytes % 16 == 0, "aligned regions");
   // A staged FP8 tile: rows of D bytes, read as 16-bit pairs (swizzled like the T tiles).
   using RawTile = SmemTile<half_t, Shape::kTokens, D * static_cast<int>(sizeof(KV)) / 2>;

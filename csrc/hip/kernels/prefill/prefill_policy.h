@@ -67,6 +67,7 @@ struct PrefillPolicy {
   static constexpr int kRowOffsetBase = kTileBytes > kStageBytes ? kTileBytes : kStageBytes;
   static constexpr int kRowOffsetBytes = kSharedRowOffsets ? 2 * kKvTile * 8 : 0;
   static constexpr int kSmemBytes = kRowOffsetBase + kRowOffsetBytes;
+  static_assert(kSmemBytes <= kMaxBlockSharedBytes, "prefill tiles exceed a block's shared memory");
   // Q, then the K and V buffers, each on a 128-byte boundary (check_tile_alignment).
   static_assert(kTileRows * kHeadDim * 2 % 128 == 0 && kKvTile * kHeadDim * 2 % 128 == 0,
                 "prefill tiles must be 128-byte aligned");

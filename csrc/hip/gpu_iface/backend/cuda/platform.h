@@ -27,6 +27,9 @@
 namespace tfo::gpu {
 
 inline constexpr int kWaveSize = 32;
+// Shared memory a block may opt in to on sm_90 (sm_80: 163 KiB, sm_86/sm_89: 99 KiB; the bindings
+// check the device's own limit where a layout may exceed those).
+inline constexpr int kMaxBlockSharedBytes = 227 * 1024;
 inline constexpr bool kMinBlocksCapsRegisters = true;  // TFO_LAUNCH_BOUNDS_MIN_BLOCKS takes effect
 inline constexpr unsigned kFullWaveMask = 0xffffffffu;
 

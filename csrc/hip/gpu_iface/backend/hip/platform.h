@@ -24,6 +24,8 @@
 namespace tfo::gpu {
 
 inline constexpr int kWaveSize = 64;
+// LDS a workgroup may allocate on gfx942 (gfx950 has 160 KiB; one layout serves both).
+inline constexpr int kMaxBlockSharedBytes = 64 * 1024;
 inline constexpr bool kMinBlocksCapsRegisters = false;  // TFO_LAUNCH_BOUNDS_MIN_BLOCKS is the plain bound
 
 TFO_INLINE int thread_index_x() { return __builtin_amdgcn_workitem_id_x(); }
