@@ -21,6 +21,7 @@ Knobs for quick builds (environment variables):
 import glob
 import importlib.util
 import os
+import re
 
 import torch
 from setuptools import setup
@@ -58,9 +59,8 @@ def hip_archs():
     explicit = os.environ.get("TFO_HIP_ARCHS")
     if explicit:
         return [a.strip() for a in explicit.split(";") if a.strip()]
-    pytorch = os.environ.get("PYTORCH_ROCM_ARCH", "").replace(",", ";").replace(" ", ";")
-    if pytorch.strip(";"):
-        named = [a for a in pytorch.split(";") if a]
+    named = [a for a in re.split(r"[;, ]", os.environ.get("PYTORCH_ROCM_ARCH", "")) if a]
+    if named:
         archs = [a for a in named if a.split(":", 1)[0] in KERNEL_HIP_ARCHS]
         if not archs:
             raise SystemExit(f"PYTORCH_ROCM_ARCH names {', '.join(named)}; the kernels are written for "
