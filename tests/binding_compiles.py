@@ -4,15 +4,13 @@ branches (test_binding_check), and the decode bindings with TFO_TIMELINE, the pr
 (test_decode_timeline). One pool takes both, so the second set keeps the cores busy through the
 first's tail."""
 import functools
-import importlib.util
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("tfo_binding_check", ROOT / "tools" / "binding_check.py")
-bc = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = bc  # dataclasses look their module up by name
-_spec.loader.exec_module(bc)
+try:
+    from . import tool_modules
+except ImportError:
+    import tool_modules
+
+bc = tool_modules.load("binding_check")
 
 TIMELINE_BINDINGS = ("csrc/hip/bindings/decode.cu", "csrc/hip/bindings/decode_mma.cu")
 

@@ -5,28 +5,18 @@ kernel spills. A missing compiler skips its targets, unless TFO_REQUIRE_COMPILER
 which turns it into a failure.
 """
 
-import importlib.util
 import os
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+try:
+    from . import tool_modules
+except ImportError:
+    import tool_modules
 
 
-def _load_compile_check():
-    spec = importlib.util.spec_from_file_location(
-        "tfo_compile_check", ROOT / "tools" / "compile_check.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-cc = _load_compile_check()
+cc = tool_modules.load("compile_check")
 REQUIRE_COMPILERS = os.environ.get("TFO_REQUIRE_COMPILERS") == "1"
 TARGETS = [("amd", arch) for arch in cc.AMD_ARCHS] + [("nvidia", arch) for arch in cc.NVIDIA_ARCHS]
 

@@ -2,7 +2,6 @@
 write and benchmarks/decode_timeline.py reads, the reader's summary on records of known times,
 the knob's kernels and bindings compiling for NVIDIA and AMD without a GPU, production kernels
 untouched by it, and (GPU tier, on a profiling build) the records of real launches."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -19,23 +18,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import decode_timeline as tl  # noqa: E402
 
 try:
-    from . import binding_compiles
+    from . import binding_compiles, tool_modules
 except ImportError:
     import binding_compiles
+    import tool_modules
 
 KERNELS = {name: ROOT / "csrc" / "hip" / "kernels" / "decode" / f"{name}.cu" for name in ("decode_mma", "decode_simt")}
 ONE_CONFIG = ["-DTFO_HEAD_DIM_128", "-DTFO_DTYPE_F16"]
 
 
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tfo_{name}_timeline", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-cc = _load_tool("compile_check")  # its compilers, commands and flags
+cc = tool_modules.load("compile_check")  # its compilers, commands and flags
 
 
 def _compiler(vendor):

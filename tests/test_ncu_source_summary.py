@@ -1,17 +1,15 @@
 """tools/ncu_source_summary.py on a made-up source-page listing (the shape ncu writes)."""
 
-import importlib.util
 import io
-import pathlib
-import sys
 
 import pytest
 
-_PATH = pathlib.Path(__file__).resolve().parents[1] / "tools" / "ncu_source_summary.py"
-_spec = importlib.util.spec_from_file_location("tfo_ncu_source_summary", _PATH)
-nss = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = nss  # dataclasses look their module up by name
-_spec.loader.exec_module(nss)
+try:
+    from . import tool_modules
+except ImportError:
+    import tool_modules
+
+nss = tool_modules.load("ncu_source_summary")
 
 HEADER = ('"Address","Source","Warp Stall Sampling (All Samples)","Warp Stall Sampling (Not-issued Samples)",'
           '"Instructions Executed","stall_barrier","stall_long_sb","stall_wait","stall_wait (Not Issued)"')

@@ -8,11 +8,9 @@ hipify step on a copy of the build inputs):
 - the AMD architectures follow the knobs (TFO_HIP_ARCHS, PyTorch's PYTORCH_ROCM_ARCH);
 - the kernel sources pass clang's front end with the flags the build gives hipcc."""
 
-import importlib.util
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,20 +18,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _tool(name):
-    """tools/<name>.py, loaded by path once per process (as tfo_<name>, the name the other tests
-    load it by: dataclasses look their module up in sys.modules)."""
-    module_name = f"tfo_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, REPO / "tools" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
+try:
+    from . import tool_modules
+except ImportError:
+    import tool_modules
 
-
-rocm_build_step = _tool("rocm_build_step")
-compile_check = _tool("compile_check")
+rocm_build_step = tool_modules.load("rocm_build_step")
+compile_check = tool_modules.load("compile_check")
 KERNEL_SOURCES = [s.path for s in compile_check.SOURCES]
 
 BINDINGS = sorted(p.name for p in (REPO / "csrc" / "hip" / "bindings").glob("*.cu"))
